@@ -1,0 +1,82 @@
+"""The `vlx` command as a user runs it: in a subprocess, through Hydra's real entrypoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, SHARED_ESNLI, cli_env
+from helpers import esnli_from_shared
+
+
+def vlx(*args: str, cwd=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd or REPO, env=cli_env(), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_cfg_job_prints_the_composed_config():
+    res = vlx("model=llava", "task=meme", "shots=0", "--cfg", "job")
+    assert res.returncode == 0, res.stderr
+    assert "checkpoint: llava-hf/llava-v1.6-mistral-7b-hf" in res.stdout
+    assert "_target_: vlx.tasks.HatefulMemesTask" in res.stdout
+    assert "Is this image offensive?" in res.stdout
+
+
+def test_unknown_choice_lists_the_options():
+    res = vlx("model=gpt5", "--cfg", "job")
+    assert res.returncode != 0
+    assert "Could not find 'model/gpt5'" in res.stderr
+    for option in ("llava", "paligemma", "tiny_llava", "tiny_paligemma"):
+        assert f"\t{option}\n" in res.stderr
+
+
+def test_missing_data_is_one_clear_message(tmp_path):
+    res = vlx(
+        "model=tiny_llava", "task=esnli", f"task.csv_dir={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr + res.stdout
+    assert f"{tmp_path / 'absent' / 'esnlive_test.csv'} not found" in res.stderr + res.stdout
+    assert "Set task.csv_dir" in res.stderr + res.stdout
+
+
+def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
+    """The issue's acceptance command: 30 predictions whose ids are the CSV's pairIDs, and Hydra's config saved."""
+    if not SHARED_ESNLI.is_dir():
+        pytest.skip("../shared/data/esnlive is not beside the repo")
+    csv_dir, image_dir, rows = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=30)
+    out = tmp_path / "run"
+    res = vlx("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
+              "task.split=test", "task.limit=30", f"hydra.run.dir={out}", "batch_size=8")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [r["pairID"] for r in rows]
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / ".hydra" / "overrides.yaml").is_file()
+    assert "done: 30 items" in (out / "vlx.log").read_text() or "done: 30 items" in res.stderr
+
+
+def test_two_job_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes", "task.limit=3", "generation.max_new_tokens=4",
+              f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    for job, model in ((0, "tiny_llava"), (1, "tiny_paligemma")):
+        assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3
+        assert f"model={model}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_four_combination_sweep(tmp_path):
+    if not SHARED_ESNLI.is_dir():
+        pytest.skip("../shared/data/esnlive is not beside the repo")
+    esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=3)
+    sweep = tmp_path / "sweep"
+    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes,esnli", "task.limit=3",
+              f"paths.data_dir={tmp_path / 'data'}", "generation.max_new_tokens=4",
+              f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    for job in range(4):
+        assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3

@@ -1,0 +1,103 @@
+"""Every option of every config group composes, and every `_target_` accepts the keys its config gives it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from vlx.__main__ import CONFIG_DIR
+from vlx.stages._common import resolved_config
+
+GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment"]
+# arguments the stage passes at run time rather than through config
+RUNTIME_ARGS = {"quantization"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def test_every_group_has_its_options():
+    assert options("model") == ["llava", "paligemma", "tiny_llava", "tiny_paligemma"]
+    assert options("task") == ["esnli", "meme", "shapes"]
+    assert options("quant") == ["4bit", "nf4", "none"]
+    assert options("logger") == ["none", "wandb"]
+    assert options("shots") == ["default"] and "none" in options("lora")
+    assert {"greedy", "seed_sampling"} <= set(options("generation"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_option_composes_and_targets_bind(make_cfg, group, option):
+    cfg = make_cfg(f"{group}={option}")
+    resolved_config(cfg)  # every interpolation resolves
+    node = cfg if group == "experiment" else cfg[group]
+    for sub in [node] if group != "experiment" else [cfg.model, cfg.task]:
+        if "_target_" not in sub:
+            continue
+        target = get_class(sub._target_)
+        kwargs = {k: v for k, v in sub.items() if k != "_target_"}
+        params = inspect.signature(target).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()) and target.__mro__[1] is not object:
+            params = {**inspect.signature(target.__mro__[1]).parameters, **params}
+        unknown = set(kwargs) - set(params) - RUNTIME_ARGS
+        assert not unknown, f"{group}={option}: {target.__name__} does not take {unknown}"
+
+
+def test_defaults_are_the_seed_setup(make_cfg):
+    cfg = make_cfg()
+    assert cfg.model.checkpoint == "llava-hf/llava-v1.6-mistral-7b-hf"
+    assert cfg.task.name == "meme" and cfg.shots.k == 0 and not cfg.quant and not cfg.lora
+    assert cfg.generation.do_sample is False
+    assert cfg.model.trust_remote_code is False
+
+
+def test_quant_presets_build_the_seed_settings(make_cfg):
+    import torch
+
+    from vlx.stages._common import build_quantization
+
+    llava = build_quantization(make_cfg("quant=4bit").quant)
+    assert llava.load_in_4bit and llava.bnb_4bit_compute_dtype == torch.float16
+    pali = build_quantization(make_cfg("quant=nf4").quant)
+    assert pali.bnb_4bit_quant_type == "nf4" and pali.bnb_4bit_use_double_quant
+    assert pali.bnb_4bit_compute_dtype == torch.float16
+    assert build_quantization(make_cfg("quant=none").quant) is None
+
+
+def test_seed_sampling_is_the_seeds_settings(make_cfg):
+    gen = OmegaConf.to_container(make_cfg("generation=seed_sampling").generation)
+    assert gen == {"do_sample": True, "max_new_tokens": 32, "temperature": 1.2, "repetition_penalty": 1.5,
+                   "top_p": 0.9, "top_k": 50}  # fmt: skip
+
+
+def test_model_checkpoint_can_point_anywhere(make_cfg):
+    cfg = make_cfg("model=paligemma", "model.checkpoint=/models/my-paligemma")
+    assert cfg.model.checkpoint == "/models/my-paligemma"
+    assert cfg.model._target_ == "vlx.models.PaliGemmaAdapter"
+
+
+def test_stage_modules_expose_run():
+    from vlx.__main__ import STAGES
+
+    for module in STAGES.values():
+        assert callable(importlib.import_module(module).run)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["shots=2"], ["shots.k=2"]),
+        (["-m", "shots=0,3", "task=meme"], ["-m", "shots.k=0,3", "task=meme"]),
+        (["shots.k=1", "model=llava"], ["shots.k=1", "model=llava"]),
+        (["shots=default"], ["shots=default"]),
+    ],
+)
+def test_shots_shorthand(given, expected):
+    from vlx.__main__ import expand_shorthands
+
+    assert expand_shorthands(given) == expected

@@ -1,0 +1,73 @@
+"""The adapter interface, and the loading/generation that the transformers-backed adapters share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from PIL import Image
+
+from vlx.models._generation import generate_texts
+from vlx.models.loading import load_model, load_processor, resolve_checkpoint
+from vlx.records import Example
+
+
+class VLMAdapter(Protocol):
+    """What a stage needs from a model family: its prompt format and batched generation."""
+
+    def render_prompt(self, example: Example, instruction: str) -> str: ...
+
+    def generate(self, prompts: list[str], images: list[Image.Image], **generation: Any) -> list[str]: ...
+
+
+class HFAdapter:
+    """Loads `model_class` + its processor and generates in batches; subclasses only say how a prompt looks.
+
+    Args:
+        checkpoint: hub id or local folder.
+        dtype: auto, float32, float16 or bfloat16.
+        device_map: auto, cpu, cuda or cuda:N.
+        attn_implementation: sdpa, eager or flash_attention_2.
+        adapter: folder of a peft LoRA adapter, or None.
+        trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
+        tiny: architecture name to build a tiny random-weight model into `checkpoint` first (tests, demos).
+        prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
+        quantization: a transformers.BitsAndBytesConfig, or None.
+    """
+
+    model_class: ClassVar[type]
+
+    def __init__(
+        self,
+        checkpoint: str,
+        dtype: str = "auto",
+        device_map: str | None = "auto",
+        attn_implementation: str | None = "sdpa",
+        adapter: str | None = None,
+        trust_remote_code: bool = False,
+        tiny: str | None = None,
+        prompt_template: str = "{prompt}",
+        quantization: Any | None = None,
+    ):
+        self.checkpoint = resolve_checkpoint(checkpoint, tiny)
+        self.prompt_template = prompt_template
+        self.processor = load_processor(self.checkpoint, trust_remote_code)
+        self.model = load_model(
+            self.model_class,
+            self.checkpoint,
+            dtype=dtype,
+            device_map=device_map,
+            quantization=quantization,
+            attn_implementation=attn_implementation,
+            adapter=adapter,
+            trust_remote_code=trust_remote_code,
+        )
+
+    def user_text(self, example: Example, instruction: str) -> str:
+        return self.prompt_template.format(prompt=instruction, text=example.text)
+
+    def render_prompt(self, example: Example, instruction: str) -> str:
+        raise NotImplementedError
+
+    def generate(self, prompts: list[str], images: list[Image.Image], **generation: Any) -> list[str]:
+        """Answers for a batch of rendered prompts and their images (decoded new tokens only)."""
+        return generate_texts(self.model, self.processor, prompts, images, **generation)

@@ -1,0 +1,115 @@
+"""Loading a VLM and its processor: dtype, device placement, bitsandbytes quantization, LoRA adapters.
+
+Real checkpoints (hub id or local folder) and the tiny random-weight ones go through the same `from_pretrained` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlx.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto` -> bfloat16 on a GPU that has it (float16 on older GPUs), float32 on CPU; else the named dtype."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r}: use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device_map(device_map: str | None) -> str | dict[str, Any] | None:
+    """`auto` -> accelerate's placement when a GPU is there, CPU otherwise (no accelerate hooks on CPU)."""
+    if device_map == "auto" and not torch.cuda.is_available():
+        return None
+    if device_map is not None and device_map.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device_map={device_map!r} but no CUDA GPU is visible; use auto or cpu")
+    return device_map
+
+
+def resolve_checkpoint(checkpoint: str, tiny: str | None) -> str:
+    """The checkpoint to load; a tiny model is built there first if it isn't yet."""
+    if tiny is not None:
+        from vlx.models.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model(tiny, checkpoint))
+    path = Path(checkpoint).expanduser()
+    if path.exists() or checkpoint.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model.checkpoint={checkpoint!r}: no config.json in that folder; point it at a folder written by "
+                f"save_pretrained, or at a hub id such as llava-hf/llava-v1.6-mistral-7b-hf"
+            )
+        return str(path)
+    return checkpoint  # a hub id: from_pretrained resolves (and caches) it
+
+
+def load_processor(checkpoint: str, trust_remote_code: bool = False):
+    """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(
+    model_class: type,
+    checkpoint: str,
+    *,
+    dtype: str = "auto",
+    device_map: str | None = "auto",
+    quantization: Any | None = None,
+    attn_implementation: str | None = "sdpa",
+    adapter: str | None = None,
+    trust_remote_code: bool = False,
+) -> torch.nn.Module:
+    """Loads a model with `model_class.from_pretrained`, optionally 4/8-bit and with a LoRA adapter on top.
+
+    Args:
+        model_class: the transformers class, e.g. LlavaNextForConditionalGeneration.
+        checkpoint: hub id or local folder.
+        dtype: auto, float32, float16 or bfloat16.
+        device_map: auto, cpu, cuda, cuda:N (auto = accelerate's placement on GPUs, CPU otherwise).
+        quantization: a transformers.BitsAndBytesConfig, or None for full precision.
+        attn_implementation: sdpa, eager or flash_attention_2.
+        adapter: folder of a peft adapter to load on top, or None.
+        trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
+
+    Returns:
+        The model in eval mode.
+    """
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype),
+        "attn_implementation": attn_implementation,
+        "trust_remote_code": trust_remote_code,
+    }
+    placement = resolve_device_map(device_map)
+    if placement is not None:
+        kwargs["device_map"] = placement
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    log.info("loading %s from %s (%s)", model_class.__name__, checkpoint, {k: str(v) for k, v in kwargs.items()})
+    model = model_class.from_pretrained(checkpoint, **kwargs)
+    if adapter is not None:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"model.adapter={adapter!r}: no adapter_config.json there; use a folder from stage=finetune"
+            )
+        from peft import PeftModel
+
+        log.info("loading LoRA adapter %s", adapter)
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model

@@ -1,0 +1,35 @@
+"""The small records that flow between tasks, models and the prediction store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item of a task split, as read from the official files.
+
+    Attributes:
+        id: the item's id in the official data (e-SNLI-VE `pairID`, Hateful Memes image name stem).
+        image: path of the image file.
+        text: the hypothesis (e-SNLI-VE) or the meme's text (Hateful Memes).
+        label: the gold label name, or None where the split has no labels.
+        explanations: reference explanations (several allowed; empty where the data has none).
+        source: "file:row" of the item, for error messages.
+    """
+
+    id: str
+    image: Path
+    text: str
+    label: str | None
+    explanations: tuple[str, ...] = field(default=())
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Split:
+    """The items of one split that are ready for a model, and those left out (with the reason)."""
+
+    examples: list[Example]
+    skipped: list[dict[str, str]]

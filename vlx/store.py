@@ -1,0 +1,84 @@
+"""The prediction store: predictions.jsonl, appended batch by batch and flushed, so nothing finished is lost.
+
+A run restarted into the same directory reads the finished ids back and continues with the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlx.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class PredictionStore:
+    """Append-only JSONL of prediction rows keyed by `id`.
+
+    Args:
+        path: the predictions.jsonl file (created on first append).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every finished row, in the order written.
+
+        A last line cut short by a killed process is an unfinished write: it is dropped (with a warning) and the
+        file truncated to the last whole line. Any other bad line is an error naming it.
+        """
+        if not self.path.is_file():
+            return []
+        rows: list[dict[str, Any]] = []
+        with self.path.open("rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                if line_no == len(lines):  # no newline after it: the write was interrupted
+                    log.warning(
+                        "%s: dropping the unfinished last line %d (the run was interrupted)", self.path, line_no
+                    )
+                    with self.path.open("r+b") as f:
+                        f.truncate(len(data) - len(line))
+                    break
+                raise DataError(f"{self.path}:{line_no}: not valid JSON ({err.msg}); fix or delete that line") from err
+            if not isinstance(row, dict) or "id" not in row:
+                raise DataError(f"{self.path}:{line_no}: each line must be a JSON object with an 'id'")
+            rows.append(row)
+        else:
+            if data and not data.endswith(b"\n"):  # a whole row whose newline was not written yet
+                with self.path.open("ab") as f:
+                    f.write(b"\n")
+        return rows
+
+    def done_ids(self) -> set[str]:
+        return {str(row["id"]) for row in self.rows()}
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Writes rows and forces them to disk before returning."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Writes rows as CSV with exactly `columns` (the seed's predictions.csv formats)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

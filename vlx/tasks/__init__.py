@@ -1,0 +1,9 @@
+"""Tasks: loading the official files, labels, zero-shot prompts and answer parsing."""
+
+from vlx.tasks._base import Task
+from vlx.tasks.esnli_ve import EsnliVeTask
+from vlx.tasks.hateful_memes import HatefulMemesTask
+from vlx.tasks.parsing import LABELS, parse_answer
+from vlx.tasks.shapes import ShapesTask, generate_shapes
+
+__all__ = ["LABELS", "EsnliVeTask", "HatefulMemesTask", "ShapesTask", "Task", "generate_shapes", "parse_answer"]

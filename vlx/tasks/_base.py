@@ -1,0 +1,119 @@
+"""What every task shares: the limit, the image checks, the prompt and the answer parser."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from vlx.errors import ConfigError, DataError
+from vlx.records import Example, Split
+from vlx.tasks.parsing import parse_label
+
+log = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
+class Task:
+    """A classification-with-explanation task read from its official files.
+
+    Subclasses set `labels` and implement `read_examples` (file parsing with row-exact errors); this class applies
+    the limit and checks every image before any model is loaded.
+    """
+
+    labels: tuple[str, ...] = ()
+    # columns of the seed's predictions.csv for this task
+    csv_columns: tuple[str, ...] = ("img_path", "explanation")
+
+    def __init__(self, name: str, split: str, prompt: str, limit: int | None = None, on_bad_image: str = "fail"):
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ConfigError(f"task.on_bad_image={on_bad_image!r}: use one of {', '.join(BAD_IMAGE_POLICIES)}")
+        if limit is not None and limit < 1:
+            raise ConfigError(f"task.limit={limit}: use a positive number of items, or null for the whole split")
+        self.name = name
+        self.split = split
+        self.prompt = prompt
+        self.limit = limit
+        self.on_bad_image = on_bad_image
+
+    def read_examples(self) -> list[Example]:
+        """Reads every item of `self.split` from the official files, raising DataError on a bad file or row."""
+        raise NotImplementedError
+
+    def load(self) -> Split:
+        """The split's items (first `limit`), with every image checked.
+
+        Raises:
+            DataError: the split is empty, an id repeats, or an image is missing or undecodable with
+                `on_bad_image=fail`.
+        """
+        examples = self.read_examples()
+        if self.limit is not None:
+            examples = examples[: self.limit]
+        _check_unique_ids(examples)
+        examples, skipped = _check_images(examples, self.on_bad_image)
+        if not examples:
+            raise DataError(f"task {self.name!r}, split {self.split!r}: no usable items (all images were skipped)")
+        return Split(examples=examples, skipped=skipped)
+
+    def instruction(self, example: Example) -> str:
+        """The task's zero-shot prompt filled in for one item."""
+        return self.prompt.format(hypothesis=example.text, text=example.text)
+
+    def parse(self, text: str) -> tuple[str | None, str]:
+        """The model's free text -> (label or None, explanation)."""
+        return parse_label(self.labels, text)
+
+
+def _check_unique_ids(examples: list[Example]) -> None:
+    seen: dict[str, str] = {}
+    for ex in examples:
+        if ex.id in seen:
+            raise DataError(f"{ex.source}: id {ex.id!r} already used at {seen[ex.id]}; ids must be unique in a split")
+        seen[ex.id] = ex.source
+
+
+def image_problem(path: Path) -> str | None:
+    """Why an image cannot be used (missing, unreadable, not an image), or None when it decodes."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as img:
+            img.verify()  # reads the whole file and checks its structure without the cost of a full decode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"cannot be decoded ({type(err).__name__}: {err})"
+    return None
+
+
+def _check_images(examples: list[Example], policy: str) -> tuple[list[Example], list[dict[str, str]]]:
+    problems: dict[Path, str | None] = {}  # many items share an image (e-SNLI-VE: ~15 hypotheses per image)
+    kept: list[Example] = []
+    skipped: list[dict[str, str]] = []
+    for ex in examples:
+        if ex.image not in problems:
+            problems[ex.image] = image_problem(ex.image)
+        problem = problems[ex.image]
+        if problem is None:
+            kept.append(ex)
+        elif policy == "fail":
+            raise DataError(
+                f"{ex.source}: image {ex.image} is {problem}. Fix the path (task.image_dir / task.data_dir) or the "
+                f"file, or run with task.on_bad_image=skip to leave such items out (they are listed in the log)."
+            )
+        else:
+            log.warning("skipping %s (%s): image %s is %s", ex.id, ex.source, ex.image, problem)
+            skipped.append({"id": ex.id, "image": str(ex.image), "source": ex.source, "reason": problem})
+    if skipped:
+        log.warning("skipped %d of %d items for bad images", len(skipped), len(examples))
+    return kept, skipped
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decodes an image to RGB, naming the file when it fails."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"image {path} cannot be decoded ({err}); replace it or use task.on_bad_image=skip") from err

@@ -1,0 +1,109 @@
+"""e-SNLI-VE: visual entailment with human explanations, read from the e-ViL CSV files.
+
+The files are `esnlive_{train,dev,test}.csv` with the header `,pairID,Flickr30kID,hypothesis,gold_label,explanation`;
+images are `<image_dir>/<Flickr30kID>` (Flickr30k). Read with the csv module rather than `datasets` so that every
+error names the file and row.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from vlx.errors import DataError
+from vlx.records import Example
+from vlx.tasks._base import Task
+
+ESNLI_LABELS = ("entailment", "contradiction", "neutral")
+ESNLI_SPLITS = ("train", "dev", "test")
+ESNLI_COLUMNS = ("pairID", "Flickr30kID", "hypothesis", "gold_label", "explanation")
+
+
+class EsnliVeTask(Task):
+    """e-SNLI-VE from its official CSVs.
+
+    Args:
+        csv_dir: folder holding `esnlive_{split}.csv`.
+        image_dir: folder holding the Flickr30k images.
+        name: task name (used in run names and by the parser).
+        split: train, dev or test.
+        prompt: zero-shot instruction; `{hypothesis}` is filled per item.
+        limit: first N items only.
+        on_bad_image: `fail` or `skip`.
+    """
+
+    labels = ESNLI_LABELS
+    csv_columns = ("img_path", "hypothesis", "explanation")
+
+    def __init__(
+        self,
+        csv_dir: str | Path,
+        image_dir: str | Path,
+        name: str = "esnli",
+        split: str = "test",
+        prompt: str = "",
+        limit: int | None = None,
+        on_bad_image: str = "fail",
+    ):
+        super().__init__(name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image)
+        self.csv_dir = Path(csv_dir)
+        self.image_dir = Path(image_dir)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.csv_dir / f"esnlive_{self.split}.csv"
+
+    def read_examples(self) -> list[Example]:
+        return read_esnli_csv(self.csv_path, self.image_dir, self.labels, self.limit)
+
+
+def read_esnli_csv(path: Path, image_dir: Path, labels: tuple[str, ...], limit: int | None = None) -> list[Example]:
+    """Reads an e-ViL CSV into Examples (first `limit` rows), with errors that name the file and row.
+
+    Raises:
+        DataError: the file or folder is missing, a column is missing, a row has an empty field or a label outside
+            `labels`.
+    """
+    if not path.is_file():
+        hint = (
+            f"folder {path.parent} does not exist" if not path.parent.is_dir() else f"{path.parent} has no {path.name}"
+        )
+        raise DataError(f"e-SNLI-VE file {path} not found ({hint}). Set task.csv_dir to the folder of esnlive_*.csv.")
+    if not image_dir.is_dir():
+        raise DataError(f"image folder {image_dir} does not exist. Set task.image_dir to the Flickr30k images folder.")
+    examples: list[Example] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ESNLI_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}. An e-SNLI-VE CSV has the "
+                f"header ,pairID,Flickr30kID,hypothesis,gold_label,explanation"
+            )
+        for row in reader:
+            line = reader.line_num
+            where = f"{path}:{line}"
+            for key in ("pairID", "Flickr30kID", "hypothesis", "gold_label"):
+                if not (row[key] or "").strip():
+                    raise DataError(f"{where}: empty {key}; fix or remove the row")
+            label = row["gold_label"].strip()
+            if label not in labels:
+                raise DataError(
+                    f"{where}: gold_label {label!r} is not one of {', '.join(labels)}; fix or remove the row"
+                )
+            explanation = (row["explanation"] or "").strip()
+            examples.append(
+                Example(
+                    id=row["pairID"].strip(),
+                    image=image_dir / row["Flickr30kID"].strip(),
+                    text=row["hypothesis"].strip(),
+                    label=label,
+                    explanations=(explanation,) if explanation else (),
+                    source=where,
+                )
+            )
+            if limit is not None and len(examples) >= limit:
+                break
+    if not examples:
+        raise DataError(f"{path} has no rows; the {path.stem} split is empty")
+    return examples

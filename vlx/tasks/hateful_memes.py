@@ -1,0 +1,101 @@
+"""Facebook Hateful Memes, read from the challenge's jsonl files.
+
+`<data_dir>/{split}.jsonl` holds one object per line: `id`, `img` (like `img/01234.png`, relative to data_dir),
+`label` (0 = not offensive, 1 = offensive; absent in unlabelled test files) and `text` (the meme's caption).
+The item id comes from `img` ("01234"), since some copies store `id` as an integer without its leading zeros.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vlx.errors import DataError
+from vlx.records import Example
+from vlx.tasks._base import Task
+
+MEME_LABELS = ("not offensive", "offensive")
+MEME_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
+
+
+class HatefulMemesTask(Task):
+    """Hateful Memes from its official jsonl files.
+
+    Args:
+        data_dir: folder holding `{split}.jsonl` and `img/`.
+        name: task name.
+        split: train, dev_seen, dev_unseen, test_seen or test_unseen (any `<split>.jsonl` in data_dir is accepted).
+        prompt: the zero-shot instruction (`{text}` is the meme's text, if the prompt uses it).
+        limit: first N items only.
+        on_bad_image: `fail` or `skip`.
+    """
+
+    labels = MEME_LABELS
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        name: str = "meme",
+        split: str = "dev_seen",
+        prompt: str = "",
+        limit: int | None = None,
+        on_bad_image: str = "fail",
+    ):
+        super().__init__(name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image)
+        self.data_dir = Path(data_dir)
+
+    @property
+    def jsonl_path(self) -> Path:
+        return self.data_dir / f"{self.split}.jsonl"
+
+    def read_examples(self) -> list[Example]:
+        return read_memes_jsonl(self.jsonl_path, self.data_dir, self.limit)
+
+
+def meme_id(img: str) -> str:
+    """The item id from the `img` field: `img/01234.png` -> `01234`."""
+    return Path(img).stem
+
+
+def read_memes_jsonl(path: Path, data_dir: Path, limit: int | None = None) -> list[Example]:
+    """Reads a Hateful Memes jsonl into Examples (first `limit` lines), with errors naming the file and line.
+
+    Raises:
+        DataError: the file is missing, a line is not JSON, lacks `img`/`text`, or has a label other than 0/1.
+    """
+    if not path.is_file():
+        hint = f"folder {data_dir} does not exist" if not data_dir.is_dir() else f"{data_dir} has no {path.name}"
+        splits = ", ".join(MEME_SPLITS)
+        raise DataError(f"Hateful Memes file {path} not found ({hint}). Set task.data_dir and task.split ({splits}).")
+    examples: list[Example] = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from err
+            if not isinstance(item, dict):
+                raise DataError(f"{where}: expected a JSON object with img, text and label")
+            for key in ("img", "text"):
+                if not isinstance(item.get(key), str) or not item[key].strip():
+                    raise DataError(f"{where}: missing or empty {key!r}; each line needs img, text (and label)")
+            label = item.get("label")
+            if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+                raise DataError(f"{where}: label {label!r} is not 0 or 1; fix the line")
+            examples.append(
+                Example(
+                    id=meme_id(item["img"]),
+                    image=data_dir / item["img"],
+                    text=item["text"].strip(),
+                    label=None if label is None else MEME_LABELS[label],
+                    source=where,
+                )
+            )
+            if limit is not None and len(examples) >= limit:
+                break
+    if not examples:
+        raise DataError(f"{path} has no items; the {path.stem} split is empty")
+    return examples

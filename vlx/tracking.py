@@ -1,0 +1,78 @@
+"""Experiment tracking: Weights & Biases when `logger=wandb`, nothing when `logger=none`.
+
+wandb is imported only when used. The run is always finished, with a non-zero exit code when the stage failed, so a
+crashed run in a sweep does not stay "running" on the dashboard. API keys come from `wandb login` or WANDB_API_KEY and
+are never written to configs or outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("id", "image", "text", "gold", "pred", "explanation", "raw")
+
+
+class Tracker:
+    """No tracking: every call does nothing (`logger=none`)."""
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
+        pass
+
+
+class WandbTracker(Tracker):
+    """Logs to an open wandb run."""
+
+    def __init__(self, run: Any):
+        self.run = run
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        self.run.summary.update(flat)
+        self.run.log({k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
+        """A table of predictions; the first `images` rows carry their image."""
+        import wandb
+
+        table = wandb.Table(columns=list(PREDICTION_COLUMNS))
+        for i, row in enumerate(rows):
+            values = [row.get(c) for c in PREDICTION_COLUMNS]
+            if i < images and Path(row["image"]).is_file():
+                values[1] = wandb.Image(row["image"])
+            table.add_data(*values)
+        self.run.log({"predictions": table})
+
+
+@contextmanager
+def tracking(settings: dict[str, Any] | None, config: dict[str, Any], name: str) -> Iterator[Tracker]:
+    """Opens a tracker for one stage run and always closes it.
+
+    Args:
+        settings: the `logger` config (project, entity, mode, group, tags, dir); None or empty = no tracking.
+        config: the resolved run config, logged once.
+        name: the run's name (its directory).
+    """
+    if not settings:
+        yield Tracker()
+        return
+    import wandb
+
+    init = {k: settings.get(k) for k in ("project", "entity", "group", "tags", "dir", "mode")}
+    Path(init["dir"]).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(name=name, config=config, **{k: v for k, v in init.items() if v is not None})
+    log.info("W&B run %s (mode %s) in %s", run.name, run.settings.mode, run.dir)
+    exit_code = 1
+    try:
+        yield WandbTracker(run)
+        exit_code = 0
+    finally:
+        run.finish(exit_code=exit_code)
