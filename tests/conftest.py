@@ -34,7 +34,8 @@ from vlx.__main__ import CONFIG_DIR  # noqa: E402
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_ESNLI = REPO.parent / "shared" / "data" / "esnlive"
+# the official e-SNLI-VE CSVs (no images); VLX_ESNLIVE_DIR points elsewhere, e.g. on a machine without shared/
+SHARED_ESNLI = Path(os.environ.get("VLX_ESNLIVE_DIR") or REPO.parent / "shared" / "data" / "esnlive")
 
 
 @pytest.fixture
