@@ -80,3 +80,18 @@ def test_four_combination_sweep(tmp_path):
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     for job in range(4):
         assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3
+
+
+def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
+    if not SHARED_ESNLI.is_dir():
+        pytest.skip("../shared/data/esnlive is not beside the repo")
+    script = REPO / "scripts" / "placeholder_images.py"
+    csv_path = SHARED_ESNLI / "esnlive_dev.csv"
+    res = subprocess.run([sys.executable, str(script), "esnli", str(csv_path), str(tmp_path), "--limit", "20"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert res.stdout.strip() == f"wrote {len(made)} placeholder images under {tmp_path}"
+    from vlx.tasks import EsnliVeTask
+
+    task = EsnliVeTask(csv_dir=SHARED_ESNLI, image_dir=tmp_path, split="dev", limit=20)
+    assert len(task.load().examples) == 20  # every image of the first 20 rows is there and decodes

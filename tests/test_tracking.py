@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vlx.__main__ import run_stage
@@ -14,10 +16,15 @@ def test_offline_wandb_run_is_written(make_cfg, tmp_path, monkeypatch):
     run_stage(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    files = runs[0] / "files"
-    config = (files / "config.yaml").read_text()
-    assert "tiny-models/llava_next" in config and "shapes" in config
-    assert list(runs[0].glob("run-*.wandb"))
+    (record,) = runs[0].glob("run-*.wandb")  # the offline run log holds config and summary
+    assert b"tiny-models/llava_next" in record.read_bytes() and b"items_per_s" in record.read_bytes()
+    (table,) = (runs[0] / "files" / "media" / "table").glob("predictions_*.table.json")
+    data = json.loads(table.read_text())
+    assert data["columns"] == ["id", "image", "text", "gold", "pred", "explanation", "raw"]
+    assert [row[0] for row in data["data"]] == [
+        json.loads(line)["id"] for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(list((runs[0] / "files" / "media" / "images").glob("examples_*.png"))) == 3
     for path in (tmp_path / "run").rglob("*"):  # the key never lands in any output
         if path.is_file():
             assert b"0123456789abcdef0123456789abcdef01234567" not in path.read_bytes(), path

@@ -40,16 +40,23 @@ class WandbTracker(Tracker):
         self.run.log({k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
-        """A table of predictions; the first `images` rows carry their image."""
+        """A table of predictions whose first `images` rows carry their image, and those images with captions.
+
+        The separate image list is there because wandb writes table images only online: offline runs (and
+        `wandb sync` of them) show the word "Image" in the table (wandb issue 4611).
+        """
         import wandb
 
         table = wandb.Table(columns=list(PREDICTION_COLUMNS))
+        shown = []
         for i, row in enumerate(rows):
             values = [row.get(c) for c in PREDICTION_COLUMNS]
             if i < images and Path(row["image"]).is_file():
-                values[1] = wandb.Image(row["image"])
+                caption = f"{row['id']}: gold {row.get('gold')}, pred {row.get('pred')}"
+                values[1] = wandb.Image(row["image"], caption=caption)
+                shown.append(values[1])
             table.add_data(*values)
-        self.run.log({"predictions": table})
+        self.run.log({"predictions": table, **({"examples": shown} if shown else {})})
 
 
 @contextmanager
