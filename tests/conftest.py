@@ -29,7 +29,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from vlx.__main__ import CONFIG_DIR  # noqa: E402
+from vlx.__main__ import CONFIG_DIR, expand_shorthands  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -44,11 +44,18 @@ def make_cfg(tmp_path: Path):
 
     def _make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
         out = run_dir or tmp_path / "run"
+        if not any(o.startswith("eval_after_infer=") for o in overrides):
+            overrides = (*overrides, "eval_after_infer=false")  # scoring has tests of its own; keep the rest fast
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(
                 config_name="config",
-                overrides=[*overrides, f"hydra.run.dir={out}", f"hydra.runtime.output_dir={out}"],
+                # the CLI's shorthands too (shots=3 -> shots.k=3), so tests read like command lines
+                overrides=[
+                    *expand_shorthands(list(overrides)),
+                    f"hydra.run.dir={out}",
+                    f"hydra.runtime.output_dir={out}",
+                ],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)

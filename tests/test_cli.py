@@ -49,7 +49,8 @@ def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
     csv_dir, image_dir, rows = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=30)
     out = tmp_path / "run"
     res = vlx("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-              "task.split=test", "task.limit=30", f"hydra.run.dir={out}", "batch_size=8")  # fmt: skip
+              "task.split=test", "task.limit=30", f"hydra.run.dir={out}", "batch_size=8",
+              "eval_after_infer=false")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [r["pairID"] for r in rows]
@@ -60,7 +61,7 @@ def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
 def test_two_job_multirun(tmp_path):
     sweep = tmp_path / "sweep"
     res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes", "task.limit=3", "generation.max_new_tokens=4",
-              f"hydra.sweep.dir={sweep}")  # fmt: skip
+              "eval_after_infer=false", f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     for job, model in ((0, "tiny_llava"), (1, "tiny_paligemma")):
         assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3
@@ -74,7 +75,7 @@ def test_four_combination_sweep(tmp_path):
     esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=3)
     sweep = tmp_path / "sweep"
     res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes,esnli", "task.limit=3",
-              f"paths.data_dir={tmp_path / 'data'}", "generation.max_new_tokens=4",
+              f"paths.data_dir={tmp_path / 'data'}", "generation.max_new_tokens=4", "eval_after_infer=false",
               f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
@@ -95,3 +96,20 @@ def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
 
     task = EsnliVeTask(csv_dir=SHARED_ESNLI, image_dir=tmp_path, split="dev", limit=20)
     assert len(task.load().examples) == 20  # every image of the first 20 rows is there and decodes
+
+
+def test_report_of_a_two_run_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes", "task.limit=4", "generation.max_new_tokens=6",
+              "eval.resamples=50", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep / "1" / "metrics.json").unlink()  # an unscored run is listed, not dropped
+    res = vlx("stage=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = (sweep / "results.md").read_text().splitlines()
+    assert table[0].startswith("| Dataset | Split | Model | Shots | Fine-tuned | Quant | n | Accuracy")
+    assert len(table) == 4 and "| shapes | test | tiny_llava | 0 | no | none | 4 |" in table[2]
+    assert "tiny_paligemma" in table[3] and "missing metrics.json" in table[3]
+    with (sweep / "results.csv").open() as f:
+        assert len(f.read().splitlines()) == 3
+    assert (sweep / "results_accuracy.png").is_file()

@@ -100,9 +100,9 @@ def test_skipped_images_are_in_the_summary(make_cfg, tmp_path):
     assert [r["id"] for r in read_rows(tmp_path / "run")] == ["01000", "01014"]
 
 
-def test_few_shot_is_refused_until_it_exists(make_cfg):
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "shots.k=2")
-    with pytest.raises(ConfigError, match="shots=2"):
+def test_paligemma_refuses_demonstrations_before_loading(make_cfg):
+    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "shots.k=2")
+    with pytest.raises(ConfigError, match=r"shots=2: PaliGemmaAdapter takes 1 image\(s\) per prompt"):
         run_stage(cfg)
 
 

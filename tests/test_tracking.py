@@ -12,7 +12,8 @@ from vlx.tracking import tracking
 
 def test_offline_wandb_run_is_written(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "local-0123456789abcdef0123456789abcdef01234567")
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "logger=wandb", "generation.max_new_tokens=4")
+    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "logger=wandb", "generation.max_new_tokens=4",
+                   "eval_after_infer=true", "eval.resamples=20")  # fmt: skip
     run_stage(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -25,6 +26,10 @@ def test_offline_wandb_run_is_written(make_cfg, tmp_path, monkeypatch):
         json.loads(line)["id"] for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
     ]
     assert len(list((runs[0] / "files" / "media" / "images").glob("examples_*.png"))) == 3
+    # the scores: summary values, the per-class table and the confusion matrix image
+    assert b"macro_f1" in record.read_bytes() and b"bertscore_f1" in record.read_bytes()
+    assert list((runs[0] / "files" / "media" / "table").glob("per_class_*.table.json"))
+    assert list((runs[0] / "files" / "media" / "images").glob("confusion_matrix_*.png"))
     for path in (tmp_path / "run").rglob("*"):  # the key never lands in any output
         if path.is_file():
             assert b"0123456789abcdef0123456789abcdef01234567" not in path.read_bytes(), path

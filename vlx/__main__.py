@@ -26,6 +26,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 STAGES = {
     "infer": "vlx.stages.infer",
+    "eval": "vlx.stages.evaluation",
+    "report": "vlx.stages.report",
 }
 
 

@@ -28,11 +28,16 @@ class PredictionStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, repair: bool = False) -> list[dict[str, Any]]:
         """Every finished row, in the order written.
 
-        A last line cut short by a killed process is an unfinished write: it is dropped (with a warning) and the
-        file truncated to the last whole line. Any other bad line is an error naming it.
+        Args:
+            repair: for a run that continues writing: a last line cut short by a killed process is an unfinished
+                write; drop it (with a warning) and truncate the file to the last whole line. Without it, that
+                line is an error like any other bad line.
+
+        Raises:
+            DataError: a line is not a JSON object with an id (named by file and line number).
         """
         if not self.path.is_file():
             return []
@@ -46,7 +51,7 @@ class PredictionStore:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                if line_no == len(lines):  # no newline after it: the write was interrupted
+                if repair and line_no == len(lines):  # no newline after it: the write was interrupted
                     log.warning(
                         "%s: dropping the unfinished last line %d (the run was interrupted)", self.path, line_no
                     )
@@ -58,13 +63,14 @@ class PredictionStore:
                 raise DataError(f"{self.path}:{line_no}: each line must be a JSON object with an 'id'")
             rows.append(row)
         else:
-            if data and not data.endswith(b"\n"):  # a whole row whose newline was not written yet
+            if repair and data and not data.endswith(b"\n"):  # a whole row whose newline was not written yet
                 with self.path.open("ab") as f:
                     f.write(b"\n")
         return rows
 
     def done_ids(self) -> set[str]:
-        return {str(row["id"]) for row in self.rows()}
+        """Ids already written, after repairing an interrupted last write (see `rows`)."""
+        return {str(row["id"]) for row in self.rows(repair=True)}
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         """Writes rows and forces them to disk before returning."""

@@ -27,6 +27,12 @@ class Tracker:
     def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
         pass
 
+    def log_metrics(self, metrics: dict[str, float], per_class: dict[str, dict[str, float]], figure: Path) -> None:
+        pass
+
+    def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        pass
+
 
 class WandbTracker(Tracker):
     """Logs to an open wandb run."""
@@ -38,6 +44,25 @@ class WandbTracker(Tracker):
         flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
         self.run.summary.update(flat)
         self.run.log({k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    def log_metrics(self, metrics: dict[str, float], per_class: dict[str, dict[str, float]], figure: Path) -> None:
+        """Scalar metrics into the summary, a per-class table, and the confusion matrix image."""
+        import wandb
+
+        self.run.summary.update(metrics)
+        logged: dict[str, Any] = dict(metrics)
+        if per_class:
+            columns = ["label", *next(iter(per_class.values())).keys()]
+            logged["per_class"] = wandb.Table(columns=columns, data=[[k, *v.values()] for k, v in per_class.items()])
+        if figure.is_file():
+            logged["confusion_matrix"] = wandb.Image(str(figure))
+        self.run.log(logged)
+
+    def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=list(columns), data=[[None if v is None else str(v) if not
+                      isinstance(v, (int, float)) else v for v in row] for row in data])})  # fmt: skip
 
     def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
         """A table of predictions whose first `images` rows carry their image, and those images with captions.

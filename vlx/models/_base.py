@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from PIL import Image
 
-from vlx.models._generation import generate_texts
+from vlx.errors import ConfigError
+from vlx.models._generation import Generation, generate_texts
 from vlx.models.loading import load_model, load_processor, resolve_checkpoint
 from vlx.records import Example
+
+# a demonstration as the prompt shows it: (its instruction, its answer); its image goes in the image list
+Demo = tuple[str, str]
 
 
 class VLMAdapter(Protocol):
     """What a stage needs from a model family: its prompt format and batched generation."""
 
-    def render_prompt(self, example: Example, instruction: str) -> str: ...
+    # images one prompt can hold (None = no limit): 1 means no few-shot with images
+    max_images: ClassVar[int | None]
 
-    def generate(self, prompts: list[str], images: list[Image.Image], **generation: Any) -> list[str]: ...
+    def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str: ...
+
+    def generate(
+        self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
+    ) -> Generation: ...
 
 
 class HFAdapter:
@@ -35,6 +45,7 @@ class HFAdapter:
     """
 
     model_class: ClassVar[type]
+    max_images: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -65,9 +76,22 @@ class HFAdapter:
     def user_text(self, example: Example, instruction: str) -> str:
         return self.prompt_template.format(prompt=instruction, text=example.text)
 
-    def render_prompt(self, example: Example, instruction: str) -> str:
+    def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         raise NotImplementedError
 
-    def generate(self, prompts: list[str], images: list[Image.Image], **generation: Any) -> list[str]:
+    def generate(
+        self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
+    ) -> Generation:
         """Answers for a batch of rendered prompts and their images (decoded new tokens only)."""
-        return generate_texts(self.model, self.processor, prompts, images, **generation)
+        return generate_texts(self.model, self.processor, prompts, images, ids=ids, **generation)
+
+
+def check_images_per_prompt(adapter_class: type, k: int) -> None:
+    """Refuses k demonstrations where the model's prompt format holds fewer than k + 1 images."""
+    limit = getattr(adapter_class, "max_images", None)
+    if k > 0 and limit is not None and k + 1 > limit:
+        raise ConfigError(
+            f"shots={k}: {adapter_class.__name__} takes {limit} image(s) per prompt, so demonstrations with their "
+            f"images cannot be shown to it; use shots=0 (or a model with a chat template for several images, e.g. "
+            f"model=llava)"
+        )

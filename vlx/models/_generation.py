@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
+from vlx.errors import DataError
+
 # PaliGemma's detection/segmentation tokens are not "special" to the tokenizer, so skip_special_tokens keeps them
 _LOCATION_TOKENS = re.compile(r"<(?:loc\d{4}|seg\d{3})>")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A batch's answers and what their prompts cost."""
+
+    texts: list[str]
+    prompt_tokens: list[int]  # per item, padding excluded
+    image_tokens: list[int]  # per item: positions holding image features
 
 
 def clean_answer(text: str) -> str:
@@ -17,26 +30,59 @@ def clean_answer(text: str) -> str:
     return _LOCATION_TOKENS.sub("", text).strip()
 
 
+def context_length(model: torch.nn.Module) -> int | None:
+    """The language model's context window in tokens (max_position_embeddings), where the config gives one."""
+    config = model.config
+    text_config = getattr(config, "text_config", None) or config
+    return getattr(text_config, "max_position_embeddings", None)
+
+
 @torch.inference_mode()
 def generate_texts(
-    model: torch.nn.Module, processor: Any, prompts: list[str], images: list[Image.Image], **generation: Any
-) -> list[str]:
-    """Generates one answer per (prompt, image) in a single left-padded batch.
+    model: torch.nn.Module,
+    processor: Any,
+    prompts: list[str],
+    images: list[Image.Image],
+    ids: Sequence[str] | None = None,
+    **generation: Any,
+) -> Generation:
+    """Generates one answer per prompt in a single left-padded batch.
 
     Args:
         model: a transformers VLM (or a peft model around one).
         processor: its processor, with `tokenizer.padding_side == "left"` so every prompt ends at the same position.
-        prompts: fully rendered prompts (chat template or prefix), one per image.
-        images: RGB images.
+        prompts: fully rendered prompts (chat template or prefix).
+        images: RGB images, in the order their image tokens appear in the prompts (several per prompt for
+            few-shot prompts).
+        ids: item ids, named in errors.
         **generation: keyword arguments for `generate` (do_sample, max_new_tokens, temperature, ...).
 
     Returns:
-        The decoded new tokens of each item, without the prompt and special tokens.
+        The decoded new tokens of each item (no prompt, no special tokens) and the prompts' token counts.
+
+    Raises:
+        DataError: a prompt plus max_new_tokens does not fit the model's context (checked before generating).
     """
-    inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt").to(model.device)
+    inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    image_token_id = getattr(processor.tokenizer, "image_token_id", None)
+    image_tokens = (inputs["input_ids"] == image_token_id).sum(dim=1).tolist() if image_token_id is not None else []
+    limit = context_length(model)
+    if limit is not None:
+        needed = [n + int(generation.get("max_new_tokens", 20)) for n in lengths]
+        for i, n in enumerate(needed):
+            if n > limit:
+                name = ids[i] if ids else f"#{i}"
+                raise DataError(
+                    f"item {name}: the prompt takes {lengths[i]} tokens ({image_tokens[i] if image_tokens else '?'} "
+                    f"for images) + {generation.get('max_new_tokens', 20)} new tokens > the model's context of "
+                    f"{limit}. Use fewer shots, shots.demo_image_size, or smaller images."
+                )
+    inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # processors return float32
     tokenizer = processor.tokenizer
     out = model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **generation)  # [B, prompt + new]
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    return [clean_answer(t) for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    texts = [clean_answer(t) for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return Generation(texts=texts, prompt_tokens=[int(n) for n in lengths], image_tokens=[int(n) for n in image_tokens])

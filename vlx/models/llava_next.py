@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transformers import LlavaNextForConditionalGeneration
 
-from vlx.models._base import HFAdapter
+from vlx.models._base import Demo, HFAdapter
 from vlx.records import Example
 
 
@@ -13,7 +15,16 @@ class LlavaNextAdapter(HFAdapter):
 
     model_class = LlavaNextForConditionalGeneration
 
-    def render_prompt(self, example: Example, instruction: str) -> str:
-        """One user turn holding the image and the instruction, then the assistant's cue."""
+    def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
+        """The conversation through the model's chat template: per demonstration a user turn (its image and
+        instruction) and an assistant turn (its answer), then the query's user turn and the assistant's cue.
+        Images are matched to the `<image>` places in order: demonstrations' first, the query's last."""
+        conversation = []
+        for demo_instruction, answer in demos:
+            conversation.append(
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": demo_instruction}]}
+            )
+            conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         content = [{"type": "image"}, {"type": "text", "text": self.user_text(example, instruction)}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        conversation.append({"role": "user", "content": content})
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True)

@@ -46,3 +46,23 @@ def check_adapter_path(adapter: str | None) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def config_choices() -> dict[str, str]:
+    """The option picked in each config group (model=llava, quant=nf4, ...), when Hydra composed the config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file a stage depends on, with a clear error when it is missing or broken."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}); delete it and rerun the stage that writes it") from err

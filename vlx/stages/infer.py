@@ -9,18 +9,32 @@ the seed's format, and `summary.json`. A run restarted into the same directory s
 
 from __future__ import annotations
 
+import functools
 import logging
+import statistics
 import time
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tqdm.auto import tqdm
 
 from vlx.errors import ConfigError
+from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
+from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.records import Example
-from vlx.stages._common import build_quantization, check_adapter_path, resolved_config, run_dir, write_json
+from vlx.stages import evaluation
+from vlx.stages._common import (
+    build_quantization,
+    check_adapter_path,
+    config_choices,
+    resolved_config,
+    run_dir,
+    write_json,
+)
 from vlx.store import PredictionStore, write_csv
 from vlx.tasks import Task
 from vlx.tasks._base import load_rgb
@@ -31,11 +45,61 @@ log = logging.getLogger(__name__)
 
 def validate(cfg: DictConfig) -> None:
     """Rules that span config fields, checked before any data or weights load."""
-    if cfg.shots.k != 0:
-        raise ConfigError(f"shots={cfg.shots.k}: few-shot prompting is not available yet; use shots=0")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size!r}: use a positive integer")
+    if not isinstance(cfg.shots.k, int) or cfg.shots.k < 0:
+        raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
+    if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
+        raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
+    check_images_per_prompt(get_class(cfg.model._target_), cfg.shots.k)
     check_adapter_path(cfg.model.adapter)
+
+
+def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
+    """The demonstration selector for `cfg.shots` (None for zero-shot), its pool read from `shots.split`."""
+    shots = cfg.shots
+    if shots.k == 0:
+        return None
+    strategy = task.shot_strategy if shots.strategy == "auto" else shots.strategy
+    if shots.split == task.split:
+        log.warning(
+            "demonstrations come from the queries' own split %r (each query is kept out of its own)", task.split
+        )
+    pool = instantiate(cfg.task, split=shots.split, limit=None).examples()
+    if not any(ex.explanations for ex in pool):
+        log.info("the %s pool has no explanations: demonstrations show the label alone (add task.references)",
+                 shots.split)  # fmt: skip
+    correct = None
+    if strategy == "from_correct" and shots.source is not None:
+        correct = correct_ids_from_predictions(shots.source)
+    log.info("few-shot: k=%d, strategy %s, pool %s (%d items)", shots.k, strategy, shots.split, len(pool))
+    return ShotSelector(
+        pool, task.labels, shots.k, strategy, seed=shots.seed, per_query=shots.per_query, correct_ids=correct,
+        ids=list(shots.ids), balanced=shots.balanced, embed=minilm_embedder() if strategy == "similar" else None,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=512)
+def demo_image(path: Path, longest_side: int | None) -> Image.Image:
+    """A demonstration's image, downscaled to `longest_side` (fewer LLaVA-NeXT tiles); cached, since the same
+    demonstrations recur across queries."""
+    image = load_rgb(path)
+    if longest_side is not None:
+        image.thumbnail((longest_side, longest_side))
+    return image
+
+
+def build_inputs(
+    model: VLMAdapter, task: Task, batch: list[Example], demos: list[list[Example]], demo_image_size: int | None
+) -> tuple[list[str], list[Image.Image]]:
+    """The rendered prompts of a batch and its images, in the order of the prompts' image places: each item's
+    demonstrations first (a user turn with image and instruction, an assistant turn with the answer), the query last."""
+    prompts, images = [], []
+    for example, shots in zip(batch, demos, strict=True):
+        turns = [(task.instruction(d), task.demo_answer(d)) for d in shots]
+        prompts.append(model.render_prompt(example, task.instruction(example), turns))
+        images += [demo_image(d.image, demo_image_size) for d in shots] + [load_rgb(example.image)]
+    return prompts, images
 
 
 def batched(items: list[Example], size: int):
@@ -44,7 +108,7 @@ def batched(items: list[Example], size: int):
         yield batch
 
 
-def prediction_row(task: Task, example: Example, answer: str) -> dict[str, Any]:
+def prediction_row(task: Task, example: Example, answer: str, demos: list[Example]) -> dict[str, Any]:
     label, explanation = task.parse(answer)
     return {
         "id": example.id,
@@ -54,6 +118,8 @@ def prediction_row(task: Task, example: Example, answer: str) -> dict[str, Any]:
         "pred": label,
         "explanation": explanation,
         "raw": answer,
+        "refs": list(example.explanations),
+        "demos": [d.id for d in demos],
     }
 
 
@@ -76,6 +142,27 @@ def summarize(rows: list[dict[str, Any]], skipped: list[dict[str, str]], seconds
     return summary
 
 
+def run_info(cfg: DictConfig, task: Task) -> dict[str, Any]:
+    """What the run was (summary.json's `run`): eval and report read it instead of re-composing the config."""
+    choices = config_choices()
+    return {
+        "task": task.name,
+        "split": task.split,
+        "labels": list(task.labels),
+        "positive": task.positive,
+        "model": choices.get("model", cfg.model._target_),
+        "checkpoint": cfg.model.checkpoint,
+        "adapter": cfg.model.adapter,
+        "shots": cfg.shots.k,
+        "shot_strategy": (task.shot_strategy if cfg.shots.strategy == "auto" else cfg.shots.strategy)
+        if cfg.shots.k
+        else None,
+        "quant": choices.get("quant", "none" if not cfg.quant else "custom"),
+        "generation": choices.get("generation"),
+        "seed": cfg.seed,
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Runs the model over the task split; returns the summary (also in summary.json)."""
     validate(cfg)
@@ -83,7 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     task: Task = instantiate(cfg.task)
     split = task.load()  # every file, row and image checked before the model loads
     store = PredictionStore(out / "predictions.jsonl")
-    done = store.done_ids()
+    done = store.done_ids()  # also repairs a write cut short by a killed run
     todo = [ex for ex in split.examples if ex.id not in done]
     if done:
         log.info(
@@ -93,29 +180,50 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         start = time.perf_counter()
+        prompt_tokens: list[int] = []
+        image_tokens: list[int] = []
         if todo:
             log.info("model %s (%s), %d items to run", cfg.model.checkpoint, cfg.model._target_, len(todo))
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
+            selector = build_shot_selector(cfg, task)
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
                 for batch in batched(todo, cfg.batch_size):
-                    images = [load_rgb(ex.image) for ex in batch]
-                    prompts = [model.render_prompt(ex, task.instruction(ex)) for ex in batch]
-                    answers = model.generate(prompts, images, **generation)
-                    store.append(prediction_row(task, ex, answer) for ex, answer in zip(batch, answers, strict=True))
+                    demos = [selector.select(ex) if selector else [] for ex in batch]
+                    prompts, images = build_inputs(model, task, batch, demos, cfg.shots.demo_image_size)
+                    result = model.generate(prompts, images, ids=[ex.id for ex in batch], **generation)
+                    store.append(
+                        prediction_row(task, ex, answer, ds)
+                        for ex, answer, ds in zip(batch, result.texts, demos, strict=True)
+                    )
+                    prompt_tokens += result.prompt_tokens
+                    image_tokens += result.image_tokens
                     bar.update(len(batch))
         seconds = time.perf_counter() - start
 
         rows = store.rows()
         write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
         summary = summarize(rows, split.skipped, seconds, len(todo))
-        write_json(out / "summary.json", {**summary, "skipped_items": split.skipped})
+        if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
+            summary["prompt_tokens_mean"] = statistics.fmean(prompt_tokens)
+            summary["image_tokens_mean"] = statistics.fmean(image_tokens) if image_tokens else None
+        write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": split.skipped})
         accuracy = "n/a" if summary["accuracy"] is None else f"{summary['accuracy']:.3f}"
         rate = "n/a" if summary["items_per_s"] is None else f"{summary['items_per_s']:.2f}"
         log.info(
-            "done: %d items, %.1f%% parsed, accuracy %s, %s items/s, %d skipped -> %s",
-            summary["items"], 100 * summary["parsed"], accuracy, rate, summary["skipped"], out,
+            "done: %d items, %.1f%% parsed, accuracy %s, %s items/s, %s prompt tokens/item (%s image), %d skipped: %s",
+            summary["items"], 100 * summary["parsed"], accuracy, rate, _mean(summary, "prompt_tokens_mean"),
+            _mean(summary, "image_tokens_mean"), summary["skipped"], out,
         )  # fmt: skip
         tracker.log_summary(summary)
         tracker.log_predictions(rows, images=int(cfg.logger.get("log_images", 0)) if cfg.logger else 0)
+        if cfg.eval_after_infer:
+            settings = OmegaConf.to_container(cfg.eval, resolve=True)
+            metrics = evaluation.evaluate(out, run_info(cfg, task), settings)
+            evaluation.log_to_tracker(tracker, metrics, out)
+            summary = {**summary, **evaluation.flat_metrics(metrics)}
     return summary
+
+
+def _mean(summary: dict[str, Any], key: str) -> str:
+    return "n/a" if summary.get(key) is None else f"{summary[key]:.0f}"

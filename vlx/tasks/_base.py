@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -10,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from vlx.errors import ConfigError, DataError
 from vlx.records import Example, Split
 from vlx.tasks.parsing import parse_label
+from vlx.tasks.references import id_key, read_references
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +26,22 @@ class Task:
     """
 
     labels: tuple[str, ...] = ()
+    # the positive class of a binary task (AUROC, binary F1); None for multi-class tasks
+    positive: str | None = None
+    # the seed's demonstration strategy for this task (shots.strategy=auto)
+    shot_strategy: str = "balanced_random"
     # columns of the seed's predictions.csv for this task
     csv_columns: tuple[str, ...] = ("img_path", "explanation")
 
-    def __init__(self, name: str, split: str, prompt: str, limit: int | None = None, on_bad_image: str = "fail"):
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        prompt: str,
+        limit: int | None = None,
+        on_bad_image: str = "fail",
+        references: str | Path | None = None,
+    ):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"task.on_bad_image={on_bad_image!r}: use one of {', '.join(BAD_IMAGE_POLICIES)}")
         if limit is not None and limit < 1:
@@ -37,10 +51,21 @@ class Task:
         self.prompt = prompt
         self.limit = limit
         self.on_bad_image = on_bad_image
+        self.references = references
 
     def read_examples(self) -> list[Example]:
         """Reads every item of `self.split` from the official files, raising DataError on a bad file or row."""
         raise NotImplementedError
+
+    def examples(self) -> list[Example]:
+        """The split's items (first `limit`) with their reference explanations; images are not checked (a few-shot
+        pool can be a whole training split: only the demonstrations used get their images opened)."""
+        examples = self.read_examples()
+        if self.limit is not None:
+            examples = examples[: self.limit]
+        if self.references is not None:
+            examples = attach_references(examples, read_references(self.references), self.references)
+        return examples
 
     def load(self) -> Split:
         """The split's items (first `limit`), with every image checked.
@@ -49,9 +74,7 @@ class Task:
             DataError: the split is empty, an id repeats, or an image is missing or undecodable with
                 `on_bad_image=fail`.
         """
-        examples = self.read_examples()
-        if self.limit is not None:
-            examples = examples[: self.limit]
+        examples = self.examples()
         _check_unique_ids(examples)
         examples, skipped = _check_images(examples, self.on_bad_image)
         if not examples:
@@ -62,9 +85,24 @@ class Task:
         """The task's zero-shot prompt filled in for one item."""
         return self.prompt.format(hypothesis=example.text, text=example.text)
 
+    def demo_answer(self, example: Example) -> str:
+        """A demonstration's answer, in the form the model should give: the label, then the explanation (the first
+        reference, where there is one)."""
+        label = example.label or ""
+        answer = label[:1].upper() + label[1:] + "."
+        return f"{answer} {example.explanations[0]}" if example.explanations else answer
+
     def parse(self, text: str) -> tuple[str | None, str]:
         """The model's free text -> (label or None, explanation)."""
         return parse_label(self.labels, text)
+
+
+def attach_references(examples: list[Example], refs: dict[str, tuple[str, ...]], source: str | Path) -> list[Example]:
+    """Examples with their explanations taken from a references file (items it lacks get none)."""
+    with_refs = [replace(ex, explanations=refs.get(id_key(ex.id), ())) for ex in examples]
+    found = sum(bool(ex.explanations) for ex in with_refs)
+    log.info("references from %s: %d of %d items have at least one", source, found, len(examples))
+    return with_refs
 
 
 def _check_unique_ids(examples: list[Example]) -> None:

@@ -30,6 +30,7 @@ class EsnliVeTask(Task):
         prompt: zero-shot instruction; `{hypothesis}` is filled per item.
         limit: first N items only.
         on_bad_image: `fail` or `skip`.
+        references: a jsonl of reference explanations (HatReD or {"id", "explanations"}), or None.
     """
 
     labels = ESNLI_LABELS
@@ -44,8 +45,11 @@ class EsnliVeTask(Task):
         prompt: str = "",
         limit: int | None = None,
         on_bad_image: str = "fail",
+        references: str | Path | None = None,
     ):
-        super().__init__(name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image)
+        super().__init__(
+            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
+        )
         self.csv_dir = Path(csv_dir)
         self.image_dir = Path(image_dir)
 

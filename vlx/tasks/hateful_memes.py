@@ -28,9 +28,13 @@ class HatefulMemesTask(Task):
         prompt: the zero-shot instruction (`{text}` is the meme's text, if the prompt uses it).
         limit: first N items only.
         on_bad_image: `fail` or `skip`.
+        references: a jsonl of reference explanations (HatReD or {"id", "explanations"}), or None.
     """
 
     labels = MEME_LABELS
+    positive = "offensive"
+    # the seed's meme demonstrations: items a zero-shot run classified correctly, one per class at k=2
+    shot_strategy = "from_correct"
 
     def __init__(
         self,
@@ -40,8 +44,11 @@ class HatefulMemesTask(Task):
         prompt: str = "",
         limit: int | None = None,
         on_bad_image: str = "fail",
+        references: str | Path | None = None,
     ):
-        super().__init__(name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image)
+        super().__init__(
+            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
+        )
         self.data_dir = Path(data_dir)
 
     @property

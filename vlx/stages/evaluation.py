@@ -1,0 +1,167 @@
+"""The eval stage: predictions.jsonl -> metrics.json (+ confusion matrix PNG), comparable with published numbers.
+
+    vlx stage=eval run=outputs/2026-11-30/12-00-00
+    vlx stage=eval run=<meme run> task.references=/data/hatred/train.jsonl     # Hateful Memes explanations (HatReD)
+    vlx stage=eval run=<run> eval/bertscore=distilbert                        # e-ViL's BERTScore model
+
+Classification: accuracy, macro-F1, per-class P/R/F1, confusion matrix; for binary tasks AUROC (from label
+probabilities, when the predictions carry `scores`) and binary F1. Explanations, on the items whose label was
+right (e-ViL's convention) and on all items: BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE, BERTScore, e-ViL's combined
+scores. Bootstrap confidence intervals throughout. Runs on a CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vlx.errors import ConfigError
+from vlx.stages._common import read_json, resolved_config, write_json
+from vlx.store import PredictionStore
+from vlx.tasks.references import id_key, read_references
+from vlx.tracking import Tracker, tracking
+
+log = logging.getLogger(__name__)
+
+# the headline numbers, in the order the table shows them
+HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "bleu4", "meteor", "rouge_l", "cider",
+            "spice", "bertscore_f1", "evil_avg_all", "evil_global")  # fmt: skip
+
+
+def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    """What eval needs to know of the run: task name, labels, positive class. From the run's summary.json when
+    vlx wrote it, else from the task in the current config (`task=esnli` for a hand-made predictions file)."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return read_json(summary, "written by stage=infer")["run"]
+    task = instantiate(cfg.task)
+    log.info("no summary.json in %s: scoring as task %s (labels %s)", run_dir, task.name, ", ".join(task.labels))
+    return {"task": task.name, "labels": list(task.labels), "positive": task.positive}
+
+
+def evaluate(
+    run_dir: Path, info: dict[str, Any], settings: dict[str, Any], references: str | None = None
+) -> dict[str, Any]:
+    """Scores a run's predictions; writes metrics.json and confusion_matrix.png into run_dir.
+
+    Args:
+        run_dir: the run directory holding predictions.jsonl.
+        info: task, labels and positive class (see `task_info`).
+        settings: the `eval` config (bertscore, resamples, level, seed, spice).
+        references: a references jsonl replacing the predictions' own `refs`, or None.
+
+    Returns:
+        metrics.json's content.
+    """
+    from vlx.metrics.classification import classification_metrics, plot_confusion_matrix
+
+    store = PredictionStore(run_dir / "predictions.jsonl")
+    if not store.path.is_file():
+        raise ConfigError(f"{store.path} not found: score a directory written by stage=infer (`run=<run dir>`)")
+    rows = store.rows()
+    if not rows:
+        raise ConfigError(f"{store.path} is empty: nothing to score")
+    labels, positive = tuple(info["labels"]), info.get("positive")
+    boot = {"resamples": settings["resamples"], "level": settings["level"], "seed": settings["seed"]}
+    metrics: dict[str, Any] = {"task": info["task"], "split": info.get("split"), "predictions": len(rows)}
+    notes: list[str] = []
+
+    labelled = [r for r in rows if r.get("gold") is not None]
+    if labelled:
+        bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
+        if bad is not None:
+            raise ConfigError(f"{store.path}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
+        scores = [r.get("scores") for r in labelled]
+        cls, cls_notes = classification_metrics(
+            [r["gold"] for r in labelled], [r.get("pred") for r in labelled], labels, positive=positive,
+            scores=scores if any(s is not None for s in scores) else None, **boot,
+        )  # fmt: skip
+        metrics.update(cls)
+        notes += cls_notes
+        cm = cls["confusion_matrix"]
+        plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
+                              title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+    else:
+        notes.append("no gold labels in the predictions: classification metrics skipped")
+
+    refs = _references(rows, references)
+    scored = [r for r in labelled if refs.get(str(r["id"]))]
+    metrics["n_with_references"] = len(scored)
+    metrics["n_without_references"] = len(labelled) - len(scored)
+    if scored:
+        from vlx.metrics.text import BertScoreSettings, explanation_metrics
+
+        text, text_notes = explanation_metrics(
+            [r.get("explanation") or "" for r in scored], [list(refs[str(r["id"])]) for r in scored],
+            [r.get("pred") == r["gold"] for r in scored], BertScoreSettings(**settings["bertscore"]),
+            spice=settings["spice"], **boot,
+        )  # fmt: skip
+        metrics.update(text)
+        notes += text_notes
+        for prefix in ("", "all_"):
+            if metrics.get(f"{prefix}evil_avg_all") is not None and metrics.get("accuracy") is not None:
+                metrics[f"{prefix}evil_global"] = metrics[f"{prefix}evil_avg_all"] * metrics["accuracy"]
+        if metrics["n_without_references"]:
+            notes.append(f"{metrics['n_without_references']} items have no reference explanation and are left out "
+                         "of the explanation metrics")  # fmt: skip
+    else:
+        notes.append(
+            "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give HatReD's with "
+            "task.references=<jsonl>)"
+        )
+    metrics["notes"] = notes
+    write_json(run_dir / "metrics.json", metrics)
+    for note in notes:
+        log.info("note: %s", note)
+    log.info("metrics of %s:\n%s", run_dir, format_table(metrics))
+    return metrics
+
+
+def _references(rows: list[dict[str, Any]], path: str | None) -> dict[str, tuple[str, ...]]:
+    """Reference explanations by prediction id: from a file when given, else those the predictions carry."""
+    if path is None:
+        return {str(r["id"]): tuple(r.get("refs") or ()) for r in rows}
+    from_file = read_references(path)
+    return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The headline metrics as a two-column text table, with confidence intervals where computed."""
+    lines = []
+    for key in HEADLINE:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if metrics.get(f"{key}_ci"):
+            low, high = metrics[f"{key}_ci"]
+            text += f"  [{low:.4f}, {high:.4f}]"
+        lines.append(f"  {key:<14} {text}")
+    return "\n".join(lines)
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics (what a sweeper optimises and W&B's summary shows)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
+    tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Scores `cfg.run` (or this run's directory); returns the scalar metrics."""
+    run_dir = Path(cfg.run if cfg.run else cfg.paths.output_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run={cfg.run!r}: no such directory; pass the directory of an infer run")
+    info = task_info(run_dir, cfg)
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    with tracking(logger_cfg, resolved_config(cfg), name=f"eval-{run_dir.name}") as tracker:
+        metrics = evaluate(run_dir, info, settings, references=cfg.task.get("references"))
+        log_to_tracker(tracker, metrics, run_dir)
+    return flat_metrics(metrics)

@@ -1,0 +1,142 @@
+"""The report stage: every run of a sweep in one table (markdown + CSV), with a bar chart per metric.
+
+    vlx stage=report sweep=multirun/2026-11-30/12-00-00
+    vlx stage=report 'runs=[outputs/2026-11-30/12-00-00,outputs/2026-11-30/13-00-00]'
+
+A run without metrics.json is listed with its status, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vlx.errors import ConfigError
+from vlx.stages._common import resolved_config, run_dir
+from vlx.tracking import tracking
+
+log = logging.getLogger(__name__)
+
+# (column title, where the value comes from): run.* from summary.json's run block, the rest from metrics.json
+COLUMNS = [
+    ("Dataset", "run.task"),
+    ("Split", "run.split"),
+    ("Model", "run.model"),
+    ("Shots", "run.shots"),
+    ("Fine-tuned", "run.adapter"),
+    ("Quant", "run.quant"),
+    ("n", "n"),
+    ("Accuracy", "accuracy"),
+    ("Macro-F1", "macro_f1"),
+    ("AUROC", "auroc"),
+    ("Binary F1", "binary_f1"),
+    ("BLEU-4", "bleu4"),
+    ("METEOR", "meteor"),
+    ("ROUGE-L", "rouge_l"),
+    ("CIDEr", "cider"),
+    ("BERTScore", "bertscore_f1"),
+    ("e-ViL global", "evil_global"),
+    ("Unparsed", "unparsed_rate"),
+    ("Status", "status"),
+    ("Run", "dir"),
+]
+
+
+def sweep_runs(sweep: Path) -> list[Path]:
+    """The job directories of a multirun folder, in job order (0, 1, ..., 10)."""
+    if not sweep.is_dir():
+        raise ConfigError(f"sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / "summary.json").is_file())]
+    if not jobs:
+        raise ConfigError(f"sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def collect(run: Path) -> dict[str, Any]:
+    """One table row: the run's identity and headline metrics, or its status when they are missing."""
+    row: dict[str, Any] = {"dir": str(run)}
+    summary, metrics = run / "summary.json", run / "metrics.json"
+    if summary.is_file():
+        row.update({f"run.{k}": v for k, v in json.loads(summary.read_text()).get("run", {}).items()})
+    if metrics.is_file():
+        row.update(json.loads(metrics.read_text()))
+        row["status"] = "ok"
+    elif summary.is_file():
+        row["status"] = "missing metrics.json (score it: vlx stage=eval run=<dir>)"
+    else:
+        row["status"] = "missing summary.json and metrics.json (the run did not finish)"
+    row["run.adapter"] = "yes" if row.get("run.adapter") else ("no" if "run.task" in row else None)
+    return row
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """results.md and results.csv in `out`; columns that are empty in every row are left out."""
+    columns = [(title, key) for title, key in COLUMNS if any(r.get(key) is not None for r in rows)]
+    md = out / "results.md"
+    lines = ["| " + " | ".join(t for t, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for _, k in columns) + " |" for r in rows]
+    md.write_text("\n".join(lines) + "\n")
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([t for t, _ in columns])
+        writer.writerows([[r.get(k) for _, k in columns] for r in rows])
+    return md, csv_path
+
+
+def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | None:
+    """A bar chart of one metric over the runs that have it (with CIs as error bars where computed)."""
+    have = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    if not have:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{r.get('run.task')}/{r.get('run.model')}/k={r.get('run.shots')}" for r in have]
+    values = [r[metric] for r in have]
+    errors = None
+    if all(r.get(f"{metric}_ci") for r in have):
+        errors = [[v - r[f"{metric}_ci"][0] for v, r in zip(values, have, strict=True)],
+                  [r[f"{metric}_ci"][1] - v for v, r in zip(values, have, strict=True)]]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(have) + 2), 3.5))
+    ax.bar(range(len(have)), values, yerr=errors, capsize=3, color="#4c72b0")
+    ax.set_xticks(range(len(have)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    fig.tight_layout()
+    path = out / f"results_{metric}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Builds the table; returns {"runs": n, "complete": n with metrics}."""
+    if cfg.sweep:
+        runs, out = sweep_runs(Path(cfg.sweep)), Path(cfg.sweep)
+    elif cfg.runs:
+        runs, out = [Path(r) for r in cfg.runs], run_dir(cfg)
+    else:
+        raise ConfigError("stage=report needs sweep=<multirun dir> or runs=[<run dir>,...]")
+    rows = [collect(r) for r in runs]
+    md, csv_path = write_tables(rows, out)
+    plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
+    complete = sum(r["status"] == "ok" for r in rows)
+    log.info("report of %d runs (%d scored) -> %s, %s, %d plots\n%s", len(rows), complete, md, csv_path, len(plots),
+             md.read_text())  # fmt: skip
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
+        tracker.log_table("results", [t for t, _ in COLUMNS], [[r.get(k) for _, k in COLUMNS] for r in rows])
+    return {"runs": len(rows), "complete": complete}
