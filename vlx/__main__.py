@@ -28,6 +28,9 @@ STAGES = {
     "infer": "vlx.stages.infer",
     "eval": "vlx.stages.evaluation",
     "report": "vlx.stages.report",
+    "finetune": "vlx.stages.finetune",
+    "merge": "vlx.stages.merge",
+    "select_correct": "vlx.stages.select_correct",
 }
 
 

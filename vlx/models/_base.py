@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from PIL import Image
@@ -11,6 +14,11 @@ from vlx.errors import ConfigError
 from vlx.models._generation import Generation, generate_texts
 from vlx.models.loading import load_model, load_processor, resolve_checkpoint
 from vlx.records import Example
+
+log = logging.getLogger(__name__)
+
+# written beside a trained adapter: what base, prompt and target it was trained with
+ADAPTER_META = "vlx_adapter.json"
 
 # a demonstration as the prompt shows it: (its instruction, its answer); its image goes in the image list
 Demo = tuple[str, str]
@@ -27,6 +35,8 @@ class VLMAdapter(Protocol):
     def generate(
         self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
     ) -> Generation: ...
+
+    def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any: ...
 
 
 class HFAdapter:
@@ -60,7 +70,7 @@ class HFAdapter:
         quantization: Any | None = None,
     ):
         self.checkpoint = resolve_checkpoint(checkpoint, tiny)
-        self.prompt_template = prompt_template
+        self.prompt_template = adapter_prompt_template(adapter, prompt_template)
         self.processor = load_processor(self.checkpoint, trust_remote_code)
         self.model = load_model(
             self.model_class,
@@ -79,11 +89,27 @@ class HFAdapter:
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         raise NotImplementedError
 
+    def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any:
+        """A training batch (a BatchFeature with `labels`) in which only the target tokens carry loss."""
+        raise NotImplementedError
+
     def generate(
         self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
     ) -> Generation:
         """Answers for a batch of rendered prompts and their images (decoded new tokens only)."""
         return generate_texts(self.model, self.processor, prompts, images, ids=ids, **generation)
+
+
+def adapter_prompt_template(adapter: str | None, configured: str) -> str:
+    """The prompt an adapter was trained with (its vlx_adapter.json), unless the config sets one of its own."""
+    if adapter is None or configured != "{prompt}":
+        return configured
+    meta = Path(adapter) / ADAPTER_META
+    if not meta.is_file():
+        return configured
+    template = json.loads(meta.read_text()).get("prompt_template", configured)
+    log.info("prompt template %r from %s (the one the adapter was trained with)", template, meta)
+    return template
 
 
 def check_images_per_prompt(adapter_class: type, k: int) -> None:

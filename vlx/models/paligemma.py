@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transformers import PaliGemmaForConditionalGeneration
+from PIL import Image
+from transformers import BatchFeature, PaliGemmaForConditionalGeneration
 
 from vlx.models._base import Demo, HFAdapter
 from vlx.records import Example
@@ -21,7 +22,13 @@ class PaliGemmaAdapter(HFAdapter):
     max_images = 1
 
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
-        """The prefix; the processor puts the image tokens and BOS before it and a newline after it."""
+        """`<image>` + the prefix; the processor expands the image token, then adds BOS before the prefix and a
+        newline after it (written explicitly: without the image token the processor guesses and warns each call)."""
         if demos:
             raise ValueError("PaliGemma prompts hold one image: no demonstrations (checked by the stage first)")
-        return self.user_text(example, instruction)
+        return self.processor.image_token + self.user_text(example, instruction)
+
+    def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> BatchFeature:
+        """Prefix + suffix through the processor, which sets `labels` to the suffix tokens (and EOS) only."""
+        texts = [self.processor.image_token + t for t in texts]
+        return self.processor(text=texts, images=images, suffix=targets, return_tensors="pt", padding="longest")

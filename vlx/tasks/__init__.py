@@ -2,8 +2,18 @@
 
 from vlx.tasks._base import Task
 from vlx.tasks.esnli_ve import EsnliVeTask
+from vlx.tasks.explainer_csv import ExplainerCsvTask
 from vlx.tasks.hateful_memes import HatefulMemesTask
 from vlx.tasks.parsing import LABELS, parse_answer
 from vlx.tasks.shapes import ShapesTask, generate_shapes
 
-__all__ = ["LABELS", "EsnliVeTask", "HatefulMemesTask", "ShapesTask", "Task", "generate_shapes", "parse_answer"]
+__all__ = [
+    "LABELS",
+    "EsnliVeTask",
+    "ExplainerCsvTask",
+    "HatefulMemesTask",
+    "ShapesTask",
+    "Task",
+    "generate_shapes",
+    "parse_answer",
+]

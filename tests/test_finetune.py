@@ -1,0 +1,182 @@
+"""Fine-tuning with the real peft + Trainer (+ bitsandbytes) on the tiny models: loss falls, masking, resume,
+the adapter reloads to the same logits, adapter inference, merge, the correct-only filter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from vlx.__main__ import run_stage
+from vlx.errors import ConfigError
+
+FAST = ["task=shapes", "task.split=train", "task.limit=16", "lora=r64", "finetune.per_device_batch_size=4",
+        "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3", "finetune.logging_steps=1",
+        "finetune.save_strategy=no"]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["tiny_paligemma", "tiny_llava"])
+def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_path, model):
+    from peft import PeftModel
+
+    cfg = make_cfg("stage=finetune", f"model={model}", *FAST, "finetune.max_steps=12",
+                   "finetune.target=label_and_explanation")  # fmt: skip
+    metrics = run_stage(cfg)
+    history = json.loads((tmp_path / "run" / "train_summary.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert metrics["steps"] == 12 and len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3  # it learns
+    adapter_dir = tmp_path / "run" / "adapter"
+    meta = json.loads((adapter_dir / "vlx_adapter.json").read_text())
+    assert meta["prompt_template"] == "explain en {text}" and meta["target"] == "label_and_explanation"
+
+    # the saved adapter, loaded by peft onto a fresh base, gives the trained model's logits
+    base = instantiate(cfg.model, _partial_=True)(quantization=None)
+    trained = PeftModel.from_pretrained(base.model, adapter_dir).eval()
+    plain = instantiate(cfg.model, _partial_=True)(quantization=None).model.eval()
+    from vlx.training import Collator, TrainItem
+
+    item = TrainItem("x", tmp_path / "x.png", "explain en There is a red circle.", "Entailment. It is.")
+    Image.new("RGB", (56, 56), (220, 30, 30)).save(item.image)
+    batch = Collator(base)([item])
+    batch.pop("labels")
+    with torch.no_grad():
+        a = trained(**batch).logits
+        b = PeftModel.from_pretrained(plain, adapter_dir).eval()(**batch).logits
+        c = instantiate(cfg.model, _partial_=True)(quantization=None).model.eval()(**batch).logits
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)  # and the adapter changes the output
+
+
+def test_llava_loss_is_on_the_assistant_turn_only(make_cfg):
+    adapter = instantiate(make_cfg("model=tiny_llava").model, _partial_=True)(quantization=None)
+    images = [Image.new("RGB", (40, 30)), Image.new("RGB", (30, 60))]
+    targets = ["Neutral. You cannot tell.", "Entailment. The picture shows a red circle."]
+    batch = adapter.training_batch(
+        images, ["explain en A dog.", "explain en There is a red circle, it is big."], targets
+    )
+    tok = adapter.processor.tokenizer
+    for i, target in enumerate(targets):
+        mask = batch["labels"][i] != -100
+        assert tok.decode(batch["labels"][i][mask]).strip() == f"{target}</s>"
+        assert mask.nonzero().min() > (batch["input_ids"][i] == tok.image_token_id).nonzero().max()  # after images
+        assert not mask[batch["attention_mask"][i] == 0].any()  # no loss on padding
+
+
+def test_paligemma_loss_is_on_the_suffix_only(make_cfg):
+    adapter = instantiate(make_cfg("model=tiny_paligemma").model, _partial_=True)(quantization=None)
+    batch = adapter.training_batch([Image.new("RGB", (56, 56))] * 2, ["explain en A.", "explain en A longer one."],
+                                   ["Neutral. No.", "Contradiction. The picture shows a cat."])  # fmt: skip
+    tok = adapter.processor.tokenizer
+    decoded = [tok.decode(row[row != -100]) for row in batch["labels"]]
+    assert decoded == ["Neutral. No.<eos>", "Contradiction. The picture shows a cat.<eos>"]
+
+
+def test_qlora_on_cpu(make_cfg, tmp_path):
+    import bitsandbytes as bnb
+
+    from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
+
+    from vlx.stages.finetune import build_model
+
+    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "quant=nf4", "finetune.max_steps=3")
+    model = build_model(cfg).model
+    # LoRA sits on 4-bit base layers, and only LoRA weights train
+    assert any(isinstance(m, LoraLinear4bit) for m in model.modules())
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    metrics = run_stage(cfg)
+    assert metrics["steps"] == 3 and metrics["last_loss"] is not None
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 64 and config["lora_alpha"] == 256
+
+
+def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_path):
+    from transformers import TrainerCallback
+
+    import vlx.stages.finetune as finetune
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("killed")
+
+    args = ["stage=finetune", "model=tiny_paligemma", *FAST[:-1], "finetune.max_steps=6",
+            "finetune.save_strategy=steps", "finetune.save_steps=2"]  # fmt: skip
+    original = finetune._GpuMemory
+    finetune._GpuMemory = Crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(make_cfg(*args))
+    finally:
+        finetune._GpuMemory = original
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]
+    metrics = run_stage(make_cfg(*args))  # the same directory: continues from checkpoint-2
+    assert metrics["steps"] == 6
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    logged_steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert logged_steps == [1, 2, 3, 4, 5, 6]  # steps 1-2 from before the crash, 3-6 after resuming
+
+
+def test_only_correct_items_are_trained_on(make_cfg, tmp_path):
+    source = tmp_path / "clf"
+    source.mkdir()
+    rows = [{"id": f"train-{i:05d}.png#{i}{'ecn'[i % 3]}", "gold": "neutral", "pred": "neutral" if i < 5 else None}
+            for i in range(16)]  # fmt: skip
+    (source / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1",
+                   f"finetune.only_correct_from={source}")  # fmt: skip
+    assert run_stage(cfg)["train_items"] == 5
+
+
+def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
+    run = tmp_path / "clf"
+    run.mkdir()
+    rows = [
+        {"id": "a", "image": "/x/a.png", "text": "h a", "gold": "neutral", "pred": "neutral", "refs": ["ea"]},
+        {"id": "b", "image": "/x/b.png", "text": "h b", "gold": "neutral", "pred": "entailment", "refs": ["eb"]},
+    ]
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel")) == {
+        "kept": 1,
+        "total": 2,
+    }
+    assert (run / "correct.csv").read_text().splitlines() == ["id,image_path,hypothesis,exp", "a,/x/a.png,h a,ea"]
+
+
+def test_adapter_inference_and_merge(make_cfg, tmp_path):
+    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=2",
+                       run_dir=tmp_path / "ft"))  # fmt: skip
+    adapter = tmp_path / "ft" / "adapter"
+    summary = run_stage(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "task=shapes", "task.limit=3",
+                                 "generation=seed_sampling", run_dir=tmp_path / "inf"))  # fmt: skip
+    assert summary["items"] == 3
+    rows = [json.loads(x) for x in (tmp_path / "inf" / "predictions.jsonl").read_text().splitlines()]
+    assert all("<loc" not in r["raw"] and "<eos>" not in r["raw"] for r in rows)
+    with pytest.raises(ConfigError, match="refuses a 4-bit"):
+        run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "quant=nf4",
+                           run_dir=tmp_path / "m4"))  # fmt: skip
+    run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
+    from transformers import PaliGemmaForConditionalGeneration
+
+    merged = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "m" / "merged").eval()
+    peft_model = instantiate(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}").model, _partial_=True)(
+        quantization=None
+    )
+    ids = torch.tensor([[2, 50, 60, 70]])
+    with torch.no_grad():
+        pixel = torch.zeros(1, 3, 56, 56)
+        tokens = peft_model.processor.tokenizer.image_token_id
+        ids = torch.cat([torch.full((1, 16), tokens), ids], dim=1)
+        a = merged(input_ids=ids, pixel_values=pixel).logits
+        b = peft_model.model(input_ids=ids, pixel_values=pixel).logits
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max(), (a - b).abs().max()
+
+
+def test_finetune_needs_lora(make_cfg):
+    with pytest.raises(ConfigError, match="lora=r64"):
+        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", "task=shapes"))

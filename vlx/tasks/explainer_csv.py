@@ -1,0 +1,72 @@
+"""The seed's explainer training CSV: `image_path,hypothesis,exp` (as written by `vlx stage=select_correct`).
+
+Items have no gold label (the seed's explainer learns explanations only); their id is the row number.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from vlx.errors import DataError
+from vlx.records import Example
+from vlx.tasks._base import Task
+from vlx.tasks.esnli_ve import ESNLI_LABELS
+
+EXPLAINER_COLUMNS = ("image_path", "hypothesis", "exp")
+
+
+class ExplainerCsvTask(Task):
+    """Rows of an explainer CSV as Examples (label None, one reference explanation each).
+
+    Args:
+        path: the CSV file.
+        image_dir: folder that relative image paths are read from (None = relative to the CSV's folder).
+        name, split, prompt, limit, on_bad_image, references: as `Task`.
+    """
+
+    labels = ESNLI_LABELS
+
+    def __init__(
+        self,
+        path: str | Path,
+        image_dir: str | Path | None = None,
+        name: str = "explainer_csv",
+        split: str = "train",
+        prompt: str = "",
+        limit: int | None = None,
+        on_bad_image: str = "fail",
+        references: str | Path | None = None,
+    ):
+        super().__init__(
+            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
+        )
+        self.path = Path(path)
+        self.image_dir = Path(image_dir) if image_dir is not None else self.path.parent
+
+    def read_examples(self) -> list[Example]:
+        if not self.path.is_file():
+            raise DataError(f"explainer CSV {self.path} not found; set task.path (columns image_path,hypothesis,exp)")
+        examples = []
+        with self.path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in EXPLAINER_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{self.path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+            for row in reader:
+                where = f"{self.path}:{reader.line_num}"
+                if not row["image_path"].strip() or not row["exp"].strip():
+                    raise DataError(f"{where}: empty image_path or exp; fix or remove the row")
+                examples.append(
+                    Example(
+                        id=row.get("id") or str(reader.line_num - 1),
+                        image=self.image_dir / row["image_path"].strip(),
+                        text=row["hypothesis"].strip(),
+                        label=None,
+                        explanations=(row["exp"].strip(),),
+                        source=where,
+                    )
+                )
+        if not examples:
+            raise DataError(f"{self.path} has no rows")
+        return examples

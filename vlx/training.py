@@ -1,0 +1,77 @@
+"""What fine-tuning feeds the Trainer: (image, input text, target text) items and a collator that batches them
+through the model adapter, so that only the target tokens carry loss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlx.errors import ConfigError
+from vlx.records import Example
+from vlx.tasks._base import load_rgb
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("explanation", "label_and_explanation")
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    id: str
+    image: Path
+    text: str  # the model's input text (the seed's `explain en {hypothesis}`)
+    target: str  # what it learns to write
+
+
+def label_and_explanation(label: str, explanation: str) -> str:
+    """The answer form a classifying explainer learns, and that the answer parser reads: `Label. Explanation`."""
+    return f"{label[:1].upper()}{label[1:]}. {explanation}"
+
+
+def training_items(
+    examples: Sequence[Example], target: str, prompt_template: str, only_ids: Collection[str] | None = None
+) -> list[TrainItem]:
+    """Training items from task examples.
+
+    Args:
+        examples: the split's items (each needs a reference explanation; label_and_explanation also a label).
+        target: `explanation` (the seed's) or `label_and_explanation`.
+        prompt_template: the input text; `{text}` is the hypothesis or meme text.
+        only_ids: keep only these ids (the seed's filter: items a classifier got right), or None for all.
+
+    Raises:
+        ConfigError: an unknown target, or items without what the target needs.
+    """
+    if target not in TARGETS:
+        raise ConfigError(f"finetune.target={target!r}: use one of {', '.join(TARGETS)}")
+    if only_ids is not None:
+        before = len(examples)
+        examples = [ex for ex in examples if ex.id in only_ids]
+        log.info("kept %d of %d items that the classifier got right", len(examples), before)
+    items = []
+    for ex in examples:
+        if not ex.explanations:
+            raise ConfigError(f"{ex.source}: item {ex.id} has no reference explanation to learn (task.references?)")
+        if target == "label_and_explanation" and ex.label is None:
+            raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
+        answer = ex.explanations[0]
+        if target == "label_and_explanation":
+            answer = label_and_explanation(ex.label, answer)
+        items.append(TrainItem(id=ex.id, image=ex.image, text=prompt_template.format(text=ex.text), target=answer))
+    if not items:
+        raise ConfigError("no training items left (check finetune.only_correct_from and task.limit)")
+    return items
+
+
+class Collator:
+    """Loads a batch's images and asks the model adapter for a training batch with `labels`."""
+
+    def __init__(self, adapter: Any):
+        self.adapter = adapter
+
+    def __call__(self, items: list[TrainItem]) -> Any:
+        images = [load_rgb(item.image) for item in items]
+        return self.adapter.training_batch(images, [i.text for i in items], [i.target for i in items])
