@@ -77,7 +77,6 @@ def test_paligemma_loss_is_on_the_suffix_only(make_cfg):
 
 def test_qlora_on_cpu(make_cfg, tmp_path):
     import bitsandbytes as bnb
-
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
     from vlx.stages.finetune import build_model
