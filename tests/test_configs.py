@@ -14,6 +14,8 @@ from vlx.__main__ import CONFIG_DIR
 from vlx.stages._common import resolved_config
 
 GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment"]
+# options with a mandatory value (???) get one
+REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"]}
 # arguments the stage passes at run time rather than through config
 RUNTIME_ARGS = {"quantization"}
 
@@ -24,8 +26,9 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_its_options():
     assert options("model") == ["llava", "paligemma", "tiny_llava", "tiny_paligemma"]
-    assert options("task") == ["esnli", "meme", "shapes"]
+    assert options("task") == ["esnli", "explainer_csv", "meme", "shapes"]
     assert options("quant") == ["4bit", "nf4", "none"]
+    assert options("lora") == ["none", "r64", "r64_lm"]
     assert options("logger") == ["none", "wandb"]
     assert options("shots") == ["default"] and "none" in options("lora")
     assert {"greedy", "seed_sampling"} <= set(options("generation"))
@@ -33,7 +36,8 @@ def test_every_group_has_its_options():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_targets_bind(make_cfg, group, option):
-    cfg = make_cfg(f"{group}={option}")
+    required = REQUIRED.get(f"{group}={option}", [])
+    cfg = make_cfg(f"{group}={option}", *required)
     resolved_config(cfg)  # every interpolation resolves
     node = cfg if group == "experiment" else cfg[group]
     for sub in [node] if group != "experiment" else [cfg.model, cfg.task]:

@@ -50,7 +50,7 @@ TINY_ARCHITECTURES = ("llava_next", "paligemma")
 # Written last by a build; its presence (with matching arch/seed) marks a directory as a complete tiny model.
 MARKER_FILE = "tiny_model.json"
 # Bump when the recipe changes so that cached tiny models get rebuilt by `ensure_tiny_model`.
-_RECIPE_VERSION = 2
+_RECIPE_VERSION = 3
 _REQUIRED_FILES = (
     "config.json",
     "generation_config.json",
@@ -62,9 +62,13 @@ _REQUIRED_FILES = (
 )
 
 _BPE_VOCAB_SIZE = 1000
-# Much larger than HF's default 0.02, which at width 32 gives almost uniform logits (std ~0.1): with 0.5 they have
-# std ~3, so the image and the prompt visibly change what greedy decoding produces, which tests rely on.
-_INIT_RANGE = 0.5
+# Between two failure modes, measured on the shapes demo (LoRA r64, 3000 items, 5 epochs):
+# - HF's default 0.02 leaves the frozen (tied) embeddings so small that logits stay near uniform: LoRA's loss stalls
+#   at ~6.5;
+# - 0.5 saturates attention softmaxes (q.k/sqrt(d) has std ~16), so LoRA cannot learn to read the image: entailment
+#   vs contradiction stayed at chance (test accuracy 0.67).
+# 0.2 learns (test accuracy 0.89, BLEU-4 0.93), and random outputs still depend visibly on the image and prompt.
+_INIT_RANGE = 0.2
 
 # The project's prompts, verbatim, so that the BPE merges cover them (short token sequences keep tests fast).
 NLI_PROMPT = (

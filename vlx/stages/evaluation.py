@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # the headline numbers, in the order the table shows them
 HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "bleu4", "meteor", "rouge_l", "cider",
-            "spice", "bertscore_f1", "evil_avg_all", "evil_global")  # fmt: skip
+            "spice", "bertscore_f1", "evil_avg_all", "evil_global", "all_bleu4", "all_meteor", "all_rouge_l",
+            "all_cider", "all_bertscore_f1")  # fmt: skip
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:

@@ -49,15 +49,16 @@ def use_bf16(setting: str | bool) -> bool:
 
 
 class _GpuMemory:
-    """Adds peak GPU memory (GiB) to what the Trainer logs (and so to W&B)."""
+    """Adds peak GPU memory (GiB) to the Trainer's log history (W&B records GPU memory with its system metrics)."""
 
     def __new__(cls):
         from transformers import TrainerCallback
 
         class GpuMemory(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs is not None and torch.cuda.is_available():
-                    logs["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                # the Trainer has already stored this entry: add to the stored one (train_summary.json)
+                if torch.cuda.is_available() and state.log_history:
+                    state.log_history[-1]["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
         return GpuMemory()
 
@@ -149,6 +150,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "last_loss": losses[-1] if losses else None,
             "train_loss": result.training_loss,
             "train_samples_per_s": result.metrics.get("train_samples_per_second"),
+            "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         }
         write_json(out / "train_summary.json", {**metrics, "log_history": trainer.state.log_history})
         tracker.log_summary(metrics)

@@ -1,0 +1,107 @@
+"""Builds a random-weight model of a real full-size architecture, saved like a hub checkpoint, for GPU runs.
+
+No model hub is reachable where vlx is developed, so GPU figures and end-to-end checks at real size use the real
+architectures with random weights. The processor (tokenizer, chat template) is the tiny model's with the real
+image geometry; the vocabulary is the real size, so memory and compute match the real models.
+
+    python scripts/full_size_model.py paligemma-3b-448 /tmp/paligemma-3b      # ~5.9 GB in bf16
+    python scripts/full_size_model.py llava-v1.6-mistral-7b /tmp/llava-7b     # ~15 GB in bf16
+    vlx stage=finetune model=paligemma model.checkpoint=/tmp/paligemma-3b ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def paligemma_3b_448(tiny: Path):
+    from transformers import (
+        AutoProcessor,
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        SiglipVisionConfig,
+    )
+
+    processor = AutoProcessor.from_pretrained(tiny)
+    processor.image_processor.size = {"height": 448, "width": 448}
+    processor.image_processor.image_seq_length = 1024
+    processor.image_seq_length = 1024  # (448 / 14)^2 image tokens
+    tok = processor.tokenizer
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                num_attention_heads=16, image_size=448, patch_size=14, projection_dim=2048,
+                                vision_use_head=False)  # fmt: skip
+    text = GemmaConfig(vocab_size=257216, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
+                       num_attention_heads=8, num_key_value_heads=1, head_dim=256, max_position_embeddings=8192,
+                       hidden_activation="gelu_pytorch_tanh", bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
+                             vocab_size=257216, projection_dim=2048, hidden_size=2048)  # fmt: skip
+    return PaliGemmaForConditionalGeneration, config, processor
+
+
+def llava_v16_mistral_7b(tiny: Path):
+    from transformers import (
+        AutoProcessor,
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        MistralConfig,
+    )
+
+    processor = AutoProcessor.from_pretrained(tiny)
+    pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    processor.image_processor.size = {"shortest_edge": 336}
+    processor.image_processor.crop_size = {"height": 336, "width": 336}
+    processor.image_processor.image_grid_pinpoints = pinpoints
+    processor.patch_size = 14
+    tok = processor.tokenizer
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14, projection_dim=768)  # fmt: skip
+    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, sliding_window=None,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)  # fmt: skip
+    config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
+                             image_grid_pinpoints=pinpoints, vision_feature_layer=-2,
+                             vision_feature_select_strategy="default")  # fmt: skip
+    return LlavaNextForConditionalGeneration, config, processor
+
+
+ARCHITECTURES = {"paligemma-3b-448": ("paligemma", paligemma_3b_448),
+                 "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b)}  # fmt: skip
+
+
+def main() -> None:
+    from vlx.models.tiny import ensure_tiny_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    args = parser.parse_args()
+    tiny_arch, recipe = ARCHITECTURES[args.arch]
+    tiny = ensure_tiny_model(tiny_arch, Path(tempfile.gettempdir()) / f"vlx-tiny-{tiny_arch}")
+    model_class, config, processor = recipe(tiny)
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = model_class(config)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    params = sum(p.numel() for p in model.parameters())
+    seconds = time.perf_counter() - start
+    print(f"{args.arch}: {params / 1e9:.2f} B parameters ({args.dtype}) -> {args.out} in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
