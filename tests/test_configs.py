@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from vlx.__main__ import CONFIG_DIR
 from vlx.stages._common import resolved_config
 
-GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment"]
+GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment", "finetune",
+          "eval"]  # fmt: skip
 # options with a mandatory value (???) get one
 REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"]}
 # arguments the stage passes at run time rather than through config

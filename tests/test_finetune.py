@@ -179,3 +179,33 @@ def test_adapter_inference_and_merge(make_cfg, tmp_path):
 def test_finetune_needs_lora(make_cfg):
     with pytest.raises(ConfigError, match="lora=r64"):
         run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", "task=shapes"))
+
+
+@pytest.mark.parametrize("model", ["tiny_paligemma", "tiny_llava"])
+def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path, model):
+    from vlx.stages.finetune import build_model
+    from vlx.training import Collator, TrainItem
+
+    adapter = build_model(make_cfg("stage=finetune", f"model={model}", "lora=r64", "lora.lora_dropout=0"))
+    items = []
+    for i, (text, target) in enumerate(
+        [
+            ("explain en There is a red circle.", "Entailment. It is red."),
+            ("explain en A dog.", "Neutral. You cannot tell from the picture."),
+        ]
+    ):
+        items.append(TrainItem(str(i), tmp_path / f"{i}.png", text, target))
+        Image.new("RGB", (56, 40 + 10 * i), (200, 40 * i, 30)).save(items[-1].image)  # fmt: skip
+    results = []
+    for only in (False, True):
+        batch = Collator(adapter, target_logits_only=only)(items)
+        adapter.model.zero_grad()
+        out = adapter.model(**batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in adapter.model.named_parameters() if p.grad is not None}
+        results.append((out.loss.item(), out.logits.shape, grads))
+    (full_loss, full_shape, full_grads), (kept_loss, kept_shape, kept_grads) = results
+    assert kept_shape[1] < full_shape[1] / 2  # far fewer logits
+    assert kept_loss == pytest.approx(full_loss, rel=1e-6)
+    for name, grad in full_grads.items():
+        assert torch.allclose(grad, kept_grads[name], rtol=1e-4, atol=1e-6), name

@@ -52,3 +52,15 @@ def test_no_logger_opens_nothing(tmp_path):
     with tracking(None, {"a": 1}, name="none") as tracker:
         tracker.log_summary({"x": 1.0})
         assert wandb.run is None
+
+
+def test_finetune_reports_its_loss_curve_to_wandb(make_cfg, tmp_path):
+    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=8",
+                   "lora=r64", "finetune.max_steps=3", "finetune.per_device_batch_size=4",
+                   "finetune.gradient_accumulation_steps=1", "finetune.logging_steps=1", "finetune.save_strategy=no",
+                   "logger=wandb")  # fmt: skip
+    run_stage(cfg)
+    (record,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    assert b"train/loss" in data and b"train/learning_rate" in data  # the Trainer logged into vlx's run
+    assert b"train_samples_per_s" in data  # and vlx's summary

@@ -33,6 +33,9 @@ class Tracker:
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         pass
 
+    def log_artifact(self, path: Path, name: str, kind: str) -> None:
+        pass
+
 
 class WandbTracker(Tracker):
     """Logs to an open wandb run."""
@@ -57,6 +60,18 @@ class WandbTracker(Tracker):
         if figure.is_file():
             logged["confusion_matrix"] = wandb.Image(str(figure))
         self.run.log(logged)
+
+    def log_artifact(self, path: Path, name: str, kind: str) -> None:
+        """A folder (the LoRA adapter) as a W&B artifact; only online, where it is uploaded (offline runs would
+        copy it into the run folder for nothing)."""
+        import wandb
+
+        if self.run.settings.mode != "online":
+            log.info("W&B is %s: the adapter is not uploaded as an artifact", self.run.settings.mode)
+            return
+        artifact = wandb.Artifact(name, type=kind)
+        artifact.add_dir(str(path))
+        self.run.log_artifact(artifact)
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         import wandb

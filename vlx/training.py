@@ -67,11 +67,40 @@ def training_items(
 
 
 class Collator:
-    """Loads a batch's images and asks the model adapter for a training batch with `labels`."""
+    """Loads a batch's images and asks the model adapter for a training batch with `labels`.
 
-    def __init__(self, adapter: Any):
+    Args:
+        adapter: the model adapter (its `training_batch` masks everything but the target tokens).
+        target_logits_only: compute logits only where the loss needs them. Batches are left-padded, so the targets
+            are the last tokens of every row; `logits_to_keep` then skips the output head on the ~1,000 image and
+            prompt positions per item. The loss and gradients are the same; the [B, T, vocab] logits (fp32 over
+            Gemma's 257k vocabulary: ~1 GiB per PaliGemma-448 item) are not made.
+    """
+
+    def __init__(self, adapter: Any, target_logits_only: bool = True):
         self.adapter = adapter
+        self.target_logits_only = target_logits_only
 
     def __call__(self, items: list[TrainItem]) -> Any:
         images = [load_rgb(item.image) for item in items]
-        return self.adapter.training_batch(images, [i.text for i in items], [i.target for i in items])
+        batch = self.adapter.training_batch(images, [i.text for i in items], [i.target for i in items])
+        return keep_target_logits(batch) if self.target_logits_only else batch
+
+
+def keep_target_logits(batch: Any) -> Any:
+    """Slices `labels` to the last K positions and asks the model for logits there only (`logits_to_keep=K`).
+
+    K reaches one position before the earliest target token of the batch, because the loss shifts by one (the
+    logit at position p predicts the label at p + 1).
+    """
+    labels = batch["labels"]  # [B, T], -100 outside the targets
+    width = labels.shape[1]
+    targets = (labels != -100).any(dim=0).nonzero()
+    if len(targets) == 0:
+        return batch
+    keep = width - int(targets.min()) + 1
+    if keep >= width:
+        return batch
+    batch["labels"] = labels[:, -keep:]
+    batch["logits_to_keep"] = keep
+    return batch

@@ -120,7 +120,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             use_cpu=not torch.cuda.is_available(),
         )
         trainer = Trainer(
-            model=adapter.model, args=args, train_dataset=items, data_collator=Collator(adapter),
+            model=adapter.model, args=args, train_dataset=items,
+            data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
             callbacks=[_GpuMemory()],
         )  # fmt: skip
         if resume and any(checkpoints.glob("checkpoint-*")):
@@ -154,6 +155,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         write_json(out / "train_summary.json", {**metrics, "log_history": trainer.state.log_history})
         tracker.log_summary(metrics)
+        tracker.log_artifact(adapter_dir, name=f"adapter-{out.name}", kind="model")
         log.info("adapter -> %s (%s)", adapter_dir, json.dumps(metrics))
     if ft.infer_split:
         metrics.update(infer_with_adapter(cfg, adapter_dir, out / "infer"))

@@ -1,0 +1,150 @@
+"""Fine-tuning throughput and peak memory on a GPU: the seed's QLoRA setting against vlx's settings, in one run.
+
+Builds the full-size PaliGemma-3b-448 architecture with random weights (scripts/full_size_model.py), then trains
+LoRA r64 (the seed's, all linear layers) through vlx's own finetune code (build_model, Collator, transformers'
+Trainer) on the same synthetic items for each variant: 1,024 image tokens + the text tokens reported in the table.
+
+    python scripts/bench_finetune.py --model-dir /tmp/paligemma-3b            # builds it there first if missing
+
+Samples/s counts optimizer steps after the warm-up steps; peak memory is torch's max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name, overrides (vlx config), what it is
+VARIANTS = [
+    ("seed: QLoRA nf4, batch 1 x 8, grad. checkpointing, full logits",
+     ["quant=nf4", "finetune.per_device_batch_size=1", "finetune.gradient_accumulation_steps=8",
+      "finetune.gradient_checkpointing=true", "finetune.target_logits_only=false"]),
+    ("seed without grad. checkpointing: QLoRA nf4, batch 1 x 8, full logits",
+     ["quant=nf4", "finetune.per_device_batch_size=1", "finetune.gradient_accumulation_steps=8",
+      "finetune.target_logits_only=false"]),
+    ("bf16, micro-batch 8, full logits",
+     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
+      "finetune.target_logits_only=false"]),
+    ("bf16, micro-batch 8, target logits only (vlx default)",
+     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1"]),
+    ("bf16, micro-batch 16, target logits only",
+     ["quant=none", "finetune.per_device_batch_size=16", "finetune.gradient_accumulation_steps=1"]),
+    ("bf16, micro-batch 4 x 2, target logits only",
+     ["quant=none", "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=2"]),
+    ("bf16, micro-batch 8, grad. checkpointing, target logits only",
+     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
+      "finetune.gradient_checkpointing=true"]),
+    ("QLoRA nf4, micro-batch 8, grad. checkpointing, target logits only",
+     ["quant=nf4", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
+      "finetune.gradient_checkpointing=true"]),
+    ("QLoRA nf4, micro-batch 4 x 2, grad. checkpointing, target logits only",
+     ["quant=nf4", "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=2",
+      "finetune.gradient_checkpointing=true"]),
+    ("QLoRA nf4, micro-batch 8, target logits only",
+     ["quant=nf4", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1"]),
+]  # fmt: skip
+
+
+def compose(model_dir: Path, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vlx.__main__ import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        base = ["stage=finetune", "model=paligemma", f"model.checkpoint={model_dir}", "task=shapes", "task.split=train",
+                "lora=r64"]  # fmt: skip
+        return hydra_compose("config", overrides=[*base, *overrides])
+
+
+def run_variant(model_dir: Path, overrides: list[str], warmup: int, steps: int) -> dict:
+    from hydra.utils import instantiate
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from vlx.stages.finetune import build_model, use_bf16
+    from vlx.training import Collator, training_items
+
+    cfg = compose(model_dir, overrides)
+    ft = cfg.finetune
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    adapter = build_model(cfg)
+    task = instantiate(cfg.task)
+    per_step = ft.per_device_batch_size * ft.gradient_accumulation_steps
+    items = training_items(task.examples()[: per_step * (warmup + steps)], "label_and_explanation",
+                           ft.prompt_template)  # fmt: skip
+    collator = Collator(adapter, target_logits_only=ft.target_logits_only)
+    sample = collator(items[:1])
+    image_id = adapter.processor.tokenizer.image_token_id
+    text_tokens = int(sample["attention_mask"].sum() - (sample["input_ids"] == image_id).sum())
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.synchronize()
+            marks.append(time.perf_counter())
+
+    args = TrainingArguments(output_dir="/tmp/bench_ft", max_steps=warmup + steps,
+                             per_device_train_batch_size=ft.per_device_batch_size,
+                             gradient_accumulation_steps=ft.gradient_accumulation_steps, learning_rate=2e-4,
+                             bf16=use_bf16("auto"), save_strategy="no", report_to="none", logging_steps=1,
+                             remove_unused_columns=False, dataloader_num_workers=4, seed=0)  # fmt: skip
+    trainer = Trainer(model=adapter.model, args=args, train_dataset=items, data_collator=collator, callbacks=[Clock()])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seconds = marks[-1] - marks[warmup - 1]
+    result = {"samples_per_s": steps * per_step / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+              "text_tokens": text_tokens, "loss_first": losses[0], "loss_last": losses[-1]}  # fmt: skip
+    del trainer, adapter
+    gc.collect()
+    torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/paligemma-3b"))
+    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps not timed")
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps timed")
+    parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run (default all)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_finetune needs a CUDA GPU")
+    if not (args.model_dir / "config.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), "paligemma-3b-448",
+                        str(args.model_dir)], check=True)  # fmt: skip
+    rows = []
+    for i, (name, overrides) in enumerate(VARIANTS):
+        if args.only and i not in args.only:
+            continue
+        r = run_variant(args.model_dir, overrides, args.warmup, args.steps)
+        rows.append((i, name, r))
+        print(f"[{i}] {name}: {r}", flush=True)
+    seed = next((r for i, _, r in rows if i == 0), None)
+    import transformers
+
+    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
+          f"peft {__import__('peft').__version__} | bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
+    print(f"command: {' '.join(sys.argv)}\n")
+    print("| variant | samples/s | vs seed | peak GiB | text tokens | loss first -> last |")
+    print("|---|---:|---:|---:|---:|---|")
+    for _, name, r in rows:
+        ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
+        print(f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['text_tokens']} | "
+              f"{r['loss_first']:.2f} -> {r['loss_last']:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
