@@ -17,6 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -26,6 +27,7 @@ from vlx.errors import ConfigError
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.records import Example
+from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
 from vlx.stages._common import (
     build_quantization,
@@ -166,11 +168,12 @@ def run_info(cfg: DictConfig, task: Task) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Runs the model over the task split; returns the summary (also in summary.json)."""
     validate(cfg)
-    out = run_dir(cfg)
+    out = Path(cfg.resume) if cfg.get("resume") else run_dir(cfg)
     task: Task = instantiate(cfg.task)
     split = task.load()  # every file, row and image checked before the model loads
     store = PredictionStore(out / "predictions.jsonl")
     done = store.done_ids()  # also repairs a write cut short by a killed run
+    check_resumable(out, cfg, has_predictions=bool(done))
     todo = [ex for ex in split.examples if ex.id not in done]
     if done:
         log.info(
@@ -191,6 +194,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 for batch in batched(todo, cfg.batch_size):
                     demos = [selector.select(ex) if selector else [] for ex in batch]
                     prompts, images = build_inputs(model, task, batch, demos, cfg.shots.demo_image_size)
+                    if generation.get("do_sample"):
+                        torch.manual_seed(batch_seed(cfg.seed, batch[0].id))  # a resumed run samples the same
                     result = model.generate(prompts, images, ids=[ex.id for ex in batch], **generation)
                     store.append(
                         prediction_row(task, ex, answer, ds)

@@ -1,0 +1,83 @@
+"""Resuming inference: a killed run continues where it stopped, only with the same settings, and sampling too."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, cli_env
+
+from vlx.__main__ import run_stage
+from vlx.errors import ConfigError
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(tmp_path):
+    out, reference = tmp_path / "run", tmp_path / "uninterrupted"
+    args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=48",
+            "eval_after_infer=false"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    predictions = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if predictions.is_file() and len(predictions.read_bytes().splitlines()) >= 6:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = predictions.read_bytes()
+    n_before = len(before.splitlines())
+    assert 6 <= n_before < 60, "the run was not stopped midway"
+
+    again = subprocess.run([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = predictions.read_bytes()
+    whole = before[: before.rfind(b"\n") + 1]  # a line cut by the kill is the only thing dropped
+    assert after.startswith(whole)
+    ids = [r["id"] for r in rows(out)]
+    assert len(ids) == 60 and len(set(ids)) == 60
+
+    subprocess.run([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={reference}"], cwd=REPO, env=cli_env(),
+                   capture_output=True, check=True, timeout=300)  # fmt: skip
+    by_id = {r["id"]: r["raw"] for r in rows(reference)}
+    assert [by_id[r["id"]] for r in rows(out)] == [r["raw"] for r in rows(out)]  # as if never interrupted
+
+
+def test_resume_refuses_other_settings(make_cfg, tmp_path):
+    base = ["model=tiny_llava", "task=shapes", "task.limit=2", "generation.max_new_tokens=4"]
+    run_stage(make_cfg(*base))
+    with pytest.raises(ConfigError, match=r"generation.max_new_tokens: 4 \(saved\) vs 8 \(now\)"):
+        run_stage(make_cfg(*base[:-1], "generation.max_new_tokens=8"))
+    with pytest.raises(ConfigError, match=r"model.checkpoint"):
+        run_stage(make_cfg("model=tiny_paligemma", *base[1:]))
+    # batch size and limit change no prediction: allowed
+    run_stage(make_cfg(*base[:2], "task.limit=3", "generation.max_new_tokens=4", "batch_size=1"))
+    assert len(rows(tmp_path / "run")) == 3
+
+
+def test_resume_key_continues_a_given_directory(make_cfg, tmp_path):
+    first = tmp_path / "first"
+    run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=2", "generation.max_new_tokens=4",
+                       run_dir=first))  # fmt: skip
+    summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=4", "generation.max_new_tokens=4",
+                                 f"resume={first}", run_dir=tmp_path / "elsewhere"))  # fmt: skip
+    assert summary["new_items"] == 2 and len(rows(first)) == 4
+
+
+def test_sampling_resumes_as_if_uninterrupted(make_cfg, tmp_path):
+    args = ["model=tiny_paligemma", "task=shapes", "generation=seed_sampling", "batch_size=2"]
+    run_stage(make_cfg(*args, "task.limit=6", run_dir=tmp_path / "whole"))
+    run_stage(make_cfg(*args, "task.limit=2", run_dir=tmp_path / "parts"))
+    run_stage(make_cfg(*args, "task.limit=6", run_dir=tmp_path / "parts"))
+    whole, parts = rows(tmp_path / "whole"), rows(tmp_path / "parts")
+    assert [r["raw"] for r in parts] == [r["raw"] for r in whole]
+    assert len({r["raw"] for r in whole}) > 1  # it did sample
