@@ -12,6 +12,7 @@ from PIL import Image
 
 from vlx.errors import ConfigError
 from vlx.models._generation import Generation, generate_texts
+from vlx.models._scoring import score_answers
 from vlx.models.loading import load_model, load_processor, resolve_checkpoint
 from vlx.records import Example
 
@@ -33,10 +34,19 @@ class VLMAdapter(Protocol):
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str: ...
 
     def generate(
-        self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
+        self,
+        prompts: list[str],
+        images: list[Image.Image],
+        ids: Sequence[str] | None = None,
+        continuations: Sequence[str] | None = None,
+        **generation: Any,
     ) -> Generation: ...
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any: ...
+
+    def score(
+        self, prompts: list[str], images: list[Image.Image], answers: Sequence[str]
+    ) -> list[dict[str, float]]: ...
 
 
 class HFAdapter:
@@ -56,6 +66,8 @@ class HFAdapter:
 
     model_class: ClassVar[type]
     max_images: ClassVar[int | None] = None
+    # what separates the end of a rendered prompt from the model's answer
+    answer_prefix: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -89,15 +101,27 @@ class HFAdapter:
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         raise NotImplementedError
 
+    def score(self, prompts: list[str], images: list[Image.Image], answers: Sequence[str]) -> list[dict[str, float]]:
+        """Per prompt, the probability of each answer text (one shared prefill; see `_scoring`)."""
+        scored = score_answers(self.model, self.processor, prompts, images, [self.answer_prefix + a for a in answers])
+        return [{a: row[self.answer_prefix + a] for a in answers} for row in scored]
+
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any:
         """A training batch (a BatchFeature with `labels`) in which only the target tokens carry loss."""
         raise NotImplementedError
 
     def generate(
-        self, prompts: list[str], images: list[Image.Image], ids: Sequence[str] | None = None, **generation: Any
+        self,
+        prompts: list[str],
+        images: list[Image.Image],
+        ids: Sequence[str] | None = None,
+        continuations: Sequence[str] | None = None,
+        **generation: Any,
     ) -> Generation:
         """Answers for a batch of rendered prompts and their images (decoded new tokens only)."""
-        return generate_texts(self.model, self.processor, prompts, images, ids=ids, **generation)
+        return generate_texts(
+            self.model, self.processor, prompts, images, ids=ids, continuations=continuations, **generation
+        )
 
 
 def adapter_prompt_template(adapter: str | None, configured: str) -> str:

@@ -37,6 +37,30 @@ def context_length(model: torch.nn.Module) -> int | None:
     return getattr(text_config, "max_position_embeddings", None)
 
 
+def append_tokens(inputs: Any, extra: list[list[int]], pad_id: int) -> Any:
+    """Appends token ids to each row of a left-padded batch and pads on the left again.
+
+    The appended tokens are answer tokens: for PaliGemma's prefix-LM they get token_type_ids 1 (causal), like the
+    tokens the model writes itself.
+    """
+    width = max(len(e) for e in extra)
+    rows = {key: [] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs}
+    for i, tokens in enumerate(extra):
+        fill = width - len(tokens)
+        added = torch.tensor(tokens, dtype=inputs["input_ids"].dtype)
+        rows["input_ids"].append(torch.cat([torch.full((fill,), pad_id), inputs["input_ids"][i], added]))
+        rows["attention_mask"].append(
+            torch.cat([torch.zeros(fill), inputs["attention_mask"][i], torch.ones(len(tokens))])
+        )
+        if "token_type_ids" in rows:
+            rows["token_type_ids"].append(
+                torch.cat([torch.zeros(fill), inputs["token_type_ids"][i], torch.ones(len(tokens))])
+            )
+    for key, values in rows.items():
+        inputs[key] = torch.stack(values).to(inputs["input_ids"].dtype if key == "input_ids" else torch.long)
+    return inputs
+
+
 @torch.inference_mode()
 def generate_texts(
     model: torch.nn.Module,
@@ -44,6 +68,7 @@ def generate_texts(
     prompts: list[str],
     images: list[Image.Image],
     ids: Sequence[str] | None = None,
+    continuations: Sequence[str] | None = None,
     **generation: Any,
 ) -> Generation:
     """Generates one answer per prompt in a single left-padded batch.
@@ -55,6 +80,8 @@ def generate_texts(
         images: RGB images, in the order their image tokens appear in the prompts (several per prompt for
             few-shot prompts).
         ids: item ids, named in errors.
+        continuations: text to put in the model's mouth after each prompt (e.g. the chosen label) before it
+            generates; appended as tokens, since a processor may add text after the prompt (PaliGemma's newline).
         **generation: keyword arguments for `generate` (do_sample, max_new_tokens, temperature, ...).
 
     Returns:
@@ -64,6 +91,10 @@ def generate_texts(
         DataError: a prompt plus max_new_tokens does not fit the model's context (checked before generating).
     """
     inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    inputs.pop("labels", None)  # PaliGemma's processor adds them whenever it returns token_type_ids
+    if continuations is not None:
+        inputs = append_tokens(inputs, [processor.tokenizer(c, add_special_tokens=False)["input_ids"]
+                                        for c in continuations], processor.tokenizer.pad_token_id)  # fmt: skip
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     image_token_id = getattr(processor.tokenizer, "image_token_id", None)
     image_tokens = (inputs["input_ids"] == image_token_id).sum(dim=1).tolist() if image_token_id is not None else []

@@ -15,6 +15,7 @@ class LlavaNextAdapter(HFAdapter):
     """A LLaVA-NeXT checkpoint (e.g. llava-hf/llava-v1.6-mistral-7b-hf); arguments as `HFAdapter`."""
 
     model_class = LlavaNextForConditionalGeneration
+    answer_prefix = " "  # the chat template writes "[/INST] {answer}</s>"
 
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         """The conversation through the model's chat template: per demonstration a user turn (its image and

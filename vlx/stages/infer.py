@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from vlx.errors import ConfigError
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.models._base import VLMAdapter, check_images_per_prompt
+from vlx.models._generation import Generation
 from vlx.records import Example
 from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
@@ -53,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
     if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
         raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
+    if cfg.decode not in DECODERS:
+        raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     check_images_per_prompt(get_class(cfg.model._target_), cfg.shots.k)
     check_adapter_path(cfg.model.adapter)
 
@@ -104,15 +107,55 @@ def build_inputs(
     return prompts, images
 
 
+DECODERS = ("generate", "score", "score_then_explain")
+
+
+def decode(
+    how: str,
+    model: VLMAdapter,
+    task: Task,
+    batch: list[Example],
+    prompts: list[str],
+    images: list[Image.Image],
+    generation: dict[str, Any],
+) -> tuple[list[str], list[dict[str, float] | None], Generation | None]:
+    """The batch's answers, label probabilities (or None per item) and generation stats.
+
+    generate: free text, parsed afterwards. score: the probability of each label's answer after the prompt; the
+    answer is the most probable label. score_then_explain: that label, then the model's explanation generated after
+    it (the label's answer is put in the model's mouth).
+    """
+    if how == "generate":
+        result = model.generate(prompts, images, ids=[ex.id for ex in batch], **generation)
+        return result.texts, [None] * len(batch), result
+    answers = [task.label_answer(label) for label in task.labels]
+    scored = model.score(prompts, images, answers)
+    scores = [{label: row[a] for label, a in zip(task.labels, answers, strict=True)} for row in scored]
+    chosen = [task.label_answer(max(s, key=s.get)) + "." for s in scores]
+    if how == "score":
+        return chosen, scores, None
+    forced = [model.answer_prefix + c for c in chosen]
+    result = model.generate(prompts, images, ids=[ex.id for ex in batch], continuations=forced, **generation)
+    return [f"{c} {t}".strip() for c, t in zip(chosen, result.texts, strict=True)], scores, result
+
+
 def batched(items: list[Example], size: int):
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
 
 
-def prediction_row(task: Task, example: Example, answer: str, demos: list[Example]) -> dict[str, Any]:
+def prediction_row(
+    task: Task, example: Example, answer: str, demos: list[Example], scores: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """A predictions.jsonl row. With label scores the label is the most probable one and the explanation what
+    follows the label in the answer; otherwise both are parsed from the answer."""
     label, explanation = task.parse(answer)
-    return {
+    if scores is not None:
+        label = max(scores, key=scores.get)
+        stated = task.label_answer(label) + "."
+        explanation = answer[len(stated) :].strip() if answer.startswith(stated) else explanation
+    row = {
         "id": example.id,
         "image": str(example.image),
         "text": example.text,
@@ -123,6 +166,9 @@ def prediction_row(task: Task, example: Example, answer: str, demos: list[Exampl
         "refs": list(example.explanations),
         "demos": [d.id for d in demos],
     }
+    if scores is not None:
+        row["scores"] = scores
+    return row
 
 
 def seed_csv_row(row: dict[str, Any]) -> dict[str, str]:
@@ -196,13 +242,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     prompts, images = build_inputs(model, task, batch, demos, cfg.shots.demo_image_size)
                     if generation.get("do_sample"):
                         torch.manual_seed(batch_seed(cfg.seed, batch[0].id))  # a resumed run samples the same
-                    result = model.generate(prompts, images, ids=[ex.id for ex in batch], **generation)
+                    answers, scores, result = decode(cfg.decode, model, task, batch, prompts, images, generation)
                     store.append(
-                        prediction_row(task, ex, answer, ds)
-                        for ex, answer, ds in zip(batch, result.texts, demos, strict=True)
+                        prediction_row(task, ex, answer, ds, sc)
+                        for ex, answer, ds, sc in zip(batch, answers, demos, scores, strict=True)
                     )
-                    prompt_tokens += result.prompt_tokens
-                    image_tokens += result.image_tokens
+                    if result is not None:
+                        prompt_tokens += result.prompt_tokens
+                        image_tokens += result.image_tokens
                     bar.update(len(batch))
         seconds = time.perf_counter() - start
 

@@ -85,11 +85,14 @@ class Task:
         """The task's zero-shot prompt filled in for one item."""
         return self.prompt.format(hypothesis=example.text, text=example.text)
 
+    def label_answer(self, label: str) -> str:
+        """How an answer states a label ("Entailment", "Not offensive"): demonstrations and label scoring use it."""
+        return label[:1].upper() + label[1:]
+
     def demo_answer(self, example: Example) -> str:
         """A demonstration's answer, in the form the model should give: the label, then the explanation (the first
         reference, where there is one)."""
-        label = example.label or ""
-        answer = label[:1].upper() + label[1:] + "."
+        answer = self.label_answer(example.label or "") + "."
         return f"{answer} {example.explanations[0]}" if example.explanations else answer
 
     def parse(self, text: str) -> tuple[str | None, str]:
