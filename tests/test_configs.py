@@ -21,6 +21,19 @@ REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"]}
 RUNTIME_ARGS = {"quantization"}
 
 
+def accepted(target: type) -> set[str]:
+    """The keyword arguments a class takes, following **kwargs up its base classes' __init__."""
+    names: set[str] = set()
+    for cls in target.__mro__:
+        if cls is object or "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return names
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
@@ -46,10 +59,7 @@ def test_option_composes_and_targets_bind(make_cfg, group, option):
             continue
         target = get_class(sub._target_)
         kwargs = {k: v for k, v in sub.items() if k != "_target_"}
-        params = inspect.signature(target).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()) and target.__mro__[1] is not object:
-            params = {**inspect.signature(target.__mro__[1]).parameters, **params}
-        unknown = set(kwargs) - set(params) - RUNTIME_ARGS
+        unknown = set(kwargs) - accepted(target) - RUNTIME_ARGS
         assert not unknown, f"{group}={option}: {target.__name__} does not take {unknown}"
 
 

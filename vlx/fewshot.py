@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, DataError
+from vlx.jsonl import read_objects
 from vlx.records import Example
 
 logger = logging.getLogger(__name__)
@@ -340,18 +340,14 @@ def correct_ids_from_predictions(path: str | Path) -> set[str]:
     if not path.is_file():
         raise ConfigError(f"{path}: no predictions file for few-shot from_correct; {SOURCE_RUN_HINT}")
     correct = set()
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{line_no}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict) or not {"id", "gold", "pred"} <= row.keys():
-                raise ConfigError(f"{path}:{line_no}: expected a JSON object with id, gold and pred")
+    try:
+        for where, row in read_objects(path, "a JSON object with id, gold and pred"):
+            if not {"id", "gold", "pred"} <= row.keys():
+                raise ConfigError(f"{where}: expected a JSON object with id, gold and pred")
             if row["gold"] is not None and row["pred"] == row["gold"]:
                 correct.add(str(row["id"]))
+    except DataError as err:  # a broken source run is a config problem here: name it as such
+        raise ConfigError(str(err)) from err
     return correct
 
 

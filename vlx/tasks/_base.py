@@ -37,7 +37,7 @@ class Task:
         self,
         name: str,
         split: str,
-        prompt: str,
+        prompt: str = "",
         limit: int | None = None,
         on_bad_image: str = "fail",
         references: str | Path | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from vlx.errors import DataError
 from vlx.records import Example
@@ -27,10 +28,7 @@ class EsnliVeTask(Task):
         image_dir: folder holding the Flickr30k images.
         name: task name (used in run names and by the parser).
         split: train, dev or test.
-        prompt: zero-shot instruction; `{hypothesis}` is filled per item.
-        limit: first N items only.
-        on_bad_image: `fail` or `skip`.
-        references: a jsonl of reference explanations (HatReD or {"id", "explanations"}), or None.
+        **common: prompt, limit, on_bad_image, references (see `Task`).
     """
 
     labels = ESNLI_LABELS
@@ -42,14 +40,9 @@ class EsnliVeTask(Task):
         image_dir: str | Path,
         name: str = "esnli",
         split: str = "test",
-        prompt: str = "",
-        limit: int | None = None,
-        on_bad_image: str = "fail",
-        references: str | Path | None = None,
+        **common: Any,
     ):
-        super().__init__(
-            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
-        )
+        super().__init__(name=name, split=split, **common)
         self.csv_dir = Path(csv_dir)
         self.image_dir = Path(image_dir)
 

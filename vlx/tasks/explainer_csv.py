@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from vlx.errors import DataError
 from vlx.records import Example
@@ -22,7 +23,7 @@ class ExplainerCsvTask(Task):
     Args:
         path: the CSV file.
         image_dir: folder that relative image paths are read from (None = relative to the CSV's folder).
-        name, split, prompt, limit, on_bad_image, references: as `Task`.
+        **common: prompt, limit, on_bad_image, references (see `Task`).
     """
 
     labels = ESNLI_LABELS
@@ -33,14 +34,9 @@ class ExplainerCsvTask(Task):
         image_dir: str | Path | None = None,
         name: str = "explainer_csv",
         split: str = "train",
-        prompt: str = "",
-        limit: int | None = None,
-        on_bad_image: str = "fail",
-        references: str | Path | None = None,
+        **common: Any,
     ):
-        super().__init__(
-            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
-        )
+        super().__init__(name=name, split=split, **common)
         self.path = Path(path)
         self.image_dir = Path(image_dir) if image_dir is not None else self.path.parent
 

@@ -7,10 +7,11 @@ The item id comes from `img` ("01234"), since some copies store `id` as an integ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 from vlx.errors import DataError
+from vlx.jsonl import read_objects
 from vlx.records import Example
 from vlx.tasks._base import Task
 
@@ -25,10 +26,7 @@ class HatefulMemesTask(Task):
         data_dir: folder holding `{split}.jsonl` and `img/`.
         name: task name.
         split: train, dev_seen, dev_unseen, test_seen or test_unseen (any `<split>.jsonl` in data_dir is accepted).
-        prompt: the zero-shot instruction (`{text}` is the meme's text, if the prompt uses it).
-        limit: first N items only.
-        on_bad_image: `fail` or `skip`.
-        references: a jsonl of reference explanations (HatReD or {"id", "explanations"}), or None.
+        **common: prompt, limit, on_bad_image, references (see `Task`).
     """
 
     labels = MEME_LABELS
@@ -41,14 +39,9 @@ class HatefulMemesTask(Task):
         data_dir: str | Path,
         name: str = "meme",
         split: str = "dev_seen",
-        prompt: str = "",
-        limit: int | None = None,
-        on_bad_image: str = "fail",
-        references: str | Path | None = None,
+        **common: Any,
     ):
-        super().__init__(
-            name=name, split=split, prompt=prompt, limit=limit, on_bad_image=on_bad_image, references=references
-        )
+        super().__init__(name=name, split=split, **common)
         self.data_dir = Path(data_dir)
 
     @property
@@ -75,34 +68,24 @@ def read_memes_jsonl(path: Path, data_dir: Path, limit: int | None = None) -> li
         splits = ", ".join(MEME_SPLITS)
         raise DataError(f"Hateful Memes file {path} not found ({hint}). Set task.data_dir and task.split ({splits}).")
     examples: list[Example] = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from err
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected a JSON object with img, text and label")
-            for key in ("img", "text"):
-                if not isinstance(item.get(key), str) or not item[key].strip():
-                    raise DataError(f"{where}: missing or empty {key!r}; each line needs img, text (and label)")
-            label = item.get("label")
-            if label is not None and (isinstance(label, bool) or label not in (0, 1)):
-                raise DataError(f"{where}: label {label!r} is not 0 or 1; fix the line")
-            examples.append(
-                Example(
-                    id=meme_id(item["img"]),
-                    image=data_dir / item["img"],
-                    text=item["text"].strip(),
-                    label=None if label is None else MEME_LABELS[label],
-                    source=where,
-                )
+    for where, item in read_objects(path, "a JSON object with img, text and label"):
+        for key in ("img", "text"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise DataError(f"{where}: missing or empty {key!r}; each line needs img, text (and label)")
+        label = item.get("label")
+        if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+            raise DataError(f"{where}: label {label!r} is not 0 or 1; fix the line")
+        examples.append(
+            Example(
+                id=meme_id(item["img"]),
+                image=data_dir / item["img"],
+                text=item["text"].strip(),
+                label=None if label is None else MEME_LABELS[label],
+                source=where,
             )
-            if limit is not None and len(examples) >= limit:
-                break
+        )
+        if limit is not None and len(examples) >= limit:
+            break
     if not examples:
         raise DataError(f"{path} has no items; the {path.stem} split is empty")
     return examples

@@ -8,10 +8,10 @@ Ids are matched without leading zeros, since copies of Hateful Memes disagree on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vlx.errors import DataError
+from vlx.jsonl import read_objects
 
 
 def id_key(item_id: str | int) -> str:
@@ -32,27 +32,17 @@ def read_references(path: str | Path) -> dict[str, tuple[str, ...]]:
     if not path.is_file():
         raise DataError(f"references file {path} not found; set task.references to a HatReD or explanations jsonl")
     refs: dict[str, tuple[str, ...]] = {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from err
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected a JSON object")
-            # HatReD names the image; its integer id has lost the leading zeros that `img` keeps
-            key = Path(item["img"]).stem if isinstance(item.get("img"), str) else item.get("id")
-            if key is None:
-                raise DataError(f"{where}: no 'id' or 'img'; each line needs one")
-            texts = item.get("reasonings", item.get("explanations"))
-            if isinstance(texts, str):
-                texts = [texts]
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise DataError(f"{where}: expected 'reasonings' (HatReD) or 'explanations' as a list of strings")
-            cleaned = tuple(t.strip() for t in texts if t.strip())
-            if cleaned:
-                refs[id_key(key)] = refs.get(id_key(key), ()) + cleaned
+    for where, item in read_objects(path):
+        # HatReD names the image; its integer id has lost the leading zeros that `img` keeps
+        key = Path(item["img"]).stem if isinstance(item.get("img"), str) else item.get("id")
+        if key is None:
+            raise DataError(f"{where}: no 'id' or 'img'; each line needs one")
+        texts = item.get("reasonings", item.get("explanations"))
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise DataError(f"{where}: expected 'reasonings' (HatReD) or 'explanations' as a list of strings")
+        cleaned = tuple(t.strip() for t in texts if t.strip())
+        if cleaned:
+            refs[id_key(key)] = refs.get(id_key(key), ()) + cleaned
     return refs
