@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 from conftest import SHARED_ESNLI
 from helpers import esnli_from_shared, meme_items, write_memes
 
@@ -143,3 +144,36 @@ def test_nf4_on_gpu(make_cfg, tmp_path, model):
                    "task.limit=30", "quant=nf4", "batch_size=16")  # fmt: skip
     run_stage(cfg)
     assert [r["id"] for r in read_rows(tmp_path / "run")] == [r["pairID"] for r in rows]
+
+
+def test_length_batching_changes_no_output_and_keeps_dataset_order(make_cfg, tmp_path):
+    """Items of mixed image shapes and text lengths, batched by length or in file order: the same answers, and the
+    finished predictions file is in the split's order either way."""
+    write_memes(tmp_path / "memes", "dev_seen", meme_items(9))  # three image shapes
+    answers = {}
+    for how in ("length", "dataset"):
+        cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={tmp_path / 'memes'}", f"batching={how}",
+                       "batch_size=4", "generation.max_new_tokens=6", run_dir=tmp_path / how)  # fmt: skip
+        run_stage(cfg)
+        rows = read_rows(tmp_path / how)
+        assert [r["id"] for r in rows] == [f"{1000 + i * 7:05d}" for i in range(9)]
+        answers[how] = [r["raw"] for r in rows]
+    assert answers["length"] == answers["dataset"]
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(make_cfg, tmp_path, monkeypatch):
+    """A batch that runs out of GPU memory is retried at half the size (fault injected into vlx's adapter)."""
+    from vlx.models import LlavaNextAdapter
+
+    real = LlavaNextAdapter.generate
+
+    def generate(self, prompts, *args, **kwargs):
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(LlavaNextAdapter, "generate", generate)
+    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=7", "batch_size=auto", "generation.max_new_tokens=4")
+    summary = run_stage(cfg)
+    assert summary["batch_size"] == 2 and summary["items"] == 7
+    assert len({r["id"] for r in read_rows(tmp_path / "run")}) == 7

@@ -53,3 +53,11 @@ def test_csv_has_exactly_the_given_columns(tmp_path):
     write_csv(tmp_path / "p.csv", [{"img_path": "x.png", "explanation": "e, with comma", "extra": 1}],
               ["img_path", "explanation"])  # fmt: skip
     assert (tmp_path / "p.csv").read_text().splitlines() == ["img_path,explanation", 'x.png,"e, with comma"']
+
+
+def test_rewrite_replaces_the_file_whole(tmp_path):
+    store = PredictionStore(tmp_path / "p.jsonl")
+    store.append([{"id": "b"}, {"id": "a"}])
+    store.rewrite([{"id": "a"}, {"id": "b"}])
+    assert [r["id"] for r in store.rows()] == ["a", "b"]
+    assert not (tmp_path / "p.jsonl.tmp").exists()

@@ -81,6 +81,17 @@ class PredictionStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def rewrite(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Replaces the file with `rows` (e.g. sorted back into dataset order) atomically: a temporary file is
+        written and synced, then renamed over the old one, so a crash leaves one complete version or the other."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Writes rows as CSV with exactly `columns` (the seed's predictions.csv formats)."""

@@ -13,7 +13,6 @@ import functools
 import logging
 import statistics
 import time
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,10 @@ log = logging.getLogger(__name__)
 
 def validate(cfg: DictConfig) -> None:
     """Rules that span config fields, checked before any data or weights load."""
-    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise ConfigError(f"batch_size={cfg.batch_size!r}: use a positive integer")
+    if cfg.batch_size != "auto" and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
+        raise ConfigError(f"batch_size={cfg.batch_size!r}: use a positive integer or auto")
+    if cfg.batching not in BATCHING:
+        raise ConfigError(f"batching={cfg.batching!r}: use one of {', '.join(BATCHING)}")
     if not isinstance(cfg.shots.k, int) or cfg.shots.k < 0:
         raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
     if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
@@ -139,10 +140,37 @@ def decode(
     return [f"{c} {t}".strip() for c, t in zip(chosen, result.texts, strict=True)], scores, result
 
 
-def batched(items: list[Example], size: int):
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
+BATCHING = ("length", "dataset")
+# batch_size=auto starts here on a GPU and halves on out-of-memory errors; on a CPU larger batches gain nothing
+AUTO_BATCH_SIZE = {"cuda": 64, "cpu": 8}
+
+
+def batching_order(examples: list[Example], how: str) -> list[Example]:
+    """The order items are batched in. `length` puts items with similar images (aspect ratio: LLaVA-NeXT's tile
+    count) and similar text lengths next to each other, so batches pad less; outputs do not depend on batching.
+    `dataset` keeps the file order. The sort is stable, so a resumed run forms the same batches as an uninterrupted
+    one."""
+    if how == "dataset":
+        return examples
+
+    def key(example: Example) -> tuple[float, int]:
+        with Image.open(example.image) as image:  # the header only
+            width, height = image.size
+        return (round(width / height, 1), len(example.text))
+
+    return sorted(examples, key=key)
+
+
+def in_dataset_order(rows: list[dict[str, Any]], examples: list[Example]) -> list[dict[str, Any]]:
+    """Prediction rows in the split's order (rows of items outside it, from an earlier larger run, last)."""
+    position = {ex.id: i for i, ex in enumerate(examples)}
+    return sorted(rows, key=lambda r: position.get(r["id"], len(position)))
+
+
+def initial_batch_size(setting: int | str) -> int:
+    if setting != "auto":
+        return int(setting)
+    return AUTO_BATCH_SIZE["cuda" if torch.cuda.is_available() else "cpu"]
 
 
 def prediction_row(
@@ -236,13 +264,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
             selector = build_shot_selector(cfg, task)
+            size = initial_batch_size(cfg.batch_size)
+            queue = batching_order(todo, cfg.batching)
+            done_count = 0
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
-                for batch in batched(todo, cfg.batch_size):
+                while done_count < len(queue):
+                    batch = queue[done_count : done_count + size]
                     demos = [selector.select(ex) if selector else [] for ex in batch]
                     prompts, images = build_inputs(model, task, batch, demos, cfg.shots.demo_image_size)
                     if generation.get("do_sample"):
                         torch.manual_seed(batch_seed(cfg.seed, batch[0].id))  # a resumed run samples the same
-                    answers, scores, result = decode(cfg.decode, model, task, batch, prompts, images, generation)
+                    try:
+                        answers, scores, result = decode(cfg.decode, model, task, batch, prompts, images, generation)
+                    except torch.OutOfMemoryError:
+                        if size == 1:
+                            raise
+                        size //= 2  # nothing of this batch was written: retry it smaller
+                        torch.cuda.empty_cache()
+                        log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
+                        continue
                     store.append(
                         prediction_row(task, ex, answer, ds, sc)
                         for ex, answer, ds, sc in zip(batch, answers, demos, scores, strict=True)
@@ -250,12 +290,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     if result is not None:
                         prompt_tokens += result.prompt_tokens
                         image_tokens += result.image_tokens
+                    done_count += len(batch)
                     bar.update(len(batch))
         seconds = time.perf_counter() - start
 
-        rows = store.rows()
+        written = store.rows()
+        rows = in_dataset_order(written, split.examples)
+        if rows != written:  # batched by length: put the finished file back in the split's order
+            store.rewrite(rows)
         write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
         summary = summarize(rows, split.skipped, seconds, len(todo))
+        if todo:
+            summary["batch_size"] = size
         if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
             summary["prompt_tokens_mean"] = statistics.fmean(prompt_tokens)
             summary["image_tokens_mean"] = statistics.fmean(image_tokens) if image_tokens else None
