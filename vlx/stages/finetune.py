@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vlx.errors import ConfigError
 from vlx.fewshot import correct_ids_from_predictions
@@ -48,19 +49,13 @@ def use_bf16(setting: str | bool) -> bool:
     return bool(setting)
 
 
-class _GpuMemory:
+class GpuMemory(TrainerCallback):
     """Adds peak GPU memory (GiB) to the Trainer's log history (W&B records GPU memory with its system metrics)."""
 
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class GpuMemory(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                # the Trainer has already stored this entry: add to the stored one (train_summary.json)
-                if torch.cuda.is_available() and state.log_history:
-                    state.log_history[-1]["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-
-        return GpuMemory()
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # the Trainer has already stored this entry: add to the stored one (train_summary.json)
+        if torch.cuda.is_available() and state.log_history:
+            state.log_history[-1]["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
 
 def build_model(cfg: DictConfig) -> Any:
@@ -84,8 +79,6 @@ def build_model(cfg: DictConfig) -> Any:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes, saves the adapter, and (finetune.infer_split) infers and scores with it."""
-    from transformers import Trainer, TrainingArguments
-
     validate(cfg)
     ft = cfg.finetune
     out = run_dir(cfg)
@@ -122,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer = Trainer(
             model=adapter.model, args=args, train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
-            callbacks=[_GpuMemory()],
+            callbacks=[GpuMemory()],
         )  # fmt: skip
         if resume and any(checkpoints.glob("checkpoint-*")):
             log.info("resuming from the last checkpoint in %s", checkpoints)
