@@ -13,6 +13,16 @@ from PIL import Image
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError
 
+
+def on(model, batch):
+    """A batch moved to the model's device and dtype (the tests also run on GPU machines)."""
+    batch = batch.to(model.device)
+    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    return batch
+
+
+# float32 and no bf16 autocast: the comparisons below are exact on any device
+EXACT = ["model.dtype=float32", "finetune.bf16=false"]
 FAST = ["task=shapes", "task.split=train", "task.limit=16", "lora=r64", "finetune.per_device_batch_size=4",
         "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3", "finetune.logging_steps=1",
         "finetune.save_strategy=no"]  # fmt: skip
@@ -22,7 +32,7 @@ FAST = ["task=shapes", "task.split=train", "task.limit=16", "lora=r64", "finetun
 def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_path, model):
     from peft import PeftModel
 
-    cfg = make_cfg("stage=finetune", f"model={model}", *FAST, "finetune.max_steps=12",
+    cfg = make_cfg("stage=finetune", f"model={model}", *FAST, *EXACT, "finetune.max_steps=12",
                    "finetune.target=label_and_explanation")  # fmt: skip
     metrics = run_stage(cfg)
     history = json.loads((tmp_path / "run" / "train_summary.json").read_text())["log_history"]
@@ -41,7 +51,7 @@ def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_pa
 
     item = TrainItem("x", tmp_path / "x.png", "explain en There is a red circle.", "Entailment. It is.")
     Image.new("RGB", (56, 56), (220, 30, 30)).save(item.image)
-    batch = Collator(base)([item])
+    batch = on(trained, Collator(base)([item]))
     batch.pop("labels")
     with torch.no_grad():
         a = trained(**batch).logits
@@ -159,18 +169,19 @@ def test_adapter_inference_and_merge(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="refuses a 4-bit"):
         run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "quant=nf4",
                            run_dir=tmp_path / "m4"))  # fmt: skip
-    run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
+    run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "model.dtype=float32",
+                       run_dir=tmp_path / "m"))  # fmt: skip
     from transformers import PaliGemmaForConditionalGeneration
 
-    merged = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "m" / "merged").eval()
-    peft_model = instantiate(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}").model, _partial_=True)(
-        quantization=None
-    )
-    ids = torch.tensor([[2, 50, 60, 70]])
+    peft_model = instantiate(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "model.dtype=float32").model,
+                             _partial_=True)(quantization=None)  # fmt: skip
+    device = peft_model.model.device
+    merged = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "m" / "merged").to(device).eval()
+    ids = torch.tensor([[2, 50, 60, 70]], device=device)
     with torch.no_grad():
-        pixel = torch.zeros(1, 3, 56, 56)
+        pixel = torch.zeros(1, 3, 56, 56, device=device)
         tokens = peft_model.processor.tokenizer.image_token_id
-        ids = torch.cat([torch.full((1, 16), tokens), ids], dim=1)
+        ids = torch.cat([torch.full((1, 16), tokens, device=device), ids], dim=1)
         a = merged(input_ids=ids, pixel_values=pixel).logits
         b = peft_model.model(input_ids=ids, pixel_values=pixel).logits
     assert (a - b).abs().max() <= 1e-4 * a.abs().max(), (a - b).abs().max()
@@ -186,7 +197,7 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
     from vlx.stages.finetune import build_model
     from vlx.training import Collator, TrainItem
 
-    adapter = build_model(make_cfg("stage=finetune", f"model={model}", "lora=r64", "lora.lora_dropout=0"))
+    adapter = build_model(make_cfg("stage=finetune", f"model={model}", "lora=r64", "lora.lora_dropout=0", *EXACT))
     items = []
     for i, (text, target) in enumerate(
         [
@@ -198,7 +209,7 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
         Image.new("RGB", (56, 40 + 10 * i), (200, 40 * i, 30)).save(items[-1].image)  # fmt: skip
     results = []
     for only in (False, True):
-        batch = Collator(adapter, target_logits_only=only)(items)
+        batch = on(adapter.model, Collator(adapter, target_logits_only=only)(items))
         adapter.model.zero_grad()
         out = adapter.model(**batch)
         out.loss.backward()

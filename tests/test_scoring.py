@@ -25,7 +25,7 @@ def adapter(request):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={request.param}"])
+        cfg = compose("config", overrides=[f"model={request.param}", "model.dtype=float32"])  # exact comparisons
     GlobalHydra.instance().clear()
     return instantiate(cfg.model, _partial_=True)(quantization=None)
 
@@ -44,6 +44,8 @@ def brute_force(adapter, prompt: str, image: Image.Image) -> dict[str, float]:
             inputs["token_type_ids"] = torch.cat(
                 [inputs["token_type_ids"], torch.ones(1, len(ids), dtype=torch.long)], 1
             )
+        inputs = inputs.to(adapter.model.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(adapter.model.dtype)
         with torch.no_grad():
             logp = torch.log_softmax(adapter.model(**inputs).logits[0].float(), dim=-1)
         totals[answer] = sum(logp[n - 1 + j, t].item() for j, t in enumerate(ids))
