@@ -23,6 +23,7 @@ class Generation:
     texts: list[str]
     prompt_tokens: list[int]  # per item, padding excluded
     image_tokens: list[int]  # per item: positions holding image features
+    new_tokens: int = 0  # positions generated for the batch (the longest answer, eos included)
 
 
 def clean_answer(text: str) -> str:
@@ -116,4 +117,9 @@ def generate_texts(
     out = model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **generation)  # [B, prompt + new]
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
     texts = [clean_answer(t) for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    return Generation(texts=texts, prompt_tokens=[int(n) for n in lengths], image_tokens=[int(n) for n in image_tokens])
+    return Generation(
+        texts=texts,
+        prompt_tokens=[int(n) for n in lengths],
+        image_tokens=[int(n) for n in image_tokens],
+        new_tokens=int(new_tokens.shape[1]),
+    )
