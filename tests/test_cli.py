@@ -113,3 +113,21 @@ def test_report_of_a_two_run_sweep(tmp_path):
     with (sweep / "results.csv").open() as f:
         assert len(f.read().splitlines()) == 3
     assert (sweep / "results_accuracy.png").is_file()
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_then_report(tmp_path):
+    """A two-job sweep through submitit's local launcher (the cluster launcher's interface), then its report."""
+    sweep = tmp_path / "sweep"
+    res = vlx("-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "model=tiny_llava,tiny_paligemma",
+              "task=shapes", "task.limit=3", "generation.max_new_tokens=4", "eval.resamples=20",
+              f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    for job in ("0", "1"):
+        assert len((sweep / job / "predictions.jsonl").read_text().splitlines()) == 3
+        assert (sweep / job / "metrics.json").is_file()
+    assert list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
+    res = vlx("stage=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = (sweep / "results.md").read_text().splitlines()
+    assert len(table) == 4 and "tiny_llava" in table[2] and "tiny_paligemma" in table[3]
