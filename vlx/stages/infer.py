@@ -26,12 +26,12 @@ from vlx.errors import ConfigError
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.models._generation import Generation
+from vlx.models.loading import check_adapter_path
 from vlx.records import Example
 from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
 from vlx.stages._common import (
     build_quantization,
-    check_adapter_path,
     config_choices,
     resolved_config,
     run_dir,

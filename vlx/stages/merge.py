@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.stages._common import check_adapter_path, run_dir
+from vlx.models.loading import check_adapter_path
+from vlx.stages._common import run_dir
 
 log = logging.getLogger(__name__)
 

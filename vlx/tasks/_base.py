@@ -140,11 +140,11 @@ def _check_images(examples: list[Example], policy: str) -> tuple[list[Example], 
             kept.append(ex)
         elif policy == "fail":
             raise DataError(
-                f"{ex.source}: image {ex.image} is {problem}. Fix the path (task.image_dir / task.data_dir) or the "
+                f"{ex.source}: image {ex.image}: {problem}. Fix the path (task.image_dir / task.data_dir) or the "
                 f"file, or run with task.on_bad_image=skip to leave such items out (they are listed in the log)."
             )
         else:
-            log.warning("skipping %s (%s): image %s is %s", ex.id, ex.source, ex.image, problem)
+            log.warning("skipping %s (%s): image %s: %s", ex.id, ex.source, ex.image, problem)
             skipped.append({"id": ex.id, "image": str(ex.image), "source": ex.source, "reason": problem})
     if skipped:
         log.warning("skipped %d of %d items for bad images", len(skipped), len(examples))
