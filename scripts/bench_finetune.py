@@ -24,33 +24,37 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 # name, overrides (vlx config), what it is
+SEED = [
+    "quant=nf4",
+    "finetune.per_device_batch_size=1",
+    "finetune.gradient_accumulation_steps=8",
+    "finetune.gradient_checkpointing=true",
+    "finetune.target_logits_only=false",
+]
+MB8 = ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1"]
+COMPILE = ["finetune.compile=true"]
+GC = ["finetune.gradient_checkpointing=true"]
+
+# name, overrides (vlx config), what it is
 VARIANTS = [
-    ("seed: QLoRA nf4, batch 1 x 8, grad. checkpointing, full logits",
-     ["quant=nf4", "finetune.per_device_batch_size=1", "finetune.gradient_accumulation_steps=8",
-      "finetune.gradient_checkpointing=true", "finetune.target_logits_only=false"]),
+    ("seed: QLoRA nf4, batch 1 x 8, grad. checkpointing, full logits", SEED),
     ("seed without grad. checkpointing: QLoRA nf4, batch 1 x 8, full logits",
      ["quant=nf4", "finetune.per_device_batch_size=1", "finetune.gradient_accumulation_steps=8",
       "finetune.target_logits_only=false"]),
-    ("bf16, micro-batch 8, full logits",
-     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
-      "finetune.target_logits_only=false"]),
-    ("bf16, micro-batch 8, target logits only (vlx default)",
-     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1"]),
-    ("bf16, micro-batch 16, target logits only",
-     ["quant=none", "finetune.per_device_batch_size=16", "finetune.gradient_accumulation_steps=1"]),
-    ("bf16, micro-batch 4 x 2, target logits only",
-     ["quant=none", "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=2"]),
-    ("bf16, micro-batch 8, grad. checkpointing, target logits only",
-     ["quant=none", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
-      "finetune.gradient_checkpointing=true"]),
-    ("QLoRA nf4, micro-batch 8, grad. checkpointing, target logits only",
-     ["quant=nf4", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1",
-      "finetune.gradient_checkpointing=true"]),
-    ("QLoRA nf4, micro-batch 4 x 2, grad. checkpointing, target logits only",
-     ["quant=nf4", "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=2",
-      "finetune.gradient_checkpointing=true"]),
-    ("QLoRA nf4, micro-batch 8, target logits only",
-     ["quant=nf4", "finetune.per_device_batch_size=8", "finetune.gradient_accumulation_steps=1"]),
+    ("bf16, micro-batch 8, full logits", [*MB8, "finetune.target_logits_only=false"]),
+    ("bf16, micro-batch 8, target logits only", MB8),
+    ("bf16, micro-batch 4 x 2, target logits only (finetune=fast before compile)", ["finetune=fast", "quant=none",
+                                                                                     "finetune.compile=false"]),
+    ("bf16, micro-batch 8, grad. checkpointing, target logits only", [*MB8, *GC]),
+    ("QLoRA nf4, micro-batch 4 x 2, grad. checkpointing, target logits only (finetune=qlora_fast)",
+     ["finetune=qlora_fast", "quant=nf4"]),
+    ("bf16, micro-batch 4 x 2, target logits only, compiled blocks", ["finetune=fast", "quant=none", *COMPILE]),
+    ("bf16, micro-batch 8, target logits only, compiled blocks", [*MB8, *COMPILE]),
+    ("bf16, micro-batch 8, grad. checkpointing, target logits only, compiled blocks", [*MB8, *GC, *COMPILE]),
+    ("QLoRA nf4, micro-batch 4 x 2, grad. checkpointing, target logits only, compiled blocks",
+     ["finetune=qlora_fast", "quant=nf4", *COMPILE]),
+    ("bf16, micro-batch 16, grad. checkpointing, target logits only, compiled blocks",
+     ["quant=none", "finetune.per_device_batch_size=16", "finetune.gradient_accumulation_steps=1", *GC, *COMPILE]),
 ]  # fmt: skip
 
 
@@ -91,6 +95,9 @@ def run_variant(model_dir: Path, overrides: list[str], warmup: int, steps: int) 
     marks: list[float] = []
 
     class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            marks.append(time.perf_counter())
+
         def on_step_end(self, args, state, control, **kwargs):
             torch.cuda.synchronize()
             marks.append(time.perf_counter())
@@ -103,8 +110,9 @@ def run_variant(model_dir: Path, overrides: list[str], warmup: int, steps: int) 
     trainer = Trainer(model=adapter.model, args=args, train_dataset=items, data_collator=collator, callbacks=[Clock()])
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    seconds = marks[-1] - marks[warmup - 1]
+    seconds = marks[-1] - marks[warmup]  # marks[0] is the start, marks[k] the end of step k
     result = {"samples_per_s": steps * per_step / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+              "warmup_s": marks[warmup] - marks[0],
               "text_tokens": text_tokens, "loss_first": losses[0], "loss_last": losses[-1]}  # fmt: skip
     del trainer, adapter
     gc.collect()
@@ -137,12 +145,12 @@ def main() -> None:
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
           f"peft {__import__('peft').__version__} | bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}\n")
-    print("| variant | samples/s | vs seed | peak GiB | text tokens | loss first -> last |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| variant | samples/s | vs seed | peak GiB | warm-up steps s | text tokens | loss first -> last |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
-        print(f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['text_tokens']} | "
-              f"{r['loss_first']:.2f} -> {r['loss_last']:.2f} |")  # fmt: skip
+        print(f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['warmup_s']:.0f} | "
+              f"{r['text_tokens']} | {r['loss_first']:.2f} -> {r['loss_last']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

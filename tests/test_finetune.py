@@ -220,3 +220,34 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
     assert kept_loss == pytest.approx(full_loss, rel=1e-6)
     for name, grad in full_grads.items():
         assert torch.allclose(grad, kept_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path):
+    from vlx.models.compiling import compile_blocks
+    from vlx.stages.finetune import build_model
+    from vlx.training import Collator, TrainItem
+
+    adapter = build_model(make_cfg("stage=finetune", "model=tiny_paligemma", "lora=r64", "lora.lora_dropout=0", *EXACT))
+    items = [TrainItem(str(i), tmp_path / f"{i}.png", f"explain en A shape {i}.", "Neutral. " + "so " * i)
+             for i in range(3)]  # fmt: skip
+    for i, item in enumerate(items):
+        Image.new("RGB", (56, 56), (60 * i, 90, 30)).save(item.image)
+    batch = on(adapter.model, Collator(adapter)(items))
+    results = []
+    for compiled in (False, True):
+        if compiled:
+            counts = compile_blocks(adapter.model)
+            config = adapter.model.config
+            assert counts == {"GemmaDecoderLayer": config.text_config.num_hidden_layers,
+                              "SiglipEncoderLayer": config.vision_config.num_hidden_layers}  # fmt: skip
+        adapter.model.zero_grad()
+        out = adapter.model(**batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in adapter.model.named_parameters() if p.grad is not None}
+        results.append((out.loss.item(), grads))
+    (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    assert eager_grads.keys() == compiled_grads.keys() and len(eager_grads) > 0
+    for name, grad in eager_grads.items():
+        assert torch.allclose(grad, compiled_grads[name], rtol=1e-3, atol=1e-6), name

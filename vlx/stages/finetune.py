@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from vlx.errors import ConfigError
 from vlx.fewshot import correct_ids_from_predictions
 from vlx.models._base import ADAPTER_META
+from vlx.models.compiling import compile_blocks
 from vlx.stages._common import build_quantization, config_choices, resolved_config, run_dir, write_json
 from vlx.tracking import tracking
 from vlx.training import Collator, training_items
@@ -73,6 +74,8 @@ def build_model(cfg: DictConfig) -> Any:
     model = get_peft_model(model, instantiate(cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    if cfg.finetune.get("compile"):
+        compile_blocks(model)
     adapter.model = model
     return adapter
 
