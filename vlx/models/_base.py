@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import torch
 from PIL import Image
 
 from vlx.errors import ConfigError
-from vlx.models._generation import Generation, generate_texts
+from vlx.models._generation import Generation, encode, generate_texts
 from vlx.models._scoring import score_answers
+from vlx.models.compiling import compile_blocks
 from vlx.models.loading import load_model, load_processor, resolve_checkpoint
 from vlx.records import Example
 
@@ -39,13 +41,16 @@ class VLMAdapter(Protocol):
         images: list[Image.Image],
         ids: Sequence[str] | None = None,
         continuations: Sequence[str] | None = None,
+        inputs: Any | None = None,
         **generation: Any,
     ) -> Generation: ...
+
+    def encode(self, prompts: list[str], images: list[Image.Image]) -> Any: ...
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any: ...
 
     def score(
-        self, prompts: list[str], images: list[Image.Image], answers: Sequence[str]
+        self, prompts: list[str], images: list[Image.Image], answers: Sequence[str], inputs: Any | None = None
     ) -> list[dict[str, float]]: ...
 
 
@@ -56,11 +61,14 @@ class HFAdapter:
         checkpoint: hub id or local folder.
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda or cuda:N.
-        attn_implementation: sdpa, eager or flash_attention_2.
+        attn_implementation: sdpa_grouped (vlx.models.attention), sdpa, eager or flash_attention_2.
         adapter: folder of a peft LoRA adapter, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
         tiny: architecture name to build a tiny random-weight model into `checkpoint` first (tests, demos).
         prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
+        compile: auto (on a CUDA GPU), true or false. Compiled, `generate` decodes with a static KV cache and a
+            compiled decode step, and every transformer block is compiled (prefill and label scoring); prompts are
+            padded to a multiple of 64 tokens so that few shapes need compiling. Outputs stay the same.
         quantization: a transformers.BitsAndBytesConfig, or None.
     """
 
@@ -74,11 +82,12 @@ class HFAdapter:
         checkpoint: str,
         dtype: str = "auto",
         device_map: str | None = "auto",
-        attn_implementation: str | None = "sdpa",
+        attn_implementation: str | None = "sdpa_grouped",
         adapter: str | None = None,
         trust_remote_code: bool = False,
         tiny: str | None = None,
         prompt_template: str = "{prompt}",
+        compile: str | bool = "auto",
         quantization: Any | None = None,
     ):
         self.checkpoint = resolve_checkpoint(checkpoint, tiny)
@@ -94,6 +103,14 @@ class HFAdapter:
             adapter=adapter,
             trust_remote_code=trust_remote_code,
         )
+        self.compiled = resolve_compile(compile)
+        self._blocks_compiled = False
+
+    def compile_once(self) -> None:
+        """Compiles the transformer blocks on first use (when `compile` is on)."""
+        if self.compiled and not self._blocks_compiled:
+            compile_blocks(self.model)
+            self._blocks_compiled = True
 
     def user_text(self, example: Example, instruction: str) -> str:
         return self.prompt_template.format(prompt=instruction, text=example.text)
@@ -101,9 +118,18 @@ class HFAdapter:
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         raise NotImplementedError
 
-    def score(self, prompts: list[str], images: list[Image.Image], answers: Sequence[str]) -> list[dict[str, float]]:
-        """Per prompt, the probability of each answer text (one shared prefill; see `_scoring`)."""
-        scored = score_answers(self.model, self.processor, prompts, images, [self.answer_prefix + a for a in answers])
+    def encode(self, prompts: list[str], images: list[Image.Image]) -> Any:
+        """The processor's batch for these prompts and images (CPU work: a loader can do it ahead of the GPU)."""
+        return encode(self.processor, prompts, images)
+
+    def score(
+        self, prompts: list[str], images: list[Image.Image], answers: Sequence[str], inputs: Any | None = None
+    ) -> list[dict[str, float]]:
+        """Per prompt, the probability of each answer text (one shared prefill; see `_scoring`). `inputs`: the
+        batch from `encode`, when already made."""
+        self.compile_once()
+        scored = score_answers(self.model, self.processor, prompts, images, [self.answer_prefix + a for a in answers],
+                               pad_to_multiple_of=PAD_MULTIPLE if self.compiled else None, inputs=inputs)  # fmt: skip
         return [{a: row[self.answer_prefix + a] for a in answers} for row in scored]
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any:
@@ -116,12 +142,44 @@ class HFAdapter:
         images: list[Image.Image],
         ids: Sequence[str] | None = None,
         continuations: Sequence[str] | None = None,
+        inputs: Any | None = None,
         **generation: Any,
     ) -> Generation:
-        """Answers for a batch of rendered prompts and their images (decoded new tokens only)."""
-        return generate_texts(
-            self.model, self.processor, prompts, images, ids=ids, continuations=continuations, **generation
-        )
+        """Answers for a batch of rendered prompts and their images (decoded new tokens only). `inputs`: the batch
+        from `encode`, when already made."""
+        pad_to = None
+        if self.compiled:
+            self.compile_once()
+            generation = {**static_cache_generation(self.model), **generation}
+            pad_to = PAD_MULTIPLE
+        return generate_texts(self.model, self.processor, prompts, images, ids=ids, continuations=continuations,
+                              pad_to_multiple_of=pad_to, inputs=inputs, **generation)  # fmt: skip
+
+
+# compiled models see prompts padded to a multiple of this many tokens: a handful of shapes instead of one per length
+PAD_MULTIPLE = 64
+
+
+def resolve_compile(setting: str | bool) -> bool:
+    """`auto` -> compile on a CUDA GPU (where it pays), not on a CPU (where compiling takes longer than it saves)."""
+    if setting == "auto":
+        return torch.cuda.is_available()
+    if not isinstance(setting, bool):
+        raise ConfigError(f"model.compile={setting!r}: use auto, true or false")
+    return setting
+
+
+def static_cache_generation(model: torch.nn.Module) -> dict[str, Any]:
+    """`generate` arguments for a static KV cache, with which transformers compiles the decode step (on a CPU too,
+    when asked for explicitly: tests)."""
+    from transformers import CompileConfig
+
+    settings: dict[str, Any] = {"cache_implementation": "static"}
+    if model.device.type == "cpu":
+        config = CompileConfig()
+        config._compile_all_devices = True  # transformers' own switch for compiling off the GPU
+        settings["compile_config"] = config
+    return settings
 
 
 def adapter_prompt_template(adapter: str | None, configured: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,26 @@ def append_tokens(inputs: Any, extra: list[list[int]], pad_id: int) -> Any:
     return inputs
 
 
+def encode(processor: Any, prompts: list[str], images: list[Image.Image]) -> Any:
+    """The processor's left-padded batch (no labels: PaliGemma's processor adds them with token_type_ids)."""
+    inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    inputs.pop("labels", None)
+    return inputs
+
+
+def pad_left(inputs: Any, multiple: int, pad_id: int) -> Any:
+    """Left-pads a batch's token rows (ids, mask, token types) to a multiple of `multiple` positions."""
+    width = inputs["input_ids"].shape[1]
+    fill = -width % multiple
+    if fill == 0:
+        return inputs
+    for key, value in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+        if key in inputs:
+            rows = inputs[key]
+            inputs[key] = torch.cat([rows.new_full((rows.shape[0], fill), value), rows], dim=1)
+    return inputs
+
+
 @torch.inference_mode()
 def generate_texts(
     model: torch.nn.Module,
@@ -70,6 +91,8 @@ def generate_texts(
     images: list[Image.Image],
     ids: Sequence[str] | None = None,
     continuations: Sequence[str] | None = None,
+    pad_to_multiple_of: int | None = None,
+    inputs: Any | None = None,
     **generation: Any,
 ) -> Generation:
     """Generates one answer per prompt in a single left-padded batch.
@@ -83,6 +106,8 @@ def generate_texts(
         ids: item ids, named in errors.
         continuations: text to put in the model's mouth after each prompt (e.g. the chosen label) before it
             generates; appended as tokens, since a processor may add text after the prompt (PaliGemma's newline).
+        pad_to_multiple_of: left-pad the batch to a multiple of this many tokens (fewer shapes for a compiled model).
+        inputs: `encode(processor, prompts, images)`, when already made (off the GPU loop, by the infer stage).
         **generation: keyword arguments for `generate` (do_sample, max_new_tokens, temperature, ...).
 
     Returns:
@@ -91,11 +116,12 @@ def generate_texts(
     Raises:
         DataError: a prompt plus max_new_tokens does not fit the model's context (checked before generating).
     """
-    inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
-    inputs.pop("labels", None)  # PaliGemma's processor adds them whenever it returns token_type_ids
+    inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)  # ours to change
     if continuations is not None:
         inputs = append_tokens(inputs, [processor.tokenizer(c, add_special_tokens=False)["input_ids"]
                                         for c in continuations], processor.tokenizer.pad_token_id)  # fmt: skip
+    if pad_to_multiple_of:
+        inputs = pad_left(inputs, pad_to_multiple_of, processor.tokenizer.pad_token_id)
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     image_token_id = getattr(processor.tokenizer, "image_token_id", None)
     image_tokens = (inputs["input_ids"] == image_token_id).sum(dim=1).tolist() if image_token_id is not None else []

@@ -7,12 +7,15 @@ full forwards. Probabilities are the softmax over labels of the answers' total l
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
+
+from vlx.models._generation import encode, pad_left
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -33,6 +36,8 @@ def score_answers(
     prompts: list[str],
     images: list[Image.Image],
     answers: Sequence[str],
+    pad_to_multiple_of: int | None = None,
+    inputs: Any | None = None,
 ) -> list[dict[str, float]]:
     """Per item, the probability of each answer text as the model's continuation of the prompt.
 
@@ -42,12 +47,16 @@ def score_answers(
         prompts: rendered prompts (the answer follows them directly).
         images: their images, in prompt order.
         answers: the candidate answer texts (one per label), exactly as they would follow the prompt.
+        pad_to_multiple_of: left-pad the prompts to a multiple of this many tokens (fewer shapes when compiled).
+        inputs: `encode(processor, prompts, images)`, when already made.
 
     Returns:
         One {answer: probability} per prompt; probabilities sum to 1 over the answers.
     """
-    inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt").to(model.device)
-    inputs.pop("labels", None)  # PaliGemma's processor adds them whenever it returns token_type_ids
+    inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)
+    if pad_to_multiple_of:
+        inputs = pad_left(inputs, pad_to_multiple_of, processor.tokenizer.pad_token_id)
+    inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     cache_arg = _cache_argument(model)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from vlx.errors import ConfigError
+from vlx.models import attention
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def load_model(
     dtype: str = "auto",
     device_map: str | None = "auto",
     quantization: Any | None = None,
-    attn_implementation: str | None = "sdpa",
+    attn_implementation: str | None = "sdpa_grouped",
     adapter: str | None = None,
     trust_remote_code: bool = False,
 ) -> torch.nn.Module:
@@ -91,13 +92,15 @@ def load_model(
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda, cuda:N (auto = accelerate's placement on GPUs, CPU otherwise).
         quantization: a transformers.BitsAndBytesConfig, or None for full precision.
-        attn_implementation: sdpa, eager or flash_attention_2.
+        attn_implementation: sdpa_grouped (vlx.models.attention), sdpa, eager or flash_attention_2.
         adapter: folder of a peft adapter to load on top, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
 
     Returns:
         The model in eval mode.
     """
+    if attn_implementation == attention.NAME:
+        attention.register()  # in case a test or caller reset transformers' registry
     kwargs: dict[str, Any] = {
         "dtype": resolve_dtype(dtype),
         "attn_implementation": attn_implementation,
@@ -111,10 +114,7 @@ def load_model(
     log.info("loading %s from %s (%s)", model_class.__name__, checkpoint, {k: str(v) for k, v in kwargs.items()})
     model = model_class.from_pretrained(checkpoint, **kwargs)
     if adapter is not None:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ConfigError(
-                f"model.adapter={adapter!r}: no adapter_config.json there; use a folder from stage=finetune"
-            )
+        check_adapter_path(adapter)
         from peft import PeftModel
 
         log.info("loading LoRA adapter %s", adapter)

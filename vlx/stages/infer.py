@@ -13,6 +13,9 @@ import functools
 import logging
 import statistics
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +111,39 @@ def build_inputs(
     return prompts, images
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch ready for the model: its items, their demonstrations, prompts, images and the processor's tensors."""
+
+    start: int  # position of the first item in the batching order
+    examples: list[Example]
+    demos: list[list[Example]]
+    prompts: list[str]
+    images: list[Image.Image]
+    inputs: Any
+
+
+def prepare_batch(
+    model: VLMAdapter,
+    task: Task,
+    selector: ShotSelector | None,
+    queue: list[Example],
+    start: int,
+    size: int,
+    demo_image_size: int | None,
+) -> Prepared:
+    """The CPU side of a batch (demonstrations, prompts, images read and processed), made ahead of the GPU."""
+    examples = queue[start : start + size]
+    demos = [selector.select(ex) if selector else [] for ex in examples]
+    prompts, images = build_inputs(model, task, examples, demos, demo_image_size)
+    return Prepared(start, examples, demos, prompts, images, model.encode(prompts, images))
+
+
 DECODERS = ("generate", "score", "score_then_explain")
 
 
 def decode(
-    how: str,
-    model: VLMAdapter,
-    task: Task,
-    batch: list[Example],
-    prompts: list[str],
-    images: list[Image.Image],
-    generation: dict[str, Any],
+    how: str, model: VLMAdapter, task: Task, batch: Prepared, generation: dict[str, Any]
 ) -> tuple[list[str], list[dict[str, float] | None], Generation | None]:
     """The batch's answers, label probabilities (or None per item) and generation stats.
 
@@ -126,18 +151,80 @@ def decode(
     answer is the most probable label. score_then_explain: that label, then the model's explanation generated after
     it (the label's answer is put in the model's mouth).
     """
+    ids = [ex.id for ex in batch.examples]
     if how == "generate":
-        result = model.generate(prompts, images, ids=[ex.id for ex in batch], **generation)
-        return result.texts, [None] * len(batch), result
+        result = model.generate(batch.prompts, batch.images, ids=ids, inputs=batch.inputs, **generation)
+        return result.texts, [None] * len(ids), result
     answers = [task.label_answer(label) for label in task.labels]
-    scored = model.score(prompts, images, answers)
+    scored = model.score(batch.prompts, batch.images, answers, inputs=batch.inputs)
     scores = [{label: row[a] for label, a in zip(task.labels, answers, strict=True)} for row in scored]
     chosen = [task.label_answer(max(s, key=s.get)) + "." for s in scores]
     if how == "score":
         return chosen, scores, None
     forced = [model.answer_prefix + c for c in chosen]
-    result = model.generate(prompts, images, ids=[ex.id for ex in batch], continuations=forced, **generation)
+    result = model.generate(batch.prompts, batch.images, ids=ids, continuations=forced, inputs=batch.inputs,
+                            **generation)  # fmt: skip
     return [f"{c} {t}".strip() for c, t in zip(chosen, result.texts, strict=True)], scores, result
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A finished batch: its items and demonstrations, answers, label probabilities and generation stats."""
+
+    examples: list[Example]
+    demos: list[list[Example]]
+    answers: list[str]
+    scores: list[dict[str, float] | None]
+    generation: Generation | None
+    batch_size: int  # the batch size now (halved after out-of-memory errors)
+
+
+def predict_batches(
+    model: VLMAdapter,
+    task: Task,
+    queue: list[Example],
+    batch_size: int,
+    how: str,
+    generation: dict[str, Any],
+    *,
+    selector: ShotSelector | None = None,
+    seed: int = 0,
+    demo_image_size: int | None = None,
+) -> Iterator[Decoded]:
+    """Runs `queue` through the model batch by batch, yielding each finished batch in order.
+
+    The next batch's images are read and processed in a thread while the GPU works on the current one. A batch that
+    runs out of CUDA memory is retried at half the size (nothing of it was yielded). With sampling, each batch's
+    seed comes from its first id, so a resumed run samples what an uninterrupted one would.
+    """
+    size = batch_size
+    position = 0
+
+    def prepare(begin: int, n: int) -> Prepared:
+        return prepare_batch(model, task, selector, queue, begin, n, demo_image_size)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlx-prepare") as loader:
+        ahead = loader.submit(prepare, 0, size)
+        while position < len(queue):
+            batch = ahead.result()
+            if (batch.start, len(batch.examples)) != (position, min(size, len(queue) - position)):
+                batch = prepare(position, size)  # the batch size changed after an out-of-memory error
+            following = position + len(batch.examples)
+            if following < len(queue):
+                ahead = loader.submit(prepare, following, size)
+            if generation.get("do_sample"):
+                torch.manual_seed(batch_seed(seed, batch.examples[0].id))
+            try:
+                answers, scores, result = decode(how, model, task, batch, generation)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size //= 2  # nothing of this batch was yielded: retry it smaller
+                torch.cuda.empty_cache()
+                log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
+                continue
+            position = following
+            yield Decoded(batch.examples, batch.demos, answers, scores, result, size)
 
 
 BATCHING = ("length", "dataset")
@@ -266,32 +353,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             selector = build_shot_selector(cfg, task)
             size = initial_batch_size(cfg.batch_size)
             queue = batching_order(todo, cfg.batching)
-            done_count = 0
+            batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
+                                      seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size)  # fmt: skip
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
-                while done_count < len(queue):
-                    batch = queue[done_count : done_count + size]
-                    demos = [selector.select(ex) if selector else [] for ex in batch]
-                    prompts, images = build_inputs(model, task, batch, demos, cfg.shots.demo_image_size)
-                    if generation.get("do_sample"):
-                        torch.manual_seed(batch_seed(cfg.seed, batch[0].id))  # a resumed run samples the same
-                    try:
-                        answers, scores, result = decode(cfg.decode, model, task, batch, prompts, images, generation)
-                    except torch.OutOfMemoryError:
-                        if size == 1:
-                            raise
-                        size //= 2  # nothing of this batch was written: retry it smaller
-                        torch.cuda.empty_cache()
-                        log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
-                        continue
+                for done in batches:
                     store.append(
                         prediction_row(task, ex, answer, ds, sc)
-                        for ex, answer, ds, sc in zip(batch, answers, demos, scores, strict=True)
+                        for ex, answer, ds, sc in zip(done.examples, done.answers, done.demos, done.scores, strict=True)
                     )
-                    if result is not None:
-                        prompt_tokens += result.prompt_tokens
-                        image_tokens += result.image_tokens
-                    done_count += len(batch)
-                    bar.update(len(batch))
+                    if done.generation is not None:
+                        prompt_tokens += done.generation.prompt_tokens
+                        image_tokens += done.generation.image_tokens
+                    size = done.batch_size
+                    bar.update(len(done.examples))
         seconds = time.perf_counter() - start
 
         written = store.rows()

@@ -1,0 +1,103 @@
+"""The speed settings change no output: the grouped decode attention, prompt padding, and compiled decoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import SHARED_ESNLI
+from helpers import esnli_from_shared
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from vlx.__main__ import run_stage
+from vlx.models._generation import pad_left
+from vlx.models.attention import grouped_sdpa_attention
+
+
+class Heads(torch.nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.num_key_value_groups = groups
+        self.is_causal = True
+
+
+@pytest.mark.parametrize("groups", [1, 4, 8])
+@pytest.mark.parametrize("length", [1, 5])
+def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length):
+    torch.manual_seed(0)
+    batch, kv_heads, cached, dim = 3, 2, 11, 16
+    query = torch.randn(batch, kv_heads * groups, length, dim)
+    key, value = torch.randn(2, batch, kv_heads, cached, dim)
+    mask = torch.ones(batch, 1, length, cached, dtype=torch.bool).tril(diagonal=cached - length)
+    mask[1, ..., :4] = False  # a left-padded row
+    mask[2, ..., :7] = False
+    module = Heads(groups)
+    expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    got, _ = grouped_sdpa_attention(module, query, key, value, mask, scaling=0.25)
+    assert got.shape == (batch, length, kv_heads * groups, dim)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_pad_left_keeps_rows_right_aligned():
+    inputs = {"input_ids": torch.tensor([[0, 5, 6], [7, 8, 9]]), "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]])}
+    padded = pad_left(dict(inputs), 4, pad_id=0)
+    assert padded["input_ids"].tolist() == [[0, 0, 5, 6], [0, 7, 8, 9]]
+    assert padded["attention_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    assert pad_left(dict(padded), 4, pad_id=0)["input_ids"].shape == (2, 4)
+
+
+def answers(make_cfg, tmp_path, name: str, *overrides: str) -> list[str]:
+    out = tmp_path / name
+    run_stage(make_cfg("task=shapes", "task.limit=6", "batch_size=3", "generation.max_new_tokens=8",
+                       "model.dtype=float32", *overrides, run_dir=out))  # fmt: skip
+    return [json.loads(line)["raw"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
+def test_grouped_attention_generates_what_sdpa_generates(make_cfg, tmp_path, model):
+    stock = answers(make_cfg, tmp_path, "sdpa", f"model={model}", "model.attn_implementation=sdpa")
+    grouped = answers(make_cfg, tmp_path, "grouped", f"model={model}", "model.attn_implementation=sdpa_grouped")
+    assert grouped == stock and any(stock)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_generates_and_scores_what_eager_does(make_cfg, tmp_path):
+    """model.compile=true: static cache, compiled decode step and blocks, prompts padded to 64 tokens."""
+    from torch._dynamo.utils import counters
+
+    eager = answers(make_cfg, tmp_path, "eager", "model=tiny_llava", "model.compile=false", "decode=score_then_explain")
+    counters.clear()
+    compiled = answers(make_cfg, tmp_path, "compiled", "model=tiny_llava", "model.compile=true",
+                       "decode=score_then_explain")  # fmt: skip
+    assert compiled == eager and any(eager)
+    assert counters["stats"]["unique_graphs"] >= 2  # blocks and the decode step were compiled, not run eagerly
+    summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
+    assert (
+        summary["prompt_tokens_mean"]
+        == json.loads((tmp_path / "eager" / "summary.json").read_text())["prompt_tokens_mean"]
+    )  # padding is not counted as prompt
+
+
+def test_max_tiles_cuts_llava_image_tokens(make_cfg, tmp_path):
+    if not SHARED_ESNLI.is_dir():
+        pytest.skip("../shared/data/esnlive is not beside the repo")
+    # images of several aspect ratios; the tiny LLaVA-NeXT grids are 1x2, 2x1 and 2x2 tiles
+    csv_dir, image_dir, _ = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "esnli", limit=4)
+    tokens = {}
+    for tiles in ("null", 2, 1):
+        out = tmp_path / f"tiles{tiles}"
+        run_stage(make_cfg("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
+                           "task.split=test", "task.limit=4", "generation.max_new_tokens=4", f"model.max_tiles={tiles}",
+                           run_dir=out))  # fmt: skip
+        summary = json.loads((out / "summary.json").read_text())
+        assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
+        tokens[tiles] = summary["image_tokens_mean"]
+    assert tokens["null"] > tokens[2] > tokens[1] > 0
+
+
+def test_max_tiles_must_be_positive(make_cfg):
+    from vlx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.max_tiles=0"):
+        run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1", "model.max_tiles=0"))
