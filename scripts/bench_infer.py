@@ -1,19 +1,24 @@
 """Inference throughput on a GPU: the seed's way against vlx's settings, on the same inputs, in one process.
 
 Builds the full-size LLaVA-v1.6-Mistral-7B architecture with random weights (scripts/full_size_model.py) and runs
-e-SNLI-VE-style prompts on 500x375 images (2,340 image tokens) through vlx's own adapter, forcing the same number of
-new tokens in every generate variant, so that the variants do the same work.
+the first e-SNLI-VE test pairs (their hypotheses and vlx's e-SNLI-VE prompt; 500x375 placeholder images written as
+JPEG files, 2,340 image tokens each) through vlx's own infer loop (`predict_batches`: images read and processed a
+batch ahead in a thread), forcing the same number of new tokens in every generate variant, so that the variants do
+the same work. Reading and processing the images is inside the timed loop for every variant.
 
-    python scripts/bench_infer.py --model-dir /tmp/llava-7b --samples 64
+    python scripts/bench_infer.py --model-dir /tmp/llava-7b --csv-dir ../shared/data/esnlive --samples 64
 
-Variants: the seed's way (4-bit, one item at a time, CUDA cache cleared after each), vlx's default (bf16, batch 32,
-SDPA), 4-bit nf4 batched, and decode=score (label probabilities, one shared prefill). Prints a markdown table with
-samples/s, s/sample, peak GPU memory, image tokens per sample and the fraction of the compute floor.
+Variants: the seed's way (4-bit, one item at a time, processor inline, CUDA cache cleared after each), vlx's default
+(bf16, batch 32, compiled: static cache and compiled decode step, sdpa_grouped), the same uncompiled, 4-bit nf4
+batched, and decode=score (label probabilities, one shared prefill). Each variant runs one untimed warm-up batch
+first (where the compiling happens). Prints a markdown table with samples/s, s/sample, peak GPU memory, image tokens
+per sample and the fraction of the compute floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import subprocess
 import sys
@@ -24,76 +29,86 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPT = ("Answer with 'entailment', 'contradiction' or 'neutral' if the hypothesis '{}' follows the image, "
-          "contradicts it, or is neutral to it. Also give a 1-line explanation for your answer.")  # fmt: skip
-HYPOTHESES = ["A man is riding a bicycle down a busy city street.", "Two dogs are playing in the snow.",
-              "A woman sells vegetables at a market stall.", "Children are swimming in a lake."]  # fmt: skip
-# name, model overrides, batch size, decode, clear the CUDA cache after each batch
+# name, overrides, batch size, decode, the seed's own loop
 VARIANTS = [
-    ("seed's way: 4-bit, one at a time, cache cleared", ["quant=4bit"], 1, "generate", True),
-    ("vlx default: bf16, batch 32, SDPA", [], 32, "generate", False),
-    ("vlx nf4: 4-bit nf4, batch 32", ["quant=nf4"], 32, "generate", False),
+    ("seed's way: 4-bit, one at a time, cache cleared", ["quant=4bit", "model.compile=false",
+                                                         "model.attn_implementation=sdpa"], 1, "generate", True),
+    ("vlx default: bf16, batch 32, compiled, sdpa_grouped", [], 32, "generate", False),
+    ("vlx bf16, batch 32, not compiled, sdpa_grouped", ["model.compile=false"], 32, "generate", False),
+    ("vlx bf16, batch 32, not compiled, sdpa", ["model.compile=false", "model.attn_implementation=sdpa"], 32,
+     "generate", False),
+    ("vlx nf4: 4-bit nf4, batch 32 (not compiled: bitsandbytes)", ["quant=nf4"], 32, "generate", False),
     ("vlx decode=score: bf16, batch 32, label only", [], 32, "score", False),
-]
+    ("vlx decode=score: bf16, batch 32, label only, sdpa", ["model.attn_implementation=sdpa"], 32, "score", False),
+]  # fmt: skip
 
 
-def build_adapter(model_dir: Path, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+def compose(model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
 
     from vlx.__main__ import CONFIG_DIR
-    from vlx.stages._common import build_quantization
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["model=llava", f"model.checkpoint={model_dir}", *overrides])
-    return instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
+        return hydra_compose("config", overrides=[
+            "model=llava", f"model.checkpoint={model_dir}", "task=esnli", f"task.csv_dir={csv_dir}",
+            f"task.image_dir={image_dir}", "task.split=test", f"task.limit={limit}", *overrides])  # fmt: skip
 
 
-def inputs(adapter, n: int) -> tuple[list[str], list[Image.Image]]:
-    from vlx.records import Example
+def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
+    """A 500x375 JPEG (Flickr30k's common size) for each image the first `limit` test pairs name."""
+    with (csv_dir / "esnlive_test.csv").open(newline="") as f:
+        names = {row["Flickr30kID"] for row, _ in zip(csv.DictReader(f), range(limit), strict=False)}
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(sorted(names)):
+        if not (image_dir / name).is_file():
+            Image.new("RGB", (500, 375), (40 + i % 200, 90, 160)).save(image_dir / name, quality=90)
 
-    prompts, images = [], []
-    for i in range(n):
-        text = HYPOTHESES[i % len(HYPOTHESES)]
-        prompts.append(adapter.render_prompt(Example(str(i), Path("x"), text, None), PROMPT.format(text)))
-        images.append(Image.new("RGB", (500, 375), (40 + i % 200, 90, 160)))  # [W, H] = Flickr30k's common size
-    return prompts, images
 
+def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int) -> dict:
+    from hydra.utils import instantiate
 
-def run_variant(model_dir: Path, overrides, batch: int, decode: str, clear: bool, samples: int, tokens: int) -> dict:
+    from vlx.stages._common import build_quantization
+    from vlx.stages.infer import build_inputs, predict_batches
+
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    adapter = build_adapter(model_dir, overrides)
-    prompts, images = inputs(adapter, samples + batch)
-    answers = ["Entailment", "Contradiction", "Neutral"]
+    adapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
+    task = instantiate(cfg.task)
+    examples = task.load().examples
+    warmup, timed = examples[:batch], examples[batch : batch + samples]
     generation = {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens}
     image_tokens, new_tokens = [], set()
 
-    def step(adapter, i: int) -> None:
-        p, im = prompts[i : i + batch], images[i : i + batch]
-        if decode == "score":
-            adapter.score(p, im, answers)
-        else:
-            result = adapter.generate(p, im, **generation)
-            image_tokens.extend(result.image_tokens)
-            new_tokens.add(result.new_tokens)
-        if clear:
-            torch.cuda.empty_cache()
+    def run(queue) -> None:
+        if seed_loop:  # the seed's way: one item at a time, the processor inline, the CUDA cache cleared after each
+            for example in queue:
+                prompts, images = build_inputs(adapter, task, [example], [[]], None)
+                result = adapter.generate(prompts, images, **generation)
+                image_tokens.extend(result.image_tokens)
+                new_tokens.add(result.new_tokens)
+                torch.cuda.empty_cache()
+            return
+        for done in predict_batches(adapter, task, queue, batch, how, generation):
+            if done.generation is not None:
+                image_tokens.extend(done.generation.image_tokens)
+                new_tokens.add(done.generation.new_tokens)
 
-    step(adapter, samples)  # warm-up batch (not timed)
-    torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(0, samples, batch):
-        step(adapter, i)
+    run(warmup)  # untimed: the compiling happens here
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    run(timed)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     assert new_tokens <= {tokens}, f"every generate variant must produce {tokens} new tokens, got {new_tokens}"
-    result = {"samples_per_s": samples / seconds, "s_per_sample": seconds / samples,
+    result = {"samples_per_s": len(timed) / seconds, "s_per_sample": seconds / len(timed), "warmup_s": warmup_s,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
               "image_tokens": sum(image_tokens) / len(image_tokens) if image_tokens else None}  # fmt: skip
-    del adapter
+    adapter = None  # free the weights before the next variant loads
     gc.collect()
     torch.cuda.empty_cache()
     return result
@@ -102,6 +117,10 @@ def run_variant(model_dir: Path, overrides, batch: int, decode: str, clear: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/llava-7b"))
+    parser.add_argument(
+        "--csv-dir", type=Path, default=REPO.parent / "shared" / "data" / "esnlive", help="folder with esnlive_test.csv"
+    )
+    parser.add_argument("--image-dir", type=Path, default=Path("/tmp/bench-images"))
     parser.add_argument("--samples", type=int, default=64, help="timed items per batched variant")
     parser.add_argument("--seed-samples", type=int, default=8, help="timed items for the seed's way (slow)")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
@@ -113,12 +132,15 @@ def main() -> None:
     if not (args.model_dir / "config.json").is_file():
         subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), "llava-v1.6-mistral-7b",
                         str(args.model_dir)], check=True)  # fmt: skip
+    limit = 32 + max(args.samples, args.seed_samples)
+    write_images(args.csv_dir, args.image_dir, limit)
     rows = []
-    for i, (name, overrides, batch, decode, clear) in enumerate(VARIANTS):
+    for i, (name, overrides, batch, decode, seed_loop) in enumerate(VARIANTS):
         if args.only and i not in args.only:
             continue
         n = args.seed_samples if batch == 1 else args.samples
-        r = run_variant(args.model_dir, overrides, batch, decode, clear, n, args.tokens)
+        cfg = compose(args.model_dir, args.csv_dir, args.image_dir, limit, overrides)
+        r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens)
         rows.append((i, name, r))
         print(f"[{i}] {name}: {r}", flush=True)
     import transformers
@@ -127,13 +149,13 @@ def main() -> None:
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
           f"bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}; {args.tokens} new tokens forced\n")
-    print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
         tokens = f"{r['image_tokens']:.0f}" if r["image_tokens"] else ""
         print(f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
-              f"{tokens} | {r['samples_per_s'] / args.floor:.0%} |")  # fmt: skip
+              f"{tokens} | {r['samples_per_s'] / args.floor:.0%} | {r['warmup_s']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ def test_grouped_attention_generates_what_sdpa_generates(make_cfg, tmp_path, mod
 
 
 @pytest.mark.slow
-def test_compiled_decoding_generates_and_scores_what_eager_does(make_cfg, tmp_path):
-    """model.compile=true: static cache, compiled decode step and blocks, prompts padded to 64 tokens."""
+def test_compiled_decoding_generates_what_eager_does(make_cfg, tmp_path):
+    """model.compile=true: static cache, compiled decode step, prompts padded to 64 tokens (after label scoring)."""
     from torch._dynamo.utils import counters
 
     eager = answers(make_cfg, tmp_path, "eager", "model=tiny_llava", "model.compile=false", "decode=score_then_explain")
@@ -71,7 +71,7 @@ def test_compiled_decoding_generates_and_scores_what_eager_does(make_cfg, tmp_pa
     compiled = answers(make_cfg, tmp_path, "compiled", "model=tiny_llava", "model.compile=true",
                        "decode=score_then_explain")  # fmt: skip
     assert compiled == eager and any(eager)
-    assert counters["stats"]["unique_graphs"] >= 2  # blocks and the decode step were compiled, not run eagerly
+    assert counters["stats"]["unique_graphs"] >= 1  # the decode step was compiled, not run eagerly
     summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
     assert (
         summary["prompt_tokens_mean"]

@@ -14,7 +14,6 @@ from PIL import Image
 from vlx.errors import ConfigError
 from vlx.models._generation import Generation, encode, generate_texts
 from vlx.models._scoring import score_answers
-from vlx.models.compiling import compile_blocks
 from vlx.models.loading import load_model, load_processor, resolve_checkpoint
 from vlx.records import Example
 
@@ -66,9 +65,10 @@ class HFAdapter:
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
         tiny: architecture name to build a tiny random-weight model into `checkpoint` first (tests, demos).
         prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
-        compile: auto (on a CUDA GPU), true or false. Compiled, `generate` decodes with a static KV cache and a
-            compiled decode step, and every transformer block is compiled (prefill and label scoring); prompts are
-            padded to a multiple of 64 tokens so that few shapes need compiling. Outputs stay the same.
+        compile: auto (on a CUDA GPU, full-precision weights), true or false. Compiled, `generate` decodes with a
+            static KV cache and a compiled decode step, its prompts padded to a multiple of 64 tokens so that few
+            shapes need compiling. Outputs stay the same. (Compiling the blocks themselves does not pay here: with a
+            KV cache, torch specialises each block on its layer's cache and recompiles per layer.)
         quantization: a transformers.BitsAndBytesConfig, or None.
     """
 
@@ -103,14 +103,7 @@ class HFAdapter:
             adapter=adapter,
             trust_remote_code=trust_remote_code,
         )
-        self.compiled = resolve_compile(compile)
-        self._blocks_compiled = False
-
-    def compile_once(self) -> None:
-        """Compiles the transformer blocks on first use (when `compile` is on)."""
-        if self.compiled and not self._blocks_compiled:
-            compile_blocks(self.model)
-            self._blocks_compiled = True
+        self.compiled = resolve_compile(compile, quantized=quantization is not None)
 
     def user_text(self, example: Example, instruction: str) -> str:
         return self.prompt_template.format(prompt=instruction, text=example.text)
@@ -127,9 +120,8 @@ class HFAdapter:
     ) -> list[dict[str, float]]:
         """Per prompt, the probability of each answer text (one shared prefill; see `_scoring`). `inputs`: the
         batch from `encode`, when already made."""
-        self.compile_once()
         scored = score_answers(self.model, self.processor, prompts, images, [self.answer_prefix + a for a in answers],
-                               pad_to_multiple_of=PAD_MULTIPLE if self.compiled else None, inputs=inputs)  # fmt: skip
+                               inputs=inputs)  # fmt: skip
         return [{a: row[self.answer_prefix + a] for a in answers} for row in scored]
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any:
@@ -149,7 +141,6 @@ class HFAdapter:
         from `encode`, when already made."""
         pad_to = None
         if self.compiled:
-            self.compile_once()
             generation = {**static_cache_generation(self.model), **generation}
             pad_to = PAD_MULTIPLE
         return generate_texts(self.model, self.processor, prompts, images, ids=ids, continuations=continuations,
@@ -160,10 +151,11 @@ class HFAdapter:
 PAD_MULTIPLE = 64
 
 
-def resolve_compile(setting: str | bool) -> bool:
-    """`auto` -> compile on a CUDA GPU (where it pays), not on a CPU (where compiling takes longer than it saves)."""
+def resolve_compile(setting: str | bool, quantized: bool = False) -> bool:
+    """`auto` -> compile on a CUDA GPU (where it pays), not on a CPU (where compiling takes longer than it saves),
+    nor for bitsandbytes weights (transformers does not compile those: the static cache alone is slower)."""
     if setting == "auto":
-        return torch.cuda.is_available()
+        return torch.cuda.is_available() and not quantized
     if not isinstance(setting, bool):
         raise ConfigError(f"model.compile={setting!r}: use auto, true or false")
     return setting
