@@ -1,9 +1,10 @@
 """Inference throughput on a GPU: the seed's way against vlx's settings, on the same inputs, in one process.
 
-Builds the full-size LLaVA-v1.6-Mistral-7B architecture with random weights (scripts/full_size_model.py) and runs
-the first e-SNLI-VE test pairs (their hypotheses and vlx's e-SNLI-VE prompt; 500x375 placeholder images written as
-JPEG files, 2,340 image tokens each) through vlx's own infer loop (`predict_batches`: images read and processed a
-batch ahead in a thread), forcing the same number of new tokens in every generate variant, so that the variants do
+Builds the full-size LLaVA-v1.6-Mistral-7B architecture (or, with --model paligemma, PaliGemma-3b-448) with random
+weights (scripts/full_size_model.py). Runs the first e-SNLI-VE test pairs through vlx's own infer loop
+(`predict_batches`: images read and processed ahead by worker processes or a thread): their hypotheses, vlx's
+e-SNLI-VE prompt, and 500x375 placeholder images written as JPEG files (2,340 image tokens each for LLaVA-NeXT). It
+forces the same number of new tokens in every generate variant, so that the variants do
 the same work. Reading and processing the images is inside the timed loop for every variant.
 
     python scripts/bench_infer.py --model-dir /tmp/llava-7b --csv-dir ../shared/data/esnlive --samples 64
@@ -34,6 +35,7 @@ VARIANTS = [
     ("seed's way: 4-bit, one at a time, cache cleared", ["quant=4bit", "model.compile=false",
                                                          "model.attn_implementation=sdpa"], 1, "generate", True),
     ("vlx default: bf16, batch 32, compiled, sdpa_grouped", [], 32, "generate", False),
+    ("vlx default, batches prepared by a thread (loader_workers=0)", ["loader_workers=0"], 32, "generate", False),
     ("vlx bf16, batch 32, not compiled, sdpa_grouped", ["model.compile=false"], 32, "generate", False),
     ("vlx bf16, batch 32, not compiled, sdpa", ["model.compile=false", "model.attn_implementation=sdpa"], 32,
      "generate", False),
@@ -43,7 +45,11 @@ VARIANTS = [
 ]  # fmt: skip
 
 
-def compose(model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):
+# --model: vlx's model config and scripts/full_size_model.py's architecture
+MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448"}
+
+
+def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -53,7 +59,7 @@ def compose(model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrid
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose("config", overrides=[
-            "model=llava", f"model.checkpoint={model_dir}", "task=esnli", f"task.csv_dir={csv_dir}",
+            f"model={model}", f"model.checkpoint={model_dir}", "task=esnli", f"task.csv_dir={csv_dir}",
             f"task.image_dir={image_dir}", "task.split=test", f"task.limit={limit}", *overrides])  # fmt: skip
 
 
@@ -70,6 +76,7 @@ def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
 def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int) -> dict:
     from hydra.utils import instantiate
 
+    from vlx.prefetch import resolve_workers
     from vlx.stages._common import build_quantization
     from vlx.stages.infer import build_inputs, predict_batches
 
@@ -91,7 +98,8 @@ def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens
                 new_tokens.add(result.new_tokens)
                 torch.cuda.empty_cache()
             return
-        for done in predict_batches(adapter, task, queue, batch, how, generation):
+        workers = resolve_workers(cfg.loader_workers)
+        for done in predict_batches(adapter, task, queue, batch, how, generation, workers=workers):
             if done.generation is not None:
                 image_tokens.extend(done.generation.image_tokens)
                 new_tokens.add(done.generation.new_tokens)
@@ -114,8 +122,51 @@ def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens
     return result
 
 
+def profile(cfg, batch: int, tokens: int) -> None:
+    """Where one batch's time goes with vlx's default settings: preparing it on the CPU, the prefill, the decode."""
+    from hydra.utils import instantiate
+
+    from vlx.stages.infer import prepare_batch
+
+    adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
+    task = instantiate(cfg.task)
+    queue = task.load().examples
+    generation = {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens}
+
+    def timed(fn) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    prepared = prepare_batch(adapter, task, None, queue, 0, batch, None)
+    adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs, **generation)  # compile, warm up
+    prepare_s = min(timed(lambda: prepare_batch(adapter, task, None, queue, 0, batch, None)) for _ in range(3))
+    inputs = prepared.inputs.to(adapter.model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(adapter.model.dtype)
+
+    def prefill() -> None:
+        with torch.inference_mode():
+            adapter.model(**inputs, use_cache=True, logits_to_keep=1)
+
+    prefill_s = min(timed(prefill) for _ in range(3))
+
+    def generate(n: int) -> float:
+        settings = {**generation, "max_new_tokens": n, "min_new_tokens": n}
+        return min(timed(lambda: adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs,
+                                                  **settings)) for _ in range(3))  # fmt: skip
+
+    one, full = generate(1), generate(tokens)
+    step = (full - one) / (tokens - 1)
+    print(f"\nprofile, batch {batch}, {tokens} new tokens: preparing (CPU, one process) {prepare_s:.2f} s; prefill "
+          f"alone {prefill_s:.2f} s; generate 1 token {one:.2f} s, {tokens} tokens {full:.2f} s: "
+          f"{1000 * step:.1f} ms per decode step, {step * (tokens - 1) / full:.0%} of the batch's time")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="llava")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/llava-7b"))
     parser.add_argument(
         "--csv-dir", type=Path, default=REPO.parent / "shared" / "data" / "esnlive", help="folder with esnlive_test.csv"
@@ -124,13 +175,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="timed items per batched variant")
     parser.add_argument("--seed-samples", type=int, default=8, help="timed items for the seed's way (slow)")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
-    parser.add_argument("--floor", type=float, default=17.0, help="compute floor in samples/s (issue 6: ~17)")
+    parser.add_argument("--floor", type=float, default=17.0,
+                        help="compute floor in samples/s (issue 6: ~17 for LLaVA-NeXT-7B)")  # fmt: skip
     parser.add_argument("--only", type=int, nargs="*")
+    parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_infer needs a CUDA GPU")
     if not (args.model_dir / "config.json").is_file():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), "llava-v1.6-mistral-7b",
+        subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model],
                         str(args.model_dir)], check=True)  # fmt: skip
     limit = 32 + max(args.samples, args.seed_samples)
     write_images(args.csv_dir, args.image_dir, limit)
@@ -139,10 +192,12 @@ def main() -> None:
         if args.only and i not in args.only:
             continue
         n = args.seed_samples if batch == 1 else args.samples
-        cfg = compose(args.model_dir, args.csv_dir, args.image_dir, limit, overrides)
+        cfg = compose(args.model, args.model_dir, args.csv_dir, args.image_dir, limit, overrides)
         r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens)
         rows.append((i, name, r))
         print(f"[{i}] {name}: {r}", flush=True)
+    if args.profile:
+        profile(compose(args.model, args.model_dir, args.csv_dir, args.image_dir, limit, []), 32, args.tokens)
     import transformers
 
     seed = next((r for i, _, r in rows if i == 0), None)

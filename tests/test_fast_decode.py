@@ -101,3 +101,17 @@ def test_max_tiles_must_be_positive(make_cfg):
 
     with pytest.raises(ConfigError, match="model.max_tiles=0"):
         run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1", "model.max_tiles=0"))
+
+
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
+def test_worker_processes_prepare_the_same_batches(make_cfg, tmp_path, model):
+    in_thread = answers(make_cfg, tmp_path, "thread", f"model={model}", "loader_workers=0")
+    in_workers = answers(make_cfg, tmp_path, "workers", f"model={model}", "loader_workers=2")
+    assert in_workers == in_thread and any(in_thread)
+
+
+def test_loader_workers_is_checked(make_cfg):
+    from vlx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loader_workers=-1"):
+        run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1", "loader_workers=-1"))

@@ -161,8 +161,10 @@ def test_length_batching_changes_no_output_and_keeps_dataset_order(make_cfg, tmp
     assert answers["length"] == answers["dataset"]
 
 
-def test_out_of_memory_halves_the_batch_and_loses_nothing(make_cfg, tmp_path, monkeypatch):
-    """A batch that runs out of GPU memory is retried at half the size (fault injected into vlx's adapter)."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_out_of_memory_halves_the_batch_and_loses_nothing(make_cfg, tmp_path, monkeypatch, workers):
+    """A batch that runs out of GPU memory is retried at half the size (fault injected into vlx's adapter), with
+    batches prepared by a thread or by worker processes."""
     from vlx.models import LlavaNextAdapter
 
     real = LlavaNextAdapter.generate
@@ -173,7 +175,9 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(make_cfg, tmp_path, mo
         return real(self, prompts, *args, **kwargs)
 
     monkeypatch.setattr(LlavaNextAdapter, "generate", generate)
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=7", "batch_size=auto", "generation.max_new_tokens=4")
+    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=7", "batch_size=auto", "generation.max_new_tokens=4",
+                   f"loader_workers={workers}")  # fmt: skip
     summary = run_stage(cfg)
     assert summary["batch_size"] == 2 and summary["items"] == 7
-    assert len({r["id"] for r in read_rows(tmp_path / "run")}) == 7
+    rows = read_rows(tmp_path / "run")
+    assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 7

@@ -21,8 +21,15 @@ from vlx.stages._common import resolved_config
 RUN_CONFIG = "run_config.json"
 # config sections whose values change the predictions
 OUTPUT_SECTIONS = ("model", "task", "shots", "generation", "quant", "decode", "seed")
-# keys inside them that do not: how many items, how bad images are handled, where the weights are placed
-NEUTRAL_KEYS = {"task.limit", "task.on_bad_image", "model.device_map", "model.attn_implementation", "model.compile"}
+# keys inside them that do not: how many items, how bad images are handled, where the weights are placed, how
+# attention and decoding are computed (same outputs, tested)
+NEUTRAL_KEYS = {
+    "task.limit",
+    "task.on_bad_image",
+    "model.device_map",
+    "model.attn_implementation",
+    "model.compile",
+}
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:

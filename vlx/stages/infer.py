@@ -14,7 +14,6 @@ import logging
 import statistics
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, 
 from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.models._generation import Generation
 from vlx.models.loading import check_adapter_path
+from vlx.prefetch import prepared_batches, resolve_workers
 from vlx.records import Example
 from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
@@ -58,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
     if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
         raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
+    if cfg.loader_workers != "auto" and (not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0):
+        raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use auto, 0 (a thread) or a number of processes")
     if cfg.decode not in DECODERS:
         raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     check_images_per_prompt(get_class(cfg.model._target_), cfg.shots.k)
@@ -190,10 +192,12 @@ def predict_batches(
     selector: ShotSelector | None = None,
     seed: int = 0,
     demo_image_size: int | None = None,
+    workers: int = 0,
 ) -> Iterator[Decoded]:
     """Runs `queue` through the model batch by batch, yielding each finished batch in order.
 
-    The next batch's images are read and processed in a thread while the GPU works on the current one. A batch that
+    Batches are prepared ahead (images read and processed) by `workers` processes, or a thread when 0, while the
+    GPU works on the current one (vlx.prefetch). A batch that
     runs out of CUDA memory is retried at half the size (nothing of it was yielded). With sampling, each batch's
     seed comes from its first id, so a resumed run samples what an uninterrupted one would.
     """
@@ -203,15 +207,8 @@ def predict_batches(
     def prepare(begin: int, n: int) -> Prepared:
         return prepare_batch(model, task, selector, queue, begin, n, demo_image_size)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlx-prepare") as loader:
-        ahead = loader.submit(prepare, 0, size)
-        while position < len(queue):
-            batch = ahead.result()
-            if (batch.start, len(batch.examples)) != (position, min(size, len(queue) - position)):
-                batch = prepare(position, size)  # the batch size changed after an out-of-memory error
-            following = position + len(batch.examples)
-            if following < len(queue):
-                ahead = loader.submit(prepare, following, size)
+    while position < len(queue):
+        for batch in prepared_batches(prepare, position, size, len(queue), workers):
             if generation.get("do_sample"):
                 torch.manual_seed(batch_seed(seed, batch.examples[0].id))
             try:
@@ -219,11 +216,11 @@ def predict_batches(
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise
-                size //= 2  # nothing of this batch was yielded: retry it smaller
+                size //= 2  # nothing of this batch was yielded: retry from it, smaller
                 torch.cuda.empty_cache()
                 log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
-                continue
-            position = following
+                break
+            position += len(batch.examples)
             yield Decoded(batch.examples, batch.demos, answers, scores, result, size)
 
 
@@ -354,7 +351,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             size = initial_batch_size(cfg.batch_size)
             queue = batching_order(todo, cfg.batching)
             batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
-                                      seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size)  # fmt: skip
+                                      seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
+                                      workers=resolve_workers(cfg.loader_workers))  # fmt: skip
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
                 for done in batches:
                     store.append(
