@@ -37,13 +37,6 @@ def _as_is(batch):
     return batch
 
 
-def resolve_workers(setting: int | str) -> int:
-    """`auto` -> 4 worker processes on a CUDA machine (fewer where there are fewer cores), the thread on a CPU."""
-    if setting == "auto":
-        return min(4, max((os.cpu_count() or 1) - 1, 0)) if torch.cuda.is_available() else 0
-    return int(setting)
-
-
 def prepared_batches(prepare: Prepare, start: int, size: int, total: int, workers: int) -> Iterator[T]:
     """prepare(start, size), prepare(start + size, size), ... up to `total` items, in order, made ahead."""
     if workers > 0:

@@ -29,7 +29,7 @@ from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, 
 from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.models._generation import Generation
 from vlx.models.loading import check_adapter_path
-from vlx.prefetch import prepared_batches, resolve_workers
+from vlx.prefetch import prepared_batches
 from vlx.records import Example
 from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
@@ -58,8 +58,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
     if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
         raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
-    if cfg.loader_workers != "auto" and (not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0):
-        raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use auto, 0 (a thread) or a number of processes")
+    if not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0:
+        raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use 0 (a thread) or a number of processes")
     if cfg.decode not in DECODERS:
         raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     check_images_per_prompt(get_class(cfg.model._target_), cfg.shots.k)
@@ -352,7 +352,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             queue = batching_order(todo, cfg.batching)
             batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
                                       seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
-                                      workers=resolve_workers(cfg.loader_workers))  # fmt: skip
+                                      workers=cfg.loader_workers)  # fmt: skip
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
                 for done in batches:
                     store.append(
