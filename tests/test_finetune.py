@@ -38,6 +38,7 @@ def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_pa
     history = json.loads((tmp_path / "run" / "train_summary.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert metrics["steps"] == 12 and len(losses) == 12
+    assert all(h["samples_per_s"] > 0 for h in history if "loss" in h)  # throughput in every log entry
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3  # it learns
     adapter_dir = tmp_path / "run" / "adapter"
     meta = json.loads((adapter_dir / "vlx_adapter.json").read_text())
@@ -115,13 +116,13 @@ def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_
 
     args = ["stage=finetune", "model=tiny_paligemma", *FAST[:-1], "finetune.max_steps=6",
             "finetune.save_strategy=steps", "finetune.save_steps=2"]  # fmt: skip
-    original = finetune.GpuMemory
-    finetune.GpuMemory = Crash  # the run is killed after step 3 (its checkpoint-2 is on disk)
+    original = finetune.TrainingStats
+    finetune.TrainingStats = lambda samples_per_step: Crash()  # killed after step 3 (its checkpoint-2 is on disk)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_stage(make_cfg(*args))
     finally:
-        finetune.GpuMemory = original
+        finetune.TrainingStats = original
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]
     metrics = run_stage(make_cfg(*args))  # the same directory: continues from checkpoint-2
     assert metrics["steps"] == 6

@@ -63,4 +63,5 @@ def test_finetune_reports_its_loss_curve_to_wandb(make_cfg, tmp_path):
     (record,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     data = record.read_bytes()
     assert b"train/loss" in data and b"train/learning_rate" in data  # the Trainer logged into vlx's run
+    assert b"train/samples_per_s" in data  # with vlx's throughput
     assert b"train_samples_per_s" in data  # and vlx's summary

@@ -67,9 +67,25 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def launcher_overrides(args: list[str]) -> list[str]:
+    """Under `accelerate launch` / `torchrun` (several processes): one run directory for all ranks, and the ranks
+    other than 0 keep their own log file and leave the run's .hydra/ record to rank 0."""
+    from vlx import distributed
+
+    if distributed.world_size() == 1 or "-m" in args or "--multirun" in args:
+        return []
+    extra = []
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        extra.append(f"hydra.run.dir={distributed.shared_run_dir()}")
+    if not distributed.is_main():
+        extra += [f"hydra.job.name=vlx.rank{distributed.rank()}", "hydra.output_subdir=null"]
+    return extra
+
+
 def main() -> None:
     """The `vlx` console script and `python -m vlx`."""
     sys.argv[1:] = expand_shorthands(sys.argv[1:])
+    sys.argv += launcher_overrides(sys.argv[1:])
     _hydra_main()
 
 

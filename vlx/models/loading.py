@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from vlx.distributed import device_map_for_rank
 from vlx.errors import ConfigError
 from vlx.models import attention
 
@@ -31,9 +32,12 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def resolve_device_map(device_map: str | None) -> str | dict[str, Any] | None:
-    """`auto` -> accelerate's placement when a GPU is there, CPU otherwise (no accelerate hooks on CPU)."""
+    """`auto` -> accelerate's placement when a GPU is there, CPU otherwise (no accelerate hooks on CPU); under a
+    multi-process launcher, this rank's own GPU (one model copy per GPU)."""
     if device_map == "auto" and not torch.cuda.is_available():
         return None
+    if device_map == "auto" and (per_rank := device_map_for_rank()) is not None:
+        return per_rank
     if device_map is not None and device_map.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device_map={device_map!r} but no CUDA GPU is visible; use auto or cpu")
     return device_map

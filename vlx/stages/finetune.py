@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from vlx import distributed
 from vlx.errors import ConfigError
 from vlx.fewshot import correct_ids_from_predictions
 from vlx.models._base import ADAPTER_META
@@ -44,19 +46,57 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("shots>0 has no meaning for fine-tuning; use shots=0")
 
 
+def split_batch(per_device: int, accumulation: int, processes: int) -> tuple[int, int]:
+    """The per-process micro-batch and accumulation that keep the config's effective batch (per_device x
+    accumulation, as written for one GPU) when `processes` GPUs each take a share of every optimizer step.
+    Accumulation is divided first (the micro-batch, and so the memory per GPU, stays as configured); if it cannot be,
+    the micro-batch is.
+
+    Raises:
+        ConfigError: neither divides by the number of processes.
+    """
+    if processes == 1:
+        return per_device, accumulation
+    if accumulation % processes == 0:
+        return per_device, accumulation // processes
+    if per_device % processes == 0 and accumulation == 1:
+        return per_device // processes, 1
+    raise ConfigError(
+        f"{processes} processes cannot share an effective batch of {per_device} x {accumulation} evenly: make "
+        f"finetune.gradient_accumulation_steps (or, at 1, finetune.per_device_batch_size) a multiple of {processes}"
+    )
+
+
 def use_bf16(setting: str | bool) -> bool:
     if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(setting)
 
 
-class GpuMemory(TrainerCallback):
-    """Adds peak GPU memory (GiB) to the Trainer's log history (W&B records GPU memory with its system metrics)."""
+class TrainingStats(TrainerCallback):
+    """Adds throughput since the last log (samples/s over all processes) and peak GPU memory (GiB) to every log
+    entry: the W&B run's charts and train_summary.json's log history."""
+
+    def __init__(self, samples_per_step: int):
+        self.samples_per_step = samples_per_step
+        self.last: tuple[int, float] | None = None  # (step, time) of the last log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = (state.global_step, time.perf_counter())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        # the Trainer has already stored this entry: add to the stored one (train_summary.json)
-        if torch.cuda.is_available() and state.log_history:
-            state.log_history[-1]["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        now = time.perf_counter()
+        stats = {}
+        if self.last is not None and state.global_step > self.last[0]:
+            steps = state.global_step - self.last[0]
+            stats["samples_per_s"] = steps * self.samples_per_step / (now - self.last[1])
+        if torch.cuda.is_available():
+            stats["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        self.last = (state.global_step, now)
+        if logs is not None:
+            logs.update(stats)  # what the reporting callbacks (W&B) send; this callback runs before them
+        if state.log_history:
+            state.log_history[-1].update(stats)  # the Trainer stored the entry already
 
 
 def build_model(cfg: DictConfig) -> Any:
@@ -66,10 +106,13 @@ def build_model(cfg: DictConfig) -> Any:
     quantization = build_quantization(cfg.quant)
     adapter = instantiate(cfg.model, _partial_=True)(quantization=quantization)
     model = adapter.model
+    # non-reentrant checkpointing: the reentrant kind breaks DDP's gradient hooks for LoRA
+    checkpointing = {"use_reentrant": False}
     if quantization is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.finetune.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.finetune.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)  # fmt: skip
     elif cfg.finetune.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
     model = get_peft_model(model, instantiate(cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
@@ -88,18 +131,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     task = instantiate(cfg.task)
     only = correct_ids_from_predictions(ft.only_correct_from) if ft.only_correct_from else None
     items = training_items(task.load().examples, ft.target, ft.prompt_template, only)
-    log.info("fine-tuning on %d items of %s/%s, target %s", len(items), task.name, task.split, ft.target)
+    processes = distributed.world_size()
+    per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
+    log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
+             len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
     adapter = build_model(cfg)
     checkpoints = out / "checkpoints"
     resume = bool(ft.resume) or any(checkpoints.glob("checkpoint-*"))
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    main = distributed.is_main()
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         args = TrainingArguments(
             output_dir=str(checkpoints),
             num_train_epochs=ft.epochs,
             max_steps=ft.max_steps,
-            per_device_train_batch_size=ft.per_device_batch_size,
-            gradient_accumulation_steps=ft.gradient_accumulation_steps,
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
             learning_rate=ft.learning_rate,
             weight_decay=ft.weight_decay,
             warmup_steps=ft.warmup_steps,
@@ -114,19 +161,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             dataloader_num_workers=ft.dataloader_num_workers,
             seed=cfg.seed,
             use_cpu=not torch.cuda.is_available(),
+            ddp_find_unused_parameters=False,  # LoRA trains the same parameters every step
+            fsdp=ft.get("fsdp") or "",
         )
         trainer = Trainer(
             model=adapter.model, args=args, train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
-            callbacks=[GpuMemory()],
         )  # fmt: skip
+        # first, so that the reporting callbacks see what it adds
+        trainer.callback_handler.callbacks.insert(0, TrainingStats(per_device * accumulation * processes))
         if resume and any(checkpoints.glob("checkpoint-*")):
             log.info("resuming from the last checkpoint in %s", checkpoints)
         result = trainer.train(
             resume_from_checkpoint=True if resume and any(checkpoints.glob("checkpoint-*")) else None
         )
         adapter_dir = out / "adapter"
-        adapter.model.save_pretrained(adapter_dir)
+        if ft.get("fsdp"):
+            trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them
+        elif main:
+            adapter.model.save_pretrained(adapter_dir)
+        if not main:  # rank 0 writes the adapter's record and the summaries
+            distributed.barrier()
+            metrics = {"steps": trainer.state.global_step, "rank": distributed.rank()}
+            return {**metrics, **_infer_after(cfg, adapter_dir, out)}
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         meta = {
             "base": cfg.model.checkpoint,
@@ -147,15 +204,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "last_loss": losses[-1] if losses else None,
             "train_loss": result.training_loss,
             "train_samples_per_s": result.metrics.get("train_samples_per_second"),
+            "processes": processes,
             "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         }
         write_json(out / "train_summary.json", {**metrics, "log_history": trainer.state.log_history})
         tracker.log_summary(metrics)
         tracker.log_artifact(adapter_dir, name=f"adapter-{out.name}", kind="model")
         log.info("adapter -> %s (%s)", adapter_dir, json.dumps(metrics))
-    if ft.infer_split:
-        metrics.update(infer_with_adapter(cfg, adapter_dir, out / "infer"))
-    return metrics
+        distributed.barrier()  # the adapter is on disk for the other ranks
+    return {**metrics, **_infer_after(cfg, adapter_dir, out)}
+
+
+def _infer_after(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:
+    """finetune.infer_split: inference and scoring with the new adapter (data-parallel under a launcher too)."""
+    return infer_with_adapter(cfg, adapter_dir, out / "infer") if cfg.finetune.infer_split else {}
 
 
 def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:

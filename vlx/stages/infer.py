@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from vlx import distributed
 from vlx.errors import ConfigError
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.models._base import VLMAdapter, check_images_per_prompt
@@ -330,23 +331,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     task: Task = instantiate(cfg.task)
     split = task.load()  # every file, row and image checked before the model loads
     store = PredictionStore(out / "predictions.jsonl")
-    done = store.done_ids()  # also repairs a write cut short by a killed run
+    # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
+    shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
+    done = finished_ids(out, store, shard)
     check_resumable(out, cfg, has_predictions=bool(done))
     todo = [ex for ex in split.examples if ex.id not in done]
+    everyone = len(todo)
+    todo = todo[distributed.rank() :: distributed.world_size()]  # this rank's share, interleaved
     if done:
-        log.info(
-            "resuming: %d of %d items already in %s", len(split.examples) - len(todo), len(split.examples), store.path
-        )
+        log.info("resuming: %d of %d items already in %s", len(split.examples) - everyone, len(split.examples), out)
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         start = time.perf_counter()
         prompt_tokens: list[int] = []
         image_tokens: list[int] = []
         if todo:
-            log.info("model %s (%s), %d items to run", cfg.model.checkpoint, cfg.model._target_, len(todo))
+            log.info("model %s (%s), %d items to run%s", cfg.model.checkpoint, cfg.model._target_, len(todo),
+                     f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "")  # fmt: skip
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
+            start = time.perf_counter()  # items/s counts the predicting, not the loading
             selector = build_shot_selector(cfg, task)
             size = initial_batch_size(cfg.batch_size)
             queue = batching_order(todo, cfg.batching)
@@ -355,7 +360,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                       workers=cfg.loader_workers)  # fmt: skip
             with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
                 for done in batches:
-                    store.append(
+                    shard.append(
                         prediction_row(task, ex, answer, ds, sc)
                         for ex, answer, ds, sc in zip(done.examples, done.answers, done.demos, done.scores, strict=True)
                     )
@@ -364,6 +369,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         image_tokens += done.generation.image_tokens
                     size = done.batch_size
                     bar.update(len(done.examples))
+        if parallel():
+            distributed.barrier()  # every rank has finished its share
+            if not distributed.is_main():
+                return {"items": len(todo), "rank": distributed.rank()}
+        if shard_files(out):  # also those a killed multi-process run left for a single process to finish
+            merge_shards(store, out)
         seconds = time.perf_counter() - start
 
         written = store.rows()
@@ -371,7 +382,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if rows != written:  # batched by length: put the finished file back in the split's order
             store.rewrite(rows)
         write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
-        summary = summarize(rows, split.skipped, seconds, len(todo))
+        summary = summarize(rows, split.skipped, seconds, everyone)
         if todo:
             summary["batch_size"] = size
         if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
@@ -393,6 +404,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             evaluation.log_to_tracker(tracker, metrics, out)
             summary = {**summary, **evaluation.flat_metrics(metrics)}
     return summary
+
+
+def parallel() -> bool:
+    return distributed.world_size() > 1
+
+
+def finished_ids(out: Path, store: PredictionStore, shard: PredictionStore) -> set[str]:
+    """Ids already predicted in this run directory: in predictions.jsonl and, under a launcher, in every rank's shard
+    file. All ranks read the same files before any writes, so they agree on what is left and how it is shared."""
+    shard.done_ids()  # repairs this process's own file after a kill
+    distributed.barrier()  # every rank has repaired its own shard
+    done = {r["id"] for r in store.rows()} | {r["id"] for p in shard_files(out) for r in PredictionStore(p).rows()}
+    distributed.barrier()  # nobody appends before everyone has read
+    return done
+
+
+def shard_files(out: Path) -> list[Path]:
+    return sorted(out.glob("predictions.rank*.jsonl"))
+
+
+def merge_shards(store: PredictionStore, out: Path) -> None:
+    """Moves every rank's rows into predictions.jsonl (put in dataset order afterwards) and removes the shards. A
+    row already there (a merge cut short before the shards were removed) is kept once."""
+    paths = shard_files(out)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in store.rows() + [row for path in paths for row in PredictionStore(path).rows()]:
+        rows.setdefault(row["id"], row)
+    store.rewrite(list(rows.values()))
+    for path in paths:
+        path.unlink()
+    log.info("merged %d shard files into %s (%d rows)", len(paths), store.path, len(rows))
 
 
 def _mean(summary: dict[str, Any], key: str) -> str:

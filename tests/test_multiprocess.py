@@ -1,0 +1,107 @@
+"""Several processes under torchrun (gloo on CPU): data-parallel inference and DDP fine-tuning give what one
+process gives."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, cli_env
+
+
+def torchrun(*args: str, processes: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone",
+               "-m", "vlx", *args]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def single(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=REPO, env=cli_env(), capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+INFER = ["model=tiny_llava", "task=shapes", "task.limit=9", "batch_size=2", "generation.max_new_tokens=6",
+         "eval_after_infer=false"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_data_parallel_inference_equals_one_process(tmp_path):
+    single(*INFER, f"hydra.run.dir={tmp_path / 'one'}")
+    torchrun(*INFER, f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert [r["id"] for r in two] == [r["id"] for r in one]  # every id once, in dataset order
+    assert [r["raw"] for r in two] == [r["raw"] for r in one]  # greedy: the same answers
+    assert not list((tmp_path / "two").glob("predictions.rank*"))  # shards merged and removed
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["items"] == 9 and summary["new_items"] == 9
+    assert (tmp_path / "two" / "vlx.rank1.log").is_file()
+
+
+@pytest.mark.slow
+def test_data_parallel_inference_resumes_from_shards(tmp_path):
+    """A killed two-process run leaves shard files; a rerun (two processes, or one) skips what they hold."""
+    out = tmp_path / "run"
+    single(*INFER, f"hydra.run.dir={tmp_path / 'one'}")
+    reference = rows(tmp_path / "one")
+    out.mkdir()
+    # what a killed run leaves: a shard per rank holding a few finished rows
+    (out / "predictions.rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reference[0:4:2]))
+    (out / "predictions.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reference[1:4:2]))
+    first = torchrun(*INFER, f"hydra.run.dir={out}")
+    assert "resuming: 4 of 9 items" in first.stderr + first.stdout
+    assert [r["id"] for r in rows(out)] == [r["id"] for r in reference]
+    assert [r["raw"] for r in rows(out)] == [r["raw"] for r in reference]
+
+    # one process finishing what a two-process run left
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "predictions.rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reference[0:6:2]))
+    (alone / "predictions.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reference[1:6:2]))
+    single(*INFER, f"hydra.run.dir={alone}")
+    assert [r["raw"] for r in rows(alone)] == [r["raw"] for r in reference]
+    assert not list(alone.glob("predictions.rank*"))
+
+
+def test_split_batch_keeps_the_effective_batch():
+    from vlx.errors import ConfigError
+    from vlx.stages.finetune import split_batch
+
+    assert split_batch(1, 8, 1) == (1, 8)
+    assert split_batch(1, 8, 2) == (1, 4)  # the seed's 1 x 8 on two GPUs
+    assert split_batch(4, 2, 2) == (4, 1)  # finetune=fast
+    assert split_batch(8, 1, 2) == (4, 1)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        split_batch(1, 2, 4)
+
+
+def history(run_dir):
+    return json.loads((run_dir / "train_summary.json").read_text())
+
+
+# float32, no LoRA dropout: one and two processes then compute the same steps
+FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=32", "lora=r64",
+            "lora.lora_dropout=0", "model.dtype=float32", "finetune.bf16=false", "finetune.max_steps=6",
+            "finetune.per_device_batch_size=2", "finetune.gradient_accumulation_steps=2",
+            "finetune.learning_rate=2e-3", "finetune.logging_steps=1", "finetune.save_strategy=no"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ddp_finetune_matches_one_process(tmp_path):
+    single(*FINETUNE, f"hydra.run.dir={tmp_path / 'one'}")
+    torchrun(*FINETUNE, f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = history(tmp_path / "one"), history(tmp_path / "two")
+    assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
+    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
+    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    assert loss_one[-1] < 0.8 * loss_one[0]  # it learns
+    assert loss_two == pytest.approx(loss_one, rel=1e-4)  # the same steps: accumulation 2 became 2 processes x 1
+    assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
