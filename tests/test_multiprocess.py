@@ -100,6 +100,7 @@ def test_ddp_finetune_matches_one_process(tmp_path):
     torchrun(*FINETUNE, f"hydra.run.dir={tmp_path / 'two'}")
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
+    assert two["distributed"] == "MULTI_CPU" and one["distributed"] == "NO"  # DDP over gloo, and a single process
     loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
     loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
     assert loss_one[-1] < 0.8 * loss_one[0]  # it learns

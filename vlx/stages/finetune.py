@@ -205,6 +205,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_loss": result.training_loss,
             "train_samples_per_s": result.metrics.get("train_samples_per_second"),
             "processes": processes,
+            "distributed": str(trainer.accelerator.distributed_type.value),  # NO, MULTI_GPU (DDP), FSDP, ...
             "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         }
         write_json(out / "train_summary.json", {**metrics, "log_history": trainer.state.log_history})

@@ -1,0 +1,124 @@
+"""One GPU against several: DDP fine-tuning and data-parallel inference through `vlx` itself, on the same inputs.
+
+Runs the real command lines (`python -m vlx ...` on one GPU; `accelerate launch` for fine-tuning and `torchrun` for
+inference on N GPUs) with the full-size architectures and random weights (scripts/full_size_model.py):
+
+- fine-tuning: PaliGemma-3b-448, LoRA r64, `finetune=fast` (effective batch 8: 4 x 2 on one GPU, 4 x 1 per GPU on
+  two), the same seed; samples/s is the median of the per-step throughput that vlx logs, after the warm-up steps;
+  the loss curves are compared step by step;
+- inference: LLaVA-NeXT-7B on the first e-SNLI-VE test pairs (500x375 JPEGs), batch 32 per GPU, 40 new tokens
+  forced; items/s from each run's summary (the predicting, after the model is loaded); the predictions compared.
+
+    python scripts/bench_multi_gpu.py --csv-dir ../shared/data/esnlive --gpus 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def run(command: list[str], gpus: int, log: Path) -> float:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
+    start = time.perf_counter()
+    with log.open("w") as f:
+        done = subprocess.run(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
+    return time.perf_counter() - start
+
+
+def launcher(kind: str, gpus: int) -> list[str]:
+    if gpus == 1:
+        return [sys.executable, "-m", "vlx"]
+    if kind == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={gpus}",
+                "--num_machines=1", "--dynamo_backend=no", "-m", "vlx"]  # fmt: skip
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "vlx"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--csv-dir", type=Path, default=REPO.parent / "shared" / "data" / "esnlive")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/vlx-multi-gpu"))
+    parser.add_argument("--steps", type=int, default=24, help="optimizer steps of each fine-tuning run")
+    parser.add_argument("--warmup", type=int, default=6, help="steps left out of the throughput")
+    parser.add_argument("--items", type=int, default=512, help="inference items of each run")
+    parser.add_argument("--skip", choices=["finetune", "infer"], nargs="*", default=[])
+    args = parser.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    models = {"paligemma-3b-448": work / "pg3b", "llava-v1.6-mistral-7b": work / "llava7b"}
+    for arch, folder in models.items():
+        if not (folder / "config.json").is_file():
+            subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "full_size_model.py"), arch, str(folder)], check=True
+            )
+    rows = []
+    if "finetune" not in args.skip:
+        common = ["stage=finetune", "model=paligemma", f"model.checkpoint={models['paligemma-3b-448']}",
+                  "task=shapes", "task.split=train", f"task.limit={8 * args.steps}", "lora=r64", "finetune=fast",
+                  f"finetune.max_steps={args.steps}", "finetune.logging_steps=1", "finetune.save_strategy=no",
+                  "eval_after_infer=false"]  # fmt: skip
+        curves, speeds = {}, {}
+        for gpus in (1, args.gpus):
+            out = work / f"finetune-{gpus}gpu"
+            seconds = run(
+                [*launcher("accelerate", gpus), *common, f"hydra.run.dir={out}"], gpus, work / f"ft{gpus}.log"
+            )
+            history = json.loads((out / "train_summary.json").read_text())["log_history"]
+            steps = [h for h in history if "loss" in h]
+            curves[gpus] = [h["loss"] for h in steps]
+            speeds[gpus] = statistics.median(h["samples_per_s"] for h in steps[args.warmup :])
+            memory = max(h.get("gpu_peak_gib", 0) for h in steps)
+            rows.append((f"fine-tuning, {gpus} GPU", speeds[gpus], speeds[gpus] / speeds[1], memory, seconds))
+        worst = max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[args.gpus], strict=True))
+        print(f"loss, 1 GPU:      {[round(x, 3) for x in curves[1]]}")
+        print(f"loss, {args.gpus} GPUs:     {[round(x, 3) for x in curves[args.gpus]]}")
+        print(f"largest relative difference per step: {worst:.2%}")
+    if "infer" not in args.skip:
+        from bench_infer import write_images
+
+        images = work / "images"
+        write_images(args.csv_dir, images, args.items)
+        common = ["model=llava", f"model.checkpoint={models['llava-v1.6-mistral-7b']}", "model.compile=false",
+                  "task=esnli", f"task.csv_dir={args.csv_dir}", f"task.image_dir={images}", "task.split=test",
+                  f"task.limit={args.items}", "batch_size=32", "generation.max_new_tokens=40",
+                  "+generation.min_new_tokens=40", "eval_after_infer=false"]  # fmt: skip
+        answers = {}
+        for gpus in (1, args.gpus):
+            out = work / f"infer-{gpus}gpu"
+            seconds = run([*launcher("torchrun", gpus), *common, f"hydra.run.dir={out}"], gpus, work / f"in{gpus}.log")
+            summary = json.loads((out / "summary.json").read_text())
+            answers[gpus] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+            rate = summary["items_per_s"]
+            rows.append((f"inference, {gpus} GPU", rate, rate / rows[-1][1] if gpus > 1 else 1.0, None, seconds))
+        one, many = answers[1], answers[args.gpus]
+        assert [r["id"] for r in one] == [r["id"] for r in many], "the merged file must hold the same ids in order"
+        same = sum(a["raw"] == b["raw"] for a, b in zip(one, many, strict=True)) / len(one)
+        print(f"inference: {len(one)} items in dataset order in both; identical answers: {same:.1%}")
+    import torch
+
+    print(
+        f"\n{torch.cuda.device_count()} x {torch.cuda.get_device_name()} | torch {torch.__version__} | "
+        f"transformers {__import__('transformers').__version__} | accelerate {__import__('accelerate').__version__}"
+    )
+    print(f"command: {' '.join(sys.argv)}\n")
+    print("| run | samples/s | vs 1 GPU | peak GiB per GPU | wall s (load and compile included) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rate, ratio, memory, seconds in rows:
+        print(f"| {name} | {rate:.2f} | {ratio:.2f}x | {'' if memory is None else f'{memory:.1f}'} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
