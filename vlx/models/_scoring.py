@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vlx.models._generation import encode, pad_left
+from vlx.models._generation import encode
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -36,7 +36,6 @@ def score_answers(
     prompts: list[str],
     images: list[Image.Image],
     answers: Sequence[str],
-    pad_to_multiple_of: int | None = None,
     inputs: Any | None = None,
 ) -> list[dict[str, float]]:
     """Per item, the probability of each answer text as the model's continuation of the prompt.
@@ -47,20 +46,18 @@ def score_answers(
         prompts: rendered prompts (the answer follows them directly).
         images: their images, in prompt order.
         answers: the candidate answer texts (one per label), exactly as they would follow the prompt.
-        pad_to_multiple_of: left-pad the prompts to a multiple of this many tokens (fewer shapes when compiled).
         inputs: `encode(processor, prompts, images)`, when already made.
 
     Returns:
         One {answer: probability} per prompt; probabilities sum to 1 over the answers.
     """
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)
-    if pad_to_multiple_of:
-        inputs = pad_left(inputs, pad_to_multiple_of, processor.tokenizer.pad_token_id)
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     cache_arg = _cache_argument(model)
-    out = model(**inputs, use_cache=True)  # the shared prefill
+    # the shared prefill; only the last position's logits are needed (not [B, ~2,400, vocabulary] of them)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
     cache = _output_cache(out)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: the next token after each prompt
     batch = first.shape[0]
