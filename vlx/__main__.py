@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -70,10 +71,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def launcher_overrides(args: list[str]) -> list[str]:
     """Under `accelerate launch` / `torchrun` (several processes): one run directory for all ranks, and the ranks
     other than 0 keep their own log file and leave the run's .hydra/ record to rank 0."""
-    from vlx import distributed
-
-    if distributed.world_size() == 1 or "-m" in args or "--multirun" in args:
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or "-m" in args or "--multirun" in args:
         return []
+    from vlx import distributed  # imports torch: only under a launcher, so that `vlx --help` stays quick
+
     extra = []
     if not any(a.startswith("hydra.run.dir=") for a in args):
         extra.append(f"hydra.run.dir={distributed.shared_run_dir()}")
