@@ -32,7 +32,6 @@ from vlx.models._generation import Generation
 from vlx.models.loading import check_adapter_path
 from vlx.prefetch import prepared_batches
 from vlx.records import Example
-from vlx.resume import batch_seed, check_resumable
 from vlx.stages import evaluation
 from vlx.stages._common import (
     build_quantization,
@@ -41,6 +40,7 @@ from vlx.stages._common import (
     run_dir,
     write_json,
 )
+from vlx.stages._resume import batch_seed, check_resumable
 from vlx.store import PredictionStore, write_csv
 from vlx.tasks import Task
 from vlx.tasks._base import load_rgb
