@@ -160,6 +160,16 @@ def profile(cfg, batch: int, tokens: int) -> None:
     print(f"\nprofile, batch {batch}, {tokens} new tokens: preparing (CPU, one process) {prepare_s:.2f} s; prefill "
           f"alone {prefill_s:.2f} s; generate 1 token {one:.2f} s, {tokens} tokens {full:.2f} s: "
           f"{1000 * step:.1f} ms per decode step, {step * (tokens - 1) / full:.0%} of the batch's time")  # fmt: skip
+    # the GPU kernels behind them: what a faster prefill or decode has to shrink
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for name, fn in (("prefill", prefill), (f"generate {tokens} tokens", lambda: generate(tokens))):
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+            fn()
+            torch.cuda.synchronize()
+        print(f"\nkernels of one {name} (GPU time, top 12):")
+        print(trace.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
 def main() -> None:
