@@ -106,3 +106,14 @@ def test_ddp_finetune_matches_one_process(tmp_path):
     assert loss_one[-1] < 0.8 * loss_one[0]  # it learns
     assert loss_two == pytest.approx(loss_one, rel=1e-4)  # the same steps: accumulation 2 became 2 processes x 1
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_finetune_then_data_parallel_inference_with_the_adapter(tmp_path):
+    out = tmp_path / "run"
+    torchrun(*FINETUNE, "finetune.infer_split=test", "finetune.infer_limit=5", "generation.max_new_tokens=6",
+             f"hydra.run.dir={out}")  # fmt: skip
+    predictions = rows(out / "infer")
+    assert [r["id"] for r in predictions] == [f"test-{i:05d}.png#{i}{'ecn'[i % 3]}" for i in range(5)]
+    assert not list((out / "infer").glob("predictions.rank*"))
+    assert json.loads((out / "infer" / "summary.json").read_text())["items"] == 5

@@ -8,6 +8,9 @@
 Checkpoints go to <run>/checkpoints/ (every epoch by default); a run restarted into the same directory (or with
 finetune.resume=true) continues from the last one. The final adapter and vlx_adapter.json (base, prompt, target)
 go to <run>/adapter/.
+
+On several GPUs (`accelerate launch -m vlx stage=finetune ...` or `torchrun`) the Trainer runs DDP; the config's
+effective batch is kept by dividing the accumulation between the processes (`split_batch`).
 """
 
 from __future__ import annotations
