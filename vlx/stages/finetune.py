@@ -186,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not main:  # rank 0 writes the adapter's record and the summaries
             distributed.barrier()
             metrics = {"steps": trainer.state.global_step, "rank": distributed.rank()}
-            return {**metrics, **_infer_after(cfg, adapter_dir, out)}
+            return {**metrics, **infer_with_adapter(cfg, adapter_dir, out / "infer")}
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         meta = {
             "base": cfg.model.checkpoint,
@@ -216,16 +216,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.log_artifact(adapter_dir, name=f"adapter-{out.name}", kind="model")
         log.info("adapter -> %s (%s)", adapter_dir, json.dumps(metrics))
         distributed.barrier()  # the adapter is on disk for the other ranks
-    return {**metrics, **_infer_after(cfg, adapter_dir, out)}
-
-
-def _infer_after(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:
-    """finetune.infer_split: inference and scoring with the new adapter (data-parallel under a launcher too)."""
-    return infer_with_adapter(cfg, adapter_dir, out / "infer") if cfg.finetune.infer_split else {}
+    return {**metrics, **infer_with_adapter(cfg, adapter_dir, out / "infer")}
 
 
 def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:
-    """The infer stage (and its scoring) with the new adapter on `finetune.infer_split`, into `out`."""
+    """The infer stage (and its scoring) with the new adapter on `finetune.infer_split`, into `out`; nothing when
+    that is unset. Under a launcher every rank takes part (data-parallel inference)."""
+    if not cfg.finetune.infer_split:
+        return {}
     from vlx.stages import infer
 
     sub = cfg.copy()

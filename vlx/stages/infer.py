@@ -413,7 +413,9 @@ def parallel() -> bool:
 def finished_ids(out: Path, store: PredictionStore, shard: PredictionStore) -> set[str]:
     """Ids already predicted in this run directory: in predictions.jsonl and, under a launcher, in every rank's shard
     file. All ranks read the same files before any writes, so they agree on what is left and how it is shared."""
-    shard.done_ids()  # repairs this process's own file after a kill
+    done = shard.done_ids()  # repairs this process's own file after a kill
+    if not parallel() and not shard_files(out):
+        return done  # one process, one file: nothing else to read
     distributed.barrier()  # every rank has repaired its own shard
     done = {r["id"] for r in store.rows()} | {r["id"] for p in shard_files(out) for r in PredictionStore(p).rows()}
     distributed.barrier()  # nobody appends before everyone has read
