@@ -9,40 +9,67 @@ the same work. Reading and processing the images is inside the timed loop for ev
 
     python scripts/bench_infer.py --model-dir /tmp/llava-7b --csv-dir ../shared/data/esnlive --samples 64
 
-Variants: the seed's way (4-bit, one item at a time, processor inline, CUDA cache cleared after each), vlx's default
-(bf16, batch 32, compiled: static cache and compiled decode step, sdpa_grouped), the same uncompiled, 4-bit nf4
-batched, and decode=score (label probabilities, one shared prefill). Each variant runs one untimed warm-up batch
-first (where the compiling happens). Prints a markdown table with samples/s, s/sample, peak GPU memory, image tokens
-per sample and the fraction of the compute floor.
+Variants (VARIANTS): the seed's way (4-bit, one item at a time, processor inline, CUDA cache cleared after each);
+vlx's default (bf16, batch 32, compiled: norms, MLPs and vision blocks compiled, static cache and compiled decode
+step, sdpa_grouped); the default with one of its parts changed (decode attention through matmuls, no compiled
+modules, worker processes, not compiled at all); 4-bit nf4 batched (compiled, without its compiled norms, not
+compiled); and decode=score (label probabilities, one shared prefill, right-padded or left-padded). Each
+variant runs one untimed warm-up batch first (where the compiling happens); one that fails is reported and skipped.
+Prints a markdown table with samples/s, s/sample, peak GPU memory, image tokens per sample and the fraction of
+the compute floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import gc
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from PIL import Image
 
+from vlx.models import _base, _scoring, attention
+
+# the decode step's grouped attention as two matmuls, measured against vlx's SDPA version
+attention.register("sdpa_grouped_matmul", functools.partial(attention.grouped_sdpa_attention, decode_kernel="matmul"))
+
 REPO = Path(__file__).resolve().parent.parent
-# name, overrides, batch size, decode, the seed's own loop
+# name, overrides, batch size, decode, the seed's own loop, what the variant switches off or on (see `switched`)
 VARIANTS = [
     ("seed's way: 4-bit, one at a time, cache cleared", ["quant=4bit", "model.compile=false",
-                                                         "model.attn_implementation=sdpa"], 1, "generate", True),
-    ("vlx default: bf16, batch 32, compiled, sdpa_grouped", [], 32, "generate", False),
-    ("vlx default, batches prepared by 4 worker processes", ["loader_workers=4"], 32, "generate", False),
-    ("vlx bf16, batch 32, not compiled, sdpa_grouped", ["model.compile=false"], 32, "generate", False),
-    ("vlx bf16, batch 32, not compiled, sdpa", ["model.compile=false", "model.attn_implementation=sdpa"], 32,
-     "generate", False),
-    ("vlx nf4: 4-bit nf4, batch 32 (not compiled: bitsandbytes)", ["quant=nf4"], 32, "generate", False),
-    ("vlx decode=score: bf16, batch 32, label only", [], 32, "score", False),
-    ("vlx decode=score: bf16, batch 32, label only, sdpa", ["model.attn_implementation=sdpa"], 32, "score", False),
+                                                         "model.attn_implementation=sdpa"], 1, "generate", True, None),
+    ("vlx default: bf16, batch 32, compiled", [], 32, "generate", False, None),
+    ("default, grouped decode attention through matmuls instead of SDPA",
+     ["model.attn_implementation=sdpa_grouped_matmul"], 32, "generate", False, None),
+    ("default without the compiled norms/MLPs/vision blocks", [], 32, "generate", False, "no_module_compile"),
+    ("vlx default, batches prepared by 4 worker processes", ["loader_workers=4"], 32, "generate", False, None),
+    ("bf16, batch 32, not compiled, sdpa_grouped", ["model.compile=false"], 32, "generate", False, None),
+    ("bf16, batch 32, not compiled, sdpa", ["model.compile=false", "model.attn_implementation=sdpa"], 32,
+     "generate", False, None),
+    ("vlx nf4: 4-bit nf4, batch 32, compiled", ["quant=nf4"], 32, "generate", False, None),
+    ("nf4 without the compiled norms", ["quant=nf4"], 32, "generate", False, "no_module_compile"),
+    ("nf4 not compiled", ["quant=nf4", "model.compile=false"], 32, "generate", False, None),
+    ("vlx decode=score: bf16, batch 32, label only", [], 32, "score", False, None),
+    ("decode=score, left-padded prefill under a mask", [], 32, "score", False, "left_padded_score"),
 ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def switched(what: str | None):
+    """The variant's departure from vlx's code path: earlier defaults, measured against the current ones."""
+    with contextlib.ExitStack() as stack:
+        if what == "no_module_compile":
+            stack.enter_context(mock.patch.object(_base, "compile_cache_free", lambda model: {}))
+        elif what == "left_padded_score":
+            stack.enter_context(mock.patch.object(_scoring, "RIGHT_PADDED_PREFILL", False))
+        yield
 
 
 # --model: vlx's model config and scripts/full_size_model.py's architecture
@@ -73,7 +100,12 @@ def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
             Image.new("RGB", (500, 375), (40 + i % 200, 90, 160)).save(image_dir / name, quality=90)
 
 
-def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int) -> dict:
+def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None) -> dict:
+    with switched(what):
+        return _run_variant(cfg, batch, how, seed_loop, samples, tokens, what)
+
+
+def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None) -> dict:
     from hydra.utils import instantiate
 
     from vlx.stages._common import build_quantization
@@ -149,6 +181,16 @@ def profile(cfg, batch: int, tokens: int) -> None:
             adapter.model(**inputs, use_cache=True, logits_to_keep=1)
 
     prefill_s = min(timed(prefill) for _ in range(3))
+    answers = [task.label_answer(label) for label in task.labels]
+
+    def score(right_padded: bool) -> float:
+        with mock.patch.object(_scoring, "RIGHT_PADDED_PREFILL", right_padded):
+            return min(timed(lambda: adapter.score(prepared.prompts, prepared.images, answers,
+                                                   inputs=prepared.inputs)) for _ in range(3))  # fmt: skip
+
+    right, left = score(True), score(False)
+    print(f"\nprofile, decode=score, batch {batch}: right-padded prefill without a mask {right:.2f} s; left-padded "
+          f"under a mask {left:.2f} s")  # fmt: skip
 
     def generate(n: int) -> float:
         settings = {**generation, "max_new_tokens": n, "min_new_tokens": n}
@@ -185,7 +227,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
     parser.add_argument("--floor", type=float, default=17.0,
                         help="compute floor in samples/s (issue 6: ~17 for LLaVA-NeXT-7B)")  # fmt: skip
-    parser.add_argument("--only", type=int, nargs="*")
+    parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run, in this order")
     parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -196,12 +238,17 @@ def main() -> None:
     limit = 32 + max(args.samples, args.seed_samples)
     write_images(args.csv_dir, args.image_dir, limit)
     rows = []
-    for i, (name, overrides, batch, decode, seed_loop) in enumerate(VARIANTS):
-        if args.only and i not in args.only:
-            continue
+    for i in args.only or range(len(VARIANTS)):
+        name, overrides, batch, decode, seed_loop, what = VARIANTS[i]
         n = args.seed_samples if batch == 1 else args.samples
         cfg = compose(args.model, args.model_dir, args.csv_dir, args.image_dir, limit, overrides)
-        r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens)
+        try:
+            r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens, what)
+        except Exception as err:  # an experimental variant failing must not lose the others' figures
+            print(f"[{i}] {name}: FAILED {type(err).__name__}: {str(err)[:800]}", flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
         rows.append((i, name, r))
         print(f"[{i}] {name}: {r}", flush=True)
     if args.profile:

@@ -8,11 +8,17 @@ import pytest
 import torch
 from conftest import SHARED_ESNLI
 from helpers import esnli_from_shared
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from PIL import Image
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from vlx.__main__ import run_stage
+from vlx.__main__ import CONFIG_DIR, run_stage
 from vlx.models._generation import pad_left
 from vlx.models.attention import grouped_sdpa_attention
+from vlx.models.compiling import compile_cache_free
+from vlx.records import Example
 
 
 class Heads(torch.nn.Module):
@@ -22,9 +28,10 @@ class Heads(torch.nn.Module):
         self.is_causal = True
 
 
+@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
 @pytest.mark.parametrize("groups", [1, 4, 8])
 @pytest.mark.parametrize("length", [1, 5])
-def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length):
+def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length, kernel):
     torch.manual_seed(0)
     batch, kv_heads, cached, dim = 3, 2, 11, 16
     query = torch.randn(batch, kv_heads * groups, length, dim)
@@ -34,9 +41,37 @@ def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length):
     mask[2, ..., :7] = False
     module = Heads(groups)
     expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
-    got, _ = grouped_sdpa_attention(module, query, key, value, mask, scaling=0.25)
+    got, _ = grouped_sdpa_attention(module, query, key, value, mask, scaling=0.25, decode_kernel=kernel)
     assert got.shape == (batch, length, kv_heads * groups, dim)
     assert torch.allclose(got, expected, atol=1e-6)
+    if length > 1:
+        return  # (the float-mask check below needs rows with something to attend; length 5 has fully masked rows)
+    # a float mask (0 where attended, a large negative number elsewhere) gives the same
+    as_float = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    got, _ = grouped_sdpa_attention(module, query, key, value, as_float, scaling=0.25, decode_kernel=kernel)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
+def test_compiled_cache_free_modules_give_the_same_logits(model):
+    """Norms, MLPs and vision blocks compiled (dynamic shapes): the same logits, for two batch shapes."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={model}", "model.dtype=float32", "model.compile=false"])
+    GlobalHydra.instance().clear()
+    adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
+    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
+    prompts = [adapter.render_prompt(Example("q", None, t, None), f"Is '{t}' true?") for t in ["Red.", "A blue one."]]
+    batches = [adapter.encode(prompts, images), adapter.encode(prompts[:1], images[:1])]
+    with torch.no_grad():
+        eager = [adapter.model(**b).logits for b in batches]
+        counts = compile_cache_free(adapter.model)
+        compiled = [adapter.model(**b).logits for b in batches]
+    kinds = " ".join(counts)
+    assert "RMSNorm" in kinds and "MLP" in kinds and "EncoderLayer" in kinds, counts
+    for e, c in zip(eager, compiled, strict=True):
+        assert torch.allclose(e, c, rtol=1e-4, atol=1e-5)
 
 
 def test_pad_left_keeps_rows_right_aligned():
@@ -77,6 +112,18 @@ def test_compiled_decoding_generates_what_eager_does(make_cfg, tmp_path):
         summary["prompt_tokens_mean"]
         == json.loads((tmp_path / "eager" / "summary.json").read_text())["prompt_tokens_mean"]
     )  # padding is not counted as prompt
+
+
+@pytest.mark.slow
+def test_compiled_nf4_decoding_generates_what_eager_does(make_cfg, tmp_path):
+    """4-bit weights: transformers would not compile their decode step by itself (allow_quantized_compile)."""
+    from torch._dynamo.utils import counters
+
+    eager = answers(make_cfg, tmp_path, "eager", "model=tiny_llava", "quant=nf4", "model.compile=false")
+    counters.clear()
+    compiled = answers(make_cfg, tmp_path, "compiled", "model=tiny_llava", "quant=nf4", "model.compile=true")
+    assert compiled == eager and any(eager)
+    assert counters["stats"]["unique_graphs"] >= 1
 
 
 def test_max_tiles_cuts_llava_image_tokens(make_cfg, tmp_path):

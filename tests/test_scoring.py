@@ -104,3 +104,18 @@ def test_score_then_explain_states_the_label_then_explains(make_cfg, tmp_path, m
         stated = row["pred"].capitalize() + "."
         assert row["raw"].startswith(stated)
         assert row["explanation"] == row["raw"][len(stated) :].strip()
+
+
+def test_padding_to_a_multiple_changes_no_score(adapter):
+    """Compiled models pad the batch to a multiple of 64 tokens (right for LLaVA-NeXT's maskless prefill, left for
+    PaliGemma's prefix); the probabilities stay the same."""
+    from vlx.models._scoring import score_answers
+
+    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
+    prompts = [prompt_for(adapter, t) for t in ["A red one.", "There is a blue square in the middle."]]
+    answers = [adapter.answer_prefix + a for a in ANSWERS]
+    plain = score_answers(adapter.model, adapter.processor, prompts, images, answers)
+    padded = score_answers(adapter.model, adapter.processor, prompts, images, answers, pad_to_multiple_of=64)
+    for row, padded_row in zip(plain, padded, strict=True):
+        for answer in answers:
+            assert padded_row[answer] == pytest.approx(row[answer], rel=1e-4, abs=1e-6)

@@ -32,10 +32,16 @@ def grouped_sdpa_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     is_causal: bool | None = None,
+    decode_kernel: str = "sdpa",
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """An attention function with transformers' signature: query [B, H, L, D], key/value [B, H_kv, S, D];
-    returns [B, L, H, D]."""
+    returns [B, L, H, D].
+
+    `decode_kernel`: how a grouped decode step is computed. "sdpa": torch's scaled_dot_product_attention (cuDNN's
+    kernel on an H100). "matmul": query-key product, softmax in float32, product with the values; it was 9% slower
+    end to end on an H100 under the compiled decode step (docs/PERFORMANCE.md), and stays for comparison.
+    """
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
     per_head_mask = attention_mask is not None and attention_mask.shape[1] != 1
@@ -44,14 +50,24 @@ def grouped_sdpa_attention(
                                       is_causal=is_causal, **kwargs)  # fmt: skip
     # query head h uses KV head h // groups (transformers' repeat_kv order), so heads fold as [H_kv, groups]
     grouped = query.reshape(batch, heads // groups, groups, dim)
-    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    if decode_kernel == "sdpa":
+        out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask,
+                                                               scale=scaling)  # fmt: skip
+    else:
+        scores = torch.matmul(grouped, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
+        if attention_mask is not None:  # [B, 1, 1, S]: True (or 0.0) where a position may be attended
+            if attention_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            else:
+                scores = scores + attention_mask
+        out = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype), value)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
 
 
-def register() -> None:
-    """Makes `sdpa_grouped` known to transformers (idempotent); its masks are SDPA's."""
-    AttentionInterface.register(NAME, grouped_sdpa_attention)
-    AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+def register(name: str = NAME, function: Any = grouped_sdpa_attention) -> None:
+    """Makes an attention function known to transformers under `name` (idempotent); its masks are SDPA's."""
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
 register()
