@@ -3,8 +3,9 @@
 Runs the real command lines (`python -m vlx ...` on one GPU; `accelerate launch` for fine-tuning and `torchrun` for
 inference on N GPUs) with the full-size architectures and random weights (scripts/full_size_model.py):
 
-- fine-tuning: PaliGemma-3b-448, LoRA r64, `finetune=fast` (effective batch 8: 4 x 2 on one GPU, 4 x 1 per GPU on
-  two), the same seed; samples/s is the median of the per-step throughput that vlx logs, after the warm-up steps;
+- fine-tuning: PaliGemma-3b-448, LoRA r64, `finetune=fast` (effective batch 4 x --accumulation: 4 x 2 = 8 by
+  default on one GPU, 4 x 1 per GPU on two), the same seed; samples/s is the median of the per-step throughput
+  that vlx logs, after the warm-up steps;
   the loss curves are compared step by step;
 - inference: LLaVA-NeXT-7B on the first e-SNLI-VE test pairs (500x375 JPEGs), batch 32 per GPU, 40 new tokens
   forced; items/s from each run's summary (the predicting, after the model is loaded); the predictions compared.
@@ -53,6 +54,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/vlx-multi-gpu"))
     parser.add_argument("--steps", type=int, default=24, help="optimizer steps of each fine-tuning run")
     parser.add_argument("--warmup", type=int, default=6, help="steps left out of the throughput")
+    parser.add_argument("--logging-steps", type=int, default=1, help="fine-tuning: optimizer steps per log entry")
+    parser.add_argument("--loader-workers", type=int, default=0, help="fine-tuning: DataLoader worker processes")
+    parser.add_argument(
+        "--accumulation",
+        type=int,
+        default=2,
+        help="fine-tuning: micro-batches of 4 per optimizer step on one GPU (split over the GPUs)",
+    )
     parser.add_argument("--items", type=int, default=512, help="inference items of each run")
     parser.add_argument("--skip", choices=["finetune", "infer"], nargs="*", default=[])
     args = parser.parse_args()
@@ -67,8 +76,10 @@ def main() -> None:
     rows = []
     if "finetune" not in args.skip:
         common = ["stage=finetune", "model=paligemma", f"model.checkpoint={models['paligemma-3b-448']}",
-                  "task=shapes", "task.split=train", f"task.limit={8 * args.steps}", "lora=r64", "finetune=fast",
-                  f"finetune.max_steps={args.steps}", "finetune.logging_steps=1", "finetune.save_strategy=no",
+                  "task=shapes", "task.split=train", f"task.limit={4 * args.accumulation * args.steps}", "lora=r64",
+                  "finetune=fast", f"finetune.gradient_accumulation_steps={args.accumulation}",
+                  f"finetune.max_steps={args.steps}", f"finetune.logging_steps={args.logging_steps}",
+                  f"finetune.dataloader_num_workers={args.loader_workers}", "finetune.save_strategy=no",
                   "eval_after_infer=false"]  # fmt: skip
         curves, speeds = {}, {}
         for gpus in (1, args.gpus):
@@ -79,7 +90,7 @@ def main() -> None:
             history = json.loads((out / "train_summary.json").read_text())["log_history"]
             steps = [h for h in history if "loss" in h]
             curves[gpus] = [h["loss"] for h in steps]
-            speeds[gpus] = statistics.median(h["samples_per_s"] for h in steps[args.warmup :])
+            speeds[gpus] = statistics.median(h["samples_per_s"] for h in steps if h["step"] > args.warmup)
             memory = max(h.get("gpu_peak_gib", 0) for h in steps)
             rows.append((f"fine-tuning, {gpus} GPU", speeds[gpus], speeds[gpus] / speeds[1], memory, seconds))
         worst = max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[args.gpus], strict=True))
