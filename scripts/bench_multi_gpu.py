@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6, help="steps left out of the throughput")
     parser.add_argument("--logging-steps", type=int, default=1, help="fine-tuning: optimizer steps per log entry")
     parser.add_argument("--loader-workers", type=int, default=0, help="fine-tuning: DataLoader worker processes")
+    parser.add_argument("--profile-steps", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                        help="fine-tuning: profile these optimizer steps (finetune.profile_steps) and print the GPU's "
+                             "busy fraction")  # fmt: skip
     parser.add_argument(
         "--accumulation",
         type=int,
@@ -81,6 +84,8 @@ def main() -> None:
                   f"finetune.max_steps={args.steps}", f"finetune.logging_steps={args.logging_steps}",
                   f"finetune.dataloader_num_workers={args.loader_workers}", "finetune.save_strategy=no",
                   "eval_after_infer=false"]  # fmt: skip
+        if args.profile_steps:
+            common.append(f"finetune.profile_steps=[{args.profile_steps[0]},{args.profile_steps[1]}]")
         curves, speeds = {}, {}
         for gpus in (1, args.gpus):
             out = work / f"finetune-{gpus}gpu"
@@ -93,6 +98,9 @@ def main() -> None:
             speeds[gpus] = statistics.median(h["samples_per_s"] for h in steps if h["step"] > args.warmup)
             memory = max(h.get("gpu_peak_gib", 0) for h in steps)
             rows.append((f"fine-tuning, {gpus} GPU", speeds[gpus], speeds[gpus] / speeds[1], memory, seconds))
+            for profile in sorted(out.glob("profile*.json")):
+                if not profile.name.startswith("profile_trace"):
+                    print(f"{gpus} GPU {profile.name}: {profile.read_text()}")
         worst = max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[args.gpus], strict=True))
         print(f"loss, 1 GPU:      {[round(x, 3) for x in curves[1]]}")
         print(f"loss, {args.gpus} GPUs:     {[round(x, 3) for x in curves[args.gpus]]}")

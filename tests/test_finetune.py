@@ -252,3 +252,30 @@ def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path):
     assert eager_grads.keys() == compiled_grads.keys() and len(eager_grads) > 0
     for name, grad in eager_grads.items():
         assert torch.allclose(grad, compiled_grads[name], rtol=1e-3, atol=1e-6), name
+
+
+def test_profile_steps_record_where_the_steps_time_went(make_cfg, tmp_path):
+    out = tmp_path / "ft"
+    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=3",
+                       "finetune.profile_steps=[2,3]", run_dir=out))  # fmt: skip
+    summary = json.loads((out / "profile.json").read_text())
+    assert summary["steps"] == [2, 3] and summary["wall_s_per_step"] > 0
+    assert summary["device_busy_fraction"] is None  # no GPU here
+    table = (out / "profile.txt").read_text()
+    assert "aten::mm" in table or "aten::addmm" in table  # the model's matmuls were recorded
+    assert json.loads((out / "profile_trace.json").read_text())["traceEvents"]
+
+
+@pytest.mark.parametrize("steps", ["[3]", "[0,2]", "[3,2]", "[2,9]"])
+def test_profile_steps_are_checked(make_cfg, steps):
+    with pytest.raises(ConfigError, match="finetune.profile_steps"):
+        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
+                           f"finetune.profile_steps={steps}"))  # fmt: skip
+
+
+def test_device_time_counts_overlapping_kernels_once():
+    from vlx.profiling import covered_seconds
+
+    # microseconds: two overlapping kernels (0-30, 10-40), one inside another (50-100, 60-70), one apart (200-210)
+    assert covered_seconds([(10, 40), (0, 30), (50, 100), (60, 70), (200, 210)]) == pytest.approx(100e-6)
+    assert covered_seconds([]) == 0.0

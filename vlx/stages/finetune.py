@@ -31,6 +31,7 @@ from vlx.errors import ConfigError
 from vlx.fewshot import correct_ids_from_predictions
 from vlx.models._base import ADAPTER_META
 from vlx.models.compiling import compile_blocks
+from vlx.profiling import StepProfiler, check_profile_steps
 from vlx.stages._common import build_quantization, config_choices, resolved_config, run_dir, write_json
 from vlx.tracking import tracking
 from vlx.training import Collator, training_items
@@ -130,6 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes, saves the adapter, and (finetune.infer_split) infers and scores with it."""
     validate(cfg)
     ft = cfg.finetune
+    profile = check_profile_steps(ft.get("profile_steps"), ft.max_steps)
     out = run_dir(cfg)
     task = instantiate(cfg.task)
     only = correct_ids_from_predictions(ft.only_correct_from) if ft.only_correct_from else None
@@ -159,6 +161,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             save_steps=ft.save_steps,
             logging_steps=ft.logging_steps,
             logging_first_step=True,
+            # the filter checks every micro-batch's loss for NaN/inf with a GPU sync, and hides such a loss by
+            # logging an average instead; without it a NaN shows in the logs
+            logging_nan_inf_filter=False,
             report_to=["wandb"] if logger_cfg else "none",
             remove_unused_columns=False,  # the collator needs the raw items
             dataloader_num_workers=ft.dataloader_num_workers,
@@ -173,6 +178,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )  # fmt: skip
         # first, so that the reporting callbacks see what it adds
         trainer.callback_handler.callbacks.insert(0, TrainingStats(per_device * accumulation * processes))
+        if profile:
+            suffix = f".rank{distributed.rank()}" if processes > 1 else ""
+            trainer.add_callback(StepProfiler(*profile, out, suffix=suffix))
         if resume and any(checkpoints.glob("checkpoint-*")):
             log.info("resuming from the last checkpoint in %s", checkpoints)
         result = trainer.train(
