@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -162,3 +163,13 @@ def test_loader_workers_is_checked(make_cfg):
 
     with pytest.raises(ConfigError, match="loader_workers=-1"):
         run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1", "loader_workers=-1"))
+
+
+def test_flash_attention_without_its_package_is_a_config_error(make_cfg):
+    from vlx.errors import ConfigError
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(ConfigError, match="needs the flash-attn package"):
+        run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1",
+                           "model.attn_implementation=flash_attention_2"))  # fmt: skip

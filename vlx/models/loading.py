@@ -5,6 +5,7 @@ Real checkpoints (hub id or local folder) and the tiny random-weight ones go thr
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,11 @@ def load_model(
     """
     if attn_implementation == attention.NAME:
         attention.register()  # in case a test or caller reset transformers' registry
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "model.attn_implementation=flash_attention_2 needs the flash-attn package (pip install flash-attn, on a "
+            "CUDA GPU with bf16/fp16 weights); or keep the default sdpa_grouped"
+        )
     kwargs: dict[str, Any] = {
         "dtype": resolve_dtype(dtype),
         "attn_implementation": attn_implementation,
