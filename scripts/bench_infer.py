@@ -225,11 +225,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="timed items per batched variant")
     parser.add_argument("--seed-samples", type=int, default=8, help="timed items for the seed's way (slow)")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
-    parser.add_argument("--floor", type=float, default=17.0,
-                        help="compute floor in samples/s (issue 6: ~17 for LLaVA-NeXT-7B)")  # fmt: skip
+    parser.add_argument("--floor", type=float,
+                        help="compute floor in samples/s (default: ~17 for LLaVA-NeXT-7B, from prefill FLOPs and "
+                             "decode bandwidth; none for PaliGemma, whose column then stays empty)")  # fmt: skip
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run, in this order")
     parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
     args = parser.parse_args()
+    if args.floor is None and args.model == "llava":
+        args.floor = 17.0
     if not torch.cuda.is_available():
         sys.exit("bench_infer needs a CUDA GPU")
     if not (args.model_dir / "config.json").is_file():
@@ -264,8 +267,9 @@ def main() -> None:
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
         tokens = f"{r['image_tokens']:.0f}" if r["image_tokens"] else ""
+        floor = f"{r['samples_per_s'] / args.floor:.0%}" if args.floor else ""
         print(f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
-              f"{tokens} | {r['samples_per_s'] / args.floor:.0%} | {r['warmup_s']:.0f} |")  # fmt: skip
+              f"{tokens} | {floor} | {r['warmup_s']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
