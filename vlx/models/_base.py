@@ -117,6 +117,7 @@ class HFAdapter:
         if self.compile_modules:
             compile_cache_free(self.model)
             self.compile_modules = False
+            log.info("model.compile: the first batches compile (about a minute on a GPU; model.compile=false skips it)")
 
     def user_text(self, example: Example, instruction: str) -> str:
         return self.prompt_template.format(prompt=instruction, text=example.text)
