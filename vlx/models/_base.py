@@ -106,9 +106,11 @@ class HFAdapter:
             adapter=adapter,
             trust_remote_code=trust_remote_code,
         )
-        self.compiled = resolve_compile(compile)  # the decode step
-        self.compile_modules = self.compiled  # and the modules without a KV cache, before the first batch
-        if self.compiled and quantization is not None:
+        self.compile_modules = resolve_compile(compile)  # the modules without a KV cache, before the first batch
+        # the decode step: full precision or 4-bit (bitsandbytes' 8-bit layers are not known to trace)
+        four_bit = quantization is not None and getattr(quantization, "load_in_4bit", False)
+        self.compiled = self.compile_modules and (quantization is None or four_bit)
+        if self.compiled and four_bit:
             allow_quantized_compile(self.model)
 
     def prepare_inference(self) -> None:
@@ -177,7 +179,7 @@ def resolve_compile(setting: str | bool) -> bool:
 
 
 def allow_quantized_compile(model: torch.nn.Module) -> None:
-    """Lets `generate` compile the decode step of a bitsandbytes-quantized model.
+    """Lets `generate` compile the decode step of a model with bitsandbytes 4-bit weights.
 
     transformers declines to by default (its bitsandbytes quantizer reports `is_compileable = False`), but
     bitsandbytes 0.50's 4-bit layers trace without graph breaks, the outputs are the same
