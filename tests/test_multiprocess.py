@@ -117,3 +117,19 @@ def test_ddp_finetune_then_data_parallel_inference_with_the_adapter(tmp_path):
     assert [r["id"] for r in predictions] == [f"test-{i:05d}.png#{i}{'ecn'[i % 3]}" for i in range(5)]
     assert not list((out / "infer").glob("predictions.rank*"))
     assert json.loads((out / "infer" / "summary.json").read_text())["items"] == 5
+
+
+@pytest.mark.slow
+def test_qlora_ddp_finetune_matches_one_process(tmp_path):
+    """Each rank loads its own 4-bit base (bitsandbytes nf4) and trains the LoRA around it with DDP."""
+    qlora = [*FINETUNE, "quant=nf4"]
+    single(*qlora, f"hydra.run.dir={tmp_path / 'one'}")
+    torchrun(*qlora, f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = history(tmp_path / "one"), history(tmp_path / "two")
+    assert two["processes"] == 2 and two["distributed"] == "MULTI_CPU" and two["steps"] == one["steps"] == 6
+    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
+    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    assert loss_one[-1] < 0.8 * loss_one[0]
+    assert loss_two == pytest.approx(loss_one, rel=1e-3)
+    meta = json.loads((tmp_path / "two" / "adapter" / "vlx_adapter.json").read_text())
+    assert meta["quant"] == "nf4"
