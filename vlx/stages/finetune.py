@@ -142,7 +142,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
     adapter = build_model(cfg)
     checkpoints = out / "checkpoints"
-    resume = bool(ft.resume) or any(checkpoints.glob("checkpoint-*"))
+    resume = any(checkpoints.glob("checkpoint-*"))  # a run restarted into its directory continues
+    if ft.resume and not resume:
+        log.warning("finetune.resume=true, but %s holds no checkpoint: training from the base", checkpoints)
     main = distributed.is_main()
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
@@ -181,11 +183,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if profile:
             suffix = f".rank{distributed.rank()}" if processes > 1 else ""
             trainer.add_callback(StepProfiler(*profile, out, suffix=suffix))
-        if resume and any(checkpoints.glob("checkpoint-*")):
+        if resume:
             log.info("resuming from the last checkpoint in %s", checkpoints)
-        result = trainer.train(
-            resume_from_checkpoint=True if resume and any(checkpoints.glob("checkpoint-*")) else None
-        )
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
         adapter_dir = out / "adapter"
         if ft.get("fsdp"):
             trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them

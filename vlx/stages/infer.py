@@ -198,9 +198,9 @@ def predict_batches(
     """Runs `queue` through the model batch by batch, yielding each finished batch in order.
 
     Batches are prepared ahead (images read and processed) by `workers` processes, or a thread when 0, while the
-    GPU works on the current one (vlx.prefetch). A batch that
-    runs out of CUDA memory is retried at half the size (nothing of it was yielded). With sampling, each batch's
-    seed comes from its first id, so a resumed run samples what an uninterrupted one would.
+    GPU works on the current one (vlx.prefetch). A batch that runs out of CUDA memory is retried at half the size
+    (nothing of it was yielded). With sampling, each batch's seed comes from its first id, so a resumed run samples
+    what an uninterrupted one would.
     """
     size = batch_size
     position = 0
