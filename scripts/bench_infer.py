@@ -10,14 +10,15 @@ the same work. Reading and processing the images is inside the timed loop for ev
     python scripts/bench_infer.py --model-dir /tmp/llava-7b --csv-dir ../shared/data/esnlive --samples 64
 
 Variants (VARIANTS): the seed's way (4-bit, one item at a time, processor inline, CUDA cache cleared after each);
-vlx's default (bf16, batch 32, compiled: norms, MLPs and vision blocks compiled, static cache and compiled decode
-step, sdpa_grouped); the default with one of its parts changed (decode attention through matmuls, no compiled
-modules, worker processes, not compiled at all); 4-bit nf4 batched (compiled, without its compiled norms, not
-compiled); decode=score (label probabilities, one shared prefill, right-padded or left-padded); and the default
-with its decode attention on SDPA's memory-efficient kernel (numbered last, so that earlier commands keep their
-numbers). Each variant runs one untimed warm-up batch first (where the compiling happens); one that fails is
-reported and skipped. Prints a markdown table with samples/s, s/sample, peak GPU memory, image tokens per sample and
-the fraction of the compute floor.
+vlx's default (bf16, batch 32, compiled: the cache-free prefill with compiled decoder blocks, norms, MLPs and vision
+blocks, static cache and compiled decode step, sdpa_grouped); the default with one of its parts changed (decode
+attention through matmuls, no compiled modules, worker processes, not compiled at all); 4-bit nf4 batched (compiled,
+without its compiled norms, not compiled); decode=score (label probabilities: one cache-free forward, or a
+left-padded prefill and one continuation per label); the default with its decode attention on SDPA's
+memory-efficient kernel; and the default and nf4 with transformers' own prefill (numbered last, so that earlier
+commands keep their numbers). Each variant runs one untimed warm-up batch first (where the compiling happens); one
+that fails is reported and skipped. Prints a markdown table with samples/s, s/sample, peak GPU memory, image tokens
+per sample and the fraction of the compute floor.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vlx.models import _base, _scoring, attention
+from vlx.models import _base, _generation, _scoring, attention
 
 # the decode step's grouped attention as two matmuls, measured against vlx's SDPA version
 attention.register("sdpa_grouped_matmul", functools.partial(attention.grouped_sdpa_attention, decode_kernel="matmul"))
@@ -73,6 +74,9 @@ VARIANTS = [
     ("decode=score, left-padded prefill under a mask", [], 32, "score", False, "left_padded_score"),
     ("default, grouped decode attention on SDPA's memory-efficient kernel",
      ["model.attn_implementation=sdpa_grouped_efficient"], 32, "generate", False, None),
+    ("default with transformers' own prefill (left-padded under a mask, blocks not compiled)", [], 32, "generate",
+     False, "hf_prefill"),
+    ("nf4 with transformers' own prefill", ["quant=nf4"], 32, "generate", False, "hf_prefill"),
 ]  # fmt: skip
 
 
@@ -84,6 +88,8 @@ def switched(what: str | None):
             stack.enter_context(mock.patch.object(_base, "compile_cache_free", lambda model: {}))
         elif what == "left_padded_score":
             stack.enter_context(mock.patch.object(_scoring, "RIGHT_PADDED_PREFILL", False))
+        elif what == "hf_prefill":  # generate's prompts run by transformers (vlx's cache-free prefill off)
+            stack.enter_context(mock.patch.object(_generation, "prefill_aware", lambda model: False))
         yield
 
 

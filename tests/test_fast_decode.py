@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ from PIL import Image
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from vlx.__main__ import CONFIG_DIR, run_stage
-from vlx.models._generation import pad_left
+from vlx.models import _generation
+from vlx.models._generation import generate_texts, pad_left
 from vlx.models.attention import grouped_sdpa_attention
 from vlx.models.compiling import compile_cache_free
 from vlx.records import Example
@@ -56,7 +58,10 @@ def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length, kern
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
 def test_compiled_cache_free_modules_give_the_same_logits(model):
-    """Norms, MLPs and vision blocks compiled (dynamic shapes): the same logits, for two batch shapes."""
+    """Norms, MLPs and vision blocks compiled, and decoder blocks for calls without a cache (dynamic shapes): the
+    same logits, for two batch shapes, with and without a cache."""
+    from torch._dynamo.utils import counters
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}", "model.dtype=float32", "model.compile=false"])
@@ -65,14 +70,60 @@ def test_compiled_cache_free_modules_give_the_same_logits(model):
     images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
     prompts = [adapter.render_prompt(Example("q", None, t, None), f"Is '{t}' true?") for t in ["Red.", "A blue one."]]
     batches = [adapter.encode(prompts, images), adapter.encode(prompts[:1], images[:1])]
+    calls = [(b, cache) for b in batches for cache in (True, False)]  # blocks: eager with a cache, else compiled
     with torch.no_grad():
-        eager = [adapter.model(**b).logits for b in batches]
+        eager = [adapter.model(**b, use_cache=cache).logits for b, cache in calls]
         counts = compile_cache_free(adapter.model)
-        compiled = [adapter.model(**b).logits for b in batches]
+        counters.clear()
+        compiled = [adapter.model(**b, use_cache=cache).logits for b, cache in calls]
     kinds = " ".join(counts)
-    assert "RMSNorm" in kinds and "MLP" in kinds and "EncoderLayer" in kinds, counts
+    assert "RMSNorm" in kinds and "MLP" in kinds and "EncoderLayer" in kinds and "DecoderLayer (without" in kinds
+    assert counters["stats"]["unique_graphs"] >= 3, counters["stats"]  # blocks, norms/MLPs, vision blocks
     for e, c in zip(eager, compiled, strict=True):
         assert torch.allclose(e, c, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_attention_with_a_tail_equals_one_masked_sdpa():
+    """`tail_mask`: the first positions attend causally (unmasked kernel), the tail under its own mask; the same as
+    SDPA over the whole sequence with the combined mask."""
+    torch.manual_seed(0)
+    batch, heads, kv_heads, head, tail, dim = 2, 4, 2, 9, 4, 8
+    total = head + tail
+    query = torch.randn(batch, heads, total, dim)
+    key, value = torch.randn(2, batch, kv_heads, total, dim)
+    tail_mask = torch.rand(batch, 1, tail, total) > 0.4
+    tail_mask[..., 0] = True  # every tail query sees something
+    full = torch.ones(total, total, dtype=torch.bool).tril().expand(batch, 1, total, total).clone()
+    full[:, :, head:] = tail_mask
+    expected, _ = sdpa_attention_forward(Heads(heads // kv_heads), query, key, value, full, scaling=0.3)
+    got, _ = grouped_sdpa_attention(Heads(heads // kv_heads), query, key, value, None, scaling=0.3,
+                                    tail_mask=tail_mask)  # fmt: skip
+    assert got.shape == (batch, total, heads, dim)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_vlx_prefill_generates_what_transformers_generate_does(static):
+    """LLaVA-NeXT's prompts prefilled by vlx (right-padded, cache-free, keys and values sent to a dynamic or static
+    cache) and `generate` going on from there: the same tokens as transformers' own generate, for a batch of
+    prompts of different lengths and images of different sizes."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny_llava", "model.dtype=float32", "model.compile=false"])
+    GlobalHydra.instance().clear()
+    adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
+    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200)),
+              Image.new("RGB", (90, 30), (30, 200, 30))]  # fmt: skip
+    texts = ["Red.", "A blue one, far in the back of a long hall with many doors.", "Green"]
+    prompts = [adapter.render_prompt(Example("q", None, t, None), f"Is '{t}' true?") for t in texts]
+    settings = {"do_sample": False, "max_new_tokens": 10, "min_new_tokens": 10}
+    if static:
+        settings["cache_implementation"] = "static"
+    ours = generate_texts(adapter.model, adapter.processor, prompts, images, pad_to_multiple_of=64, **settings)
+    with mock.patch.object(_generation, "prefill_aware", lambda model: False):  # transformers' prefill
+        theirs = generate_texts(adapter.model, adapter.processor, prompts, images, **settings)
+    assert ours.texts == theirs.texts and len(set(ours.texts)) == 3
+    assert ours.prompt_tokens == theirs.prompt_tokens and ours.new_tokens == theirs.new_tokens == 10
 
 
 def test_pad_left_keeps_rows_right_aligned():
@@ -113,6 +164,18 @@ def test_compiled_decoding_generates_what_eager_does(make_cfg, tmp_path):
         summary["prompt_tokens_mean"]
         == json.loads((tmp_path / "eager" / "summary.json").read_text())["prompt_tokens_mean"]
     )  # padding is not counted as prompt
+
+
+@pytest.mark.gpu
+def test_compiled_prefill_on_cuda_generates_what_transformers_does(make_cfg, tmp_path):
+    """On a GPU: vlx's compiled cache-free prefill and one-forward scoring against transformers' own prefill and
+    generate (sdpa, not compiled), float32: the same labels and explanations."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    theirs = answers(make_cfg, tmp_path, "hf", "model=tiny_llava", "model.compile=false",
+                     "model.attn_implementation=sdpa", "decode=score_then_explain")  # fmt: skip
+    ours = answers(make_cfg, tmp_path, "vlx", "model=tiny_llava", "model.compile=true", "decode=score_then_explain")
+    assert ours == theirs and any(theirs)
 
 
 @pytest.mark.slow

@@ -119,3 +119,31 @@ def test_padding_to_a_multiple_changes_no_score(adapter):
     for row, padded_row in zip(plain, padded, strict=True):
         for answer in answers:
             assert padded_row[answer] == pytest.approx(row[answer], rel=1e-4, abs=1e-6)
+
+
+def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
+    """LLaVA-NeXT scores every answer in one cache-free forward (answers as a masked tail after right-padded
+    prompts); the log-likelihoods equal those of a left-padded prefill with one continuation per answer, for answers
+    of different token counts and prompts of different lengths."""
+    import copy
+
+    from vlx.models import _scoring
+    from vlx.models._generation import encode, pad_right
+
+    if "token_type_ids" in adapter.encode([prompt_for(adapter, "x")], [Image.new("RGB", (30, 30))]):
+        pytest.skip("PaliGemma's prefix attends both ways: it always scores on a cache")
+    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200)),
+              Image.new("RGB", (90, 30), (30, 200, 30))]  # fmt: skip
+    prompts = [prompt_for(adapter, t) for t in ["Red.", "A blue one, far in the back of a long hall.", "Green"]]
+    tokenizer = adapter.processor.tokenizer
+    answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"]
+                  for a in ["yes", "no it is not", "maybe, though nobody can say for sure"]]  # fmt: skip
+    assert len({len(ids) for ids in answer_ids}) == 3 and max(len(ids) for ids in answer_ids) > 4
+    inputs = encode(adapter.processor, prompts, images)
+    with torch.no_grad():
+        one = _scoring._score_in_one_forward(adapter.model, pad_right(copy.copy(inputs), 64, tokenizer.pad_token_id),
+                                             answer_ids)  # fmt: skip
+        cached = _scoring._score_on_a_cache(adapter.model, copy.copy(inputs), answer_ids)
+    assert one.shape == (3, 3)
+    assert torch.allclose(one, cached, atol=1e-4), (one, cached)
+    assert (one[0] != one[1]).all()  # the rows are scored on their own prompts

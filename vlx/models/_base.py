@@ -66,12 +66,11 @@ class HFAdapter:
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
         tiny: architecture name to build a tiny random-weight model into `checkpoint` first (tests, demos).
         prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
-        compile: auto (on a CUDA GPU), true or false. Compiled, the modules without a KV cache (norms, MLPs, vision
-            blocks; not bitsandbytes-quantized ones) are compiled before the first batch, which fuses the prefill's
-            element-wise work; and `generate` decodes with a static KV cache and a compiled decode step (4-bit
-            weights included), its prompts padded to a multiple of 64 tokens so that few shapes need compiling.
-            Outputs stay the same. (Compiling whole blocks does not pay here: with a KV cache, torch specialises
-            each block on its layer's cache and recompiles per layer.)
+        compile: auto (on a CUDA GPU), true or false. Compiled, the model is compiled for inference before the first
+            batch (`compile_cache_free`: decoder blocks for calls without a KV cache, which vlx's prefill of causal
+            prompts makes; norms, MLPs and vision blocks; not bitsandbytes-quantized modules), and `generate` decodes
+            with a static KV cache and a compiled decode step (4-bit weights included), its prompts padded to a
+            multiple of 64 tokens so that few shapes need compiling. Outputs stay the same.
         quantization: a transformers.BitsAndBytesConfig, or None.
     """
 
@@ -114,7 +113,7 @@ class HFAdapter:
             allow_quantized_compile(self.model)
 
     def prepare_inference(self) -> None:
-        """Compiles the cache-free modules before the first inference batch (once; not at load, so that
+        """Compiles the model for inference before the first inference batch (once; not at load, so that
         fine-tuning, which compiles whole blocks itself, gets the model as loaded)."""
         if self.compile_modules:
             compile_cache_free(self.model)

@@ -1,35 +1,32 @@
 """Label scoring: the probability of each label's answer after the prompt, from one shared prefill.
 
-The prompt batch is run once with the KV cache on; each label's answer tokens are then run on top of that cache
-(cropped back to the prompt after each label), so n labels cost one prefill plus n short continuations instead of n
-full forwards. Probabilities are the softmax over labels of the answers' total log-likelihoods.
+Probabilities are the softmax over labels of the answers' total log-likelihoods. Two ways, one result:
 
-For a causal model (LLaVA-NeXT; not PaliGemma, whose prompt attends both ways) the prefill is right-padded and runs
-without an attention mask: padding at the end cannot reach a real token through causal attention, and without a mask
-SDPA runs its causal flash kernel rather than a masked one over the ~2,400 x 2,400 scores. The padded tail stays in
-the cache, masked out for the answer tokens, which get their positions from each prompt's own length.
+- A causal model (LLaVA-NeXT) whose attention function is vlx's (`vlx.models.attention`) scores in one forward
+  without a KV cache: every answer's tokens but its last are appended after the prompts as a "tail", each answer
+  attending to its own prompt and its own earlier tokens (`tail_mask`), with positions continuing each prompt's own
+  length. The prompts are right-padded: padding at the end cannot reach a real token through causal attention, so
+  the prompt part runs SDPA's unmasked causal kernel rather than a masked one over ~2,400 x 2,400 scores, and with
+  no cache object the decoder blocks run compiled (`compile_cache_free`).
+- Otherwise (PaliGemma, whose prompt attends both ways; other attention functions) the prompt batch runs once with the
+  KV cache on and each answer's tokens run on top of it (cropped back after each answer), so n labels cost one
+  prefill plus n short continuations instead of n full forwards.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
 
-from vlx.models._generation import encode, pad_left
+from vlx.models._generation import cache_argument, encode, pad_left, pad_right
+from vlx.models.attention import prefill_aware
 
-# causal models get the right-padded, maskless prefill (scripts/bench_infer.py turns it off to measure the gain)
+# causal models get the one-forward right-padded scoring (scripts/bench_infer.py turns it off to measure the gain)
 RIGHT_PADDED_PREFILL = True
-
-
-def _cache_argument(model: torch.nn.Module) -> str:
-    """The forward argument that carries the KV cache: `cache` in newer transformers, `past_key_values` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _output_cache(output: Any) -> Any:
@@ -63,56 +60,89 @@ def score_answers(
         One {answer: probability} per prompt; probabilities sum to 1 over the answers.
     """
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)
-    causal = RIGHT_PADDED_PREFILL and "token_type_ids" not in inputs  # PaliGemma's prefix attends both ways
-    if causal:
-        inputs = pad_right(inputs, pad_to_multiple_of or 1, processor.tokenizer.pad_token_id)
-    elif pad_to_multiple_of:
-        inputs = pad_left(inputs, pad_to_multiple_of, processor.tokenizer.pad_token_id)
+    tokenizer = processor.tokenizer
+    answer_ids = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
+    # PaliGemma's prefix attends both ways: its prompt cannot be right-padded without a mask
+    if RIGHT_PADDED_PREFILL and "token_type_ids" not in inputs and prefill_aware(model):
+        inputs = pad_right(inputs, pad_to_multiple_of or 1, tokenizer.pad_token_id)
+        totals = _score_in_one_forward(model, inputs, answer_ids)
+    else:
+        if pad_to_multiple_of:
+            inputs = pad_left(inputs, pad_to_multiple_of, tokenizer.pad_token_id)
+        totals = _score_on_a_cache(model, inputs, answer_ids)
+    probs = torch.softmax(totals, dim=1).tolist()  # [B, n_answers]
+    return [dict(zip(answers, row, strict=True)) for row in probs]
+
+
+def _on_device(model: torch.nn.Module, inputs: Any) -> Any:
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    cache_arg = _cache_argument(model)
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # processors return float32
+    return inputs
+
+
+def _score_in_one_forward(model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
+    """[B, n_answers] log-likelihoods from one cache-free forward over right-padded prompts and the answers' tail."""
+    inputs = _on_device(model, inputs)
+    device = model.device
+    lengths = inputs.pop("attention_mask").sum(dim=1)  # [B]
+    batch, width = inputs["input_ids"].shape
+    # the tail: each answer's tokens but the last (each predicts the next), at positions after its prompt
+    tail = torch.tensor([t for ids in answer_ids for t in ids[:-1]], dtype=torch.long, device=device)
+    offsets = torch.tensor([k for ids in answer_ids for k in range(len(ids) - 1)], dtype=torch.long, device=device)
+    size = len(tail)
+    extra: dict[str, Any] = {}
+    if size:
+        block = torch.tensor([a for a, ids in enumerate(answer_ids) for _ in ids[:-1]], device=device)
+        # a tail position sees its own prompt's real tokens, and the tokens of its own answer up to itself
+        own = (block[:, None] == block[None, :]) & torch.ones(size, size, dtype=torch.bool, device=device).tril()
+        prompt = torch.arange(width, device=device)[None, :] < lengths[:, None]  # [B, W]
+        mask = torch.cat([prompt[:, None, :].expand(batch, size, width), own.expand(batch, size, size)], dim=2)
+        positions = torch.arange(width, device=device).expand(batch, width)
+        extra = {
+            "tail_mask": mask[:, None],  # [B, 1, T, W + T]
+            "position_ids": torch.cat([positions, lengths[:, None] + offsets[None, :]], dim=1),
+            # all ones: no padding for transformers to mask (and no packed-sequence guess from the positions)
+            "attention_mask": torch.ones(batch, width + size, dtype=torch.long, device=device),
+        }
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], tail.expand(batch, size)], dim=1)
+    # only the logits that score something: each prompt's last token, and the tail
+    ends = torch.unique(lengths - 1)  # sorted: the distinct last positions in the batch
+    keep = torch.cat([ends, width + torch.arange(size, device=device)])
+    logits = model(**inputs, **extra, use_cache=False, logits_to_keep=keep).logits  # [B, len(keep), V]
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    rows = torch.arange(batch, device=device)
+    first = logps[rows, torch.searchsorted(ends, lengths - 1)]  # [B, V]: the next token after each prompt
+    totals, at = [], len(ends)
+    for ids in answer_ids:
+        logp = first[:, ids[0]]
+        for k, token in enumerate(ids[1:]):  # tail position `at + k` holds ids[k] and predicts ids[k + 1]
+            logp = logp + logps[:, at + k, token]
+        at += len(ids) - 1
+        totals.append(logp)
+    return torch.stack(totals, dim=1)
+
+
+def _score_on_a_cache(model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
+    """[B, n_answers] log-likelihoods from a left-padded prefill with the KV cache on and one continuation per
+    answer."""
+    inputs = _on_device(model, inputs)
     prompt_mask = inputs["attention_mask"]
-    lengths = prompt_mask.sum(dim=1)  # [B]
-    batch = lengths.shape[0]
-    if causal:
-        # only the logits at each prompt's last token are needed (not [B, ~2,400, vocabulary] of them)
-        ends = torch.unique(lengths - 1)  # sorted: the distinct last positions in the batch
-        out = model(**{k: v for k, v in inputs.items() if k != "attention_mask"}, use_cache=True, logits_to_keep=ends)
-        last = out.logits[torch.arange(batch, device=ends.device), torch.searchsorted(ends, lengths - 1)]
-    else:
-        out = model(**inputs, use_cache=True, logits_to_keep=1)
-        last = out.logits[:, -1]
+    batch = prompt_mask.shape[0]
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
     cache = _output_cache(out)
-    first = torch.log_softmax(last.float(), dim=-1)  # [B, V]: the next token after each prompt
-    tokenizer = processor.tokenizer
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: the next token after each prompt
+    cache_arg = cache_argument(model)
     totals = []
-    for answer in answers:
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    for ids in answer_ids:
         logp = first[:, ids[0]]
         if len(ids) > 1:
             follow = torch.tensor(ids[:-1], device=model.device).expand(batch, -1)  # [B, L-1]
             mask = torch.cat([prompt_mask, torch.ones_like(follow)], dim=1)
-            extra = {}
-            if causal:  # right after each prompt's own last token, not after the batch's padded width
-                extra["position_ids"] = lengths[:, None] + torch.arange(len(ids) - 1, device=model.device)
-            step = model(input_ids=follow, attention_mask=mask, use_cache=True, **{cache_arg: cache}, **extra)
+            step = model(input_ids=follow, attention_mask=mask, use_cache=True, **{cache_arg: cache})
             logps = torch.log_softmax(step.logits.float(), dim=-1)  # [B, L-1, V]
             target = torch.tensor(ids[1:], device=model.device).expand(batch, -1)
             logp = logp + logps.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(dim=-1)
             cache.crop(-(len(ids) - 1))  # back to the prompt for the next answer (negative: works across versions)
         totals.append(logp)
-    probs = torch.softmax(torch.stack(totals, dim=1), dim=1).tolist()  # [B, n_answers]
-    return [dict(zip(answers, row, strict=True)) for row in probs]
-
-
-def pad_right(inputs: Any, multiple: int, pad_id: int) -> Any:
-    """Moves each row's padding to its end (token ids and mask; the real tokens keep their order), then pads on the
-    right to a multiple of `multiple` positions."""
-    mask = inputs["attention_mask"]
-    order = torch.argsort((mask == 0).int(), dim=1, stable=True)  # per row: real positions first, then padding
-    ids, mask = inputs["input_ids"].gather(1, order), mask.gather(1, order)
-    fill = -ids.shape[1] % multiple
-    inputs["input_ids"] = torch.cat([ids, ids.new_full((ids.shape[0], fill), pad_id)], dim=1)
-    inputs["attention_mask"] = torch.cat([mask, mask.new_zeros((mask.shape[0], fill))], dim=1)
-    return inputs
+    return torch.stack(totals, dim=1)

@@ -48,32 +48,60 @@ CACHE_FREE_SUFFIXES = ("RMSNorm", "MLP", "EncoderLayer")
 
 
 def compile_cache_free(model: torch.nn.Module) -> dict[str, int]:
-    """Compiles, for inference, the modules of `model` that hold no KV cache: the language model's norms and MLPs
-    and the vision tower's blocks.
+    """Compiles `model` for inference where compiling cannot trip on the KV cache: the language model's norms and
+    MLPs, the vision tower's blocks, and the decoder blocks for calls made without a cache object.
 
-    Why not whole decoder blocks: a block writes its layer's KV cache, so torch specialises each block on its layer
-    index and recompiles per layer (see `compile_blocks`). The norms and MLPs hold most of the prefill's unfused
-    element-wise work (float32 upcasts in RMSNorm, SiLU times the up projection over [tokens, 14,336]); compiled,
-    each becomes one or two kernels. Shapes are marked dynamic, so one graph serves every batch and prompt length.
-    Modules with bitsandbytes weights are left alone (their matmuls are bitsandbytes kernels), and a module inside
-    one already compiled is not compiled again.
+    Why not whole decoder blocks for every call: a block writes its layer's KV cache, so torch specialises each block
+    on its layer index (and on the cache's state) and recompiles per layer. vlx's prefill of a causal model
+    (`vlx.models.prefill`) runs the blocks with no cache object, the keys and values going to the cache from the
+    attention function, outside the graph; those calls use one compiled graph for every block, which fuses the
+    rotary embedding, residuals and norms around the matmuls. Calls with a cache (the decode step, which `generate`
+    compiles as a whole, and PaliGemma's prefill) run the block as it was, with its norms and MLP compiled: the
+    float32 upcasts in RMSNorm and SiLU times the up projection over [tokens, 14,336] become one or two kernels each.
+
+    Shapes are marked dynamic, so one graph serves every batch and prompt length. Modules with bitsandbytes weights
+    are left alone: their matmuls are bitsandbytes kernels, and a 4-bit block's graph, shared across blocks, failed
+    inductor's stride checks on the packed weights (bitsandbytes 0.50, torch 2.13). A module inside one already
+    compiled is not compiled again.
 
     Returns:
-        How many modules of each class were compiled.
+        How many modules of each class were compiled (decoder blocks as "<class> (without a cache)").
     """
     counts: dict[str, int] = {}
     chosen: list[torch.nn.Module] = []
     for module in model.modules():
         name = type(module).__name__
-        if not name.endswith(CACHE_FREE_SUFFIXES) or _quantized(module):
-            continue
-        if any(_contains(outer, module) for outer in chosen):
-            continue
-        chosen.append(module)
-        module.compile(dynamic=True)
+        if name.endswith("DecoderLayer") and not _quantized(module):  # (not `chosen`: calls with a cache use its
+            # compiled norms and MLP)
+            _compile_for_cache_free_calls(module)
+            name = f"{name} (without a cache)"
+        else:
+            if not name.endswith(CACHE_FREE_SUFFIXES) or _quantized(module):
+                continue
+            if any(_contains(outer, module) for outer in chosen):
+                continue
+            chosen.append(module)
+            module.compile(dynamic=True)
         counts[name] = counts.get(name, 0) + 1
-    log.info("compiled cache-free modules: %s", counts)
+    log.info("compiled for inference: %s", counts)
     return counts
+
+
+# the decoder block's cache argument: `cache` in newer transformers, `past_key_values` before
+_CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def _compile_for_cache_free_calls(layer: torch.nn.Module) -> None:
+    """Routes `layer`'s calls without a cache object through a compiled forward, and the others to its own."""
+    eager = layer.forward
+    compiled = torch.compile(eager, dynamic=True)
+
+    def forward(*args, **kwargs):
+        if all(kwargs.get(name) is None for name in _CACHE_KWARGS):
+            return compiled(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    layer.forward = forward
 
 
 def _quantized(module: torch.nn.Module) -> bool:
