@@ -12,6 +12,7 @@ from PIL import Image
 
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError
+from vlx.profiling import NO_OPERATOR, idle_gaps, idle_while
 
 
 def on(model, batch):
@@ -260,10 +261,24 @@ def test_profile_steps_record_where_the_steps_time_went(make_cfg, tmp_path):
                        "finetune.profile_steps=[2,3]", run_dir=out))  # fmt: skip
     summary = json.loads((out / "profile.json").read_text())
     assert summary["steps"] == [2, 3] and summary["wall_s_per_step"] > 0
-    assert summary["device_busy_fraction"] is None  # no GPU here
+    assert summary["device_busy_fraction"] is None and summary["device_idle_while"] is None  # no GPU here
     table = (out / "profile.txt").read_text()
     assert "aten::mm" in table or "aten::addmm" in table  # the model's matmuls were recorded
     assert json.loads((out / "profile_trace.json").read_text())["traceEvents"]
+
+
+def test_idle_device_time_is_attributed_to_what_the_cpu_was_doing():
+    """Kernels at 0-10, 8-20 and 50-60 us leave the device idle from 20 to 50; a data-loader fetch covered 20-45 and
+    an optimizer step 40-48 (overlapping it on another thread); nothing covered 48-50."""
+    gaps = idle_gaps([(50, 60), (0, 10), (8, 20)])
+    assert gaps == [(20, 50)]
+    cpu = [("enumerate(DataLoader)", 15, 45), ("Optimizer.step", 40, 48), ("aten::mm", 0, 10)]
+    idle = idle_while(gaps, cpu)
+    assert idle["enumerate(DataLoader)"] == pytest.approx(25e-6)
+    assert idle["Optimizer.step"] == pytest.approx(8e-6)
+    assert "aten::mm" not in idle
+    assert idle[NO_OPERATOR] == pytest.approx(2e-6)
+    assert list(idle)[0] == "enumerate(DataLoader)"  # largest first
 
 
 @pytest.mark.parametrize("steps", ["[3]", "[0,2]", "[3,2]", "[2,9]"])

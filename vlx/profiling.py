@@ -2,11 +2,15 @@
 
 Throughput alone cannot say whether a slow step is the GPU computing or the GPU waiting: for the CPU to prepare the
 next micro-batches, to launch kernels, or at a synchronising `.item()`. The profile compares the wall time of the
-profiled steps with the time kernels ran on the device, and lists the operators that took it.
+profiled steps with the time kernels ran on the device, lists the operators that took it, and says what the CPU was
+doing while the device sat idle: the top-level CPU operator or annotation (`enumerate(DataLoader)...`,
+`Optimizer.step...`, `aten::item`, `cudaStreamSynchronize`, ...) that covered each idle stretch, or none (Python
+between operators).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
@@ -41,7 +45,8 @@ class StepProfiler(TrainerCallback):
     """Profiles optimizer steps `first`..`last` and writes, into `out_dir` (file names end in `suffix`):
 
     - `profile.json`: the steps, their wall seconds per step, the seconds per step in which some kernel ran on the
-      device, and that as a fraction of the wall time (None on CPU);
+      device, and that as a fraction of the wall time; the device's idle seconds per step, and what the CPU was in
+      meanwhile (seconds per step by top-level operator; the device figures are None on CPU);
     - `profile.txt`: the top operators by device time (CPU time on CPU);
     - `profile_trace.json`: the timeline, for chrome://tracing or ui.perfetto.dev.
     """
@@ -74,17 +79,23 @@ class StepProfiler(TrainerCallback):
 
     def write(self, profiler: Any, wall: float) -> None:
         on_gpu = torch.cuda.is_available()
-        busy = None
+        busy, idle = None, None
+        steps = self.last - self.first + 1
         if on_gpu:
-            spans = [(e.time_range.start, e.time_range.end) for e in profiler.events()
+            events = profiler.events()
+            spans = [(e.time_range.start, e.time_range.end) for e in events
                      if e.device_type == torch.autograd.DeviceType.CUDA]  # fmt: skip
             busy = covered_seconds(spans)
-        steps = self.last - self.first + 1
+            top = [(e.name, e.time_range.start, e.time_range.end) for e in events
+                   if e.device_type == torch.autograd.DeviceType.CPU and e.cpu_parent is None]  # fmt: skip
+            idle = {name: round(seconds / steps, 4) for name, seconds in idle_while(idle_gaps(spans), top).items()}
         summary = {
             "steps": [self.first, self.last],
             "wall_s_per_step": wall / steps,
             "device_busy_s_per_step": busy / steps if busy is not None else None,
             "device_busy_fraction": busy / wall if busy is not None else None,
+            "device_idle_s_per_step": (wall - busy) / steps if busy is not None else None,
+            "device_idle_while": idle,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"profile{self.suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -93,6 +104,43 @@ class StepProfiler(TrainerCallback):
         (self.out_dir / f"profile{self.suffix}.txt").write_text(f"{json.dumps(summary)}\n\n{table}\n")
         profiler.export_chrome_trace(str(self.out_dir / f"profile_trace{self.suffix}.json"))
         log.info("profiled steps %d-%d: %s (%s)", self.first, self.last, summary, self.out_dir)
+
+
+def idle_gaps(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The stretches between the first and the last span that no span covers (same units as the spans)."""
+    gaps, reached = [], None
+    for start, end in sorted(spans):
+        if reached is not None and start > reached:
+            gaps.append((reached, start))
+        reached = end if reached is None else max(reached, end)
+    return gaps
+
+
+# what covered an idle stretch where no top-level CPU operator did
+NO_OPERATOR = "(no operator: Python between operators)"
+
+
+def idle_while(
+    gaps: Sequence[tuple[float, float]], cpu_ops: Sequence[tuple[str, float, float]], top: int = 12
+) -> dict[str, float]:
+    """Seconds of the idle `gaps` (microseconds) that each named CPU operator (name, start, end) overlapped, the
+    `top` largest, largest first, and the idle time no operator overlapped under `NO_OPERATOR`. Operators on
+    several threads may overlap the same stretch, so the figures can add up to more than the idle time."""
+    totals: dict[str, float] = {}
+    covered: list[tuple[float, float]] = []
+    ordered = sorted(gaps)
+    starts = [g[0] for g in ordered]
+    for name, start, end in cpu_ops:
+        i = max(bisect.bisect_right(starts, start) - 1, 0)
+        while i < len(ordered) and ordered[i][0] < end:
+            low, high = max(start, ordered[i][0]), min(end, ordered[i][1])
+            if high > low:
+                totals[name] = totals.get(name, 0.0) + (high - low) / 1e6
+                covered.append((low, high))
+            i += 1
+    result = dict(sorted(totals.items(), key=lambda item: -item[1])[:top])
+    result[NO_OPERATOR] = sum(end - start for start, end in ordered) / 1e6 - covered_seconds(covered)
+    return result
 
 
 def covered_seconds(spans: Sequence[tuple[float, float]]) -> float:
