@@ -109,6 +109,15 @@ def test_ddp_finetune_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdp_off_the_gpu_says_it_is_not_applied(tmp_path):
+    """accelerate shards with FSDP on GPUs only: on CPU, finetune.fsdp leaves a data-parallel run, and says so."""
+    done = torchrun(*FINETUNE, 'finetune.fsdp="full_shard auto_wrap"', f"hydra.run.dir={tmp_path}")
+    assert "finetune.fsdp='full_shard auto_wrap' is not applied" in done.stdout + done.stderr
+    assert history(tmp_path)["distributed"] == "MULTI_CPU"
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_ddp_finetune_then_data_parallel_inference_with_the_adapter(tmp_path):
     out = tmp_path / "run"
     torchrun(*FINETUNE, "finetune.infer_split=test", "finetune.infer_limit=5", "generation.max_new_tokens=6",

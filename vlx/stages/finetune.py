@@ -178,6 +178,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             model=adapter.model, args=args, train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
         )  # fmt: skip
+        if ft.get("fsdp") and not trainer.is_fsdp_enabled:
+            log.warning("finetune.fsdp=%r is not applied: accelerate shards with FSDP on GPUs only, so this run (%s) "
+                        "keeps a full copy of the model per process, as DDP does", ft.fsdp,
+                        trainer.accelerator.distributed_type.value)  # fmt: skip
         # first, so that the reporting callbacks see what it adds
         trainer.callback_handler.callbacks.insert(0, TrainingStats(per_device * accumulation * processes))
         if profile:
@@ -187,7 +191,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.info("resuming from the last checkpoint in %s", checkpoints)
         result = trainer.train(resume_from_checkpoint=True if resume else None)
         adapter_dir = out / "adapter"
-        if ft.get("fsdp"):
+        if trainer.is_fsdp_enabled:
             trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them
         elif main:
             adapter.model.save_pretrained(adapter_dir)
