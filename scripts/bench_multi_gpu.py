@@ -3,10 +3,10 @@
 Runs the real command lines (`python -m vlx ...` on one GPU; `accelerate launch` for fine-tuning and `torchrun` for
 inference on N GPUs) with the full-size architectures and random weights (scripts/full_size_model.py):
 
-- fine-tuning: PaliGemma-3b-448, LoRA r64, `finetune=fast` (effective batch 4 x --accumulation: 4 x 2 = 8 by
-  default on one GPU, 4 x 1 per GPU on two), the same seed; samples/s is the median of the per-step throughput
-  that vlx logs, after the warm-up steps;
-  the loss curves are compared step by step;
+- fine-tuning: PaliGemma-3b-448, LoRA r64, `finetune=fast` (effective batch --micro-batch x --accumulation: 4 x 2
+  = 8 by default on one GPU, 4 x 1 per GPU on two; --compile-mode sets the compiled blocks' torch.compile mode), the
+  same seed; samples/s is the median of the per-step throughput that vlx logs, after the warm-up steps; the loss
+  curves are compared step by step;
 - inference: LLaVA-NeXT-7B on the first e-SNLI-VE test pairs (500x375 JPEGs), batch 32 per GPU, 40 new tokens
   forced; items/s from each run's summary (the predicting, after the model is loaded); the predictions compared.
 
@@ -63,8 +63,10 @@ def main() -> None:
         "--accumulation",
         type=int,
         default=2,
-        help="fine-tuning: micro-batches of 4 per optimizer step on one GPU (split over the GPUs)",
+        help="fine-tuning: micro-batches per optimizer step on one GPU (split over the GPUs)",
     )
+    parser.add_argument("--micro-batch", type=int, default=4, help="fine-tuning: samples per micro-batch per GPU")
+    parser.add_argument("--compile-mode", help="fine-tuning: finetune.compile_mode (e.g. reduce-overhead)")
     parser.add_argument("--items", type=int, default=512, help="inference items of each run")
     parser.add_argument("--skip", choices=["finetune", "infer"], nargs="*", default=[])
     args = parser.parse_args()
@@ -79,11 +81,14 @@ def main() -> None:
     rows = []
     if "finetune" not in args.skip:
         common = ["stage=finetune", "model=paligemma", f"model.checkpoint={models['paligemma-3b-448']}",
-                  "task=shapes", "task.split=train", f"task.limit={4 * args.accumulation * args.steps}", "lora=r64",
-                  "finetune=fast", f"finetune.gradient_accumulation_steps={args.accumulation}",
+                  "task=shapes", "task.split=train", f"task.limit={args.micro_batch * args.accumulation * args.steps}",
+                  "lora=r64", "finetune=fast", f"finetune.per_device_batch_size={args.micro_batch}",
+                  f"finetune.gradient_accumulation_steps={args.accumulation}",
                   f"finetune.max_steps={args.steps}", f"finetune.logging_steps={args.logging_steps}",
                   f"finetune.dataloader_num_workers={args.loader_workers}", "finetune.save_strategy=no",
                   "eval_after_infer=false"]  # fmt: skip
+        if args.compile_mode:
+            common.append(f"finetune.compile_mode={args.compile_mode}")
         if args.profile_steps:
             common.append(f"finetune.profile_steps=[{args.profile_steps[0]},{args.profile_steps[1]}]")
         curves, speeds = {}, {}

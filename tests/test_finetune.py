@@ -281,6 +281,11 @@ def test_idle_device_time_is_attributed_to_what_the_cpu_was_doing():
     assert list(idle)[0] == "enumerate(DataLoader)"  # largest first
 
 
+def test_compile_mode_is_checked_before_the_model_loads(make_cfg):
+    with pytest.raises(ConfigError, match="finetune.compile_mode='fastest'.*reduce-overhead"):
+        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.compile_mode=fastest"))
+
+
 @pytest.mark.parametrize("steps", ["[3]", "[0,2]", "[3,2]", "[2,9]"])
 def test_profile_steps_are_checked(make_cfg, steps):
     with pytest.raises(ConfigError, match="finetune.profile_steps"):

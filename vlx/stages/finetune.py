@@ -122,9 +122,19 @@ def build_model(cfg: DictConfig) -> Any:
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     if cfg.finetune.get("compile"):
-        compile_blocks(model)
+        compile_blocks(model, mode=check_compile_mode(cfg.finetune.get("compile_mode")))
     adapter.model = model
     return adapter
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: str | None) -> str | None:
+    """`finetune.compile_mode`: None or one of torch.compile's modes."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(f"finetune.compile_mode={mode!r}: use null or one of {', '.join(COMPILE_MODES)}")
+    return mode
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -132,6 +142,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     ft = cfg.finetune
     profile = check_profile_steps(ft.get("profile_steps"), ft.max_steps)
+    check_compile_mode(ft.get("compile_mode"))  # before the model loads
     out = run_dir(cfg)
     task = instantiate(cfg.task)
     only = correct_ids_from_predictions(ft.only_correct_from) if ft.only_correct_from else None
