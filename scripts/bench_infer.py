@@ -87,7 +87,7 @@ def switched(what: str | None):
         if what == "no_module_compile":
             stack.enter_context(mock.patch.object(_base, "compile_cache_free", lambda model: {}))
         elif what == "left_padded_score":
-            stack.enter_context(mock.patch.object(_scoring, "RIGHT_PADDED_PREFILL", False))
+            stack.enter_context(mock.patch.object(_scoring, "prefill_aware", lambda model: False))
         elif what == "hf_prefill":  # generate's prompts run by transformers (vlx's cache-free prefill off)
             stack.enter_context(mock.patch.object(_generation, "prefill_aware", lambda model: False))
         yield
@@ -205,7 +205,7 @@ def profile(cfg, batch: int, tokens: int) -> None:
     answers = [task.label_answer(label) for label in task.labels]
 
     def score(right_padded: bool) -> float:
-        with mock.patch.object(_scoring, "RIGHT_PADDED_PREFILL", right_padded):
+        with switched(None if right_padded else "left_padded_score"):
             return min(timed(lambda: adapter.score(prepared.prompts, prepared.images, answers,
                                                    inputs=prepared.inputs)) for _ in range(3))  # fmt: skip
 

@@ -105,7 +105,7 @@ class HFAdapter:
             adapter=adapter,
             trust_remote_code=trust_remote_code,
         )
-        self.compile_modules = resolve_compile(compile)  # the modules without a KV cache, before the first batch
+        self.compile_modules = resolve_compile(compile)  # `compile_cache_free`, before the first batch
         # the decode step: full precision or 4-bit (bitsandbytes' 8-bit layers are not known to trace)
         four_bit = quantization is not None and getattr(quantization, "load_in_4bit", False)
         self.compiled = self.compile_modules and (quantization is None or four_bit)

@@ -85,6 +85,14 @@ def pad_left(inputs: Any, multiple: int, pad_id: int) -> Any:
     return inputs
 
 
+def on_model(model: torch.nn.Module, inputs: Any) -> Any:
+    """The processor's batch on the model's device, its pixels in the model's dtype (processors return float32)."""
+    inputs = inputs.to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
 def pad_right(inputs: Any, multiple: int, pad_id: int) -> Any:
     """Moves each row's padding to its end (token ids and mask; the real tokens keep their order), then pads on the
     right to a multiple of `multiple` positions."""
@@ -218,9 +226,7 @@ def generate_texts(
                     f"for images) + {generation.get('max_new_tokens', 20)} new tokens > the model's context of "
                     f"{limit}. Use fewer shots, shots.demo_image_size, or smaller images."
                 )
-    inputs = inputs.to(model.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # processors return float32
+    inputs = on_model(model, inputs)
     tokenizer = processor.tokenizer
     if _is_causal_prefill(model, inputs, generation):
         static = generation.pop("cache_implementation", None) == "static"

@@ -22,11 +22,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vlx.models._generation import cache_argument, encode, pad_left, pad_right
+from vlx.models._generation import cache_argument, encode, on_model, pad_left, pad_right
 from vlx.models.attention import prefill_aware
-
-# causal models get the one-forward right-padded scoring (scripts/bench_infer.py turns it off to measure the gain)
-RIGHT_PADDED_PREFILL = True
 
 
 def _output_cache(output: Any) -> Any:
@@ -63,7 +60,7 @@ def score_answers(
     tokenizer = processor.tokenizer
     answer_ids = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
     # PaliGemma's prefix attends both ways: its prompt cannot be right-padded without a mask
-    if RIGHT_PADDED_PREFILL and "token_type_ids" not in inputs and prefill_aware(model):
+    if "token_type_ids" not in inputs and prefill_aware(model):
         inputs = pad_right(inputs, pad_to_multiple_of or 1, tokenizer.pad_token_id)
         totals = _score_in_one_forward(model, inputs, answer_ids)
     else:
@@ -74,16 +71,9 @@ def score_answers(
     return [dict(zip(answers, row, strict=True)) for row in probs]
 
 
-def _on_device(model: torch.nn.Module, inputs: Any) -> Any:
-    inputs = inputs.to(model.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)  # processors return float32
-    return inputs
-
-
 def _score_in_one_forward(model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
     """[B, n_answers] log-likelihoods from one cache-free forward over right-padded prompts and the answers' tail."""
-    inputs = _on_device(model, inputs)
+    inputs = on_model(model, inputs)
     device = model.device
     lengths = inputs.pop("attention_mask").sum(dim=1)  # [B]
     batch, width = inputs["input_ids"].shape
@@ -126,7 +116,7 @@ def _score_in_one_forward(model: torch.nn.Module, inputs: Any, answer_ids: list[
 def _score_on_a_cache(model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
     """[B, n_answers] log-likelihoods from a left-padded prefill with the KV cache on and one continuation per
     answer."""
-    inputs = _on_device(model, inputs)
+    inputs = on_model(model, inputs)
     prompt_mask = inputs["attention_mask"]
     batch = prompt_mask.shape[0]
     out = model(**inputs, use_cache=True, logits_to_keep=1)
