@@ -28,14 +28,29 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 
-def run(command: list[str], gpus: int, log: Path) -> float:
+def run(command: list[str], gpus: int, log: Path, fatal: bool = True) -> float | None:
+    """Seconds the command took; on failure, exits (or, not `fatal`, prints the log's end and returns None)."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
     start = time.perf_counter()
     with log.open("w") as f:
         done = subprocess.run(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if done.returncode == 0:
+        return time.perf_counter() - start
+    if fatal:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
-    return time.perf_counter() - start
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+    print(f"failed ({done.returncode}): {' '.join(command)}\n{tail}\n")
+    return None
+
+
+def adapter_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The saved adapter's tensor names and shapes (a sharded save gone wrong shows as flat or empty tensors)."""
+    from safetensors import safe_open
+
+    if not (folder / "adapter_model.safetensors").is_file():
+        return {}
+    with safe_open(folder / "adapter_model.safetensors", "pt") as f:
+        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
 
 
 def launcher(kind: str, gpus: int) -> list[str]:
@@ -67,14 +82,23 @@ def main() -> None:
     )
     parser.add_argument("--micro-batch", type=int, default=4, help="fine-tuning: samples per micro-batch per GPU")
     parser.add_argument("--compile-mode", help="fine-tuning: finetune.compile_mode (e.g. reduce-overhead)")
+    parser.add_argument(
+        "--ddp-variant",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "OVERRIDE"),
+        help="fine-tuning: a run on --gpus GPUs named NAME, with these vlx overrides (repeatable; one GPU runs once). "
+        "E.g. --ddp-variant ddp --ddp-variant fsdp \"finetune.fsdp='full_shard auto_wrap'\" finetune.compile=false",
+    )
     parser.add_argument("--items", type=int, default=512, help="inference items of each run")
     parser.add_argument("--skip", choices=["finetune", "infer"], nargs="*", default=[])
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     models = {"paligemma-3b-448": work / "pg3b", "llava-v1.6-mistral-7b": work / "llava7b"}
+    needed = {"paligemma-3b-448": "finetune", "llava-v1.6-mistral-7b": "infer"}
     for arch, folder in models.items():
-        if not (folder / "config.json").is_file():
+        if needed[arch] not in args.skip and not (folder / "config.json").is_file():
             subprocess.run(
                 [sys.executable, str(REPO / "scripts" / "full_size_model.py"), arch, str(folder)], check=True
             )
@@ -91,25 +115,36 @@ def main() -> None:
             common.append(f"finetune.compile_mode={args.compile_mode}")
         if args.profile_steps:
             common.append(f"finetune.profile_steps=[{args.profile_steps[0]},{args.profile_steps[1]}]")
-        curves, speeds = {}, {}
-        for gpus in (1, args.gpus):
-            out = work / f"finetune-{gpus}gpu"
-            seconds = run(
-                [*launcher("accelerate", gpus), *common, f"hydra.run.dir={out}"], gpus, work / f"ft{gpus}.log"
-            )
-            history = json.loads((out / "train_summary.json").read_text())["log_history"]
-            steps = [h for h in history if "loss" in h]
-            curves[gpus] = [h["loss"] for h in steps]
-            speeds[gpus] = statistics.median(h["samples_per_s"] for h in steps if h["step"] > args.warmup)
+        variants = [("1 GPU", 1, [])] + [(f"{args.gpus} GPUs, {name}", args.gpus, overrides)
+                                         for name, *overrides in args.ddp_variant or [["ddp"]]]  # fmt: skip
+        curves, adapters = {}, {}
+        for index, (name, gpus, overrides) in enumerate(variants):
+            out = work / f"finetune-{index}"
+            command = [*launcher("accelerate", gpus), *common, *overrides, f"hydra.run.dir={out}"]
+            seconds = run(command, gpus, work / f"ft{index}.log", fatal=False)
+            if seconds is None:
+                rows.append((f"fine-tuning, {name}: failed", float("nan"), float("nan"), None, None))
+                continue
+            summary = json.loads((out / "train_summary.json").read_text())
+            steps = [h for h in summary["log_history"] if "loss" in h]
+            curves[name] = [h["loss"] for h in steps]
+            adapters[name] = adapter_shapes(out / "adapter")
+            speed = statistics.median(h["samples_per_s"] for h in steps if h["step"] > args.warmup)
             memory = max(h.get("gpu_peak_gib", 0) for h in steps)
-            rows.append((f"fine-tuning, {gpus} GPU", speeds[gpus], speeds[gpus] / speeds[1], memory, seconds))
+            base = rows[0][1] if rows else speed
+            rows.append((f"fine-tuning, {name} ({summary['distributed']})", speed, speed / base, memory, seconds))
+            print(f"{rows[-1][0]}: {speed:.2f} samples/s ({speed / base:.2f}x), {seconds:.0f} s", flush=True)
             for profile in sorted(out.glob("profile*.json")):
                 if not profile.name.startswith("profile_trace"):
-                    print(f"{gpus} GPU {profile.name}: {profile.read_text()}")
-        worst = max(abs(a - b) / abs(a) for a, b in zip(curves[1], curves[args.gpus], strict=True))
-        print(f"loss, 1 GPU:      {[round(x, 3) for x in curves[1]]}")
-        print(f"loss, {args.gpus} GPUs:     {[round(x, 3) for x in curves[args.gpus]]}")
-        print(f"largest relative difference per step: {worst:.2%}")
+                    print(f"{name} {profile.name}: {profile.read_text()}")
+        one = curves.get("1 GPU")
+        for name, curve in curves.items():
+            print(f"loss, {name}: {[round(x, 3) for x in curve]}")
+            if one and name != "1 GPU":
+                worst = max(abs(a - b) / abs(a) for a, b in zip(one, curve, strict=True))
+                same = "the same tensors and shapes" if adapters[name] == adapters["1 GPU"] else "DIFFERENT tensors"
+                print(f"  largest relative difference per step from 1 GPU: {worst:.2%}; adapter: {same} "
+                      f"({len(adapters[name])} tensors)")  # fmt: skip
     if "infer" not in args.skip:
         from bench_infer import write_images
 
@@ -126,7 +161,8 @@ def main() -> None:
             summary = json.loads((out / "summary.json").read_text())
             answers[gpus] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
             rate = summary["items_per_s"]
-            rows.append((f"inference, {gpus} GPU", rate, rate / rows[-1][1] if gpus > 1 else 1.0, None, seconds))
+            ratio = rate / rows[-1][1] if gpus > 1 else 1.0
+            rows.append((f"inference, {gpus} GPU{'s' if gpus > 1 else ''}", rate, ratio, None, seconds))
         one, many = answers[1], answers[args.gpus]
         assert [r["id"] for r in one] == [r["id"] for r in many], "the merged file must hold the same ids in order"
         same = sum(a["raw"] == b["raw"] for a, b in zip(one, many, strict=True)) / len(one)
@@ -141,7 +177,8 @@ def main() -> None:
     print("| run | samples/s | vs 1 GPU | peak GiB per GPU | wall s (load and compile included) |")
     print("|---|---:|---:|---:|---:|")
     for name, rate, ratio, memory, seconds in rows:
-        print(f"| {name} | {rate:.2f} | {ratio:.2f}x | {'' if memory is None else f'{memory:.1f}'} | {seconds:.0f} |")
+        memory = "" if memory is None else f"{memory:.1f}"
+        print(f"| {name} | {rate:.2f} | {ratio:.2f}x | {memory} | {'' if seconds is None else f'{seconds:.0f}'} |")
 
 
 if __name__ == "__main__":

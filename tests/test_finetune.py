@@ -299,3 +299,55 @@ def test_device_time_counts_overlapping_kernels_once():
     # microseconds: two overlapping kernels (0-30, 10-40), one inside another (50-100, 60-70), one apart (200-210)
     assert covered_seconds([(10, 40), (0, 30), (50, 100), (60, 70), (200, 210)]) == pytest.approx(100e-6)
     assert covered_seconds([]) == 0.0
+
+
+def test_trainer_args_reach_the_trainer(make_cfg, tmp_path):
+    """`finetune.trainer_args` is passed to TrainingArguments: without the first-step log, a run logged every 2
+    steps logs at steps 2 and 4 only (vlx's default also logs step 1)."""
+    out = tmp_path / "ft"
+    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
+                       "finetune.logging_steps=2", "+finetune.trainer_args.logging_first_step=false",
+                       "+finetune.trainer_args.max_grad_norm=0.5", run_dir=out))  # fmt: skip
+    history = json.loads((out / "train_summary.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [2, 4]
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("learning_rate=1e-3", "vlx sets learning_rate from finetune.learning_rate"),
+    ("max_grad_nrom=0.3", "not a field of transformers' TrainingArguments \\(did you mean max_grad_norm"),
+    ("remove_unused_columns=true", "vlx's collator needs False"),
+])  # fmt: skip
+def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message):
+    with pytest.raises(ConfigError, match=message):
+        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, f"+finetune.trainer_args.{key}"))
+
+
+def test_fsdp_words_become_fsdp2_settings_and_the_blocks_are_sharded(make_cfg):
+    from vlx.models.compiling import block_classes
+    from vlx.stages.finetune import build_model, fsdp_arguments
+
+    assert fsdp_arguments(None) == {}
+    assert fsdp_arguments("full_shard auto_wrap") == {"fsdp": True, "fsdp_config": {"reshard_after_forward": True}}
+    assert fsdp_arguments("shard_grad_op offload")["fsdp_config"] == {"reshard_after_forward": False,
+                                                                     "cpu_offload": True}  # fmt: skip
+    with pytest.raises(ConfigError, match="'hybrid_shard' is not one of full_shard"):
+        fsdp_arguments("hybrid_shard")
+    # accelerate shards these classes; PaliGemma's own _no_split_modules names one that its model lacks
+    adapter = build_model(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST))
+    assert block_classes(adapter.model) == ["SiglipEncoderLayer", "GemmaDecoderLayer"]
+
+
+def test_one_process_trains_on_one_gpu_whatever_it_sees(tmp_path, caplog):
+    """On a host of several GPUs, a run without a launcher must not turn into nn.DataParallel (which doubles the batch
+    of every step). Here the count of GPUs is set as TrainingArguments finds it on such a host; on a real two-GPU
+    host, tests/test_multiprocess.py's one-process run checks the same end to end."""
+    from transformers import TrainingArguments
+
+    from vlx.stages.finetune import one_gpu_per_process
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True)
+    assert args.n_gpu == 0 and one_gpu_per_process(args).train_batch_size == 2  # nothing to change
+    args._n_gpu = 2  # what _setup_devices finds on a two-GPU host
+    assert args.train_batch_size == 4
+    assert one_gpu_per_process(args).train_batch_size == 2 and args.n_gpu == 1
+    assert "2 GPUs visible to one process" in caplog.text

@@ -19,10 +19,11 @@ def torchrun(*args: str, processes: int = 2, timeout: int = 600) -> subprocess.C
     return done
 
 
-def single(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=REPO, env=cli_env(), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+def single(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=REPO, env={**cli_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def rows(run_dir):
@@ -96,11 +97,17 @@ FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split
 
 @pytest.mark.slow
 def test_ddp_finetune_matches_one_process(tmp_path):
-    single(*FINETUNE, f"hydra.run.dir={tmp_path / 'one'}")
+    import torch
+
+    done = single(*FINETUNE, f"hydra.run.dir={tmp_path / 'one'}")
+    if torch.cuda.device_count() >= 2:  # one process on a host of several GPUs keeps a model that fits on the first
+        assert "'device_map': 'sequential'" in done.stdout + done.stderr
+        assert "GPUs visible to one process: training on cuda:0 only" in done.stdout + done.stderr  # no DataParallel
     torchrun(*FINETUNE, f"hydra.run.dir={tmp_path / 'two'}")
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
-    assert two["distributed"] == "MULTI_CPU" and one["distributed"] == "NO"  # DDP over gloo, and a single process
+    ddp = "MULTI_GPU" if torch.cuda.device_count() >= 2 else "MULTI_CPU"  # DDP over NCCL or gloo
+    assert two["distributed"] == ddp and one["distributed"] == "NO"
     loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
     loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
     assert loss_one[-1] < 0.8 * loss_one[0]  # it learns
@@ -131,14 +138,44 @@ def test_ddp_finetune_then_data_parallel_inference_with_the_adapter(tmp_path):
 @pytest.mark.slow
 def test_qlora_ddp_finetune_matches_one_process(tmp_path):
     """Each rank loads its own 4-bit base (bitsandbytes nf4) and trains the LoRA around it with DDP."""
+    import torch
+
     qlora = [*FINETUNE, "quant=nf4"]
-    single(*qlora, f"hydra.run.dir={tmp_path / 'one'}")
-    torchrun(*qlora, f"hydra.run.dir={tmp_path / 'two'}")
+    single(*qlora, f"hydra.run.dir={tmp_path / 'one'}", env={"CUDA_VISIBLE_DEVICES": "0"})
+    done = torchrun(*qlora, f"hydra.run.dir={tmp_path / 'two'}")
+    if torch.cuda.device_count() >= 2:  # (on GPUs) each rank put its 4-bit base on its own GPU
+        output = done.stdout + done.stderr
+        assert "'device_map': \"{'': 0}\"" in output and "'device_map': \"{'': 1}\"" in output
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
-    assert two["processes"] == 2 and two["distributed"] == "MULTI_CPU" and two["steps"] == one["steps"] == 6
+    ddp = "MULTI_GPU" if torch.cuda.device_count() >= 2 else "MULTI_CPU"
+    assert two["processes"] == 2 and two["distributed"] == ddp and two["steps"] == one["steps"] == 6
     loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
     loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
     assert loss_one[-1] < 0.8 * loss_one[0]
     assert loss_two == pytest.approx(loss_one, rel=1e-3)
     meta = json.loads((tmp_path / "two" / "adapter" / "vlx_adapter.json").read_text())
     assert meta["quant"] == "nf4"
+
+
+@pytest.mark.gpu
+def test_fsdp_on_two_gpus_matches_one_gpu(tmp_path):
+    """On two GPUs, finetune.fsdp shards the base and the LoRA (accelerate's FSDP): the loss curve is one GPU's, and
+    the adapter saved from the shards has one GPU's tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs two CUDA GPUs ({torch.cuda.device_count()} here)")
+    single(*FINETUNE, f"hydra.run.dir={tmp_path / 'one'}", env={"CUDA_VISIBLE_DEVICES": "0"})
+    torchrun(*FINETUNE, 'finetune.fsdp="full_shard auto_wrap"', f"hydra.run.dir={tmp_path / 'two'}")
+    one, two = history(tmp_path / "one"), history(tmp_path / "two")
+    assert two["distributed"] == "FSDP" and two["processes"] == 2 and two["steps"] == one["steps"] == 6
+    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
+    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    assert loss_one[-1] < 0.8 * loss_one[0]
+    assert loss_two == pytest.approx(loss_one, rel=1e-3)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}  # whole tensors, not shards
+    for name, tensor in a.items():
+        assert torch.allclose(tensor, b[name], atol=1e-3), name

@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 BLOCK_SUFFIXES = ("DecoderLayer", "EncoderLayer")
 
 
+def is_block(module: torch.nn.Module) -> bool:
+    return type(module).__name__.endswith(BLOCK_SUFFIXES)
+
+
+def block_classes(model: torch.nn.Module) -> list[str]:
+    """The class names of `model`'s transformer blocks, in the order they first appear."""
+    return list(dict.fromkeys(type(m).__name__ for m in model.modules() if is_block(m)))
+
+
 def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> dict[str, int]:
     """Compiles every transformer block of `model` in place (peft-wrapped models included).
 
@@ -32,9 +41,9 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> dict[str,
     """
     counts: dict[str, int] = {}
     for module in model.modules():
-        name = type(module).__name__
-        if name.endswith(BLOCK_SUFFIXES):
+        if is_block(module):
             module.compile(mode=mode)
+            name = type(module).__name__
             counts[name] = counts.get(name, 0) + 1
     if not counts:
         log.warning("compile: no %s blocks found in %s; nothing compiled", "/".join(BLOCK_SUFFIXES),

@@ -33,12 +33,17 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def resolve_device_map(device_map: str | None) -> str | dict[str, Any] | None:
-    """`auto` -> accelerate's placement when a GPU is there, CPU otherwise (no accelerate hooks on CPU); under a
-    multi-process launcher, this rank's own GPU (one model copy per GPU)."""
+    """`auto` -> under a multi-process launcher, this rank's own GPU (one model copy per GPU); in one process with
+    GPUs, accelerate's `sequential` placement (the first GPU, and the next ones only for what does not fit); CPU
+    otherwise (no accelerate hooks on CPU). Other values are passed on (e.g. `balanced` spreads the layers evenly)."""
     if device_map == "auto" and not torch.cuda.is_available():
         return None
     if device_map == "auto" and (per_rank := device_map_for_rank()) is not None:
         return per_rank
+    if device_map == "auto":
+        # accelerate's own `auto` spreads even a small model over every visible GPU: the layers then run one GPU
+        # at a time, and PaliGemma's training mask fails with its tensors on two devices
+        return "sequential"
     if device_map is not None and device_map.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device_map={device_map!r} but no CUDA GPU is visible; use auto or cpu")
     return device_map
@@ -95,7 +100,7 @@ def load_model(
         model_class: the transformers class, e.g. LlavaNextForConditionalGeneration.
         checkpoint: hub id or local folder.
         dtype: auto, float32, float16 or bfloat16.
-        device_map: auto, cpu, cuda, cuda:N (auto = accelerate's placement on GPUs, CPU otherwise).
+        device_map: auto, cpu, cuda, cuda:N or an accelerate strategy (see resolve_device_map).
         quantization: a transformers.BitsAndBytesConfig, or None for full precision.
         attn_implementation: sdpa_grouped (vlx.models.attention), sdpa, eager or flash_attention_2.
         adapter: folder of a peft adapter to load on top, or None.

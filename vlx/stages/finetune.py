@@ -15,6 +15,8 @@ effective batch is kept by dividing the accumulation between the processes (`spl
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import logging
 import time
@@ -30,7 +32,7 @@ from vlx import distributed
 from vlx.errors import ConfigError
 from vlx.fewshot import correct_ids_from_predictions
 from vlx.models._base import ADAPTER_META
-from vlx.models.compiling import compile_blocks
+from vlx.models.compiling import block_classes, compile_blocks
 from vlx.profiling import StepProfiler, check_profile_steps
 from vlx.stages._common import build_quantization, config_choices, resolved_config, run_dir, write_json
 from vlx.tracking import tracking
@@ -137,6 +139,118 @@ def check_compile_mode(mode: str | None) -> str | None:
     return mode
 
 
+# TrainingArguments that vlx fills from its own finetune keys (set those instead) ...
+FROM_FINETUNE_KEYS = {
+    "num_train_epochs": "finetune.epochs", "max_steps": "finetune.max_steps",
+    "per_device_train_batch_size": "finetune.per_device_batch_size",
+    "gradient_accumulation_steps": "finetune.gradient_accumulation_steps",
+    "learning_rate": "finetune.learning_rate", "weight_decay": "finetune.weight_decay",
+    "warmup_steps": "finetune.warmup_steps", "lr_scheduler_type": "finetune.lr_scheduler", "bf16": "finetune.bf16",
+    "save_strategy": "finetune.save_strategy", "save_steps": "finetune.save_steps",
+    "logging_steps": "finetune.logging_steps", "dataloader_num_workers": "finetune.dataloader_num_workers",
+    "seed": "seed", "fsdp": "finetune.fsdp", "gradient_checkpointing": "finetune.gradient_checkpointing",
+    "torch_compile": "finetune.compile", "output_dir": "the run directory (hydra.run.dir)",
+    "report_to": "logger (logger=none turns W&B off)", "use_cpu": "CUDA_VISIBLE_DEVICES",
+}  # fmt: skip
+# ... and those vlx's collator needs as they are
+REQUIRED = {"remove_unused_columns": False}
+
+
+def trainer_arguments(ft: DictConfig, per_device: int, accumulation: int, checkpoints: Path, seed: int,
+                      report: bool) -> dict[str, Any]:  # fmt: skip
+    """transformers' TrainingArguments for this run: vlx's finetune keys (the micro-batch and accumulation already
+    split over the processes), vlx's defaults, then `finetune.trainer_args` (any other TrainingArguments field,
+    e.g. `+finetune.trainer_args.max_grad_norm=0.3`).
+
+    Raises:
+        ConfigError: a trainer_args key is no TrainingArguments field, or one that vlx sets from its own keys.
+    """
+    args = {
+        "output_dir": str(checkpoints),
+        "num_train_epochs": ft.epochs,
+        "max_steps": ft.max_steps,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "learning_rate": ft.learning_rate,
+        "weight_decay": ft.weight_decay,
+        "warmup_steps": ft.warmup_steps,
+        "lr_scheduler_type": ft.lr_scheduler,
+        "bf16": use_bf16(ft.bf16),
+        "save_strategy": ft.save_strategy,
+        "save_steps": ft.save_steps,
+        "logging_steps": ft.logging_steps,
+        "dataloader_num_workers": ft.dataloader_num_workers,
+        "seed": seed,
+        **fsdp_arguments(ft.get("fsdp")),
+        "report_to": ["wandb"] if report else "none",
+        "use_cpu": not torch.cuda.is_available(),
+        **REQUIRED,
+        # vlx's defaults, which trainer_args may change:
+        "logging_first_step": True,
+        # the filter checks every micro-batch's loss for NaN/inf with a GPU sync, and hides such a loss by logging an
+        # average instead; without it a NaN shows in the logs
+        "logging_nan_inf_filter": False,
+        "ddp_find_unused_parameters": False,  # LoRA trains the same parameters every step
+        # the base's buffers (rotary frequencies, position ids) never change: broadcasting them from rank 0 before
+        # every forward is a collective per micro-batch that keeps the processes in lockstep for nothing
+        "ddp_broadcast_buffers": False,
+    }
+    extra = OmegaConf.to_container(ft.get("trainer_args") or OmegaConf.create({}), resolve=True)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for key, value in extra.items():
+        if key in FROM_FINETUNE_KEYS:
+            raise ConfigError(f"finetune.trainer_args.{key}: vlx sets {key} from {FROM_FINETUNE_KEYS[key]}; "
+                              f"set that instead")  # fmt: skip
+        if key in REQUIRED and value != REQUIRED[key]:
+            raise ConfigError(f"finetune.trainer_args.{key}={value!r}: vlx's collator needs {REQUIRED[key]!r}")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"finetune.trainer_args.{key} is not a field of transformers' TrainingArguments{hint}")
+    if "fsdp_config" in extra:  # merged into the one finetune.fsdp makes
+        args["fsdp_config"] = {**args.get("fsdp_config", {}), **extra.pop("fsdp_config")}
+    return {**args, **extra}
+
+
+# the words of finetune.fsdp, as settings of transformers' fsdp_config (FSDP2: torch's fully_shard)
+FSDP_WORDS = {
+    "full_shard": {"reshard_after_forward": True},  # each block's parameters gathered again for the backward
+    "shard_grad_op": {"reshard_after_forward": False},  # kept gathered from the forward to the backward
+    "offload": {"cpu_offload": True},  # parameters, gradients and optimizer state in CPU memory between uses
+    "auto_wrap": {},  # vlx always shards block by block
+}
+
+
+def fsdp_arguments(setting: str | None) -> dict[str, Any]:
+    """TrainingArguments for `finetune.fsdp` (e.g. "full_shard auto_wrap"): nothing when it is unset. The words
+    become FSDP2 settings, as transformers' deprecated `fsdp` string would have made them.
+
+    Raises:
+        ConfigError: a word that is not in FSDP_WORDS.
+    """
+    if not setting:
+        return {}
+    config: dict[str, Any] = {}
+    for word in str(setting).split():
+        if word not in FSDP_WORDS:
+            raise ConfigError(f"finetune.fsdp={setting!r}: {word!r} is not one of {', '.join(FSDP_WORDS)} (for "
+                              f"FSDP1's other strategies, set +finetune.trainer_args.fsdp_config)")  # fmt: skip
+        config.update(FSDP_WORDS[word])
+    return {"fsdp": True, "fsdp_config": config}
+
+
+def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
+    """`args` for one GPU when this process sees several without a launcher. transformers would wrap the model in
+    nn.DataParallel, which multiplies the batch of every step by the GPUs (the config's effective batch is lost) and
+    is slower than one process per GPU. Before the Trainer is made: it reads the batch size once."""
+    if args.n_gpu > 1:
+        log.warning("%d GPUs visible to one process: training on %s only; for all of them, one process per GPU: "
+                    "accelerate launch --num_processes=%d -m vlx stage=finetune ...", args.n_gpu, args.device,
+                    args.n_gpu)  # fmt: skip
+        args._n_gpu = 1  # as the Trainer itself does for a model split over GPUs
+    return args
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tunes, saves the adapter, and (finetune.infer_split) infers and scores with it."""
     validate(cfg)
@@ -151,40 +265,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
     log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
              len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
-    adapter = build_model(cfg)
+    main = distributed.is_main()
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
     checkpoints = out / "checkpoints"
+    arguments = trainer_arguments(ft, per_device, accumulation, checkpoints, cfg.seed, report=bool(logger_cfg))
+    adapter = build_model(cfg)
+    if arguments.get("fsdp"):
+        # accelerate otherwise shards the classes in the model's `_no_split_modules` and stops at a name the model
+        # lacks (PaliGemma's list names SiglipTextEmbeddings, which its vision-only SigLIP has not)
+        arguments["fsdp_config"].setdefault("transformer_layer_cls_to_wrap", block_classes(adapter.model))
     resume = any(checkpoints.glob("checkpoint-*"))  # a run restarted into its directory continues
     if ft.resume and not resume:
         log.warning("finetune.resume=true, but %s holds no checkpoint: training from the base", checkpoints)
-    main = distributed.is_main()
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
-        args = TrainingArguments(
-            output_dir=str(checkpoints),
-            num_train_epochs=ft.epochs,
-            max_steps=ft.max_steps,
-            per_device_train_batch_size=per_device,
-            gradient_accumulation_steps=accumulation,
-            learning_rate=ft.learning_rate,
-            weight_decay=ft.weight_decay,
-            warmup_steps=ft.warmup_steps,
-            lr_scheduler_type=ft.lr_scheduler,
-            bf16=use_bf16(ft.bf16),
-            save_strategy=ft.save_strategy,
-            save_steps=ft.save_steps,
-            logging_steps=ft.logging_steps,
-            logging_first_step=True,
-            # the filter checks every micro-batch's loss for NaN/inf with a GPU sync, and hides such a loss by
-            # logging an average instead; without it a NaN shows in the logs
-            logging_nan_inf_filter=False,
-            report_to=["wandb"] if logger_cfg else "none",
-            remove_unused_columns=False,  # the collator needs the raw items
-            dataloader_num_workers=ft.dataloader_num_workers,
-            seed=cfg.seed,
-            use_cpu=not torch.cuda.is_available(),
-            ddp_find_unused_parameters=False,  # LoRA trains the same parameters every step
-            fsdp=ft.get("fsdp") or "",
-        )
+        args = one_gpu_per_process(TrainingArguments(**arguments))
         trainer = Trainer(
             model=adapter.model, args=args, train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
