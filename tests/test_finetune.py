@@ -324,7 +324,8 @@ def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message)
 
 def test_fsdp_words_become_fsdp2_settings_and_the_blocks_are_sharded(make_cfg):
     from vlx.models.compiling import block_classes
-    from vlx.stages.finetune import build_model, fsdp_arguments
+    from vlx.stages.finetune import build_model
+    from vlx.trainer_arguments import fsdp_arguments
 
     assert fsdp_arguments(None) == {}
     assert fsdp_arguments("full_shard auto_wrap") == {"fsdp": True, "fsdp_config": {"reshard_after_forward": True}}
@@ -343,7 +344,7 @@ def test_one_process_trains_on_one_gpu_whatever_it_sees(tmp_path, caplog):
     host, tests/test_multiprocess.py's one-process run checks the same end to end."""
     from transformers import TrainingArguments
 
-    from vlx.stages.finetune import one_gpu_per_process
+    from vlx.trainer_arguments import one_gpu_per_process
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True)
     assert args.n_gpu == 0 and one_gpu_per_process(args).train_batch_size == 2  # nothing to change

@@ -74,7 +74,7 @@ def test_data_parallel_inference_resumes_from_shards(tmp_path):
 
 def test_split_batch_keeps_the_effective_batch():
     from vlx.errors import ConfigError
-    from vlx.stages.finetune import split_batch
+    from vlx.trainer_arguments import split_batch
 
     assert split_batch(1, 8, 1) == (1, 8)
     assert split_batch(1, 8, 2) == (1, 4)  # the seed's 1 x 8 on two GPUs
