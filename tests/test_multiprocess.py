@@ -88,6 +88,17 @@ def history(run_dir):
     return json.loads((run_dir / "train_summary.json").read_text())
 
 
+def losses(summary) -> list[float]:
+    return [h["loss"] for h in summary["log_history"] if "loss" in h]
+
+
+def ddp_kind() -> str:
+    """What train_summary.json's `distributed` says of a two-process DDP run here: over NCCL or over gloo."""
+    import torch
+
+    return "MULTI_GPU" if torch.cuda.device_count() >= 2 else "MULTI_CPU"
+
+
 # float32, no LoRA dropout: one and two processes then compute the same steps
 FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=32", "lora=r64",
             "lora.lora_dropout=0", "model.dtype=float32", "finetune.bf16=false", "finetune.max_steps=6",
@@ -106,10 +117,9 @@ def test_ddp_finetune_matches_one_process(tmp_path):
     torchrun(*FINETUNE, f"hydra.run.dir={tmp_path / 'two'}")
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
-    ddp = "MULTI_GPU" if torch.cuda.device_count() >= 2 else "MULTI_CPU"  # DDP over NCCL or gloo
-    assert two["distributed"] == ddp and one["distributed"] == "NO"
-    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
-    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    assert two["distributed"] == ddp_kind() and one["distributed"] == "NO"
+    loss_one = losses(one)
+    loss_two = losses(two)
     assert loss_one[-1] < 0.8 * loss_one[0]  # it learns
     assert loss_two == pytest.approx(loss_one, rel=1e-4)  # the same steps: accumulation 2 became 2 processes x 1
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
@@ -147,10 +157,9 @@ def test_qlora_ddp_finetune_matches_one_process(tmp_path):
         output = done.stdout + done.stderr
         assert "'device_map': \"{'': 0}\"" in output and "'device_map': \"{'': 1}\"" in output
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
-    ddp = "MULTI_GPU" if torch.cuda.device_count() >= 2 else "MULTI_CPU"
-    assert two["processes"] == 2 and two["distributed"] == ddp and two["steps"] == one["steps"] == 6
-    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
-    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    assert two["processes"] == 2 and two["distributed"] == ddp_kind() and two["steps"] == one["steps"] == 6
+    loss_one = losses(one)
+    loss_two = losses(two)
     assert loss_one[-1] < 0.8 * loss_one[0]
     assert loss_two == pytest.approx(loss_one, rel=1e-3)
     meta = json.loads((tmp_path / "two" / "adapter" / "vlx_adapter.json").read_text())
@@ -170,8 +179,8 @@ def test_fsdp_on_two_gpus_matches_one_gpu(tmp_path):
     torchrun(*FINETUNE, 'finetune.fsdp="full_shard auto_wrap"', f"hydra.run.dir={tmp_path / 'two'}")
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["distributed"] == "FSDP" and two["processes"] == 2 and two["steps"] == one["steps"] == 6
-    loss_one = [h["loss"] for h in one["log_history"] if "loss" in h]
-    loss_two = [h["loss"] for h in two["log_history"] if "loss" in h]
+    loss_one = losses(one)
+    loss_two = losses(two)
     assert loss_one[-1] < 0.8 * loss_one[0]
     assert loss_two == pytest.approx(loss_one, rel=1e-3)
     a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
