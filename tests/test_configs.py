@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -44,7 +45,7 @@ def test_every_group_has_its_options():
     assert options("quant") == ["4bit", "nf4", "none"]
     assert options("lora") == ["none", "r64", "r64_lm"]
     assert options("logger") == ["none", "wandb"]
-    assert options("shots") == ["default"] and "none" in options("lora")
+    assert options("shots") == ["default"]
     assert {"greedy", "seed_sampling"} <= set(options("generation"))
 
 
@@ -99,6 +100,7 @@ def test_model_checkpoint_can_point_anywhere(make_cfg):
 def test_stage_modules_expose_run():
     from vlx.__main__ import STAGES
 
+    assert set(STAGES) == set(options("stage"))  # every stage config has its module, and every module its config
     for module in STAGES.values():
         assert callable(importlib.import_module(module).run)
 
@@ -116,3 +118,15 @@ def test_shots_shorthand(given, expected):
     from vlx.__main__ import expand_shorthands
 
     assert expand_shorthands(given) == expected
+
+
+def test_pyproject_ships_every_package_and_config_folder():
+    """The wheel holds what pyproject lists: a package or a config group folder left out would be missing from an
+    installed vlx (tests/test_install.py builds one)."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's")
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    code = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "vlx").rglob("__init__.py")}
+    folders = [p.relative_to(REPO / "conf").parts for p in (REPO / "conf").rglob("*") if p.is_dir()]
+    conf = {"vlx.conf"} | {".".join(("vlx", "conf", *parts)) for parts in folders}
+    assert set(settings["packages"]) == code | conf
+    assert settings["package-dir"] == {"vlx.conf": "conf"}

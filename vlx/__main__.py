@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,20 @@ from vlx.errors import VlxError
 
 log = logging.getLogger("vlx")
 
+
+def _config_dir() -> str:
+    """The configs: inside the package in an installed wheel (vlx/conf), beside it in a source checkout (conf/, for
+    `pip install -e .`). An absolute path, so that `vlx` works from any directory."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"vlx's configs are missing: no config.yaml in {here / 'conf'} or {here.parent / 'conf'}")
+
+
+CONFIG_DIR = _config_dir()
+
 # stage name -> module exposing run(cfg) -> dict
-# conf/ beside the package: an absolute path, so `vlx` works from any directory (install with `pip install -e .`)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 STAGES = {
     "infer": "vlx.stages.infer",
@@ -40,15 +52,16 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise VlxError(f"stage={name!r} is not a stage; choose one of {', '.join(STAGES)}")
-    from vlx._runtime import seed_everything
+    from vlx._runtime import seed_everything, set_cpu_threads
 
+    set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=cfg.model.get("tiny") is not None)
     seed_everything(cfg.seed)
     return importlib.import_module(STAGES[name]).run(cfg)
 
 
-# `shots=2` / `shots=0,3`: Hydra reads a bare number as an int, which cannot name a config group option, so the
-# shorthand sets the number of shots inside the `shots` group instead.
-_SHOTS_SHORTHAND = re.compile(r"^shots=(\d+(?:,\d+)*|range\(.*\))$")
+# `shots=2` / `shots=0,3` / `shots=-1`: Hydra reads a bare number as an int, which cannot name a config group option,
+# so the shorthand sets the number of shots inside the `shots` group instead (and validate() judges the number).
+_SHOTS_SHORTHAND = re.compile(r"^shots=(?!default$)(.+)$")
 
 
 def expand_shorthands(args: list[str]) -> list[str]:
@@ -56,16 +69,44 @@ def expand_shorthands(args: list[str]) -> list[str]:
     return [f"shots.k={m.group(1)}" if (m := _SHOTS_SHORTHAND.match(a)) else a for a in args]
 
 
+def _exit_code(err: KeyboardInterrupt) -> int:
+    return 128 + int(getattr(err, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM, as shells report
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = run_stage(cfg)
-    except VlxError as err:
+    except KeyboardInterrupt as err:
+        # the stage's own line says how far it got; the run directory keeps everything finished
+        log.error("%s", getattr(err, "message", "") or "interrupted; run the same command again to continue")
+        sys.exit(_exit_code(err))
+    except Exception as err:
+        problem = _user_problem(err)
+        if problem is None:
+            err.vlx_stage_error = True  # type: ignore[attr-defined]  # main() keeps its traceback
+            raise
         # a problem the user can fix: one clear message, no traceback, non-zero exit
-        log.error("%s", err)
+        log.error("%s", problem)
         sys.exit(2)
     value = metrics.get(cfg.get("optimized_metric") or "")  # for Hydra sweepers that optimise a metric
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _user_problem(err: BaseException) -> str | None:
+    """The one-line message for an error the user can mend (vlx's own, a required setting left unset, a full disk or
+    an unwritable path), or None for a bug, whose traceback is kept."""
+    from vlx._cli import missing_value
+    from vlx.errors import os_error_message, user_error
+    from vlx.stages._common import config_choices
+
+    if (own := user_error(err)) is not None:
+        return str(own)
+    if (missing := missing_value(err, config_choices())) is not None:
+        return missing
+    if isinstance(err, OSError):
+        return os_error_message(err)
+    return None
 
 
 def launcher_overrides(args: list[str]) -> list[str]:
@@ -83,11 +124,47 @@ def launcher_overrides(args: list[str]) -> list[str]:
     return extra
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from vlx.errors import Interrupted
+
+    raise Interrupted(signum=signum)  # unwinds like Ctrl-C: files closed, W&B finished, one line said
+
+
 def main() -> None:
     """The `vlx` console script and `python -m vlx`."""
-    sys.argv[1:] = expand_shorthands(sys.argv[1:])
-    sys.argv += launcher_overrides(sys.argv[1:])
-    _hydra_main()
+    from vlx._cli import check_choices, config_mistake
+
+    args = expand_shorthands(sys.argv[1:])
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    logging.raiseExceptions = False  # a full disk: the log file's writes fail quietly, the console says why
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Hydra re-raises what goes wrong, and vlx says it in one line (HYDRA_FULL_ERROR=1 keeps Hydra's tracebacks)
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        if (problem := check_choices(Path(CONFIG_DIR), args)) is not None:
+            _fail(problem, 2)
+        sys.argv[1:] = args + launcher_overrides(args)
+        _hydra_main()
+    except KeyboardInterrupt as err:  # before the stage began (composing the config, starting up)
+        _fail("interrupted before the run began", _exit_code(err))
+    except Exception as err:
+        # Hydra's own errors, before or after the stage (the stage's reach here only when they are bugs)
+        if full_error or getattr(err, "vlx_stage_error", False):
+            raise
+        problem = config_mistake(err, Path(CONFIG_DIR), args)
+        if problem is None and isinstance(err, OSError):
+            from vlx.errors import os_error_message
+
+            problem = os_error_message(err) or f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
+        if problem is None:
+            raise
+        _fail(problem, 2)
+
+
+def _fail(message: str, code: int) -> None:
+    """Says what went wrong before Hydra's logging exists (composing the config, making the run directory)."""
+    sys.stderr.write(f"vlx: error: {message}\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

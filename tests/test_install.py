@@ -1,0 +1,41 @@
+"""vlx as users install it: a wheel (`pip wheel .`), not an editable checkout, run from a folder that is not the
+repository. Its configs must come from inside the installed package. (The demo runs from it too: test_demo.)"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from helpers import cli_env, lines
+
+
+def test_the_wheel_holds_every_config(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {f"vlx/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    assert configs <= names
+    assert not any(name.startswith(("tests/", "scripts/", "conf/")) for name in names)
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_runs_from_any_folder(installed_vlx, tmp_path):
+    python = installed_vlx.parent / "python"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import vlx.__main__ as m; print(m.__file__); print(m.CONFIG_DIR)"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True)  # fmt: skip
+    module, configs = map(Path, where.stdout.split())
+    site = module.parent.parent
+    assert site.is_relative_to(installed_vlx.parent.parent) and configs == site / "vlx" / "conf"
+    res = subprocess.run([str(installed_vlx), "model=tiny_llava", "--cfg", "job"], cwd=elsewhere, env=cli_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "tiny: llava_next" in res.stdout
+    out = tmp_path / "run"
+    res = subprocess.run([str(installed_vlx), "model=tiny_llava", "task=shapes", "task.limit=3",
+                          "generation.max_new_tokens=4", "eval.resamples=0", f"hydra.run.dir={out}"], cwd=elsewhere,
+                         env=cli_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(lines(out / "predictions.jsonl")) == 3 and (out / "metrics.json").is_file()
