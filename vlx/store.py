@@ -49,8 +49,8 @@ class PredictionStore:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:  # a write cut short may end mid-character
                 if repair and line_no == len(lines):  # no newline after it: the write was interrupted
                     log.warning(
                         "%s: dropping the unfinished last line %d (the run was interrupted)", self.path, line_no
@@ -58,7 +58,8 @@ class PredictionStore:
                     with self.path.open("r+b") as f:
                         f.truncate(len(data) - len(line))
                     break
-                raise DataError(f"{self.path}:{line_no}: not valid JSON ({err.msg}); fix or delete that line") from err
+                what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else f"not valid JSON ({err.msg})"
+                raise DataError(f"{self.path}:{line_no}: {what}; fix or delete that line") from err
             if not isinstance(row, dict) or "id" not in row:
                 raise DataError(f"{self.path}:{line_no}: each line must be a JSON object with an 'id'")
             rows.append(row)
@@ -91,6 +92,35 @@ class PredictionStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def unique_rows(rows: Sequence[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """`rows` with each id once. Copies of one row (e.g. from a merge cut short) count once, with a warning; two
+    different rows for one id (two runs wrote into one directory) cannot be scored.
+
+    Raises:
+        DataError: an id has rows that differ (the ids and their line numbers are named).
+    """
+    first: dict[str, tuple[int, dict[str, Any]]] = {}
+    copies = 0
+    clashes: list[str] = []
+    for line, row in enumerate(rows, start=1):  # the n-th row, as the file's n-th non-blank line
+        key = str(row["id"])
+        if key not in first:
+            first[key] = (line, row)
+        elif row == first[key][1]:
+            copies += 1
+        else:
+            clashes.append(f"{key} (rows {first[key][0]} and {line})")
+    if clashes:
+        shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise DataError(
+            f"{path} holds different predictions for the same id: {shown}. Two runs may have written into one "
+            f"directory; keep one row per id (or rerun into a new directory) before scoring"
+        )
+    if copies:
+        log.warning("%s: %d repeated rows (the same prediction twice) are counted once", path, copies)
+    return [row for _, row in first.values()]
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -8,12 +8,14 @@ error names the file and row.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from vlx.errors import DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
+from vlx.text_files import read_text
 
 ESNLI_LABELS = ("entailment", "contradiction", "neutral")
 ESNLI_SPLITS = ("train", "dev", "test")
@@ -69,7 +71,7 @@ def read_esnli_csv(path: Path, image_dir: Path, labels: tuple[str, ...], limit: 
     if not image_dir.is_dir():
         raise DataError(f"image folder {image_dir} does not exist. Set task.image_dir to the Flickr30k images folder.")
     examples: list[Example] = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline="") as f:  # errors name file and line
         reader = csv.DictReader(f)
         missing = [c for c in ESNLI_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

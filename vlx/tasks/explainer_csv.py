@@ -6,6 +6,7 @@ Items have no gold label (the seed's explainer learns explanations only); their 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from vlx.errors import DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
 from vlx.tasks.esnli_ve import ESNLI_LABELS
+from vlx.text_files import read_text
 
 EXPLAINER_COLUMNS = ("image_path", "hypothesis", "exp")
 
@@ -44,7 +46,7 @@ class ExplainerCsvTask(Task):
         if not self.path.is_file():
             raise DataError(f"explainer CSV {self.path} not found; set task.path (columns image_path,hypothesis,exp)")
         examples = []
-        with self.path.open(newline="", encoding="utf-8") as f:
+        with io.StringIO(read_text(self.path), newline="") as f:  # errors name file and line
             reader = csv.DictReader(f)
             missing = [c for c in EXPLAINER_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import DataError
-from vlx.jsonl import read_objects
 from vlx.records import Example
 from vlx.tasks._base import Task
+from vlx.text_files import read_objects
 
 MEME_LABELS = ("not offensive", "offensive")
 MEME_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlx.errors import DataError
-from vlx.jsonl import read_objects
+from vlx.text_files import read_objects
 
 
 def id_key(item_id: str | int) -> str:

@@ -1,0 +1,52 @@
+"""Reading the text files users give vlx (CSV, JSON lines) with errors that name the file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vlx.errors import DataError
+
+
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text (a byte-order mark dropped, as spreadsheets write one).
+
+    Raises:
+        DataError: bytes that are not UTF-8, named by line and column, with what to do.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: byte 0x{data[err.start]:02x} at column {column} is not UTF-8 text; save the file as "
+            f"UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix.lstrip('.')}`)"
+        ) from None
+
+
+def read_objects(path: Path, what: str = "a JSON object") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yields ("file:line", object) for each non-blank line.
+
+    Args:
+        path: the jsonl file (it must exist).
+        what: how the error message describes a valid line.
+
+    Raises:
+        DataError: the file is not UTF-8, or a line is not valid JSON, or not a JSON object.
+    """
+    # "\n" only: str.splitlines would also split at characters such as U+2028, which JSON strings may hold
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: not valid JSON ({err.msg}); fix or remove the line") from err
+        if not isinstance(item, dict):
+            raise DataError(f"{where}: expected {what}")
+        yield where, item
