@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from vlx.errors import ConfigError, DataError
-from vlx.jsonl import read_objects
 from vlx.records import Example
+from vlx.run_dirs import predictions_dir
+from vlx.text_files import read_objects
 
 logger = logging.getLogger(__name__)
 
@@ -321,11 +322,13 @@ class ShotSelector:
         return [self.pool[i] for i in picked]
 
 
-def correct_ids_from_predictions(path: str | Path) -> set[str]:
+def correct_ids_from_predictions(path: str | Path, key: str = "shots.source") -> set[str]:
     """Ids of the rows a run predicted correctly (pred == gold), for the `from_correct` strategy.
 
     Args:
-        path: a run's predictions.jsonl (JSON lines with id, gold, pred), or the run directory holding it.
+        path: a run's predictions.jsonl (JSON lines with id, gold, pred), or the run directory holding it (or its
+            infer/, as a fine-tune run has).
+        key: the setting `path` came from, for messages.
 
     Returns:
         The ids whose `pred` equals a non-null `gold`.
@@ -334,9 +337,9 @@ def correct_ids_from_predictions(path: str | Path) -> set[str]:
         ConfigError: the file is missing (the message says which run makes one), or a line is not a JSON object with
             id, gold and pred (named by file:line).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
-        path = path / "predictions.jsonl"
+        path = predictions_dir(path, key) / "predictions.jsonl"
     if not path.is_file():
         raise ConfigError(f"{path}: no predictions file for few-shot from_correct; {SOURCE_RUN_HINT}")
     correct = set()

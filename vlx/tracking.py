@@ -15,7 +15,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("id", "image", "text", "gold", "pred", "explanation", "raw")
+# the W&B predictions table: `image` shows the first `logger.log_images` images, `image_path` names every file
+PREDICTION_COLUMNS = ("id", "image", "image_path", "text", "gold", "pred", "explanation", "raw")
 
 
 class Tracker:
@@ -82,20 +83,23 @@ class WandbTracker(Tracker):
     def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
         """A table of predictions whose first `images` rows carry their image, and those images with captions.
 
-        The separate image list is there because wandb writes table images only online: offline runs (and
-        `wandb sync` of them) show the word "Image" in the table (wandb issue 4611).
+        The image column holds images only (an empty cell after the first `images` rows, and for a file that is
+        gone): a table column has one type, and wandb refuses a path string in a column of images. The image file's
+        path is a column of its own. The separate image list is there because wandb writes table images only
+        online: offline runs (and `wandb sync` of them) show the word "Image" in the table (wandb issue 4611).
         """
         import wandb
 
         table = wandb.Table(columns=list(PREDICTION_COLUMNS))
         shown = []
         for i, row in enumerate(rows):
-            values = [row.get(c) for c in PREDICTION_COLUMNS]
+            values = {c: row.get(c) for c in PREDICTION_COLUMNS}
+            values["image_path"], values["image"] = row.get("image"), None
             if i < images and Path(row["image"]).is_file():
                 caption = f"{row['id']}: gold {row.get('gold')}, pred {row.get('pred')}"
-                values[1] = wandb.Image(row["image"], caption=caption)
-                shown.append(values[1])
-            table.add_data(*values)
+                values["image"] = wandb.Image(row["image"], caption=caption)
+                shown.append(values["image"])
+            table.add_data(*(values[c] for c in PREDICTION_COLUMNS))
         self.run.log({"predictions": table, **({"examples": shown} if shown else {})})
 
 
@@ -115,7 +119,15 @@ def tracking(settings: dict[str, Any] | None, config: dict[str, Any], name: str)
 
     init = {k: settings.get(k) for k in ("project", "entity", "group", "tags", "dir", "mode")}
     Path(init["dir"]).mkdir(parents=True, exist_ok=True)
-    run = wandb.init(name=name, config=config, **{k: v for k, v in init.items() if v is not None})
+    try:
+        run = wandb.init(name=name, config=config, **{k: v for k, v in init.items() if v is not None})
+    except Exception as err:  # noqa: BLE001 - wandb's errors (no key, no network, a bad setting) as one line
+        from vlx.errors import ConfigError
+
+        raise ConfigError(
+            f"W&B could not start a run ({type(err).__name__}: {' '.join(str(err).split())[:300]}); run `wandb login`, "
+            f"or log offline with logger.mode=offline (WANDB_MODE=offline), or turn it off with logger=none"
+        ) from err
     log.info("W&B run %s (mode %s) in %s", run.name, run.settings.mode, run.dir)
     exit_code = 1
     try:

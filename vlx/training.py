@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import ConfigError
+from vlx.images import load_rgb
 from vlx.records import Example
-from vlx.tasks._base import load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,9 @@ class HFAdapter:
         attn_implementation: sdpa_grouped (vlx.models.attention), sdpa, eager or flash_attention_2.
         adapter: folder of a peft LoRA adapter, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
-        tiny: architecture name to build a tiny random-weight model into `checkpoint` first (tests, demos).
+        tiny: the architecture of vlx's tiny random-weight models (tests, demos), built on first use when
+            `checkpoint` is the factory's own folder `tiny_dir`.
+        tiny_dir: that folder (in vlx's cache); a `checkpoint` elsewhere is loaded as it is, never written.
         prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
         compile: auto (on a CUDA GPU), true or false. Compiled, the model is compiled for inference before the first
             batch (`compile_cache_free`: decoder blocks for calls without a KV cache, which vlx's prefill of causal
@@ -88,12 +90,13 @@ class HFAdapter:
         adapter: str | None = None,
         trust_remote_code: bool = False,
         tiny: str | None = None,
+        tiny_dir: str | None = None,
         prompt_template: str = "{prompt}",
         compile: str | bool = "auto",
         quantization: Any | None = None,
     ):
-        self.checkpoint = resolve_checkpoint(checkpoint, tiny)
-        self.prompt_template = adapter_prompt_template(adapter, prompt_template)
+        self.checkpoint = resolve_checkpoint(checkpoint, tiny, tiny_dir)
+        self.prompt_template = trained_prompt_template(adapter, self.checkpoint, prompt_template)
         self.processor = load_processor(self.checkpoint, trust_remote_code)
         self.model = load_model(
             self.model_class,
@@ -205,15 +208,17 @@ def static_cache_generation(model: torch.nn.Module) -> dict[str, Any]:
     return settings
 
 
-def adapter_prompt_template(adapter: str | None, configured: str) -> str:
-    """The prompt an adapter was trained with (its vlx_adapter.json), unless the config sets one of its own."""
-    if adapter is None or configured != "{prompt}":
+def trained_prompt_template(adapter: str | None, checkpoint: str, configured: str) -> str:
+    """The prompt a fine-tune was trained with, unless the config sets one of its own: from the adapter's
+    vlx_adapter.json, or from a merged model's (stage=merge copies it into the checkpoint folder)."""
+    if configured != "{prompt}":
         return configured
-    meta = Path(adapter) / ADAPTER_META
+    folder = Path(adapter) if adapter is not None else Path(checkpoint)
+    meta = folder / ADAPTER_META
     if not meta.is_file():
         return configured
     template = json.loads(meta.read_text()).get("prompt_template", configured)
-    log.info("prompt template %r from %s (the one the adapter was trained with)", template, meta)
+    log.info("prompt template %r from %s (the one the model was fine-tuned with)", template, meta)
     return template
 
 

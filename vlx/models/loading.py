@@ -5,8 +5,10 @@ Real checkpoints (hub id or local folder) and the tiny random-weight ones go thr
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +51,54 @@ def resolve_device_map(device_map: str | None) -> str | dict[str, Any] | None:
     return device_map
 
 
-def resolve_checkpoint(checkpoint: str, tiny: str | None) -> str:
-    """The checkpoint to load; a tiny model is built there first if it isn't yet."""
-    if tiny is not None:
+def resolve_checkpoint(checkpoint: str, tiny: str | None = None, tiny_dir: str | None = None) -> str:
+    """The checkpoint to load: a hub id, or a local folder written by `save_pretrained`.
+
+    vlx's tiny-model factory builds a model of architecture `tiny` only when the checkpoint is the factory's own
+    folder `tiny_dir` (its cache): a `model.checkpoint` pointing anywhere else is loaded as it is and never written.
+
+    Raises:
+        ConfigError: a local folder that does not exist, or holds no config.json or no weights.
+    """
+    path = Path(checkpoint).expanduser()
+    if tiny is not None and tiny_dir is not None and path.resolve() == Path(tiny_dir).expanduser().resolve():
         from vlx.models.tiny import ensure_tiny_model
 
-        return str(ensure_tiny_model(tiny, checkpoint))
-    path = Path(checkpoint).expanduser()
-    if path.exists() or checkpoint.startswith((".", "/", "~")):
+        return str(ensure_tiny_model(tiny, path))
+    # a hub id is "name" or "org/name"; anything else that looks like a path is one
+    if path.exists() or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1:
+        if not path.is_dir():
+            raise ConfigError(
+                f"model.checkpoint={checkpoint!r}: no such folder; point it at a folder written by save_pretrained "
+                f"(e.g. <run>/merged from stage=merge), or at a hub id such as llava-hf/llava-v1.6-mistral-7b-hf"
+            )
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"model.checkpoint={checkpoint!r}: no config.json in that folder; point it at a folder written by "
                 f"save_pretrained, or at a hub id such as llava-hf/llava-v1.6-mistral-7b-hf"
             )
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise ConfigError(f"model.checkpoint={checkpoint!r}: no weights (*.safetensors) in that folder")
         return str(path)
     return checkpoint  # a hub id: from_pretrained resolves (and caches) it
+
+
+@contextlib.contextmanager
+def cannot_load(key: str, where: str) -> Iterator[None]:
+    """A checkpoint or adapter that transformers or peft cannot load (a hub id that is not there or not reachable, a
+    folder with files cut short or of another architecture) as a config mistake naming it; out-of-memory and
+    interrupts pass as they are."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        reason = " ".join(str(err).split())
+        reason = reason if len(reason) < 400 else reason[:400] + " ..."
+        raise ConfigError(
+            f"{key}={where!r} cannot be loaded ({type(err).__name__}: {reason}). Give a folder written by "
+            f"save_pretrained or a hub id; without a network, only models already in the Hugging Face cache load"
+        ) from err
 
 
 def check_adapter_path(adapter: str | None) -> None:
@@ -78,7 +113,8 @@ def load_processor(checkpoint: str, trust_remote_code: bool = False):
     """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end."""
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    with cannot_load("model.checkpoint", checkpoint):
+        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
     processor.tokenizer.padding_side = "left"
     return processor
 
@@ -127,12 +163,14 @@ def load_model(
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     log.info("loading %s from %s (%s)", model_class.__name__, checkpoint, {k: str(v) for k, v in kwargs.items()})
-    model = model_class.from_pretrained(checkpoint, **kwargs)
+    with cannot_load("model.checkpoint", checkpoint):
+        model = model_class.from_pretrained(checkpoint, **kwargs)
     if adapter is not None:
         check_adapter_path(adapter)
         from peft import PeftModel
 
         log.info("loading LoRA adapter %s", adapter)
-        model = PeftModel.from_pretrained(model, adapter)
+        with cannot_load("model.adapter", adapter):
+            model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from pathlib import Path
@@ -28,13 +29,48 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def build_group(group: str, node: DictConfig) -> Any:
+    """A config group's `_target_` object (peft.LoraConfig, transformers.BitsAndBytesConfig), with a setting that
+    its class refuses named as a config mistake."""
+    try:
+        return instantiate(node)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps what the constructor raised (TypeError, ValueError)
+        cause = err.__cause__ or err
+        target = node.get("_target_")
+        raise ConfigError(f"{group}: {target} refuses these settings ({cause}); see conf/{group}/") from err
+
+
 def build_quantization(quant: DictConfig | None) -> Any | None:
     """The `quant` group as a transformers.BitsAndBytesConfig, or None for `quant=none`."""
     if not quant:
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("quant=... needs the bitsandbytes package: pip install bitsandbytes (or use quant=none)")
-    return instantiate(quant)
+    return build_group("quant", quant)
+
+
+def check_generation(generation: dict[str, Any]) -> None:
+    """`generation.*` are generate() settings: an unknown key or an impossible value is refused before the model
+    loads (transformers would refuse it only at the first batch)."""
+    from transformers import GenerationConfig
+
+    known = set(GenerationConfig().to_dict())
+    for key in generation:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=2)
+            hint = f" (did you mean {' or '.join('generation.' + c for c in close)}?)" if close else ""
+            raise ConfigError(f"generation.{key} is not a setting of transformers' generate(){hint}")
+    for key in ("max_new_tokens", "num_beams"):
+        value = generation.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"generation.{key}={value!r}: use a positive whole number")
+    temperature = generation.get("temperature")
+    if generation.get("do_sample") and isinstance(temperature, (int, float)) and temperature <= 0:
+        raise ConfigError(f"generation.temperature={temperature!r}: sampling needs a temperature above 0")
+    try:
+        GenerationConfig(**generation).validate()
+    except ValueError as err:
+        raise ConfigError("generation: " + " ".join(str(err).split())) from err
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -20,8 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
+from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
-from vlx.store import PredictionStore
+from vlx.store import PredictionStore, unique_rows
 from vlx.tasks.references import id_key, read_references
 from vlx.tracking import Tracker, tracking
 
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "bleu4", "meteor", "rouge_l", "cider",
             "spice", "bertscore_f1", "evil_avg_all", "evil_global", "all_bleu4", "all_meteor", "all_rouge_l",
             "all_cider", "all_bertscore_f1")  # fmt: skip
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """The `eval` settings that a run would otherwise find wrong only when it scores, at its end."""
+    resamples, level = settings.get("resamples"), settings.get("level")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
+        raise ConfigError(f"eval.resamples={resamples!r}: use 0 (no intervals) or a number of bootstrap resamples")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"eval.level={level!r}: use a coverage between 0 and 1, e.g. 0.95")
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -63,7 +73,7 @@ def evaluate(
     store = PredictionStore(run_dir / "predictions.jsonl")
     if not store.path.is_file():
         raise ConfigError(f"{store.path} not found: score a directory written by stage=infer (`run=<run dir>`)")
-    rows = store.rows()
+    rows = unique_rows(store.rows(), store.path)
     if not rows:
         raise ConfigError(f"{store.path} is empty: nothing to score")
     labels, positive = tuple(info["labels"]), info.get("positive")
@@ -156,13 +166,13 @@ def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Scores `cfg.run` (or this run's directory); returns the scalar metrics."""
-    run_dir = Path(cfg.run if cfg.run else cfg.paths.output_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run={cfg.run!r}: no such directory; pass the directory of an infer run")
-    info = task_info(run_dir, cfg)
+    run_dir = predictions_dir(cfg.run, "run") if cfg.run else Path(cfg.paths.output_dir)
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
-    with tracking(logger_cfg, resolved_config(cfg), name=f"eval-{run_dir.name}") as tracker:
-        metrics = evaluate(run_dir, info, settings, references=cfg.task.get("references"))
-        log_to_tracker(tracker, metrics, run_dir)
+    check_settings(settings)
+    with exclusive(run_dir):  # not while an infer run still writes there
+        info = task_info(run_dir, cfg)
+        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+        with tracking(logger_cfg, resolved_config(cfg), name=f"eval-{run_dir.name}") as tracker:
+            metrics = evaluate(run_dir, info, settings, references=cfg.task.get("references"))
+            log_to_tracker(tracker, metrics, run_dir)
     return flat_metrics(metrics)

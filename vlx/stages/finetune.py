@@ -28,12 +28,24 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vlx import distributed
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, interrupted
 from vlx.fewshot import correct_ids_from_predictions
 from vlx.models._base import ADAPTER_META
 from vlx.models.compiling import block_classes, compile_blocks
 from vlx.profiling import StepProfiler, check_profile_steps
-from vlx.stages._common import build_quantization, config_choices, resolved_config, run_dir, write_json
+from vlx.run_dirs import exclusive
+from vlx.stages._common import (
+    build_group,
+    build_quantization,
+    check_generation,
+    config_choices,
+    read_json,
+    resolved_config,
+    run_dir,
+    write_json,
+)
+from vlx.stages._resume import FINETUNE_KEYS, check_resumable, last_complete_checkpoint
+from vlx.stages.evaluation import check_settings as check_eval_settings
 from vlx.tracking import tracking
 from vlx.trainer_arguments import one_gpu_per_process, split_batch, trainer_arguments
 from vlx.training import Collator, training_items
@@ -50,6 +62,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.adapter is set: fine-tuning starts a new adapter from the base; unset it")
     if cfg.shots.k:
         raise ConfigError("shots>0 has no meaning for fine-tuning; use shots=0")
+    ft = cfg.finetune
+    for key in ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        value = ft[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"finetune.{key}={value!r}: use a positive number")
+    steps, epochs = ft.max_steps, ft.epochs
+    if (
+        not isinstance(steps, int)
+        or steps == 0
+        or (steps < 0 and not (isinstance(epochs, (int, float)) and epochs > 0))
+    ):
+        raise ConfigError(
+            f"finetune.epochs={ft.epochs!r}, finetune.max_steps={ft.max_steps!r}: train for epochs > 0, or a number "
+            f"of steps > 0 (max_steps=-1 runs the epochs)"
+        )
+    build_group("lora", cfg.lora)  # a setting peft.LoraConfig refuses, before any weights load
+    if ft.infer_split:  # what the inference after training needs, before hours of training
+        check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
+        if cfg.eval_after_infer:
+            check_eval_settings(OmegaConf.to_container(cfg.eval, resolve=True))
 
 
 class TrainingStats(TrainerCallback):
@@ -93,7 +125,7 @@ def build_model(cfg: DictConfig) -> Any:
     elif cfg.finetune.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
-    model = get_peft_model(model, instantiate(cfg.lora))
+    model = get_peft_model(model, build_group("lora", cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     if cfg.finetune.get("compile"):
@@ -118,9 +150,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ft = cfg.finetune
     profile = check_profile_steps(ft.get("profile_steps"), ft.max_steps)
     check_compile_mode(ft.get("compile_mode"))  # before the model loads
-    out = run_dir(cfg)
+    with exclusive(run_dir(cfg)) as out:  # one writer per run directory
+        if finished(out):
+            check_resumable(out, cfg, has_outputs=True, keys=FINETUNE_KEYS)
+            log.info("%s holds a finished fine-tune: the adapter is kept, nothing is trained again", out)
+            metrics = read_json(out / TRAIN_SUMMARY, "written when the training finished")
+            metrics = {k: v for k, v in metrics.items() if k != "log_history"}
+        else:
+            metrics = train(cfg, out, profile)
+    return {**metrics, **infer_with_adapter(cfg, out / "adapter", out / "infer")}
+
+
+TRAIN_SUMMARY = "train_summary.json"
+
+
+def finished(out: Path) -> bool:
+    """Whether `out` holds a whole fine-tune: its adapter and the summary written after it."""
+    return (out / "adapter" / "adapter_config.json").is_file() and (out / TRAIN_SUMMARY).is_file()
+
+
+def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[str, Any]:
+    """The training itself (from the last complete checkpoint in `out`, if any); writes the adapter and summary."""
+    ft = cfg.finetune
+    checkpoints = out / "checkpoints"
+    started = checkpoints.is_dir() and any(checkpoints.iterdir())
+    check_resumable(out, cfg, has_outputs=started, keys=FINETUNE_KEYS)  # before anything in `out` changes
+    resume_from = last_complete_checkpoint(checkpoints) if started else None
     task = instantiate(cfg.task)
-    only = correct_ids_from_predictions(ft.only_correct_from) if ft.only_correct_from else None
+    only = None
+    if ft.only_correct_from:
+        only = correct_ids_from_predictions(ft.only_correct_from, "finetune.only_correct_from")
     items = training_items(task.load().examples, ft.target, ft.prompt_template, only)
     processes = distributed.world_size()
     per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
@@ -128,16 +187,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
     main = distributed.is_main()
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
-    checkpoints = out / "checkpoints"
     arguments = trainer_arguments(ft, per_device, accumulation, checkpoints, cfg.seed, report=bool(logger_cfg))
     adapter = build_model(cfg)
     if arguments.get("fsdp"):
         # accelerate otherwise shards the classes in the model's `_no_split_modules` and stops at a name the model
         # lacks (PaliGemma's list names SiglipTextEmbeddings, which its vision-only SigLIP has not)
         arguments["fsdp_config"].setdefault("transformer_layer_cls_to_wrap", block_classes(adapter.model))
-    resume = any(checkpoints.glob("checkpoint-*"))  # a run restarted into its directory continues
-    if ft.resume and not resume:
-        log.warning("finetune.resume=true, but %s holds no checkpoint: training from the base", checkpoints)
+    if ft.resume and resume_from is None:
+        log.warning("finetune.resume=true, but %s holds no complete checkpoint: training from the base", checkpoints)
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         args = one_gpu_per_process(TrainingArguments(**arguments))
         trainer = Trainer(
@@ -153,9 +210,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if profile:
             suffix = f".rank{distributed.rank()}" if processes > 1 else ""
             trainer.add_callback(StepProfiler(*profile, out, suffix=suffix))
-        if resume:
-            log.info("resuming from the last checkpoint in %s", checkpoints)
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        if resume_from is not None:
+            log.info("resuming from %s", resume_from)
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except KeyboardInterrupt as err:
+            raise interrupted(err, interrupted_training(trainer, checkpoints)) from None
         adapter_dir = out / "adapter"
         if trainer.is_fsdp_enabled:
             trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them
@@ -163,9 +223,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             adapter.model.save_pretrained(adapter_dir)
         if not main:  # rank 0 writes the adapter's record and the summaries
             distributed.barrier()
-            metrics = {"steps": trainer.state.global_step, "rank": distributed.rank()}
-            return {**metrics, **infer_with_adapter(cfg, adapter_dir, out / "infer")}
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            return {"steps": trainer.state.global_step, "rank": distributed.rank()}
+        history = trainer.state.log_history  # restored from the checkpoint on a resume: the whole training
+        losses = [h["loss"] for h in history if "loss" in h]
         meta = {
             "base": cfg.model.checkpoint,
             "model": config_choices().get("model"),
@@ -183,18 +243,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "steps": trainer.state.global_step,
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
-            "train_loss": result.training_loss,
+            "train_loss": mean_logged_loss(history),
+            "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
+            # this session's (since the resume, where there was one)
             "train_samples_per_s": result.metrics.get("train_samples_per_second"),
             "processes": processes,
             "distributed": str(trainer.accelerator.distributed_type.value),  # NO, MULTI_GPU (DDP), FSDP, ...
             "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         }
-        write_json(out / "train_summary.json", {**metrics, "log_history": trainer.state.log_history})
+        write_json(out / TRAIN_SUMMARY, {**metrics, "log_history": history})
         tracker.log_summary(metrics)
         tracker.log_artifact(adapter_dir, name=f"adapter-{out.name}", kind="model")
         log.info("adapter -> %s (%s)", adapter_dir, json.dumps(metrics))
         distributed.barrier()  # the adapter is on disk for the other ranks
-    return {**metrics, **infer_with_adapter(cfg, adapter_dir, out / "infer")}
+    return metrics
+
+
+def mean_logged_loss(history: list[dict[str, Any]]) -> float | None:
+    """The training loss averaged over every step of the training, resumes included: each logged loss (the mean
+    over its logging interval) weighted by the steps it covers. The Trainer's own `training_loss` covers only the
+    steps since the last resume."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in history:
+        if "loss" in entry:
+            span = entry["step"] - previous
+            total, steps, previous = total + entry["loss"] * span, steps + span, entry["step"]
+    return total / steps if steps else None
+
+
+def interrupted_training(trainer: Trainer, checkpoints: Path) -> str:
+    """The line said when Ctrl-C or SIGTERM stops the training: where it was, and where a rerun continues from."""
+    step, total = trainer.state.global_step, trainer.state.max_steps
+    last = last_complete_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    where = (
+        f"the last complete checkpoint is {last.name}: run the same command again to continue from it"
+        if last is not None
+        else "no checkpoint was written yet (finetune.save_strategy / save_steps): the same command starts over"
+    )
+    return f"interrupted at step {step} of {total}; {where}"
 
 
 def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:

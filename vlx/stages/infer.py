@@ -25,25 +25,27 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from vlx import distributed
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, DataError, interrupted, os_error_message
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
+from vlx.images import load_rgb
 from vlx.models._base import VLMAdapter, check_images_per_prompt
 from vlx.models._generation import Generation
 from vlx.models.loading import check_adapter_path
 from vlx.prefetch import prepared_batches
 from vlx.records import Example
+from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
 from vlx.stages._common import (
     build_quantization,
+    check_generation,
     config_choices,
     resolved_config,
     run_dir,
     write_json,
 )
 from vlx.stages._resume import batch_seed, check_resumable
-from vlx.store import PredictionStore, write_csv
+from vlx.store import PredictionStore, unique_rows, write_csv
 from vlx.tasks import Task
-from vlx.tasks._base import load_rgb
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     check_images_per_prompt(get_class(cfg.model._target_), cfg.shots.k)
     check_adapter_path(cfg.model.adapter)
+    check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
+    if cfg.eval_after_infer:
+        evaluation.check_settings(OmegaConf.to_container(cfg.eval, resolve=True))
 
 
 def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
@@ -119,11 +124,13 @@ class Prepared:
     """A batch ready for the model: its items, their demonstrations, prompts, images and the processor's tensors."""
 
     start: int  # position of the first item in the batching order
+    count: int  # items of the queue this batch covers (its examples, and those skipped)
     examples: list[Example]
     demos: list[list[Example]]
     prompts: list[str]
     images: list[Image.Image]
     inputs: Any
+    skipped: list[dict[str, str]]  # items that could not be prepared (task.on_bad_image=skip)
 
 
 def prepare_batch(
@@ -134,12 +141,45 @@ def prepare_batch(
     start: int,
     size: int,
     demo_image_size: int | None,
+    on_bad_image: str = "fail",
 ) -> Prepared:
-    """The CPU side of a batch (demonstrations, prompts, images read and processed), made ahead of the GPU."""
+    """The CPU side of a batch (demonstrations, prompts, images read and processed), made ahead of the GPU.
+
+    An item that cannot be prepared (its image fails to decode now, or the processor refuses it) is found by
+    preparing the items one by one; it is left out with `on_bad_image=skip` and is a DataError naming it otherwise.
+    """
     examples = queue[start : start + size]
+    count = len(examples)
     demos = [selector.select(ex) if selector else [] for ex in examples]
-    prompts, images = build_inputs(model, task, examples, demos, demo_image_size)
-    return Prepared(start, examples, demos, prompts, images, model.encode(prompts, images))
+    try:
+        prompts, images = build_inputs(model, task, examples, demos, demo_image_size)
+        return Prepared(start, count, examples, demos, prompts, images, model.encode(prompts, images), [])
+    except Exception as err:
+        failure = err
+    kept, skipped = [], []
+    for example, shots in zip(examples, demos, strict=True):
+        try:
+            model.encode(*build_inputs(model, task, [example], [shots], demo_image_size))
+        except Exception as err:  # noqa: BLE001 - named in the message or the skipped list
+            problem = str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
+            skipped.append({"id": example.id, "image": str(example.image), "source": example.source,
+                            "reason": problem})  # fmt: skip
+        else:
+            kept.append((example, shots))
+    if not skipped:
+        raise failure  # not one item's fault
+    if on_bad_image == "fail":
+        bad = skipped[0]
+        raise DataError(
+            f"{bad['source']}: item {bad['id']} cannot be prepared for the model ({bad['reason']}). Fix or remove "
+            f"it, or run with task.on_bad_image=skip to leave such items out (finished predictions are kept)"
+        ) from failure
+    for bad in skipped:
+        log.warning("skipping %s (%s): %s", bad["id"], bad["source"], bad["reason"])
+    examples, demos = [e for e, _ in kept], [d for _, d in kept]
+    prompts, images = build_inputs(model, task, examples, demos, demo_image_size) if kept else ([], [])
+    inputs = model.encode(prompts, images) if kept else None
+    return Prepared(start, count, examples, demos, prompts, images, inputs, skipped)
 
 
 DECODERS = ("generate", "score", "score_then_explain")
@@ -180,6 +220,7 @@ class Decoded:
     scores: list[dict[str, float] | None]
     generation: Generation | None
     batch_size: int  # the batch size now (halved after out-of-memory errors)
+    skipped: list[dict[str, str]]  # items left out (task.on_bad_image=skip)
 
 
 def predict_batches(
@@ -194,6 +235,7 @@ def predict_batches(
     seed: int = 0,
     demo_image_size: int | None = None,
     workers: int = 0,
+    on_bad_image: str = "fail",
 ) -> Iterator[Decoded]:
     """Runs `queue` through the model batch by batch, yielding each finished batch in order.
 
@@ -206,10 +248,14 @@ def predict_batches(
     position = 0
 
     def prepare(begin: int, n: int) -> Prepared:
-        return prepare_batch(model, task, selector, queue, begin, n, demo_image_size)
+        return prepare_batch(model, task, selector, queue, begin, n, demo_image_size, on_bad_image)
 
     while position < len(queue):
         for batch in prepared_batches(prepare, position, size, len(queue), workers):
+            if not batch.examples:  # every item of it was left out
+                position += batch.count
+                yield Decoded([], [], [], [], None, size, batch.skipped)
+                continue
             if generation.get("do_sample"):
                 torch.manual_seed(batch_seed(seed, batch.examples[0].id))
             try:
@@ -221,8 +267,8 @@ def predict_batches(
                 torch.cuda.empty_cache()
                 log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
                 break
-            position += len(batch.examples)
-            yield Decoded(batch.examples, batch.demos, answers, scores, result, size)
+            position += batch.count
+            yield Decoded(batch.examples, batch.demos, answers, scores, result, size, batch.skipped)
 
 
 BATCHING = ("length", "dataset")
@@ -327,21 +373,30 @@ def run_info(cfg: DictConfig, task: Task) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Runs the model over the task split; returns the summary (also in summary.json)."""
     validate(cfg)
-    out = Path(cfg.resume) if cfg.get("resume") else run_dir(cfg)
+    out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else run_dir(cfg)
+    with exclusive(out):  # one writer per run directory
+        return _run(cfg, out)
+
+
+def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     task: Task = instantiate(cfg.task)
     split = task.load()  # every file, row and image checked before the model loads
     store = PredictionStore(out / "predictions.jsonl")
     # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
     shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
+    check_writable(shard.path)
     done = finished_ids(out, store, shard)
-    check_resumable(out, cfg, has_predictions=bool(done))
+    check_resumable(out, cfg, has_outputs=bool(done))
+    check_done_in_split(done, split.examples, out)
     todo = [ex for ex in split.examples if ex.id not in done]
     everyone = len(todo)
     todo = todo[distributed.rank() :: distributed.world_size()]  # this rank's share, interleaved
     if done:
         log.info("resuming: %d of %d items already in %s", len(split.examples) - everyone, len(split.examples), out)
+    selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
+    skipped = list(split.skipped)
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         start = time.perf_counter()
         prompt_tokens: list[int] = []
@@ -352,23 +407,43 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
             start = time.perf_counter()  # items/s counts the predicting, not the loading
-            selector = build_shot_selector(cfg, task)
             size = initial_batch_size(cfg.batch_size)
             queue = batching_order(todo, cfg.batching)
             batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
                                       seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
-                                      workers=cfg.loader_workers)  # fmt: skip
-            with tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True) as bar:
-                for done in batches:
+                                      workers=cfg.loader_workers, on_bad_image=task.on_bad_image)  # fmt: skip
+            finished = 0
+            bar = tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True)
+            try:
+                for batch in batches:
                     shard.append(
                         prediction_row(task, ex, answer, ds, sc)
-                        for ex, answer, ds, sc in zip(done.examples, done.answers, done.demos, done.scores, strict=True)
+                        for ex, answer, ds, sc in zip(
+                            batch.examples, batch.answers, batch.demos, batch.scores, strict=True
+                        )  # fmt: skip
                     )
-                    if done.generation is not None:
-                        prompt_tokens += done.generation.prompt_tokens
-                        image_tokens += done.generation.image_tokens
-                    size = done.batch_size
-                    bar.update(len(done.examples))
+                    finished += len(batch.examples)
+                    skipped += batch.skipped
+                    if batch.generation is not None:
+                        prompt_tokens += batch.generation.prompt_tokens
+                        image_tokens += batch.generation.image_tokens
+                    size = batch.batch_size
+                    bar.update(len(batch.examples) + len(batch.skipped))
+            except KeyboardInterrupt as err:
+                total = len(split.examples)
+                ahead = len(split.examples) - everyone + finished
+                raise interrupted(
+                    err,
+                    f"interrupted after {ahead} of {total} items ({finished} in this run, all "
+                    f"saved in {shard.path}); run the same command again to continue",
+                ) from None
+            except OSError as err:
+                message = os_error_message(err)
+                if message is None:
+                    raise
+                raise ConfigError(f"{message}; {finished} new predictions are saved in {shard.path}") from err
+            finally:
+                bar.close()
         if parallel():
             distributed.barrier()  # every rank has finished its share
             if not distributed.is_main():
@@ -378,17 +453,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seconds = time.perf_counter() - start
 
         written = store.rows()
-        rows = in_dataset_order(written, split.examples)
+        rows = in_dataset_order(unique_rows(written, store.path), split.examples)
         if rows != written:  # batched by length: put the finished file back in the split's order
             store.rewrite(rows)
         write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
-        summary = summarize(rows, split.skipped, seconds, everyone)
+        summary = summarize(rows, skipped, seconds, everyone)
         if todo:
             summary["batch_size"] = size
         if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
             summary["prompt_tokens_mean"] = statistics.fmean(prompt_tokens)
             summary["image_tokens_mean"] = statistics.fmean(image_tokens) if image_tokens else None
-        write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": split.skipped})
+        write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": skipped})
         accuracy = "n/a" if summary["accuracy"] is None else f"{summary['accuracy']:.3f}"
         rate = "n/a" if summary["items_per_s"] is None else f"{summary['items_per_s']:.2f}"
         log.info(
@@ -404,6 +479,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             evaluation.log_to_tracker(tracker, metrics, out)
             summary = {**summary, **evaluation.flat_metrics(metrics)}
     return summary
+
+
+def check_done_in_split(done: set[str], examples: list[Example], out: Path) -> None:
+    """Refuses to continue a run whose finished items are not all in the split as configured now (a lower
+    task.limit, another split): they would be scored with it, or have to be dropped. Raising the limit is fine."""
+    ids = {ex.id for ex in examples}
+    extra = sorted(done - ids)
+    if extra:
+        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
+        raise ConfigError(
+            f"{out} already holds {len(extra)} predictions for items outside the split as configured now ({shown}), "
+            f"e.g. because task.limit is lower than when the run began. Keep task.limit at least as high as before, "
+            f"or write into a new directory"
+        )
 
 
 def parallel() -> bool:

@@ -1,19 +1,26 @@
 """The merge stage: a LoRA adapter folded into its base, saved as a full model for serving.
 
 vlx stage=merge model=paligemma model.adapter=outputs/.../adapter      # -> <run dir>/merged/
+vlx model=paligemma model.checkpoint=<run dir>/merged task=esnli     # infers as the adapter did
+
+The merged folder carries the adapter's vlx_adapter.json (its prompt template), so inference with it needs no
+settings the adapter did not.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
+from vlx.models._base import ADAPTER_META
 from vlx.models.loading import check_adapter_path
-from vlx.stages._common import run_dir
+from vlx.run_dirs import exclusive
+from vlx.stages._common import read_json, run_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +35,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "Use quant=none (the merged model can be quantized again when it is loaded)"
         )
     check_adapter_path(cfg.model.adapter)
-    out = run_dir(cfg) / "merged"
-    adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
-    merged = adapter.model.merge_and_unload()
-    merged.save_pretrained(out)
-    adapter.processor.save_pretrained(out)
+    with exclusive(run_dir(cfg)) as root:
+        out = root / "merged"
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"{out} already holds a merged model; merge into a new run directory")
+        adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
+        merged = adapter.model.merge_and_unload()
+        merged.save_pretrained(out)
+        adapter.processor.save_pretrained(out)
+        # what inference needs beyond the weights: the prompt the adapter was trained with (read back by the adapter
+        # classes from a checkpoint folder as from an adapter folder)
+        meta = Path(cfg.model.adapter) / ADAPTER_META
+        record = read_json(meta, "written by stage=finetune") if meta.is_file() else {}
+        if cfg.model.prompt_template != "{prompt}":  # the prompt this merge was told to use
+            record["prompt_template"] = cfg.model.prompt_template
+        write_json(out / ADAPTER_META, {**record, "merged_from": str(cfg.model.adapter)})
     log.info("merged %s into %s -> %s", cfg.model.adapter, cfg.model.checkpoint, out)
     return {"parameters": sum(p.numel() for p in merged.parameters())}

@@ -7,13 +7,13 @@ vlx stage=finetune task=explainer_csv task.path=<run>/correct.csv ...
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.store import PredictionStore, write_csv
+from vlx.run_dirs import predictions_dir
+from vlx.store import PredictionStore, unique_rows, write_csv
 from vlx.tasks.explainer_csv import EXPLAINER_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Writes <run>/correct.csv (id, image_path, hypothesis, exp) from rows with pred == gold and a reference."""
     if not cfg.run:
         raise ConfigError("stage=select_correct needs run=<infer run dir>")
-    run_path = Path(cfg.run)
+    run_path = predictions_dir(cfg.run, "run")
     store = PredictionStore(run_path / "predictions.jsonl")
     if not store.path.is_file():
         raise ConfigError(f"{store.path} not found: pass the directory of an infer run")
-    rows = store.rows()
+    rows = unique_rows(store.rows(), store.path)
     kept = [r for r in rows if r.get("gold") is not None and r.get("pred") == r["gold"] and r.get("refs")]
     out = run_path / "correct.csv"
     write_csv(out, [{"id": r["id"], "image_path": r["image"], "hypothesis": r["text"], "exp": r["refs"][0]}
