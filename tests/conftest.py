@@ -67,6 +67,34 @@ def make_cfg(tmp_path: Path):
     GlobalHydra.instance().clear()
 
 
-def cli_env() -> dict[str, str]:
-    """Environment for running `python -m vlx` in a subprocess with the same caches."""
-    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+from helpers import cli_env  # noqa: E402,F401 - the tests import it from here too
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fails the test if anything loads a model or processor: for checks that must come before any weights load."""
+    import vlx.models._base as base
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model or processor was loaded before the check")
+
+    monkeypatch.setattr(base, "load_model", refuse)
+    monkeypatch.setattr(base, "load_processor", refuse)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel of this checkout (`pip wheel .`)."""
+    from helpers import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed_vlx(wheel, tmp_path_factory) -> Path:
+    """The `vlx` command of that wheel installed into a fresh venv (not editable; helpers.install_wheel)."""
+    from helpers import install_wheel
+
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    install_wheel(wheel, venv)
+    return venv / "bin" / "vlx"

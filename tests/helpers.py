@@ -1,10 +1,17 @@
-"""Data makers shared by the tests: placeholder images, e-SNLI-VE and Hateful Memes files."""
+"""Shared by the tests: data makers (placeholder images, e-SNLI-VE and Hateful Memes files), readers of W&B's
+offline files, running `vlx` as a user does, and vlx installed from a wheel."""
 
 from __future__ import annotations
 
 import csv
 import itertools
 import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -65,3 +72,112 @@ def meme_items(n: int) -> list[dict]:
         {"id": 1000 + i * 7, "img": f"img/{1000 + i * 7:05d}.png", "label": i % 2, "text": f"meme caption number {i}"}
         for i in range(n)
     ]
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run's `run-*.wandb` file, parsed with wandb's own protobuf messages.
+
+    The file is a LevelDB-style log (what wandb's Go core writes): a 7-byte header (`:W&B`, magic 0xBEE1, version 0),
+    then 32 KiB blocks of chunks, each `crc32 (4 bytes) | length (2) | type (1) | data`; a record is one FULL chunk or
+    FIRST, MIDDLE..., LAST chunks, and a block's tail under 7 bytes is padding.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B" and struct.unpack("<HB", data[4:7]) == (0xBEE1, 0), f"{path} is not a W&B run log"
+    block, records, pending, pos = 32768, [], b"", 7
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # padding at the end of a block
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break  # zero-filled end
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """An offline W&B run as plain data: its config, its summary and its logged history rows (nested keys joined
+    with dots, as `examples.count`)."""
+
+    def items(updates) -> dict:
+        return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in updates}
+
+    (log_file,) = run_dir.glob("run-*.wandb")
+    config, summary, history = {}, {}, []
+    for record in wandb_records(log_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            config.update(items(record.run.config.update))
+        elif kind == "config":
+            config.update(items(record.config.update))
+        elif kind == "summary":
+            summary.update(items(record.summary.update))
+        elif kind == "history":
+            history.append(items(record.history.item))
+    return {"config": config, "summary": summary, "history": history}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for running `python -m vlx` in a subprocess with the tests' caches."""
+    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_vlx(*args: str, cwd=None, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
+    """`vlx ARGS` as a user types it, in a subprocess; its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd or REPO, env=popen.pop("env", cli_env()),
+                          capture_output=True, text=True, timeout=timeout, **popen)  # fmt: skip
+
+
+def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
+    """`vlx ARGS` started in the background, its output going to `log`."""
+    out = log.open("w")
+    return subprocess.Popen([sys.executable, "-m", "vlx", *args], cwd=REPO, env=popen.pop("env", cli_env()),
+                            stdout=out, stderr=subprocess.STDOUT, **popen)  # fmt: skip
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Polls until `condition()` holds; fails if `proc` ends first or the time runs out."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the process ended first (exit {proc.returncode})"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """A wheel of this checkout, as `pip wheel .` builds it."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(out_dir)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    (built,) = out_dir.glob("vlx-*.whl")
+    return built
+
+
+def install_wheel(wheel: Path, venv: Path) -> Path:
+    """A fresh venv with the wheel installed (not editable); returns its site-packages.
+
+    Its dependencies are this environment's, put on its path by a .pth file (installing torch again would take
+    minutes; .ci/run installs the wheel with its dependencies from scratch). .pth files in a folder on that path are
+    not run, so the editable vlx of this environment stays out of it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
+                    "-q", str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    return site

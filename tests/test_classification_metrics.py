@@ -248,3 +248,20 @@ def test_plot_confusion_matrix_writes_png(tmp_path: Path):
 def test_plot_confusion_matrix_rejects_mismatched_shape(tmp_path: Path):
     with pytest.raises(ValueError, match="shape"):
         plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b"], ["a", "b", "unparsed"], tmp_path / "cm.png")
+
+
+def test_accuracy_ci_is_the_percentile_bootstrap_of_its_level():
+    """The interval computed here, independently: resample the items with numpy's generator (seeded as documented),
+    take the accuracy of each resample, and the (1 - level) / 2 quantiles."""
+    gold, pred, _ = _binary_case(5, n=120)
+    correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=float)
+    for level in (0.95, 0.5):
+        metrics, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=level,
+                                            seed=11)  # fmt: skip
+        rng = np.random.default_rng(11)
+        accuracies = [correct[rng.integers(0, len(correct), size=len(correct))].mean() for _ in range(300)]
+        expected = np.quantile(accuracies, [(1 - level) / 2, 1 - (1 - level) / 2])
+        assert metrics["accuracy_ci"] == pytest.approx(list(expected), abs=1e-12)
+    wide, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=0.95, seed=11)
+    narrow, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=0.5, seed=11)
+    assert wide["accuracy_ci"][0] < narrow["accuracy_ci"][0] < narrow["accuracy_ci"][1] < wide["accuracy_ci"][1]

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SHARED_ESNLI, cli_env
-from helpers import esnli_from_shared
-
-
-def vlx(*args: str, cwd=None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd or REPO, env=cli_env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+from conftest import REPO, SHARED_ESNLI
+from helpers import esnli_from_shared, meme_items, write_memes
+from helpers import run_vlx as vlx
 
 
 def test_cfg_job_prints_the_composed_config():
@@ -26,10 +23,10 @@ def test_cfg_job_prints_the_composed_config():
 
 def test_unknown_choice_lists_the_options():
     res = vlx("model=gpt5", "--cfg", "job")
-    assert res.returncode != 0
-    assert "Could not find 'model/gpt5'" in res.stderr
-    for option in ("llava", "paligemma", "tiny_llava", "tiny_paligemma"):
-        assert f"\t{option}\n" in res.stderr
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "vlx: error: model=gpt5: no such option; choose one of llava, paligemma, tiny_llava, tiny_paligemma"
+    )
 
 
 def test_missing_data_is_one_clear_message(tmp_path):
@@ -58,29 +55,20 @@ def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
     assert "done: 30 items" in (out / "vlx.log").read_text() or "done: 30 items" in res.stderr
 
 
-def test_two_job_multirun(tmp_path):
-    sweep = tmp_path / "sweep"
-    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes", "task.limit=3", "generation.max_new_tokens=4",
-              "eval_after_infer=false", f"hydra.sweep.dir={sweep}")  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    for job, model in ((0, "tiny_llava"), (1, "tiny_paligemma")):
-        assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3
-        assert f"model={model}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
-
-
 @pytest.mark.slow
 def test_four_combination_sweep(tmp_path):
-    if not SHARED_ESNLI.is_dir():
-        pytest.skip("../shared/data/esnlive is not beside the repo")
-    esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=3)
+    """Hydra's basic launcher: one run per combination of two models and two tasks, in one process."""
+    write_memes(tmp_path / "data" / "hateful_memes", "dev_seen", meme_items(3))
     sweep = tmp_path / "sweep"
-    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes,esnli", "task.limit=3",
+    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes,meme", "task.limit=3",
               f"paths.data_dir={tmp_path / 'data'}", "generation.max_new_tokens=4", "eval_after_infer=false",
               f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
-    for job in range(4):
+    for job, (model, task) in enumerate(itertools.product(("tiny_llava", "tiny_paligemma"), ("shapes", "meme"))):
         assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 3
+        overrides = (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
+        assert f"model={model}" in overrides and f"task={task}" in overrides
 
 
 def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
@@ -98,11 +86,20 @@ def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
     assert len(task.load().examples) == 20  # every image of the first 20 rows is there and decodes
 
 
-def test_report_of_a_two_run_sweep(tmp_path):
+@pytest.mark.slow
+def test_submitit_local_sweep_then_report(tmp_path):
+    """A two-job sweep through submitit's local launcher (the cluster launcher's interface), one run per model and
+    each scored, then the report of its runs (the basic launcher's sweeps: test_four_combination_sweep)."""
     sweep = tmp_path / "sweep"
-    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes", "task.limit=4", "generation.max_new_tokens=6",
-              "eval.resamples=50", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    res = vlx("-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "model=tiny_llava,tiny_paligemma",
+              "task=shapes", "task.limit=4", "generation.max_new_tokens=6", "eval.resamples=50",
+              f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
+    assert list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
+    for job, model in ((0, "tiny_llava"), (1, "tiny_paligemma")):
+        assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 4
+        assert f"model={model}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
+        assert (sweep / str(job) / "metrics.json").is_file()
     (sweep / "1" / "metrics.json").unlink()  # an unscored run is listed, not dropped
     res = vlx("stage=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -113,21 +110,3 @@ def test_report_of_a_two_run_sweep(tmp_path):
     with (sweep / "results.csv").open() as f:
         assert len(f.read().splitlines()) == 3
     assert (sweep / "results_accuracy.png").is_file()
-
-
-@pytest.mark.slow
-def test_submitit_local_sweep_then_report(tmp_path):
-    """A two-job sweep through submitit's local launcher (the cluster launcher's interface), then its report."""
-    sweep = tmp_path / "sweep"
-    res = vlx("-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "model=tiny_llava,tiny_paligemma",
-              "task=shapes", "task.limit=3", "generation.max_new_tokens=4", "eval.resamples=20",
-              f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    for job in ("0", "1"):
-        assert len((sweep / job / "predictions.jsonl").read_text().splitlines()) == 3
-        assert (sweep / job / "metrics.json").is_file()
-    assert list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
-    res = vlx("stage=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    table = (sweep / "results.md").read_text().splitlines()
-    assert len(table) == 4 and "tiny_llava" in table[2] and "tiny_paligemma" in table[3]

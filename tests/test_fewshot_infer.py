@@ -64,12 +64,13 @@ def test_demo_images_can_be_smaller_than_the_query(make_cfg, tiny_llava):
 
 def test_context_guard_names_item_and_count(make_cfg, tiny_llava):
     prompt = tiny_llava.render_prompt(instantiate(make_cfg("task=shapes").task).load().examples[0], "long " * 50)
-    tiny_llava.model.config.text_config.max_position_embeddings = 64
+    config = tiny_llava.model.config.text_config
+    context, config.max_position_embeddings = config.max_position_embeddings, 64
     try:
         with pytest.raises(DataError, match=r"item q-7: the prompt takes \d+ tokens .*> the model's context of 64"):
             tiny_llava.generate([prompt], [Image.new("RGB", (30, 30))], ids=["q-7"], max_new_tokens=8)
     finally:
-        tiny_llava.model.config.text_config.max_position_embeddings = 32768
+        config.max_position_embeddings = context
 
 
 def test_esnli_three_shots_is_one_per_class_from_another_split(make_cfg, tmp_path):
@@ -111,6 +112,7 @@ def test_meme_two_shots_from_a_zero_shot_run_on_train(make_cfg, tmp_path):
     run_stage(cfg)
     labels = {r["id"]: r["gold"] for r in rows}
     out = read_rows(tmp_path / "run")
+    assert [r["id"] for r in out] == [f"{1000 + i * 7:05d}" for i in range(3)]  # every dev_seen item
     for row in out:
         assert len(row["demos"]) == 2 and set(row["demos"]) <= right
         assert sorted(labels[i] for i in row["demos"]) == ["not offensive", "offensive"]

@@ -30,9 +30,18 @@ FAST = ["task=shapes", "task.split=train", "task.limit=16", "lora=r64", "finetun
 
 
 @pytest.mark.parametrize("model", ["tiny_paligemma", "tiny_llava"])
-def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_path, model):
+def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_path, model, monkeypatch):
     from peft import PeftModel
 
+    import vlx.stages.finetune as finetune
+
+    built, build = [], finetune.build_model  # the stage's own adapter: the model as it was trained, in memory
+
+    def keep(cfg):
+        built.append(build(cfg))
+        return built[-1]
+
+    monkeypatch.setattr(finetune, "build_model", keep)
     cfg = make_cfg("stage=finetune", f"model={model}", *FAST, *EXACT, "finetune.max_steps=12",
                    "finetune.target=label_and_explanation")  # fmt: skip
     metrics = run_stage(cfg)
@@ -46,21 +55,21 @@ def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_pa
     assert meta["prompt_template"] == "explain en {text}" and meta["target"] == "label_and_explanation"
 
     # the saved adapter, loaded by peft onto a fresh base, gives the trained model's logits
+    trained = built[0].model.eval()
     base = instantiate(cfg.model, _partial_=True)(quantization=None)
-    trained = PeftModel.from_pretrained(base.model, adapter_dir).eval()
-    plain = instantiate(cfg.model, _partial_=True)(quantization=None).model.eval()
+    reloaded = PeftModel.from_pretrained(base.model, adapter_dir).eval()
     from vlx.training import Collator, TrainItem
 
     item = TrainItem("x", tmp_path / "x.png", "explain en There is a red circle.", "Entailment. It is.")
     Image.new("RGB", (56, 56), (220, 30, 30)).save(item.image)
-    batch = on(trained, Collator(base)([item]))
+    batch = on(reloaded, Collator(base)([item]))
     batch.pop("labels")
     with torch.no_grad():
         a = trained(**batch).logits
-        b = PeftModel.from_pretrained(plain, adapter_dir).eval()(**batch).logits
+        b = reloaded(**batch).logits
         c = instantiate(cfg.model, _partial_=True)(quantization=None).model.eval()(**batch).logits
-    assert torch.equal(a, b)
-    assert not torch.allclose(a, c)  # and the adapter changes the output
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), (a - b).abs().max()
+    assert (a - c).abs().max() > 1e3 * 1e-5  # and the adapter changes the output, far beyond that tolerance
 
 
 def test_llava_loss_is_on_the_assistant_turn_only(make_cfg):
@@ -136,7 +145,7 @@ def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_
 def test_only_correct_items_are_trained_on(make_cfg, tmp_path):
     source = tmp_path / "clf"
     source.mkdir()
-    rows = [{"id": f"train-{i:05d}.png#{i}{'ecn'[i % 3]}", "gold": "neutral", "pred": "neutral" if i < 5 else None}
+    rows = [{"id": f"train-{i // 3:05d}.png#{i}{'ecn'[i % 3]}", "gold": "neutral", "pred": "neutral" if i < 5 else None}
             for i in range(16)]  # fmt: skip
     (source / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1",
@@ -160,8 +169,8 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
 
 
 def test_adapter_inference_and_merge(make_cfg, tmp_path):
-    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=2",
-                       run_dir=tmp_path / "ft"))  # fmt: skip
+    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
+                       "finetune.warmup_steps=0", run_dir=tmp_path / "ft"))  # fmt: skip
     adapter = tmp_path / "ft" / "adapter"
     summary = run_stage(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "task=shapes", "task.limit=3",
                                  "generation=seed_sampling", run_dir=tmp_path / "inf"))  # fmt: skip
@@ -180,13 +189,17 @@ def test_adapter_inference_and_merge(make_cfg, tmp_path):
     device = peft_model.model.device
     merged = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "m" / "merged").to(device).eval()
     ids = torch.tensor([[2, 50, 60, 70]], device=device)
+    base = instantiate(make_cfg("model=tiny_paligemma", "model.dtype=float32").model, _partial_=True)(quantization=None)
     with torch.no_grad():
         pixel = torch.zeros(1, 3, 56, 56, device=device)
         tokens = peft_model.processor.tokenizer.image_token_id
         ids = torch.cat([torch.full((1, 16), tokens, device=device), ids], dim=1)
         a = merged(input_ids=ids, pixel_values=pixel).logits
         b = peft_model.model(input_ids=ids, pixel_values=pixel).logits
-    assert (a - b).abs().max() <= 1e-4 * a.abs().max(), (a - b).abs().max()
+        c = base.model(input_ids=ids, pixel_values=pixel).logits
+    tolerance = 1e-4 * a.abs().max()
+    assert (a - b).abs().max() <= tolerance, (a - b).abs().max()
+    assert (c - b).abs().max() > 100 * tolerance  # the merge carries the adapter: the base alone is far off
 
 
 def test_finetune_needs_lora(make_cfg):
@@ -220,6 +233,8 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
     (full_loss, full_shape, full_grads), (kept_loss, kept_shape, kept_grads) = results
     assert kept_shape[1] < full_shape[1] / 2  # far fewer logits
     assert kept_loss == pytest.approx(full_loss, rel=1e-6)
+    assert full_grads and full_grads.keys() == kept_grads.keys()
+    assert any(grad.abs().max() > 1e-4 for grad in full_grads.values())  # LoRA's B gets gradients, not just zeros
     for name, grad in full_grads.items():
         assert torch.allclose(grad, kept_grads[name], rtol=1e-4, atol=1e-6), name
 
@@ -281,7 +296,7 @@ def test_idle_device_time_is_attributed_to_what_the_cpu_was_doing():
     assert list(idle)[0] == "enumerate(DataLoader)"  # largest first
 
 
-def test_compile_mode_is_checked_before_the_model_loads(make_cfg):
+def test_compile_mode_is_checked_before_the_model_loads(make_cfg, no_model_loads):
     with pytest.raises(ConfigError, match="finetune.compile_mode='fastest'.*reduce-overhead"):
         run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.compile_mode=fastest"))
 
@@ -301,15 +316,20 @@ def test_device_time_counts_overlapping_kernels_once():
     assert covered_seconds([]) == 0.0
 
 
-def test_trainer_args_reach_the_trainer(make_cfg, tmp_path):
+def test_trainer_args_reach_the_trainer(make_cfg, tmp_path, monkeypatch):
     """`finetune.trainer_args` is passed to TrainingArguments: without the first-step log, a run logged every 2
-    steps logs at steps 2 and 4 only (vlx's default also logs step 1)."""
+    steps logs at steps 2 and 4 only (vlx's default also logs step 1), and the Trainer clips at the given norm."""
+    import vlx.stages.finetune as finetune
+
+    seen, real = [], finetune.one_gpu_per_process
+    monkeypatch.setattr(finetune, "one_gpu_per_process", lambda args: seen.append(args) or real(args))
     out = tmp_path / "ft"
     run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
                        "finetune.logging_steps=2", "+finetune.trainer_args.logging_first_step=false",
                        "+finetune.trainer_args.max_grad_norm=0.5", run_dir=out))  # fmt: skip
     history = json.loads((out / "train_summary.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [2, 4]
+    assert seen[0].max_grad_norm == 0.5 and seen[0].logging_first_step is False
 
 
 @pytest.mark.parametrize(("key", "message"), [
@@ -317,7 +337,7 @@ def test_trainer_args_reach_the_trainer(make_cfg, tmp_path):
     ("max_grad_nrom=0.3", "not a field of transformers' TrainingArguments \\(did you mean max_grad_norm"),
     ("remove_unused_columns=true", "vlx's collator needs False"),
 ])  # fmt: skip
-def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message):
+def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message, no_model_loads):
     with pytest.raises(ConfigError, match=message):
         run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, f"+finetune.trainer_args.{key}"))
 

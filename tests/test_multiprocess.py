@@ -35,21 +35,9 @@ INFER = ["model=tiny_llava", "task=shapes", "task.limit=9", "batch_size=2", "gen
 
 
 @pytest.mark.slow
-def test_data_parallel_inference_equals_one_process(tmp_path):
-    single(*INFER, f"hydra.run.dir={tmp_path / 'one'}")
-    torchrun(*INFER, f"hydra.run.dir={tmp_path / 'two'}")
-    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
-    assert [r["id"] for r in two] == [r["id"] for r in one]  # every id once, in dataset order
-    assert [r["raw"] for r in two] == [r["raw"] for r in one]  # greedy: the same answers
-    assert not list((tmp_path / "two").glob("predictions.rank*"))  # shards merged and removed
-    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["items"] == 9 and summary["new_items"] == 9
-    assert (tmp_path / "two" / "vlx.rank1.log").is_file()
-
-
-@pytest.mark.slow
-def test_data_parallel_inference_resumes_from_shards(tmp_path):
-    """A killed two-process run leaves shard files; a rerun (two processes, or one) skips what they hold."""
+def test_data_parallel_inference_equals_one_process_and_resumes_from_shards(tmp_path):
+    """Two processes give one process's answers, every id once in dataset order. A killed two-process run leaves
+    shard files; a rerun (two processes, or one) skips what they hold."""
     out = tmp_path / "run"
     single(*INFER, f"hydra.run.dir={tmp_path / 'one'}")
     reference = rows(tmp_path / "one")
@@ -60,7 +48,11 @@ def test_data_parallel_inference_resumes_from_shards(tmp_path):
     first = torchrun(*INFER, f"hydra.run.dir={out}")
     assert "resuming: 4 of 9 items" in first.stderr + first.stdout
     assert [r["id"] for r in rows(out)] == [r["id"] for r in reference]
-    assert [r["raw"] for r in rows(out)] == [r["raw"] for r in reference]
+    assert [r["raw"] for r in rows(out)] == [r["raw"] for r in reference]  # greedy: the same answers
+    assert not list(out.glob("predictions.rank*"))  # shards merged and removed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == 9 and summary["new_items"] == 5
+    assert (out / "vlx.rank1.log").is_file()
 
     # one process finishing what a two-process run left
     alone = tmp_path / "alone"
@@ -107,14 +99,16 @@ FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split
 
 
 @pytest.mark.slow
-def test_ddp_finetune_matches_one_process(tmp_path):
+def test_ddp_finetune_matches_one_process_and_infers_with_its_adapter(tmp_path):
     import torch
 
     done = single(*FINETUNE, f"hydra.run.dir={tmp_path / 'one'}")
     if torch.cuda.device_count() >= 2:  # one process on a host of several GPUs keeps a model that fits on the first
         assert "'device_map': 'sequential'" in done.stdout + done.stderr
         assert "GPUs visible to one process: training on cuda:0 only" in done.stdout + done.stderr  # no DataParallel
-    torchrun(*FINETUNE, f"hydra.run.dir={tmp_path / 'two'}")
+    # then data-parallel inference with the adapter it trained, in the same run
+    torchrun(*FINETUNE, "finetune.infer_split=test", "finetune.infer_limit=5", "generation.max_new_tokens=6",
+             f"hydra.run.dir={tmp_path / 'two'}")  # fmt: skip
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
     assert two["distributed"] == ddp_kind() and one["distributed"] == "NO"
@@ -123,6 +117,10 @@ def test_ddp_finetune_matches_one_process(tmp_path):
     assert loss_one[-1] < 0.8 * loss_one[0]  # it learns
     assert loss_two == pytest.approx(loss_one, rel=1e-4)  # the same steps: accumulation 2 became 2 processes x 1
     assert (tmp_path / "two" / "adapter" / "adapter_model.safetensors").is_file()
+    infer = tmp_path / "two" / "infer"
+    assert [r["id"] for r in rows(infer)] == [f"test-{i // 3:05d}.png#{i}{'ecn'[i % 3]}" for i in range(5)]
+    assert not list(infer.glob("predictions.rank*"))
+    assert json.loads((infer / "summary.json").read_text())["items"] == 5
 
 
 @pytest.mark.slow
@@ -132,17 +130,6 @@ def test_fsdp_off_the_gpu_says_it_is_not_applied(tmp_path):
     assert "finetune.fsdp='full_shard auto_wrap' is not applied" in done.stdout + done.stderr
     assert history(tmp_path)["distributed"] == "MULTI_CPU"
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-
-
-@pytest.mark.slow
-def test_ddp_finetune_then_data_parallel_inference_with_the_adapter(tmp_path):
-    out = tmp_path / "run"
-    torchrun(*FINETUNE, "finetune.infer_split=test", "finetune.infer_limit=5", "generation.max_new_tokens=6",
-             f"hydra.run.dir={out}")  # fmt: skip
-    predictions = rows(out / "infer")
-    assert [r["id"] for r in predictions] == [f"test-{i:05d}.png#{i}{'ecn'[i % 3]}" for i in range(5)]
-    assert not list((out / "infer").glob("predictions.rank*"))
-    assert json.loads((out / "infer" / "summary.json").read_text())["items"] == 5
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(tmp_path):
     out, reference = tmp_path / "run", tmp_path / "uninterrupted"
     args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=48",

@@ -86,6 +86,7 @@ def test_meme_label_scoring_gives_auroc(make_cfg, tmp_path):
                    "eval_after_infer=true", "eval.resamples=50")  # fmt: skip
     run_stage(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
     for row in rows:
         assert set(row["scores"]) == {"not offensive", "offensive"}
         assert sum(row["scores"].values()) == pytest.approx(1.0)
@@ -100,7 +101,9 @@ def test_score_then_explain_states_the_label_then_explains(make_cfg, tmp_path, m
     cfg = make_cfg(f"model={model}", "task=shapes", "task.limit=3", "decode=score_then_explain",
                    "generation.max_new_tokens=6")  # fmt: skip
     run_stage(cfg)
-    for row in [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]:
+    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
         stated = row["pred"].capitalize() + "."
         assert row["raw"].startswith(stated)
         assert row["explanation"] == row["raw"][len(stated) :].strip()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -105,11 +104,18 @@ def test_shapes_is_deterministic_balanced_and_in_esnli_format(tmp_path):
             assert ex.explanations[0].startswith("You cannot tell from the picture whether")
 
 
-def test_shapes_regenerates_when_sizes_change(tmp_path):
-    generate_shapes(tmp_path, {"test": 3})
-    generate_shapes(tmp_path, {"test": 6})
-    with (tmp_path / "esnlive_test.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 6
+def test_shapes_of_two_settings_keep_each_others_files(tmp_path):
+    small = ShapesTask(sizes={"test": 3}, cache_dir=tmp_path, split="test").load().examples
+    large = ShapesTask(sizes={"test": 6}, cache_dir=tmp_path, split="test").load().examples
+    assert len(small) == 3 and len(large) == 6
+    assert small[0].image.parent != large[0].image.parent  # a folder per setting
+    assert all(ex.image.is_file() for ex in small)  # the first setting's images (which its runs point to) remain
+    assert [ex.text for ex in large[:3]] == [ex.text for ex in small]  # a split's items depend on its own size only
+    # a folder given by hand that holds other data is never overwritten
+    mtime = (small[0].image.parent.parent / "esnlive_test.csv").stat().st_mtime_ns
+    with pytest.raises(DataError, match="does not hold the shapes data .* vlx does not overwrite it"):
+        generate_shapes(small[0].image.parent.parent, {"test": 6})
+    assert (small[0].image.parent.parent / "esnlive_test.csv").stat().st_mtime_ns == mtime
 
 
 # --- bad input -------------------------------------------------------------------------------------------------

@@ -299,6 +299,7 @@ def test_bad_model_fails_before_java(monkeypatch, tmp_path):
         explanation_metrics(CANDS, REFS, CORRECT, BertScoreSettings(model=str(tmp_path / "x")))
 
 
+@pytest.mark.slow
 def test_all_incorrect_and_awkward_strings():
     """No correct item: correct-only scores None with a note. Empty, newline and '|||' strings neither crash nor
     desynchronise METEOR; empty candidates score 0."""

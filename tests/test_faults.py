@@ -1,0 +1,573 @@
+"""Every way a user can break a run: one clear line and exit 2 (130/143 for Ctrl-C/SIGTERM), before the model loads
+where that can be known; nothing finished is lost, nothing the user made is overwritten.
+
+The cases, by what a user does:
+- the command line: a mistyped key, a group option that does not exist, an override Hydra cannot parse, a group given
+  a number, a negative or impossible number of shots, a required key left unset, `task.limit=0`, `resume=` or `run=`
+  naming a missing directory;
+- the data: images cut short, corrupt, over PIL's pixel limit, missing, changed while the run goes, in any PIL mode;
+  CSV and jsonl files that are not UTF-8;
+- the run directory: two runs writing into one, a stale lock of a killed run, a read-only predictions file, a run
+  directory that cannot be made, a full disk, predictions with repeated ids, a resume with a lower limit;
+- signals: Ctrl-C, SIGTERM, SIGKILL with loader worker processes;
+- models and fine-tunes: a checkpoint folder of the user's given to a tiny model config (never rebuilt), a missing
+  one, a half-written checkpoint, a resume with other settings, a finished fine-tune run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import lines, placeholder_image, run_vlx, start_vlx, wait_for, write_esnli_csv, write_memes
+from PIL import Image
+
+from vlx.__main__ import _user_problem, run_stage
+from vlx.errors import ConfigError, DataError, Interrupted, VlxError
+from vlx.images import load_rgb
+
+TINY_RUN = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
+# what a run logs as it loads the weights: absent from a run refused before that, present where one loads
+LOADING = "loading LlavaNextForConditionalGeneration"
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """The run's output has no traceback and exactly one error line (vlx's, or the log's); returns it."""
+    output = res.stdout + res.stderr
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("vlx: error: ") or "[ERROR]" in line]
+    assert len(errors) == 1, output[-3000:]
+    return errors[0]
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["modle=llava"], "modle=llava: vlx has no setting 'modle' (did you mean model?)"),
+        (["task=shapes", "task.limitt=3"], "task.limitt=3: vlx has no setting 'task.limitt' (did you mean task.limit"),
+        (["task=esnl"], "task=esnl: no such option (did you mean esnli?); choose one of esnli, explainer_csv, meme"),
+        (["experiment=demos"], "experiment=demos: there is no experiment 'demos' (did you mean demo?)"),
+        (["task.limit=["], "cannot read the command line"),
+        (["model=3"], "model=3: model takes the name of an option: llava, paligemma, tiny_llava, tiny_paligemma"),
+    ],
+)
+def test_command_line_mistakes_are_one_line(args, message):
+    res = run_vlx(*args, "--cfg", "job")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in one_error_line(res)
+
+
+def test_an_impossible_setting_on_the_command_line_is_vlxs_one_line(tmp_path):
+    """`shots=-1` went through Hydra's error wrapping (exit 1, a traceback); now it is vlx's line and exit 2."""
+    res = run_vlx(*TINY_RUN, "task.limit=2", "shots=-1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "shots=-1: use a number of demonstrations >= 0" in one_error_line(res)
+    assert LOADING not in res.stdout + res.stderr  # refused before any weights load
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["shots=-1"], "shots=-1: use a number of demonstrations >= 0"),
+        (["task.limit=0"], "task.limit=0: use a positive number of items"),
+        (["task=explainer_csv", "shots=0"], "task.path is not set (task=explainer_csv needs it): add task.path=..."),
+        (["resume=/nonexistent/run"], "resume='/nonexistent/run': no such directory"),
+        (["stage=eval", "run=/nonexistent/run"], "run='/nonexistent/run': no such directory"),
+        (["shots=1000"], "few-shot k=1000 is larger than the pool"),
+    ],
+)
+def test_impossible_settings_stop_before_the_model_loads(make_cfg, no_model_loads, args, message):
+    # in-process, read as the command line reads it (the test above checks that this becomes one line and exit 2)
+    with pytest.raises(Exception) as raised:
+        run_stage(make_cfg(*TINY_RUN, "task.limit=2", *args))
+    assert message in (_user_problem(raised.value) or repr(raised.value))
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = run_vlx(*TINY_RUN, "task.limit=2", f"hydra.run.dir={blocker / 'run'}")
+    assert res.returncode == 2
+    assert str(blocker) in one_error_line(res)
+
+
+@pytest.mark.slow
+def test_eval_and_resume_accept_a_runs_root_or_its_infer_folder(make_cfg, tmp_path):
+    root = tmp_path / "finetune-run"  # a fine-tune's or the demo's run: its predictions are in infer/
+    run_stage(make_cfg(*TINY_RUN, "task.limit=2", run_dir=root / "infer"))
+    metrics = run_stage(make_cfg("stage=eval", f"run={root}", "eval.resamples=0", run_dir=tmp_path / "eval"))
+    assert metrics["n"] == 2 and (root / "infer" / "metrics.json").is_file()
+    summary = run_stage(make_cfg(*TINY_RUN, "task.limit=3", f"resume={root}", run_dir=tmp_path / "elsewhere"))
+    assert summary["new_items"] == 1 and len(lines(root / "infer" / "predictions.jsonl")) == 3
+    run_stage(make_cfg("stage=eval", f"run={root / 'infer' / 'predictions.jsonl'}", "eval.resamples=0",
+                       run_dir=tmp_path / "eval2"))  # fmt: skip
+    assert json.loads((root / "infer" / "metrics.json").read_text())["n"] == 3
+
+
+# --- the data --------------------------------------------------------------------------------------------------
+
+
+def esnli_with_images(folder: Path, images: dict[str, Image.Image | bytes]) -> Path:
+    """An e-SNLI-VE CSV with one row per image (written as given: a PIL image, or raw bytes)."""
+    rows = []
+    for i, (name, image) in enumerate(images.items()):
+        if isinstance(image, bytes):
+            (folder / name).write_bytes(image)
+        else:
+            image.save(folder / name)
+        rows.append([str(i), f"p{i}", name, f"There is a red circle {i}.", "entailment", "It is."])
+    return write_esnli_csv(folder / "esnlive_test.csv", rows)
+
+
+def image_bytes(image: Image.Image, fmt: str) -> bytes:
+    path = Path(tempfile.mkstemp(suffix=f".{fmt}")[1])
+    image.save(path, format=fmt)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+@pytest.fixture
+def bad_images(tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    return {
+        "good.png": noise,
+        "cut.png": image_bytes(noise, "png")[:-400],
+        "cut.jpg": image_bytes(noise, "jpeg")[:-300],
+        "not-an-image.jpg": b"GIF89a this is no image",
+        "huge.png": image_bytes(Image.new("1", (10_000, 9_000)), "png"),  # 90 Mpx, over PIL's 89.5 Mpx limit
+    }
+
+
+def test_bad_images_are_found_by_the_pre_check(tmp_path, bad_images):
+    from vlx.tasks import EsnliVeTask
+
+    esnli_with_images(tmp_path, bad_images)
+    with pytest.raises(DataError, match=r"esnlive_test.csv:3: image .*cut.png: cannot be decoded .*on_bad_image=skip"):
+        EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load()
+    split = EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path, on_bad_image="skip").load()
+    assert [ex.image.name for ex in split.examples] == ["good.png"]
+    reasons = {Path(s["image"]).name: s["reason"] for s in split.skipped}
+    assert set(reasons) == {"cut.png", "cut.jpg", "not-an-image.jpg", "huge.png"}
+    assert "truncated" in reasons["cut.jpg"] or "cannot be decoded" in reasons["cut.jpg"]
+    assert "10000x9000 pixels (90 Mpx), over PIL's limit of 89 Mpx" in reasons["huge.png"]
+
+
+def test_an_image_that_breaks_mid_run_honours_on_bad_image(make_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    from vlx.stages.infer import prepare_batch
+
+    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "task.limit=3")
+    task = instantiate(cfg.task)
+    examples = task.load().examples  # checked and fine here
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(examples[1].image.read_bytes()[:60])  # then the file is cut while the run goes
+    examples[1] = dataclasses.replace(examples[1], image=broken)
+    model = instantiate(cfg.model, _partial_=True)(quantization=None)
+    batch = prepare_batch(model, task, None, examples, 0, 3, None, on_bad_image="skip")
+    assert [ex.id for ex in batch.examples] == [examples[0].id, examples[2].id] and batch.count == 3
+    assert batch.skipped[0]["id"] == examples[1].id and str(broken) in batch.skipped[0]["reason"]
+    with pytest.raises(DataError, match=rf"item {re.escape(examples[1].id)} cannot be prepared .*broken.png"):
+        prepare_batch(model, task, None, examples, 0, 3, None, on_bad_image="fail")
+
+
+def test_every_image_mode_becomes_the_rgb_a_viewer_shows(tmp_path):
+    def saved(image: Image.Image, name: str, **kw) -> Path:
+        image.save(tmp_path / name, **kw)
+        return tmp_path / name
+
+    grey16 = Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16))  # 50% grey in 16 bits
+    assert grey16.mode == "I;16"
+    cases = {
+        "grey16.png": (saved(grey16, "grey16.png"), (128, 128, 128)),
+        "int32.tif": (saved(Image.fromarray(np.full((4, 4), 32896, dtype=np.int32)), "int32.tif"), (128, 128, 128)),
+        "float.tif": (saved(Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)), "float.tif"), (128, 128, 128)),
+        "palette.png": (
+            saved(Image.new("RGB", (4, 4), (200, 10, 10)).convert("P", palette=Image.Palette.ADAPTIVE), "palette.png"),
+            (200, 10, 10),
+        ),
+        "cmyk.tif": (saved(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "cmyk.tif"), (255, 0, 0)),
+        "la.png": (saved(Image.new("LA", (4, 4), (0, 0)), "la.png"), (255, 255, 255)),  # transparent: white
+        "rgba.png": (saved(Image.new("RGBA", (4, 4), (0, 0, 255, 255)), "rgba.png"), (0, 0, 255)),
+        "bilevel.png": (saved(Image.new("1", (4, 4), 1), "bilevel.png"), (255, 255, 255)),
+    }
+    transparent = Image.new("P", (4, 4), 0)
+    transparent.putpalette([0, 0, 0] * 256)
+    transparent.info["transparency"] = 0
+    cases["p-transparent.png"] = (saved(transparent, "p-transparent.png", transparency=0), (255, 255, 255))
+    for name, (path, expected) in cases.items():
+        image = load_rgb(path)
+        assert image.mode == "RGB", name
+        pixel = image.getpixel((2, 2))
+        assert all(abs(a - b) <= 3 for a, b in zip(pixel, expected, strict=True)), (name, pixel, expected)
+
+
+@pytest.mark.parametrize("reader", ["esnli", "meme", "predictions"])
+def test_text_that_is_not_utf8_names_file_and_line(make_cfg, tmp_path, reader):
+    from vlx.stages.evaluation import evaluate
+    from vlx.tasks import EsnliVeTask, HatefulMemesTask
+
+    if reader == "esnli":
+        path = write_esnli_csv(tmp_path / "esnlive_test.csv", [["0", "p0", "a.png", "A cafe.", "neutral", "e"]] * 2)
+        path.write_bytes(path.read_bytes().replace(b"cafe", b"caf\xe9", 1))
+        placeholder_image(tmp_path / "a.png")
+        call, where = lambda: EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load(), f"{path}:2"
+    elif reader == "meme":
+        path = write_memes(tmp_path, "dev_seen", [{"id": 1, "img": "img/01.png", "label": 0, "text": "x"}] * 3)
+        data = path.read_bytes().split(b"\n")
+        data[2] = data[2].replace(b'"x"', b'"caf\xe9"')
+        path.write_bytes(b"\n".join(data))
+        call, where = lambda: HatefulMemesTask(data_dir=tmp_path).load(), f"{path}:3"
+    else:
+        path = tmp_path / "predictions.jsonl"
+        path.write_bytes(b'{"id": "1", "gold": "neutral", "pred": "neutral"}\n{"id": "2", "pred": "caf\xe9"}\n')
+        info = {"task": "esnli", "labels": ["entailment", "contradiction", "neutral"]}
+        call, where = lambda: evaluate(tmp_path, info, {"resamples": 0, "level": 0.95, "seed": 0}), f"{path}:2"
+    with pytest.raises(DataError) as err:
+        call()
+    assert str(err.value).startswith(where) and "not UTF-8" in str(err.value)
+
+
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
+    from vlx.tasks import EsnliVeTask
+
+    path = write_esnli_csv(tmp_path / "esnlive_test.csv", [["0", "p0", "a.png", "A dog.", "neutral", "e"]])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    placeholder_image(tmp_path / "a.png")
+    assert [ex.id for ex in EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load().examples] == ["p0"]
+
+
+# --- the run directory -----------------------------------------------------------------------------------------
+
+
+def holder_pid(run: Path) -> int | None:
+    lock = run / ".vlx.lock"
+    try:
+        return json.loads(lock.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow
+def test_one_writer_per_run_directory_and_a_dead_writer_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY_RUN, "task.sizes.test=300", "batch_size=1", "generation.max_new_tokens=24", f"hydra.run.dir={run}"]
+    first = start_vlx(*args, log=tmp_path / "first.log")
+    try:
+        wait_for(lambda: (run / "predictions.jsonl").is_file() and holder_pid(run) == first.pid, first)
+        start = time.time()
+        second = run_vlx(*args)
+        assert LOADING in (tmp_path / "first.log").read_text()
+        assert first.poll() is None, "the first run ended before the second was refused: make it longer"
+        assert second.returncode == 2 and time.time() - start < 60, second.stdout[-2000:] + second.stderr[-2000:]
+        line = one_error_line(second)
+        assert f"{run} is being written by another vlx run (pid {first.pid} on " in line
+        assert LOADING not in second.stdout + second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)  # dies holding the lock: the OS releases it, its record stays
+        first.wait()
+    done = len(lines(run / "predictions.jsonl"))
+    assert 1 <= done < 300
+    third = run_vlx(*args, "batch_size=32")  # the batch size changes no answer: the rest goes quicker
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"taking over the lock left by pid {first.pid}" in third.stdout + third.stderr
+    ids = [row["id"] for row in lines(run / "predictions.jsonl")]
+    assert len(ids) == len(set(ids)) == 300
+
+
+def test_resume_with_a_lower_limit_is_refused(make_cfg, tmp_path):
+    run_stage(make_cfg(*TINY_RUN, "task.limit=4"))
+    with pytest.raises(ConfigError, match=r"already holds 2 predictions for items outside the split as configured"):
+        run_stage(make_cfg(*TINY_RUN, "task.limit=2"))
+    assert len(lines(tmp_path / "run" / "predictions.jsonl")) == 4  # nothing dropped
+
+
+def test_eval_refuses_two_different_predictions_for_one_id(make_cfg, tmp_path):
+    run_stage(make_cfg(*TINY_RUN, "task.limit=3"))
+    path = tmp_path / "run" / "predictions.jsonl"
+    rows = lines(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))  # the same row twice: counted once
+    metrics = run_stage(make_cfg("stage=eval", f"run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+    assert metrics["n"] == 3
+    other = {**rows[1], "pred": "neutral" if rows[1]["pred"] != "neutral" else "entailment"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, other]))
+    with pytest.raises(DataError, match=rf"different predictions for the same id: {rows[1]['id']} \(rows 2 and 4\)"):
+        run_stage(make_cfg("stage=eval", f"run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` cannot be written, even by root: chmod for a user, the immutable attribute (chattr +i) for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield
+        path.chmod(0o644)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("root writes any file, and chattr +i (to stop it) does not work on this file system")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_a_read_only_predictions_file_is_refused_before_the_model_loads(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    run_stage(make_cfg(*TINY_RUN, "task.limit=2", run_dir=run))
+    with read_only(run / "predictions.jsonl"):
+        res = run_vlx(*TINY_RUN, "task.limit=3", f"hydra.run.dir={run}")
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    line = one_error_line(res)
+    assert f"cannot write {run / 'predictions.jsonl'}" in line and "chmod u+w" in line
+    assert LOADING not in res.stdout + res.stderr
+    assert len(lines(run / "predictions.jsonl")) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root, where mounts are allowed), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_names_the_path_and_keeps_the_predictions(tmp_path, small_disk):
+    run = small_disk / "run"
+    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=40", f"hydra.run.dir={run}"]
+    proc = start_vlx(*args, log=tmp_path / "out.log")
+    wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 3, proc)
+    # the disk fills up while the run goes
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb", buffering=0) as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+    assert proc.wait(timeout=120) == 2
+    output = (tmp_path / "out.log").read_text()
+    assert LOADING in output and "Traceback" not in output
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "the disk is full" in errors[0] and str(run / "predictions.jsonl") in errors[0]
+    kept = (run / "predictions.jsonl").read_bytes()
+    whole = [json.loads(row) for row in kept[: kept.rfind(b"\n") + 1].splitlines()]
+    assert 3 <= len(whole) < 60  # what was finished is there
+    (small_disk / "filler").unlink()
+    again = run_vlx(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = lines(run / "predictions.jsonl")
+    assert len(final) == len({row["id"] for row in final}) == 60
+    by_id = {row["id"]: row for row in final}
+    assert all(by_id[row["id"]] == row for row in whole)  # kept as they were
+
+
+# --- signals ---------------------------------------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
+    run = tmp_path / "run"
+    proc = start_vlx(*TINY_RUN, "task.limit=60", "batch_size=2", "generation.max_new_tokens=40",
+                     f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
+    wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 4, proc)
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == code
+    output = (tmp_path / "out.log").read_text()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    done = len(lines(run / "predictions.jsonl"))
+    assert f"interrupted after {done} of 60 items" in output
+    assert "run the same command again to continue" in output
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc (Linux)")
+def test_loader_workers_die_with_a_killed_parent(tmp_path):
+    run = tmp_path / "run"
+    proc = start_vlx(*TINY_RUN, "task.limit=200", "batch_size=2", "loader_workers=2", "generation.max_new_tokens=40",
+                     f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
+    wait_for(lambda: (run / "predictions.jsonl").is_file() and len(children(proc.pid)) >= 2, proc)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: not any(Path(f"/proc/{w}").exists() and "zombie" not in status(w) for w in workers), timeout=15)
+
+
+def status(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/status")).read_text().lower()
+    except OSError:
+        return "zombie"  # gone
+
+
+def test_interrupted_inference_in_process_keeps_what_it_finished(make_cfg, tmp_path, monkeypatch):
+    import vlx.stages.infer as infer
+
+    real = infer.decode
+    calls = []
+
+    def decode_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "decode", decode_then_interrupt)
+    with pytest.raises(Interrupted, match=r"interrupted after 4 of 10 items \(4 in this run"):
+        run_stage(make_cfg(*TINY_RUN, "task.limit=10", "batch_size=2", "batching=dataset"))
+    assert len(lines(tmp_path / "run" / "predictions.jsonl")) == 4
+
+
+# --- models and fine-tunes -------------------------------------------------------------------------------------
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_users_checkpoint_is_loaded_as_it_is_never_rebuilt(make_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("model=tiny_paligemma")
+    mine = tmp_path / "my-model"
+    shutil.copytree(instantiate(cfg.model, _partial_=True)(quantization=None).checkpoint, mine)
+    (mine / "tiny_model.json").unlink()  # a folder the factory did not make
+    before = digest(mine)
+    adapter = instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={mine}").model, _partial_=True)(
+        quantization=None
+    )
+    assert adapter.checkpoint == str(mine) and digest(mine) == before
+    with pytest.raises(VlxError, match=rf"model.checkpoint='{tmp_path / 'missing'}': no such folder"):
+        instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'missing'}").model,
+                    _partial_=True)(quantization=None)  # fmt: skip
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "no-weights").mkdir()
+    (tmp_path / "no-weights" / "config.json").write_text("{}")
+    with pytest.raises(VlxError, match="no weights"):
+        instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'no-weights'}").model,
+                    _partial_=True)(quantization=None)  # fmt: skip
+
+
+def test_the_factory_never_replaces_a_folder_it_did_not_make(tmp_path):
+    from vlx.models.tiny import ensure_tiny_model
+
+    folder = tmp_path / "tiny-models" / "paligemma"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds files that vlx's tiny-model factory did not make"):
+        ensure_tiny_model("paligemma", folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=16", "lora=r64",
+            "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3",
+            "finetune.logging_steps=1", "finetune.target=label_and_explanation"]  # fmt: skip
+
+
+class StopAt:
+    """A Trainer callback that stops the training as Ctrl-C would, after a given step."""
+
+    def __new__(cls, step: int):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    raise KeyboardInterrupt
+
+        return _Stop()
+
+
+def train_until(make_cfg, step: int, *args: str, monkeypatch):
+    import vlx.stages.finetune as finetune
+
+    stats = finetune.TrainingStats
+    monkeypatch.setattr(finetune, "TrainingStats", lambda samples_per_step: StopAt(step))
+    try:
+        with pytest.raises(Interrupted) as err:
+            run_stage(make_cfg(*args))
+    finally:
+        monkeypatch.setattr(finetune, "TrainingStats", stats)
+    return str(err.value)
+
+
+def test_finetune_resumes_from_the_last_complete_checkpoint(make_cfg, tmp_path, monkeypatch):
+    args = [*FINETUNE, "finetune.max_steps=6", "finetune.save_strategy=steps", "finetune.save_steps=2"]
+    message = train_until(make_cfg, 5, *args, monkeypatch=monkeypatch)
+    assert message == (
+        "interrupted at step 5 of 6; the last complete checkpoint is checkpoint-4: run the same command again to "
+        "continue from it"
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "checkpoint-4" / "optimizer.pt").unlink()  # as if the kill came while it was written
+
+    with pytest.raises(ConfigError, match=r"finetune.learning_rate: 0.002 \(saved\) vs 0.001 \(now\)"):
+        run_stage(make_cfg(*args, "finetune.learning_rate=1e-3"))
+    with pytest.raises(ConfigError, match=r"finetune.target: 'label_and_explanation' \(saved\) vs 'explanation'"):
+        run_stage(make_cfg(*args, "finetune.target=explanation"))
+
+    metrics = run_stage(make_cfg(*args))
+    assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 2
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint-2", "checkpoint-4", "checkpoint-6", "incomplete-checkpoint-4"
+    ]  # fmt: skip
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    logged = [h for h in summary["log_history"] if "loss" in h]
+    assert [h["step"] for h in logged] == [1, 2, 3, 4, 5, 6]  # the whole training, not the part after the resume
+    assert summary["first_loss"] == logged[0]["loss"]
+    assert summary["train_loss"] == pytest.approx(sum(h["loss"] for h in logged) / 6)
+
+
+def test_a_finished_finetune_run_again_trains_nothing(make_cfg, tmp_path):
+    args = [*FINETUNE, "finetune.max_steps=2", "finetune.save_strategy=no"]
+    first = run_stage(make_cfg(*args))
+    weights = tmp_path / "run" / "adapter" / "adapter_model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = run_stage(make_cfg(*args))
+    assert weights.stat().st_mtime_ns == before and again["steps"] == first["steps"] == 2
+    with pytest.raises(ConfigError, match=r"finetune.max_steps: 2 \(saved\) vs 3 \(now\)"):
+        run_stage(make_cfg(*FINETUNE, "finetune.max_steps=3", "finetune.save_strategy=no"))
+
+
+@pytest.mark.slow
+def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
+    run_stage(make_cfg(*FINETUNE, "finetune.max_steps=8", "finetune.save_strategy=no", "finetune.infer_split=test",
+                       "finetune.infer_limit=4", run_dir=tmp_path / "ft"))  # fmt: skip
+    adapter = tmp_path / "ft" / "adapter"
+    run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
+    merged = tmp_path / "m" / "merged"
+    assert json.loads((merged / "vlx_adapter.json").read_text())["prompt_template"] == "explain en {text}"
+    common = ["model=tiny_paligemma", "task=shapes", "task.limit=12", "generation.max_new_tokens=12"]
+    run_stage(make_cfg(*common, f"model.adapter={adapter}", run_dir=tmp_path / "with-adapter"))
+    run_stage(make_cfg(*common, f"model.checkpoint={merged}", run_dir=tmp_path / "with-merged"))
+    run_stage(make_cfg(*common, run_dir=tmp_path / "base"))
+    by_adapter = [r["raw"] for r in lines(tmp_path / "with-adapter" / "predictions.jsonl")]
+    by_merged = [r["raw"] for r in lines(tmp_path / "with-merged" / "predictions.jsonl")]
+    by_base = [r["raw"] for r in lines(tmp_path / "base" / "predictions.jsonl")]
+    assert by_merged == by_adapter
+    assert by_base != by_adapter  # the fine-tune changed the answers: the comparison means something
+    with pytest.raises(ConfigError, match="already holds a merged model"):
+        run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
+    metrics = run_stage(make_cfg("stage=eval", f"run={tmp_path / 'ft'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+    assert metrics["n"] >= 1  # a fine-tune run's root: its infer/ is scored
