@@ -89,6 +89,11 @@ def test_an_impossible_setting_on_the_command_line_is_vlxs_one_line(tmp_path):
         (["resume=/nonexistent/run"], "resume='/nonexistent/run': no such directory"),
         (["stage=eval", "run=/nonexistent/run"], "run='/nonexistent/run': no such directory"),
         (["shots=1000"], "few-shot k=1000 is larger than the pool"),
+        (["seed=-1"], "seed=-1: use a whole number from 0 to 2**32 - 1"),
+        (["seed=abc"], "seed='abc': use a whole number"),
+        (["task.limit=abc"], "task.limit='abc': use a positive number of items"),
+        (["shots=2", "shots.source=/tmp"], "shots.source is read by shots.strategy=from_correct only"),
+        (["stage=finetune", "task.split=train", "lora=r64", "lora.r=0"], "lora.r=0: use a positive rank"),
     ],
 )
 def test_impossible_settings_stop_before_the_model_loads(make_cfg, no_model_loads, args, message):
@@ -253,6 +258,29 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
     assert [ex.id for ex in EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load().examples] == ["p0"]
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty: a CSV file needs a header row with pairID"),
+        (",pairID,Flickr30kID,hypothesis,gold_label,explanation\n0,p0,a.png,A dog, running.,neutral,e\n",
+         ":2: 7 fields where the header has 6; quote fields that hold commas"),
+        (",pairID,Flickr30kID,hypothesis,gold_label,explanation\n0,p0,a.png,A dog.,neutral,e\n1,p1,a.png\n",
+         ":3: 3 fields where the header has 6"),
+    ],
+)  # fmt: skip
+def test_a_csv_with_no_header_or_ragged_rows_names_file_and_line(tmp_path, content, message):
+    from vlx.tasks import EsnliVeTask, ExplainerCsvTask
+
+    (tmp_path / "esnlive_test.csv").write_text(content)
+    placeholder_image(tmp_path / "a.png")
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load()
+    assert str(err.value).startswith(str(tmp_path / "esnlive_test.csv"))
+    (tmp_path / "explainer.csv").write_text("image_path,hypothesis,exp\na.png,A dog.,because\na.png,A cat.\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'explainer.csv'}:3: 2 fields where the header has 3")):
+        ExplainerCsvTask(path=tmp_path / "explainer.csv").load()
+
+
 # --- the run directory -----------------------------------------------------------------------------------------
 
 
@@ -377,6 +405,24 @@ def test_a_full_disk_names_the_path_and_keeps_the_predictions(tmp_path, small_di
     assert all(by_id[row["id"]] == row for row in whole)  # kept as they were
 
 
+def test_broken_json_files_of_a_run_are_named(make_cfg, tmp_path):
+    """A truncated or hand-edited summary/metrics file: the report lists the run with the reason, the other
+    readers name the file."""
+    good, broken, gone = tmp_path / "good", tmp_path / "broken", tmp_path / "gone"
+    for run in (good, broken):
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"run": {"task": "shapes", "model": "tiny_llava"}}))
+        (run / "metrics.json").write_text(json.dumps({"n": 3, "accuracy": 0.5}))
+    (broken / "metrics.json").write_text('{"n": 3, "accur')  # cut short
+    metrics = run_stage(make_cfg("stage=report", f"runs=[{good},{broken},{gone}]", run_dir=tmp_path / "report"))
+    assert metrics["runs"] == 3 and metrics["complete"] == 1
+    table = (tmp_path / "report" / "results.md").read_text().splitlines()
+    assert f"{broken / 'metrics.json'}: not valid JSON" in table[3] and "no such directory" in table[4]
+    (good / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"summary.json: holds a JSON list, not an object"):
+        run_stage(make_cfg("stage=eval", f"run={good}", run_dir=tmp_path / "eval"))
+
+
 # --- signals ---------------------------------------------------------------------------------------------------
 
 
@@ -478,6 +524,25 @@ def test_the_factory_never_replaces_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(ConfigError, match="holds files that vlx's tiny-model factory did not make"):
         ensure_tiny_model("paligemma", folder)
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_shapes_folder_with_a_broken_manifest_is_left_alone(tmp_path):
+    from vlx.tasks.shapes import generate_shapes
+
+    folder = tmp_path / "shapes"
+    generate_shapes(folder, {"test": 6})
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="does not hold the shapes data for"):
+        generate_shapes(folder, {"test": 6})
+    assert (folder / "manifest.json").read_text() == "{not json" and (folder / "esnlive_test.csv").is_file()
+
+
+def test_a_broken_adapter_record_is_named(tmp_path):
+    from vlx.models._base import ADAPTER_META, trained_prompt_template
+
+    (tmp_path / ADAPTER_META).write_text("{")
+    with pytest.raises(ConfigError, match=rf"{ADAPTER_META}: not valid JSON"):
+        trained_prompt_template(str(tmp_path), "unused", "{prompt}")
 
 
 FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=16", "lora=r64",

@@ -16,6 +16,10 @@ def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        from vlx.errors import ConfigError
+
+        raise ConfigError(f"seed={seed!r}: use a whole number from 0 to 2**32 - 1 (numpy's range)")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # every device's generator, CUDA's included

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,3 +52,35 @@ def read_objects(path: Path, what: str = "a JSON object") -> Iterator[tuple[str,
         if not isinstance(item, dict):
             raise DataError(f"{where}: expected {what}")
         yield where, item
+
+
+def read_csv_rows(path: Path, columns: tuple[str, ...], header_hint: str = "") -> Iterator[tuple[int, dict[str, str]]]:
+    """Yields (line number, row) for each row of a CSV file with a header, each row's fields as strings.
+
+    Args:
+        path: the CSV file (it must exist).
+        columns: the columns the header must have (others may be there too).
+        header_hint: a sentence on what the header should be, added to the missing-column message.
+
+    Raises:
+        DataError: the file is not UTF-8, is empty, lacks a column, or a row has more or fewer fields than the header
+            (a comma inside a field that is not quoted, or a line cut short).
+    """
+    with io.StringIO(read_text(path), newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path} is empty: a CSV file needs a header row with {', '.join(columns)}")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {header}. {header_hint}".rstrip())
+        for fields in reader:
+            where = f"{path}:{reader.line_num}"
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{where}: {len(fields)} fields where the header has {len(header)}; quote fields that hold commas "
+                    f"or fix the row"
+                )
+            yield reader.line_num, dict(zip(header, fields, strict=True))

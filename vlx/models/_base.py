@@ -217,7 +217,10 @@ def trained_prompt_template(adapter: str | None, checkpoint: str, configured: st
     meta = folder / ADAPTER_META
     if not meta.is_file():
         return configured
-    template = json.loads(meta.read_text()).get("prompt_template", configured)
+    try:
+        template = json.loads(meta.read_text()).get("prompt_template", configured)
+    except ValueError as err:
+        raise ConfigError(f"{meta}: not valid JSON ({err}); stage=finetune or stage=merge writes it again") from err
     log.info("prompt template %r from %s (the one the model was fine-tuned with)", template, meta)
     return template
 

@@ -92,6 +92,9 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path} not found: {what}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err.msg}); delete it and rerun the stage that writes it") from err
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); delete it and rerun the stage that writes it") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; rerun the stage that writes it")
+    return data

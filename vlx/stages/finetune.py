@@ -77,7 +77,9 @@ def validate(cfg: DictConfig) -> None:
             f"finetune.epochs={ft.epochs!r}, finetune.max_steps={ft.max_steps!r}: train for epochs > 0, or a number "
             f"of steps > 0 (max_steps=-1 runs the epochs)"
         )
-    build_group("lora", cfg.lora)  # a setting peft.LoraConfig refuses, before any weights load
+    lora = build_group("lora", cfg.lora)  # a setting peft.LoraConfig refuses, before any weights load
+    if isinstance(lora.r, bool) or not isinstance(lora.r, int) or lora.r < 1:  # peft refuses it only on the model
+        raise ConfigError(f"lora.r={lora.r!r}: use a positive rank (the seed's is 64)")
     if ft.infer_split:  # what the inference after training needs, before hours of training
         check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
         if cfg.eval_after_infer:

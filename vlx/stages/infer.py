@@ -78,6 +78,11 @@ def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
     if shots.k == 0:
         return None
     strategy = task.shot_strategy if shots.strategy == "auto" else shots.strategy
+    if shots.source is not None and strategy != "from_correct":  # it would be ignored: say so rather than guess
+        raise ConfigError(
+            f"shots.source is read by shots.strategy=from_correct only, and this run's strategy is {strategy}: add "
+            f"shots.strategy=from_correct, or leave shots.source out"
+        )
     if shots.split == task.split:
         log.warning(
             "demonstrations come from the queries' own split %r (each query is kept out of its own)", task.split

@@ -9,7 +9,6 @@ A run without metrics.json is listed with its status, never dropped.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
-from vlx.stages._common import resolved_config, run_dir
+from vlx.stages._common import read_json, resolved_config, run_dir
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,18 @@ def collect(run: Path) -> dict[str, Any]:
     """One table row: the run's identity and headline metrics, or its status when they are missing."""
     row: dict[str, Any] = {"dir": str(run)}
     summary, metrics = run / "summary.json", run / "metrics.json"
-    if summary.is_file():
-        row.update({f"run.{k}": v for k, v in json.loads(summary.read_text()).get("run", {}).items()})
+    if not run.is_dir():
+        row["status"] = "no such directory"
+        return row
+    try:
+        if summary.is_file():
+            row.update({f"run.{k}": v for k, v in read_json(summary, "").get("run", {}).items()})
+        if metrics.is_file():
+            row.update(read_json(metrics, ""))
+    except ConfigError as err:
+        row["status"] = str(err)  # listed with its reason, not dropped
+        return row
     if metrics.is_file():
-        row.update(json.loads(metrics.read_text()))
         row["status"] = "ok"
     elif summary.is_file():
         row["status"] = "missing metrics.json (score it: vlx stage=eval run=<dir>)"

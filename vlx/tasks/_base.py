@@ -47,8 +47,8 @@ class Task:
     ):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"task.on_bad_image={on_bad_image!r}: use one of {', '.join(BAD_IMAGE_POLICIES)}")
-        if limit is not None and limit < 1:
-            raise ConfigError(f"task.limit={limit}: use a positive number of items, or null for the whole split")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"task.limit={limit!r}: use a positive number of items, or null for the whole split")
         self.name = name
         self.split = split
         self.prompt = prompt

@@ -7,15 +7,13 @@ error names the file and row.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
 from vlx.errors import DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
-from vlx.text_files import read_text
+from vlx.text_files import read_csv_rows
 
 ESNLI_LABELS = ("entailment", "contradiction", "neutral")
 ESNLI_SPLITS = ("train", "dev", "test")
@@ -71,38 +69,28 @@ def read_esnli_csv(path: Path, image_dir: Path, labels: tuple[str, ...], limit: 
     if not image_dir.is_dir():
         raise DataError(f"image folder {image_dir} does not exist. Set task.image_dir to the Flickr30k images folder.")
     examples: list[Example] = []
-    with io.StringIO(read_text(path), newline="") as f:  # errors name file and line
-        reader = csv.DictReader(f)
-        missing = [c for c in ESNLI_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}. An e-SNLI-VE CSV has the "
-                f"header ,pairID,Flickr30kID,hypothesis,gold_label,explanation"
+    hint = "An e-SNLI-VE CSV has the header ,pairID,Flickr30kID,hypothesis,gold_label,explanation"
+    for line, row in read_csv_rows(path, ESNLI_COLUMNS, hint):
+        where = f"{path}:{line}"
+        for key in ("pairID", "Flickr30kID", "hypothesis", "gold_label"):
+            if not row[key].strip():
+                raise DataError(f"{where}: empty {key}; fix or remove the row")
+        label = row["gold_label"].strip()
+        if label not in labels:
+            raise DataError(f"{where}: gold_label {label!r} is not one of {', '.join(labels)}; fix or remove the row")
+        explanation = row["explanation"].strip()
+        examples.append(
+            Example(
+                id=row["pairID"].strip(),
+                image=image_dir / row["Flickr30kID"].strip(),
+                text=row["hypothesis"].strip(),
+                label=label,
+                explanations=(explanation,) if explanation else (),
+                source=where,
             )
-        for row in reader:
-            line = reader.line_num
-            where = f"{path}:{line}"
-            for key in ("pairID", "Flickr30kID", "hypothesis", "gold_label"):
-                if not (row[key] or "").strip():
-                    raise DataError(f"{where}: empty {key}; fix or remove the row")
-            label = row["gold_label"].strip()
-            if label not in labels:
-                raise DataError(
-                    f"{where}: gold_label {label!r} is not one of {', '.join(labels)}; fix or remove the row"
-                )
-            explanation = (row["explanation"] or "").strip()
-            examples.append(
-                Example(
-                    id=row["pairID"].strip(),
-                    image=image_dir / row["Flickr30kID"].strip(),
-                    text=row["hypothesis"].strip(),
-                    label=label,
-                    explanations=(explanation,) if explanation else (),
-                    source=where,
-                )
-            )
-            if limit is not None and len(examples) >= limit:
-                break
+        )
+        if limit is not None and len(examples) >= limit:
+            break
     if not examples:
         raise DataError(f"{path} has no rows; the {path.stem} split is empty")
     return examples

@@ -5,8 +5,6 @@ Items have no gold label (the seed's explainer learns explanations only); their 
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from vlx.errors import DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
 from vlx.tasks.esnli_ve import ESNLI_LABELS
-from vlx.text_files import read_text
+from vlx.text_files import read_csv_rows
 
 EXPLAINER_COLUMNS = ("image_path", "hypothesis", "exp")
 
@@ -46,25 +44,20 @@ class ExplainerCsvTask(Task):
         if not self.path.is_file():
             raise DataError(f"explainer CSV {self.path} not found; set task.path (columns image_path,hypothesis,exp)")
         examples = []
-        with io.StringIO(read_text(self.path), newline="") as f:  # errors name file and line
-            reader = csv.DictReader(f)
-            missing = [c for c in EXPLAINER_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{self.path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-            for row in reader:
-                where = f"{self.path}:{reader.line_num}"
-                if not row["image_path"].strip() or not row["exp"].strip():
-                    raise DataError(f"{where}: empty image_path or exp; fix or remove the row")
-                examples.append(
-                    Example(
-                        id=row.get("id") or str(reader.line_num - 1),
-                        image=self.image_dir / row["image_path"].strip(),
-                        text=row["hypothesis"].strip(),
-                        label=None,
-                        explanations=(row["exp"].strip(),),
-                        source=where,
-                    )
+        for line, row in read_csv_rows(self.path, EXPLAINER_COLUMNS):
+            where = f"{self.path}:{line}"
+            if not row["image_path"].strip() or not row["exp"].strip():
+                raise DataError(f"{where}: empty image_path or exp; fix or remove the row")
+            examples.append(
+                Example(
+                    id=row.get("id") or str(line - 1),  # the row number
+                    image=self.image_dir / row["image_path"].strip(),
+                    text=row["hypothesis"].strip(),
+                    label=None,
+                    explanations=(row["exp"].strip(),),
+                    source=where,
                 )
+            )
         if not examples:
             raise DataError(f"{self.path} has no rows")
         return examples

@@ -124,7 +124,7 @@ def generate_shapes(out_dir: str | Path, sizes: dict[str, int], image_size: int 
     out_dir = Path(out_dir)
     manifest = {"version": FORMAT_VERSION, "sizes": dict(sizes), "image_size": image_size, "seed": seed}
     manifest_path = out_dir / "manifest.json"
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
+    if _manifest(manifest_path) == manifest:
         return out_dir
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(
@@ -144,12 +144,20 @@ def generate_shapes(out_dir: str | Path, sizes: dict[str, int], image_size: int 
             out_dir.rmdir()  # empty (checked above): rename needs it gone
         os.replace(tmp, out_dir)
     except OSError:
-        if not (manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest):
+        if _manifest(manifest_path) != manifest:
             raise
         # another process finished the same data first: use its copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _manifest(path: Path) -> Any:
+    """What a shapes folder's manifest.json says it holds (None: no manifest, or one that cannot be read)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class ShapesTask(EsnliVeTask):
