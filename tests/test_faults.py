@@ -3,15 +3,18 @@ where that can be known; nothing finished is lost, nothing the user made is over
 
 The cases, by what a user does:
 - the command line: a mistyped key, a group option that does not exist, an override Hydra cannot parse, a group given
-  a number, a negative or impossible number of shots, a required key left unset, `task.limit=0`, `resume=` or `run=`
-  naming a missing directory;
+  a number, a negative or impossible number of shots, a required key left unset, `task.limit=0` or `abc`, a seed
+  numpy refuses, `lora.r=0`, a `shots.source` its strategy would ignore, `resume=` or `run=` naming a missing
+  directory;
 - the data: images cut short, corrupt, over PIL's pixel limit, missing, changed while the run goes, in any PIL mode;
-  CSV and jsonl files that are not UTF-8;
+  CSV and jsonl files that are not UTF-8, a CSV that is empty or has rows with more or fewer fields than its header;
 - the run directory: two runs writing into one, a stale lock of a killed run, a read-only predictions file, a run
-  directory that cannot be made, a full disk, predictions with repeated ids, a resume with a lower limit;
+  directory that cannot be made, a full disk, predictions with repeated ids, a resume with a lower limit, a broken
+  summary.json / metrics.json (the report lists the run with the reason), a broken shapes manifest;
 - signals: Ctrl-C, SIGTERM, SIGKILL with loader worker processes;
 - models and fine-tunes: a checkpoint folder of the user's given to a tiny model config (never rebuilt), a missing
-  one, a half-written checkpoint, a resume with other settings, a finished fine-tune run again.
+  one, a half-written checkpoint, a resume with other settings, a finished fine-tune run again, a merged model
+  (infers as its adapter did), a broken vlx_adapter.json.
 """
 
 from __future__ import annotations
