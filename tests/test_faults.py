@@ -97,6 +97,12 @@ def test_an_impossible_setting_on_the_command_line_is_vlxs_one_line(tmp_path):
         (["task.limit=abc"], "task.limit='abc': use a positive number of items"),
         (["shots=2", "shots.source=/tmp"], "shots.source is read by shots.strategy=from_correct only"),
         (["stage=finetune", "task.split=train", "lora=r64", "lora.r=0"], "lora.r=0: use a positive rank"),
+        # the inference after training: refused before the training, not after it
+        (["stage=finetune", "task.split=train", "lora=r64", "finetune.infer_split=tset"], "esnlive_tset.csv not found"),
+        (
+            ["stage=finetune", "task.split=train", "lora=r64", "finetune.infer_split=test", "finetune.infer_limit=0"],
+            "finetune.infer_limit=0: use a positive number of items",
+        ),
     ],
 )
 def test_impossible_settings_stop_before_the_model_loads(make_cfg, no_model_loads, args, message):

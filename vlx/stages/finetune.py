@@ -84,6 +84,10 @@ def validate(cfg: DictConfig) -> None:
         check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
         if cfg.eval_after_infer:
             check_eval_settings(OmegaConf.to_container(cfg.eval, resolve=True))
+        limit = ft.get("infer_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"finetune.infer_limit={limit!r}: use a positive number of items, or null for the split")
+        instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
 
 
 class TrainingStats(TrainerCallback):
@@ -285,6 +289,18 @@ def interrupted_training(trainer: Trainer, checkpoints: Path) -> str:
     return f"interrupted at step {step} of {total}; {where}"
 
 
+def after_training_config(cfg: DictConfig) -> DictConfig:
+    """The infer stage's config for the inference after training: `finetune.infer_split` and `infer_limit`, with
+    the prompt template the adapter records (infer_with_adapter adds the adapter and the output folder)."""
+    sub = cfg.copy()
+    with open_dict(sub):
+        sub.stage.name = "infer"
+        sub.model.prompt_template = "{prompt}"  # take the trained one from the adapter
+        sub.task.split = cfg.finetune.infer_split
+        sub.task.limit = cfg.finetune.get("infer_limit")
+    return sub
+
+
 def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:
     """The infer stage (and its scoring) with the new adapter on `finetune.infer_split`, into `out`; nothing when
     that is unset. Under a launcher every rank takes part (data-parallel inference)."""
@@ -292,13 +308,9 @@ def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[st
         return {}
     from vlx.stages import infer
 
-    sub = cfg.copy()
+    sub = after_training_config(cfg)
     with open_dict(sub):
-        sub.stage.name = "infer"
         sub.model.adapter = str(adapter_dir)
-        sub.model.prompt_template = "{prompt}"  # take the trained one from the adapter
-        sub.task.split = cfg.finetune.infer_split
-        sub.task.limit = cfg.finetune.get("infer_limit")
         sub.paths.output_dir = str(out)
     summary = infer.run(sub)
     return {f"infer_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
