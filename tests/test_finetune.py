@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from vlx.__main__ import run_stage
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, DataError
 from vlx.profiling import NO_OPERATOR, idle_gaps, idle_while
 
 
@@ -166,6 +166,12 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
         "total": 2,
     }
     assert (run / "correct.csv").read_text().splitlines() == ["id,image_path,hypothesis,exp", "a,/x/a.png,h a,ea"]
+    # a run with nothing right writes no empty CSV (the explainer task would refuse it later)
+    (run / "predictions.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    (run / "correct.csv").unlink()
+    with pytest.raises(DataError, match="none of its 1 items was classified correctly"):
+        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
+    assert not (run / "correct.csv").exists()
 
 
 def test_adapter_inference_and_merge(make_cfg, tmp_path):

@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlx.errors import ConfigError
-from vlx.run_dirs import predictions_dir
+from vlx.errors import ConfigError, DataError
+from vlx.run_dirs import exclusive, predictions_dir
 from vlx.store import PredictionStore, unique_rows, write_csv
 from vlx.tasks.explainer_csv import EXPLAINER_COLUMNS
 
@@ -27,10 +27,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     store = PredictionStore(run_path / "predictions.jsonl")
     if not store.path.is_file():
         raise ConfigError(f"{store.path} not found: pass the directory of an infer run")
-    rows = unique_rows(store.rows(), store.path)
-    kept = [r for r in rows if r.get("gold") is not None and r.get("pred") == r["gold"] and r.get("refs")]
-    out = run_path / "correct.csv"
-    write_csv(out, [{"id": r["id"], "image_path": r["image"], "hypothesis": r["text"], "exp": r["refs"][0]}
-                    for r in kept], ["id", *EXPLAINER_COLUMNS])  # fmt: skip
+    with exclusive(run_path):  # not while an infer run still writes there: its correct items are not all in yet
+        rows = unique_rows(store.rows(), store.path)
+        kept = [r for r in rows if r.get("gold") is not None and r.get("pred") == r["gold"] and r.get("refs")]
+        if not kept:
+            raise DataError(
+                f"{store.path}: none of its {len(rows)} items was classified correctly with a reference explanation "
+                f"to keep; nothing to write to correct.csv"
+            )
+        out = run_path / "correct.csv"
+        write_csv(out, [{"id": r["id"], "image_path": r["image"], "hypothesis": r["text"], "exp": r["refs"][0]}
+                        for r in kept], ["id", *EXPLAINER_COLUMNS])  # fmt: skip
     log.info("%d of %d items were classified correctly (and have a reference) -> %s", len(kept), len(rows), out)
     return {"kept": len(kept), "total": len(rows)}
