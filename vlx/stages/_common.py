@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,10 @@ def check_generation(generation: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Writes `path` whole or not at all (a kill mid-write leaves the old file): summaries that later runs read."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # several ranks of a launched run may write the same file
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def config_choices() -> dict[str, str]:

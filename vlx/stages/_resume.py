@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.stages._common import read_json, resolved_config
+from vlx.stages._common import read_json, resolved_config, write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +93,7 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
                 + ". Rerun with the same settings, or write into a new directory."
             )
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # every rank of a launched run writes the same record
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, current)  # every rank of a launched run writes the same record
 
 
 def batch_seed(seed: int, first_id: str) -> int:
