@@ -436,7 +436,7 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                     bar.update(len(batch.examples) + len(batch.skipped))
             except KeyboardInterrupt as err:
                 total = len(split.examples)
-                ahead = len(split.examples) - everyone + finished
+                ahead = total - everyone + finished  # done before this run, and in it
                 raise interrupted(
                     err,
                     f"interrupted after {ahead} of {total} items ({finished} in this run, all "
