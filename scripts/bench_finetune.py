@@ -76,9 +76,9 @@ def run_variant(model_dir: Path, overrides: list[str], warmup: int, steps: int) 
     from hydra.utils import instantiate
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from vlx.finetuning.arguments import use_bf16
+    from vlx.finetuning.items import Collator, training_items
     from vlx.stages.finetune import build_model
-    from vlx.trainer_arguments import use_bf16
-    from vlx.training import Collator, training_items
 
     cfg = compose(model_dir, overrides)
     ft = cfg.finetune

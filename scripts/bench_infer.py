@@ -129,8 +129,8 @@ def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens
 def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None) -> dict:
     from hydra.utils import instantiate
 
+    from vlx.prediction import build_inputs, predict_batches
     from vlx.stages._common import build_quantization
-    from vlx.stages.infer import build_inputs, predict_batches
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -177,7 +177,7 @@ def profile(cfg, batch: int, tokens: int) -> None:
     """Where one batch's time goes with vlx's default settings: preparing it on the CPU, the prefill, the decode."""
     from hydra.utils import instantiate
 
-    from vlx.stages.infer import prepare_batch
+    from vlx.prediction import prepare_batch
 
     adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
     task = instantiate(cfg.task)

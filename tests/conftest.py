@@ -73,13 +73,15 @@ from helpers import cli_env  # noqa: E402,F401 - the tests import it from here t
 @pytest.fixture
 def no_model_loads(monkeypatch):
     """Fails the test if anything loads a model or processor: for checks that must come before any weights load."""
-    import vlx.models._base as base
+    import vlx.models.families as families
+    import vlx.models.hf as base
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model or processor was loaded before the check")
 
     monkeypatch.setattr(base, "load_model", refuse)
     monkeypatch.setattr(base, "load_processor", refuse)
+    monkeypatch.setattr(families, "read_model_type", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from vlx.__main__ import CONFIG_DIR
@@ -17,13 +18,18 @@ from vlx.stages._common import resolved_config
 GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment", "finetune",
           "eval"]  # fmt: skip
 # options with a mandatory value (???) get one
-REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"]}
+REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"], "model=hf": ["model.checkpoint=org/model"]}
 # arguments the stage passes at run time rather than through config
 RUNTIME_ARGS = {"quantization"}
 
 
-def accepted(target: type) -> set[str]:
-    """The keyword arguments a class takes, following **kwargs up its base classes' __init__."""
+def accepted(target: Any) -> set[str]:
+    """The keyword arguments a class takes, following **kwargs up its base classes' __init__; for
+    `vlx.models.load_adapter`, its own and the generic adapter's, to which it passes the rest."""
+    if not isinstance(target, type):
+        from vlx.models import HFAdapter
+
+        return set(inspect.signature(target).parameters) - {"options"} | accepted(HFAdapter)
     names: set[str] = set()
     for cls in target.__mro__:
         if cls is object or "__init__" not in vars(cls):
@@ -40,7 +46,10 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_its_options():
-    assert options("model") == ["llava", "paligemma", "tiny_llava", "tiny_paligemma"]
+    assert options("model") == [
+        "gemma3", "hf", "idefics3", "internvl", "llava", "llava_onevision", "paligemma", "paligemma2", "qwen2_5_vl",
+        "qwen3_vl", "smolvlm", "tiny", "tiny_llava", "tiny_paligemma",
+    ]  # fmt: skip
     assert options("task") == ["esnli", "explainer_csv", "meme", "shapes"]
     assert options("quant") == ["4bit", "nf4", "none"]
     assert options("lora") == ["none", "r64", "r64_lm"]
@@ -58,7 +67,7 @@ def test_option_composes_and_targets_bind(make_cfg, group, option):
     for sub in [node] if group != "experiment" else [cfg.model, cfg.task]:
         if "_target_" not in sub:
             continue
-        target = get_class(sub._target_)
+        target = get_object(sub._target_)
         kwargs = {k: v for k, v in sub.items() if k != "_target_"}
         unknown = set(kwargs) - accepted(target) - RUNTIME_ARGS
         assert not unknown, f"{group}={option}: {target.__name__} does not take {unknown}"
@@ -95,6 +104,38 @@ def test_model_checkpoint_can_point_anywhere(make_cfg):
     cfg = make_cfg("model=paligemma", "model.checkpoint=/models/my-paligemma")
     assert cfg.model.checkpoint == "/models/my-paligemma"
     assert cfg.model._target_ == "vlx.models.PaliGemmaAdapter"
+
+
+REAL_MODELS = {
+    "llava": "llava-hf/llava-v1.6-mistral-7b-hf",
+    "paligemma": "google/paligemma-3b-mix-448",
+    "paligemma2": "google/paligemma2-3b-mix-448",
+    "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen3_vl": "Qwen/Qwen3-VL-2B-Instruct",
+    "gemma3": "google/gemma-3-4b-it",
+    "idefics3": "HuggingFaceM4/Idefics3-8B-Llama3",
+    "smolvlm": "HuggingFaceTB/SmolVLM-Instruct",
+    "llava_onevision": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "internvl": "OpenGVLab/InternVL3-2B-hf",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_MODELS))
+def test_a_model_is_one_yaml_over_the_shared_keys(make_cfg, name):
+    """Each model YAML names its checkpoint (and options of its own) over hf.yaml's keys, which live there once."""
+    shared = set(make_cfg("model=hf", "model.checkpoint=x").model)
+    cfg = make_cfg(f"model={name}")
+    assert cfg.model.checkpoint == REAL_MODELS[name]
+    assert shared <= set(cfg.model) and set(cfg.model) - shared <= {"max_tiles"}
+    text = (Path(CONFIG_DIR) / "model" / f"{name}.yaml").read_text()
+    assert "dtype:" not in text and "device_map:" not in text  # not copied from hf.yaml
+
+
+def test_the_generic_model_needs_a_checkpoint(make_cfg):
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match="checkpoint"):
+        make_cfg("model=hf").model.checkpoint  # noqa: B018
 
 
 def test_stage_modules_expose_run():

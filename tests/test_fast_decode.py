@@ -14,13 +14,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from PIL import Image
+from test_fast_paths import FAST_MODELS
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from vlx.__main__ import CONFIG_DIR, run_stage
-from vlx.models import _generation
-from vlx.models._generation import generate_texts, pad_left
-from vlx.models.attention import grouped_sdpa_attention
-from vlx.models.compiling import compile_cache_free
+from vlx.models.batches import pad_left
+from vlx.models.fast import prefill
+from vlx.models.fast.attention import grouped_sdpa_attention
+from vlx.models.fast.compiling import compile_cache_free
+from vlx.models.generation import generate_texts
 from vlx.records import Example
 
 
@@ -56,7 +58,7 @@ def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length, kern
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
+@pytest.mark.parametrize("model", FAST_MODELS)  # the fast paths' allow-list (tests/test_fast_paths.py)
 def test_compiled_cache_free_modules_give_the_same_logits(model):
     """Norms, MLPs and vision blocks compiled, and decoder blocks for calls without a cache (dynamic shapes): the
     same logits, for two batch shapes, with and without a cache."""
@@ -120,7 +122,7 @@ def test_vlx_prefill_generates_what_transformers_generate_does(static):
     if static:
         settings["cache_implementation"] = "static"
     ours = generate_texts(adapter.model, adapter.processor, prompts, images, pad_to_multiple_of=64, **settings)
-    with mock.patch.object(_generation, "prefill_aware", lambda model: False):  # transformers' prefill
+    with mock.patch.object(prefill, "prefill_aware", lambda model: False):  # transformers' prefill
         theirs = generate_texts(adapter.model, adapter.processor, prompts, images, **settings)
     assert ours.texts == theirs.texts and len(set(ours.texts)) == 3
     assert ours.prompt_tokens == theirs.prompt_tokens and ours.new_tokens == theirs.new_tokens == 10
@@ -141,7 +143,7 @@ def answers(make_cfg, tmp_path, name: str, *overrides: str) -> list[str]:
     return [json.loads(line)["raw"] for line in (out / "predictions.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
+@pytest.mark.parametrize("model", FAST_MODELS)
 def test_grouped_attention_generates_what_sdpa_generates(make_cfg, tmp_path, model):
     stock = answers(make_cfg, tmp_path, "sdpa", f"model={model}", "model.attn_implementation=sdpa")
     grouped = answers(make_cfg, tmp_path, "grouped", f"model={model}", "model.attn_implementation=sdpa_grouped")

@@ -43,7 +43,7 @@ from vlx.images import load_rgb
 
 TINY_RUN = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
 # what a run logs as it loads the weights: absent from a run refused before that, present where one loads
-LOADING = "loading LlavaNextForConditionalGeneration"
+LOADING = "loading AutoModelForImageTextToText"
 
 
 def one_error_line(res: subprocess.CompletedProcess) -> str:
@@ -185,7 +185,7 @@ def test_bad_images_are_found_by_the_pre_check(tmp_path, bad_images):
 def test_an_image_that_breaks_mid_run_honours_on_bad_image(make_cfg, tmp_path):
     from hydra.utils import instantiate
 
-    from vlx.stages.infer import prepare_batch
+    from vlx.prediction import prepare_batch
 
     cfg = make_cfg("model=tiny_paligemma", "task=shapes", "task.limit=3")
     task = instantiate(cfg.task)
@@ -477,9 +477,9 @@ def status(pid: int) -> str:
 
 
 def test_interrupted_inference_in_process_keeps_what_it_finished(make_cfg, tmp_path, monkeypatch):
-    import vlx.stages.infer as infer
+    import vlx.prediction as prediction
 
-    real = infer.decode
+    real = prediction.decode
     calls = []
 
     def decode_then_interrupt(*args, **kwargs):
@@ -488,7 +488,7 @@ def test_interrupted_inference_in_process_keeps_what_it_finished(make_cfg, tmp_p
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "decode", decode_then_interrupt)
+    monkeypatch.setattr(prediction, "decode", decode_then_interrupt)
     with pytest.raises(Interrupted, match=r"interrupted after 4 of 10 items \(4 in this run"):
         run_stage(make_cfg(*TINY_RUN, "task.limit=10", "batch_size=2", "batching=dataset"))
     assert len(lines(tmp_path / "run" / "predictions.jsonl")) == 4
@@ -547,7 +547,7 @@ def test_a_shapes_folder_with_a_broken_manifest_is_left_alone(tmp_path):
 
 
 def test_a_broken_adapter_record_is_named(tmp_path):
-    from vlx.models._base import ADAPTER_META, trained_prompt_template
+    from vlx.models.hf import ADAPTER_META, trained_prompt_template
 
     (tmp_path / ADAPTER_META).write_text("{")
     with pytest.raises(ConfigError, match=rf"{ADAPTER_META}: not valid JSON"):

@@ -13,7 +13,8 @@ from PIL import Image
 
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError, DataError
-from vlx.stages.infer import build_inputs, build_shot_selector
+from vlx.prediction import build_inputs
+from vlx.stages.infer import build_shot_selector
 
 
 def read_rows(run_dir):

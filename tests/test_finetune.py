@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError, DataError
-from vlx.profiling import NO_OPERATOR, idle_gaps, idle_while
+from vlx.finetuning.profiling import NO_OPERATOR, idle_gaps, idle_while
 
 
 def on(model, batch):
@@ -58,7 +58,7 @@ def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_pa
     trained = built[0].model.eval()
     base = instantiate(cfg.model, _partial_=True)(quantization=None)
     reloaded = PeftModel.from_pretrained(base.model, adapter_dir).eval()
-    from vlx.training import Collator, TrainItem
+    from vlx.finetuning.items import Collator, TrainItem
 
     item = TrainItem("x", tmp_path / "x.png", "explain en There is a red circle.", "Entailment. It is.")
     Image.new("RGB", (56, 56), (220, 30, 30)).save(item.image)
@@ -215,8 +215,8 @@ def test_finetune_needs_lora(make_cfg):
 
 @pytest.mark.parametrize("model", ["tiny_paligemma", "tiny_llava"])
 def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path, model):
+    from vlx.finetuning.items import Collator, TrainItem
     from vlx.stages.finetune import build_model
-    from vlx.training import Collator, TrainItem
 
     adapter = build_model(make_cfg("stage=finetune", f"model={model}", "lora=r64", "lora.lora_dropout=0", *EXACT))
     items = []
@@ -247,9 +247,9 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
 
 @pytest.mark.slow
 def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path):
-    from vlx.models.compiling import compile_blocks
+    from vlx.finetuning.items import Collator, TrainItem
+    from vlx.models.fast.compiling import compile_blocks
     from vlx.stages.finetune import build_model
-    from vlx.training import Collator, TrainItem
 
     adapter = build_model(make_cfg("stage=finetune", "model=tiny_paligemma", "lora=r64", "lora.lora_dropout=0", *EXACT))
     items = [TrainItem(str(i), tmp_path / f"{i}.png", f"explain en A shape {i}.", "Neutral. " + "so " * i)
@@ -315,7 +315,7 @@ def test_profile_steps_are_checked(make_cfg, steps):
 
 
 def test_device_time_counts_overlapping_kernels_once():
-    from vlx.profiling import covered_seconds
+    from vlx.finetuning.profiling import covered_seconds
 
     # microseconds: two overlapping kernels (0-30, 10-40), one inside another (50-100, 60-70), one apart (200-210)
     assert covered_seconds([(10, 40), (0, 30), (50, 100), (60, 70), (200, 210)]) == pytest.approx(100e-6)
@@ -349,9 +349,9 @@ def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message,
 
 
 def test_fsdp_words_become_fsdp2_settings_and_the_blocks_are_sharded(make_cfg):
-    from vlx.models.compiling import block_classes
+    from vlx.finetuning.arguments import fsdp_arguments
+    from vlx.models.fast.compiling import block_classes
     from vlx.stages.finetune import build_model
-    from vlx.trainer_arguments import fsdp_arguments
 
     assert fsdp_arguments(None) == {}
     assert fsdp_arguments("full_shard auto_wrap") == {"fsdp": True, "fsdp_config": {"reshard_after_forward": True}}
@@ -370,7 +370,7 @@ def test_one_process_trains_on_one_gpu_whatever_it_sees(tmp_path, caplog):
     host, tests/test_multiprocess.py's one-process run checks the same end to end."""
     from transformers import TrainingArguments
 
-    from vlx.trainer_arguments import one_gpu_per_process
+    from vlx.finetuning.arguments import one_gpu_per_process
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True)
     assert args.n_gpu == 0 and one_gpu_per_process(args).train_batch_size == 2  # nothing to change

@@ -66,7 +66,7 @@ def test_data_parallel_inference_equals_one_process_and_resumes_from_shards(tmp_
 
 def test_split_batch_keeps_the_effective_batch():
     from vlx.errors import ConfigError
-    from vlx.trainer_arguments import split_batch
+    from vlx.finetuning.arguments import split_batch
 
     assert split_batch(1, 8, 1) == (1, 8)
     assert split_batch(1, 8, 2) == (1, 4)  # the seed's 1 x 8 on two GPUs

@@ -112,7 +112,7 @@ def test_score_then_explain_states_the_label_then_explains(make_cfg, tmp_path, m
 def test_padding_to_a_multiple_changes_no_score(adapter):
     """Compiled models pad the batch to a multiple of 64 tokens (right for LLaVA-NeXT's maskless prefill, left for
     PaliGemma's prefix); the probabilities stay the same."""
-    from vlx.models._scoring import score_answers
+    from vlx.models.scoring import score_answers
 
     images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
     prompts = [prompt_for(adapter, t) for t in ["A red one.", "There is a blue square in the middle."]]
@@ -130,8 +130,8 @@ def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
     of different token counts and prompts of different lengths."""
     import copy
 
-    from vlx.models import _scoring
-    from vlx.models._generation import encode, pad_right
+    from vlx.models.batches import encode
+    from vlx.models.fast import scoring as fast_scoring
 
     if "token_type_ids" in adapter.encode([prompt_for(adapter, "x")], [Image.new("RGB", (30, 30))]):
         pytest.skip("PaliGemma's prefix attends both ways: it always scores on a cache")
@@ -144,9 +144,9 @@ def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
     assert len({len(ids) for ids in answer_ids}) == 3 and max(len(ids) for ids in answer_ids) > 4
     inputs = encode(adapter.processor, prompts, images)
     with torch.no_grad():
-        one = _scoring._score_in_one_forward(adapter.model, pad_right(copy.copy(inputs), 64, tokenizer.pad_token_id),
-                                             answer_ids)  # fmt: skip
-        cached = _scoring._score_on_a_cache(adapter.model, copy.copy(inputs), answer_ids)
+        one = fast_scoring.score_in_one_forward(adapter.model, copy.copy(inputs), answer_ids, 64,
+                                                tokenizer.pad_token_id)  # fmt: skip
+        cached = fast_scoring.score_on_a_cache(adapter.model, copy.copy(inputs), answer_ids)
     assert one.shape == (3, 3)
     assert torch.allclose(one, cached, atol=1e-4), (one, cached)
     assert (one[0] != one[1]).all()  # the rows are scored on their own prompts

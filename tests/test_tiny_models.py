@@ -25,13 +25,12 @@ from transformers import (
 
 from vlx.models import tiny
 from vlx.models.tiny import (
-    HATE_PROMPT,
     MARKER_FILE,
-    NLI_PROMPT,
     TINY_ARCHITECTURES,
     build_tiny_model,
     ensure_tiny_model,
 )
+from vlx.models.tiny._text import HATE_PROMPT, NLI_PROMPT
 
 # transformers' PaliGemmaProcessor calls np.array() on torch tensors when return_tensors="pt"; not ours to fix
 pytestmark = pytest.mark.filterwarnings(

@@ -16,7 +16,8 @@ import torch
 
 from vlx.distributed import device_map_for_rank
 from vlx.errors import ConfigError
-from vlx.models import attention
+from vlx.models import fast
+from vlx.models.fast import attention
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +110,57 @@ def check_adapter_path(adapter: str | None) -> None:
         )
 
 
-def load_processor(checkpoint: str, trust_remote_code: bool = False):
-    """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end."""
-    from transformers import AutoProcessor
+def read_config(checkpoint: str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's config (config.json), which names its architecture."""
+    from transformers import AutoConfig
 
     with cannot_load("model.checkpoint", checkpoint):
-        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+
+
+def read_model_type(checkpoint: str, trust_remote_code: bool = False) -> str | None:
+    """The architecture's model_type from the checkpoint's config.json (`llava_next`, `qwen2_5_vl`, ...)."""
+    return getattr(read_config(checkpoint, trust_remote_code), "model_type", None)
+
+
+def load_processor(checkpoint: str, trust_remote_code: bool = False, **options: Any):
+    """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end.
+    `options`: keyword arguments for `AutoProcessor.from_pretrained` (model.processor_kwargs)."""
+    from transformers import AutoProcessor
+
+    with cannot_load("model.checkpoint", checkpoint), needs_torchvision(checkpoint):
+        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code, **options)
     processor.tokenizer.padding_side = "left"
     return processor
+
+
+@contextlib.contextmanager
+def needs_torchvision(checkpoint: str) -> Iterator[None]:
+    """A processor that transformers makes with torchvision (Qwen-VL's, LLaVA-OneVision's and InternVL's hold a
+    video processor) as a config problem that says what to install."""
+    try:
+        yield
+    except ImportError as err:
+        if "torchvision" not in str(err).lower():
+            raise
+        raise ConfigError(
+            f"model.checkpoint={checkpoint!r}: its processor needs torchvision, which does not import here; install "
+            f"the torchvision build that matches your torch (e.g. pip install torch torchvision from the same index)"
+        ) from err
+
+
+def resolve_attention(setting: str | None, architecture: str) -> str | None:
+    """`auto` -> vlx's `sdpa_grouped` for the architectures on the fast-path allow-list (`fast.architecture`),
+    transformers' own choice for the others (None: SDPA where the model supports it, else eager). `sdpa_grouped`
+    asked for another architecture is refused: its fast paths are not proven there."""
+    if setting == "auto":
+        return attention.NAME if fast.allowed(architecture) else None
+    if setting == attention.NAME and not fast.allowed(architecture):
+        raise ConfigError(
+            f"model.attn_implementation={attention.NAME}: vlx's fast paths are proven for {', '.join(fast.ALLOWED)} "
+            f"only, not {architecture}; use auto (transformers' own choice for it), sdpa, eager or flash_attention_2"
+        )
+    return setting
 
 
 def load_model(
@@ -126,25 +170,28 @@ def load_model(
     dtype: str = "auto",
     device_map: str | None = "auto",
     quantization: Any | None = None,
-    attn_implementation: str | None = "sdpa_grouped",
+    attn_implementation: str | None = "auto",
     adapter: str | None = None,
     trust_remote_code: bool = False,
 ) -> torch.nn.Module:
     """Loads a model with `model_class.from_pretrained`, optionally 4/8-bit and with a LoRA adapter on top.
 
     Args:
-        model_class: the transformers class, e.g. LlavaNextForConditionalGeneration.
+        model_class: the transformers class, e.g. AutoModelForImageTextToText.
         checkpoint: hub id or local folder.
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda, cuda:N or an accelerate strategy (see resolve_device_map).
         quantization: a transformers.BitsAndBytesConfig, or None for full precision.
-        attn_implementation: sdpa_grouped (vlx.models.attention), sdpa, eager or flash_attention_2.
+        attn_implementation: auto (`resolve_attention`), sdpa_grouped (vlx.models.fast.attention), sdpa, eager or
+            flash_attention_2.
         adapter: folder of a peft adapter to load on top, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
 
     Returns:
         The model in eval mode.
     """
+    architecture = fast.architecture(read_config(checkpoint, trust_remote_code))
+    attn_implementation = resolve_attention(attn_implementation, architecture)
     if attn_implementation == attention.NAME:
         attention.register()  # in case a test or caller reset transformers' registry
     if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:

@@ -1,25 +1,30 @@
-"""PaliGemma adapter: a plain text prefix after the image tokens (PaliGemma has no chat template)."""
+"""PaliGemma (1 and 2): a plain text prefix after the image tokens, no chat template; the suffix is the answer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from PIL import Image
-from transformers import BatchFeature, PaliGemmaForConditionalGeneration
+from transformers import BatchFeature
 
-from vlx.models._base import Demo, HFAdapter
+from vlx.models.batches import process
+from vlx.models.hf import Demo, HFAdapter
 from vlx.records import Example
 
 
 class PaliGemmaAdapter(HFAdapter):
-    """A PaliGemma checkpoint (e.g. google/paligemma-3b-mix-448); arguments as `HFAdapter`.
+    """A PaliGemma checkpoint (google/paligemma-3b-mix-448, google/paligemma2-3b-mix-448, ...); arguments as
+    `HFAdapter`.
 
     After fine-tuning with the seed's recipe, use `model.prompt_template="explain en {text}"`.
     """
 
-    model_class = PaliGemmaForConditionalGeneration
+    uses_chat_template: ClassVar[bool] = False
+    answer_token_type: ClassVar[int] = 1  # the suffix attends causally (the prefix both ways)
+    answer_prefix = ""  # the processor ends the prefix with a newline; the answer follows it
     # PaliGemma's format is image tokens + one text prefix: it was trained on a single image per prompt
-    max_images = 1
+    image_limit: ClassVar[int | None] = 1
 
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         """`<image>` + the prefix; the processor expands the image token, then adds BOS before the prefix and a
@@ -31,4 +36,4 @@ class PaliGemmaAdapter(HFAdapter):
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> BatchFeature:
         """Prefix + suffix through the processor, which sets `labels` to the suffix tokens (and EOS) only."""
         texts = [self.processor.image_token + t for t in texts]
-        return self.processor(text=texts, images=images, suffix=targets, return_tensors="pt", padding="longest")
+        return process(self.processor, texts, images, suffix=targets)

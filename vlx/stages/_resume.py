@@ -9,7 +9,6 @@ extends a finished infer run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -94,17 +93,6 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
             )
         return
     write_json(path, current)  # every rank of a launched run writes the same record
-
-
-def batch_seed(seed: int, first_id: str) -> int:
-    """The sampling seed of a batch, from the run seed and its first item's id.
-
-    Predictions are appended batch by batch, so a killed run stops at a batch boundary and a resumed run (same
-    batch_size) forms the same batches: seeding each batch this way makes a resumed sampling run equal an
-    uninterrupted one. Python's hash() is salted per process, hence sha256.
-    """
-    digest = hashlib.sha256(f"{seed}\x1f{first_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
 
 
 # what a Trainer checkpoint must hold to be resumed from; trainer_state.json is written last

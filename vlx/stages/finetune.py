@@ -11,28 +11,30 @@ go to <run>/adapter/.
 
 On several GPUs (`accelerate launch -m vlx stage=finetune ...` or `torchrun`) the Trainer runs DDP (or FSDP, with
 finetune.fsdp); the config's effective batch is kept by dividing the accumulation between the processes
-(`vlx.trainer_arguments.split_batch`).
+(`vlx.finetuning.arguments.split_batch`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from vlx import distributed
 from vlx.errors import ConfigError, interrupted
 from vlx.fewshot import correct_ids_from_predictions
-from vlx.models._base import ADAPTER_META
-from vlx.models.compiling import block_classes, compile_blocks
-from vlx.profiling import StepProfiler, check_profile_steps
+from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_arguments
+from vlx.finetuning.items import Collator, training_items
+from vlx.finetuning.profiling import StepProfiler, check_profile_steps
+from vlx.finetuning.trainer import StatsTrainer
+from vlx.models.fast.compiling import block_classes, compile_blocks
+from vlx.models.hf import ADAPTER_META
 from vlx.run_dirs import exclusive
 from vlx.stages._common import (
     build_group,
@@ -47,8 +49,6 @@ from vlx.stages._common import (
 from vlx.stages._resume import FINETUNE_KEYS, check_resumable, last_complete_checkpoint
 from vlx.stages.evaluation import check_settings as check_eval_settings
 from vlx.tracking import tracking
-from vlx.trainer_arguments import one_gpu_per_process, split_batch, trainer_arguments
-from vlx.training import Collator, training_items
 
 log = logging.getLogger(__name__)
 
@@ -88,32 +88,6 @@ def validate(cfg: DictConfig) -> None:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"finetune.infer_limit={limit!r}: use a positive number of items, or null for the split")
         instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
-
-
-class TrainingStats(TrainerCallback):
-    """Adds throughput since the last log (samples/s over all processes) and peak GPU memory (GiB) to every log
-    entry: the W&B run's charts and train_summary.json's log history."""
-
-    def __init__(self, samples_per_step: int):
-        self.samples_per_step = samples_per_step
-        self.last: tuple[int, float] | None = None  # (step, time) of the last log
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last = (state.global_step, time.perf_counter())
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        now = time.perf_counter()
-        stats = {}
-        if self.last is not None and state.global_step > self.last[0]:
-            steps = state.global_step - self.last[0]
-            stats["samples_per_s"] = steps * self.samples_per_step / (now - self.last[1])
-        if torch.cuda.is_available():
-            stats["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        self.last = (state.global_step, now)
-        if logs is not None:
-            logs.update(stats)  # what the reporting callbacks (W&B) send; this callback runs before them
-        if state.log_history:
-            state.log_history[-1].update(stats)  # the Trainer stored the entry already
 
 
 def build_model(cfg: DictConfig) -> Any:
@@ -203,16 +177,15 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
         log.warning("finetune.resume=true, but %s holds no complete checkpoint: training from the base", checkpoints)
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         args = one_gpu_per_process(TrainingArguments(**arguments))
-        trainer = Trainer(
+        trainer = StatsTrainer(
             model=adapter.model, args=args, train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
+            samples_per_step=per_device * accumulation * processes,
         )  # fmt: skip
         if ft.get("fsdp") and not trainer.is_fsdp_enabled:
             log.warning("finetune.fsdp=%r is not applied: accelerate shards with FSDP on GPUs only, so this run (%s) "
                         "keeps a full copy of the model per process, as DDP does", ft.fsdp,
                         trainer.accelerator.distributed_type.value)  # fmt: skip
-        # first, so that the reporting callbacks see what it adds
-        trainer.callback_handler.callbacks.insert(0, TrainingStats(per_device * accumulation * processes))
         if profile:
             suffix = f".rank{distributed.rank()}" if processes > 1 else ""
             trainer.add_callback(StepProfiler(*profile, out, suffix=suffix))

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.models._base import ADAPTER_META
+from vlx.models.hf import ADAPTER_META
 from vlx.models.loading import check_adapter_path
 from vlx.run_dirs import exclusive
 from vlx.stages._common import read_json, run_dir, write_json

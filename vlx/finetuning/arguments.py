@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments
 
+from vlx import compat
 from vlx.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -153,5 +154,5 @@ def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
         log.warning("%d GPUs visible to one process: training on %s only; for all of them, one process per GPU: "
                     "accelerate launch --num_processes=%d -m vlx stage=finetune ...", args.n_gpu, args.device,
                     args.n_gpu)  # fmt: skip
-        args._n_gpu = 1  # as the Trainer itself does for a model split over GPUs
+        compat.train_on_one_gpu(args)
     return args

@@ -5,6 +5,10 @@ parameters as inputs): compile time is that of one block per tower, and the mode
 image merging, the loss) stays eager, where whole-model compilation breaks its graph. Inductor fuses the
 element-wise work around the matmuls (norms, rotary, GeGLU, LoRA dropout and scaling) and, in training, recomputes
 cheap element-wise results in the backward pass instead of keeping them, which lowers activation memory.
+
+Blocks compile in place (`nn.Module.compile`), so parameter names and the adapter's saved keys stay as they were;
+accelerate's `compile_regions` would wrap each block in an OptimizedModule, whose `_orig_mod.` prefix reaches peft's
+adapter files.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import logging
 
 import torch
+
+from vlx.compat import route_cache_free_calls
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +103,9 @@ def compile_cache_free(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
-# the decoder block's cache argument: `cache` in newer transformers, `past_key_values` before
-_CACHE_KWARGS = ("cache", "past_key_values")
-
-
 def _compile_for_cache_free_calls(layer: torch.nn.Module) -> None:
     """Routes `layer`'s calls without a cache object through a compiled forward, and the others to its own."""
-    eager = layer.forward
-    compiled = torch.compile(eager, dynamic=True)
-
-    def forward(*args, **kwargs):
-        if all(kwargs.get(name) is None for name in _CACHE_KWARGS):
-            return compiled(*args, **kwargs)
-        return eager(*args, **kwargs)
-
-    layer.forward = forward
+    route_cache_free_calls(layer, torch.compile(layer.forward, dynamic=True))
 
 
 def _quantized(module: torch.nn.Module) -> bool:

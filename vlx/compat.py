@@ -1,0 +1,78 @@
+"""Every place vlx leans on transformers beyond its public API, in one module.
+
+Each function says what it relies on; tests/test_compat.py checks each assumption against the installed transformers
+and fails, naming the function, on a release that changes it. Nothing else in vlx touches these internals.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward argument that carries the KV cache: `cache` since transformers 5.2x, `past_key_values` before
+    (5.17 has the old name). Read from the forward's signature, as there is no public switch."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward returned (`cache` or `past_key_values`, by the version)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+# the decoder block's cache argument, by the version (see `cache_argument`)
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+def route_cache_free_calls(layer: torch.nn.Module, compiled: Callable[..., Any]) -> None:
+    """Sends `layer`'s calls made without a KV cache object to `compiled`, the others to its own forward.
+
+    Relies on: a decoder block receives its cache as a keyword argument named as in `CACHE_KEYWORDS` (None when the
+    model runs without one). Replacing the instance's `forward` is the only hook torch offers for choosing the callee
+    per call."""
+    eager = layer.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if all(kwargs.get(name) is None for name in CACHE_KEYWORDS):
+            return compiled(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    layer.forward = forward
+
+
+def allow_quantized_compile(model: torch.nn.Module) -> None:
+    """Lets `generate` compile the decode step of a model with bitsandbytes 4-bit weights.
+
+    transformers declines to by default (its bitsandbytes quantizer reports `is_compileable = False`), but
+    bitsandbytes 0.50's 4-bit layers trace without graph breaks, the outputs are the same
+    (tests/test_fast_decode.py) and on an H100 nf4 decoding ran 38% faster (docs/PERFORMANCE.md). Relies on: the
+    loaded model's `hf_quantizer` attribute and its `is_compileable` property; the model's own quantizer object gets a
+    subclass that says True, nothing else changes."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or quantizer.is_compileable:
+        return
+    base = type(quantizer)
+    quantizer.__class__ = type(f"Compileable{base.__name__}", (base,), {"is_compileable": property(lambda _: True)})
+
+
+def compile_config_for(device: torch.device) -> Any:
+    """A `generate` CompileConfig that compiles the decode step on `device`. Relies on: CompileConfig's
+    `_compile_all_devices` switch, without which transformers compiles on CUDA only (tests compile on a CPU)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    if device.type == "cpu":
+        config._compile_all_devices = True
+    return config
+
+
+def train_on_one_gpu(args: Any) -> None:
+    """Makes TrainingArguments count one GPU where its process sees several without a launcher. Relies on: the
+    `_n_gpu` field behind the public `n_gpu`, which the Trainer itself sets to 1 for a model split over GPUs."""
+    args._n_gpu = 1

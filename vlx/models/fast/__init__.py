@@ -1,0 +1,51 @@
+"""vlx's own fast paths, for the architectures on `ALLOWED` only.
+
+- `attention`: `sdpa_grouped`, SDPA whose one-token decode steps attend per KV head, and the hooks (`kv_sink`,
+  `tail_mask`) of the two cache-free paths below;
+- `prefill`: `generate` after vlx's own prefill of right-padded prompts without a mask or cache object;
+- `scoring`: label scores from one cache-free forward over the prompts and every answer's tokens;
+- `compiling`: decoder blocks compiled for those cache-free calls, norms, MLPs and vision blocks, and the decode
+  step with a static cache.
+
+Each builds positions from the attention mask as 1-D token positions: right for a model whose language model uses
+plain RoPE on token positions, wrong for one that builds its own (Qwen2-VL-style M-RoPE takes 3-D positions over
+time, height and width, and copies 2-D `position_ids` into all three planes when given them). So an architecture
+is allowed only once tests/test_fast_paths.py shows, on its tiny model in float32, that each path gives the same
+tokens and scores as plain transformers (`generate`, and a full forward per label); every other model runs plain
+batched transformers code (`vlx.models.generation`, `vlx.models.scoring`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# "<model_type>/<its language model's model_type>" -> why 1-D token positions are right for it. The language model
+# is part of the key: PaliGemma 2's Gemma 2 caps its attention logits, which SDPA cannot. Adding an entry needs its
+# tiny model in tests/test_fast_paths.py's FAST (one line there).
+ALLOWED: dict[str, str] = {
+    "llava_next/mistral": "Mistral-7B: RoPE over token positions",
+    # (its prompts hold token_type_ids, so it prefills and scores through transformers: grouped decode attention and
+    # compiling apply)
+    "paligemma/gemma": "Gemma-2B: RoPE over token positions",
+}
+
+
+def architecture(config: Any) -> str:
+    """A config's "<model_type>/<language model's model_type>" (`llava_next/mistral`, `qwen2_5_vl/qwen2_5_vl_text`)."""
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return f"{getattr(config, 'model_type', None)}/{getattr(text, 'model_type', None)}"
+
+
+def model_architecture(model: Any) -> str | None:
+    """`architecture` of a transformers model or of the one inside a peft model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    return architecture(config) if config is not None else None
+
+
+def allowed(model_or_architecture: Any) -> bool:
+    """Whether vlx's fast paths are proven for this model (or `architecture` string)."""
+    name = model_or_architecture
+    if name is not None and not isinstance(name, str):
+        name = model_architecture(name)
+    return name in ALLOWED
