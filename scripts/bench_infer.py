@@ -38,7 +38,9 @@ import torch
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vlx.models import _base, _generation, _scoring, attention
+from vlx.models import fast, hf
+from vlx.models.fast import attention, prefill
+from vlx.models.fast import scoring as fast_scoring
 
 # the decode step's grouped attention as two matmuls, measured against vlx's SDPA version
 attention.register("sdpa_grouped_matmul", functools.partial(attention.grouped_sdpa_attention, decode_kernel="matmul"))
@@ -77,6 +79,10 @@ VARIANTS = [
     ("default with transformers' own prefill (left-padded under a mask, blocks not compiled)", [], 32, "generate",
      False, "hf_prefill"),
     ("nf4 with transformers' own prefill", ["quant=nf4"], 32, "generate", False, "hf_prefill"),
+    ("plain batched transformers (as for a model off the allow-list): bf16, batch 32", ["model.compile=false",
+     "model.attn_implementation=auto"], 32, "generate", False, "off_the_allow_list"),
+    ("decode=score, plain (one forward per label)", ["model.compile=false", "model.attn_implementation=auto"], 32,
+     "score", False, "off_the_allow_list"),
 ]  # fmt: skip
 
 
@@ -85,11 +91,13 @@ def switched(what: str | None):
     """The variant's departure from vlx's code path: earlier defaults, measured against the current ones."""
     with contextlib.ExitStack() as stack:
         if what == "no_module_compile":
-            stack.enter_context(mock.patch.object(_base, "compile_cache_free", lambda model: {}))
+            stack.enter_context(mock.patch.object(hf, "compile_cache_free", lambda model: {}))
         elif what == "left_padded_score":
-            stack.enter_context(mock.patch.object(_scoring, "prefill_aware", lambda model: False))
+            stack.enter_context(mock.patch.object(fast_scoring, "prefill_aware", lambda model: False))
         elif what == "hf_prefill":  # generate's prompts run by transformers (vlx's cache-free prefill off)
-            stack.enter_context(mock.patch.object(_generation, "prefill_aware", lambda model: False))
+            stack.enter_context(mock.patch.object(prefill, "prefill_aware", lambda model: False))
+        elif what == "off_the_allow_list":  # what every architecture off vlx.models.fast.ALLOWED runs
+            stack.enter_context(mock.patch.dict(fast.ALLOWED, clear=True))
         yield
 
 

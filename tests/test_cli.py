@@ -25,7 +25,9 @@ def test_unknown_choice_lists_the_options():
     res = vlx("model=gpt5", "--cfg", "job")
     assert res.returncode == 2
     assert res.stderr.strip() == (
-        "vlx: error: model=gpt5: no such option; choose one of llava, paligemma, tiny_llava, tiny_paligemma"
+        "vlx: error: model=gpt5: no such option; choose one of "
+        "gemma3, hf, idefics3, internvl, llava, llava_onevision, paligemma, paligemma2, qwen2_5_vl, qwen3_vl, "
+        "smolvlm, tiny, tiny_llava, tiny_paligemma"
     )
 
 

@@ -78,6 +78,13 @@ TEXTS = ["Red.", "A blue one, far in the back of a long hall with many doors.", 
 SIZES = [(56, 40), (30, 60), (90, 30)]
 
 
+def test_the_tiny_build_is_small_and_deterministic(family, tmp_path):
+    arch, folder = family
+    again = ensure_tiny_model(arch, tmp_path / arch)
+    assert (again / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert (folder / "model.safetensors").stat().st_size < 2.2e6
+
+
 def test_model_hf_picks_the_family_class(family, adapter):
     assert type(adapter).__name__ == FAMILIES[family[0]].adapter
 

@@ -66,7 +66,11 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
         (["task=esnl"], "task=esnl: no such option (did you mean esnli?); choose one of esnli, explainer_csv, meme"),
         (["experiment=demos"], "experiment=demos: there is no experiment 'demos' (did you mean demo?)"),
         (["task.limit=["], "cannot read the command line"),
-        (["model=3"], "model=3: model takes the name of an option: llava, paligemma, tiny_llava, tiny_paligemma"),
+        (
+            ["model=3"],
+            "model=3: model takes the name of an option: gemma3, hf, idefics3, internvl, llava, "
+            "llava_onevision, paligemma, paligemma2, qwen2_5_vl, qwen3_vl, smolvlm, tiny, tiny_llava, tiny_paligemma",
+        ),
     ],
 )
 def test_command_line_mistakes_are_one_line(args, message):
@@ -576,13 +580,19 @@ class StopAt:
 def train_until(make_cfg, step: int, *args: str, monkeypatch):
     import vlx.stages.finetune as finetune
 
-    stats = finetune.TrainingStats
-    monkeypatch.setattr(finetune, "TrainingStats", lambda samples_per_step: StopAt(step))
+    original = finetune.StatsTrainer
+
+    class Stopping(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(StopAt(step))
+
+    monkeypatch.setattr(finetune, "StatsTrainer", Stopping)
     try:
         with pytest.raises(Interrupted) as err:
             run_stage(make_cfg(*args))
     finally:
-        monkeypatch.setattr(finetune, "TrainingStats", stats)
+        monkeypatch.setattr(finetune, "StatsTrainer", original)
     return str(err.value)
 
 

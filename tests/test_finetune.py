@@ -126,13 +126,19 @@ def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_
 
     args = ["stage=finetune", "model=tiny_paligemma", *FAST[:-1], "finetune.max_steps=6",
             "finetune.save_strategy=steps", "finetune.save_steps=2"]  # fmt: skip
-    original = finetune.TrainingStats
-    finetune.TrainingStats = lambda samples_per_step: Crash()  # killed after step 3 (its checkpoint-2 is on disk)
+    original = finetune.StatsTrainer
+
+    class Crashing(original):  # killed after step 3 (its checkpoint-2 is on disk)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Crash())
+
+    finetune.StatsTrainer = Crashing
     try:
         with pytest.raises(KeyboardInterrupt):
             run_stage(make_cfg(*args))
     finally:
-        finetune.TrainingStats = original
+        finetune.StatsTrainer = original
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]
     metrics = run_stage(make_cfg(*args))  # the same directory: continues from checkpoint-2
     assert metrics["steps"] == 6

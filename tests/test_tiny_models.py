@@ -26,7 +26,6 @@ from transformers import (
 from vlx.models import tiny
 from vlx.models.tiny import (
     MARKER_FILE,
-    TINY_ARCHITECTURES,
     build_tiny_model,
     ensure_tiny_model,
 )
@@ -38,6 +37,8 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 MODEL_CLASSES = {"llava_next": LlavaNextForConditionalGeneration, "paligemma": PaliGemmaForConditionalGeneration}
+# the seed's two families, checked class by class here; every family runs tests/test_families.py's matrix
+TINY_ARCHITECTURES = tuple(MODEL_CLASSES)
 PROCESSOR_CLASSES = {"llava_next": LlavaNextProcessor, "paligemma": PaliGemmaProcessor}
 
 

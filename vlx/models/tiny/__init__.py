@@ -4,7 +4,8 @@ Tests and smoke runs need models that load through the exact same code path as t
 ``AutoProcessor.from_pretrained`` plus ``AutoModelForImageTextToText.from_pretrained``, without network access and in
 well under a second of CPU time per forward pass. This package builds such checkpoints: the real model, config and
 processor classes, the real special-token conventions and chat template of each family, but a byte-level BPE
-tokenizer trained on a small in-package corpus (`_text`) and about a hundred thousand random float32 parameters.
+tokenizer trained on a small in-package corpus (`_text`) and a few hundred thousand random float32 parameters
+(under 2.1 MB of weights).
 
 One module per architecture, each with `build(out_dir)`; adding one is a module and a line in `ARCHITECTURES`.
 """
