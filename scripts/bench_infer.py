@@ -1,7 +1,8 @@
 """Inference throughput on a GPU: the seed's way against vlx's settings, on the same inputs, in one process.
 
-Builds the full-size LLaVA-v1.6-Mistral-7B architecture (or, with --model paligemma, PaliGemma-3b-448) with random
-weights (scripts/full_size_model.py). Runs the first e-SNLI-VE test pairs through vlx's own infer loop
+Builds the full-size LLaVA-v1.6-Mistral-7B architecture (or, with --model paligemma, PaliGemma-3b-448; with --model
+qwen2_5_vl, Qwen2.5-VL-7B, an architecture off the fast-path allow-list) with random weights
+(scripts/full_size_model.py). Runs the first e-SNLI-VE test pairs through vlx's own infer loop
 (`predict_batches`: images read and processed ahead by worker processes or a thread): their hypotheses, vlx's
 e-SNLI-VE prompt, and 500x375 placeholder images written as JPEG files (2,340 image tokens each for LLaVA-NeXT). It
 forces the same number of new tokens in every generate variant, so that the variants do
@@ -102,7 +103,7 @@ def switched(what: str | None):
 
 
 # --model: vlx's model config and scripts/full_size_model.py's architecture
-MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448"}
+MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448", "qwen2_5_vl": "qwen2.5-vl-7b"}
 
 
 def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):

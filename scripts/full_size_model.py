@@ -6,6 +6,7 @@ image geometry; the vocabulary is the real size, so memory and compute match the
 
     python scripts/full_size_model.py paligemma-3b-448 /tmp/paligemma-3b      # ~5.9 GB in bf16
     python scripts/full_size_model.py llava-v1.6-mistral-7b /tmp/llava-7b     # ~15 GB in bf16
+    python scripts/full_size_model.py qwen2.5-vl-7b /tmp/qwen2.5-vl-7b        # ~17 GB in bf16 (needs torchvision)
     vlx stage=finetune model=paligemma model.checkpoint=/tmp/paligemma-3b ...
 """
 
@@ -74,8 +75,31 @@ def llava_v16_mistral_7b(tiny: Path):
     return LlavaNextForConditionalGeneration, config, processor
 
 
+def qwen2_5_vl_7b(tiny: Path):
+    """Qwen2.5-VL-7B-Instruct's architecture (M-RoPE, windowed vision attention); the processor's pixel bounds are
+    the ones conf/model/qwen2_5_vl.yaml sets (256-1280 tokens per image)."""
+    from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(tiny, min_pixels=200704, max_pixels=1003520)
+    tok = processor.tokenizer
+    vision = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+              "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}  # fmt: skip
+    text = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+            "bos_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id}  # fmt: skip
+    config = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                              video_token_id=tok.video_token_id, tie_word_embeddings=False,
+                              vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                              vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))  # fmt: skip
+    return Qwen2_5_VLForConditionalGeneration, config, processor
+
+
 ARCHITECTURES = {"paligemma-3b-448": ("paligemma", paligemma_3b_448),
-                 "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b)}  # fmt: skip
+                 "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b),
+                 "qwen2.5-vl-7b": ("qwen2_5_vl", qwen2_5_vl_7b)}  # fmt: skip
 
 
 def main() -> None:

@@ -103,3 +103,9 @@ def test_training_arguments_count_gpus_in_n_gpu(tmp_path):
     assert hasattr(args, "_n_gpu")
     compat.train_on_one_gpu(args)
     assert args.n_gpu == 1
+
+
+def test_a_loaded_config_names_its_attention(llava):
+    text_config = llava.model.config.get_text_config(decoder=True)
+    assert compat.attention_implementation(text_config) == "sdpa_grouped"  # llava_next/mistral: on the allow-list
+    assert compat.attention_implementation(llava.model.config.vision_config) in ("sdpa", "sdpa_grouped")

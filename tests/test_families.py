@@ -244,3 +244,32 @@ def test_the_merged_model_predicts_what_the_adapter_does(family, adapter, traine
     again = load_adapter(str(tmp_path / "merged"), dtype="float32", device_map="cpu", compile=False)
     assert again.generate(prompts, pictures, **settings).texts == expected
     assert expected != adapter.generate(prompts, pictures, **settings).texts  # the adapter changed the answers
+
+
+@pytest.mark.parametrize("arch", ["idefics3", "gemma3"])
+def test_the_stages_run_a_generic_family_end_to_end(make_cfg, tmp_path, arch):
+    """A family without a class of its own, through the stages themselves: QLoRA on its 4-bit base (the Trainer,
+    the collator's answer-only labels), inference with the adapter (score, then explanation), the merge, and the
+    merged model's inference giving the adapter's predictions."""
+    model = ["model=tiny", f"model.tiny={arch}"]
+    train = ["task=shapes", "task.split=train", "task.limit=8", "lora=r64_lm", "finetune.per_device_batch_size=4",
+             "finetune.gradient_accumulation_steps=1", "finetune.max_steps=2", "finetune.save_strategy=no",
+             "finetune.logging_steps=1"]  # fmt: skip
+    metrics = run_stage(make_cfg("stage=finetune", *model, *train, "quant=nf4", run_dir=tmp_path / "ft"))
+    assert metrics["steps"] == 2 and metrics["first_loss"] > 0
+    adapter = tmp_path / "ft" / "adapter"
+    infer = ["task=shapes", "task.limit=4", "decode=score_then_explain", "generation.max_new_tokens=4",
+             "model.dtype=float32"]  # fmt: skip
+    run_stage(make_cfg(*model, f"model.adapter={adapter}", *infer, run_dir=tmp_path / "with_adapter"))
+    run_stage(make_cfg("stage=merge", *model, f"model.adapter={adapter}", "model.dtype=float32",
+                       run_dir=tmp_path / "m"))  # fmt: skip
+    run_stage(make_cfg(*model, f"model.checkpoint={tmp_path / 'm' / 'merged'}", *infer, run_dir=tmp_path / "merged"))
+
+    def rows(run: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / run / "predictions.jsonl").read_text().splitlines()]
+
+    with_adapter, merged = rows("with_adapter"), rows("merged")
+    assert [r["pred"] for r in merged] == [r["pred"] for r in with_adapter]
+    assert [r["raw"] for r in merged] == [r["raw"] for r in with_adapter]
+    for a, b in zip(with_adapter, merged, strict=True):
+        assert all(abs(a["scores"][k] - b["scores"][k]) < 1e-4 for k in a["scores"])

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
+from vlx import compat
 from vlx.errors import ConfigError
 from vlx.models import fast, load_adapter
 from vlx.models.batches import encode
@@ -96,6 +97,6 @@ def test_m_rope_models_get_no_fast_path(config):
 def test_allowed_models_default_to_vlx_attention(pair):
     ours, plain = pair
     config = ours.model.config.get_text_config(decoder=True)
-    assert config._attn_implementation == "sdpa_grouped"
-    assert plain.model.config.get_text_config(decoder=True)._attn_implementation == "sdpa"
+    assert compat.attention_implementation(config) == "sdpa_grouped"
+    assert compat.attention_implementation(plain.model.config.get_text_config(decoder=True)) == "sdpa"
     assert torch.cuda.is_available() or resolve_compile("auto", fast.model_architecture(ours.model)) is False

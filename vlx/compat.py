@@ -46,6 +46,12 @@ def route_cache_free_calls(layer: torch.nn.Module, compiled: Callable[..., Any])
     layer.forward = forward
 
 
+def attention_implementation(config: Any) -> str | None:
+    """The attention a loaded model's (sub-)config runs (`sdpa`, `eager`, a registered name). Relies on: the config's
+    `_attn_implementation`, which `from_pretrained` sets; transformers has no public getter."""
+    return getattr(config, "_attn_implementation", None)
+
+
 def allow_quantized_compile(model: torch.nn.Module) -> None:
     """Lets `generate` compile the decode step of a model with bitsandbytes 4-bit weights.
 

@@ -33,6 +33,7 @@ from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_a
 from vlx.finetuning.items import Collator, training_items
 from vlx.finetuning.profiling import StepProfiler, check_profile_steps
 from vlx.finetuning.trainer import StatsTrainer
+from vlx.models import fast
 from vlx.models.fast.compiling import block_classes, compile_blocks
 from vlx.models.hf import ADAPTER_META
 from vlx.run_dirs import exclusive
@@ -108,7 +109,13 @@ def build_model(cfg: DictConfig) -> Any:
     model = get_peft_model(model, build_group("lora", cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    if cfg.finetune.get("compile"):
+    if cfg.finetune.get("compile") and not fast.allowed(model):
+        log.warning(
+            "finetune.compile: %s is not on the fast-path allow-list (vlx.models.fast.ALLOWED), whose "
+            "compiled blocks are proven unchanged; training it uncompiled",
+            fast.model_architecture(model),
+        )
+    elif cfg.finetune.get("compile"):
         compile_blocks(model, mode=check_compile_mode(cfg.finetune.get("compile_mode")))
     adapter.model = model
     return adapter

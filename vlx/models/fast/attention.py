@@ -27,6 +27,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
+from vlx import compat
+
 NAME = "sdpa_grouped"
 
 
@@ -122,7 +124,7 @@ def register(name: str = NAME, function: Any = grouped_sdpa_attention) -> None:
 def prefill_aware(model: torch.nn.Module) -> bool:
     """Whether the model's language model attends through a function registered here."""
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
-    return getattr(config, "_attn_implementation", None) in PREFILL_AWARE
+    return compat.attention_implementation(config) in PREFILL_AWARE
 
 
 register()
