@@ -82,6 +82,7 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(base, "load_model", refuse)
     monkeypatch.setattr(base, "load_processor", refuse)
     monkeypatch.setattr(families, "read_model_type", refuse)
+    monkeypatch.setattr(base, "read_config", refuse)
 
 
 @pytest.fixture(scope="session")

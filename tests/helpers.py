@@ -181,3 +181,10 @@ def install_wheel(wheel: Path, venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
                     "-q", str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
     return site
+
+
+def model_options() -> list[str]:
+    """The model group's options, as the command line lists them."""
+    from vlx.__main__ import CONFIG_DIR
+
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO, SHARED_ESNLI
-from helpers import esnli_from_shared, meme_items, write_memes
+from helpers import esnli_from_shared, meme_items, model_options, write_memes
 from helpers import run_vlx as vlx
 
 
@@ -24,11 +24,7 @@ def test_cfg_job_prints_the_composed_config():
 def test_unknown_choice_lists_the_options():
     res = vlx("model=gpt5", "--cfg", "job")
     assert res.returncode == 2
-    assert res.stderr.strip() == (
-        "vlx: error: model=gpt5: no such option; choose one of "
-        "gemma3, hf, idefics3, internvl, llava, llava_onevision, paligemma, paligemma2, qwen2_5_vl, qwen3_vl, "
-        "smolvlm, tiny, tiny_llava, tiny_paligemma"
-    )
+    assert res.stderr.strip() == (f"vlx: error: model=gpt5: no such option; choose one of {', '.join(model_options())}")
 
 
 def test_missing_data_is_one_clear_message(tmp_path):

@@ -34,7 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import lines, placeholder_image, run_vlx, start_vlx, wait_for, write_esnli_csv, write_memes
+from helpers import (
+    lines,
+    model_options,
+    placeholder_image,
+    run_vlx,
+    start_vlx,
+    wait_for,
+    write_esnli_csv,
+    write_memes,
+)
 from PIL import Image
 
 from vlx.__main__ import _user_problem, run_stage
@@ -68,8 +77,7 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
         (["task.limit=["], "cannot read the command line"),
         (
             ["model=3"],
-            "model=3: model takes the name of an option: gemma3, hf, idefics3, internvl, llava, "
-            "llava_onevision, paligemma, paligemma2, qwen2_5_vl, qwen3_vl, smolvlm, tiny, tiny_llava, tiny_paligemma",
+            "model=3: model takes the name of an option: " + ", ".join(model_options()),
         ),
     ],
 )

@@ -26,7 +26,7 @@ from vlx.models import fast
 from vlx.models.batches import encode, process
 from vlx.models.fast.compiling import compile_cache_free
 from vlx.models.generation import Generation, generate_texts
-from vlx.models.loading import load_model, load_processor, resolve_checkpoint
+from vlx.models.loading import load_model, load_processor, read_config, resolve_checkpoint
 from vlx.models.scoring import score_answers
 from vlx.records import Example
 
@@ -121,6 +121,9 @@ class HFAdapter:
         check_max_images(max_images)
         self.max_images = self.image_limit if self.image_limit is not None else max_images
         self.checkpoint = resolve_checkpoint(checkpoint, tiny, tiny_dir)
+        # compiling is checked before anything loads: for the architectures on the allow-list only
+        architecture = fast.architecture(read_config(self.checkpoint, trust_remote_code))
+        self.compile_modules = resolve_compile(compile, architecture)
         self.prompt_template = trained_prompt_template(adapter, self.checkpoint, prompt_template)
         self.processor = load_processor(self.checkpoint, trust_remote_code, **(processor_kwargs or {}))
         if chat_template is not None:
@@ -141,7 +144,6 @@ class HFAdapter:
             adapter=adapter,
             trust_remote_code=trust_remote_code,
         )
-        self.compile_modules = resolve_compile(compile, fast.model_architecture(self.model))  # before the first batch
         # the decode step: full precision or 4-bit (bitsandbytes' 8-bit layers are not known to trace)
         four_bit = quantization is not None and getattr(quantization, "load_in_4bit", False)
         self.compiled = self.compile_modules and (quantization is None or four_bit)

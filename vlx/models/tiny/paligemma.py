@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from transformers import (
     GemmaConfig,
@@ -16,13 +17,11 @@ from transformers import (
 
 from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
 
+WIDTH = 64  # bitsandbytes' 4-bit blocks are 64 wide: narrower layers cannot be quantized on CPU
 
-def build(out_dir: Path) -> None:
-    """Writes a tiny PaliGemma (SigLIP vision + Gemma text) model and its processor to `out_dir`.
 
-    Args:
-        out_dir: Existing directory to write into. Torch must already be seeded.
-    """
+def processor_and_vision() -> tuple[PaliGemmaProcessor, SiglipVisionConfig]:
+    """The tokenizer and processor (PaliGemma 2 kept them), and the SigLIP tower's config, of the tiny PaliGemmas."""
     # Real Gemma ids: <pad>=0, <eos>=1, <bos>=2, <unk>=3; <image> is a special token of the PaliGemma tokenizer.
     tok = train_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"])
     tokenizer = PreTrainedTokenizerFast(
@@ -45,8 +44,6 @@ def build(out_dir: Path) -> None:
     # Built before the model config: the processor adds the 1024 <locXXXX> and 128 <segXXX> tokens to the
     # tokenizer, and the embedding matrix has to cover them (the real vocabulary already contains them).
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    vocab_size = len(tokenizer)
-    width = 64  # bitsandbytes' 4-bit blocks are 64 wide: narrower layers cannot be quantized on CPU
     vision_config = SiglipVisionConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -54,9 +51,35 @@ def build(out_dir: Path) -> None:
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
-        projection_dim=width,
+        projection_dim=WIDTH,
         vision_use_head=False,
     )
+    return processor, vision_config
+
+
+def paligemma_config(
+    processor: PaliGemmaProcessor, vision_config: SiglipVisionConfig, text_config: Any
+) -> PaliGemmaConfig:
+    """The PaliGemma config around a tiny text model (Gemma or Gemma 2) and the tower of `processor_and_vision`."""
+    return PaliGemmaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=processor.tokenizer.image_token_id,
+        vocab_size=len(processor.tokenizer),
+        projection_dim=WIDTH,
+        hidden_size=WIDTH,
+    )
+
+
+def build(out_dir: Path) -> None:
+    """Writes a tiny PaliGemma (SigLIP vision + Gemma text) model and its processor to `out_dir`.
+
+    Args:
+        out_dir: Existing directory to write into. Torch must already be seeded.
+    """
+    processor, vision_config = processor_and_vision()
+    tokenizer = processor.tokenizer
+    vocab_size, width = len(tokenizer), WIDTH
     # Wide enough for the demo to learn on any machine (docs/PERFORMANCE.md, "The demo on a CPU"). The label is the
     # answer's first token: before any explanation is written, that position must compare what the picture shows
     # with what the hypothesis says. A random base has no such comparison; LoRA builds it after a plateau, and with
@@ -79,15 +102,7 @@ def build(out_dir: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         initializer_range=INIT_RANGE,
     )
-    config = PaliGemmaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=tokenizer.image_token_id,
-        vocab_size=vocab_size,
-        projection_dim=width,
-        hidden_size=width,
-    )
-    model = PaliGemmaForConditionalGeneration(config)
+    model = PaliGemmaForConditionalGeneration(paligemma_config(processor, vision_config, text_config))
     set_generation_ids(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)

@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import (
-    Gemma2Config,
-    PaliGemmaConfig,
-    PaliGemmaForConditionalGeneration,
-    PaliGemmaProcessor,
-    PreTrainedTokenizerFast,
-    SiglipImageProcessorPil,
-    SiglipVisionConfig,
-)
+from transformers import Gemma2Config, PaliGemmaForConditionalGeneration
 
-from vlx.models.tiny._text import INIT_RANGE, damp_residual_echo, set_generation_ids, train_tokenizer
+from vlx.models.tiny._text import INIT_RANGE, damp_residual_echo, set_generation_ids
+from vlx.models.tiny.paligemma import WIDTH, paligemma_config, processor_and_vision
 
 
 def build(out_dir: Path) -> None:
@@ -24,41 +17,11 @@ def build(out_dir: Path) -> None:
     Args:
         out_dir: Existing directory to write into. Torch must already be seeded.
     """
-    # The tokenizer and processor are PaliGemma 1's (paligemma.py): PaliGemma 2 kept Gemma's vocabulary and ids,
-    # <pad>=0, <eos>=1, <bos>=2, <unk>=3, and its <image> special token.
-    tok = train_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<image>"])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        image_token="<image>",
-        add_bos_token=True,  # as in Gemma; PaliGemmaProcessor turns it off and inserts <bos> after the image tokens
-        add_eos_token=False,
-        padding_side="left",
-    )
-    image_size, patch_size = 56, 14  # 4x4 = 16 image tokens (the real 448px tower has 32x32 = 1024)
-    image_seq_length = (image_size // patch_size) ** 2
-    image_processor = SiglipImageProcessorPil(
-        size={"height": image_size, "width": image_size},
-        image_seq_length=image_seq_length,  # PaliGemmaProcessor refuses an image processor without it
-    )
-    # Built before the model config: the processor adds the 1024 <locXXXX> and 128 <segXXX> tokens to the
-    # tokenizer, and the embedding matrix has to cover them (the real vocabulary already contains them).
-    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    vocab_size = len(tokenizer)
-    width = 64  # bitsandbytes' 4-bit blocks are 64 wide: narrower layers cannot be quantized on CPU
-    vision_config = SiglipVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=width,
-        vision_use_head=False,
-    )
+    # The tokenizer, processor and vision tower are PaliGemma 1's: PaliGemma 2 kept Gemma's vocabulary and ids and
+    # the <image> token, and its 448px tower is the same SigLIP
+    processor, vision_config = processor_and_vision()
+    tokenizer = processor.tokenizer
+    vocab_size, width = len(tokenizer), WIDTH
     # The same widths as the tiny PaliGemma 1 (paligemma.py says why they learn the demo); what Gemma 2 adds over
     # Gemma is kept at the real values, which cost nothing at this size: tanh soft-capping of the attention scores
     # (50) and of the final logits (30), and local (4096-token sliding window) then global attention, alternating,
@@ -86,15 +49,7 @@ def build(out_dir: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         initializer_range=INIT_RANGE,
     )
-    config = PaliGemmaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=tokenizer.image_token_id,
-        vocab_size=vocab_size,
-        projection_dim=width,
-        hidden_size=width,
-    )
-    model = PaliGemmaForConditionalGeneration(config)
+    model = PaliGemmaForConditionalGeneration(paligemma_config(processor, vision_config, text_config))
     damp_residual_echo(model)
     set_generation_ids(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)

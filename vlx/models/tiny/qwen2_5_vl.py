@@ -38,12 +38,8 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
 )
 
 
-def build(out_dir: Path) -> None:
-    """Writes a tiny Qwen2.5-VL (windowed ViT + Qwen2 text with M-RoPE) model and its processor to `out_dir`.
-
-    Args:
-        out_dir: Existing directory to write into. Torch must already be seeded.
-    """
+def qwen_tokenizer() -> PreTrainedTokenizerFast:
+    """The tokenizer of the tiny Qwen-VL models (Qwen2.5-VL and Qwen3-VL share Qwen's special tokens)."""
     # The real Qwen2 special tokens in their real order (151643 <|endoftext|> ... 151656 <|video_pad|>), less the
     # object-ref/box/quad ones no prompt here uses. Qwen has no bos; <|endoftext|> pads, <|im_end|> ends a turn.
     tok = train_tokenizer(
@@ -61,7 +57,7 @@ def build(out_dir: Path) -> None:
         tokenizer_object=tok,
         eos_token="<|im_end|>",  # the instruct model's eos: generation stops at the end of the assistant turn
         pad_token="<|endoftext|>",
-        # Qwen2_5_VLProcessor reads `tokenizer.image_token`/`video_token` (and their ids) when the tokenizer has them
+        # the Qwen-VL processors read `tokenizer.image_token`/`video_token` (and their ids) when the tokenizer has them
         image_token="<|image_pad|>",
         video_token="<|video_pad|>",
         vision_start_token="<|vision_start|>",
@@ -70,6 +66,16 @@ def build(out_dir: Path) -> None:
         add_eos_token=False,
         padding_side="left",
     )
+    return tokenizer
+
+
+def build(out_dir: Path) -> None:
+    """Writes a tiny Qwen2.5-VL (windowed ViT + Qwen2 text with M-RoPE) model and its processor to `out_dir`.
+
+    Args:
+        out_dir: Existing directory to write into. Torch must already be seeded.
+    """
+    tokenizer = qwen_tokenizer()
     patch_size, merge_size, temporal_patch_size = 14, 2, 2  # the real ones: a token is 28x28 px of one frame pair
     factor = patch_size * merge_size
     # The real limits are 56x56 to 3584x3584 px (4 to 16384 tokens); capped at 112x112 px, an image is 4 to 16

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import (
-    PreTrainedTokenizerFast,
     Qwen2VLImageProcessorPil,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
@@ -16,7 +15,8 @@ from transformers import (
     Qwen3VLVisionConfig,
 )
 
-from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
+from vlx.models.tiny._text import INIT_RANGE, set_generation_ids
+from vlx.models.tiny.qwen2_5_vl import qwen_tokenizer
 
 # The chat template of Qwen/Qwen3-VL-2B-Instruct (chat_template.json) without its tool-calling branches: unlike
 # Qwen2.5-VL no default system prompt, "<|im_start|>{role}\n...<|im_end|>\n" per turn, each image as
@@ -54,33 +54,7 @@ def build(out_dir: Path) -> None:
     Args:
         out_dir: Existing directory to write into. Torch must already be seeded.
     """
-    # The real Qwen special tokens in their real order (151643 <|endoftext|> ... 151656 <|video_pad|>), less the
-    # object-ref/box/quad ones no prompt here uses. Qwen has no bos; <|endoftext|> pads, <|im_end|> ends a turn.
-    tok = train_tokenizer(
-        [
-            "<|endoftext|>",
-            "<|im_start|>",
-            "<|im_end|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-        ]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",  # the instruct model's eos: generation stops at the end of the assistant turn
-        pad_token="<|endoftext|>",
-        # Qwen3VLProcessor reads these (and their ids) when the tokenizer has them; the vision start/end tokens
-        # frame each video frame after its timestamp
-        image_token="<|image_pad|>",
-        video_token="<|video_pad|>",
-        vision_start_token="<|vision_start|>",
-        vision_end_token="<|vision_end|>",
-        add_bos_token=False,
-        add_eos_token=False,
-        padding_side="left",
-    )
+    tokenizer = qwen_tokenizer()  # Qwen2.5-VL's: the same special tokens
     patch_size, merge_size, temporal_patch_size = 16, 2, 2  # the real ones: a token is 32x32 px of one frame pair
     factor = patch_size * merge_size
     # The real limits are 256x256 to 4096x4096 px (64 to 16384 tokens); here 64x64 to 128x128 px, 4 to 16 tokens
