@@ -212,6 +212,7 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                       seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
                                       workers=cfg.loader_workers, on_bad_image=task.on_bad_image)  # fmt: skip
             finished = 0
+            in_shard = len(shard.done_ids())  # rows this process's file held before this run
             bar = tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True)
             try:
                 for batch in batches:
@@ -229,6 +230,9 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                     size = batch.batch_size
                     bar.update(len(batch.examples) + len(batch.skipped))
             except KeyboardInterrupt as err:
+                # counted from the file, not from `finished`: the signal can land between a batch's write and its
+                # count (and a row cut short by it is repaired away, to be redone)
+                finished = len(shard.done_ids()) - in_shard
                 total = len(split.examples)
                 ahead = total - everyone + finished  # done before this run, and in it
                 raise interrupted(
