@@ -18,7 +18,11 @@ from vlx.stages._common import resolved_config
 GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment", "finetune",
           "eval"]  # fmt: skip
 # options with a mandatory value (???) get one
-REQUIRED = {"task=explainer_csv": ["task.path=/data/correct.csv"], "model=hf": ["model.checkpoint=org/model"]}
+REQUIRED = {
+    "task=explainer_csv": ["task.path=/data/correct.csv"],
+    "task=table": ["task.source=/data/mine"],
+    "model=hf": ["model.checkpoint=org/model"],
+}
 # arguments the stage passes at run time rather than through config
 RUNTIME_ARGS = {"quantization"}
 
@@ -47,7 +51,7 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_its_options():
     assert {"hf", "llava", "paligemma", "tiny", "tiny_llava", "tiny_paligemma"} <= set(options("model"))
-    assert options("task") == ["esnli", "explainer_csv", "meme", "shapes"]
+    assert options("task") == ["esnli", "explainer_csv", "meme", "shapes", "table"]
     assert options("quant") == ["4bit", "nf4", "none"]
     assert options("lora") == ["none", "r64", "r64_lm"]
     assert options("logger") == ["none", "wandb"]

@@ -17,6 +17,7 @@ class Example:
         label: the gold label name, or None where the split has no labels.
         explanations: reference explanations (several allowed; empty where the data has none).
         source: "file:row" of the item, for error messages.
+        fields: the item's other columns (name, value), for prompts that name them (`TableTask`).
     """
 
     id: str
@@ -25,6 +26,7 @@ class Example:
     label: str | None
     explanations: tuple[str, ...] = field(default=())
     source: str = ""
+    fields: tuple[tuple[str, str], ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from vlx.tasks.explainer_csv import ExplainerCsvTask
 from vlx.tasks.hateful_memes import HatefulMemesTask
 from vlx.tasks.parsing import LABELS, parse_answer
 from vlx.tasks.shapes import ShapesTask, generate_shapes
+from vlx.tasks.table import TableTask
 
 __all__ = [
     "LABELS",
@@ -13,6 +14,7 @@ __all__ = [
     "ExplainerCsvTask",
     "HatefulMemesTask",
     "ShapesTask",
+    "TableTask",
     "Task",
     "generate_shapes",
     "parse_answer",

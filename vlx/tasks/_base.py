@@ -85,8 +85,9 @@ class Task:
         return Split(examples=examples, skipped=skipped)
 
     def instruction(self, example: Example) -> str:
-        """The task's zero-shot prompt filled in for one item."""
-        return self.prompt.format(hypothesis=example.text, text=example.text)
+        """The task's zero-shot prompt filled in for one item: `{text}` (and `{hypothesis}`) is its text, any other
+        placeholder one of its fields (a table task's columns)."""
+        return self.prompt.format(**{**dict(example.fields), "hypothesis": example.text, "text": example.text})
 
     def label_answer(self, label: str) -> str:
         """How an answer states a label ("Entailment", "Not offensive"): demonstrations and label scoring use it."""

@@ -1,0 +1,123 @@
+"""task=table: a task from its YAML alone, its data read through `datasets` from CSV, JSON lines, parquet or a
+save_to_disk folder; errors name the file, row and column."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from PIL import Image
+
+from vlx.__main__ import run_stage
+from vlx.errors import ConfigError, DataError, user_error
+
+ROWS = [
+    {"uid": "a1", "img": "red.png", "hypothesis": "There is a red circle.", "premise": "a picture",
+     "gold": "entailment", "why": "The circle is red.", "why2": "Red it is."},
+    {"uid": "a2", "img": "blue.png", "hypothesis": "There is a green square.", "premise": "a photo",
+     "gold": "contradiction", "why": "The square is blue.", "why2": ""},
+    {"uid": "a3", "img": "red.png", "hypothesis": "It is made of wood.", "premise": "a drawing", "gold": "neutral",
+     "why": "Cannot tell.", "why2": "Unknown material."},
+]  # fmt: skip
+COLUMNS = ["task.columns.id=uid", "task.columns.image=img", "task.columns.text=hypothesis", "task.columns.label=gold",
+           "task.columns.explanations=[why,why2]"]  # fmt: skip
+
+
+def write_images(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), (220, 30, 30)).save(folder / "red.png")
+    Image.new("RGB", (30, 40), (30, 30, 220)).save(folder / "blue.png")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def task_of(make_cfg, *overrides: str):
+    return instantiate(make_cfg("task=table", *overrides).task)
+
+
+def test_a_csv_table_is_a_task(make_cfg, tmp_path):
+    write_images(tmp_path / "data")
+    write_csv(tmp_path / "data" / "test.csv", ROWS)
+    task = task_of(make_cfg, f"task.source={tmp_path}/data", *COLUMNS,
+                   "task.prompt='Premise {premise}; does \"{hypothesis}\" hold?'")  # fmt: skip
+    examples = task.load().examples
+    assert [e.id for e in examples] == ["a1", "a2", "a3"]
+    assert [e.label for e in examples] == ["entailment", "contradiction", "neutral"]
+    assert examples[0].explanations == ("The circle is red.", "Red it is.") and examples[1].explanations == (
+        "The square is blue.",
+    )
+    assert examples[1].image == tmp_path / "data" / "blue.png"
+    assert examples[0].source == f"{tmp_path}/data/test.csv:2"
+    assert task.instruction(examples[2]) == 'Premise a drawing; does "It is made of wood." hold?'
+    assert task.parse("Contradiction. The square is blue.") == ("contradiction", "The square is blue.")
+
+
+def test_json_lines_with_label_values_and_list_explanations(make_cfg, tmp_path):
+    write_images(tmp_path / "imgs")
+    rows = [{"id": 7, "image": "red.png", "question": "Red?", "y": 1, "refs": ["It is red.", "Red."]},
+            {"id": 8, "image": "blue.png", "question": "Red?", "y": 0, "refs": []}]  # fmt: skip
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = task_of(make_cfg, f"task.source='{tmp_path}/{{split}}.jsonl'", f"task.image_dir={tmp_path}/imgs",
+                   "task.split=dev", "task.columns.text=question", "task.columns.label=y",
+                   "task.columns.explanations=refs", "task.labels=[not offensive,offensive]",
+                   "task.label_values={0: not offensive, 1: offensive}", "task.positive=offensive",
+                   "task.aliases={offensive: [hateful]}")  # fmt: skip
+    examples = task.load().examples
+    assert [(e.id, e.label, e.explanations) for e in examples] == [
+        ("7", "offensive", ("It is red.", "Red.")), ("8", "not offensive", ())]  # fmt: skip
+    assert examples[0].source.endswith("dev.jsonl row 1")
+    assert task.parse("This meme is hateful.")[0] == "offensive"  # the task's own alias
+
+
+def test_parquet_and_save_to_disk_folders(make_cfg, tmp_path):
+    import datasets
+
+    write_images(tmp_path)
+    table = datasets.Dataset.from_list(ROWS)
+    table.to_parquet(str(tmp_path / "test.parquet"))
+    datasets.DatasetDict({"validation": table}).save_to_disk(str(tmp_path / "saved"))
+    from_parquet = task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load().examples
+    from_disk = task_of(make_cfg, f"task.source={tmp_path}/saved", f"task.image_dir={tmp_path}", "task.split=dev",
+                        "task.split_names={dev: validation}", *COLUMNS).load().examples  # fmt: skip
+    assert [e.id for e in from_parquet] == [e.id for e in from_disk] == ["a1", "a2", "a3"]
+    assert from_disk[2].explanations == ("Cannot tell.", "Unknown material.")
+
+
+def test_errors_name_the_column_the_row_and_the_placeholder(make_cfg, tmp_path):
+    write_images(tmp_path)
+    write_csv(tmp_path / "test.csv", ROWS)
+    source = f"task.source={tmp_path}"
+    with pytest.raises(DataError, match=r"no column 'hyp' .*uid, img, hypothesis.*set task.columns.text"):
+        task_of(make_cfg, source, *COLUMNS, "task.columns.text=hyp").load()
+    with pytest.raises(DataError, match=r"test.csv:3: label 'contradiction' is not one of entailment, neutral"):
+        task_of(make_cfg, source, *COLUMNS, "task.labels=[entailment,neutral]").load()
+    with pytest.raises(ConfigError, match=r"task.prompt names \{caption\}, which is no column"):
+        task_of(make_cfg, source, *COLUMNS, "task.prompt='Describe {caption}'").load()
+    with pytest.raises(DataError, match=r"holds no file for the 'train' split .*train.csv"):
+        task_of(make_cfg, source, *COLUMNS, "task.split=train").load()
+    with pytest.raises(DataError, match=r"not found; set task.source"):
+        task_of(make_cfg, f"task.source={tmp_path}/other.csv", *COLUMNS).load()
+    with pytest.raises(Exception, match="task.columns.image is not set") as refused:  # (Hydra wraps it)
+        task_of(make_cfg, source, *COLUMNS, "task.columns.image=null")
+    assert "task.columns.image is not set" in str(user_error(refused.value))  # the command line's one line
+
+
+def test_a_table_task_runs_through_the_infer_stage(make_cfg, tmp_path):
+    write_images(tmp_path / "data")
+    write_csv(tmp_path / "data" / "test.csv", ROWS)
+    summary = run_stage(make_cfg("model=tiny_llava", "task=table", f"task.source={tmp_path}/data",
+                                 *COLUMNS, "decode=score", "batch_size=2"))  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert summary["items"] == 3 and summary["parsed"] == 1.0
+    assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and [r["gold"] for r in rows] == [r["gold"] for r in ROWS]
+    assert all(r["pred"] in ("entailment", "contradiction", "neutral") for r in rows)
+    assert rows[0]["refs"] == ["The circle is red.", "Red it is."]

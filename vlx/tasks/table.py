@@ -1,0 +1,239 @@
+"""A task defined by its YAML alone: a table of items read through `datasets`.
+
+The table is a CSV, JSON-lines, JSON or parquet file per split (a folder of `<split>.<ext>` files, or `source` with
+`{split}` filled in), a folder written by `datasets`' `save_to_disk`, or a dataset on the Hugging Face hub. Its
+columns are named in `columns` (id, image, text, label, reference explanations); the labels, their aliases and the
+prompt live in the YAML too, and the prompt may use any column as a placeholder. `datasets` converts a file to Arrow
+once (cached, memory-mapped), so a large split starts fast the second time.
+
+    vlx task=table task.source=/data/mine task.image_dir=/data/mine/images task.split=test   # /data/mine/test.csv
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlx.errors import ConfigError, DataError
+from vlx.records import Example
+from vlx.tasks._base import Task
+from vlx.tasks.parsing import LABEL_ALIASES, parse_label
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "json", "parquet", "disk", "hub")
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+COLUMN_ROLES = ("id", "image", "text", "label", "explanations")
+
+
+class TableTask(Task):
+    """Items from a table whose columns the config names.
+
+    Args:
+        name: the task's name (run names, reports).
+        source: a folder of one file per split (`<split>.csv`, `.tsv`, `.jsonl`, `.json` or `.parquet`); a file,
+            `{split}` standing for the split's name (e.g. `/data/mine/{split}.csv`); a folder written by
+            `save_to_disk`; or a hub dataset id (`org/name`).
+        split: the split to read (also what `{split}` becomes, through `split_names`).
+        columns: the column of each role: `id` (null: the row number), `image` (a path, relative to `image_dir`),
+            `text` (the hypothesis, question or meme text; null: none), `label` (null: no gold labels) and
+            `explanations` (a column or a list of columns; a column may hold a list of strings).
+        labels: the class names, as answers state them and predictions are written.
+        label_values: what a label column's value means, where it is not the label's name (`0: entailment`).
+        aliases: other surface forms per label that the answer parser accepts (added to vlx's own).
+        positive: the positive class of a binary task (AUROC, binary F1), or None.
+        image_dir: the folder image paths are relative to (None: the source file's folder).
+        format: csv, json, parquet, disk or hub (None: from `source`: its extension, a folder, or a hub id).
+        subset: the hub dataset's config name.
+        split_names: vlx's split name -> the data's (e.g. `dev: validation`).
+        shot_strategy: the few-shot strategy `shots.strategy=auto` picks for this task.
+        **common: prompt (any column as `{column}`; `{text}` is the text column), limit, on_bad_image, references
+            (see `Task`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        split: str = "test",
+        columns: Mapping[str, Any] | None = None,
+        labels: Sequence[str] = (),
+        label_values: Mapping[Any, str] | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        positive: str | None = None,
+        image_dir: str | Path | None = None,
+        format: str | None = None,
+        subset: str | None = None,
+        split_names: Mapping[str, str] | None = None,
+        shot_strategy: str = "balanced_random",
+        **common: Any,
+    ):
+        super().__init__(name=name, split=split, **common)
+        self.labels = tuple(str(label) for label in labels)
+        if not self.labels:
+            raise ConfigError(f"task {name!r}: task.labels is empty; list the class names")
+        self.positive = positive
+        if positive is not None and positive not in self.labels:
+            raise ConfigError(f"task.positive={positive!r} is not one of task.labels ({', '.join(self.labels)})")
+        self.columns = _check_columns(columns or {})
+        self.label_values = {str(k): str(v) for k, v in (label_values or {}).items()}
+        unknown = sorted(set(self.label_values.values()) - set(self.labels))
+        if unknown:
+            raise ConfigError(f"task.label_values maps to {unknown}, which are not in task.labels")
+        self.aliases = {**LABEL_ALIASES, **{k.lower(): tuple(v) for k, v in (aliases or {}).items()}}
+        self.shot_strategy = shot_strategy
+        self.data_split = (split_names or {}).get(split, split)
+        self.source = source.format(split=self.data_split) if "{split}" in source else source
+        if format is not None and format not in FORMATS:
+            raise ConfigError(f"task.format={format!r}: use one of {', '.join(FORMATS)}, or null to infer it")
+        self.format = format
+        self.subset = subset
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+
+    def _resolve(self) -> None:
+        """The split's file (in a folder of one file per split), its format and the images' folder, as found on
+        disk (at read time: a missing file is a data problem of this split)."""
+        self.source = _split_source(self.source, self.data_split)
+        self.format = self.format or _guess_format(self.source)
+        if self.image_dir is None:
+            local = Path(self.source).expanduser()
+            self.image_dir = local if local.is_dir() else local.parent
+
+    def read_examples(self) -> list[Example]:
+        self._resolve()
+        table = self._table()
+        missing = [c for c in self._needed_columns() if c not in table.column_names]
+        if missing:
+            roles = [role for role, col in self.columns.items() if col in missing or (isinstance(col, list) and
+                     set(col) & set(missing))]  # fmt: skip
+            raise DataError(
+                f"{self.source}: no column {', '.join(repr(c) for c in missing)} (its columns: "
+                f"{', '.join(table.column_names)}); set task.columns.{roles[0]} to the column that holds it"
+            )
+        if self.limit is not None:
+            table = table.select(range(min(self.limit, len(table))))
+        examples = [self._example(i, row) for i, row in enumerate(_rows(table))]
+        if not examples:
+            raise DataError(f"{self.source}: the {self.split} split has no rows")
+        self._check_prompt(examples[0])
+        return examples
+
+    def parse(self, text: str) -> tuple[str | None, str]:
+        return parse_label(self.labels, text, aliases=self.aliases)
+
+    def _table(self) -> Any:
+        """The split as a `datasets.Dataset` (Arrow, memory-mapped; files are converted once and cached)."""
+        import datasets
+
+        try:
+            if self.format == "disk":
+                loaded = datasets.load_from_disk(self.source)
+                if isinstance(loaded, datasets.DatasetDict):
+                    if self.data_split not in loaded:
+                        raise DataError(f"{self.source} has no split {self.data_split!r} (it has {', '.join(loaded)})")
+                    loaded = loaded[self.data_split]
+                return loaded
+            if self.format == "hub":
+                return datasets.load_dataset(self.source, self.subset, split=self.data_split)
+            if not Path(self.source).is_file():
+                raise DataError(f"task {self.name!r}: {self.source} not found; set task.source (a file per split, "
+                                f"with {{split}} for the split's name)")  # fmt: skip
+            options = {"delimiter": "\t"} if self.source.endswith(".tsv") else {}
+            return datasets.load_dataset(self.format, data_files={"rows": self.source}, split="rows", **options)
+        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+            reason = " ".join(str(err).split())[:300]
+            raise DataError(f"task {self.name!r}: {self.source} cannot be read as {self.format} ({reason})") from err
+
+    def _needed_columns(self) -> list[str]:
+        needed = [self.columns[role] for role in ("id", "image", "text", "label") if self.columns.get(role)]
+        return needed + list(self.columns.get("explanations") or [])
+
+    def _where(self, index: int) -> str:
+        # a CSV's data row i is line i + 2 (after the header); other formats by row number
+        return f"{self.source}:{index + 2}" if self.format == "csv" else f"{self.source} row {index + 1}"
+
+    def _example(self, index: int, row: dict[str, Any]) -> Example:
+        where = self._where(index)
+        columns = self.columns
+        image = row[columns["image"]]
+        if not isinstance(image, str) or not image.strip():
+            raise DataError(f"{where}: column {columns['image']!r} holds {type(image).__name__}, not an image path "
+                            f"(images inside the table are not read yet: save them as files)")  # fmt: skip
+        label = None
+        if columns.get("label"):
+            value = row[columns["label"]]
+            label = self.label_values.get(str(value), str(value).strip() if value is not None else None)
+            if label not in self.labels:
+                raise DataError(f"{where}: label {value!r} is not one of {', '.join(self.labels)}; add it to "
+                                f"task.labels or task.label_values, or fix the row")  # fmt: skip
+        explanations: list[str] = []
+        for column in columns.get("explanations") or []:
+            value = row[column]
+            values = value if isinstance(value, list) else [value]
+            explanations += [str(v).strip() for v in values if v is not None and str(v).strip()]
+        text = row[columns["text"]] if columns.get("text") else ""
+        fields = tuple((key, str(value)) for key, value in row.items() if isinstance(value, (str, int, float)))
+        return Example(
+            id=str(row[columns["id"]]).strip() if columns.get("id") else str(index),
+            image=self.image_dir / image.strip(),
+            text="" if text is None else str(text).strip(),
+            label=label,
+            explanations=tuple(explanations),
+            source=where,
+            fields=fields,
+        )
+
+    def _check_prompt(self, example: Example) -> None:
+        try:
+            self.instruction(example)
+        except KeyError as err:
+            raise ConfigError(f"task.prompt names {{{err.args[0]}}}, which is no column of {self.source} (its "
+                              f"columns: {', '.join(k for k, _ in example.fields)})") from err  # fmt: skip
+
+
+def _check_columns(columns: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(columns) - set(COLUMN_ROLES))
+    if unknown:
+        raise ConfigError(f"task.columns: {', '.join(unknown)} is no column role; use {', '.join(COLUMN_ROLES)}")
+    if not columns.get("image"):
+        raise ConfigError("task.columns.image is not set: name the column that holds each item's image path")
+    checked = dict(columns)
+    explanations = checked.get("explanations")
+    checked["explanations"] = [explanations] if isinstance(explanations, str) else list(explanations or [])
+    return checked
+
+
+def _split_source(source: str, split: str) -> str:
+    """A folder of one file per split (`<split>.csv`, `.jsonl`, `.parquet`, ...) -> that split's file; anything
+    else (a file, a save_to_disk folder, a hub id) as it is."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir() or any((folder / name).is_file() for name in ("dataset_dict.json", "dataset_info.json")):
+        return source
+    for extension in _EXTENSIONS:
+        if (folder / f"{split}{extension}").is_file():
+            return str(folder / f"{split}{extension}")
+    names = ", ".join(f"{split}{e}" for e in _EXTENSIONS)
+    raise DataError(f"{folder} holds no file for the {split!r} split ({names}) and is no save_to_disk folder; set "
+                    f"task.source to the file, or task.split (task.split_names) to a split it has")  # fmt: skip
+
+
+def _guess_format(source: str) -> str:
+    path = Path(source).expanduser()
+    if path.suffix.lower() in _EXTENSIONS:
+        return _EXTENSIONS[path.suffix.lower()]
+    if path.is_dir():
+        return "disk"
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+        return "hub"
+    raise ConfigError(f"task.source={source!r}: cannot tell its format; set task.format ({', '.join(FORMATS)})")
+
+
+def _rows(table: Any, batch: int = 4096) -> Iterator[dict[str, Any]]:
+    """The table's rows as dicts, read a batch of columns at a time (Arrow to Python in bulk)."""
+    for start in range(0, len(table), batch):
+        chunk = table[start : start + batch]
+        names = list(chunk)
+        for values in zip(*(chunk[n] for n in names), strict=True):
+            yield dict(zip(names, values, strict=True))
