@@ -121,3 +121,51 @@ def test_a_table_task_runs_through_the_infer_stage(make_cfg, tmp_path):
     assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and [r["gold"] for r in rows] == [r["gold"] for r in ROWS]
     assert all(r["pred"] in ("entailment", "contradiction", "neutral") for r in rows)
     assert rows[0]["refs"] == ["The circle is red.", "Red it is."]
+
+
+def test_images_stored_in_the_table_are_written_out_once(make_cfg, tmp_path):
+    """A hub-style table whose image column holds the images: each is written as a file into task.image_cache (its
+    bytes as stored), and a second read keeps the files."""
+    import datasets
+
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    Image.new("RGB", (40, 30), (220, 30, 30)).save(red)
+    Image.new("RGB", (30, 40), (30, 30, 220)).save(blue)
+    table = datasets.Dataset.from_dict(
+        {"qid": ["q/1", "q#2"], "picture": [str(red), str(blue)], "question": ["Red?"] * 2, "answer": ["yes", "no"]},
+        features=datasets.Features({"qid": datasets.Value("string"), "picture": datasets.Image(),
+                                    "question": datasets.Value("string"), "answer": datasets.Value("string")}),
+    )  # fmt: skip
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hub_like"))
+    overrides = [f"task.source={tmp_path}/hub_like", f"task.image_cache={tmp_path}/cache", "task.columns.id=qid",
+                 "task.columns.image=picture", "task.columns.text=question", "task.columns.label=answer",
+                 "task.columns.explanations=null", "task.labels=[yes,no]"]  # fmt: skip
+    examples = task_of(make_cfg, *overrides).load().examples
+    assert [e.label for e in examples] == ["yes", "no"]
+    assert examples[0].image.read_bytes() == red.read_bytes() and examples[1].image.read_bytes() == blue.read_bytes()
+    assert examples[0].image.parent == tmp_path / "cache" / "table-test"
+    written = examples[0].image.stat().st_mtime_ns
+    again = task_of(make_cfg, *overrides).load().examples
+    assert again[0].image == examples[0].image and again[0].image.stat().st_mtime_ns == written
+    with pytest.raises(DataError, match="set task.image_cache"):
+        task_of(make_cfg, *overrides, "task.image_cache=null").load()
+
+
+def test_a_task_yaml_in_a_folder_of_ones_own(make_cfg, tmp_path):
+    """The README's way with an installed vlx: <folder>/task/<name>.yaml, found through hydra.searchpath."""
+    write_images(tmp_path / "data")
+    write_csv(tmp_path / "data" / "test.csv", ROWS)
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    (tmp_path / "conf" / "task" / "mine.yaml").write_text(f"""\
+_target_: vlx.tasks.TableTask
+name: mine
+source: {tmp_path}/data
+columns: {{id: uid, image: img, text: hypothesis, label: gold, explanations: [why, why2]}}
+labels: [entailment, contradiction, neutral]
+prompt: "Premise {{premise}}: does '{{hypothesis}}' follow?"
+""")
+    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path}/conf]", "task=mine")
+    task = instantiate(cfg.task)
+    examples = task.load().examples
+    assert task.name == "mine" and [e.label for e in examples] == [r["gold"] for r in ROWS]
+    assert task.instruction(examples[0]) == "Premise a picture: does 'There is a red circle.' follow?"

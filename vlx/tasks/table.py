@@ -11,7 +11,9 @@ once (cached, memory-mapped), so a large split starts fast the second time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,8 @@ class TableTask(Task):
         subset: the hub dataset's config name.
         split_names: vlx's split name -> the data's (e.g. `dev: validation`).
         shot_strategy: the few-shot strategy `shots.strategy=auto` picks for this task.
+        image_cache: where images stored inside the table (a `datasets` Image column, as hub datasets have) are
+            written as files, once, named by a hash of the item's id (None: such images are refused).
         **common: prompt (any column as `{column}`; `{text}` is the text column), limit, on_bad_image, references
             (see `Task`).
     """
@@ -68,6 +72,7 @@ class TableTask(Task):
         subset: str | None = None,
         split_names: Mapping[str, str] | None = None,
         shot_strategy: str = "balanced_random",
+        image_cache: str | Path | None = None,
         **common: Any,
     ):
         super().__init__(name=name, split=split, **common)
@@ -91,6 +96,7 @@ class TableTask(Task):
         self.format = format
         self.subset = subset
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.image_cache = Path(image_cache) if image_cache is not None else None
 
     def _resolve(self) -> None:
         """The split's file (in a folder of one file per split), its format and the images' folder, as found on
@@ -114,6 +120,7 @@ class TableTask(Task):
             )
         if self.limit is not None:
             table = table.select(range(min(self.limit, len(table))))
+        table = _undecoded_images(table, self.columns["image"])
         examples = [self._example(i, row) for i, row in enumerate(_rows(table))]
         if not examples:
             raise DataError(f"{self.source}: the {self.split} split has no rows")
@@ -157,10 +164,8 @@ class TableTask(Task):
     def _example(self, index: int, row: dict[str, Any]) -> Example:
         where = self._where(index)
         columns = self.columns
-        image = row[columns["image"]]
-        if not isinstance(image, str) or not image.strip():
-            raise DataError(f"{where}: column {columns['image']!r} holds {type(image).__name__}, not an image path "
-                            f"(images inside the table are not read yet: save them as files)")  # fmt: skip
+        item_id = str(row[columns["id"]]).strip() if columns.get("id") else str(index)
+        image = self._image_path(row[columns["image"]], item_id, where)
         label = None
         if columns.get("label"):
             value = row[columns["label"]]
@@ -176,14 +181,37 @@ class TableTask(Task):
         text = row[columns["text"]] if columns.get("text") else ""
         fields = tuple((key, str(value)) for key, value in row.items() if isinstance(value, (str, int, float)))
         return Example(
-            id=str(row[columns["id"]]).strip() if columns.get("id") else str(index),
-            image=self.image_dir / image.strip(),
+            id=item_id,
+            image=image,
             text="" if text is None else str(text).strip(),
             label=label,
             explanations=tuple(explanations),
             source=where,
             fields=fields,
         )
+
+    def _image_path(self, value: Any, item_id: str, where: str) -> Path:
+        """An item's image file: a path in the table (relative to image_dir), or the image stored inside the table
+        written out to `image_cache` (once: a file already there is kept)."""
+        if isinstance(value, str) and value.strip():
+            return self.image_dir / value.strip()
+        if isinstance(value, dict) and not value.get("bytes") and value.get("path"):  # an Image column of paths
+            return self.image_dir / value["path"]
+        if isinstance(value, dict) and value.get("bytes"):
+            if self.image_cache is None:
+                raise DataError(f"{where}: the table holds the image itself; set task.image_cache to a folder where "
+                                f"vlx may write it as a file")  # fmt: skip
+            suffix = Path(value.get("path") or "").suffix or ".png"
+            digest = hashlib.sha256(item_id.encode()).hexdigest()[:20]
+            path = self.image_cache / f"{self.name}-{self.split}" / f"{digest}{suffix}"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + ".partial")
+                partial.write_bytes(value["bytes"])
+                os.replace(partial, path)  # whole or absent, also for a run cut short
+            return path
+        raise DataError(f"{where}: column {self.columns['image']!r} holds {type(value).__name__}, neither an image "
+                        f"path nor an image; set task.columns.image to the column of images")  # fmt: skip
 
     def _check_prompt(self, example: Example) -> None:
         try:
@@ -228,6 +256,17 @@ def _guess_format(source: str) -> str:
     if source.count("/") == 1 and not source.startswith((".", "/", "~")):
         return "hub"
     raise ConfigError(f"task.source={source!r}: cannot tell its format; set task.format ({', '.join(FORMATS)})")
+
+
+def _undecoded_images(table: Any, column: str) -> Any:
+    """The table with an Image column left as its stored bytes: written out as they are, not decoded and re-encoded
+    (the image checks decode each file once, later)."""
+    import datasets
+
+    feature = table.features.get(column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return table.cast_column(column, datasets.Image(decode=False))
+    return table
 
 
 def _rows(table: Any, batch: int = 4096) -> Iterator[dict[str, Any]]:
