@@ -111,10 +111,10 @@ def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: 
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from vlx.__main__ import CONFIG_DIR
+    from vlx.configs import config_dir
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=[
             f"model={model}", f"model.checkpoint={model_dir}", "task=esnli", f"task.csv_dir={csv_dir}",
             f"task.image_dir={image_dir}", "task.split=test", f"task.limit={limit}", *overrides])  # fmt: skip

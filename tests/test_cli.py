@@ -78,9 +78,9 @@ def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
                          capture_output=True, text=True, check=True)  # fmt: skip
     made = sorted(p.name for p in tmp_path.iterdir())
     assert res.stdout.strip() == f"wrote {len(made)} placeholder images under {tmp_path}"
-    from vlx.tasks import EsnliVeTask
+    from vlx.tasks import build_task
 
-    task = EsnliVeTask(csv_dir=SHARED_ESNLI, image_dir=tmp_path, split="dev", limit=20)
+    task = build_task("esnli", csv_dir=SHARED_ESNLI, image_dir=tmp_path, split="dev", limit=20)
     assert len(task.load().examples) == 20  # every image of the first 20 rows is there and decodes
 
 

@@ -72,7 +72,10 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
     [
         (["modle=llava"], "modle=llava: vlx has no setting 'modle' (did you mean model?)"),
         (["task=shapes", "task.limitt=3"], "task.limitt=3: vlx has no setting 'task.limitt' (did you mean task.limit"),
-        (["task=esnl"], "task=esnl: no such option (did you mean esnli?); choose one of esnli, explainer_csv, meme"),
+        (
+            ["task=esnl"],
+            "task=esnl: no such option (did you mean esnli?); choose one of aokvqa, esnli, explainer_csv, hatred",
+        ),
         (["experiment=demos"], "experiment=demos: there is no experiment 'demos' (did you mean demo?)"),
         (["task.limit=["], "cannot read the command line"),
         (
@@ -181,12 +184,12 @@ def bad_images(tmp_path):
 
 
 def test_bad_images_are_found_by_the_pre_check(tmp_path, bad_images):
-    from vlx.tasks import EsnliVeTask
+    from vlx.tasks import build_task
 
     esnli_with_images(tmp_path, bad_images)
     with pytest.raises(DataError, match=r"esnlive_test.csv:3: image .*cut.png: cannot be decoded .*on_bad_image=skip"):
-        EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load()
-    split = EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path, on_bad_image="skip").load()
+        build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path).load()
+    split = build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path, on_bad_image="skip").load()
     assert [ex.image.name for ex in split.examples] == ["good.png"]
     reasons = {Path(s["image"]).name: s["reason"] for s in split.skipped}
     assert set(reasons) == {"cut.png", "cut.jpg", "not-an-image.jpg", "huge.png"}
@@ -247,19 +250,19 @@ def test_every_image_mode_becomes_the_rgb_a_viewer_shows(tmp_path):
 @pytest.mark.parametrize("reader", ["esnli", "meme", "predictions"])
 def test_text_that_is_not_utf8_names_file_and_line(make_cfg, tmp_path, reader):
     from vlx.stages.evaluation import evaluate
-    from vlx.tasks import EsnliVeTask, HatefulMemesTask
+    from vlx.tasks import build_task
 
     if reader == "esnli":
         path = write_esnli_csv(tmp_path / "esnlive_test.csv", [["0", "p0", "a.png", "A cafe.", "neutral", "e"]] * 2)
         path.write_bytes(path.read_bytes().replace(b"cafe", b"caf\xe9", 1))
         placeholder_image(tmp_path / "a.png")
-        call, where = lambda: EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load(), f"{path}:2"
+        call, where = lambda: build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path).load(), f"{path}:2"
     elif reader == "meme":
         path = write_memes(tmp_path, "dev_seen", [{"id": 1, "img": "img/01.png", "label": 0, "text": "x"}] * 3)
         data = path.read_bytes().split(b"\n")
         data[2] = data[2].replace(b'"x"', b'"caf\xe9"')
         path.write_bytes(b"\n".join(data))
-        call, where = lambda: HatefulMemesTask(data_dir=tmp_path).load(), f"{path}:3"
+        call, where = lambda: build_task("meme", data_dir=tmp_path).load(), f"{path}:3"
     else:
         path = tmp_path / "predictions.jsonl"
         path.write_bytes(b'{"id": "1", "gold": "neutral", "pred": "neutral"}\n{"id": "2", "pred": "caf\xe9"}\n')
@@ -271,12 +274,12 @@ def test_text_that_is_not_utf8_names_file_and_line(make_cfg, tmp_path, reader):
 
 
 def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
-    from vlx.tasks import EsnliVeTask
+    from vlx.tasks import build_task
 
     path = write_esnli_csv(tmp_path / "esnlive_test.csv", [["0", "p0", "a.png", "A dog.", "neutral", "e"]])
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     placeholder_image(tmp_path / "a.png")
-    assert [ex.id for ex in EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load().examples] == ["p0"]
+    assert [ex.id for ex in build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path).load().examples] == ["p0"]
 
 
 @pytest.mark.parametrize(
@@ -290,16 +293,16 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
     ],
 )  # fmt: skip
 def test_a_csv_with_no_header_or_ragged_rows_names_file_and_line(tmp_path, content, message):
-    from vlx.tasks import EsnliVeTask, ExplainerCsvTask
+    from vlx.tasks import build_task
 
     (tmp_path / "esnlive_test.csv").write_text(content)
     placeholder_image(tmp_path / "a.png")
     with pytest.raises(DataError, match=re.escape(message)) as err:
-        EsnliVeTask(csv_dir=tmp_path, image_dir=tmp_path).load()
+        build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path).load()
     assert str(err.value).startswith(str(tmp_path / "esnlive_test.csv"))
     (tmp_path / "explainer.csv").write_text("image_path,hypothesis,exp\na.png,A dog.,because\na.png,A cat.\n")
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'explainer.csv'}:3: 2 fields where the header has 3")):
-        ExplainerCsvTask(path=tmp_path / "explainer.csv").load()
+        build_task("explainer_csv", path=tmp_path / "explainer.csv").load()
 
 
 # --- the run directory -----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from vlx.tasks.parsing import LABELS, parse_answer, parse_label
+from vlx.configs import group_option
+from vlx.tasks.parsing import parse_answer, parse_label
 
 ESNLI_CASES = [
     # bare labels: PaliGemma's usual answer, any case, markdown, quotes
@@ -361,7 +362,10 @@ def test_shapes(answer: str, label: str | None, explanation: str) -> None:
     assert parse_answer("shapes", answer) == (label, explanation)
 
 
-@pytest.mark.parametrize(("task", "label"), [(task, label) for task, labels in LABELS.items() for label in labels])
+TASK_LABELS = {task: tuple(group_option("task", task).labels) for task in ("esnli", "shapes", "meme")}
+
+
+@pytest.mark.parametrize(("task", "label"), [(task, label) for task, labels in TASK_LABELS.items() for label in labels])
 @pytest.mark.parametrize(
     "wrap",
     ["{}", "{}.", "**{}**", "*{}*", "'{}'", '"{}"', "Answer: {}", "The answer is: {}.", "[/INST] {}</s>", " {}\n"],

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_ESNLI
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -169,3 +170,19 @@ prompt: "Premise {{premise}}: does '{{hypothesis}}' follow?"
     examples = task.load().examples
     assert task.name == "mine" and [e.label for e in examples] == [r["gold"] for r in ROWS]
     assert task.instruction(examples[0]) == "Premise a picture: does 'There is a red circle.' follow?"
+
+
+@pytest.mark.skipif(not SHARED_ESNLI.is_dir(), reason="../shared/data/esnlive is not beside the repo")
+def test_the_esnli_test_csv_as_a_table_task_gives_the_readers_items():
+    """The whole official test split (14,740 rows) through datasets equals e-SNLI-VE's own reader, item for item."""
+    from vlx.tasks import build_task
+
+    reader = build_task("esnli", csv_dir=SHARED_ESNLI, image_dir=SHARED_ESNLI, split="test")
+    table = build_task("table", source=str(SHARED_ESNLI / "esnlive_test.csv"), image_dir=str(SHARED_ESNLI),
+                       labels=list(reader.labels), columns={"id": "pairID", "image": "Flickr30kID",
+                       "text": "hypothesis", "label": "gold_label", "explanations": ["explanation"]})  # fmt: skip
+    a, b = reader.examples(), table.examples()
+    assert len(a) == 14740
+    assert [(e.id, e.image, e.text, e.label, e.explanations, e.source) for e in a] == [
+        (e.id, e.image, e.text, e.label, e.explanations, e.source) for e in b
+    ]

@@ -9,13 +9,13 @@ from conftest import SHARED_ESNLI
 from helpers import esnli_from_shared, meme_items, placeholder_image, write_esnli_csv, write_memes
 
 from vlx.errors import ConfigError, DataError
-from vlx.tasks import EsnliVeTask, HatefulMemesTask, ShapesTask, generate_shapes
+from vlx.tasks import Task, build_task, generate_shapes
 
 needs_shared = pytest.mark.skipif(not SHARED_ESNLI.is_dir(), reason="../shared/data/esnlive is not beside the repo")
 
 
-def esnli(csv_dir: Path, image_dir: Path, **kw) -> EsnliVeTask:
-    return EsnliVeTask(csv_dir=csv_dir, image_dir=image_dir, prompt="Is '{hypothesis}' true?", **kw)
+def esnli(csv_dir: Path, image_dir: Path, **kw) -> Task:
+    return build_task("esnli", csv_dir=csv_dir, image_dir=image_dir, prompt="Is '{hypothesis}' true?", **kw)
 
 
 @needs_shared
@@ -60,7 +60,7 @@ def test_meme_prompt_is_the_seed_prompt_verbatim(make_cfg):
 
 def test_memes_read_ids_from_img_and_labels_by_name(tmp_path):
     write_memes(tmp_path, "dev_seen", meme_items(4))
-    split = HatefulMemesTask(data_dir=tmp_path, split="dev_seen").load()
+    split = build_task("meme", data_dir=tmp_path, split="dev_seen").load()
     assert [ex.id for ex in split.examples] == ["01000", "01007", "01014", "01021"]
     assert [ex.label for ex in split.examples] == ["not offensive", "offensive", "not offensive", "offensive"]
     assert split.examples[1].text == "meme caption number 1"
@@ -71,13 +71,13 @@ def test_memes_read_ids_from_img_and_labels_by_name(tmp_path):
 def test_memes_without_labels_have_no_gold(tmp_path):
     items = [{k: v for k, v in item.items() if k != "label"} for item in meme_items(2)]
     write_memes(tmp_path, "test_unseen", items)
-    split = HatefulMemesTask(data_dir=tmp_path, split="test_unseen").load()
+    split = build_task("meme", data_dir=tmp_path, split="test_unseen").load()
     assert [ex.label for ex in split.examples] == [None, None]
 
 
 def test_limit_takes_the_first_items(tmp_path):
     write_memes(tmp_path, "train", meme_items(10))
-    split = HatefulMemesTask(data_dir=tmp_path, split="train", limit=3).load()
+    split = build_task("meme", data_dir=tmp_path, split="train", limit=3).load()
     assert [ex.id for ex in split.examples] == ["01000", "01007", "01014"]
 
 
@@ -90,7 +90,8 @@ def test_shapes_is_deterministic_balanced_and_in_esnli_format(tmp_path):
     assert text == (b / "esnlive_train.csv").read_text()
     assert (a / "images" / "train-00004.png").read_bytes() == (b / "images" / "train-00004.png").read_bytes()
     assert text != (c / "esnlive_train.csv").read_text()
-    task = ShapesTask(sizes={"train": 30, "test": 9}, image_size=32, seed=3, csv_dir=a, image_dir=a / "images")
+    task = build_task("shapes", sizes={"train": 30, "test": 9}, image_size=32, seed=3, csv_dir=a,
+                      image_dir=a / "images")  # fmt: skip
     task.split = "train"
     examples = task.load().examples
     assert len(examples) == 30
@@ -105,8 +106,8 @@ def test_shapes_is_deterministic_balanced_and_in_esnli_format(tmp_path):
 
 
 def test_shapes_of_two_settings_keep_each_others_files(tmp_path):
-    small = ShapesTask(sizes={"test": 3}, cache_dir=tmp_path, split="test").load().examples
-    large = ShapesTask(sizes={"test": 6}, cache_dir=tmp_path, split="test").load().examples
+    small = build_task("shapes", sizes={"test": 3}, cache_dir=tmp_path, split="test").load().examples
+    large = build_task("shapes", sizes={"test": 6}, cache_dir=tmp_path, split="test").load().examples
     assert len(small) == 3 and len(large) == 6
     assert small[0].image.parent != large[0].image.parent  # a folder per setting
     assert all(ex.image.is_file() for ex in small)  # the first setting's images (which its runs point to) remain
@@ -189,7 +190,7 @@ def test_malformed_jsonl_line_is_named(tmp_path):
     with path.open("a") as f:
         f.write('{"id": 5, "img": "img/00005.png", "text": \n')
     with pytest.raises(DataError, match=r"dev_seen\.jsonl:3: not valid JSON"):
-        HatefulMemesTask(data_dir=tmp_path, split="dev_seen").load()
+        build_task("meme", data_dir=tmp_path, split="dev_seen").load()
 
 
 @pytest.mark.parametrize(
@@ -203,12 +204,12 @@ def test_malformed_jsonl_line_is_named(tmp_path):
 def test_bad_meme_lines_are_named(tmp_path, item, message):
     write_memes(tmp_path, "dev_seen", [item], make_images=False)
     with pytest.raises(DataError, match=message):
-        HatefulMemesTask(data_dir=tmp_path, split="dev_seen").load()
+        build_task("meme", data_dir=tmp_path, split="dev_seen").load()
 
 
 def test_missing_meme_split_lists_the_splits(tmp_path):
     with pytest.raises(DataError, match=r"dev_seen\.jsonl not found .*dev_unseen, test_seen"):
-        HatefulMemesTask(data_dir=tmp_path, split="dev_seen").load()
+        build_task("meme", data_dir=tmp_path, split="dev_seen").load()
 
 
 def test_bad_policy_and_limit_are_config_errors(tmp_path):

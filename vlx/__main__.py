@@ -18,22 +18,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from vlx.configs import config_dir
 from vlx.errors import VlxError
 
 log = logging.getLogger("vlx")
 
 
-def _config_dir() -> str:
-    """The configs: inside the package in an installed wheel (vlx/conf), beside it in a source checkout (conf/, for
-    `pip install -e .`). An absolute path, so that `vlx` works from any directory."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"vlx's configs are missing: no config.yaml in {here / 'conf'} or {here.parent / 'conf'}")
-
-
-CONFIG_DIR = _config_dir()
+CONFIG_DIR = config_dir()
 
 # stage name -> module exposing run(cfg) -> dict
 
@@ -44,6 +35,7 @@ STAGES = {
     "finetune": "vlx.stages.finetune",
     "merge": "vlx.stages.merge",
     "select_correct": "vlx.stages.select_correct",
+    "prepare": "vlx.stages.prepare",
 }
 
 

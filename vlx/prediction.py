@@ -124,24 +124,37 @@ def decode(
 ) -> tuple[list[str], list[dict[str, float] | None], Generation | None]:
     """The batch's answers, label probabilities (or None per item) and generation stats.
 
-    generate: free text, parsed afterwards. score: the probability of each label's answer after the prompt; the
-    answer is the most probable label. score_then_explain: that label, then the model's explanation generated after
-    it (the label's answer is put in the model's mouth).
+    generate: free text, parsed afterwards. score: the probability of each label's answer after the prompt (over the
+    item's own options, where they differ per item: a multiple-choice question's letters); the answer is the most
+    probable label. score_then_explain: that label, then the model's explanation generated after it (the label's
+    answer is put in the model's mouth).
     """
     ids = [ex.id for ex in batch.examples]
     if how == "generate":
         result = model.generate(batch.prompts, batch.images, ids=ids, inputs=batch.inputs, **generation)
         return result.texts, [None] * len(ids), result
-    answers = [task.label_answer(label) for label in task.labels]
-    scored = model.score(batch.prompts, batch.images, answers, inputs=batch.inputs)
-    scores = [{label: row[a] for label, a in zip(task.labels, answers, strict=True)} for row in scored]
-    chosen = [task.label_answer(max(s, key=s.get)) + "." for s in scores]
+    options = [task.options(ex) for ex in batch.examples]
+    labels = list(dict.fromkeys(label for item in options for label in item))  # every label an item of it may take
+    scored = model.score(batch.prompts, batch.images, [task.label_text(label) for label in labels],
+                         inputs=batch.inputs)  # fmt: skip
+    scores = [_over(row, [task.label_text(label) for label in item], item) for row, item in zip(scored, options,
+              strict=True)]  # fmt: skip
+    chosen = [task.stated(max(s, key=s.get)) for s in scores]
     if how == "score":
         return chosen, scores, None
     forced = [model.answer_prefix + c for c in chosen]
     result = model.generate(batch.prompts, batch.images, ids=ids, continuations=forced, inputs=batch.inputs,
                             **generation)  # fmt: skip
     return [f"{c} {t}".strip() for c, t in zip(chosen, result.texts, strict=True)], scores, result
+
+
+def _over(row: dict[str, float], answers: list[str], labels: tuple[str, ...]) -> dict[str, float]:
+    """An item's label probabilities over its own options: the softmax over those answers alone (the scores are a
+    softmax over every answer scored, so dividing by the options' sum is the same)."""
+    if len(answers) == len(row):
+        return {label: row[a] for label, a in zip(labels, answers, strict=True)}
+    total = sum(row[a] for a in answers)
+    return {label: row[a] / total for label, a in zip(labels, answers, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ class Example:
         explanations: reference explanations (several allowed; empty where the data has none).
         source: "file:row" of the item, for error messages.
         fields: the item's other columns (name, value), for prompts that name them (`TableTask`).
+        options: the labels this item may take, where they differ per item (a multiple-choice question's letters);
+            empty: all of the task's.
     """
 
     id: str
@@ -27,6 +29,7 @@ class Example:
     explanations: tuple[str, ...] = field(default=())
     source: str = ""
     fields: tuple[tuple[str, str], ...] = field(default=())
+    options: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,20 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def read_json(path: Path) -> Any:
+    """A whole JSON file.
+
+    Raises:
+        DataError: the file is missing, not UTF-8, or not valid JSON (named by line and column).
+    """
+    if not path.is_file():
+        raise DataError(f"{path} not found")
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON at column {err.colno} ({err.msg})") from err
+
+
 def read_objects(path: Path, what: str = "a JSON object") -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields ("file:line", object) for each non-blank line.
 

@@ -4,7 +4,7 @@ through the model adapter, so that only the target tokens carry loss."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,12 @@ class TrainItem:
     target: str  # what it learns to write
 
 
-def label_and_explanation(label: str, explanation: str) -> str:
-    """The answer form a classifying explainer learns, and that the answer parser reads: `Label. Explanation`."""
-    return f"{label[:1].upper()}{label[1:]}. {explanation}"
-
-
 def training_items(
-    examples: Sequence[Example], target: str, prompt_template: str, only_ids: Collection[str] | None = None
+    examples: Sequence[Example],
+    target: str,
+    prompt_template: str,
+    only_ids: Collection[str] | None = None,
+    answer: Callable[[str, str], str] | None = None,
 ) -> list[TrainItem]:
     """Training items from task examples.
 
@@ -41,12 +40,16 @@ def training_items(
         target: `explanation` (the seed's) or `label_and_explanation`.
         prompt_template: the input text; `{text}` is the hypothesis or meme text.
         only_ids: keep only these ids (the seed's filter: items a classifier got right), or None for all.
+        answer: (label, explanation) -> the answer in the task's format (`Task.answer`), which label_and_explanation
+            learns and the answer parser reads.
 
     Raises:
         ConfigError: an unknown target, or items without what the target needs.
     """
     if target not in TARGETS:
         raise ConfigError(f"finetune.target={target!r}: use one of {', '.join(TARGETS)}")
+    if target == "label_and_explanation" and answer is None:
+        raise ConfigError("finetune.target=label_and_explanation needs the task's answer format")
     if only_ids is not None:
         before = len(examples)
         examples = [ex for ex in examples if ex.id in only_ids]
@@ -57,10 +60,8 @@ def training_items(
             raise ConfigError(f"{ex.source}: item {ex.id} has no reference explanation to learn (task.references?)")
         if target == "label_and_explanation" and ex.label is None:
             raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
-        answer = ex.explanations[0]
-        if target == "label_and_explanation":
-            answer = label_and_explanation(ex.label, answer)
-        items.append(TrainItem(id=ex.id, image=ex.image, text=prompt_template.format(text=ex.text), target=answer))
+        learned = answer(ex.label, ex.explanations[0]) if target == "label_and_explanation" else ex.explanations[0]
+        items.append(TrainItem(id=ex.id, image=ex.image, text=prompt_template.format(text=ex.text), target=learned))
     if not items:
         raise ConfigError("no training items left (check finetune.only_correct_from and task.limit)")
     return items

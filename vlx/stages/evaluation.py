@@ -100,16 +100,20 @@ def evaluate(
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
     refs = _references(rows, references)
-    scored = [r for r in labelled if refs.get(str(r["id"]))]
+    # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
+    pool = labelled or rows
+    scored = [r for r in pool if refs.get(str(r["id"]))]
     metrics["n_with_references"] = len(scored)
-    metrics["n_without_references"] = len(labelled) - len(scored)
+    metrics["n_without_references"] = len(pool) - len(scored)
+    if scored and not labelled:
+        notes.append("no gold labels: explanations are scored on all items (all_*), none counts as correct")
     if scored:
         from vlx.metrics.text import BertScoreSettings, explanation_metrics
 
         text, text_notes = explanation_metrics(
             [r.get("explanation") or "" for r in scored], [list(refs[str(r["id"])]) for r in scored],
-            [r.get("pred") == r["gold"] for r in scored], BertScoreSettings(**settings["bertscore"]),
-            spice=settings["spice"], **boot,
+            [r["gold"] is not None and r.get("pred") == r["gold"] for r in scored],
+            BertScoreSettings(**settings["bertscore"]), spice=settings["spice"], **boot,
         )  # fmt: skip
         metrics.update(text)
         notes += text_notes

@@ -167,7 +167,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     only = None
     if ft.only_correct_from:
         only = correct_ids_from_predictions(ft.only_correct_from, "finetune.only_correct_from")
-    items = training_items(task.load().examples, ft.target, ft.prompt_template, only)
+    items = training_items(task.load().examples, ft.target, ft.prompt_template, only, answer=task.answer)
     processes = distributed.world_size()
     per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
     log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",

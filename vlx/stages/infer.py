@@ -107,11 +107,11 @@ def prediction_row(
 ) -> dict[str, Any]:
     """A predictions.jsonl row. With label scores the label is the most probable one and the explanation what
     follows the label in the answer; otherwise both are parsed from the answer."""
-    label, explanation = task.parse(answer)
+    label, explanation = task.parse(answer, example)
     if scores is not None:
         label = max(scores, key=scores.get)
-        stated = task.label_answer(label) + "."
-        explanation = answer[len(stated) :].strip() if answer.startswith(stated) else explanation
+        after = task.answer_format.explanation_after(label, answer)
+        explanation = explanation if after is None else after
     row = {
         "id": example.id,
         "image": str(example.image),

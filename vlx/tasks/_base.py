@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -13,7 +15,8 @@ from vlx._runtime import usable_cpus
 from vlx.errors import ConfigError, DataError
 from vlx.images import image_problem
 from vlx.records import Example, Split
-from vlx.tasks.parsing import parse_label
+from vlx.tasks.answers import DEFAULT_ANSWER, AnswerFormat
+from vlx.tasks.parsing import parse_label, with_aliases
 from vlx.tasks.references import id_key, read_references
 
 log = logging.getLogger(__name__)
@@ -22,17 +25,29 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
 class Task:
-    """A classification-with-explanation task read from its official files.
+    """A classification-with-explanation task read from its files; what it is (labels, prompt, answer format, few-shot
+    strategy) comes from its YAML.
 
-    Subclasses set `labels` and implement `read_examples` (file parsing with row-exact errors); this class applies
-    the limit and checks every image before any model is loaded.
+    Subclasses implement `read_examples` (file parsing with row-exact errors); this class applies the limit and checks
+    every image before any model is loaded.
+
+    Args:
+        name: the task's name (run names, reports).
+        split: the split to read.
+        labels: the class names, as predictions and metrics name them.
+        prompt: the zero-shot instruction; `{text}` (or `{hypothesis}`) is the item's text, any other placeholder one
+            of its fields (a table's columns).
+        answer: the answer format (`vlx.tasks.answers.AnswerFormat`), e.g. "{Label}. {explanation}".
+        aliases: other surface forms per label that the answer parser accepts (added to vlx's own).
+        positive: the positive class of a binary task (AUROC, binary F1); None for multi-class tasks.
+        shot_strategy: the demonstration strategy `shots.strategy=auto` picks.
+        limit: the first N items only (None: all).
+        on_bad_image: fail (before any model loads) or skip (listed in the log and summary).
+        references: a jsonl of reference explanations to use instead of the data's (`vlx.tasks.references`).
+        release: what the official release holds, for `vlx stage=prepare`: `where` (how to get it), `splits`
+            (split -> `rows`, the official row count) and `sha256` (file name -> checksum, where known).
     """
 
-    labels: tuple[str, ...] = ()
-    # the positive class of a binary task (AUROC, binary F1); None for multi-class tasks
-    positive: str | None = None
-    # the seed's demonstration strategy for this task (shots.strategy=auto)
-    shot_strategy: str = "balanced_random"
     # columns of the seed's predictions.csv for this task
     csv_columns: tuple[str, ...] = ("img_path", "explanation")
 
@@ -40,25 +55,48 @@ class Task:
         self,
         name: str,
         split: str,
+        labels: Sequence[str],
         prompt: str = "",
+        answer: str = DEFAULT_ANSWER,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        positive: str | None = None,
+        shot_strategy: str = "balanced_random",
         limit: int | None = None,
         on_bad_image: str = "fail",
         references: str | Path | None = None,
+        release: Mapping[str, Any] | None = None,
     ):
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"task.on_bad_image={on_bad_image!r}: use one of {', '.join(BAD_IMAGE_POLICIES)}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"task.limit={limit!r}: use a positive number of items, or null for the whole split")
+        self.labels = tuple(str(label) for label in labels or ())
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"task {name!r}: task.labels={list(self.labels)}; list each class name once")
+        if positive is not None and positive not in self.labels:
+            raise ConfigError(f"task.positive={positive!r} is not one of task.labels ({', '.join(self.labels)})")
+        unknown = sorted({k.lower() for k in aliases or {}} - {label.lower() for label in self.labels})
+        if unknown:
+            raise ConfigError(f"task.aliases names {unknown}, which are not in task.labels ({', '.join(self.labels)})")
         self.name = name
         self.split = split
         self.prompt = prompt
+        self.answer_format = AnswerFormat(answer)
+        self.aliases = with_aliases(aliases)
+        self.positive = positive
+        self.shot_strategy = shot_strategy
         self.limit = limit
         self.on_bad_image = on_bad_image
         self.references = references
+        self.release = dict(release or {})
 
     def read_examples(self) -> list[Example]:
         """Reads every item of `self.split` from the official files, raising DataError on a bad file or row."""
         raise NotImplementedError
+
+    def files(self) -> list[Path]:
+        """The split's data files (what `vlx stage=prepare` checks and checksums)."""
+        return []
 
     def examples(self) -> list[Example]:
         """The split's items (first `limit`) with their reference explanations; images are not checked (a few-shot
@@ -89,19 +127,34 @@ class Task:
         placeholder one of its fields (a table task's columns)."""
         return self.prompt.format(**{**dict(example.fields), "hypothesis": example.text, "text": example.text})
 
-    def label_answer(self, label: str) -> str:
-        """How an answer states a label ("Entailment", "Not offensive"): demonstrations and label scoring use it."""
-        return label[:1].upper() + label[1:]
+    def options(self, example: Example) -> tuple[str, ...]:
+        """The labels an item may take: its own options (a multiple-choice item's letters), else all the task's."""
+        return example.options or self.labels
+
+    def label_text(self, label: str) -> str:
+        """How an answer states a label ("Entailment", "Not offensive"): label scoring compares these texts."""
+        return self.answer_format.label_text(label)
+
+    def stated(self, label: str) -> str:
+        """The answer up to its explanation ("Entailment."): a scored label's answer."""
+        return self.answer_format.stated(label)
+
+    def answer(self, label: str, explanation: str) -> str:
+        """The whole answer in the task's format: demonstrations and training targets."""
+        return self.answer_format.answer(label, explanation)
 
     def demo_answer(self, example: Example) -> str:
         """A demonstration's answer, in the form the model should give: the label, then the explanation (the first
-        reference, where there is one)."""
-        answer = self.label_answer(example.label or "") + "."
-        return f"{answer} {example.explanations[0]}" if example.explanations else answer
+        reference, where there is one); the explanation alone for an item without a label."""
+        explanation = example.explanations[0] if example.explanations else ""
+        if example.label is None:  # a task without gold labels (HatReD) shows and learns the explanation alone
+            return explanation
+        return self.answer(example.label, explanation)
 
-    def parse(self, text: str) -> tuple[str | None, str]:
-        """The model's free text -> (label or None, explanation)."""
-        return parse_label(self.labels, text)
+    def parse(self, text: str, example: Example | None = None) -> tuple[str | None, str]:
+        """The model's free text -> (label or None, explanation); with `example`, only its options count."""
+        labels = self.options(example) if example is not None else self.labels
+        return parse_label(labels, text, aliases=self.aliases)
 
 
 def attach_references(examples: list[Example], refs: dict[str, tuple[str, ...]], source: str | Path) -> list[Example]:
@@ -120,18 +173,18 @@ def _check_unique_ids(examples: list[Example]) -> None:
         seen[ex.id] = ex.source
 
 
-def _image_problems(paths: list[Path]) -> dict[Path, str | None]:
+def image_problems(paths: list[Path], min_for_bar: int = 2000) -> dict[Path, str | None]:
     """Each image decoded once (many items share one: e-SNLI-VE has ~15 hypotheses per image), in threads: PIL's
-    decoders release the interpreter lock."""
+    decoders release the interpreter lock; a progress bar from `min_for_bar` images on."""
     workers = min(8, usable_cpus())
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlx-image-check") as pool:
         results = pool.map(image_problem, paths)
-        bar = tqdm(results, total=len(paths), desc="checking images", unit="image", disable=len(paths) < 2000)
+        bar = tqdm(results, total=len(paths), desc="checking images", unit="image", disable=len(paths) < min_for_bar)
         return dict(zip(paths, bar, strict=True))
 
 
 def _check_images(examples: list[Example], policy: str) -> tuple[list[Example], list[dict[str, str]]]:
-    problems = _image_problems(list(dict.fromkeys(ex.image for ex in examples)))
+    problems = image_problems(list(dict.fromkeys(ex.image for ex in examples)))
     kept: list[Example] = []
     skipped: list[dict[str, str]] = []
     for ex in examples:

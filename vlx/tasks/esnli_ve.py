@@ -15,7 +15,6 @@ from vlx.records import Example
 from vlx.tasks._base import Task
 from vlx.text_files import read_csv_rows
 
-ESNLI_LABELS = ("entailment", "contradiction", "neutral")
 ESNLI_SPLITS = ("train", "dev", "test")
 ESNLI_COLUMNS = ("pairID", "Flickr30kID", "hypothesis", "gold_label", "explanation")
 
@@ -28,10 +27,10 @@ class EsnliVeTask(Task):
         image_dir: folder holding the Flickr30k images.
         name: task name (used in run names and by the parser).
         split: train, dev or test.
-        **common: prompt, limit, on_bad_image, references (see `Task`).
+        **common: labels, prompt, answer, aliases, shot_strategy, limit, on_bad_image, references (see `Task`;
+            conf/task/esnli.yaml sets them).
     """
 
-    labels = ESNLI_LABELS
     csv_columns = ("img_path", "hypothesis", "explanation")
 
     def __init__(
@@ -49,6 +48,9 @@ class EsnliVeTask(Task):
     @property
     def csv_path(self) -> Path:
         return self.csv_dir / f"esnlive_{self.split}.csv"
+
+    def files(self) -> list[Path]:
+        return [self.csv_path]
 
     def read_examples(self) -> list[Example]:
         return read_esnli_csv(self.csv_path, self.image_dir, self.labels, self.limit)

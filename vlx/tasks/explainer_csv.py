@@ -11,7 +11,6 @@ from typing import Any
 from vlx.errors import DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
-from vlx.tasks.esnli_ve import ESNLI_LABELS
 from vlx.text_files import read_csv_rows
 
 EXPLAINER_COLUMNS = ("image_path", "hypothesis", "exp")
@@ -23,10 +22,8 @@ class ExplainerCsvTask(Task):
     Args:
         path: the CSV file.
         image_dir: folder that relative image paths are read from (None = relative to the CSV's folder).
-        **common: prompt, limit, on_bad_image, references (see `Task`).
+        **common: labels, prompt, answer, limit, on_bad_image, references (see `Task`; conf/task/explainer_csv.yaml).
     """
-
-    labels = ESNLI_LABELS
 
     def __init__(
         self,
@@ -39,6 +36,9 @@ class ExplainerCsvTask(Task):
         super().__init__(name=name, split=split, **common)
         self.path = Path(path)
         self.image_dir = Path(image_dir) if image_dir is not None else self.path.parent
+
+    def files(self) -> list[Path]:
+        return [self.path]
 
     def read_examples(self) -> list[Example]:
         if not self.path.is_file():

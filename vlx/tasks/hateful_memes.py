@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
 from vlx.text_files import read_objects
 
-MEME_LABELS = ("not offensive", "offensive")
 MEME_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
 
 
@@ -26,13 +25,9 @@ class HatefulMemesTask(Task):
         data_dir: folder holding `{split}.jsonl` and `img/`.
         name: task name.
         split: train, dev_seen, dev_unseen, test_seen or test_unseen (any `<split>.jsonl` in data_dir is accepted).
-        **common: prompt, limit, on_bad_image, references (see `Task`).
+        **common: labels (label 0, then label 1), positive, prompt, answer, aliases, shot_strategy, limit,
+            on_bad_image, references (see `Task`; conf/task/meme.yaml sets them).
     """
-
-    labels = MEME_LABELS
-    positive = "offensive"
-    # the seed's meme demonstrations: items a zero-shot run classified correctly, one per class at k=2
-    shot_strategy = "from_correct"
 
     def __init__(
         self,
@@ -42,14 +37,19 @@ class HatefulMemesTask(Task):
         **common: Any,
     ):
         super().__init__(name=name, split=split, **common)
+        if len(self.labels) != 2:
+            raise ConfigError(f"task.labels={list(self.labels)}: Hateful Memes has two (label 0, then label 1)")
         self.data_dir = Path(data_dir)
 
     @property
     def jsonl_path(self) -> Path:
         return self.data_dir / f"{self.split}.jsonl"
 
+    def files(self) -> list[Path]:
+        return [self.jsonl_path]
+
     def read_examples(self) -> list[Example]:
-        return read_memes_jsonl(self.jsonl_path, self.data_dir, self.limit)
+        return read_memes_jsonl(self.jsonl_path, self.data_dir, self.labels, self.limit)
 
 
 def meme_id(img: str) -> str:
@@ -57,8 +57,9 @@ def meme_id(img: str) -> str:
     return Path(img).stem
 
 
-def read_memes_jsonl(path: Path, data_dir: Path, limit: int | None = None) -> list[Example]:
-    """Reads a Hateful Memes jsonl into Examples (first `limit` lines), with errors naming the file and line.
+def read_memes_jsonl(path: Path, data_dir: Path, labels: tuple[str, ...], limit: int | None = None) -> list[Example]:
+    """Reads a Hateful Memes jsonl into Examples (first `limit` lines; label 0 is `labels[0]`, 1 `labels[1]`), with
+    errors naming the file and line.
 
     Raises:
         DataError: the file is missing, a line is not JSON, lacks `img`/`text`, or has a label other than 0/1.
@@ -80,7 +81,7 @@ def read_memes_jsonl(path: Path, data_dir: Path, limit: int | None = None) -> li
                 id=meme_id(item["img"]),
                 image=data_dir / item["img"],
                 text=item["text"].strip(),
-                label=None if label is None else MEME_LABELS[label],
+                label=None if label is None else labels[label],
                 source=where,
             )
         )

@@ -3,7 +3,7 @@
 LLaVA-1.6 and PaliGemma answer "classify and explain" prompts in free text: "**Neutral**. The man ...",
 "The hypothesis is entailed by the image, as ...", "No, this meme is not offensive.", "yes", refusals, hedges.
 `parse_label` turns such text into a label of a given label set plus the explanation with the label statement
-removed; `parse_answer` does it for the named tasks of `LABELS`.
+removed; `parse_answer` does it for a task of conf/task by name.
 
 How the label is chosen (each rule errs towards None rather than a guessed label):
 
@@ -42,14 +42,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
-__all__ = ["LABELS", "LABEL_ALIASES", "parse_answer", "parse_label"]
+__all__ = ["LABEL_ALIASES", "parse_answer", "parse_label", "with_aliases"]
 
-LABELS: dict[str, tuple[str, ...]] = {
-    "esnli": ("entailment", "contradiction", "neutral"),
-    "shapes": ("entailment", "contradiction", "neutral"),
-    "meme": ("not offensive", "offensive"),
-}
 
 # Other surface forms that unambiguously state a label (lower case). "follows" is left out on purpose: "the dog
 # follows the man" is content, not a verdict. Forms "non-X"/"non X" are added automatically for a label "not X".
@@ -220,14 +216,24 @@ def _compile(labels: tuple[str, ...], aliases: tuple[tuple[str, tuple[str, ...]]
 
 
 def parse_answer(task: str, text: str) -> tuple[str | None, str]:
-    """Parses a model's answer for one of the tasks in `LABELS` -> (label or None, one-line explanation).
+    """Parses a model's answer for a task of conf/task by name (its labels and aliases) -> (label or None, one-line
+    explanation).
 
     Raises:
-        ValueError: `task` is not a key of `LABELS`.
+        ValueError: `task` is not a task of conf/task.
     """
-    if task not in LABELS:
-        raise ValueError(f"unknown task {task!r}: known tasks are {', '.join(sorted(LABELS))}")
-    return parse_label(LABELS[task], text)
+    from vlx.configs import config_dir, group_option
+
+    known = sorted(p.stem for p in (Path(config_dir()) / "task").glob("*.yaml"))
+    if task not in known:
+        raise ValueError(f"unknown task {task!r}: known tasks are {', '.join(known)}")
+    spec = group_option("task", task)
+    return parse_label(tuple(spec.labels), text, aliases=with_aliases(spec.get("aliases")))
+
+
+def with_aliases(extra: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    """vlx's own label aliases with a task's added (`task.aliases`), keyed by lower-case label."""
+    return {**LABEL_ALIASES, **{label.lower(): tuple(forms) for label, forms in (extra or {}).items()}}
 
 
 def parse_label(

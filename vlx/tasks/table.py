@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,12 @@ from typing import Any
 from vlx.errors import ConfigError, DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
-from vlx.tasks.parsing import LABEL_ALIASES, parse_label
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "json", "parquet", "disk", "hub")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-COLUMN_ROLES = ("id", "image", "text", "label", "explanations")
+COLUMN_ROLES = ("id", "image", "text", "label", "explanations", "choices")
 
 
 class TableTask(Task):
@@ -39,22 +39,31 @@ class TableTask(Task):
             `{split}` standing for the split's name (e.g. `/data/mine/{split}.csv`); a folder written by
             `save_to_disk`; or a hub dataset id (`org/name`).
         split: the split to read (also what `{split}` becomes, through `split_names`).
-        columns: the column of each role: `id` (null: the row number), `image` (a path, relative to `image_dir`),
-            `text` (the hypothesis, question or meme text; null: none), `label` (null: no gold labels) and
-            `explanations` (a column or a list of columns; a column may hold a list of strings).
-        labels: the class names, as answers state them and predictions are written.
+        columns: the column of each role: `id` (null: the row number, from 1), `image` (a path relative to
+            `image_dir`, or a template of columns such as `{split}2017/{image_id:012d}.jpg`), `text` (the hypothesis,
+            question or meme text; null: none), `label` (null: no gold labels), `explanations` (a column or a list
+            of columns; a column may hold a list of strings) and `choices` (a multiple-choice item's options, a list
+            column: the item's labels are the first len(choices) of `labels`, and the prompt's `{choices}` lists
+            them).
         label_values: what a label column's value means, where it is not the label's name (`0: entailment`).
-        aliases: other surface forms per label that the answer parser accepts (added to vlx's own).
-        positive: the positive class of a binary task (AUROC, binary F1), or None.
         image_dir: the folder image paths are relative to (None: the source file's folder).
         format: csv, json, parquet, disk or hub (None: from `source`: its extension, a folder, or a hub id).
         subset: the hub dataset's config name.
         split_names: vlx's split name -> the data's (e.g. `dev: validation`).
-        shot_strategy: the few-shot strategy `shots.strategy=auto` picks for this task.
+        keyed: the file is one JSON object of items keyed by their id (ScienceQA's problems.json, VQA-X): the
+            key becomes this column (None: a file of rows).
+        where: keep only rows whose column equals the value (`{split}` in a value is the data's split name), e.g.
+            `{split: "{split}"}` for one file that holds every split.
+        require: leave out rows where these columns are empty (e.g. ScienceQA's questions without an image); the
+            count is logged.
+        unlabelled_splits: splits released without answers (A-OKVQA's test): their label and explanation columns
+            may be absent.
+        choice_format: how `{choices}` writes one option (`{label}`: its letter, `{choice}`: its text).
+        choice_separator: what goes between the options in `{choices}`.
         image_cache: where images stored inside the table (a `datasets` Image column, as hub datasets have) are
             written as files, once, named by a hash of the item's id (None: such images are refused).
-        **common: prompt (any column as `{column}`; `{text}` is the text column), limit, on_bad_image, references
-            (see `Task`).
+        **common: labels, prompt (any column as `{column}`; `{text}` is the text column), answer, aliases,
+            positive, shot_strategy, limit, on_bad_image, references (see `Task`).
     """
 
     def __init__(
@@ -63,38 +72,38 @@ class TableTask(Task):
         source: str,
         split: str = "test",
         columns: Mapping[str, Any] | None = None,
-        labels: Sequence[str] = (),
         label_values: Mapping[Any, str] | None = None,
-        aliases: Mapping[str, Sequence[str]] | None = None,
-        positive: str | None = None,
         image_dir: str | Path | None = None,
         format: str | None = None,
         subset: str | None = None,
         split_names: Mapping[str, str] | None = None,
-        shot_strategy: str = "balanced_random",
+        keyed: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        require: Sequence[str] = (),
+        unlabelled_splits: Sequence[str] = (),
+        choice_format: str = "{label}. {choice}",
+        choice_separator: str = "\n",
         image_cache: str | Path | None = None,
         **common: Any,
     ):
         super().__init__(name=name, split=split, **common)
-        self.labels = tuple(str(label) for label in labels)
-        if not self.labels:
-            raise ConfigError(f"task {name!r}: task.labels is empty; list the class names")
-        self.positive = positive
-        if positive is not None and positive not in self.labels:
-            raise ConfigError(f"task.positive={positive!r} is not one of task.labels ({', '.join(self.labels)})")
         self.columns = _check_columns(columns or {})
         self.label_values = {str(k): str(v) for k, v in (label_values or {}).items()}
         unknown = sorted(set(self.label_values.values()) - set(self.labels))
         if unknown:
             raise ConfigError(f"task.label_values maps to {unknown}, which are not in task.labels")
-        self.aliases = {**LABEL_ALIASES, **{k.lower(): tuple(v) for k, v in (aliases or {}).items()}}
-        self.shot_strategy = shot_strategy
         self.data_split = (split_names or {}).get(split, split)
         self.source = source.format(split=self.data_split) if "{split}" in source else source
         if format is not None and format not in FORMATS:
             raise ConfigError(f"task.format={format!r}: use one of {', '.join(FORMATS)}, or null to infer it")
         self.format = format
         self.subset = subset
+        self.keyed = keyed
+        self.where = {str(k): str(v).format(split=self.data_split) for k, v in (where or {}).items()}
+        self.require = [str(c) for c in require or ()]
+        self.unlabelled_splits = [str(s) for s in unlabelled_splits or ()]
+        self.choice_format = choice_format
+        self.choice_separator = choice_separator
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.image_cache = Path(image_cache) if image_cache is not None else None
 
@@ -107,9 +116,20 @@ class TableTask(Task):
             local = Path(self.source).expanduser()
             self.image_dir = local if local.is_dir() else local.parent
 
+    def files(self) -> list[Path]:
+        try:
+            self._resolve()
+        except DataError:  # no file for the split: prepare reports the missing source itself
+            return [Path(self.source)]
+        return [Path(self.source)] if self.format in ("csv", "json", "parquet") else []
+
     def read_examples(self) -> list[Example]:
         self._resolve()
         table = self._table()
+        if self.split in self.unlabelled_splits:  # its files hold no answers: what it lacks of them is not asked for
+            self.columns = {**self.columns, "label": self.columns["label"] if self.columns["label"] in
+                            table.column_names else None, "explanations": [c for c in self.columns["explanations"]
+                            if c in table.column_names]}  # fmt: skip
         missing = [c for c in self._needed_columns() if c not in table.column_names]
         if missing:
             roles = [role for role, col in self.columns.items() if col in missing or (isinstance(col, list) and
@@ -118,17 +138,38 @@ class TableTask(Task):
                 f"{self.source}: no column {', '.join(repr(c) for c in missing)} (its columns: "
                 f"{', '.join(table.column_names)}); set task.columns.{roles[0]} to the column that holds it"
             )
+        indices = self._kept_rows(table)
         if self.limit is not None:
-            table = table.select(range(min(self.limit, len(table))))
-        table = _undecoded_images(table, self.columns["image"])
-        examples = [self._example(i, row) for i, row in enumerate(_rows(table))]
+            indices = indices[: self.limit]
+        if len(indices) < len(table):
+            table = table.select(indices)
+        if self.columns["image"] in table.column_names:
+            table = _undecoded_images(table, self.columns["image"])
+        examples = [self._example(i, row) for i, row in zip(indices, _rows(table), strict=True)]
         if not examples:
-            raise DataError(f"{self.source}: the {self.split} split has no rows")
+            raise DataError(
+                f"{self.source}: the {self.split} split has no rows"
+                + (" that pass task.where and task.require" if self.where or self.require else "")
+            )
         self._check_prompt(examples[0])
         return examples
 
-    def parse(self, text: str) -> tuple[str | None, str]:
-        return parse_label(self.labels, text, aliases=self.aliases)
+    def _kept_rows(self, table: Any) -> list[int]:
+        """The indices of the rows that pass `where` and `require` (all rows without them); what is left out is
+        logged with its count."""
+        kept = range(len(table))
+        if not self.where and not self.require:
+            return list(kept)
+        for column, value in self.where.items():
+            values = table[column]
+            before, kept = len(kept), [i for i in kept if str(values[i]) == value]
+            log.info("%s: %d of %d rows have %s == %r (task.where)", self.source, len(kept), before, column, value)
+        for column in self.require:
+            values = table[column]
+            before, kept = len(kept), [i for i in kept if _present(values[i])]
+            log.info("%s: left out %d of %d rows without %s (task.require)", self.source, before - len(kept), before,
+                     column)  # fmt: skip
+        return list(kept)
 
     def _table(self) -> Any:
         """The split as a `datasets.Dataset` (Arrow, memory-mapped; files are converted once and cached)."""
@@ -147,15 +188,24 @@ class TableTask(Task):
             if not Path(self.source).is_file():
                 raise DataError(f"task {self.name!r}: {self.source} not found; set task.source (a file per split, "
                                 f"with {{split}} for the split's name)")  # fmt: skip
-            options = {"delimiter": "\t"} if self.source.endswith(".tsv") else {}
+            if self.keyed is not None:
+                return _keyed_table(Path(self.source), self.keyed)
+            options: dict[str, Any] = {}
+            if self.format == "csv":
+                # every cell as written: no "NA" or "None" turned into a missing value, no id 01456 into 1456
+                delimiter = "\t" if self.source.endswith(".tsv") else ","
+                options = {"delimiter": delimiter, "keep_default_na": False, "features": _text_columns(
+                    Path(self.source), delimiter)}  # fmt: skip
             return datasets.load_dataset(self.format, data_files={"rows": self.source}, split="rows", **options)
         except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
             reason = " ".join(str(err).split())[:300]
             raise DataError(f"task {self.name!r}: {self.source} cannot be read as {self.format} ({reason})") from err
 
     def _needed_columns(self) -> list[str]:
-        needed = [self.columns[role] for role in ("id", "image", "text", "label") if self.columns.get(role)]
-        return needed + list(self.columns.get("explanations") or [])
+        needed = [self.columns[role] for role in ("id", "text", "label", "choices") if self.columns.get(role)]
+        image = self.columns["image"]
+        needed += sorted(_template_fields(image) - {"split"}) if "{" in image else [image]
+        return needed + list(self.columns.get("explanations") or []) + list(self.where) + self.require
 
     def _where(self, index: int) -> str:
         # a CSV's data row i is line i + 2 (after the header); other formats by row number
@@ -164,15 +214,19 @@ class TableTask(Task):
     def _example(self, index: int, row: dict[str, Any]) -> Example:
         where = self._where(index)
         columns = self.columns
-        item_id = str(row[columns["id"]]).strip() if columns.get("id") else str(index)
-        image = self._image_path(row[columns["image"]], item_id, where)
+        item_id = str(row[columns["id"]]).strip() if columns.get("id") else str(index + 1)
+        if "{" in columns["image"]:
+            image = self._image_path(_fill(columns["image"], {"split": self.data_split, **row}, where), item_id, where)
+        else:
+            image = self._image_path(row[columns["image"]], item_id, where)
+        options, choices = self._options(row, where)
         label = None
         if columns.get("label"):
             value = row[columns["label"]]
             label = self.label_values.get(str(value), str(value).strip() if value is not None else None)
-            if label not in self.labels:
-                raise DataError(f"{where}: label {value!r} is not one of {', '.join(self.labels)}; add it to "
-                                f"task.labels or task.label_values, or fix the row")  # fmt: skip
+            if label not in (options or self.labels):
+                raise DataError(f"{where}: label {value!r} is not one of {', '.join(options or self.labels)}; add "
+                                f"it to task.labels or task.label_values, or fix the row")  # fmt: skip
         explanations: list[str] = []
         for column in columns.get("explanations") or []:
             value = row[column]
@@ -180,6 +234,8 @@ class TableTask(Task):
             explanations += [str(v).strip() for v in values if v is not None and str(v).strip()]
         text = row[columns["text"]] if columns.get("text") else ""
         fields = tuple((key, str(value)) for key, value in row.items() if isinstance(value, (str, int, float)))
+        if choices is not None:
+            fields += (("choices", choices),)
         return Example(
             id=item_id,
             image=image,
@@ -188,7 +244,25 @@ class TableTask(Task):
             explanations=tuple(explanations),
             source=where,
             fields=fields,
+            options=options,
         )
+
+    def _options(self, row: dict[str, Any], where: str) -> tuple[tuple[str, ...], str | None]:
+        """A multiple-choice item's labels (the first len(choices) of task.labels) and its `{choices}` text."""
+        if not self.columns.get("choices"):
+            return (), None
+        choices = row[self.columns["choices"]]
+        if not isinstance(choices, list) or not choices:
+            raise DataError(f"{where}: column {self.columns['choices']!r} holds {choices!r}, not a list of options")
+        if len(choices) > len(self.labels):
+            raise DataError(f"{where}: {len(choices)} options, but task.labels names only {len(self.labels)}; list "
+                            f"as many labels (letters) as the most options an item has")  # fmt: skip
+        options = self.labels[: len(choices)]
+        text = self.choice_separator.join(
+            self.choice_format.format(label=label, choice=str(choice).strip())
+            for label, choice in zip(options, choices, strict=False)
+        )
+        return options, text
 
     def _image_path(self, value: Any, item_id: str, where: str) -> Path:
         """An item's image file: a path in the table (relative to image_dir), or the image stored inside the table
@@ -231,6 +305,47 @@ def _check_columns(columns: Mapping[str, Any]) -> dict[str, Any]:
     explanations = checked.get("explanations")
     checked["explanations"] = [explanations] if isinstance(explanations, str) else list(explanations or [])
     return checked
+
+
+def _present(value: Any) -> bool:
+    return value is not None and (not isinstance(value, (str, list, dict)) or bool(value))
+
+
+def _template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _fill(template: str, row: dict[str, Any], where: str) -> str:
+    """An image path made from the row's columns (`{image_id:012d}`)."""
+    try:
+        return template.format(**row)
+    except (KeyError, ValueError, TypeError) as err:
+        raise DataError(f"{where}: task.columns.image={template!r} cannot be filled from this row ({err})") from err
+
+
+def _text_columns(path: Path, delimiter: str) -> Any:
+    """A CSV's columns, all as text, named as pandas names them (an empty header cell `Unnamed: <i>`)."""
+    import csv
+
+    import datasets
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=delimiter), [])
+    names = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+    return datasets.Features({name: datasets.Value("string") for name in names})
+
+
+def _keyed_table(path: Path, key_column: str) -> Any:
+    """A JSON object of items keyed by id (`{"1": {...}, "2": {...}}`) as a table, the key in `key_column`."""
+    import datasets
+
+    from vlx.text_files import read_json
+
+    items = read_json(path)
+    if not isinstance(items, dict) or not all(isinstance(v, dict) for v in items.values()):
+        raise DataError(f"{path}: task.keyed is set, but the file is not one JSON object of items keyed by id; "
+                        f"set task.keyed=null for a file of rows")  # fmt: skip
+    return datasets.Dataset.from_list([{key_column: key, **item} for key, item in items.items()])
 
 
 def _split_source(source: str, split: str) -> str:

@@ -1,0 +1,190 @@
+"""The benchmarks beyond e-SNLI-VE and Hateful Memes, each one YAML of conf/task read from small files in the exact
+layout and format of its official release: A-OKVQA, ScienceQA's image questions, HatReD. Multiple-choice items are
+scored over their own options."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlx.__main__ import run_stage
+from vlx.errors import DataError
+from vlx.tasks import build_task
+
+
+def image(path: Path, colour: tuple[int, int, int] = (200, 60, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (48, 36), colour).save(path)
+
+
+# --- A-OKVQA: aokvqa_v1p0_<split>.json, a JSON list; images are COCO 2017's <split>2017/<12-digit id>.jpg ---------
+
+AOKVQA = [
+    {"split": "val", "image_id": 461751, "question_id": "22jbM6gDxdaMaunuzgrsBB",
+     "question": "What is in the motorcyclist's mouth?",
+     "choices": ["toothpick", "food", "popsicle stick", "cigarette"],
+     "correct_choice_idx": 3, "direct_answers": ["cigarette"] * 10, "difficult_direct_answer": False,
+     "rationales": ["He's smoking while riding.", "The motorcyclist has a lit cigarette in his mouth.",
+                    "There is smoke coming from his mouth."]},
+    {"split": "val", "image_id": 8, "question_id": "2Xb3bDU5NF7Yw9C3XbKp9E",
+     "question": "Which animal is shown?", "choices": ["cat", "dog", "horse", "cow"], "correct_choice_idx": 1,
+     "direct_answers": ["dog"] * 10, "difficult_direct_answer": False, "rationales": ["It barks.", "A leash.", "Fur."]},
+]  # fmt: skip
+
+
+def write_aokvqa(root: Path) -> tuple[Path, Path]:
+    data, coco = root / "aokvqa", root / "coco"
+    data.mkdir(parents=True)
+    (data / "aokvqa_v1p0_val.json").write_text(json.dumps(AOKVQA))
+    for item in AOKVQA:
+        image(coco / "val2017" / f"{item['image_id']:012d}.jpg")
+    return data, coco
+
+
+def test_aokvqa_reads_the_official_json_and_coco_paths(tmp_path):
+    data, coco = write_aokvqa(tmp_path)
+    task = build_task("aokvqa", source=f"{data}/aokvqa_v1p0_{{split}}.json", image_dir=coco, split="dev")
+    examples = task.load().examples
+    assert [e.id for e in examples] == ["22jbM6gDxdaMaunuzgrsBB", "2Xb3bDU5NF7Yw9C3XbKp9E"]
+    assert examples[0].image == coco / "val2017" / "000000461751.jpg"
+    assert [e.label for e in examples] == ["D", "B"] and examples[0].options == ("A", "B", "C", "D")
+    assert examples[0].explanations == tuple(AOKVQA[0]["rationales"])
+    assert task.instruction(examples[0]) == (
+        "What is in the motorcyclist's mouth?\nA. toothpick\nB. food\nC. popsicle stick\nD. cigarette\n"
+        "Answer with the option's letter, then give a 1-line explanation for your answer."
+    )
+    assert task.demo_answer(examples[0]) == "D. He's smoking while riding."
+    assert task.parse("D. He is smoking.", examples[0]) == ("D", "He is smoking.")
+    # the test split is released without answers or rationales
+    hidden = [{k: v for k, v in item.items() if k not in ("correct_choice_idx", "direct_answers", "rationales")}
+              | {"split": "test"} for item in AOKVQA]  # fmt: skip
+    (data / "aokvqa_v1p0_test.json").write_text(json.dumps(hidden))
+    for item in hidden:
+        image(coco / "test2017" / f"{item['image_id']:012d}.jpg")
+    test = build_task("aokvqa", source=f"{data}/aokvqa_v1p0_{{split}}.json", image_dir=coco, split="test")
+    unlabelled = [(e.label, e.explanations, e.options) for e in test.load().examples]
+    assert unlabelled == [(None, (), ("A", "B", "C", "D"))] * 2
+    with pytest.raises(DataError, match=r"no column 'correct_choice_idx'.*set task.columns.label"):
+        build_task("aokvqa", source=str(data / "aokvqa_v1p0_test.json"), image_dir=coco, split="dev").load()
+
+
+# --- ScienceQA: problems.json keyed by id (every split), images/<split>/<id>/image.png ------------------------------
+
+
+def problem(split: str, choices: list[str], answer: int, with_image: bool = True) -> dict:
+    return {"question": f"Which of these is {choices[answer]}?", "choices": choices, "answer": answer,
+            "hint": "Look at the picture.", "image": "image.png" if with_image else None, "task": "closed choice",
+            "grade": "grade4", "subject": "natural science", "topic": "science-and-engineering-practices",
+            "category": "Designing experiments", "skill": "Identify control and experimental groups",
+            "lecture": "Experiments have variables.", "solution": f"The answer is {choices[answer]}.",
+            "split": split}  # fmt: skip
+
+
+SCIENCEQA = {
+    "1": problem("train", ["yes", "no"], 0),
+    "5": problem("test", ["a magnet", "a rock", "a leaf"], 2),
+    "6": problem("test", ["true", "false"], 1, with_image=False),  # a text-only question: left out
+    "9": problem("test", ["north", "south"], 0),
+    "12": problem("val", ["up", "down", "left", "right", "still"], 4),
+}
+
+
+def write_scienceqa(root: Path) -> Path:
+    folder = root / "scienceqa"
+    folder.mkdir(parents=True)
+    (folder / "problems.json").write_text(json.dumps(SCIENCEQA))
+    splits = {s: [pid for pid, p in SCIENCEQA.items() if p["split"] == s] for s in ("train", "val", "test")}
+    (folder / "pid_splits.json").write_text(json.dumps(splits))
+    for pid, p in SCIENCEQA.items():
+        if p["image"]:
+            image(folder / "images" / p["split"] / pid / "image.png", colour=(20 * int(pid), 90, 140))
+    return folder
+
+
+def test_scienceqa_keeps_one_splits_image_questions(tmp_path, caplog):
+    folder = write_scienceqa(tmp_path)
+    task = build_task("scienceqa", source=folder / "problems.json", image_dir=folder / "images", split="test")
+    with caplog.at_level("INFO", logger="vlx.tasks.table"):
+        examples = task.load().examples
+    assert [e.id for e in examples] == ["5", "9"]
+    assert "left out 1 of 3 rows without image" in caplog.text  # counted, not silently dropped
+    assert examples[0].image == folder / "images" / "test" / "5" / "image.png"
+    assert [e.label for e in examples] == ["C", "A"]
+    assert [e.options for e in examples] == [("A", "B", "C"), ("A", "B")]
+    assert examples[0].explanations == ("The answer is a leaf.",)
+    assert task.instruction(examples[0]).startswith(
+        "Question: Which of these is a leaf?\nContext: Look at the picture.\n"
+        "Options: (A) a magnet (B) a rock (C) a leaf\n"
+    )
+    dev = build_task("scienceqa", source=folder / "problems.json", image_dir=folder / "images", split="dev")
+    assert [(e.id, e.label, len(e.options)) for e in dev.load().examples] == [("12", "E", 5)]
+
+
+def test_an_item_with_more_options_than_labels_is_named(tmp_path):
+    folder = write_scienceqa(tmp_path)
+    task = build_task("scienceqa", source=folder / "problems.json", image_dir=folder / "images", split="dev",
+                      labels=["A", "B", "C"], label_values={0: "A", 1: "B", 2: "C"})  # fmt: skip
+    with pytest.raises(DataError, match=r"problems\.json row 5: 5 options, but task.labels names only 3"):
+        task.load()
+
+
+def test_multiple_choice_scores_each_item_over_its_own_options(make_cfg, tmp_path):
+    """decode=score: an item's probabilities cover its own letters only and sum to one, and equal scoring just
+    those letters' answers after its prompt (the softmax over a subset)."""
+    from hydra.utils import instantiate
+
+    from vlx.prediction import build_inputs
+
+    folder = write_scienceqa(tmp_path)
+    overrides = ("model=tiny_llava", "task=scienceqa", f"task.source={folder}/problems.json",
+                 f"task.image_dir={folder}/images", "decode=score", "batch_size=2")  # fmt: skip
+    summary = run_stage(make_cfg(*overrides))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert summary["items"] == 2 and [r["gold"] for r in rows] == ["C", "A"]
+    assert [sorted(r["scores"]) for r in rows] == [["A", "B", "C"], ["A", "B"]]
+    assert all(math.isclose(sum(r["scores"].values()), 1.0, rel_tol=1e-6) for r in rows)
+    assert all(r["pred"] == max(r["scores"], key=r["scores"].get) for r in rows)
+
+    cfg = make_cfg(*overrides)
+    task, model = instantiate(cfg.task), instantiate(cfg.model, _partial_=True)(quantization=None)
+    for row, example in zip(rows, task.load().examples, strict=True):
+        prompts, images = build_inputs(model, task, [example], [[]], None)
+        alone = model.score(prompts, images, [task.label_text(o) for o in example.options])[0]
+        for option in example.options:
+            assert math.isclose(row["scores"][option], alone[task.label_text(option)], rel_tol=1e-4, abs_tol=1e-6)
+
+
+# --- HatReD: fhm_<split>_reasonings.jsonl beside the Hateful Memes images ------------------------------------------
+
+HATRED = [
+    {"id": 1456, "img": "01456.png", "target": ["Muslims"],
+     "reasonings": ["The meme implies that muslims are violent."]},
+    {"id": 23058, "img": "23058.png", "target": ["Black people"],
+     "reasonings": ["The meme compares black people to animals.", "It dehumanises black people."]},
+]  # fmt: skip
+
+
+def test_hatred_is_a_task_of_explanations(make_cfg, tmp_path):
+    annotations, memes = tmp_path / "hatred", tmp_path / "hateful_memes" / "img"
+    annotations.mkdir()
+    (annotations / "fhm_test_reasonings.jsonl").write_text("".join(json.dumps(i) + "\n" for i in HATRED))
+    for item in HATRED:
+        image(memes / item["img"])
+    task = build_task("hatred", source=f"{annotations}/fhm_{{split}}_reasonings.jsonl", image_dir=memes)
+    examples = task.load().examples
+    assert [e.id for e in examples] == ["1456", "23058"] and [e.label for e in examples] == [None, None]
+    assert examples[1].explanations == tuple(HATRED[1]["reasonings"])
+    assert examples[0].image == memes / "01456.png"
+    assert task.demo_answer(examples[1]) == "The meme compares black people to animals."  # no label to state
+
+    summary = run_stage(make_cfg("model=tiny_paligemma", "task=hatred", f"task.source='{annotations}/fhm_{{split}}"
+                                 "_reasonings.jsonl'", f"task.image_dir={memes}", "generation.max_new_tokens=8",
+                                 "eval_after_infer=true", "eval.resamples=0", "eval.spice=false"))  # fmt: skip
+    assert summary["items"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_with_references"] == 2 and metrics["n_explained_all"] == 2  # scored against its references
+    assert metrics["all_bleu4"] is not None and metrics["bleu4"] is None  # no label: none counts as correct
