@@ -1,7 +1,10 @@
 """Start-up of a task's items: e-SNLI-VE's own reader against the same CSV read as a YAML table task through
 `datasets`, the first run (Arrow conversion into an empty cache) and the second (memory-mapped from the cache).
 
-    python scripts/bench_task_loading.py [path/to/esnlive_test.csv] [--repeats 3]
+    python scripts/bench_task_loading.py [path/to/esnlive_test.csv] [--repeats 3] [--copies 68]
+
+`--copies N` measures a split N times as large: the CSV's rows repeated with ids made unique, written once to a
+temporary folder (68 copies of the test split: 1,002,320 rows).
 
 Each measurement is a fresh process (imports included, as a run pays them), timed from its start to the list of
 items. Prints a table; the two readers' items are checked equal first.
@@ -49,11 +52,32 @@ def timed(kind: str, csv_path: Path, cache: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def enlarged(path: Path, copies: int) -> Path:
+    """The CSV's rows `copies` times over, pairIDs suffixed with the copy's number, as esnlive_test.csv in a
+    temporary folder."""
+    import csv
+
+    out = Path(tempfile.mkdtemp()) / "esnlive_test.csv"
+    with path.open(newline="", encoding="utf-8") as src, out.open("w", newline="", encoding="utf-8") as dst:
+        reader = csv.reader(src)
+        writer = csv.writer(dst)
+        header = next(reader)
+        rows = list(reader)
+        writer.writerow(header)
+        pair = header.index("pairID")
+        for copy in range(copies):
+            writer.writerows([*row[:pair], f"{row[pair]}-{copy}", *row[pair + 1 :]] for row in rows)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", nargs="?", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1)
     args = parser.parse_args()
+    if args.copies > 1:
+        args.csv = enlarged(args.csv, args.copies)
 
     from vlx.tasks import build_task
 

@@ -188,3 +188,85 @@ def test_hatred_is_a_task_of_explanations(make_cfg, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_with_references"] == 2 and metrics["n_explained_all"] == 2  # scored against its references
     assert metrics["all_bleu4"] is not None and metrics["bleu4"] is None  # no label: none counts as correct
+
+
+# --- VQA-X: vqaX_<split>.json keyed by question id; COCO 2014 images, val and test on val2014 ---------------------
+
+
+def vqa_answers(*answers: str) -> list[dict]:
+    return [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)]
+
+
+VQAX = {
+    "262284001": {"question": "What color is the sign?", "answers": vqa_answers(*["red"] * 7, *["orange"] * 3),
+                  "image_id": "262284", "image_name": "COCO_val2014_000000262284.jpg",
+                  "explanation": ["the stop sign is painted red", "it is a stop sign", "stop signs are red"]},
+    "393225000": {"question": "How many dogs are there?", "answers": vqa_answers(*["2"] * 6, *["two"] * 4),
+                  "image_id": "393225", "image_name": "COCO_val2014_000000393225.jpg",
+                  "explanation": ["there are two dogs lying on the bed"]},
+    "458752003": {"question": "Is the man happy?", "answers": vqa_answers(*["yes"] * 9, "no"),
+                  "image_id": "458752", "image_name": "COCO_val2014_000000458752.jpg",
+                  "explanation": ["he is smiling widely", "the man smiles"]},
+}  # fmt: skip
+
+
+def write_vqax(root: Path) -> tuple[Path, Path]:
+    data, val2014 = root / "vqax", root / "coco" / "val2014"
+    data.mkdir(parents=True)
+    (data / "vqaX_test.json").write_text(json.dumps(VQAX))
+    for item in VQAX.values():
+        image(val2014 / item["image_name"])
+    return data, root / "coco"
+
+
+def test_vqax_reads_open_questions_with_every_answer_and_explanation(tmp_path):
+    data, coco = write_vqax(tmp_path)
+    task = build_task("vqax", source=f"{data}/vqaX_{{split}}.json",
+                      image_dir={"test": str(coco / "val2014")})  # fmt: skip
+    examples = task.load().examples
+    assert [e.id for e in examples] == list(VQAX) and task.open_answers
+    assert [e.label for e in examples] == ["red", "2", "yes"]  # the most common answer
+    assert examples[1].answers == ("2",) * 6 + ("two",) * 4
+    assert examples[0].explanations == tuple(VQAX["262284001"]["explanation"])
+    assert examples[0].image == coco / "val2014" / "COCO_val2014_000000262284.jpg"
+    assert task.parse("Red because the sign is red.") == ("Red", "The sign is red.")
+    assert task.demo_answer(examples[2]) == "yes because he is smiling widely"
+    with pytest.raises(Exception, match="names a folder for the splits test, not for 'dev'"):
+        build_task("vqax", source=str(data / "vqaX_test.json"), image_dir={"test": str(coco)}, split="dev")
+
+
+def test_vqax_is_scored_the_evil_way(make_cfg, tmp_path):
+    """Right when the normalised answer is the most common of the ten ("Two" for "2"), as e-ViL and NLX-GPT score
+    VQA-X; explanations scored on the right items against all their references, and on all items (all_*)."""
+    data, coco = write_vqax(tmp_path)
+    overrides = ("task=vqax", f"task.source={data}/vqaX_test.json", f"task.image_dir.test={coco}/val2014")
+    with pytest.raises(Exception, match="open answers .* use decode=generate"):
+        run_stage(make_cfg("model=tiny_llava", *overrides, "decode=score"))
+    summary = run_stage(make_cfg("model=tiny_llava", *overrides, "generation.max_new_tokens=6"))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert summary["items"] == 3 and [r["answers"][0] for r in rows] == ["red", "2", "yes"]
+
+    answers = {"262284001": "Orange because stop signs are red", "393225000": "Two because there are two dogs lying "
+               "on the bed", "458752003": "No because he is frowning"}  # fmt: skip
+    edited = []
+    for row in rows:  # the model's answers replaced by known ones
+        pred, explanation = build_task("vqax").parse(answers[row["id"]])
+        edited.append({**row, "raw": answers[row["id"]], "pred": pred, "explanation": explanation})
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    metrics = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false"))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)  # "Two" is right; orange (3 of 10) and "No" (1 of 10) are not
+    assert metrics["any_answer_accuracy"] == pytest.approx(1.0)  # each is one annotator's answer
+    assert metrics["n_explained_correct"] == 1 and metrics["n_explained_all"] == 3
+    assert metrics["bleu4"] == pytest.approx(1.0)  # the right item's explanation is its reference
+    assert metrics["all_bleu4"] < 1.0
+
+
+def test_a_misnamed_column_of_a_filter_or_image_template_is_named(tmp_path):
+    folder = write_scienceqa(tmp_path)
+    common = {"source": str(folder / "problems.json"), "image_dir": str(folder / "images")}
+    with pytest.raises(DataError, match=r"no column 'splt' .*fix the column names in task.columns.image, task.where"):
+        build_task("scienceqa", where={"splt": "{split}"}, **common).load()
+    columns = {**build_task("scienceqa").columns, "image": "{split}/{problem}/{image}"}
+    with pytest.raises(DataError, match=r"no column 'problem'"):
+        build_task("scienceqa", columns=columns, **common).load()

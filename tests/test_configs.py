@@ -51,7 +51,17 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_its_options():
     assert {"hf", "llava", "paligemma", "tiny", "tiny_llava", "tiny_paligemma"} <= set(options("model"))
-    assert options("task") == ["aokvqa", "esnli", "explainer_csv", "hatred", "meme", "scienceqa", "shapes", "table"]
+    assert options("task") == [
+        "aokvqa",
+        "esnli",
+        "explainer_csv",
+        "hatred",
+        "meme",
+        "scienceqa",
+        "shapes",
+        "table",
+        "vqax",
+    ]
     assert options("quant") == ["4bit", "nf4", "none"]
     assert options("lora") == ["none", "r64", "r64_lm"]
     assert options("logger") == ["none", "wandb"]

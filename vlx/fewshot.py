@@ -43,6 +43,7 @@ import numpy as np
 from vlx.errors import ConfigError, DataError
 from vlx.records import Example
 from vlx.run_dirs import predictions_dir
+from vlx.tasks.answers import is_correct
 from vlx.text_files import read_objects
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,10 @@ class ShotSelector:
             return
 
         if not self.labels:
-            raise ConfigError("few-shot: the task has no labels to show as demonstration answers")
+            raise ConfigError(
+                "few-shot: the task has no labels (open answers) to choose demonstrations by; run it "
+                "zero-shot (shots=0)"
+            )
         known = set(self.labels)
         usable = [ex for ex in pool if ex.label in known]
         if len(usable) < len(pool):
@@ -347,7 +351,7 @@ def correct_ids_from_predictions(path: str | Path, key: str = "shots.source") ->
         for where, row in read_objects(path, "a JSON object with id, gold and pred"):
             if not {"id", "gold", "pred"} <= row.keys():
                 raise ConfigError(f"{where}: expected a JSON object with id, gold and pred")
-            if row["gold"] is not None and row["pred"] == row["gold"]:
+            if is_correct(row):
                 correct.add(str(row["id"]))
     except DataError as err:  # a broken source run is a config problem here: name it as such
         raise ConfigError(str(err)) from err

@@ -20,6 +20,7 @@ class Example:
         fields: the item's other columns (name, value), for prompts that name them (`TableTask`).
         options: the labels this item may take, where they differ per item (a multiple-choice question's letters);
             empty: all of the task's.
+        answers: an open question's accepted answers (VQA-X's ten annotators'); `label` is the most common one.
     """
 
     id: str
@@ -30,6 +31,7 @@ class Example:
     source: str = ""
     fields: tuple[tuple[str, str], ...] = field(default=())
     options: tuple[str, ...] = field(default=())
+    answers: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)

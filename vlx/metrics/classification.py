@@ -106,6 +106,25 @@ def classification_metrics(
     return metrics, notes
 
 
+def open_answer_metrics(
+    correct: Sequence[bool],
+    any_answer: Sequence[bool],
+    unparsed: Sequence[bool],
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy of open answers with its interval: `n`, `unparsed_rate`, `accuracy` (right: the item's most common
+    answer), `accuracy_ci`, `any_answer_accuracy` (right: any annotator's answer). There is no label set, so no F1
+    or confusion matrix."""
+    hits, anyhits = np.asarray(correct, dtype=bool), np.asarray(any_answer, dtype=bool)
+    ci = _ci_runner(len(hits), resamples, level, seed)
+    return {"n": len(hits), "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
+            "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(_accuracy_statistic(hits)),
+            "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None}  # fmt: skip
+
+
 def _check_inputs(
     gold: Sequence[str],
     pred: Sequence[str | None],

@@ -23,6 +23,7 @@ from vlx.errors import ConfigError
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
 from vlx.store import PredictionStore, unique_rows
+from vlx.tasks.answers import is_correct
 from vlx.tasks.references import id_key, read_references
 from vlx.tracking import Tracker, tracking
 
@@ -68,7 +69,7 @@ def evaluate(
     Returns:
         metrics.json's content.
     """
-    from vlx.metrics.classification import classification_metrics, plot_confusion_matrix
+    from vlx.metrics.classification import classification_metrics, open_answer_metrics, plot_confusion_matrix
 
     store = PredictionStore(run_dir / "predictions.jsonl")
     if not store.path.is_file():
@@ -82,7 +83,14 @@ def evaluate(
     notes: list[str] = []
 
     labelled = [r for r in rows if r.get("gold") is not None]
-    if labelled:
+    if labelled and not labels:  # open answers (VQA-X): right when one of the item's accepted answers
+        metrics.update(open_answer_metrics([is_correct(r) for r in labelled], [is_correct(r, any_answer=True) for r in
+                                           labelled], [r.get("pred") is None for r in labelled], **boot))  # fmt: skip
+        notes.append(
+            "open answers: right when the answer, normalised as VQA's are, is the item's most common answer "
+            "(e-ViL's VQA-X protocol; any_answer_accuracy: one of its answers)"
+        )
+    elif labelled:
         bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
         if bad is not None:
             raise ConfigError(f"{store.path}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
@@ -112,7 +120,7 @@ def evaluate(
 
         text, text_notes = explanation_metrics(
             [r.get("explanation") or "" for r in scored], [list(refs[str(r["id"])]) for r in scored],
-            [r["gold"] is not None and r.get("pred") == r["gold"] for r in scored],
+            [is_correct(r) for r in scored],
             BertScoreSettings(**settings["bertscore"]), spice=settings["spice"], **boot,
         )  # fmt: skip
         metrics.update(text)

@@ -39,6 +39,7 @@ from vlx.stages._common import (
 from vlx.stages._resume import check_resumable
 from vlx.store import PredictionStore, unique_rows, write_csv
 from vlx.tasks import Task
+from vlx.tasks.answers import is_correct
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def prediction_row(
         "refs": list(example.explanations),
         "demos": [d.id for d in demos],
     }
+    if example.answers:  # an open question: right when the answer is one of these
+        row["answers"] = list(example.answers)
     if scores is not None:
         row["scores"] = scores
     return row
@@ -139,7 +142,7 @@ def summarize(rows: list[dict[str, Any]], skipped: list[dict[str, str]], seconds
     summary: dict[str, Any] = {
         "items": len(rows),
         "parsed": sum(r["pred"] is not None for r in rows) / max(len(rows), 1),
-        "accuracy": sum(r["pred"] == r["gold"] for r in gold) / len(gold) if gold else None,
+        "accuracy": sum(map(is_correct, gold)) / len(gold) if gold else None,
         "new_items": new,
         "items_per_s": new / seconds if seconds > 0 and new else None,
         "skipped": len(skipped),
@@ -178,6 +181,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     task: Task = instantiate(cfg.task)
+    if task.open_answers and cfg.decode != "generate":
+        raise ConfigError(f"decode={cfg.decode}: task {task.name!r} has open answers (task.labels is empty), so "
+                          f"there are no labels to score; use decode=generate")  # fmt: skip
     split = task.load()  # every file, row and image checked before the model loads
     store = PredictionStore(out / "predictions.jsonl")
     # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end

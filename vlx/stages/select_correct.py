@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from vlx.errors import ConfigError, DataError
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.store import PredictionStore, unique_rows, write_csv
+from vlx.tasks.answers import is_correct
 from vlx.tasks.explainer_csv import EXPLAINER_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"{store.path} not found: pass the directory of an infer run")
     with exclusive(run_path):  # not while an infer run still writes there: its correct items are not all in yet
         rows = unique_rows(store.rows(), store.path)
-        kept = [r for r in rows if r.get("gold") is not None and r.get("pred") == r["gold"] and r.get("refs")]
+        kept = [r for r in rows if is_correct(r) and r.get("refs")]
         if not kept:
             raise DataError(
                 f"{store.path}: none of its {len(rows)} items was classified correctly with a reference explanation "

@@ -16,7 +16,7 @@ from vlx.errors import ConfigError, DataError
 from vlx.images import image_problem
 from vlx.records import Example, Split
 from vlx.tasks.answers import DEFAULT_ANSWER, AnswerFormat
-from vlx.tasks.parsing import parse_label, with_aliases
+from vlx.tasks.parsing import parse_label, parse_open, with_aliases
 from vlx.tasks.references import id_key, read_references
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class Task:
     Args:
         name: the task's name (run names, reports).
         split: the split to read.
-        labels: the class names, as predictions and metrics name them.
+        labels: the class names, as predictions and metrics name them; empty for open questions (VQA-X), whose
+            answer is the text before the answer format's separator, right when it is one of the item's answers.
         prompt: the zero-shot instruction; `{text}` (or `{hypothesis}`) is the item's text, any other placeholder one
             of its fields (a table's columns).
         answer: the answer format (`vlx.tasks.answers.AnswerFormat`), e.g. "{Label}. {explanation}".
@@ -71,7 +72,7 @@ class Task:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"task.limit={limit!r}: use a positive number of items, or null for the whole split")
         self.labels = tuple(str(label) for label in labels or ())
-        if not self.labels or len(set(self.labels)) != len(self.labels):
+        if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"task {name!r}: task.labels={list(self.labels)}; list each class name once")
         if positive is not None and positive not in self.labels:
             raise ConfigError(f"task.positive={positive!r} is not one of task.labels ({', '.join(self.labels)})")
@@ -127,6 +128,11 @@ class Task:
         placeholder one of its fields (a table task's columns)."""
         return self.prompt.format(**{**dict(example.fields), "hypothesis": example.text, "text": example.text})
 
+    @property
+    def open_answers(self) -> bool:
+        """Whether answers are open text (no label set: VQA-X) rather than one of `labels`."""
+        return not self.labels
+
     def options(self, example: Example) -> tuple[str, ...]:
         """The labels an item may take: its own options (a multiple-choice item's letters), else all the task's."""
         return example.options or self.labels
@@ -153,8 +159,15 @@ class Task:
 
     def parse(self, text: str, example: Example | None = None) -> tuple[str | None, str]:
         """The model's free text -> (label or None, explanation); with `example`, only its options count."""
+        if self.open_answers:
+            return parse_open(text, self.answer_format.separator)
         labels = self.options(example) if example is not None else self.labels
-        return parse_label(labels, text, aliases=self.aliases)
+        label, explanation = parse_label(labels, text, aliases=self.aliases)
+        if label is not None:  # a format of the task's own ("neutral -- ..."): its statement of the label removed
+            stated = self.stated(label).lower()
+            if stated and explanation.lower().startswith(stated):
+                explanation = explanation[len(stated) :].strip()
+        return label, explanation
 
 
 def attach_references(examples: list[Example], refs: dict[str, tuple[str, ...]], source: str | Path) -> list[Example]:

@@ -7,8 +7,11 @@ targets, and the split of an answer into label and explanation.
 
 from __future__ import annotations
 
+import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from vlx.errors import ConfigError
 
@@ -83,6 +86,11 @@ class AnswerFormat:
         head, between, tail = self._split()
         return self._fill(head, label) + between + explanation.strip() + tail
 
+    @property
+    def separator(self) -> str:
+        """What the format writes between the label and the explanation (". ", " because ")."""
+        return self._split()[1]
+
     def explanation_after(self, label: str, answer: str) -> str | None:
         """What follows the stated label in `answer` (the explanation), or None where the answer does not start
         with it."""
@@ -92,3 +100,30 @@ class AnswerFormat:
 
 def _field(name: str, spec: str, conversion: str | None) -> str:
     return "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+
+
+# VQA's answer normalisation, in short: case, punctuation, articles and number words do not make an answer wrong
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_NUMBERS = {word: str(i) for i, word in enumerate(_NUMBER_WORDS)}
+
+
+def normalize_answer(text: str) -> str:
+    """An open answer as answers are compared: lower case, no punctuation or articles, number words as digits."""
+    words = _ARTICLES.sub(" ", _PUNCTUATION.sub(" ", text.lower())).split()
+    return " ".join(_NUMBERS.get(w, w) for w in words)
+
+
+def is_correct(row: Mapping[str, Any], any_answer: bool = False) -> bool:
+    """Whether a prediction row got its item right: its label is the gold one. For an open question (the row lists
+    its accepted `answers`, as VQA-X's do) the normalised answer must equal the most common answer (the gold, as
+    e-ViL and NLX-GPT score VQA-X), or with `any_answer` be one of them."""
+    gold, pred = row.get("gold"), row.get("pred")
+    if gold is None or pred is None:
+        return False
+    answers = row.get("answers")
+    if answers:
+        accepted = answers if any_answer else [gold]
+        return normalize_answer(str(pred)) in {normalize_answer(str(a)) for a in accepted}
+    return pred == gold

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["LABEL_ALIASES", "parse_answer", "parse_label", "with_aliases"]
+__all__ = ["LABEL_ALIASES", "parse_answer", "parse_label", "parse_open", "with_aliases"]
 
 
 # Other surface forms that unambiguously state a label (lower case). "follows" is left out on purpose: "the dog
@@ -267,6 +267,23 @@ def parse_label(
         return None, _one_line([clean])
     chosen = [m for m in mentions if m.label == label]
     return label, _explanation(clean, scan, spans, chosen, question_spans, spec.yes_no is not None, from_yes_no)
+
+
+def parse_open(text: str, separator: str) -> tuple[str | None, str]:
+    """An open question's answer (VQA-X: "red because the sign is red") -> (answer or None, one-line explanation).
+
+    The answer is what comes before `separator` (the answer format's text between answer and explanation, such as
+    " because "; matched as a word where it is one), else the first sentence; the explanation is what follows.
+    """
+    clean = _clean(text or "")
+    if not clean.strip():
+        return None, ""
+    cut = separator.strip()
+    pattern = rf"\s*\b{re.escape(cut)}\b\s*" if cut.isalpha() else rf"\s*{re.escape(cut)}\s*" if cut else r"[.\n]\s*"
+    found = re.search(pattern, clean, re.I) or re.search(r"[.\n]\s*", clean)
+    answer, rest = (clean[: found.start()], clean[found.end() :]) if found else (clean, "")
+    answer = answer.strip(" \t\"'.,:;!")
+    return (answer or None), _one_line([rest]) if rest.strip() else ""
 
 
 # --- clean-up ------------------------------------------------------------------------------------------------------

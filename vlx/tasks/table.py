@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "json", "parquet", "disk", "hub")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-COLUMN_ROLES = ("id", "image", "text", "label", "explanations", "choices")
+COLUMN_ROLES = ("id", "image", "text", "label", "explanations", "choices", "answers")
 
 
 class TableTask(Task):
@@ -42,11 +42,13 @@ class TableTask(Task):
         columns: the column of each role: `id` (null: the row number, from 1), `image` (a path relative to
             `image_dir`, or a template of columns such as `{split}2017/{image_id:012d}.jpg`), `text` (the hypothesis,
             question or meme text; null: none), `label` (null: no gold labels), `explanations` (a column or a list
-            of columns; a column may hold a list of strings) and `choices` (a multiple-choice item's options, a list
+            of columns; a column may hold a list of strings), `choices` (a multiple-choice item's options, a list
             column: the item's labels are the first len(choices) of `labels`, and the prompt's `{choices}` lists
-            them).
+            them) and `answers` (an open question's accepted answers, a list of strings or of {"answer": ...}
+            objects as VQA's; the gold label is the most common one, and `labels` is empty).
         label_values: what a label column's value means, where it is not the label's name (`0: entailment`).
-        image_dir: the folder image paths are relative to (None: the source file's folder).
+        image_dir: the folder image paths are relative to (None: the source file's folder), or one per split
+            (`{train: /coco/train2014, dev: /coco/val2014}`).
         format: csv, json, parquet, disk or hub (None: from `source`: its extension, a folder, or a hub id).
         subset: the hub dataset's config name.
         split_names: vlx's split name -> the data's (e.g. `dev: validation`).
@@ -73,7 +75,7 @@ class TableTask(Task):
         split: str = "test",
         columns: Mapping[str, Any] | None = None,
         label_values: Mapping[Any, str] | None = None,
-        image_dir: str | Path | None = None,
+        image_dir: str | Path | Mapping[str, str] | None = None,
         format: str | None = None,
         subset: str | None = None,
         split_names: Mapping[str, str] | None = None,
@@ -104,6 +106,11 @@ class TableTask(Task):
         self.unlabelled_splits = [str(s) for s in unlabelled_splits or ()]
         self.choice_format = choice_format
         self.choice_separator = choice_separator
+        if isinstance(image_dir, Mapping):
+            if split not in image_dir:
+                raise ConfigError(f"task.image_dir names a folder for the splits {', '.join(image_dir)}, not for "
+                                  f"{split!r}; add one")  # fmt: skip
+            image_dir = image_dir[split]
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.image_cache = Path(image_cache) if image_cache is not None else None
 
@@ -127,17 +134,24 @@ class TableTask(Task):
         self._resolve()
         table = self._table()
         if self.split in self.unlabelled_splits:  # its files hold no answers: what it lacks of them is not asked for
-            self.columns = {**self.columns, "label": self.columns["label"] if self.columns["label"] in
-                            table.column_names else None, "explanations": [c for c in self.columns["explanations"]
-                            if c in table.column_names]}  # fmt: skip
+            present = {role: column if column in table.column_names else None for role, column in self.columns.items()
+                       if role in ("label", "answers")}  # fmt: skip
+            explanations = [c for c in self.columns["explanations"] if c in table.column_names]
+            self.columns = {**self.columns, **present, "explanations": explanations}
         missing = [c for c in self._needed_columns() if c not in table.column_names]
         if missing:
             roles = [role for role, col in self.columns.items() if col in missing or (isinstance(col, list) and
                      set(col) & set(missing))]  # fmt: skip
+            fix = (f"set task.columns.{roles[0]} to the column that holds it" if roles else
+                   "fix the column names in task.columns.image, task.where or task.require")  # fmt: skip
             raise DataError(
                 f"{self.source}: no column {', '.join(repr(c) for c in missing)} (its columns: "
-                f"{', '.join(table.column_names)}); set task.columns.{roles[0]} to the column that holds it"
+                f"{', '.join(table.column_names)}); {fix}"
             )
+        self._check_prompt(table.column_names)
+        # an item keeps the columns its prompt names (building every column's text for a million rows is slow)
+        self._prompt_columns = sorted(_template_fields(self.prompt) & set(table.column_names))
+        self._paths: dict[str, Path] = {}  # one Path per image name: many items share an image
         indices = self._kept_rows(table)
         if self.limit is not None:
             indices = indices[: self.limit]
@@ -151,7 +165,6 @@ class TableTask(Task):
                 f"{self.source}: the {self.split} split has no rows"
                 + (" that pass task.where and task.require" if self.where or self.require else "")
             )
-        self._check_prompt(examples[0])
         return examples
 
     def _kept_rows(self, table: Any) -> list[int]:
@@ -202,7 +215,9 @@ class TableTask(Task):
             raise DataError(f"task {self.name!r}: {self.source} cannot be read as {self.format} ({reason})") from err
 
     def _needed_columns(self) -> list[str]:
-        needed = [self.columns[role] for role in ("id", "text", "label", "choices") if self.columns.get(role)]
+        needed = [
+            self.columns[role] for role in ("id", "text", "label", "choices", "answers") if self.columns.get(role)
+        ]
         image = self.columns["image"]
         needed += sorted(_template_fields(image) - {"split"}) if "{" in image else [image]
         return needed + list(self.columns.get("explanations") or []) + list(self.where) + self.require
@@ -220,8 +235,12 @@ class TableTask(Task):
         else:
             image = self._image_path(row[columns["image"]], item_id, where)
         options, choices = self._options(row, where)
-        label = None
-        if columns.get("label"):
+        label, answers = None, self._answers(row, where)
+        if answers:
+            label = max(dict.fromkeys(answers), key=answers.count)  # the most common; a tie goes to the first
+        if columns.get("label") and self.open_answers:
+            label = str(row[columns["label"]]).strip() if row[columns["label"]] is not None else label
+        elif columns.get("label"):
             value = row[columns["label"]]
             label = self.label_values.get(str(value), str(value).strip() if value is not None else None)
             if label not in (options or self.labels):
@@ -233,7 +252,7 @@ class TableTask(Task):
             values = value if isinstance(value, list) else [value]
             explanations += [str(v).strip() for v in values if v is not None and str(v).strip()]
         text = row[columns["text"]] if columns.get("text") else ""
-        fields = tuple((key, str(value)) for key, value in row.items() if isinstance(value, (str, int, float)))
+        fields = tuple((key, str(row[key])) for key in self._prompt_columns if isinstance(row[key], (str, int, float)))
         if choices is not None:
             fields += (("choices", choices),)
         return Example(
@@ -245,7 +264,20 @@ class TableTask(Task):
             source=where,
             fields=fields,
             options=options,
+            answers=answers,
         )
+
+    def _answers(self, row: dict[str, Any], where: str) -> tuple[str, ...]:
+        """An open question's accepted answers: a list of strings, or of VQA's {"answer": ...} objects."""
+        if not self.columns.get("answers"):
+            return ()
+        values = row[self.columns["answers"]]
+        values = values if isinstance(values, list) else [values]
+        answers = [v.get("answer") if isinstance(v, dict) else v for v in values]
+        if not all(isinstance(a, str) for a in answers):
+            raise DataError(f"{where}: column {self.columns['answers']!r} holds {values!r}, not a list of answers "
+                            f"(strings, or objects with an 'answer')")  # fmt: skip
+        return tuple(a.strip() for a in answers if a.strip())
 
     def _options(self, row: dict[str, Any], where: str) -> tuple[tuple[str, ...], str | None]:
         """A multiple-choice item's labels (the first len(choices) of task.labels) and its `{choices}` text."""
@@ -268,7 +300,10 @@ class TableTask(Task):
         """An item's image file: a path in the table (relative to image_dir), or the image stored inside the table
         written out to `image_cache` (once: a file already there is kept)."""
         if isinstance(value, str) and value.strip():
-            return self.image_dir / value.strip()
+            path = self._paths.get(value)
+            if path is None:
+                path = self._paths[value] = self.image_dir / value.strip()
+            return path
         if isinstance(value, dict) and not value.get("bytes") and value.get("path"):  # an Image column of paths
             return self.image_dir / value["path"]
         if isinstance(value, dict) and value.get("bytes"):
@@ -287,12 +322,14 @@ class TableTask(Task):
         raise DataError(f"{where}: column {self.columns['image']!r} holds {type(value).__name__}, neither an image "
                         f"path nor an image; set task.columns.image to the column of images")  # fmt: skip
 
-    def _check_prompt(self, example: Example) -> None:
-        try:
-            self.instruction(example)
-        except KeyError as err:
-            raise ConfigError(f"task.prompt names {{{err.args[0]}}}, which is no column of {self.source} (its "
-                              f"columns: {', '.join(k for k, _ in example.fields)})") from err  # fmt: skip
+    def _check_prompt(self, columns: list[str]) -> None:
+        unknown = sorted(_template_fields(self.prompt) - set(columns) - {"text", "hypothesis", "choices"})
+        if unknown:
+            raise ConfigError(f"task.prompt names {{{unknown[0]}}}, which is no column of {self.source} (its "
+                              f"columns: {', '.join(columns)})")  # fmt: skip
+        if "choices" in _template_fields(self.prompt) and not self.columns.get("choices") and "choices" not in columns:
+            raise ConfigError("task.prompt names {choices}, but task.columns.choices is not set: name the column of "
+                              "each item's options")  # fmt: skip
 
 
 def _check_columns(columns: Mapping[str, Any]) -> dict[str, Any]:
