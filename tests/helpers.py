@@ -104,16 +104,30 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_run(run_dir: Path) -> dict:
+def wandb_run(run_dir: Path, timeout: float = 60) -> dict:
     """An offline W&B run as plain data: its config, its summary and its logged history rows (nested keys joined
-    with dots, as `examples.count`)."""
+    with dots, as `examples.count`).
+
+    `run.finish()` can return before wandb's core process has written the whole log (seen on a loaded machine: the
+    summary's last keys were not there yet), so the file is read again until it ends with the run's exit record.
+    """
 
     def items(updates) -> dict:
         return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in updates}
 
     (log_file,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = wandb_records(log_file)
+        except Exception:  # noqa: BLE001 - a record cut mid-write does not parse yet
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        assert time.monotonic() < deadline, f"{log_file} has no complete exit record after {timeout} s"
+        time.sleep(0.2)
     config, summary, history = {}, {}, []
-    for record in wandb_records(log_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             config.update(items(record.run.config.update))
