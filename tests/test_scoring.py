@@ -150,3 +150,24 @@ def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
     assert one.shape == (3, 3)
     assert torch.allclose(one, cached, atol=1e-4), (one, cached)
     assert (one[0] != one[1]).all()  # the rows are scored on their own prompts
+
+
+def test_answers_are_tokenized_without_touching_the_shared_tokenizers_padding(adapter):
+    """The loader thread encodes the next batch (padded) with the processor's tokenizer while the main thread
+    tokenizes answers: those calls use a copy per thread, so the shared tokenizer's padding is never switched off
+    under a batch being encoded (which once left a batch ragged)."""
+    import threading
+
+    from vlx.models.batches import token_ids
+
+    tokenizer = adapter.processor.tokenizer
+    tokenizer._tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    before = tokenizer._tokenizer.padding
+    ids = token_ids(tokenizer, ["Entailment", "Not offensive"])
+    assert tokenizer._tokenizer.padding == before  # a plain tokenizer call would have turned padding off
+    assert ids == [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(t)) for t in ("Entailment", "Not offensive")]
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(token_ids(tokenizer, ["Entailment"])))
+    thread.start()
+    thread.join()
+    assert other == [ids[:1]]  # another thread's copy gives the same ids

@@ -8,10 +8,28 @@ left misaligned.
 
 from __future__ import annotations
 
+import copy
+import threading
 from typing import Any
 
 import torch
 from PIL import Image
+
+_THREAD = threading.local()
+
+
+def token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids, without special tokens (answers and continuations after a prompt).
+
+    A fast tokenizer's padding setting is state of its Rust object, set before each call; while the loader thread
+    encodes the next batch (padded), a call here on the same object (not padded) could switch it under that batch
+    (seen: "expected sequence of length 76 at dim 1 (got 85)"). So each thread tokenizes with its own copy.
+    """
+    copies = _THREAD.__dict__.setdefault("tokenizers", {})
+    if id(tokenizer) not in copies:
+        copies[id(tokenizer)] = (tokenizer, copy.deepcopy(tokenizer))  # the original held: its id stays its own
+    own = copies[id(tokenizer)][1]
+    return [own(text, add_special_tokens=False)["input_ids"] for text in texts]
 
 
 def encode(processor: Any, prompts: list[str], images: list[Image.Image]) -> Any:

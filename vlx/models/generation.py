@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vlx.errors import DataError
-from vlx.models.batches import append_tokens, encode, on_model, pad_left
+from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_ids
 from vlx.models.fast import prefill
 
 # PaliGemma's detection/segmentation tokens are not "special" to the tokenizer, so skip_special_tokens keeps them
@@ -93,8 +93,7 @@ def generate_texts(
     """
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)  # ours to change
     if continuations is not None:
-        inputs = append_tokens(inputs, [processor.tokenizer(c, add_special_tokens=False)["input_ids"]
-                                        for c in continuations], processor.tokenizer.pad_token_id,
+        inputs = append_tokens(inputs, token_ids(processor.tokenizer, continuations), processor.tokenizer.pad_token_id,
                                answer_token_type)  # fmt: skip
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     image_token_id = image_token(processor, model)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from vlx.models import fast
-from vlx.models.batches import append_tokens, encode, on_model, pad_left
+from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_ids
 from vlx.models.fast import scoring as shared_prefill
 
 
@@ -52,7 +52,7 @@ def score_answers(
     """
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)
     tokenizer = processor.tokenizer
-    answer_ids = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
+    answer_ids = token_ids(tokenizer, list(answers))
     if shared_prefill.applies(model, inputs):
         totals = shared_prefill.score_in_one_forward(
             model, inputs, answer_ids, pad_to_multiple_of or 1, tokenizer.pad_token_id
