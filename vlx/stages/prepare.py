@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import DataError, user_error
+from vlx.errors import DataError
 from vlx.stages._common import write_json
 from vlx.tasks._base import Task, image_problems
+from vlx.tasks.catalog import task_from_config
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     release = OmegaConf.to_container(cfg.task.get("release") or {}, resolve=True)
     assert isinstance(release, dict)
     splits = list(cfg.stage.get("splits") or release.get("splits") or [cfg.task.split])
-    reports = [check_split(_task(cfg.task, split), release) for split in splits]
+    reports = [check_split(task_from_config(cfg.task, split=split), release) for split in splits]
     result = {"task": cfg.task.name, "where": release.get("where"), "splits": reports,
               "ok": all(r["ok"] for r in reports)}  # fmt: skip
     out = Path(cfg.paths.output_dir)
@@ -49,13 +49,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         where = f"\nThe official release: {release['where']}" if release.get("where") else ""
         raise DataError(f"task {cfg.task.name!r}: the data is not complete:\n{problems}{where}")
     return result
-
-
-def _task(node: DictConfig, split: str) -> Task:
-    try:
-        return instantiate(node, split=split)
-    except Exception as err:  # noqa: BLE001 - Hydra wraps what the constructor raised
-        raise (user_error(err) or err) from err
 
 
 def check_split(task: Task, release: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from vlx.configs import group_option
 from vlx.errors import user_error
@@ -18,8 +19,13 @@ def build_task(name: str, **overrides: Any) -> Task:
         ConfigError: no such task, or a setting the task refuses.
         DataError: as the task's constructor raises it.
     """
-    node = group_option("task", name, **{k: str(v) if hasattr(v, "__fspath__") else v for k, v in overrides.items()})
+    return task_from_config(group_option("task", name, **{k: str(v) if hasattr(v, "__fspath__") else v
+                                                          for k, v in overrides.items()}))  # fmt: skip
+
+
+def task_from_config(node: DictConfig, **overrides: Any) -> Task:
+    """The task a `task` config node describes, with the constructor's own error (Hydra wraps it) raised as it is."""
     try:
-        return instantiate(node)
+        return instantiate(node, **overrides)
     except Exception as err:  # noqa: BLE001 - Hydra wraps what the constructor raised
         raise (user_error(err) or err) from err
