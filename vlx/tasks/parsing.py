@@ -42,7 +42,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 
 __all__ = ["LABEL_ALIASES", "parse_answer", "parse_label", "parse_open", "with_aliases"]
 
@@ -222,12 +221,13 @@ def parse_answer(task: str, text: str) -> tuple[str | None, str]:
     Raises:
         ValueError: `task` is not a task of conf/task.
     """
-    from vlx.configs import config_dir, group_option
+    from vlx.configs import group_option
+    from vlx.errors import ConfigError
 
-    known = sorted(p.stem for p in (Path(config_dir()) / "task").glob("*.yaml"))
-    if task not in known:
-        raise ValueError(f"unknown task {task!r}: known tasks are {', '.join(known)}")
-    spec = group_option("task", task)
+    try:
+        spec = group_option("task", task)
+    except ConfigError as err:  # names the tasks there are
+        raise ValueError(f"unknown task {task!r}: {err}") from err
     return parse_label(tuple(spec.labels), text, aliases=with_aliases(spec.get("aliases")))
 
 
