@@ -6,9 +6,11 @@ same image, for the rest a perturbed copy of the reference (word dropout, a swap
 candidates are empty, as a model's sometimes are. About 70% of the items are marked correctly classified.
 
     python scripts/bench_eval.py                       # ../shared/data/esnlive/esnlive_test.csv, 14,740 items
-    python scripts/bench_eval.py path/to/esnlive_test.csv --limit 2000 --threads 1
+    python scripts/bench_eval.py path/to/esnlive_test.csv --limit 2000 --threads 1 --protocols evil
+    python scripts/bench_eval.py --write-run /tmp/bigrun   # also a predictions.jsonl, to time `vlx stage=eval`
 
-Prints a markdown table of seconds per step, the scores, the machine, the versions and the command.
+Scores the same items under each protocol (coco, evil) and prints markdown tables: seconds per step, the scores of
+both protocols side by side with their intervals, the machine, the versions and the command.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="BERTScore batch size (default 64)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocols", nargs="+", default=["coco", "evil"], help="eval.protocol values to score")
+    parser.add_argument("--write-run", type=Path, default=None, help="also write these items as a run directory")
     args = parser.parse_args()
 
     t_process = time.perf_counter()
@@ -109,47 +113,68 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vlx.metrics.text import BertScoreSettings, explanation_metrics
+    from vlx.metrics.bertscore import BertScoreSettings
+    from vlx.metrics.text import explanation_metrics
 
     cands, refs, correct = make_items(args.csv, args.limit, args.seed)
+    if args.write_run:
+        write_run(args.write_run, cands, refs, correct)
     words = [len(c.split()) for c in cands if c]
-    timings: dict[str, float] = {}
-    metrics, notes = explanation_metrics(
-        cands,
-        refs,
-        correct,
-        BertScoreSettings(batch_size=args.batch_size),
-        resamples=args.resamples,
-        seed=args.seed,
-        timings=timings,
-    )
+    results = {}
+    for protocol in args.protocols:
+        timings: dict[str, float] = {}
+        metrics, notes = explanation_metrics(cands, refs, correct, BertScoreSettings(batch_size=args.batch_size),
+                                             protocol=protocol, resamples=args.resamples, seed=args.seed,
+                                             timings=timings)  # fmt: skip
+        results[protocol] = (metrics, notes, timings)
     process_s = time.perf_counter() - t_process
 
-    print(f"\n## explanation metrics: {len(cands)} items, {sum(correct)} correct\n")
+    print(f"\n## explanation metrics: {len(cands)} items, {sum(correct)} correct, {args.resamples} resamples\n")
     print(
         f"candidates: {sum(1 for c in cands if not c)} empty, mean {sum(words) / len(words):.1f} words "
         f"(max {max(words)}); references: mean {sum(len(r[0].split()) for r in refs) / len(refs):.1f} words\n"
     )
-    print("| step | seconds |\n|---|---:|")
-    for step in ("tokenize", "bleu", "meteor", "rouge", "cider", "spice", "bertscore", "bootstrap"):
-        print(f"| {step} | {timings.get(step, float('nan')):.1f} |")
-    print(f"| **explanation_metrics total** | **{timings['total']:.1f}** |")
-    print(f"| whole script (imports, CSV, items) | {process_s:.1f} |")
+    print("| step | " + " | ".join(f"{p} (s)" for p in results) + " |\n|---|" + "---:|" * len(results))
+    for step in ("tokenize", "bleu", "meteor", "rouge", "spice", "bertscore", "corpus_and_intervals", "total"):
+        print(f"| {step} | " + " | ".join(f"{t.get(step, float('nan')):.1f}" for _, _, t in results.values()) + " |")
+    print(f"| whole script (imports, CSV, items, every protocol) | {process_s:.1f} |")
 
-    print("\n| metric | correct items | all items |\n|---|---:|---:|")
-    for key in ("bleu4", "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_overlap", "evil_avg_all"):
-        a, b = metrics[key], metrics["all_" + key]
-        print(f"| {key} | {'-' if a is None else f'{a:.4f}'} | {'-' if b is None else f'{b:.4f}'} |")
-    for key in ("bleu4_ci", "bertscore_f1_ci"):
-        a, b = metrics[key], metrics["all_" + key]
-        print(f"| {key} | [{a[0]:.4f}, {a[1]:.4f}] | [{b[0]:.4f}, {b[1]:.4f}] |")
-    print(f"\nevil_avg_overlap of: {', '.join(metrics['evil_avg_overlap_of'])}; bertscore: {metrics['bertscore']}")
-    for note in notes:
-        print(f"- note: {note}")
+    print("\n| metric | " + " | ".join(f"{p} (correct items) [95% CI]" for p in results) + " |\n|---|"
+          + "---:|" * len(results))  # fmt: skip
+    keys = ("bleu4", "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_overlap_no_spice",
+            "evil_avg_all_no_spice", "evil_global_no_spice", "all_bleu4", "all_cider")  # fmt: skip
+    for key in keys:
+        print(f"| {key} | " + " | ".join(_cell(m, key) for m, _, _ in results.values()) + " |")
+    for protocol, (metrics, notes, _) in results.items():
+        print(f"\n{protocol}: scale x{metrics['explanation_scale']:g}; bertscore: {metrics['bertscore']['model']}")
+        for note in notes:
+            print(f"- note: {note}")
 
     print(f"\nmachine: {os.cpu_count()} cores, {cpu_name()}, {platform.platform()}; torch threads {args.threads}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
+
+
+def _cell(metrics: dict, key: str) -> str:
+    value, ci = metrics.get(key), metrics.get(key + "_ci")
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def write_run(folder: Path, cands: list[str], refs: list[list[str]], correct: list[bool]) -> None:
+    """predictions.jsonl of these items (e-SNLI-VE labels; the label is right where `correct` says), for timing
+    `vlx stage=eval run=<folder> task=esnli`."""
+    import json
+
+    labels = ("entailment", "contradiction", "neutral")
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "predictions.jsonl").open("w") as f:
+        for i, (cand, group, right) in enumerate(zip(cands, refs, correct, strict=True)):
+            gold = labels[i % 3]
+            pred = gold if right else labels[(i + 1) % 3]
+            f.write(json.dumps({"id": f"t{i:05d}", "image": f"{i}.jpg", "text": "h", "gold": gold, "pred": pred,
+                                "explanation": cand, "raw": f"{pred}. {cand}", "refs": group}) + "\n")  # fmt: skip
 
 
 if __name__ == "__main__":

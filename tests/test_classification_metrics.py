@@ -265,3 +265,30 @@ def test_accuracy_ci_is_the_percentile_bootstrap_of_its_level():
     wide, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=0.95, seed=11)
     narrow, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=0.5, seed=11)
     assert wide["accuracy_ci"][0] < narrow["accuracy_ci"][0] < narrow["accuracy_ci"][1] < wide["accuracy_ci"][1]
+
+
+def test_per_class_and_unparsed_intervals_equal_sklearn_on_the_resamples():
+    """Every per-class precision/recall/F1 interval is the percentile interval of scikit-learn's values on the
+    same resamples as the other intervals; unparsed_rate gets one too."""
+    rng = np.random.default_rng(5)
+    labels = ["entailment", "contradiction", "neutral"]
+    gold = [labels[i] for i in rng.integers(0, 3, 300)]
+    pred = [g if rng.random() < 0.6 else (None if rng.random() < 0.2 else labels[rng.integers(0, 3)]) for g in gold]
+    metrics, _ = classification_metrics(gold, pred, labels, resamples=60, seed=3)
+    r = np.random.default_rng(3)
+    codes = {label: i for i, label in enumerate(labels)}
+    g = np.asarray([codes[x] for x in gold])
+    p = np.asarray([3 if x is None else codes[x] for x in pred])
+    values = []
+    for _ in range(60):
+        idx = r.integers(0, 300, size=300)
+        values.append(precision_recall_fscore_support(g[idx], p[idx], labels=[0, 1, 2], zero_division=0)[:3])
+    values = np.asarray(values)  # (resamples, 3 measures, classes)
+    for i, label in enumerate(labels):
+        for j, name in enumerate(("precision", "recall", "f1")):
+            want = list(np.quantile(values[:, j, i], [0.025, 0.975]))
+            assert metrics["per_class_ci"][label][name] == pytest.approx(want, abs=1e-12), (label, name)
+            low, high = metrics["per_class_ci"][label][name]
+            assert low <= metrics["per_class"][label][name] <= high
+    low, high = metrics["unparsed_rate_ci"]
+    assert low < metrics["unparsed_rate"] < high

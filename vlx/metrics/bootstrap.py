@@ -41,3 +41,39 @@ def bootstrap_ci(
     alpha = (1 - level) / 2
     low, high = np.quantile(np.asarray(values, dtype=float), [alpha, 1 - alpha])
     return [float(low), float(high)]
+
+
+def resample_counts(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """The bootstrap resamples of n items as counts: row r says how often each item is drawn in resample r.
+
+    The draws are `bootstrap_ci`'s (numpy's default generator with this seed, n draws per resample), so a metric
+    computed from these counts has the same interval as through `bootstrap_ci`. Any statistic that is a sum over
+    items (a mean, a confusion matrix, BLEU's n-gram counts) becomes one matrix product over all resamples.
+
+    Returns:
+        int32 array (resamples, n); (0, n) when resamples is 0.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((max(resamples, 0), n), dtype=np.int32)
+    for row in counts:  # row by row: the same draws as one (resamples, n) call, without its int64 index matrix
+        row[:] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+    return counts
+
+
+def percentile_interval(values: np.ndarray | list[float | None], level: float = 0.95) -> list[float] | None:
+    """[low, high] percentiles of resampled values (None and NaN, resamples where the metric is undefined, are
+    left out); None when none is left."""
+    kept = np.asarray([v for v in values if v is not None], dtype=float)
+    kept = kept[~np.isnan(kept)]
+    if not len(kept):
+        return None
+    alpha = (1 - level) / 2
+    low, high = np.quantile(kept, [alpha, 1 - alpha])
+    return [float(low), float(high)]
+
+
+def weighted_mean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per resample (rows of `counts`), the mean of per-item values over the drawn items; NaN for an empty row."""
+    total = counts.sum(axis=-1)
+    sums = counts @ np.asarray(values, dtype=float)
+    return np.divide(sums, total, out=np.full(np.shape(total), np.nan), where=total > 0)

