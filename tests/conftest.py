@@ -38,30 +38,34 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_ESNLI = Path(os.environ.get("VLX_ESNLIVE_DIR") or REPO.parent / "shared" / "data" / "esnlive")
 
 
+def compose_config(*overrides: str, run_dir: Path) -> DictConfig:
+    """conf/ composed with overrides (the CLI's shorthands too), the run directory `run_dir`; HydraConfig set."""
+    if not any(o.startswith("eval_after_infer=") for o in overrides):
+        overrides = (*overrides, "eval_after_infer=false")  # scoring has tests of its own; keep the rest fast
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            # the CLI's shorthands too (shots=3 -> shots.k=3), so tests read like command lines
+            overrides=[
+                *expand_shorthands(list(overrides)),
+                f"hydra.run.dir={run_dir}",
+                f"hydra.runtime.output_dir={run_dir}",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path):
     """Composes conf/ with overrides, the run directory in tmp_path; returns the config (HydraConfig set)."""
 
     def _make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
-        out = run_dir or tmp_path / "run"
-        if not any(o.startswith("eval_after_infer=") for o in overrides):
-            overrides = (*overrides, "eval_after_infer=false")  # scoring has tests of its own; keep the rest fast
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                # the CLI's shorthands too (shots=3 -> shots.k=3), so tests read like command lines
-                overrides=[
-                    *expand_shorthands(list(overrides)),
-                    f"hydra.run.dir={out}",
-                    f"hydra.runtime.output_dir={out}",
-                ],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-        return cfg
+        return compose_config(*overrides, run_dir=run_dir or tmp_path / "run")
 
     yield _make
     GlobalHydra.instance().clear()

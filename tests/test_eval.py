@@ -80,7 +80,8 @@ def test_classification_equals_sklearn(esnli_eval):
 
 @pytest.mark.slow
 def test_explanations_scored_on_correct_items_as_evil_does(esnli_eval):
-    from vlx.metrics.text import BertScoreSettings, coco_scores
+    from vlx.metrics.bertscore import BertScoreSettings
+    from vlx.metrics.text import coco_scores
 
     _, rows, metrics, _ = esnli_eval
     correct = [r for r in rows if r["pred"] == r["gold"]]
@@ -90,7 +91,14 @@ def test_explanations_scored_on_correct_items_as_evil_does(esnli_eval):
     everything, _ = coco_scores([r["explanation"] for r in rows], [r["refs"] for r in rows], spice=False)
     assert metrics["all_bleu4"] == pytest.approx(everything["bleu4"], abs=1e-9)
     assert 0 < metrics["bertscore_f1"] <= 1 and metrics["bertscore"]["num_layers"] == BertScoreSettings().num_layers
-    assert metrics["evil_global"] == pytest.approx(metrics["evil_avg_all"] * metrics["accuracy"])
+    # SPICE cannot run offline: e-ViL's combined scores say so in their names
+    assert metrics["evil_spice"] is False and "evil_global" not in metrics
+    assert metrics["evil_global_no_spice"] == pytest.approx(metrics["evil_avg_all_no_spice"] * metrics["accuracy"])
+    low, high = metrics["evil_global_no_spice_ci"]
+    assert low < metrics["evil_global_no_spice"] < high
+    for key in ("meteor", "rouge_l", "cider", "evil_avg_overlap_no_spice", "all_cider"):
+        assert metrics[f"{key}_ci"][0] <= metrics[key] <= metrics[f"{key}_ci"][1], key
+    assert metrics["protocol"] == "coco" and metrics["intervals"]["resamples"] > 0
     assert metrics["n_with_references"] == 24 and metrics["n_without_references"] == 0
 
 
@@ -181,3 +189,37 @@ def test_infer_scores_its_run_at_the_end(make_cfg, tmp_path):
     assert "all_bleu4" in metrics and 0 <= metrics["all_bertscore_f1"] <= 1
     info = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
     assert info["task"] == "shapes" and info["model"] == "tiny_paligemma" and info["labels"] == list(ESNLI)
+
+
+def test_calibration_from_label_probabilities_and_judge_keys_kept(make_cfg, tmp_path):
+    """decode=score runs get ECE, Brier and NLL (equal to sklearn's) with intervals and a reliability diagram; a
+    re-score keeps the judge's numbers already in metrics.json."""
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    rows = meme_rows(40)
+    write_predictions(tmp_path / "r", rows)
+    run_stage(eval_cfg(make_cfg, tmp_path / "r", "eval.calibration_bins=5"))
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    y = [r["gold"] == "offensive" for r in rows]
+    p = [r["scores"]["offensive"] for r in rows]
+    assert saved["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert saved["nll"] == pytest.approx(log_loss(y, p))
+    assert saved["ece_bins"] == 5 and len(saved["calibration"]["bins"]) == 5
+    for key in ("ece", "brier", "nll"):
+        low, high = saved[f"{key}_ci"]
+        assert low <= saved[key] <= high, key
+    assert (tmp_path / "r" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved["intervals"]["resamples"] == 100 and "correctly labelled" in saved["intervals"]["explanations"]
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps({**saved, "judge_score": 0.5, "all_judge_score": 0.4}))
+    run_stage(eval_cfg(make_cfg, tmp_path / "r"))
+    again = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert again["judge_score"] == 0.5 and again["all_judge_score"] == 0.4 and again["ece_bins"] == 15
+
+
+def test_bad_eval_settings_are_named(make_cfg, tmp_path):
+    write_predictions(tmp_path / "r", meme_rows(4))
+    for setting, message in (("eval.protocol=bleu", "eval.protocol='bleu'"),
+                             ("eval.calibration_bins=0", "eval.calibration_bins=0"),
+                             ("eval.evil_references=some", "eval.evil_references='some'")):  # fmt: skip
+        with pytest.raises(VlxError, match=message):
+            run_stage(eval_cfg(make_cfg, tmp_path / "r", setting))

@@ -36,6 +36,8 @@ STAGES = {
     "merge": "vlx.stages.merge",
     "select_correct": "vlx.stages.select_correct",
     "prepare": "vlx.stages.prepare",
+    "judge": "vlx.stages.judge",
+    "compare": "vlx.stages.compare",
 }
 
 
@@ -56,9 +58,16 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
 _SHOTS_SHORTHAND = re.compile(r"^shots=(?!default$)(.+)$")
 
 
+# `judge_model.checkpoint=/models/x`: keys of the judge's model YAML, which the config holds only as the empty dict
+# `judge_model` (stage=judge reads and checks them against conf/model/<judge>.yaml), so Hydra is told to add them
+_JUDGE_MODEL_KEY = re.compile(r"^judge_model\.[^=]+=")
+
+
 def expand_shorthands(args: list[str]) -> list[str]:
-    """Rewrites `shots=<k>` (or a sweep of k) into `shots.k=<k>`; other arguments pass unchanged."""
-    return [f"shots.k={m.group(1)}" if (m := _SHOTS_SHORTHAND.match(a)) else a for a in args]
+    """Rewrites `shots=<k>` (or a sweep of k) into `shots.k=<k>` and `judge_model.<key>=<value>` into
+    `+judge_model.<key>=<value>`; other arguments pass unchanged."""
+    args = [f"shots.k={m.group(1)}" if (m := _SHOTS_SHORTHAND.match(a)) else a for a in args]
+    return ["+" + a if _JUDGE_MODEL_KEY.match(a) else a for a in args]
 
 
 def _exit_code(err: KeyboardInterrupt) -> int:

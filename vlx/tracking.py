@@ -37,6 +37,9 @@ class Tracker:
     def log_artifact(self, path: Path, name: str, kind: str) -> None:
         pass
 
+    def log_image(self, key: str, path: Path) -> None:
+        pass
+
 
 class WandbTracker(Tracker):
     """Logs to an open wandb run."""
@@ -73,6 +76,12 @@ class WandbTracker(Tracker):
         artifact = wandb.Artifact(name, type=kind)
         artifact.add_dir(str(path))
         self.run.log_artifact(artifact)
+
+    def log_image(self, key: str, path: Path) -> None:
+        """A PNG (a plot) under `key`."""
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path))})
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         import wandb

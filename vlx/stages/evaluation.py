@@ -1,13 +1,16 @@
-"""The eval stage: predictions.jsonl -> metrics.json (+ confusion matrix PNG), comparable with published numbers.
+"""The eval stage: predictions.jsonl -> metrics.json (+ confusion matrix and reliability PNGs), comparable with
+published numbers.
 
     vlx stage=eval run=outputs/2026-11-30/12-00-00
+    vlx stage=eval run=<run> eval.protocol=evil eval/bertscore=distilbert      # e-ViL's own code and BERTScore
     vlx stage=eval run=<meme run> task.references=/data/hatred/train.jsonl     # Hateful Memes explanations (HatReD)
-    vlx stage=eval run=<run> eval/bertscore=distilbert                        # e-ViL's BERTScore model
 
 Classification: accuracy, macro-F1, per-class P/R/F1, confusion matrix; for binary tasks AUROC (from label
-probabilities, when the predictions carry `scores`) and binary F1. Explanations, on the items whose label was
-right (e-ViL's convention) and on all items: BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE, BERTScore, e-ViL's combined
-scores. Bootstrap confidence intervals throughout. Runs on a CPU.
+probabilities, when the predictions carry `scores`) and binary F1; with `scores`, calibration (ECE, Brier, NLL and
+a reliability diagram). Explanations, on the items whose label was right (e-ViL's convention) and on all items:
+BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE, BERTScore, e-ViL's combined scores, under `eval.protocol` (coco | evil, see
+vlx.metrics.text). A bootstrap interval for every metric (`metrics["intervals"]` says how they were drawn). The
+per-item explanation statistics go to explanation_items.jsonl, which `stage=compare` reads. Runs on a CPU.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ from vlx.tracking import Tracker, tracking
 log = logging.getLogger(__name__)
 
 # the headline numbers, in the order the table shows them
-HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "bleu4", "meteor", "rouge_l", "cider",
-            "spice", "bertscore_f1", "evil_avg_all", "evil_global", "all_bleu4", "all_meteor", "all_rouge_l",
-            "all_cider", "all_bertscore_f1")  # fmt: skip
+HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "ece", "brier", "nll", "bleu4",
+            "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_all", "evil_avg_all_no_spice",
+            "evil_global", "evil_global_no_spice", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
+            "all_bertscore_f1", "judge_score", "all_judge_score")  # fmt: skip
+EVIL_REFERENCES = ("auto", "all", "first")
+# the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
+EVIL_ALL_REFERENCES = ("vqax",)
+ITEMS_FILE = "explanation_items.jsonl"
 
 
 def check_settings(settings: dict[str, Any]) -> None:
@@ -42,6 +50,43 @@ def check_settings(settings: dict[str, Any]) -> None:
         raise ConfigError(f"eval.resamples={resamples!r}: use 0 (no intervals) or a number of bootstrap resamples")
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ConfigError(f"eval.level={level!r}: use a coverage between 0 and 1, e.g. 0.95")
+    from vlx.metrics.text import check_protocol
+
+    check_protocol(settings.get("protocol", "coco"))
+    if settings.get("evil_references", "auto") not in EVIL_REFERENCES:
+        raise ConfigError(f"eval.evil_references={settings.get('evil_references')!r}: use one of "
+                          f"{', '.join(EVIL_REFERENCES)}")  # fmt: skip
+    bins = settings.get("calibration_bins", 15)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ConfigError(f"eval.calibration_bins={bins!r}: use a number of equal-width bins >= 1, e.g. 15")
+
+
+def evil_references(refs: list[str], task: str, settings: dict[str, Any]) -> list[str]:
+    """The references e-ViL's code scores an item against: all for VQA-X, the first elsewhere (`[[x] for x in
+    gt_expl]`); `eval.evil_references` overrides. coco uses them all."""
+    if settings.get("protocol", "coco") != "evil":
+        return refs
+    how = settings.get("evil_references", "auto")
+    if how == "all" or (how == "auto" and task in EVIL_ALL_REFERENCES):
+        return refs
+    return refs[:1]
+
+
+def intervals_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """How every `<metric>_ci` of metrics.json was drawn, for the report and for readers of the file."""
+    return {
+        "method": "percentile bootstrap over items",
+        "resamples": settings["resamples"],
+        "level": settings["level"],
+        "seed": settings["seed"],
+        "classification": "items resampled with replacement from all labelled items",
+        "explanations": "resampled within the items each score covers: the correctly labelled items for the e-ViL "
+        "scores (bleu4, ..., evil_avg_all), every scored item for all_*; each resample's corpus score is "
+        "recomputed (BLEU and METEOR from summed statistics; CIDEr as the mean item CIDEr, document frequencies "
+        "held at the scored set's)",
+        "evil_global": "resampled over all scored items: each resample's accuracy times the avg_all of its own "
+        "correctly labelled items",
+    }
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -104,6 +149,11 @@ def evaluate(
         cm = cls["confusion_matrix"]
         plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
                               title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+        if all(s is not None for s in scores):
+            metrics.update(_calibration(run_dir, info, labelled, labels, positive, settings, notes))
+        elif any(s is not None for s in scores):
+            notes.append(f"calibration not computed: only {sum(s is not None for s in scores)} of {len(scores)} "
+                         "items have label scores")  # fmt: skip
     else:
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
@@ -116,32 +166,94 @@ def evaluate(
     if scored and not labelled:
         notes.append("no gold labels: explanations are scored on all items (all_*), none counts as correct")
     if scored:
-        from vlx.metrics.text import BertScoreSettings, explanation_metrics
-
-        text, text_notes = explanation_metrics(
-            [r.get("explanation") or "" for r in scored], [list(refs[str(r["id"])]) for r in scored],
-            [is_correct(r) for r in scored],
-            BertScoreSettings(**settings["bertscore"]), spice=settings["spice"], **boot,
-        )  # fmt: skip
+        text, text_notes = _explanations(run_dir, info, scored, refs, settings, labelled=bool(labelled))
         metrics.update(text)
         notes += text_notes
-        for prefix in ("", "all_"):
-            if metrics.get(f"{prefix}evil_avg_all") is not None and metrics.get("accuracy") is not None:
-                metrics[f"{prefix}evil_global"] = metrics[f"{prefix}evil_avg_all"] * metrics["accuracy"]
         if metrics["n_without_references"]:
             notes.append(f"{metrics['n_without_references']} items have no reference explanation and are left out "
-                         "of the explanation metrics")  # fmt: skip
+                         "of the explanation metrics (evil_global uses the accuracy of the scored items)")  # fmt: skip
     else:
         notes.append(
             "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give HatReD's with "
             "task.references=<jsonl>)"
         )
+    metrics["intervals"] = intervals_record(settings)
+    metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
     write_json(run_dir / "metrics.json", metrics)
     for note in notes:
         log.info("note: %s", note)
     log.info("metrics of %s:\n%s", run_dir, format_table(metrics))
     return metrics
+
+
+def _explanations(
+    run_dir: Path, info: dict[str, Any], scored: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
+    settings: dict[str, Any], labelled: bool,
+) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """The explanation metrics of the scored rows under the configured protocol; the per-item statistics go to
+    explanation_items.jsonl for stage=compare."""
+    from vlx.metrics.bertscore import BertScoreSettings, bertscore_record
+    from vlx.metrics.text import open_meteor, score_items, summarise
+
+    protocol, notes = settings.get("protocol", "coco"), []
+    bert = BertScoreSettings(**settings["bertscore"])
+    correct = [is_correct(r) for r in scored]
+    meteor = open_meteor(len(scored))
+    try:
+        items = score_items([r.get("explanation") or "" for r in scored],
+                            [evil_references(list(refs[str(r["id"])]), info["task"], settings) for r in scored],
+                            bert, meteor, protocol=protocol, spice=settings["spice"],
+                            spice_jar=settings.get("spice_jar"), notes=notes)  # fmt: skip
+        out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
+                        level=settings["level"], seed=settings["seed"], notes=notes)  # fmt: skip
+    finally:
+        meteor.close()
+    out["bertscore"] = bertscore_record(bert)
+    if protocol == "evil":
+        how = "all references" if len(evil_references(["a", "b"], info["task"], settings)) > 1 else "first reference"
+        out["evil_references"] = how
+        notes.append(f"protocol evil: raw strings (no tokenizer), {how} per item, explanation scores x100, as "
+                     "e-ViL's nlg_eval.py")  # fmt: skip
+        if bert.model != "distilbert-base-uncased":
+            notes.append(
+                f"e-ViL's BERTScore is distilbert-base-uncased (eval/bertscore=distilbert); this run used "
+                f"{out['bertscore']['model']}, so bertscore_f1 and evil_avg_all differ from e-ViL's"
+            )
+    rows = [{"id": r["id"], "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
+            strict=True)]  # fmt: skip
+    PredictionStore(run_dir / ITEMS_FILE).rewrite(rows)
+    return out, notes
+
+
+def _calibration(
+    run_dir: Path, info: dict[str, Any], labelled: list[dict[str, Any]], labels: tuple[str, ...],
+    positive: str | None, settings: dict[str, Any], notes: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """ECE, Brier, NLL with intervals and reliability.png, from the label probabilities of decode=score."""
+    from vlx.metrics.calibration import calibration_metrics, plot_reliability
+
+    # multiple-choice items are scored over their own options: labels they do not offer have probability 0
+    cal, cal_notes = calibration_metrics(
+        [r["gold"] for r in labelled], [r["scores"] for r in labelled], labels, positive=positive,
+        bins=settings.get("calibration_bins", 15), resamples=settings["resamples"], level=settings["level"],
+        seed=settings["seed"], missing_as_zero=True,
+    )  # fmt: skip
+    notes += cal_notes
+    plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
+                     title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+    return cal
+
+
+def _judge_keys(path: Path) -> dict[str, Any]:
+    """The judge's numbers (stage=judge) already in metrics.json, kept when eval rewrites it."""
+    if not path.is_file():
+        return {}
+    try:
+        old = read_json(path, "written by stage=eval")
+    except ConfigError:
+        return {}
+    return {k: v for k, v in old.items() if k.startswith(("judge", "all_judge"))}
 
 
 def _references(rows: list[dict[str, Any]], path: str | None) -> dict[str, tuple[str, ...]]:
@@ -174,6 +286,8 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
     tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
+    if (run_dir / "reliability.png").is_file():
+        tracker.log_image("reliability_diagram", run_dir / "reliability.png")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

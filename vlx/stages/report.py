@@ -2,8 +2,12 @@
 
     vlx stage=report sweep=multirun/2026-11-30/12-00-00
     vlx stage=report 'runs=[outputs/2026-11-30/12-00-00,outputs/2026-11-30/13-00-00]'
+    vlx stage=report sweep=multirun/... stage.baseline=outputs/zero-shot     # every run tested against a baseline
 
-A run without metrics.json is listed with its status, never dropped.
+A run without metrics.json is listed with its status, never dropped. With `stage.baseline`, every scored run is
+compared with the baseline run on their shared items (`stage=compare`'s paired tests): the table gets a column per
+`stage.baseline_metrics` entry with the difference, its interval and p-value, and each comparison's files go to
+comparisons/<run>.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ COLUMNS = [
     ("CIDEr", "cider"),
     ("BERTScore", "bertscore_f1"),
     ("e-ViL global", "evil_global"),
+    ("e-ViL global (no SPICE)", "evil_global_no_spice"),
+    ("ECE", "ece"),
+    ("Brier", "brier"),
+    ("Judge S_E", "judge_score"),
+    ("Protocol", "protocol"),
     ("Unparsed", "unparsed_rate"),
     ("Status", "status"),
     ("Run", "dir"),
@@ -87,9 +96,13 @@ def cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """results.md and results.csv in `out`; columns that are empty in every row are left out."""
-    columns = [(title, key) for title, key in COLUMNS if any(r.get(key) is not None for r in rows)]
+def write_tables(
+    rows: list[dict[str, Any]], out: Path, extra: list[tuple[str, str]] | None = None
+) -> tuple[Path, Path]:
+    """results.md and results.csv in `out` (COLUMNS, then `extra` (title, key) columns before Status); columns that
+    are empty in every row are left out."""
+    every = COLUMNS[:-2] + (extra or []) + COLUMNS[-2:]
+    columns = [(title, key) for title, key in every if any(r.get(key) is not None for r in rows)]
     md = out / "results.md"
     lines = ["| " + " | ".join(t for t, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(k)) for _, k in columns) + " |" for r in rows]
@@ -129,6 +142,30 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | No
     return path
 
 
+def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[str], settings: dict[str, Any],
+                     out: Path) -> list[str]:  # fmt: skip
+    """Compares every scored run with the baseline; adds a "vs baseline" cell per metric to its row.
+
+    Returns:
+        The column keys added.
+    """
+    from vlx.stages.compare import compare_runs, write
+
+    keys = [f"vs_baseline.{m}" for m in metrics]
+    for row in rows:
+        if row["status"] != "ok" or Path(row["dir"]).resolve() == baseline.resolve():
+            continue
+        result = compare_runs(baseline, Path(row["dir"]), settings)
+        write(result, out / "comparisons", stem=Path(row["dir"]).name)
+        for metric, key in zip(metrics, keys, strict=True):
+            m = result["metrics"].get(metric) or result["metrics"].get(metric + "_no_spice")
+            if m is not None:
+                ci = f" [{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]" if m["ci"] else ""
+                p = f" p={m['p_value']:.3g}" if m["p_value"] is not None else ""
+                row[key] = f"{m['difference']:+.4f}{ci}{p}"
+    return keys
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Builds the table; returns {"runs": n, "complete": n with metrics}."""
     if cfg.sweep:
@@ -138,12 +175,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         raise ConfigError("stage=report needs sweep=<multirun dir> or runs=[<run dir>,...]")
     rows = [collect(r) for r in runs]
-    md, csv_path = write_tables(rows, out)
+    extra: list[str] = []
+    if cfg.stage.get("baseline"):
+        baseline = Path(cfg.stage.baseline)
+        settings = OmegaConf.to_container(cfg.eval, resolve=True)
+        extra = against_baseline(rows, baseline, list(cfg.stage.baseline_metrics), settings, out)
+    md, csv_path = write_tables(rows, out, [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
     complete = sum(r["status"] == "ok" for r in rows)
     log.info("report of %d runs (%d scored) -> %s, %s, %d plots\n%s", len(rows), complete, md, csv_path, len(plots),
              md.read_text())  # fmt: skip
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
-        tracker.log_table("results", [t for t, _ in COLUMNS], [[r.get(k) for _, k in COLUMNS] for r in rows])
+        every = COLUMNS + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra]
+        tracker.log_table("results", [t for t, _ in every], [[r.get(k) for _, k in every] for r in rows])
     return {"runs": len(rows), "complete": complete}

@@ -1,0 +1,372 @@
+"""The compare stage: is run B better than run A on the items both answered? Paired tests of every metric.
+
+    vlx stage=compare 'runs=[outputs/A,outputs/B]'          # A is the baseline; differences are B - A
+
+Both runs must be scored (`stage=eval`) on the same task and split; the comparison uses the items whose id both
+runs predicted, and says how many. For every metric both runs have (accuracy, macro-F1, binary F1, AUROC, ECE,
+Brier, NLL, each explanation metric, the judge score), the difference comes with a paired percentile bootstrap
+interval and p-value: the same resampled items score both runs, so what the items have in common cancels out. The
+p-value is two-sided, from the bootstrap distribution of the difference centred on the observed one:
+(1 + #{|d* - d| >= |d|}) / (R + 1). Accuracy also gets McNemar's exact test (the binomial test on the items
+exactly one run gets right). Explanation metrics are recomputed per resample as in `stage=eval` (e-ViL's scores
+on each run's own correctly labelled items among those drawn), which needs both runs scored with the same protocol
+and BERTScore model.
+
+Writes comparison.json, comparison.md and comparison.png (the differences with their intervals) into this run's
+directory, and logs the table and the plot to W&B.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vlx.errors import ConfigError
+from vlx.stages._common import read_json, resolved_config, run_dir, write_json
+from vlx.store import PredictionStore, unique_rows
+from vlx.tasks.answers import is_correct
+from vlx.tracking import tracking
+
+log = logging.getLogger(__name__)
+
+# the order the table shows metrics in; lower is better for these
+LOWER_IS_BETTER = ("ece", "brier", "nll", "unparsed_rate")
+
+
+def _load(run: Path) -> dict[str, Any]:
+    """A scored run: its metrics.json, its predictions by id, and its explanation items by id."""
+    if not (run / "metrics.json").is_file():
+        raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
+    metrics = read_json(run / "metrics.json", "written by stage=eval")
+    store = PredictionStore(run / "predictions.jsonl")
+    if not store.path.is_file():
+        raise ConfigError(f"{store.path} not found: compare directories written by stage=infer")
+    rows = {str(r["id"]): r for r in unique_rows(store.rows(), store.path)}
+    items_path = run / "explanation_items.jsonl"
+    items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
+    return {"dir": run, "metrics": metrics, "rows": rows, "items": items}
+
+
+def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Refuses runs of different tasks or splits, naming both."""
+    for key in ("task", "split"):
+        if a["metrics"].get(key) != b["metrics"].get(key):
+            raise ConfigError(
+                f"runs of different {key}s cannot be compared item by item: {a['dir']} has "
+                f"{key}={a['metrics'].get(key)!r}, {b['dir']} has {key}={b['metrics'].get(key)!r}"
+            )
+
+
+def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
+    """Index resamples (R, n): the draws of `bootstrap.resample_counts`."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, size=n) for _ in range(resamples)]) if resamples else np.zeros((0, n), int)
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    return np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.int32) if len(draws) else np.zeros(
+        (0, n), np.int32)  # fmt: skip
+
+
+def paired(point_a: float | None, point_b: float | None, rs_a: np.ndarray, rs_b: np.ndarray, level: float,
+           n: int) -> dict[str, Any] | None:  # fmt: skip
+    """One metric's difference B - A with its paired bootstrap interval and two-sided p-value."""
+    if point_a is None or point_b is None or math.isnan(point_a) or math.isnan(point_b):
+        return None
+    from vlx.metrics.bootstrap import percentile_interval
+
+    diff = point_b - point_a
+    d = np.asarray(rs_b, dtype=float) - np.asarray(rs_a, dtype=float)
+    d = d[~np.isnan(d)]
+    p = float((1 + np.count_nonzero(np.abs(d - diff) >= abs(diff) - 1e-12)) / (len(d) + 1)) if len(d) else None
+    return {"a": point_a, "b": point_b, "difference": diff, "ci": percentile_interval(d, level) if len(d) else None,
+            "p_value": p, "n": n}  # fmt: skip
+
+
+def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test: the two-sided binomial test (p = 1/2) on the items exactly one run gets right."""
+    from scipy.stats import binomtest
+
+    only_a = int(np.count_nonzero(right_a & ~right_b))
+    only_b = int(np.count_nonzero(right_b & ~right_a))
+    p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"only_a_right": only_a, "only_b_right": only_b, "both_right": int(np.count_nonzero(right_a & right_b)),
+            "both_wrong": int(np.count_nonzero(~right_a & ~right_b)), "p_value": p}  # fmt: skip
+
+
+def _classification(
+    lab: list[str], a: dict[str, Any], b: dict[str, Any], draws: np.ndarray, level: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Accuracy (and macro-F1, binary F1, AUROC, calibration for label tasks) of both runs on the shared labelled
+    items `lab`, resampled by `draws` (index resamples of `lab`)."""
+    from vlx.metrics import classification as cls
+
+    if not lab:
+        return {}, None
+    right = {"a": np.asarray([is_correct(a["rows"][i]) for i in lab]), "b": np.asarray([is_correct(b["rows"][i])
+             for i in lab])}  # fmt: skip
+    labels = list(a["metrics"].get("confusion_matrix", {}).get("rows") or [])
+    out: dict[str, Any] = {}
+
+    def add(key: str, make: Callable[[dict[str, Any], np.ndarray], Callable | None]) -> None:
+        fa, fb = make(a, right["a"]), make(b, right["b"])
+        if fa is None or fb is None:
+            return
+        every = np.arange(len(lab))
+        result = paired(fa(every), fb(every), np.asarray([_nan(fa(d)) for d in draws]),
+                        np.asarray([_nan(fb(d)) for d in draws]), level, len(lab))  # fmt: skip
+        if result is not None:
+            out[key] = result
+
+    add("accuracy", lambda run, hits: cls._accuracy_statistic(hits))
+    if labels:
+        k = len(labels)
+
+        def cells(run: dict[str, Any]) -> np.ndarray:
+            g, p = cls._encode([run["rows"][i]["gold"] for i in lab], [run["rows"][i].get("pred") for i in lab], labels)
+            return g * (k + 1) + p
+
+        add("macro_f1", lambda run, hits: cls._macro_f1_statistic(cells(run), k))
+        positive = _positive(a)
+        if positive in labels:
+            pos = labels.index(positive)
+            add("binary_f1", lambda run, hits: cls._binary_f1_statistic(cells(run) // (k + 1) == pos,
+                                                                         cells(run) % (k + 1) == pos))  # fmt: skip
+
+            def auroc(run: dict[str, Any], hits: np.ndarray) -> Callable | None:
+                values = [cls._positive_score(run["rows"][i].get("scores"), positive) for i in lab]
+                if any(math.isnan(v) for v in values):
+                    return None
+                return cls._auroc_statistic(cells(run) // (k + 1) == pos, np.asarray(values))
+
+            add("auroc", auroc)
+        _calibration_pairs(lab, a, b, labels, _counts(draws, len(lab)), level, out)
+    return out, mcnemar(right["a"], right["b"])
+
+
+def _positive(run: dict[str, Any]) -> str | None:
+    summary = run["dir"] / "summary.json"
+    return read_json(summary, "").get("run", {}).get("positive") if summary.is_file() else None
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _calibration_pairs(lab: list[str], a: dict[str, Any], b: dict[str, Any], labels: list[str], counts: np.ndarray,
+                       level: float, out: dict[str, Any]) -> None:  # fmt: skip
+    """ECE, Brier and NLL differences where both runs have label scores on every shared item."""
+    if any(run["rows"][i].get("scores") is None for run in (a, b) for i in lab):
+        return
+    from vlx.metrics import calibration as cal
+
+    bins = int(a["metrics"].get("ece_bins") or 15)
+    inputs = {k: cal.calibration_inputs([r["rows"][i]["gold"] for i in lab], [r["rows"][i]["scores"] for i in lab],
+                                        labels, missing_as_zero=True) for k, r in (("a", a), ("b", b))}  # fmt: skip
+    positive = _positive(a)
+    pos = labels.index(positive) if len(labels) == 2 and positive in labels else None
+    ones = np.ones((1, len(lab)), dtype=np.int32)
+    for key, fn in (("ece", lambda x, c: cal.ece(x, c, bins)), ("brier", lambda x, c: cal.brier(x, c, pos)),
+                    ("nll", cal.nll)):  # fmt: skip
+        result = paired(float(fn(inputs["a"], ones)[0]), float(fn(inputs["b"], ones)[0]), fn(inputs["a"], counts),
+                        fn(inputs["b"], counts), level, len(lab))  # fmt: skip
+        if result is not None:
+            out[key] = result
+
+
+def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray,
+                  level: float) -> dict[str, Any]:  # fmt: skip
+    """Every explanation metric of both runs on the shared scored items, resampled together."""
+    from vlx.metrics.text import ExplanationItems, corpus, open_meteor
+
+    shared = [i for i in ids if i in a["items"] and i in b["items"]]
+    if not shared:
+        return {}
+    for key in ("protocol", "explanation_scale"):
+        if a["metrics"].get(key) != b["metrics"].get(key):
+            raise ConfigError(f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
+                              f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
+                              f"stage=eval run={b['dir']} eval.protocol={a['metrics'].get('protocol')}")  # fmt: skip
+    model_a, model_b = (r["metrics"].get("bertscore", {}).get("model") for r in (a, b))
+    if model_a != model_b:
+        raise ConfigError(f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
+                          "rescore one with the other's eval/bertscore")  # fmt: skip
+    pos = np.searchsorted(np.asarray(ids), np.asarray(shared))
+    weights = counts[:, pos] if len(shared) < len(ids) else counts
+    spice = bool(a["metrics"].get("evil_spice")) and bool(b["metrics"].get("evil_spice"))
+    runs = {k: ExplanationItems.from_rows(r["metrics"]["protocol"], [r["items"][i] for i in shared], spice)
+            for k, r in (("a", a), ("b", b))}  # fmt: skip
+    right = {k: np.asarray([bool(r["items"][i]["correct"]) for i in shared]) for k, r in (("a", a), ("b", b))}
+    labelled = a["metrics"].get("n_explained_correct") is not None and a["metrics"].get("accuracy") is not None
+    out: dict[str, Any] = {}
+    ones = np.ones((1, len(shared)), dtype=np.int32)
+    meteor = open_meteor(len(shared))
+    try:
+        for prefix in ("all_", "") if labelled else ("all_",):
+            values = {}
+            for k in ("a", "b"):
+                mask = right[k] if prefix == "" else np.ones(len(shared), dtype=bool)
+                values[k] = corpus(runs[k], np.vstack([ones * mask, weights * mask]), meteor)
+            for key in values["a"]:
+                result = paired(_point(values["a"][key]), _point(values["b"][key]), values["a"][key][1:],
+                                values["b"][key][1:], level, len(shared))  # fmt: skip
+                if result is not None:
+                    out[prefix + key] = result
+    finally:
+        meteor.close()
+    return out
+
+
+def _point(values: np.ndarray) -> float | None:
+    return None if math.isnan(values[0]) else float(values[0])
+
+
+def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray, level: float,
+           judge: str | None, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The judge score (mean e-ViL verdict score) of both runs on the items both have verdicts for."""
+    from vlx.judging import judge_names, read_verdicts
+
+    if not judge_names(a["dir"]) and not judge_names(b["dir"]):
+        return {}
+    try:
+        va, vb = read_verdicts(a["dir"], judge), read_verdicts(b["dir"], judge)
+    except ConfigError as err:  # one run judged, or several judges and none named
+        notes.append(f"judge scores not compared: {err} (name the judge with judge=<name>)")
+        return {}
+    out: dict[str, Any] = {}
+    keep = np.asarray([va.get(i) is not None and vb.get(i) is not None for i in ids])
+    if not keep.any():
+        return out
+    sa = np.asarray([va.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
+    sb = np.asarray([vb.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
+    right = {k: np.asarray([is_correct(r["rows"][i]) for i in ids]) for k, r in (("a", a), ("b", b))}
+    from vlx.metrics.bootstrap import weighted_mean
+
+    for prefix, ma, mb in (("", keep & right["a"], keep & right["b"]), ("all_", keep, keep)):
+        ones = np.ones((1, len(ids)))
+        result = paired(
+            _point(weighted_mean(ones * ma, sa)),
+            _point(weighted_mean(ones * mb, sb)),
+            weighted_mean(counts * ma, sa),
+            weighted_mean(counts * mb, sb),
+            level,
+            int(keep.sum()),
+        )
+        if result is not None:
+            out[prefix + "judge_score"] = result
+    return out
+
+
+def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str | None = None) -> dict[str, Any]:
+    """comparison.json's content for baseline run_a and run_b (differences are b - a); `judge` names the judge whose
+    verdicts are compared where a run has several."""
+    a, b = _load(run_a), _load(run_b)
+    check_comparable(a, b)
+    ids = sorted(set(a["rows"]) & set(b["rows"]))
+    if not ids:
+        raise ConfigError(f"{run_a} and {run_b} share no item id: nothing to compare")
+    resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
+    draws = _draws(len(ids), resamples, seed)
+    counts = _counts(draws, len(ids))
+    lab = [i for i in ids if a["rows"][i].get("gold") is not None]
+    metrics, test = _classification(lab, a, b, draws if len(lab) == len(ids) else _draws(len(lab), resamples, seed),
+                                    level)  # fmt: skip
+    metrics.update(_explanations(ids, a, b, counts, level))
+    notes: list[str] = []
+    metrics.update(_judge(ids, a, b, counts, level, judge, notes))
+    return {"a": str(run_a), "b": str(run_b), "task": a["metrics"].get("task"), "split": a["metrics"].get("split"),
+            "n_a": len(a["rows"]), "n_b": len(b["rows"]), "n_shared": len(ids),
+            "protocol": a["metrics"].get("protocol"), "resamples": resamples, "level": level, "seed": seed,
+            "method": "paired percentile bootstrap over the shared items (the same resamples score both runs); "
+                      "p: two-sided, bootstrap distribution of B - A centred on the observed difference",
+            "metrics": metrics, "mcnemar": test, "notes": notes}  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """comparison.md: one row per metric."""
+    pct = f"{result['level']:.0%}"
+    lines = [f"# {result['b']} vs {result['a']} (baseline)", "",
+             f"{result['task']} {result['split'] or ''}: {result['n_shared']} shared items ({result['n_a']} in A, "
+             f"{result['n_b']} in B); {result['resamples']} paired bootstrap resamples, seed {result['seed']}.", "",
+             f"| metric | A | B | B - A | {pct} CI | p |", "|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    for key, m in result["metrics"].items():
+        ci = f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]" if m["ci"] else ""
+        p = f"{m['p_value']:.4f}" if m["p_value"] is not None else ""
+        lines.append(f"| {key} | {m['a']:.4f} | {m['b']:.4f} | {m['difference']:+.4f} | {ci} | {p} |")
+    if result["mcnemar"]:
+        t = result["mcnemar"]
+        lines += ["", f"McNemar's exact test (accuracy): {t['only_a_right']} items only A gets right, "
+                  f"{t['only_b_right']} only B; p = {t['p_value']:.4g}."]  # fmt: skip
+    lines += [f"- {note}" for note in result.get("notes", [])]
+    if result["metrics"].keys() & set(LOWER_IS_BETTER):
+        lines += ["", f"Lower is better for {', '.join(k for k in LOWER_IS_BETTER if k in result['metrics'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """comparison.png: each metric's difference B - A with its interval, one row per metric."""
+    rows = [(k, m) for k, m in result["metrics"].items() if m["ci"]]
+    if not rows:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 0.9 + 0.32 * len(rows)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    diffs = np.asarray([m["difference"] for _, m in rows])
+    low = diffs - np.asarray([m["ci"][0] for _, m in rows])
+    high = np.asarray([m["ci"][1] for _, m in rows]) - diffs
+    colors = ["#c44e52" if m["p_value"] is not None and m["p_value"] < 1 - result["level"] else "#4c72b0"
+              for _, m in rows]  # fmt: skip
+    for row, diff, lo, hi, color in zip(y, diffs, low, high, colors, strict=True):  # errorbar takes one colour
+        ax.errorbar(diff, row, xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_yticks(y, labels=[k for k, _ in rows], fontsize=8)
+    ax.set_xlabel(f"B - A ({result['level']:.0%} paired bootstrap interval; red: p < {1 - result['level']:.2g})")
+    ax.set_title(f"{Path(result['b']).name} vs {Path(result['a']).name}", fontsize=9)
+    fig.savefig(path, format="png", dpi=110)
+    return path
+
+
+def write(result: dict[str, Any], out: Path, stem: str = "comparison") -> tuple[Path, Path, Path | None]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{stem}.json", result)
+    (out / f"{stem}.md").write_text(markdown(result))
+    return out / f"{stem}.json", out / f"{stem}.md", plot(result, out / f"{stem}.png")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    runs = [Path(r) for r in (cfg.runs or [])]
+    if len(runs) != 2:
+        raise ConfigError(f"stage=compare needs two runs, runs=[<baseline A>,<run B>]; got {len(runs)}")
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    from vlx.stages.evaluation import check_settings
+
+    check_settings(settings)
+    out = run_dir(cfg)
+    result = compare_runs(runs[0], runs[1], settings, judge=cfg.get("judge"))
+    json_path, md_path, png = write(result, out)
+    log.info("comparison of %d shared items -> %s\n%s", result["n_shared"], json_path, md_path.read_text())
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    with tracking(logger_cfg, resolved_config(cfg), name=f"compare-{out.name}") as tracker:
+        columns = ["metric", "a", "b", "difference", "ci_low", "ci_high", "p_value", "n"]
+        tracker.log_table(
+            "comparison",
+            columns,
+            [
+                [k, m["a"], m["b"], m["difference"], *(m["ci"] or [None, None]), m["p_value"], m["n"]]
+                for k, m in result["metrics"].items()
+            ],
+        )
+        if png is not None:
+            tracker.log_image("comparison_plot", png)
+    flat = {f"{k}_difference": m["difference"] for k, m in result["metrics"].items()}
+    return {"n_shared": result["n_shared"], **flat}
