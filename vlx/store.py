@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +129,19 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequenc
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def run_predictions(run_dir: Path, doing: str) -> list[dict[str, Any]]:
+    """A run directory's prediction rows, one per id, for a stage that reads them (`doing`: "score", "judge").
+
+    Raises:
+        ConfigError: the directory has no predictions.jsonl, or an empty one.
+    """
+    store = PredictionStore(Path(run_dir) / "predictions.jsonl")
+    if not store.path.is_file():
+        raise ConfigError(f"run={str(run_dir)!r}: no predictions.jsonl there ({store.path} not found); to {doing} "
+                          "a run, pass the directory stage=infer wrote (`run=<run dir>`)")  # fmt: skip
+    rows = unique_rows(store.rows(), store.path)
+    if not rows:
+        raise ConfigError(f"{store.path} is empty: nothing to {doing}")
+    return rows

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
-from vlx.store import PredictionStore, unique_rows
+from vlx.store import PredictionStore, run_predictions
 from vlx.tasks.answers import is_correct
 from vlx.tracking import tracking
 
@@ -44,10 +44,7 @@ def _load(run: Path) -> dict[str, Any]:
     if not (run / "metrics.json").is_file():
         raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
     metrics = read_json(run / "metrics.json", "written by stage=eval")
-    store = PredictionStore(run / "predictions.jsonl")
-    if not store.path.is_file():
-        raise ConfigError(f"{store.path} not found: compare directories written by stage=infer")
-    rows = {str(r["id"]): r for r in unique_rows(store.rows(), store.path)}
+    rows = {str(r["id"]): r for r in run_predictions(run, "compare")}
     items_path = run / "explanation_items.jsonl"
     items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
     return {"dir": run, "metrics": metrics, "rows": rows, "items": items}

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from vlx.errors import ConfigError
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
-from vlx.store import PredictionStore, unique_rows
+from vlx.store import PredictionStore, run_predictions
 from vlx.tasks.answers import is_correct
 from vlx.tasks.references import id_key, read_references
 from vlx.tracking import Tracker, tracking
@@ -117,11 +117,7 @@ def evaluate(
     from vlx.metrics.classification import classification_metrics, open_answer_metrics, plot_confusion_matrix
 
     store = PredictionStore(run_dir / "predictions.jsonl")
-    if not store.path.is_file():
-        raise ConfigError(f"{store.path} not found: score a directory written by stage=infer (`run=<run dir>`)")
-    rows = unique_rows(store.rows(), store.path)
-    if not rows:
-        raise ConfigError(f"{store.path} is empty: nothing to score")
+    rows = run_predictions(run_dir, "score")
     labels, positive = tuple(info["labels"]), info.get("positive")
     boot = {"resamples": settings["resamples"], "level": settings["level"], "seed": settings["seed"]}
     metrics: dict[str, Any] = {"task": info["task"], "split": info.get("split"), "predictions": len(rows)}

@@ -57,7 +57,7 @@ from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
 from vlx.stages._common import build_quantization, read_json, resolved_config, write_json
-from vlx.store import PredictionStore, unique_rows
+from vlx.store import PredictionStore, run_predictions, unique_rows
 from vlx.tasks import Task
 from vlx.tasks._base import image_problems
 from vlx.tasks.answers import is_correct
@@ -159,11 +159,7 @@ def read_predictions(run_path: Path) -> tuple[list[dict[str, Any]], dict[str, An
         ConfigError: no predictions.jsonl, an empty one, or not one explanation in it.
     """
     store = PredictionStore(run_path / "predictions.jsonl")
-    if not store.path.is_file():
-        raise ConfigError(f"run={str(run_path)!r}: no predictions.jsonl there; pass the directory of an infer run")
-    rows = unique_rows(store.rows(), store.path)
-    if not rows:
-        raise ConfigError(f"{store.path} is empty: nothing to judge")
+    rows = run_predictions(run_path, "judge")
     if not any(str(r.get("explanation") or "").strip() for r in rows):
         raise ConfigError(
             f"{store.path}: none of its {len(rows)} predictions has an explanation, so there is nothing to judge "
