@@ -129,6 +129,8 @@ def test_explanation_differences_are_the_metrics_of_the_shared_items(two_runs):
     assert metrics["all_cider"]["b"] == pytest.approx(every_b["cider"], abs=1e-9)
     # run B scored on all its items is the same as on the shared ones (it has no others)
     assert metrics["all_bleu4"]["b"] == pytest.approx(two_runs["mb"]["all_bleu4"], abs=1e-12)
+    for key in ("evil_global_no_spice", "all_evil_global_no_spice", "evil_avg_all_no_spice"):  # accuracy x avg_all
+        assert metrics[key]["b"] == pytest.approx(two_runs["mb"][key], abs=1e-12), key
     for key in ("bleu4", "meteor", "cider", "bertscore_f1", "evil_avg_all_no_spice", "all_rouge_l"):
         m = metrics[key]
         assert m["ci"][0] <= m["difference"] <= m["ci"][1] and 0 < m["p_value"] <= 1, key

@@ -205,11 +205,17 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
     ones = np.ones((1, len(shared)), dtype=np.int32)
     meteor = open_meteor(len(shared))
     try:
-        for prefix in ("all_", "") if labelled else ("all_",):
+        rows = np.vstack([ones, weights])
+        for prefix in ("", "all_") if labelled else ("all_",):
             values = {}
             for k in ("a", "b"):
                 mask = right[k] if prefix == "" else np.ones(len(shared), dtype=bool)
-                values[k] = corpus(runs[k], np.vstack([ones * mask, weights * mask]), meteor)
+                values[k] = corpus(runs[k], rows * mask, meteor)
+                if labelled:  # e-ViL's global score: the draw's accuracy times its avg_all
+                    avg_all = next(key for key in values[k] if key.startswith("evil_avg_all"))
+                    values[k][avg_all.replace("avg_all", "global")] = (
+                        values[k][avg_all] * (rows @ right[k]) / rows.sum(1)
+                    )
             for key in values["a"]:
                 result = paired(_point(values["a"][key]), _point(values["b"][key]), values["a"][key][1:],
                                 values["b"][key][1:], level, len(shared))  # fmt: skip
