@@ -16,6 +16,8 @@ def test_the_wheel_holds_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {f"vlx/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
     assert configs <= names
+    # the review page's own files: it loads nothing from the internet
+    assert {f"vlx/review/static/{name}" for name in ("index.html", "app.js", "style.css")} <= names
     assert not any(name.startswith(("tests/", "scripts/", "conf/")) for name in names)
 
 

@@ -38,6 +38,7 @@ STAGES = {
     "prepare": "vlx.stages.prepare",
     "judge": "vlx.stages.judge",
     "compare": "vlx.stages.compare",
+    "review": "vlx.stages.review",
 }
 
 

@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -449,3 +450,29 @@ def coco_scores(
     finally:
         meteor.close()
     return {k: _value(values[k]) for k in COCO_KEYS}, notes
+
+
+def item_metrics(items: ExplanationItems) -> dict[str, np.ndarray]:
+    """Per-item scores on the protocol's scale (what a human rating is correlated with, what the review page sorts
+    by): sentence BLEU-4 (the corpus formula on the item alone), ROUGE-L, CIDEr (the scored items' document
+    frequencies), BERTScore F1 and SPICE where it ran. METEOR is left out: an item's score needs a METEOR process."""
+    out = {"bleu4": np.asarray([corpus_bleu4(row) for row in items.bleu], dtype=float), "rouge_l": items.rouge,
+           "cider": items.cider.item_scores(np.ones(items.n)), "bertscore_f1": items.bertscore}  # fmt: skip
+    if items.spice is not None:
+        out["spice"] = items.spice
+    return {k: np.asarray(v, dtype=float) * items.scale for k, v in out.items()}
+
+
+def run_item_metrics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """id -> `item_metrics` of a scored run, from the explanation_items.jsonl stage=eval wrote ({} without it)."""
+    from vlx.store import PredictionStore
+
+    path = Path(run_dir) / "explanation_items.jsonl"
+    if not path.is_file() or "protocol" not in metrics:
+        return {}
+    rows = PredictionStore(path).rows()
+    if not rows:
+        return {}
+    table = item_metrics(ExplanationItems.from_rows(metrics["protocol"], rows, bool(metrics.get("evil_spice"))))
+    return {str(r["id"]): {k: float(v[i]) for k, v in table.items() if math.isfinite(v[i])}
+            for i, r in enumerate(rows)}  # fmt: skip

@@ -36,11 +36,12 @@ log = logging.getLogger(__name__)
 HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "ece", "brier", "nll", "bleu4",
             "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_all", "evil_avg_all_no_spice",
             "evil_global", "evil_global_no_spice", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
-            "all_bertscore_f1", "judge_score", "all_judge_score")  # fmt: skip
+            "all_bertscore_f1", "judge_score", "all_judge_score", "human_score", "all_human_score")  # fmt: skip
 EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
 EVIL_ALL_REFERENCES = ("vqax",)
 ITEMS_FILE = "explanation_items.jsonl"
+RATINGS_FILE = "ratings.jsonl"  # vlx.ratings.RATINGS_FILE, named here so that eval imports it only when there
 
 
 def check_settings(settings: dict[str, Any]) -> None:
@@ -173,6 +174,8 @@ def evaluate(
             "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give HatReD's with "
             "task.references=<jsonl>)"
         )
+    if (run_dir / RATINGS_FILE).is_file():
+        metrics.update(_human(run_dir, rows, metrics, settings, notes))
     metrics["intervals"] = intervals_record(settings)
     metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
@@ -239,6 +242,26 @@ def _calibration(
     plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
                      title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
     return cal
+
+
+def _human(
+    run_dir: Path, rows: list[dict[str, Any]], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
+) -> dict[str, Any]:
+    """e-ViL's human score and agreement from the ratings stage=review collected."""
+    from vlx.judging import judge_names, read_verdicts
+    from vlx.metrics.text import run_item_metrics
+    from vlx.ratings import RatingStore, human_metrics
+
+    ratings = RatingStore(run_dir / RATINGS_FILE).latest()
+    judges = judge_names(run_dir)
+    judge = read_verdicts(run_dir, judges[0]) if len(judges) == 1 else None
+    out = human_metrics(ratings, {str(r["id"]): is_correct(r) for r in rows}, judge=judge,
+                        item_metrics=run_item_metrics(run_dir, metrics), resamples=settings["resamples"],
+                        level=settings["level"], seed=settings["seed"])  # fmt: skip
+    notes.append(f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "
+                 "e-ViL's S_E (mean of yes 1, weak yes 2/3, weak no 1/3, no 0 over the rated items whose label is "
+                 "right, raters averaged per item)")  # fmt: skip
+    return out
 
 
 def _judge_keys(path: Path) -> dict[str, Any]:

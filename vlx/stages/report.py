@@ -48,6 +48,7 @@ COLUMNS = [
     ("ECE", "ece"),
     ("Brier", "brier"),
     ("Judge S_E", "judge_score"),
+    ("Human S_E", "human_score"),
     ("Protocol", "protocol"),
     ("Unparsed", "unparsed_rate"),
     ("Status", "status"),

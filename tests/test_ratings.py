@@ -1,0 +1,108 @@
+"""Human ratings: the ratings file, the sample, e-ViL's human score, rater and judge agreement, eval's use of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import cohen_kappa_score
+
+from vlx.errors import DataError
+from vlx.ratings import RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
+
+
+def test_store_appends_and_the_last_rating_counts(tmp_path):
+    store = RatingStore(tmp_path / "ratings.jsonl")
+    store.add("a", "ana", "yes")
+    store.add("b", "ana", "weak no")
+    store.add("a", "ana", "no")  # changed her mind
+    store.add("a", " bo  b ", "weak yes")
+    assert store.latest() == {("ana", "a"): "no", ("ana", "b"): "weak no", ("bo b", "a"): "weak yes"}
+    assert [r["score"] for r in store.rows()] == [1.0, 1 / 3, 0.0, 2 / 3]
+    with open(store.path, "a") as f:
+        f.write('{"id": "c", "rater": "ana", "verd')  # a write cut by a kill
+    assert len(store.rows()) == 4
+    with pytest.raises(DataError, match="use one of yes, weak yes, weak no, no"):
+        store.add("a", "ana", "maybe")
+    with pytest.raises(DataError, match="needs a rater name"):
+        store.add("a", "  ", "yes")
+    store.path.write_text('{"id": "a", "rater": "ana", "verdict": "yes"}\nnot json\n{"id": "b"}\n')
+    with pytest.raises(DataError, match=r"ratings.jsonl:2: not a JSON line"):
+        store.rows()
+
+
+def test_sample_is_seeded_and_balanced():
+    rows = [{"id": f"i{k}", "gold": "entailment" if k < 70 else "neutral" if k < 95 else "contradiction"}
+            for k in range(100)]  # fmt: skip
+    sample = draw_sample(rows, 30, seed=1)
+    assert sample == draw_sample(rows, 30, seed=1) and sample != draw_sample(rows, 30, seed=2)
+    golds = [next(r["gold"] for r in rows if r["id"] == i) for i in sample]
+    # contradiction has only 5 items: all of them, the rest split evenly
+    assert golds.count("contradiction") == 5 and golds.count("neutral") in (12, 13) and len(set(sample)) == 30
+    assert sample == [r["id"] for r in rows if r["id"] in set(sample)]  # in the run's order
+    unbalanced = draw_sample(rows, 30, seed=1, balanced=False)
+    assert len(unbalanced) == 30 and draw_sample(rows, 500) == [r["id"] for r in rows]
+
+
+def test_kappas_equal_the_references():
+    rng = np.random.default_rng(0)
+    verdicts = ["yes", "weak yes", "weak no", "no"]
+    a = [verdicts[i] for i in rng.integers(0, 4, 80)]
+    b = [x if rng.random() < 0.6 else verdicts[rng.integers(0, 4)] for x in a]
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    # Fleiss (1971) as worked on Wikipedia's "Fleiss' kappa" page: 10 items, 14 raters, 5 categories -> 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1], [7, 7, 0, 0, 0],
+             [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]  # fmt: skip
+    assert fleiss_kappa(np.asarray(table)) == pytest.approx(0.20993, abs=1e-5)
+    assert fleiss_kappa(np.asarray([[2, 0], [1, 0]])) is None  # unequal numbers of raters
+
+
+def test_human_score_is_evils_s_e():
+    correct = {"a": True, "b": True, "c": False, "d": True, "e": True}
+    ratings = {("ana", "a"): "yes", ("ana", "b"): "weak no", ("ana", "c"): "no", ("bob", "a"): "weak yes",
+               ("bob", "b"): "weak no", ("bob", "c"): "yes", ("ana", "d"): "no"}  # fmt: skip
+    judge = {"a": 1.0, "b": 1 / 3, "c": 2 / 3, "d": 0.0, "e": 1.0}
+    metrics = {"a": {"rouge_l": 0.9}, "b": {"rouge_l": 0.4}, "c": {"rouge_l": 0.5}, "d": {"rouge_l": 0.1}}
+    out = human_metrics(ratings, correct, judge=judge, item_metrics=metrics, resamples=200)
+    item = {"a": (1 + 2 / 3) / 2, "b": 1 / 3, "c": 0.5, "d": 0.0}  # raters averaged per item
+    assert out["human_score"] == pytest.approx(np.mean([item["a"], item["b"], item["d"]]))  # correct items only
+    assert out["all_human_score"] == pytest.approx(np.mean(list(item.values())))
+    assert (out["human_n"], out["all_human_n"], out["human_raters"], out["human_ratings"]) == (3, 4, ["ana", "bob"], 7)
+    low, high = out["human_score_ci"]
+    assert low <= out["human_score"] <= high
+    assert out["human_kappa"]["method"] == "Cohen" and out["human_kappa"]["items"] == 3
+    assert out["human_kappa"]["value"] == pytest.approx(cohen_kappa_score(["yes", "weak no", "no"],
+                                                                          ["weak yes", "weak no", "yes"]))  # fmt: skip
+    rho = spearmanr([0.9, 0.4, 0.5, 0.1], [item[i] for i in "abcd"]).statistic
+    assert out["human_metric_spearman"]["rouge_l"]["rho"] == pytest.approx(rho)
+    judge_rho = spearmanr([1.0, 1 / 3, 2 / 3, 0.0], [item[i] for i in "abcd"]).statistic
+    assert out["human_judge_spearman"]["rho"] == pytest.approx(judge_rho)
+    ana = cohen_kappa_score(["yes", "weak no", "weak yes", "no"], ["yes", "weak no", "no", "no"])
+    bob = cohen_kappa_score(["yes", "weak no", "weak yes"], ["weak yes", "weak no", "yes"])
+    assert out["human_judge_kappa"]["value"] == pytest.approx((ana + bob) / 2)
+    with pytest.raises(DataError, match="does not have"):
+        human_metrics({("ana", "zz"): "yes"}, correct)
+
+
+def test_eval_reads_the_ratings(make_cfg, tmp_path):
+    """stage=eval adds the human score of <run>/ratings.jsonl, and correlations with the automatic metrics."""
+    from test_compare import run_rows
+
+    from vlx.__main__ import run_stage
+
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = run_rows(0.7, 0.5, seed=3)
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = RatingStore(run / "ratings.jsonl")
+    for k, r in enumerate(rows[:20]):
+        store.add(r["id"], "ana", ["yes", "weak yes", "weak no", "no"][k % 4])
+    run_stage(make_cfg("stage=eval", f"run={run}", "task=esnli", "eval.resamples=50", run_dir=run / "eval"))
+    saved = json.loads((run / "metrics.json").read_text())
+    right = [k for k, r in enumerate(rows[:20]) if r["pred"] == r["gold"]]
+    assert saved["human_score"] == pytest.approx(np.mean([[1, 2 / 3, 1 / 3, 0][k % 4] for k in right]))
+    assert saved["all_human_n"] == 20 and saved["human_raters"] == ["ana"]
+    assert {"bleu4", "rouge_l", "cider", "bertscore_f1"} <= saved["human_metric_spearman"].keys()
+    assert saved["human_metric_spearman"]["rouge_l"]["n"] == 20

@@ -1,0 +1,217 @@
+"""stage=review: the page's server (Starlette's test client) and the page itself in Debian's Chromium (Playwright) on a
+run made by the tiny models."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import lines, start_vlx, wait_for
+
+from vlx.review import data as review_data
+from vlx.review.app import create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """12 shapes items through tiny LLaVA with label scores, scored, plus a judge's verdicts."""
+    from conftest import compose_config
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vlx.__main__ import run_stage
+
+    root = tmp_path_factory.mktemp("review")
+    run = root / "run"
+    run_stage(compose_config("model=tiny_llava", "task=shapes", "task.limit=12", "decode=score_then_explain",
+                             "generation.max_new_tokens=12", "eval_after_infer=true", "eval.resamples=20",
+                             run_dir=run))  # fmt: skip
+    GlobalHydra.instance().clear()
+    rows = lines(run / "predictions.jsonl")
+    judge = run / "judgements" / "tiny_llava"
+    judge.mkdir(parents=True)
+    verdict = {"verdict": "weak yes", "score": 2 / 3, "judge": "tiny_llava", "raw": "Weak yes."}
+    (judge / "verdicts.jsonl").write_text("".join(json.dumps({"id": r["id"], **verdict}) + "\n" for r in rows))
+    return run, rows
+
+
+@pytest.fixture
+def client(tiny_run, tmp_path):
+    from starlette.testclient import TestClient
+
+    run, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return TestClient(create_app(review_data.load(copy))), copy
+
+
+def test_run_and_items_api(client, tiny_run):
+    api, run = client
+    _, rows = tiny_run
+    info = api.get("/api/run").json()
+    assert info["items"] == 12 and info["task"] == "shapes" and info["labels"] == ["entailment", "contradiction",
+                                                                                     "neutral"]  # fmt: skip
+    assert info["confusion_matrix"]["cols"][-1] == "unparsed" and info["has_scores"] and info["judged"]
+    assert {"bleu4", "rouge_l", "cider", "bertscore_f1"} <= set(info["item_metrics"])
+    page = api.get("/api/items", params={"limit": 5}).json()
+    assert page["total"] == 12 and [i["id"] for i in page["items"]] == [r["id"] for r in rows[:5]]
+    first = page["items"][0]
+    assert first["image"] == "image/0" and first["judge"]["verdict"] == "weak yes" and first["scores"]
+    wrong = api.get("/api/items", params={"wrong": "1", "limit": 50}).json()
+    assert wrong["total"] == sum(r["pred"] != r["gold"] for r in rows) and all(not i["correct"] for i in wrong["items"])
+    gold = rows[0]["gold"]
+    assert api.get("/api/items", params={"gold": gold}).json()["total"] == sum(r["gold"] == gold for r in rows)
+    by_rouge = api.get("/api/items", params={"sort": "rouge_l", "order": "desc", "limit": 50}).json()["items"]
+    values = [i["metrics"]["rouge_l"] for i in by_rouge]
+    assert values == sorted(values, reverse=True)
+    assert api.get("/image/0").headers["content-type"] == "image/png"
+
+
+def test_rating_is_saved_and_filters_follow_it(client):
+    api, run = client
+    ids = [i["id"] for i in api.get("/api/items").json()["items"]]
+    answer = api.post("/api/rate", json={"id": ids[2], "rater": "ana", "verdict": "weak no"})
+    assert answer.status_code == 200 and answer.json()["score"] == pytest.approx(1 / 3)
+    api.post("/api/rate", json={"id": ids[2], "rater": "ana", "verdict": "yes"})  # changed: the last one counts
+    rows = lines(run / "ratings.jsonl")
+    assert [(r["id"], r["rater"], r["verdict"]) for r in rows] == [(ids[2], "ana", "weak no"), (ids[2], "ana", "yes")]
+    rated = api.get("/api/items", params={"rater": "ana", "rated": "yes"}).json()
+    assert [i["id"] for i in rated["items"]] == [ids[2]] and rated["items"][0]["rating"] == "yes"
+    assert api.get("/api/items", params={"rater": "ana", "rated": "no"}).json()["total"] == 11
+    assert api.get("/api/items", params={"rater": "bob", "rated": "no"}).json()["total"] == 12
+    assert api.get("/api/run").json()["raters"] == ["ana"]
+
+
+def test_writes_from_elsewhere_and_bad_ratings_are_refused(client):
+    api, run = client
+    item = api.get("/api/items").json()["items"][0]["id"]
+    body = {"id": item, "rater": "ana", "verdict": "yes"}
+    assert api.post("/api/rate", json=body, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert api.post("/api/rate", json=body, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert api.post("/api/rate", content=json.dumps(body), headers={"Content-Type": "text/plain"}).status_code == 415
+    assert api.post("/api/rate", json={**body, "verdict": "maybe"}).status_code == 400
+    assert api.post("/api/rate", json={**body, "id": "nope"}).status_code == 404
+    assert not (run / "ratings.jsonl").exists()  # none of them wrote anything
+
+
+@pytest.mark.parametrize("url", ["/static/../../../../etc/passwd", "/static/..%2f..%2f..%2fetc%2fpasswd",
+                                 "/static/%2e%2e/%2e%2e/pyproject.toml", "/image/-1", "/image/12", "/image/..%2f0",
+                                 "/files/predictions.jsonl", "/files/..%2fmetrics.json", "/files/%2fetc%2fpasswd",
+                                 "/../../etc/passwd"])  # fmt: skip
+def test_no_url_reaches_other_files(client, url):
+    api, _ = client
+    answer = api.get(url)
+    assert answer.status_code == 404 and b"root:" not in answer.content
+
+
+def test_sample_is_kept_across_restarts(tiny_run, tmp_path):
+    run, rows = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    first = review_data.load(copy, sample=6, seed=3)
+    assert len(first.sample) == 6 and json.loads((copy / "review_sample.json").read_text())["ids"] == first.sample
+    assert review_data.load(copy, sample=6, seed=3).sample == first.sample
+    assert review_data.load(copy, sample=6, seed=4).sample != first.sample or len(rows) <= 6
+
+
+def _url(log: Path) -> str | None:
+    match = re.search(r"vlx review: (http://\S+/)", log.read_text()) if log.is_file() else None
+    return match.group(1) if match else None
+
+
+def _serve(run: Path, log: Path, port: int = 0):
+    proc = start_vlx("stage=review", f"run={run}", f"review.port={port}", f"hydra.run.dir={log.parent / log.stem}",
+                     log=log)  # fmt: skip
+    wait_for(lambda: _url(log) is not None, proc, timeout=120)
+    return proc, _url(log)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
+    """The page in Chromium: filter, rate five items with the keyboard, reload, kill the server mid-way and start
+    it again: every rating is kept; a path-traversal URL is refused."""
+    from playwright.sync_api import sync_playwright
+
+    run, rows = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    proc, url = _serve(copy, tmp_path / "serve1.log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.wait_for_selector(".card")
+            wrong = sum(r["pred"] != r["gold"] for r in rows)
+            page.check("#f-wrong")
+            page.wait_for_function(f"document.querySelector('#count').textContent.startsWith('{wrong} items')")
+            assert page.locator("#list li").count() == wrong
+            page.uncheck("#f-wrong")
+            page.wait_for_function("document.querySelector('#count').textContent.startsWith('12 items')")
+            page.fill("#rater", "ana")
+            page.locator("#rater").dispatch_event("change")
+            page.locator(".text").click()  # focus leaves the name field; keys now rate
+            for key in "12341":
+                page.keyboard.press(key)
+                page.wait_for_function("document.querySelector('#status').textContent.includes('saved')")
+            wait_for(lambda: len(lines(copy / "ratings.jsonl")) == 5, timeout=20)
+            got = [(r["id"], r["verdict"]) for r in lines(copy / "ratings.jsonl")]
+            want = list(zip([r["id"] for r in rows[:5]], ["yes", "weak yes", "weak no", "no", "yes"], strict=True))
+            assert got == want
+            page.screenshot(path=str(tmp_path / "review.png"))
+            page.reload()
+            page.wait_for_selector(".card")
+            page.wait_for_function("document.querySelector('#progress-text').textContent.includes('5 of 12')")
+            assert page.locator("#list li .dot.yes").count() == 2 and page.locator("#list li .dot.no").count() == 1
+
+            proc.send_signal(signal.SIGKILL)  # the server dies mid-session
+            proc.wait(timeout=30)
+            # the same address again: the page's origin, and so the rater name it keeps, stay the same
+            proc, url = _serve(copy, tmp_path / "serve2.log", port=int(url.rstrip("/").rsplit(":", 1)[1]))
+            page.goto(url)
+            page.wait_for_function("document.querySelector('#progress-text').textContent.includes('5 of 12')")
+            page.locator("#list li").nth(6).click()
+            page.keyboard.press("4")
+            page.wait_for_function("document.querySelector('#progress-text').textContent.includes('6 of 12')")
+            browser.close()
+        assert len(lines(copy / "ratings.jsonl")) == 6 and lines(copy / "ratings.jsonl")[-1]["id"] == rows[6]["id"]
+        for bad in ("static/..%2f..%2f..%2fetc%2fpasswd", "image/..%2f..%2fpredictions.jsonl", "files/ratings.jsonl"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(url + bad, timeout=10)
+            assert err.value.code == 404
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_mistakes_are_named(make_cfg, tiny_run, tmp_path):
+    from vlx.__main__ import run_stage
+    from vlx.errors import ConfigError
+    from vlx.stages.review import bind
+
+    with pytest.raises(ConfigError, match="needs run=<run dir>"):
+        run_stage(make_cfg("stage=review"))
+    with pytest.raises(ConfigError, match="no predictions.jsonl there"):
+        run_stage(make_cfg("stage=review", f"run={tmp_path}"))
+    with pytest.raises(ConfigError, match="review.sample=0"):
+        review_data.load(tiny_run[0], sample=0)
+    with pytest.raises(ConfigError, match="review.port=-3"):
+        bind("127.0.0.1", -3)
+    taken = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError, match="cannot listen there"):
+            bind("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()

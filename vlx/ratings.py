@@ -1,0 +1,222 @@
+"""Human ratings of explanations on e-ViL's scale: the ratings file, the sample to rate, and the human scores.
+
+`<run>/ratings.jsonl` holds one row per rating given (`id`, `rater`, `verdict`, `score`, `time`), appended and
+fsynced as each is given (`stage=review`), so a killed server or a closed tab loses nothing. A rater may change a
+rating: the last row of a (rater, id) pair counts.
+
+e-ViL's human score S_E (Kayser et al. 2021) is the mean item score (yes 1, weak yes 2/3, weak no 1/3, no 0) over
+the rated items whose label was predicted correctly; an item rated by several raters counts with the mean of their
+scores. `all_human_score` covers every rated item. Agreement between raters: Cohen's kappa for two, Fleiss' kappa
+for any number (both on the four answers as categories); between the judge (`stage=judge`) and the humans: Cohen's
+kappa of the judge's verdict and each rater's, and the Spearman correlation of the judge's item score with the mean
+human score. Every automatic per-item metric gets its Spearman correlation with the mean human score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlx.errors import DataError
+from vlx.judging import VERDICT_SCORES, VERDICTS
+
+RATINGS_FILE = "ratings.jsonl"
+
+
+class RatingStore:
+    """<run>/ratings.jsonl: append-only, one fsynced line per rating.
+
+    Args:
+        path: the file (created on the first rating).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def add(self, item_id: str, rater: str, verdict: str) -> dict[str, Any]:
+        """Appends one rating and returns its row; a verdict outside e-ViL's four is a DataError."""
+        if verdict not in VERDICT_SCORES:
+            raise DataError(f"rating {verdict!r} for item {item_id}: use one of {', '.join(VERDICTS)}")
+        rater = " ".join(str(rater).split())
+        if not rater:
+            raise DataError("a rating needs a rater name")
+        row = {"id": str(item_id), "rater": rater, "verdict": verdict, "score": VERDICT_SCORES[verdict],
+               "time": round(time.time(), 3)}  # fmt: skip
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # the rating is on disk before the page hears it was saved
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every rating row, in the order given; a last line cut by a kill is left out, any other bad line is a
+        DataError naming its line."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == len(lines):  # the unterminated last line of a killed write
+                    continue
+                raise DataError(f"{self.path}:{number}: not a JSON line ({err.msg}); fix or delete that line") from err
+            if row.get("verdict") not in VERDICT_SCORES or not row.get("id") or not row.get("rater"):
+                raise DataError(f"{self.path}:{number}: a rating needs id, rater and one of {', '.join(VERDICTS)}")
+            rows.append(row)
+        return rows
+
+    def latest(self) -> dict[tuple[str, str], str]:
+        """(rater, id) -> the verdict that counts (the last one given)."""
+        return {(r["rater"], str(r["id"])): r["verdict"] for r in self.rows()}
+
+
+def draw_sample(rows: Sequence[Mapping[str, Any]], size: int, seed: int = 0, balanced: bool = True) -> list[str]:
+    """The ids of a seeded sample of `size` items; balanced: as equal a share of each gold label as the data allow
+    (e-ViL rated a sample of each model's answers). Returned in the run's order."""
+    ids = [str(r["id"]) for r in rows]
+    if size >= len(ids):
+        return ids
+    rng = np.random.default_rng(seed)
+    if not balanced:
+        chosen = set(rng.choice(len(ids), size=size, replace=False).tolist())
+        return [i for k, i in enumerate(ids) if k in chosen]
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for k, r in enumerate(rows):
+        by_label[str(r.get("gold"))].append(k)
+    pools = {label: list(rng.permutation(ks)) for label, ks in sorted(by_label.items())}
+    chosen: set[int] = set()
+    while len(chosen) < size:  # one from each label in turn: labels with fewer items run out first
+        for label in sorted(pools):
+            if pools[label] and len(chosen) < size:
+                chosen.add(int(pools[label].pop()))
+    return [i for k, i in enumerate(ids) if k in chosen]
+
+
+def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
+    """Cohen's kappa of two raters' categories on the same items; None for no items, 1 when both only ever used
+    one and the same category."""
+    if not a:
+        return None
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    ca, cb = Counter(a), Counter(b)
+    expected = sum(ca[c] * cb[c] for c in set(ca) | set(cb)) / n**2
+    if expected == 1:
+        return 1.0 if observed == 1 else None
+    return (observed - expected) / (1 - expected)
+
+
+def fleiss_kappa(counts: np.ndarray) -> float | None:
+    """Fleiss' kappa of a (items, categories) table of how many raters chose each category, every item rated by the
+    same number (>= 2) of raters."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or not len(counts):
+        return None
+    raters = counts.sum(axis=1)
+    if raters.min() < 2 or raters.min() != raters.max():
+        return None
+    n, m = counts.shape[0], raters[0]
+    p_item = ((counts * (counts - 1)).sum(axis=1)) / (m * (m - 1))
+    p_cat = counts.sum(axis=0) / (n * m)
+    p_bar, p_e = p_item.mean(), (p_cat**2).sum()
+    if p_e == 1:
+        return 1.0 if p_bar == 1 else None
+    return float((p_bar - p_e) / (1 - p_e))
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, Any] | None:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    result = spearmanr(x, y)
+    return {"rho": float(result.statistic), "p_value": float(result.pvalue), "n": len(x)}
+
+
+def human_metrics(
+    ratings: Mapping[tuple[str, str], str],
+    correct: Mapping[str, bool],
+    *,
+    judge: Mapping[str, float | None] | None = None,
+    item_metrics: Mapping[str, Mapping[str, float]] | None = None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The human scores of metrics.json.
+
+    Args:
+        ratings: (rater, id) -> verdict (`RatingStore.latest`).
+        correct: id -> whether the item's label was predicted correctly, for the items of the run.
+        judge: id -> the judge's item score (`judging.read_verdicts`), where the run was judged.
+        item_metrics: id -> {metric: per-item value} (ROUGE-L, BERTScore, ...), for the correlations.
+        resamples, level, seed: the bootstrap of the score intervals (over rated items).
+
+    Returns:
+        human_score (S_E) and human_score_ci, all_human_score and its ci, human_n, all_human_n, human_raters,
+        human_ratings, human_kappa (Cohen's for two raters, Fleiss' on the items every rater rated),
+        human_judge_kappa, human_judge_spearman and human_metric_spearman ({metric: {rho, p_value, n}}).
+    """
+    from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted_mean
+
+    unknown = sorted({i for _, i in ratings} - set(correct))
+    if unknown:
+        raise DataError(f"ratings name items the run does not have ({', '.join(unknown[:5])}): ratings.jsonl "
+                        "belongs to another run, or the predictions changed")  # fmt: skip
+    by_item: dict[str, dict[str, str]] = defaultdict(dict)
+    for (rater, item), verdict in ratings.items():
+        by_item[item][rater] = verdict
+    ids = sorted(by_item)
+    raters = sorted({r for r, _ in ratings})
+    mean = np.asarray([np.mean([VERDICT_SCORES[v] for v in by_item[i].values()]) for i in ids], dtype=float)
+    right = np.asarray([bool(correct[i]) for i in ids], dtype=bool)
+    out: dict[str, Any] = {"human_raters": raters, "human_ratings": len(ratings)}
+    draws = resample_counts(len(ids), resamples, seed) if ids else np.zeros((0, 0))
+    for prefix, mask in (("", right), ("all_", np.ones(len(ids), dtype=bool))):
+        out[f"{prefix}human_n"] = int(mask.sum())
+        out[f"{prefix}human_score"] = float(mean[mask].mean()) if mask.any() else None
+        out[f"{prefix}human_score_ci"] = (percentile_interval(weighted_mean(draws * mask, mean), level)
+                                          if mask.any() and resamples else None)  # fmt: skip
+    both = [i for i in ids if len(by_item[i]) == len(raters)]
+    if len(raters) == 2:
+        out["human_kappa"] = {"method": "Cohen", "items": len(both),
+                              "value": cohen_kappa([by_item[i][raters[0]] for i in both],
+                                                   [by_item[i][raters[1]] for i in both])}  # fmt: skip
+    elif len(raters) > 2:
+        table = np.asarray([[sum(v == c for v in by_item[i].values()) for c in VERDICTS] for i in both])
+        out["human_kappa"] = {"method": "Fleiss", "items": len(both), "value": fleiss_kappa(table)}
+    if judge:
+        judged = [i for i in ids if judge.get(i) is not None]
+        to_verdict = {s: v for v, s in VERDICT_SCORES.items()}
+        kappas = [cohen_kappa([to_verdict[judge[i]] for i in judged if r in by_item[i]],
+                              [by_item[i][r] for i in judged if r in by_item[i]]) for r in raters]  # fmt: skip
+        kappas = [k for k in kappas if k is not None]
+        out["human_judge_kappa"] = {"method": "Cohen, judge against each rater, averaged", "items": len(judged),
+                                    "value": float(np.mean(kappas)) if kappas else None}  # fmt: skip
+        index = {i: k for k, i in enumerate(ids)}
+        out["human_judge_spearman"] = _spearman([float(judge[i]) for i in judged], [mean[index[i]] for i in judged])
+    if item_metrics:
+        index = {i: k for k, i in enumerate(ids)}
+        names = sorted({name for i in ids for name in item_metrics.get(i, {})})
+        out["human_metric_spearman"] = {}
+        for name in names:
+            have = [i for i in ids if _finite(item_metrics.get(i, {}).get(name))]
+            out["human_metric_spearman"][name] = _spearman([float(item_metrics[i][name]) for i in have],
+                                                           [mean[index[i]] for i in have])  # fmt: skip
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

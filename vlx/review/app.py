@@ -1,0 +1,201 @@
+"""The review page's server: a Starlette app over one run directory.
+
+Routes (all JSON but the page itself, its static files and images):
+
+- `GET /`: the page; `GET /static/<file>`: its script and style, from this package (nothing from the internet).
+- `GET /api/run`: what the run is (task, model, labels, headline metrics, confusion matrix, the sample, raters).
+- `GET /api/items`: one page of items, filtered and sorted on the server (a 15,000-item run stays fast):
+  `wrong`, `unparsed`, `gold`, `pred`, `rated` (yes | no, for `rater`), `sample`, `sort` (a per-item metric or
+  `confidence`), `order`, `offset`, `limit`.
+- `GET /image/<n>`: the image of the run's n-th item. Images are addressed by item, never by path, so no URL can
+  reach a file that is not an image of the run.
+- `GET /files/<name>`: the run's plots (confusion matrix, reliability diagram), by an allow-list of names.
+- `POST /api/rate`: `{"id", "rater", "verdict"}` appended to `<run>/ratings.jsonl` and fsynced before the answer.
+  Refused (403) when the request comes from another origin, and (415) when it is not JSON, so no other page the
+  browser has open can rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from vlx.errors import DataError
+from vlx.judging import VERDICTS
+from vlx.ratings import RATINGS_FILE, RatingStore
+
+STATIC = Path(__file__).parent / "static"
+RUN_FILES = ("confusion_matrix.png", "reliability.png")
+# the fields of an item the page shows (the rest of a prediction row stays on the server)
+ITEM_FIELDS = ("id", "text", "gold", "pred", "explanation", "raw", "refs", "scores", "answers")
+
+
+@dataclass
+class ReviewData:
+    """Everything the page reads, loaded once when the server starts.
+
+    Attributes:
+        run_dir: the run directory.
+        rows: the prediction rows, in the run's order.
+        images: item index -> the image file (resolved; None where it is missing).
+        metrics: metrics.json (or {}).
+        info: summary.json's run block (or {}).
+        item_metrics: id -> {metric: value} per item (ROUGE-L, BERTScore, ...).
+        judge: id -> {"verdict", "score", "judge"} where the run was judged.
+        sample: the ids to rate (every id when no sample was asked for).
+    """
+
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    images: list[Path | None]
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    item_metrics: dict[str, dict[str, float]]
+    judge: dict[str, dict[str, Any]]
+    sample: list[str]
+    store: RatingStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = RatingStore(self.run_dir / RATINGS_FILE)
+        self.index = {str(r["id"]): k for k, r in enumerate(self.rows)}
+        self.in_sample = set(self.sample)
+
+
+def _matches(data: ReviewData, k: int, query: Mapping[str, str], rated: Mapping[str, str]) -> bool:
+    row = data.rows[k]
+    item = str(row["id"])
+    if query.get("sample") == "1" and item not in data.in_sample:
+        return False
+    if query.get("wrong") == "1" and (row.get("gold") is None or row.get("pred") == row.get("gold")):
+        return False
+    if query.get("unparsed") == "1" and row.get("pred") is not None:
+        return False
+    if query.get("gold") and str(row.get("gold")) != query["gold"]:
+        return False
+    if query.get("pred") and str(row.get("pred")) != query["pred"]:
+        return False
+    if query.get("rated") == "yes" and item not in rated:
+        return False
+    return not (query.get("rated") == "no" and item in rated)
+
+
+def _sort_key(data: ReviewData, metric: str) -> Any:
+    def key(k: int) -> float:
+        row = data.rows[k]
+        if metric == "confidence":
+            scores = row.get("scores") or {}
+            value = max(scores.values()) if scores else None
+        else:
+            value = data.item_metrics.get(str(row["id"]), {}).get(metric)
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+
+    return key
+
+
+def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, Any]:
+    """One item as the page shows it."""
+    row = data.rows[k]
+    item = str(row["id"])
+    view = {key: row.get(key) for key in ITEM_FIELDS}
+    view.update({"index": k, "image": f"image/{k}" if data.images[k] is not None else None,
+                 "image_name": Path(str(row.get("image") or "")).name, "metrics": data.item_metrics.get(item, {}),
+                 "judge": data.judge.get(item), "rating": rated.get(item), "in_sample": item in data.in_sample,
+                 "correct": row.get("gold") is not None and row.get("pred") == row.get("gold")})  # fmt: skip
+    return view
+
+
+def create_app(data: ReviewData) -> Starlette:
+    """The Starlette app serving `data`."""
+
+    def ratings_of(rater: str) -> dict[str, str]:
+        return {item: verdict for (who, item), verdict in data.store.latest().items() if who == rater}
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def run_info(request: Request) -> Response:
+        metrics = data.metrics
+        headline = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "auroc", "ece", "bleu4", "bertscore_f1",
+                    "judge_score", "human_score") if isinstance(metrics.get(k), (int, float))}  # fmt: skip
+        labels = list(data.info.get("labels") or metrics.get("confusion_matrix", {}).get("rows") or [])
+        raters = sorted({who for who, _ in data.store.latest()})
+        names = sorted({n for m in data.item_metrics.values() for n in m})
+        return JSONResponse({"run": str(data.run_dir), "task": data.info.get("task") or metrics.get("task"),
+                             "split": data.info.get("split") or metrics.get("split"), "model": data.info.get("model"),
+                             "labels": labels, "items": len(data.rows), "sample": len(data.sample),
+                             "metrics": headline, "confusion_matrix": metrics.get("confusion_matrix"),
+                             "item_metrics": names, "has_scores": any(r.get("scores") for r in data.rows),
+                             "judged": bool(data.judge), "raters": raters, "verdicts": list(VERDICTS),
+                             "files": [n for n in RUN_FILES if (data.run_dir / n).is_file()]})  # fmt: skip
+
+    async def items(request: Request) -> Response:
+        query = request.query_params
+        rated = ratings_of(query.get("rater", ""))
+        chosen = [k for k in range(len(data.rows)) if _matches(data, k, query, rated)]
+        if query.get("sort"):
+            chosen.sort(key=_sort_key(data, query["sort"]), reverse=query.get("order") == "desc")
+        offset, limit = _int(query.get("offset"), 0), min(_int(query.get("limit"), 50), 500)
+        return JSONResponse({"total": len(chosen), "offset": offset,
+                             "items": [item_view(data, k, rated) for k in chosen[offset : offset + limit]],
+                             "rated_in_sample": sum(i in rated for i in data.sample)})  # fmt: skip
+
+    async def image(request: Request) -> Response:
+        text = request.path_params["index"]
+        k = int(text) if text.isdigit() else -1
+        if not 0 <= k < len(data.images) or data.images[k] is None:
+            return Response("no such image", status_code=404)
+        return FileResponse(data.images[k])
+
+    async def run_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in RUN_FILES or not (data.run_dir / name).is_file():
+            return Response("not a file of this run", status_code=404)
+        return FileResponse(data.run_dir / name)
+
+    async def rate(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":
+            return JSONResponse({"error": f"ratings from {origin} are refused"}, status_code=403)
+        if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+            return JSONResponse({"error": "cross-site requests are refused"}, status_code=403)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "send the rating as application/json"}, status_code=415)
+        try:
+            body = await request.json()
+            item, rater, verdict = str(body["id"]), str(body["rater"]), str(body["verdict"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "a rating is {id, rater, verdict}"}, status_code=400)
+        if item not in data.index:
+            return JSONResponse({"error": f"no item {item!r} in this run"}, status_code=404)
+        try:
+            row = data.store.add(item, rater, verdict)
+        except DataError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        return JSONResponse(row)
+
+    routes = [
+        Route("/", page),
+        Route("/api/run", run_info),
+        Route("/api/items", items),
+        Route("/api/rate", rate, methods=["POST"]),
+        Route("/image/{index}", image),
+        Route("/files/{name}", run_file),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return max(int(value), 0) if value is not None else default
+    except ValueError:
+        return default

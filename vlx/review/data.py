@@ -1,0 +1,78 @@
+"""What the review page shows of a run, read once when the server starts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from vlx.errors import ConfigError
+from vlx.metrics.text import run_item_metrics
+from vlx.ratings import draw_sample
+from vlx.review.app import ReviewData
+from vlx.stages._common import read_json
+from vlx.store import PredictionStore, run_predictions
+
+log = logging.getLogger(__name__)
+
+SAMPLE_FILE = "review_sample.json"
+
+
+def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, dict[str, Any]]:
+    """id -> the judge's verdict row, for the named judge or the run's only one ({} where none judged it)."""
+    from vlx.judging import judge_names, verdicts_path
+
+    names = judge_names(run_dir)
+    if not names or (judge is None and len(names) > 1):
+        if len(names) > 1:
+            log.info("the run has several judges (%s): name one with review.judge=<name> to show its verdicts",
+                     ", ".join(names))  # fmt: skip
+        return {}
+    path = verdicts_path(run_dir, judge)
+    return {str(r["id"]): {"verdict": r.get("verdict"), "score": r.get("score"), "judge": r.get("judge"),
+                           "raw": r.get("raw")} for r in PredictionStore(path).rows()}  # fmt: skip
+
+
+def image_path(value: Any, run_dir: Path) -> Path | None:
+    """An item's image file: an absolute path, or relative to the working directory or to the run's folder."""
+    if not value:
+        return None
+    path = Path(str(value))
+    for candidate in (path, Path.cwd() / path, run_dir / path, run_dir.parent / path):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def sample_ids(run_dir: Path, rows: list[dict[str, Any]], size: int | None, seed: int, balanced: bool) -> list[str]:
+    """Every id, or a seeded sample kept in review_sample.json so that a restarted server rates the same items."""
+    if size is None:
+        return [str(r["id"]) for r in rows]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"review.sample={size!r}: use a number of items to rate, or null for all of them")
+    path = run_dir / SAMPLE_FILE
+    wanted = {"size": size, "seed": seed, "balanced": balanced}
+    if path.is_file():
+        saved = read_json(path, "written by stage=review")
+        if {k: saved.get(k) for k in wanted} == wanted:
+            return [str(i) for i in saved["ids"]]
+    ids = draw_sample(rows, size, seed=seed, balanced=balanced)
+    path.write_text(json.dumps({**wanted, "ids": ids}, indent=1) + "\n")
+    return ids
+
+
+def load(run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: bool = True,
+         judge: str | None = None) -> ReviewData:  # fmt: skip
+    """The run's predictions, metrics, per-item scores, judge verdicts and the sample to rate."""
+    rows = run_predictions(run_dir, "review")
+    metrics = read_json(run_dir / "metrics.json", "written by stage=eval") if (run_dir / "metrics.json").is_file() \
+        else {}  # fmt: skip
+    summary = run_dir / "summary.json"
+    info = read_json(summary, "written by stage=infer").get("run", {}) if summary.is_file() else {}
+    images = [image_path(r.get("image"), run_dir) for r in rows]
+    missing = sum(i is None for i in images)
+    if missing:
+        log.info("%d of %d items have no image file here (the page shows their file name)", missing, len(rows))
+    return ReviewData(run_dir, rows, images, metrics, info, run_item_metrics(run_dir, metrics),
+                      judge_verdicts(run_dir, judge), sample_ids(run_dir, rows, sample, seed, balanced))  # fmt: skip

@@ -1,0 +1,72 @@
+"""The review stage: a local web page to read a run's predictions and rate its explanations.
+
+    vlx stage=review run=outputs/2026-11-30/12-00-00                    # http://127.0.0.1:8765/
+    vlx stage=review run=<run dir> review.sample=300 review.port=0      # rate a balanced sample; any free port
+
+The page (`vlx.review`) shows each item's image, text, gold and predicted label, explanation, references, per-item
+scores, label probabilities and the judge's verdict; filters and a clickable confusion matrix choose the items.
+Ratings (e-ViL's four answers, by click or keys 1-4) go to `<run>/ratings.jsonl` as they are given; `stage=eval`
+turns them into e-ViL's human score. The server binds 127.0.0.1 unless review.host says otherwise; Ctrl-C stops it,
+and nothing given before is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from omegaconf import DictConfig
+
+from vlx.errors import ConfigError
+from vlx.run_dirs import predictions_dir
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free one), so the URL printed is the one that works."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ConfigError(f"review.port={port!r}: use a port number, or 0 for any free port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"review.host={host} review.port={port}: cannot listen there ({err.strerror}); choose "
+                          "another port (review.port=0 takes any free one)") from err  # fmt: skip
+    sock.listen(128)
+    return sock
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Serves the page until stopped; returns how many ratings the run holds then."""
+    import uvicorn
+
+    from vlx.review import data
+    from vlx.review.app import create_app
+
+    if not cfg.run:
+        raise ConfigError("stage=review needs run=<run dir> (a directory written by stage=infer)")
+    settings = cfg.review
+    run_dir = predictions_dir(cfg.run, "run")
+    start = time.perf_counter()
+    review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,
+                       judge=settings.judge)  # fmt: skip
+    app = create_app(review)
+    sock = bind(str(settings.host), settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in str(host) else host
+    url = f"http://{shown}:{port}/"
+    log.info("review of %s: %d items (%d to rate), ready in %.2f s", run_dir, len(review.rows), len(review.sample),
+             time.perf_counter() - start)  # fmt: skip
+    print(f"vlx review: {url}  (ratings go to {review.store.path}; Ctrl-C stops)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return {"ratings": len(review.store.rows()), "items": len(review.rows)}
