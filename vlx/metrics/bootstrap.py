@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+
+def resample_indices(n: int, resamples: int = 1000, seed: int = 0) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of n items, one index array (n draws with repeats) at a time, from numpy's default
+    generator with this seed: the one source of every interval's and every paired comparison's draws."""
+    rng = np.random.default_rng(seed)
+    for _ in range(max(resamples, 0)):
+        yield rng.integers(0, n, size=n)
 
 
 def bootstrap_ci(
@@ -30,33 +38,22 @@ def bootstrap_ci(
     """
     if n == 0 or resamples <= 0:
         return None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        value = statistic(rng.integers(0, n, size=n))
-        if value is not None and not np.isnan(value):
-            values.append(value)
-    if not values:
-        return None
-    alpha = (1 - level) / 2
-    low, high = np.quantile(np.asarray(values, dtype=float), [alpha, 1 - alpha])
-    return [float(low), float(high)]
+    return percentile_interval([statistic(idx) for idx in resample_indices(n, resamples, seed)], level)
 
 
 def resample_counts(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """The bootstrap resamples of n items as counts: row r says how often each item is drawn in resample r.
 
-    The draws are `bootstrap_ci`'s (numpy's default generator with this seed, n draws per resample), so a metric
-    computed from these counts has the same interval as through `bootstrap_ci`. Any statistic that is a sum over
+    The draws are `resample_indices`', as `bootstrap_ci`'s are, so a metric computed from these counts has the same
+    interval as through `bootstrap_ci`. Any statistic that is a sum over
     items (a mean, a confusion matrix, BLEU's n-gram counts) becomes one matrix product over all resamples.
 
     Returns:
         int32 array (resamples, n); (0, n) when resamples is 0.
     """
-    rng = np.random.default_rng(seed)
     counts = np.zeros((max(resamples, 0), n), dtype=np.int32)
-    for row in counts:  # row by row: the same draws as one (resamples, n) call, without its int64 index matrix
-        row[:] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+    for row, idx in zip(counts, resample_indices(n, resamples, seed), strict=True):  # no (resamples, n) index matrix
+        row[:] = np.bincount(idx, minlength=n)
     return counts
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
+from vlx.metrics.bootstrap import resample_counts, resample_indices
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
 from vlx.store import PredictionStore, run_predictions
 from vlx.tasks.answers import is_correct
@@ -61,14 +62,8 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
-    """Index resamples (R, n): the draws of `bootstrap.resample_counts`."""
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.integers(0, n, size=n) for _ in range(resamples)]) if resamples else np.zeros((0, n), int)
-
-
-def _counts(draws: np.ndarray, n: int) -> np.ndarray:
-    return np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.int32) if len(draws) else np.zeros(
-        (0, n), np.int32)  # fmt: skip
+    """Index resamples (R, n): the draws of every interval of stage=eval."""
+    return np.stack(list(resample_indices(n, resamples, seed))) if resamples else np.zeros((0, n), dtype=np.int64)
 
 
 def paired(point_a: float | None, point_b: float | None, rs_a: np.ndarray, rs_b: np.ndarray, level: float,
@@ -98,14 +93,15 @@ def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, Any]:
 
 
 def _classification(
-    lab: list[str], a: dict[str, Any], b: dict[str, Any], draws: np.ndarray, level: float
+    lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int, level: float
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Accuracy (and macro-F1, binary F1, AUROC, calibration for label tasks) of both runs on the shared labelled
-    items `lab`, resampled by `draws` (index resamples of `lab`)."""
+    items `lab`, each resample scoring both runs."""
     from vlx.metrics import classification as cls
 
     if not lab:
         return {}, None
+    draws = _draws(len(lab), resamples, seed)
     right = {"a": np.asarray([is_correct(a["rows"][i]) for i in lab]), "b": np.asarray([is_correct(b["rows"][i])
              for i in lab])}  # fmt: skip
     labels = list(a["metrics"].get("confusion_matrix", {}).get("rows") or [])
@@ -143,7 +139,7 @@ def _classification(
                 return cls._auroc_statistic(cells(run) // (k + 1) == pos, np.asarray(values))
 
             add("auroc", auroc)
-        _calibration_pairs(lab, a, b, labels, _counts(draws, len(lab)), level, out)
+        _calibration_pairs(lab, a, b, labels, resample_counts(len(lab), resamples, seed), level, out)
     return out, mcnemar(right["a"], right["b"])
 
 
@@ -275,11 +271,9 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     if not ids:
         raise ConfigError(f"{run_a} and {run_b} share no item id: nothing to compare")
     resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
-    draws = _draws(len(ids), resamples, seed)
-    counts = _counts(draws, len(ids))
+    counts = resample_counts(len(ids), resamples, seed)
     lab = [i for i in ids if a["rows"][i].get("gold") is not None]
-    metrics, test = _classification(lab, a, b, draws if len(lab) == len(ids) else _draws(len(lab), resamples, seed),
-                                    level)  # fmt: skip
+    metrics, test = _classification(lab, a, b, resamples, seed, level)
     metrics.update(_explanations(ids, a, b, counts, level))
     notes: list[str] = []
     metrics.update(_judge(ids, a, b, counts, level, judge, notes))

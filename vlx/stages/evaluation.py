@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
+from vlx.ratings import RATINGS_FILE
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
 from vlx.store import PredictionStore, run_predictions
@@ -41,7 +42,6 @@ EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
 EVIL_ALL_REFERENCES = ("vqax",)
 ITEMS_FILE = "explanation_items.jsonl"
-RATINGS_FILE = "ratings.jsonl"  # vlx.ratings.RATINGS_FILE, named here so that eval imports it only when there
 
 
 def check_settings(settings: dict[str, Any]) -> None:
