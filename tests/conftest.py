@@ -30,8 +30,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from vlx.__main__ import CONFIG_DIR, expand_shorthands  # noqa: E402
+from vlx.metrics import meteor  # noqa: E402
 
 torch.set_num_threads(1)
+# one METEOR JVM per test process instead of one per scoring (each start costs 6-20 s, the most of a small eval)
+meteor.keep_alive()
 
 REPO = Path(__file__).resolve().parent.parent
 # the official e-SNLI-VE CSVs (no images); VLX_ESNLIVE_DIR points elsewhere, e.g. on a machine without shared/

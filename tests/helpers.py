@@ -18,6 +18,14 @@ from PIL import Image
 
 ESNLI_HEADER = ["", "pairID", "Flickr30kID", "hypothesis", "gold_label", "explanation"]
 
+# How long a test waits before it calls the wait a hang: guards against a hang, not speed checks (tests assert
+# behaviour, never time; scripts/bench_*.py time things). A busy 2-core machine ran the demo in 779 s, five times its
+# idle time, and a refused run's start-up in 82 s. HANG_GUARD_S bounds a whole command; POLL_HANG_GUARD_S one step
+# waited for (a condition polled, a page element), so that a step that never comes fails within minutes, not an hour.
+# Both can be raised: VLX_TEST_HANG_GUARD_S (the polls get a sixth of it).
+HANG_GUARD_S = float(os.environ.get("VLX_TEST_HANG_GUARD_S", 3600))
+POLL_HANG_GUARD_S = HANG_GUARD_S / 6
+
 
 def placeholder_image(path: Path, size: tuple[int, int] = (40, 30), colour: tuple[int, int, int] = (200, 90, 30)):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,19 +112,20 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_run(run_dir: Path, timeout: float = 60) -> dict:
+def wandb_run(run_dir: Path, hang_guard_s: float = POLL_HANG_GUARD_S) -> dict:
     """An offline W&B run as plain data: its config, its summary and its logged history rows (nested keys joined
     with dots, as `examples.count`).
 
     `run.finish()` can return before wandb's core process has written the whole log (seen on a loaded machine: the
-    summary's last keys were not there yet), so the file is read again until it ends with the run's exit record.
+    summary's last keys were not there yet), so the file is read again until it ends with the run's exit record;
+    `hang_guard_s` only stops a wait that would never end.
     """
 
     def items(updates) -> dict:
         return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in updates}
 
     (log_file,) = run_dir.glob("run-*.wandb")
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + hang_guard_s
     while True:
         try:
             records = wandb_records(log_file)
@@ -124,7 +133,7 @@ def wandb_run(run_dir: Path, timeout: float = 60) -> dict:
             records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records):
             break
-        assert time.monotonic() < deadline, f"{log_file} has no complete exit record after {timeout} s"
+        assert time.monotonic() < deadline, f"{log_file} has no exit record after {hang_guard_s:.0f} s: wandb hangs?"
         time.sleep(0.2)
     config, summary, history = {}, {}, []
     for record in records:
@@ -148,10 +157,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run_vlx(*args: str, cwd=None, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
-    """`vlx ARGS` as a user types it, in a subprocess; its exit code and output."""
+def run_vlx(*args: str, cwd=None, **popen) -> subprocess.CompletedProcess:
+    """`vlx ARGS` as a user types it, in a subprocess; its exit code and output. It is killed only when it hangs
+    (HANG_GUARD_S; a `timeout` given here can lengthen that, never shorten it: a slow machine is no failure)."""
+    guard = max(HANG_GUARD_S, popen.pop("timeout", 0) or 0)
     return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd or REPO, env=popen.pop("env", cli_env()),
-                          capture_output=True, text=True, timeout=timeout, **popen)  # fmt: skip
+                          capture_output=True, text=True, timeout=guard, **popen)  # fmt: skip
 
 
 def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
@@ -161,12 +172,14 @@ def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
                             stdout=out, stderr=subprocess.STDOUT, **popen)  # fmt: skip
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
-    """Polls until `condition()` holds; fails if `proc` ends first or the time runs out."""
-    deadline = time.time() + timeout
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None,
+             hang_guard_s: float = POLL_HANG_GUARD_S) -> None:  # fmt: skip
+    """Polls until `condition()` holds; fails if `proc` ends first, or after `hang_guard_s` (a hang, not slowness:
+    a slow machine only makes the wait longer)."""
+    deadline = time.monotonic() + hang_guard_s
     while not condition():
         assert proc is None or proc.poll() is None, f"the process ended first (exit {proc.returncode})"
-        assert time.time() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"still waiting after {hang_guard_s:.0f} s: a hang?"
         time.sleep(0.05)
 
 
@@ -177,7 +190,7 @@ def lines(path: Path) -> list[dict]:
 def build_wheel(out_dir: Path) -> Path:
     """A wheel of this checkout, as `pip wheel .` builds it."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(out_dir)],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+                   check=True, capture_output=True, timeout=HANG_GUARD_S)  # fmt: skip
     (built,) = out_dir.glob("vlx-*.whl")
     return built
 
@@ -188,17 +201,42 @@ def install_wheel(wheel: Path, venv: Path) -> Path:
     Its dependencies are this environment's, put on its path by a .pth file (installing torch again would take
     minutes; .ci/run installs the wheel with its dependencies from scratch). .pth files in a folder on that path are
     not run, so the editable vlx of this environment stays out of it."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=HANG_GUARD_S)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     site.mkdir(parents=True, exist_ok=True)
     (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
-                    "-q", str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+                    "-q", str(wheel)], check=True, capture_output=True, timeout=HANG_GUARD_S)  # fmt: skip
     return site
 
 
-def model_options() -> list[str]:
-    """The model group's options, as the command line lists them."""
+def listed_options(group: str) -> list[str]:
+    """A config group's options as the command line lists them: every YAML in its folder, a user's own included (the
+    README's "Your own data" adds some), so that a test of the listing holds with or without them."""
     from vlx.__main__ import CONFIG_DIR
 
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def model_options() -> list[str]:
+    """The model group's options, as the command line lists them (listed_options)."""
+    return listed_options("model")
+
+
+def shipped_configs() -> list[Path]:
+    """The YAMLs vlx ships in conf/, relative to conf/: those git tracks where this is a git checkout (a user's own
+    conf/task/mine.yaml, as the README's "Your own data" suggests, is neither tested nor required), else every YAML
+    there (an unpacked source archive holds only what ships)."""
+    conf = REPO / "conf"
+    try:
+        tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--", "conf"], capture_output=True,
+                                 text=True, check=True, timeout=HANG_GUARD_S).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a git checkout
+        return sorted(p.relative_to(conf) for p in conf.rglob("*.yaml"))
+    paths = [REPO / name for name in tracked.split("\0") if name.endswith(".yaml")]
+    return sorted(p.relative_to(conf) for p in paths if p.is_file())  # a file deleted in the work tree is not there
+
+
+def shipped_options(group: str) -> list[str]:
+    """The options vlx ships for a config group (conf/<group>/*.yaml; shipped_configs)."""
+    return sorted(p.stem for p in shipped_configs() if p.parent == Path(group))

@@ -12,7 +12,7 @@ from vlx.errors import ConfigError
 from vlx.finetuning.items import training_items
 from vlx.records import Example
 from vlx.tasks import build_task
-from vlx.tasks.answers import AnswerFormat, is_correct, normalize_answer
+from vlx.tasks.answers import AnswerFormat, Scoring, answer_score, is_correct, normalize_answer
 from vlx.tasks.parsing import parse_open
 
 
@@ -71,7 +71,17 @@ def test_open_answers_are_read_and_matched_as_vqas():
     assert parse_open("**yes**\nHe smiles.", " because ") == ("yes", "He smiles.")  # no separator: the first line
     assert parse_open("Red. The sign is red.", ". ") == ("Red", "The sign is red.")
     assert normalize_answer("The Two dogs!") == "2 dogs"
+    assert normalize_answer("None") == "0" and normalize_answer("dont") == "don't"  # VQA's number map, contractions
     row = {"gold": "2", "pred": "two", "answers": ["2", "2", "two", "3"]}
     assert is_correct(row)  # "two" is the most common answer "2"
     assert is_correct({**row, "pred": "3"}, any_answer=True) and not is_correct({**row, "pred": "3"})
     assert not is_correct({"gold": None, "pred": None}) and is_correct({"gold": "neutral", "pred": "neutral"})
+    evil = Scoring(vqa_rule="evil")  # e-ViL's: any annotator's answer is right, with VQA's soft score
+    assert is_correct({**row, "pred": "3"}, scoring=evil) and answer_score({**row, "pred": "3"}, evil) == 1 / 3
+    assert answer_score(row, evil) == 1.0
+    # a multiple-choice row with its option texts: the other copy of the gold option is right
+    mc = {"gold": "A", "pred": "C", "choices": {"A": "clothing", "B": "instruments", "C": "clothing"}}
+    assert is_correct(mc) and not is_correct({**mc, "pred": "B"})
+    assert not is_correct({"gold": "A", "pred": "C"})  # without option texts (an older vlx's rows): by letter
+    with pytest.raises(ConfigError, match="eval.vqa_rule='vqa'"):
+        Scoring(vqa_rule="vqa")

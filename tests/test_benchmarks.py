@@ -235,9 +235,10 @@ def test_vqax_reads_open_questions_with_every_answer_and_explanation(tmp_path):
         build_task("vqax", source=str(data / "vqaX_test.json"), image_dir={"test": str(coco)}, split="dev")
 
 
-def test_vqax_is_scored_the_evil_way(make_cfg, tmp_path):
-    """Right when the normalised answer is the most common of the ten ("Two" for "2"), as e-ViL and NLX-GPT score
-    VQA-X; explanations scored on the right items against all their references, and on all items (all_*)."""
+def test_vqax_is_scored_the_nlxgpt_way_and_under_protocol_evil_the_evil_way(make_cfg, tmp_path):
+    """NLX-GPT's rule by default: right when the normalised answer is the most common of the ten ("Two" for "2");
+    explanations scored on the right items against all their references, and on all items (all_*). Under
+    eval.protocol=evil, e-ViL's: VQA's soft score, and every answer some annotator gave is explained."""
     data, coco = write_vqax(tmp_path)
     overrides = ("task=vqax", f"task.source={data}/vqaX_test.json", f"task.image_dir.test={coco}/val2014")
     with pytest.raises(Exception, match="open answers .* use decode=generate"):
@@ -260,6 +261,14 @@ def test_vqax_is_scored_the_evil_way(make_cfg, tmp_path):
     assert metrics["n_explained_correct"] == 1 and metrics["n_explained_all"] == 3
     assert metrics["bleu4"] == pytest.approx(1.0)  # the right item's explanation is its reference
     assert metrics["all_bleu4"] < 1.0
+    evil = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false", "eval.protocol=evil"))
+    assert evil["accuracy"] == pytest.approx((1 + 1 + 1 / 3) / 3)  # orange: 3 annotators (1), two: 1, no: 1 of 10
+    assert evil["n_explained_correct"] == 3 and evil["evil_weight"] == pytest.approx(1.0)
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["scoring"]["vqa_rule"] == "evil" and any("e-ViL's rule" in n for n in written["notes"])
+    nlx = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false", "eval.protocol=evil",
+                             "eval.vqa_rule=nlxgpt"))  # fmt: skip
+    assert nlx["accuracy"] == pytest.approx(1 / 3) and nlx["n_explained_correct"] == 1
 
 
 def test_a_misnamed_column_of_a_filter_or_image_template_is_named(tmp_path):

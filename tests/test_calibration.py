@@ -97,6 +97,83 @@ def test_bin_edges_and_empty_bins():
     assert _bin_index(np.array([0.0, 1e-9, 1.0, 1.0005]), 15).tolist() == [0, 0, 14, 14]
 
 
+def _edge_case(rng: np.random.Generator, n: int, labels: list[str]) -> tuple[list[str], list[dict[str, float]]]:
+    """Items whose top probability is mostly exactly an edge of 15 bins (8/15 ... 15/15, as j / 15), right about
+    as often as that probability says, and some in between."""
+    k = len(labels)
+    edges = [j / 15 for j in range(8, 16)]
+    gold, scores = [], []
+    for _ in range(n):
+        top = edges[rng.integers(len(edges))] if rng.random() < 0.7 else float(rng.uniform(0.55, 0.99))
+        g = int(rng.integers(k))
+        pred = g if rng.random() < top else (g + 1) % k
+        probs = [(1 - top) / (k - 1)] * k
+        probs[pred] = top
+        gold.append(labels[g])
+        scores.append(dict(zip(labels, probs, strict=True)))
+    return gold, scores
+
+
+def _ece_by_rule(gold: list[str], scores: list[dict[str, float]], labels: list[str], bin_of, cast=float) -> float:
+    """ECE with each item's top confidence, as `cast` rounds it, binned by `bin_of(confidence)`; ties go to the
+    first label."""
+    groups: dict[int, list[tuple[float, bool]]] = {}
+    for label, item in zip(gold, scores, strict=True):
+        top = max(item[name] for name in labels)
+        pred = next(name for name in labels if item[name] == top)
+        confidence = cast(top)
+        groups.setdefault(bin_of(confidence), []).append((confidence, pred == label))
+    n = len(gold)
+    return sum(len(g) / n * abs(np.mean([h for _, h in g]) - np.mean([c for c, _ in g])) for g in groups.values())
+
+
+@pytest.mark.parametrize("labels", [MEMES, NLI], ids=["k2", "k3"])
+def test_ece_bins_on_edges_as_guo_et_al_and_sklearn(labels: list[str]):
+    """Confidences exactly on bin edges go to the bin below, (lo, hi]: Guo et al.'s rule (their bin m is
+    ((m-1)/M, m/M]) and scikit-learn's `calibration_curve`, whose per-bin accuracy and confidence equal the
+    reliability table's. The [lo, hi) rule (torchmetrics, netcal) gives another ECE on the same items."""
+    from sklearn.calibration import calibration_curve
+
+    gold, scores = _edge_case(np.random.default_rng(4), 400, labels)
+    inputs = calibration_inputs(gold, scores, labels)
+    right = _ece_by_rule(gold, scores, labels, lambda c: max(math.ceil(c * 15 - 1e-9) - 1, 0))
+    assert _point(ece, inputs, 15) == pytest.approx(right, abs=1e-12)
+    accuracy, confidence = calibration_curve(inputs.hit, inputs.confidence, n_bins=15)
+    table = [row for row in reliability_table(inputs, 15) if row["count"]]
+    assert [row["accuracy"] for row in table] == pytest.approx(accuracy, abs=1e-12)
+    assert [row["confidence"] for row in table] == pytest.approx(confidence, abs=1e-12)
+    left = _ece_by_rule(gold, scores, labels, lambda c: math.floor(c * 15 + 1e-9))  # 1.0 in a bin of its own
+    assert abs(left - right) > 1e-3
+
+
+@pytest.mark.parametrize("labels", [MEMES, NLI], ids=["k2", "k3"])
+def test_ece_against_torchmetrics(labels: list[str]):
+    """torchmetrics' multiclass_calibration_error (the top label's calibration; its binary_calibration_error is the
+    positive class's) bins [lo, hi), 1.0 in a bin of its own, on confidences and torch.linspace edges in float32
+    (it casts them): equal to that rule, and to vlx's ECE wherever no confidence sits on an edge. On edges the two
+    differ, as metrics.json's ece_bin_rule and note say."""
+    torch = pytest.importorskip("torch")
+    functional = pytest.importorskip("torchmetrics.functional.classification", reason="torchmetrics: the dev extra")
+    edges = torch.linspace(0, 1, 16, dtype=torch.float32).tolist()
+
+    def float32(value: float) -> float:
+        return float(np.float32(value))
+
+    def theirs(gold: list[str], scores: list[dict[str, float]]) -> float:
+        probs = torch.tensor(_matrix(scores, labels), dtype=torch.float64)
+        target = torch.tensor([labels.index(g) for g in gold])
+        return float(functional.multiclass_calibration_error(probs, target, num_classes=len(labels), n_bins=15))
+
+    gold, scores = _edge_case(np.random.default_rng(5), 400, labels)
+    left = _ece_by_rule(gold, scores, labels, lambda c: sum(e <= c for e in edges) - 1, cast=float32)
+    assert theirs(gold, scores) == pytest.approx(left, abs=1e-6)  # float32 sums
+    assert abs(theirs(gold, scores) - _point(ece, calibration_inputs(gold, scores, labels), 15)) > 1e-4
+    gold, scores = _random_case(np.random.default_rng(6), 400, labels)  # Dirichlet draws: none on an edge
+    gold, scores = gold[: -len(EDGE_SCORES[len(labels)])], scores[: -len(EDGE_SCORES[len(labels)])]
+    # torchmetrics rounds the confidences to float32 (its update casts them): equal to about 1e-7
+    assert theirs(gold, scores) == pytest.approx(_point(ece, calibration_inputs(gold, scores, labels), 15), abs=1e-6)
+
+
 def test_ece_exact_values():
     # 10 items at 0.8 with 8 right and 10 at 0.6 with 6 right: perfectly calibrated, ECE 0
     gold = ["offensive"] * 8 + ["not offensive"] * 2 + ["offensive"] * 6 + ["not offensive"] * 4
@@ -201,15 +278,16 @@ def test_intervals_reproduce_and_contain_the_point_value():
 def test_metrics_dict_and_notes():
     gold, scores = _random_case(np.random.default_rng(9), 100, MEMES)
     metrics, notes = calibration_metrics(gold, scores, MEMES, positive="offensive", bins=10, resamples=50)
-    assert list(metrics) == ["ece", "ece_ci", "ece_bins", "brier", "brier_ci", "nll", "nll_ci", "calibration"]
-    assert metrics["ece_bins"] == 10
+    assert list(metrics) == ["ece", "ece_ci", "ece_bins", "ece_bin_rule", "brier", "brier_ci", "nll", "nll_ci",
+                             "calibration"]  # fmt: skip
+    assert metrics["ece_bins"] == 10 and metrics["ece_bin_rule"] == "(lo, hi]"
     table = metrics["calibration"]["bins"]
     assert len(table) == 10 and sum(row["count"] for row in table) == len(gold)
     inputs = calibration_inputs(gold, scores, MEMES)
     assert metrics["ece"] == pytest.approx(_loop_ece(gold, scores, MEMES, 10), abs=1e-12)
     assert metrics["brier"] == pytest.approx(_point(brier, inputs, 1), abs=1e-15)
     assert any("'offensive'" in note and "brier_score_loss" in note for note in notes)
-    assert any("argmax" in note for note in notes)
+    assert any("argmax" in note and "(j/10, (j+1)/10]" in note and "torchmetrics" in note for note in notes)
     assert any("below 2.2e-16" in note for note in notes)  # EDGE_SCORES has a 0 for some gold labels
     _, multi = calibration_metrics(*_random_case(np.random.default_rng(9), 50, NLI), NLI, positive="neutral",
                                    resamples=0)  # fmt: skip

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO, SHARED_ESNLI
-from helpers import esnli_from_shared, meme_items, model_options, write_memes
+from helpers import cli_env, esnli_from_shared, meme_items, model_options, write_memes
 from helpers import run_vlx as vlx
 
 
@@ -35,6 +35,36 @@ def test_missing_data_is_one_clear_message(tmp_path):
     assert "Traceback" not in res.stderr + res.stdout
     assert f"{tmp_path / 'absent' / 'esnlive_test.csv'} not found" in res.stderr + res.stdout
     assert "Set task.csv_dir" in res.stderr + res.stdout
+    assert not (tmp_path / "r").exists()  # a refused run leaves no directory of its own
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task=esnli", "task.csv_dir={tmp}/absent"], "esnlive_test.csv not found"),
+        (["task=esnli", f"task.csv_dir={SHARED_ESNLI}", "task.image_dir={tmp}/absent"],
+         "task.image_dir='{tmp}/absent': no such folder"),
+        (["stage=eval", "run={tmp}/absent"], "run='{tmp}/absent': no such directory"),
+        (["resume={tmp}/absent"], "resume='{tmp}/absent': no such directory"),
+        (["stage=compare", "runs=[{tmp}/absent,{tmp}/absent]"], "runs='{tmp}/absent': no such directory"),
+    ],
+)
+def test_missing_paths_are_refused_before_torch_is_imported(tmp_path, args, message):
+    """What a missing folder needs no torch, transformers or datasets to say (seconds to import, tens of seconds on a
+    loaded machine); Python's own import log shows they were never imported."""
+    if "esnlive" in str(args) and not SHARED_ESNLI.is_dir():
+        pytest.skip("../shared/data/esnlive is not beside the repo")
+    args = [a.format(tmp=tmp_path) for a in args]
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "vlx", "model=tiny_llava", *args,
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
+                         env=cli_env(), timeout=300)  # fmt: skip
+    assert res.returncode == 2, res.stderr[-3000:]
+    output = res.stdout + res.stderr
+    errors = [line for line in output.splitlines() if "[ERROR]" in line or line.startswith("vlx: error:")]
+    assert len(errors) == 1 and message.format(tmp=tmp_path) in errors[0], res.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "hydra" in imported and not imported & {"torch", "transformers", "datasets"}
+    assert not (tmp_path / "run").exists()
 
 
 def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
@@ -93,7 +123,9 @@ def test_submitit_local_sweep_then_report(tmp_path):
               "task=shapes", "task.limit=4", "generation.max_new_tokens=6", "eval.resamples=50",
               f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    assert list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
+    submitted = list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
+    assert len(submitted) == 2 and all(p.name == f"{p.parent.name}_submitted.pkl" for p in submitted)
+    assert sorted(p.name for p in (sweep / ".submitit").iterdir()) == sorted(p.parent.name for p in submitted)  # no %j
     for job, model in ((0, "tiny_llava"), (1, "tiny_paligemma")):
         assert len((sweep / str(job) / "predictions.jsonl").read_text().splitlines()) == 4
         assert f"model={model}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()

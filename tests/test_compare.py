@@ -239,3 +239,53 @@ def test_comparison_and_calibration_reach_wandb(two_runs, tmp_path, monkeypatch)
     (folder,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert wandb_run(folder)["summary"]["ece"] == json.loads((scored / "metrics.json").read_text())["ece"]
     assert list((folder / "files" / "media" / "images").glob("reliability_diagram_*.png"))
+
+
+def test_plot_names_the_runs_and_centres_zero(two_runs, tmp_path):
+    """The plot's title names both runs (their folders here: no overrides recorded), and its x axis is symmetric
+    around 0 and holds every interval; identical runs give dots at 0 on the minimum span, not float noise on a
+    1e-14 axis."""
+    from vlx.stages.compare import MIN_HALF_SPAN, figure
+
+    result = two_runs["result"]
+    ax = figure(result).axes[0]
+    title = ax.get_title().splitlines()
+    assert title[0] == "B: B  vs  A: A (baseline)"
+    assert title[1].startswith("esnli") and title[1].endswith(", 55 shared items")
+    low, high = ax.get_xlim()
+    assert low == -high and high >= MIN_HALF_SPAN
+    assert all(low <= m["ci"][0] <= m["ci"][1] <= high for m in result["metrics"].values() if m["ci"])
+    root = two_runs["root"]
+    run_stage(two_runs["make_cfg"]("stage=compare", f"runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=20",
+                                   run_dir=tmp_path))  # fmt: skip
+    same = figure(json.loads((tmp_path / "comparison.json").read_text())).axes[0]
+    assert same.get_xlim() == (-MIN_HALF_SPAN, MIN_HALF_SPAN)
+    assert {tuple(line.get_xdata()) for line in same.get_lines() if line.get_marker() == "o"} == {(0.0,)}
+
+
+def test_run_labels_say_what_a_sweep_changed(tmp_path):
+    """Sweep jobs 0 and 1 are named by the overrides that differ (Hydra's own left out), with their sweep folder;
+    without recorded overrides, by the ends of their paths."""
+    from vlx.stages.compare import run_labels
+
+    sweep = tmp_path / "multirun" / "2026-01-02" / "10-11-12"
+    for job, k in (("0", 0), ("1", 3)):
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(
+            f"- model=tiny_llava\n- shots.k={k}\n- hydra.run.dir=/x/{job}\n")
+    assert run_labels(sweep / "0", sweep / "1") == ("shots.k=0", "shots.k=3", "10-11-12/0", "10-11-12/1")
+    (tmp_path / "p" / "run").mkdir(parents=True)
+    (tmp_path / "q" / "run").mkdir(parents=True)
+    assert run_labels(tmp_path / "p" / "run", tmp_path / "q" / "run") == ("p/run", "q/run", "p/run", "q/run")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path):
+    """A run that labels no item right has no e-ViL explanation scores (they cover correct items): the comparison
+    says so by leaving them out, with no numpy warning on the way (CIDEr's idf of no items was log(0))."""
+    wrong = [{**r, "pred": ESNLI[(ESNLI.index(r["gold"]) + 1) % 3]} for r in two_runs["a"]]
+    scored_run(two_runs["make_cfg"], tmp_path / "W", wrong)
+    run_stage(two_runs["make_cfg"]("stage=compare", f"runs=[{tmp_path / 'W'},{two_runs['root'] / 'B'}]",
+                                   "eval.resamples=50", run_dir=tmp_path / "cmp"))  # fmt: skip
+    result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert result["metrics"]["accuracy"]["a"] == 0 and "all_cider" in result["metrics"]

@@ -204,7 +204,7 @@ def test_calibration_from_label_probabilities_and_judge_keys_kept(make_cfg, tmp_
     p = [r["scores"]["offensive"] for r in rows]
     assert saved["brier"] == pytest.approx(brier_score_loss(y, p))
     assert saved["nll"] == pytest.approx(log_loss(y, p))
-    assert saved["ece_bins"] == 5 and len(saved["calibration"]["bins"]) == 5
+    assert saved["ece_bins"] == 5 and len(saved["calibration"]["bins"]) == 5 and saved["ece_bin_rule"] == "(lo, hi]"
     for key in ("ece", "brier", "nll"):
         low, high = saved[f"{key}_ci"]
         assert low <= saved[key] <= high, key

@@ -10,7 +10,11 @@ The cases, by what a user does:
   CSV and jsonl files that are not UTF-8, a CSV that is empty or has rows with more or fewer fields than its header;
 - the run directory: two runs writing into one, a stale lock of a killed run, a read-only predictions file, a run
   directory that cannot be made, a full disk, predictions with repeated ids, a resume with a lower limit, a broken
-  summary.json / metrics.json (the report lists the run with the reason), a broken shapes manifest;
+  summary.json / metrics.json (the report lists the run with the reason), a broken shapes manifest; a refused run
+  (its directory is removed, never one that existed; an existing run's .hydra/ is put back), stage=select_correct
+  reading a run another process still writes (it writes only into its own directory);
+- the machine: no Java for the explanation metrics (refused before the model loads, with what to install and
+  eval.java=false, whose scores are named `<protocol>_no_java`);
 - signals: Ctrl-C, SIGTERM, SIGKILL with loader worker processes;
 - models and fine-tunes: a checkpoint folder of the user's given to a tiny model config (never rebuilt), a missing
   one, a half-written checkpoint, a resume with other settings, a finished fine-tune run again, a merged model
@@ -28,14 +32,17 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (
+    HANG_GUARD_S,
+    cli_env,
     lines,
+    listed_options,
     model_options,
     placeholder_image,
     run_vlx,
@@ -74,7 +81,7 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
         (["task=shapes", "task.limitt=3"], "task.limitt=3: vlx has no setting 'task.limitt' (did you mean task.limit"),
         (
             ["task=esnl"],
-            "task=esnl: no such option (did you mean esnli?); choose one of aokvqa, esnli, explainer_csv, hatred",
+            "task=esnl: no such option (did you mean esnli?); choose one of " + ", ".join(listed_options("task")),
         ),
         (["experiment=demos"], "experiment=demos: there is no experiment 'demos' (did you mean demo?)"),
         (["task.limit=["], "cannot read the command line"),
@@ -319,28 +326,32 @@ def holder_pid(run: Path) -> int | None:
 @pytest.mark.slow
 def test_one_writer_per_run_directory_and_a_dead_writer_is_taken_over(tmp_path):
     run = tmp_path / "run"
-    args = [*TINY_RUN, "task.sizes.test=300", "batch_size=1", "generation.max_new_tokens=24", f"hydra.run.dir={run}"]
+    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=24", f"hydra.run.dir={run}"]
     first = start_vlx(*args, log=tmp_path / "first.log")
+    predictions = run / "predictions.jsonl"
     try:
-        wait_for(lambda: (run / "predictions.jsonl").is_file() and holder_pid(run) == first.pid, first)
-        start = time.time()
+        wait_for(lambda: holder_pid(run) == first.pid and predictions.is_file() and b"\n" in predictions.read_bytes(),
+                 first)  # fmt: skip
+        # paused while it holds the lock, so that it is still writing however slowly the second starts (a refusal
+        # comes before any weights load: no LOADING below, whatever the clock says)
+        first.send_signal(signal.SIGSTOP)
         second = run_vlx(*args)
         assert LOADING in (tmp_path / "first.log").read_text()
-        assert first.poll() is None, "the first run ended before the second was refused: make it longer"
-        assert second.returncode == 2 and time.time() - start < 60, second.stdout[-2000:] + second.stderr[-2000:]
+        assert first.poll() is None, "the first run ended before the second was refused"
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
         line = one_error_line(second)
         assert f"{run} is being written by another vlx run (pid {first.pid} on " in line
         assert LOADING not in second.stdout + second.stderr
     finally:
         first.send_signal(signal.SIGKILL)  # dies holding the lock: the OS releases it, its record stays
         first.wait()
-    done = len(lines(run / "predictions.jsonl"))
-    assert 1 <= done < 300
+    done = len(lines(predictions))
+    assert 1 <= done < 60
     third = run_vlx(*args, "batch_size=32")  # the batch size changes no answer: the rest goes quicker
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"taking over the lock left by pid {first.pid}" in third.stdout + third.stderr
-    ids = [row["id"] for row in lines(run / "predictions.jsonl")]
-    assert len(ids) == len(set(ids)) == 300
+    ids = [row["id"] for row in lines(predictions)]
+    assert len(ids) == len(set(ids)) == 60
 
 
 def test_resume_with_a_lower_limit_is_refused(make_cfg, tmp_path):
@@ -412,7 +423,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_predictions(tmp_path, small_di
     with contextlib.suppress(OSError), (small_disk / "filler").open("wb", buffering=0) as filler:
         while True:
             filler.write(b"\0" * 4096)
-    assert proc.wait(timeout=120) == 2
+    assert proc.wait(timeout=HANG_GUARD_S) == 2
     output = (tmp_path / "out.log").read_text()
     assert LOADING in output and "Traceback" not in output
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
@@ -464,7 +475,7 @@ def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
                      f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 4, proc)
     proc.send_signal(signum)
-    assert proc.wait(timeout=60) == code
+    assert proc.wait(timeout=HANG_GUARD_S) == code
     output = (tmp_path / "out.log").read_text()
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     done = len(lines(run / "predictions.jsonl"))
@@ -481,7 +492,7 @@ def test_loader_workers_die_with_a_killed_parent(tmp_path):
     workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    wait_for(lambda: not any(Path(f"/proc/{w}").exists() and "zombie" not in status(w) for w in workers), timeout=15)
+    wait_for(lambda: not any(Path(f"/proc/{w}").exists() and "zombie" not in status(w) for w in workers))
 
 
 def status(pid: int) -> str:
@@ -666,3 +677,143 @@ def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
         run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
     metrics = run_stage(make_cfg("stage=eval", f"run={tmp_path / 'ft'}", "eval.resamples=0", run_dir=tmp_path / "e"))
     assert metrics["n"] >= 1  # a fine-tune run's root: its infer/ is scored
+
+
+# --- a machine without Java; refused runs leave nothing behind --------------------------------------------------
+
+JAVA_LINE = ("there is no `java` on PATH: install a JRE (e.g. `apt-get install default-jre-headless`), or add "
+             "eval.java=false")
+
+
+def path_without_java(tmp_path: Path) -> str:
+    """A PATH that holds this venv's python and nothing else: no `java` (a subprocess, or os.environ, sees it)."""
+    folder = tmp_path / "bin-without-java"
+    folder.mkdir(exist_ok=True)
+    for name in ("python", "python3"):
+        if not (folder / name).exists():
+            (folder / name).symlink_to(sys.executable)
+    return str(folder)
+
+
+def test_an_infer_run_without_java_is_refused_before_the_model_loads(tmp_path):
+    """Its explanations would be scored with Java at the end: said at once, and the run directory is not left."""
+    run = tmp_path / "runs" / "run"
+    res = run_vlx("model=tiny_llava", "task=shapes", "task.limit=4", "generation.max_new_tokens=4",
+                  f"hydra.run.dir={run}", env=cli_env(PATH=path_without_java(tmp_path)))  # fmt: skip
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert JAVA_LINE in one_error_line(res)
+    assert LOADING not in res.stdout + res.stderr
+    assert not (tmp_path / "runs").exists()  # the folders Hydra made for the refused run are gone
+
+
+def test_scores_without_java_are_named_so_and_equal_javas_where_the_tokenizers_agree(make_cfg, tmp_path, monkeypatch):
+    """eval.java=false: no METEOR or SPICE (and so no e-ViL combined score), the protocol named coco_no_java; on
+    explanations the Python tokenizer splits as the PTB tokenizer does, BLEU-4, ROUGE-L and CIDEr equal Java's."""
+    import shutil as shell
+
+    from test_eval import esnli_rows, write_predictions
+
+    rows = esnli_rows(n=12)
+    java_path = shell.which("java")
+    monkeypatch.setenv("PATH", path_without_java(tmp_path))
+    write_predictions(tmp_path / "a", rows)
+    cfg = ("stage=eval", f"run={tmp_path / 'a'}", "task=esnli", "eval.resamples=20")
+    with pytest.raises(ConfigError, match=re.escape(JAVA_LINE)):
+        run_stage(make_cfg(*cfg, run_dir=tmp_path / "e1"))
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    run_stage(make_cfg(*cfg, "eval.java=false", run_dir=tmp_path / "e2"))
+    no_java = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert no_java["protocol"] == "coco_no_java" and no_java["explanation_scale"] == 1.0
+    assert no_java["meteor"] is None and no_java["all_meteor"] is None and no_java["spice"] is None
+    assert no_java["evil_avg_all_no_spice"] is None and no_java["evil_global_no_spice"] is None
+    assert any("scored without Java (eval.java=false)" in note and "not the official one" in note
+               for note in no_java["notes"])  # fmt: skip
+    if java_path is None:
+        pytest.skip("no Java on this machine to compare with")
+    monkeypatch.setenv("PATH", str(Path(java_path).parent) + os.pathsep + path_without_java(tmp_path))
+    write_predictions(tmp_path / "b", rows)
+    run_stage(make_cfg("stage=eval", f"run={tmp_path / 'b'}", "task=esnli", "eval.resamples=20",
+                       run_dir=tmp_path / "e3"))  # fmt: skip
+    with_java = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert with_java["protocol"] == "coco" and with_java["meteor"] is not None
+    for key in ("bleu4", "rouge_l", "cider", "all_bleu4", "all_rouge_l", "all_cider", "accuracy"):
+        assert no_java[key] == pytest.approx(with_java[key], abs=1e-12), key
+
+
+# what Stanford's PTBTokenizer (-preserveLines -lowerCase) and pycocoevalcap's punctuation filter made of these
+PTB_SAMPLES = [
+    ("He doesn't (really) like \"it\"; can't you see? A t-shirt costs $3.50, Mr. Smith's U.S. cats' toys... ok!",
+     "he does n't -lrb- really -rrb- like it ca n't you see a t-shirt costs $ 3.50 mr. smith 's u.s. cats toys ok"),
+    ("I'm here, they're there & we've gone -- 50% off [sic] {x} a/b 2:30 e-mail@x.com",
+     "i 'm here they 're there & we 've gone 50 % off -lsb- sic -rsb- -lcb- x -rcb- a/b 2:30 e-mail@x.com"),
+    ("One cannot be both dressed and nude simultaneously.", "one can not be both dressed and nude simultaneously"),
+    ("Yes,The booths are very colorful", "yes the booths are very colorful"),
+]
+
+
+def test_the_python_tokenizer_follows_the_ptb_tokenizer():
+    from vlx.metrics.python_tokenizer import tokenize
+
+    assert [tokenize(text) for text, _ in PTB_SAMPLES] == [tokens for _, tokens in PTB_SAMPLES]
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java for the PTB tokenizer to compare with")
+def test_the_python_tokenizer_agrees_with_ptb_on_real_explanations():
+    """On e-SNLI-VE's dev explanations it gives the PTB tokenizer's tokens for 14,314 of the 14,339 sentences."""
+    import csv
+
+    from conftest import SHARED_ESNLI
+
+    from vlx.metrics.coco import clean_text, ptb_tokenize
+    from vlx.metrics.python_tokenizer import tokenize_all
+
+    source = SHARED_ESNLI / "esnlive_dev.csv"
+    if not source.is_file():
+        pytest.skip(f"{source} is not there")
+    with source.open(newline="") as f:
+        texts = [clean_text(row["explanation"]) for row in csv.DictReader(f)]
+    same = sum(a == b for a, b in zip(ptb_tokenize(texts), tokenize_all(texts), strict=True))
+    assert same / len(texts) >= 0.998, f"{same} of {len(texts)}"
+
+
+def test_a_refused_run_leaves_no_directory_behind(tmp_path):
+    """Hydra makes outputs/<date>/<time>/ (its log, .hydra/) before vlx can refuse the run: all of it goes, and
+    nothing that was there before is touched."""
+    (tmp_path / "mine.txt").write_text("kept")
+    res = run_vlx("model=tiny_llava", "task=esnli", f"task.csv_dir={tmp_path / 'absent'}", cwd=tmp_path)
+    assert res.returncode == 2 and "esnlive_test.csv not found" in one_error_line(res)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # no outputs/<date>/<time>/
+
+
+def test_a_refused_command_leaves_an_existing_run_as_it_was(tmp_path):
+    """A run directory being written by another run: the refused command neither removes it nor leaves its own
+    .hydra/config.yaml in place of the run's."""
+    from vlx.run_dirs import exclusive
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    saved = {name: f"the first run's {name}\n" for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    for name, text in saved.items():
+        (run / ".hydra" / name).write_text(text)
+    (run / "predictions.jsonl").write_text("")
+    with exclusive(run):  # held by this process, as a live run holds it
+        res = run_vlx(*TINY_RUN, "task.limit=2", f"hydra.run.dir={run}")
+    assert res.returncode == 2 and f"{run} is being written by another vlx run" in one_error_line(res)
+    assert LOADING not in res.stdout + res.stderr
+    assert {name: (run / ".hydra" / name).read_text() for name in saved} == saved
+    assert (run / "predictions.jsonl").is_file()
+
+
+def test_select_correct_reads_its_run_and_writes_into_its_own(make_cfg, tmp_path):
+    from vlx.run_dirs import exclusive
+
+    run = tmp_path / "clf"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text(json.dumps({"id": "a", "image": "/x/a.png", "text": "h", "gold": "neutral",
+                                                       "pred": "neutral", "refs": ["because"]}) + "\n")  # fmt: skip
+    with exclusive(run), pytest.raises(ConfigError, match=f"{run} is being written by another vlx run"):
+        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
+    (run / ".vlx.lock").unlink()
+    result = run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
+    assert result["csv"] == str(tmp_path / "sel" / "correct.csv") and result["kept"] == 1
+    assert sorted(p.name for p in run.iterdir()) == ["predictions.jsonl"]  # read, never written

@@ -160,6 +160,7 @@ def test_only_correct_items_are_trained_on(make_cfg, tmp_path):
 
 
 def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
+    """Into its own run directory; the infer run it reads is left as it was (nothing written there)."""
     run = tmp_path / "clf"
     run.mkdir()
     rows = [
@@ -167,17 +168,19 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
         {"id": "b", "image": "/x/b.png", "text": "h b", "gold": "neutral", "pred": "entailment", "refs": ["eb"]},
     ]
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel")) == {
+    sel = tmp_path / "sel"
+    assert run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=sel)) == {
         "kept": 1,
         "total": 2,
+        "csv": str(sel / "correct.csv"),
     }
-    assert (run / "correct.csv").read_text().splitlines() == ["id,image_path,hypothesis,exp", "a,/x/a.png,h a,ea"]
+    assert (sel / "correct.csv").read_text().splitlines() == ["id,image_path,hypothesis,exp", "a,/x/a.png,h a,ea"]
+    assert sorted(p.name for p in run.iterdir()) == ["predictions.jsonl"]
     # a run with nothing right writes no empty CSV (the explainer task would refuse it later)
     (run / "predictions.jsonl").write_text(json.dumps(rows[1]) + "\n")
-    (run / "correct.csv").unlink()
     with pytest.raises(DataError, match="none of its 1 items was classified correctly"):
-        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
-    assert not (run / "correct.csv").exists()
+        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel2"))
+    assert not (tmp_path / "sel2" / "correct.csv").exists()
 
 
 def test_adapter_inference_and_merge(make_cfg, tmp_path):

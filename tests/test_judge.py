@@ -266,6 +266,7 @@ def test_verdicts_go_to_wandb_beside_the_predictions(make_cfg, tmp_path):
     assert data["data"][0][1] == "There is a red circle." and data["data"][0][2] == "entailment"
 
 
+@pytest.mark.slow  # two `vlx` processes: 20 s on a busy 2-core machine
 def test_the_command_line(tmp_path):
     """`vlx stage=judge ...` as a user types it: the judge's YAML keys set without Hydra's `+`, a typo in one line."""
     from helpers import run_vlx

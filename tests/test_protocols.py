@@ -163,3 +163,15 @@ def test_cider_items_under_any_set_equal_pycocoevalcap():
                                         {k: [cands[i]] for k, i in enumerate(drawn)})  # fmt: skip
         assert cider.item_scores(weights)[drawn] == pytest.approx(want, abs=1e-9)
     assert CiderItems(["a b"], [["c d"]]).item_scores(np.ones(1)) == pytest.approx([0.0])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_cider_items_of_no_drawn_item_are_nan_without_warnings():
+    """A weighting that draws no item (the correctly labelled items of a run that labels none right, as stage=compare
+    meets it) has no references to take document frequencies from: every item's CIDEr is NaN, computed without
+    numpy's divide-by-zero and invalid-value warnings (log(0) items)."""
+    from vlx.metrics.cider import CiderItems
+
+    cider = CiderItems(["a man rides a bike", "a dog"], [["a man on a bike"], ["the dog runs"]])
+    assert np.isnan(cider.item_scores(np.zeros(2))).all()
+    assert np.isfinite(cider.item_scores(np.array([1.0, 0.0]))).all()

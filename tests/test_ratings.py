@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from vlx.errors import DataError
-from vlx.ratings import RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
+from vlx.ratings import KAPPA_UNDEFINED, RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
 
 
 def test_store_appends_and_the_last_rating_counts(tmp_path):
@@ -57,6 +58,29 @@ def test_kappas_equal_the_references():
              [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]  # fmt: skip
     assert fleiss_kappa(np.asarray(table)) == pytest.approx(0.20993, abs=1e-5)
     assert fleiss_kappa(np.asarray([[2, 0], [1, 0]])) is None  # unequal numbers of raters
+
+
+def test_kappa_of_a_single_category_is_undefined_as_in_the_references():
+    """Both raters said only "yes": chance agreement is 1 and kappa 0 / 0. scikit-learn gives NaN, statsmodels'
+    fleiss_kappa computes (1 - 1) / (1 - 1), NaN too; vlx gives None (null in metrics.json) with a note, not 1."""
+    same = ["yes"] * 5
+    with pytest.warns(UserWarning):  # scikit-learn says it is undefined
+        assert math.isnan(cohen_kappa_score(same, same))
+    assert cohen_kappa(same, same) is None
+    assert fleiss_kappa(np.asarray([[3, 0, 0, 0]] * 4)) is None
+    # different single categories are defined: chance agreement 0, kappa 0, as scikit-learn's
+    assert cohen_kappa(same, ["no"] * 5) == pytest.approx(cohen_kappa_score(same, ["no"] * 5)) == 0
+    correct = {i: True for i in "abc"}
+    two = human_metrics({(r, i): "yes" for r in ("ana", "bob") for i in "abc"}, correct, resamples=0,
+                        judge={i: 1.0 for i in "abc"})  # fmt: skip
+    assert two["human_kappa"]["value"] is None and "undefined" in two["human_kappa"]["note"]
+    assert two["human_judge_kappa"]["value"] is None and "2 of 2 raters" in two["human_judge_kappa"]["note"]
+    three = human_metrics({(r, i): "no" for r in ("ana", "bob", "cy") for i in "abc"}, correct, resamples=0)
+    assert three["human_kappa"] == {"method": "Fleiss", "items": 3, "value": None, "note": KAPPA_UNDEFINED}
+    mixed = human_metrics({("ana", "a"): "yes", ("bob", "a"): "yes", ("ana", "b"): "no", ("bob", "b"): "yes"},
+                          correct, resamples=0)  # fmt: skip
+    assert "note" not in mixed["human_kappa"] and mixed["human_kappa"]["value"] == pytest.approx(
+        cohen_kappa_score(["yes", "no"], ["yes", "yes"]))  # fmt: skip
 
 
 def test_human_score_is_evils_s_e():

@@ -6,10 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import REPO, cli_env
+from helpers import HANG_GUARD_S, wait_for
 
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError
@@ -20,26 +20,24 @@ def rows(run_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(tmp_path):
+def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(make_cfg, tmp_path):
     out, reference = tmp_path / "run", tmp_path / "uninterrupted"
     args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=48",
             "eval_after_infer=false"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     predictions = out / "predictions.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if predictions.is_file() and len(predictions.read_bytes().splitlines()) >= 6:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    try:
+        wait_for(lambda: predictions.is_file() and len(predictions.read_bytes().splitlines()) >= 6, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = predictions.read_bytes()
     n_before = len(before.splitlines())
     assert 6 <= n_before < 60, "the run was not stopped midway"
 
     again = subprocess.run([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+                           capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     whole = before[: before.rfind(b"\n") + 1]  # a line cut by the kill is the only thing dropped
     earlier = [json.loads(line) for line in whole.decode().splitlines()]
@@ -48,8 +46,7 @@ def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(tmp_path)
     ids = [r["id"] for r in rows(out)]
     assert len(ids) == 60 and len(set(ids)) == 60
 
-    subprocess.run([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={reference}"], cwd=REPO, env=cli_env(),
-                   capture_output=True, check=True, timeout=300)  # fmt: skip
+    run_stage(make_cfg(*args, run_dir=reference))  # in this process: the command line was tested above
     by_id = {r["id"]: r["raw"] for r in rows(reference)}
     assert [by_id[r["id"]] for r in rows(out)] == [r["raw"] for r in rows(out)]  # as if never interrupted
 

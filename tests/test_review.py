@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import lines, start_vlx, wait_for
+from helpers import HANG_GUARD_S, POLL_HANG_GUARD_S, lines, start_vlx, wait_for
 
 from vlx.review import data as review_data
 from vlx.review.app import create_app
@@ -131,8 +131,23 @@ def _url(log: Path) -> str | None:
 def _serve(run: Path, log: Path, port: int = 0):
     proc = start_vlx("stage=review", f"run={run}", f"review.port={port}", f"hydra.run.dir={log.parent / log.stem}",
                      log=log)  # fmt: skip
-    wait_for(lambda: _url(log) is not None, proc, timeout=120)
+    wait_for(lambda: _url(log) is not None, proc)
     return proc, _url(log)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_the_server_is_a_normal_end(tiny_run, tmp_path, stop):
+    """Ctrl-C (or a plain kill) is how a review ends: exit 0, an INFO line saying the server stopped and how many
+    ratings the run holds, and no ERROR line (it once said `[ERROR] interrupted; run the same command again`)."""
+    log = tmp_path / "serve.log"
+    proc, url = _serve(tiny_run[0], log)
+    with urllib.request.urlopen(url + "api/run", timeout=HANG_GUARD_S) as answer:  # it serves before it stops
+        assert answer.status == 200
+    proc.send_signal(stop)
+    assert proc.wait(timeout=HANG_GUARD_S) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert re.search(r"\[vlx\.stages\.review\]\[INFO\] - review server stopped: \d+ ratings in ", text), text
+    assert "ERROR" not in text and "Traceback" not in text and "interrupted" not in text, text
 
 
 @pytest.mark.slow
@@ -150,8 +165,10 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
     proc, url = _serve(copy, tmp_path / "serve1.log")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS,
+                                        timeout=POLL_HANG_GUARD_S * 1000)  # fmt: skip
             page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(POLL_HANG_GUARD_S * 1000)  # Playwright's 30 s: too short a hang guard when busy
             page.goto(url)
             page.wait_for_selector(".card")
             wrong = sum(r["pred"] != r["gold"] for r in rows)
@@ -166,7 +183,7 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
             for key in "12341":
                 page.keyboard.press(key)
                 page.wait_for_function("document.querySelector('#status').textContent.includes('saved')")
-            wait_for(lambda: len(lines(copy / "ratings.jsonl")) == 5, timeout=20)
+            wait_for(lambda: len(lines(copy / "ratings.jsonl")) == 5)
             got = [(r["id"], r["verdict"]) for r in lines(copy / "ratings.jsonl")]
             want = list(zip([r["id"] for r in rows[:5]], ["yes", "weak yes", "weak no", "no", "yes"], strict=True))
             assert got == want
@@ -177,7 +194,7 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
             assert page.locator("#list li .dot.yes").count() == 2 and page.locator("#list li .dot.no").count() == 1
 
             proc.send_signal(signal.SIGKILL)  # the server dies mid-session
-            proc.wait(timeout=30)
+            proc.wait(timeout=HANG_GUARD_S)
             # the same address again: the page's origin, and so the rater name it keeps, stay the same
             proc, url = _serve(copy, tmp_path / "serve2.log", port=int(url.rstrip("/").rsplit(":", 1)[1]))
             page.goto(url)
@@ -189,11 +206,11 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
         assert len(lines(copy / "ratings.jsonl")) == 6 and lines(copy / "ratings.jsonl")[-1]["id"] == rows[6]["id"]
         for bad in ("static/..%2f..%2f..%2fetc%2fpasswd", "image/..%2f..%2fpredictions.jsonl", "files/ratings.jsonl"):
             with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(url + bad, timeout=10)
+                urllib.request.urlopen(url + bad, timeout=POLL_HANG_GUARD_S)
             assert err.value.code == 404
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_GUARD_S)
 
 
 def test_mistakes_are_named(make_cfg, tiny_run, tmp_path):

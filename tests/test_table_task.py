@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -153,11 +154,15 @@ def test_images_stored_in_the_table_are_written_out_once(make_cfg, tmp_path):
 
 
 def test_a_task_yaml_in_a_folder_of_ones_own(make_cfg, tmp_path):
-    """The README's way with an installed vlx: <folder>/task/<name>.yaml, found through hydra.searchpath."""
+    """The README's way with an installed vlx: <folder>/task/<name>.yaml, found through hydra.searchpath.
+
+    vlx's own conf/ comes first on Hydra's search path, so the file is named as no file there can be (a user who
+    follows the README in the checkout adds conf/task/mine.yaml, which would win over a test's mine.yaml)."""
     write_images(tmp_path / "data")
     write_csv(tmp_path / "data" / "test.csv", ROWS)
+    option = f"own_{uuid.uuid4().hex}"
     (tmp_path / "conf" / "task").mkdir(parents=True)
-    (tmp_path / "conf" / "task" / "mine.yaml").write_text(f"""\
+    (tmp_path / "conf" / "task" / f"{option}.yaml").write_text(f"""\
 _target_: vlx.tasks.TableTask
 name: mine
 source: {tmp_path}/data
@@ -165,7 +170,7 @@ columns: {{id: uid, image: img, text: hypothesis, label: gold, explanations: [wh
 labels: [entailment, contradiction, neutral]
 prompt: "Premise {{premise}}: does '{{hypothesis}}' follow?"
 """)
-    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path}/conf]", "task=mine")
+    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path}/conf]", f"task={option}")
     task = instantiate(cfg.task)
     examples = task.load().examples
     assert task.name == "mine" and [e.label for e in examples] == [r["gold"] for r in ROWS]

@@ -336,3 +336,34 @@ def test_all_incorrect_and_awkward_strings():
     assert metrics["all_bertscore_f1"] == pytest.approx(f1.mean(), abs=1e-6)
     coco, _ = coco_scores([""], [["a dog runs"]], spice=False)
     assert coco["meteor"] == 0.0 and coco["rouge_l"] == 0.0 and coco["cider"] == 0.0 and coco["bleu4"] < 1e-9
+
+
+def test_a_kept_meteor_jvm_gives_a_fresh_ones_answers():
+    """meteor.keep_alive (on for the tests, tests/conftest.py): the next Meteor() takes the JVM the last one closed,
+    with the answers it gave when fresh; one closed with answers unread, or killed as stuck, is not handed on."""
+    from vlx.metrics import meteor
+
+    refs = [[r] for r in ("a dog runs on the beach", "two men talk")]
+    hyps = ["a dog is running on a beach", "men are talking"]
+    meteor.keep_alive(False)  # ends a JVM kept by earlier tests: the next one starts fresh
+    meteor.keep_alive()
+    first = meteor.Meteor(timeout_s=600)
+    want = first.stats(hyps, refs), first.evaluate(first.stats(hyps, refs))
+    first.close()
+    again = meteor.Meteor(timeout_s=600)
+    assert again._proc is first._proc  # the kept one
+    assert (again.stats(hyps, refs), again.evaluate(again.stats(hyps, refs))) == want
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    again._readline = interrupted  # Ctrl-C while the answers are read: they stay in the pipe
+    with pytest.raises(KeyboardInterrupt):
+        again.stats(hyps, refs)
+    again.close()
+    assert again._proc.poll() is not None  # ended, not kept
+    stuck = meteor.Meteor(timeout_s=600)
+    assert stuck._proc is not again._proc and stuck.stats(hyps, refs) == want[0]
+    stuck._kill()  # what the watchdog does to a stuck JVM
+    stuck.close()
+    assert meteor._take_idle() is None  # nothing kept

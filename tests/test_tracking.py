@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_env
-from helpers import wandb_run
+from helpers import HANG_GUARD_S, wandb_run
 
 from vlx.__main__ import run_stage
 from vlx.tracking import tracking
@@ -89,7 +89,7 @@ def test_no_logger_opens_nothing(tmp_path):
         "print('wandb imported:', 'wandb' in sys.modules)\n"
     )
     res = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, env=cli_env(),
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+                         capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert "wandb imported: False" in res.stdout
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 2

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from vlx.configs import config_dir
 from vlx.errors import VlxError
+from vlx.run_dirs import discard_refused_run
 
 log = logging.getLogger("vlx")
 
@@ -47,8 +48,12 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise VlxError(f"stage={name!r} is not a stage; choose one of {', '.join(STAGES)}")
-    from vlx._runtime import seed_everything, set_cpu_threads
+    from vlx._runtime import quiet_progress_bars, route_library_logs, seed_everything, set_cpu_threads
+    from vlx.stages._early import early_checks
 
+    early_checks(cfg)  # missing paths, a busy run directory, no Java: said before the seconds of heavy imports
+    route_library_logs()  # each library warning once, in vlx.log too, not twice on the console
+    quiet_progress_bars()
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=cfg.model.get("tiny") is not None)
     seed_everything(cfg.seed)
     return importlib.import_module(STAGES[name]).run(cfg)
@@ -90,6 +95,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             raise
         # a problem the user can fix: one clear message, no traceback, non-zero exit
         log.error("%s", problem)
+        discard_refused_run()  # a refused run leaves no directory of its own behind
         sys.exit(2)
     value = metrics.get(cfg.get("optimized_metric") or "")  # for Hydra sweepers that optimise a metric
     return float(value) if isinstance(value, (int, float)) else None
@@ -166,6 +172,8 @@ def main() -> None:
 def _fail(message: str, code: int) -> None:
     """Says what went wrong before Hydra's logging exists (composing the config, making the run directory)."""
     sys.stderr.write(f"vlx: error: {message}\n")
+    if code == 2:
+        discard_refused_run()
     sys.exit(code)
 
 

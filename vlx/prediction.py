@@ -26,6 +26,7 @@ from vlx.models.hf import VLMAdapter
 from vlx.prefetch import prepared_batches
 from vlx.records import Example
 from vlx.tasks import Task
+from vlx.tasks.answers import most_probable
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ def decode(
                          inputs=batch.inputs)  # fmt: skip
     scores = [_over(row, [task.label_text(label) for label in item], item) for row, item in zip(scored, options,
               strict=True)]  # fmt: skip
-    chosen = [task.stated(max(s, key=s.get)) for s in scores]
+    # an option repeated under two letters is one answer: its copies' probabilities are summed (A-OKVQA)
+    chosen = [task.stated(most_probable(s, dict(zip(ex.options, ex.choices, strict=True)) if ex.choices else None))
+              for s, ex in zip(scores, batch.examples, strict=True)]  # fmt: skip
     if how == "score":
         return chosen, scores, None
     forced = [model.answer_prefix + c for c in chosen]

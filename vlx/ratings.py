@@ -29,6 +29,9 @@ from vlx.errors import DataError
 from vlx.judging import VERDICT_SCORES, VERDICTS
 
 RATINGS_FILE = "ratings.jsonl"
+# metrics.json's note beside a kappa of None where the ratings used a single category
+KAPPA_UNDEFINED = ("undefined: every rating compared is the same category, so chance agreement is 1 and kappa is "
+                   "0 / 0 (scikit-learn's cohen_kappa_score and statsmodels' fleiss_kappa give NaN)")  # fmt: skip
 
 
 class RatingStore:
@@ -105,22 +108,31 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], size: int, seed: int = 0, bal
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters' categories on the same items; None for no items, 1 when both only ever used
-    one and the same category."""
+    """Cohen's kappa of two raters' categories on the same items, as scikit-learn's `cohen_kappa_score`.
+
+    None for no items, and None where kappa is undefined: both raters used one and the same category only, so the
+    agreement expected by chance is 1 and kappa is 0 / 0 (scikit-learn gives NaN there; `KAPPA_UNDEFINED` says why
+    in metrics.json).
+    """
     if not a:
         return None
     n = len(a)
     observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
     ca, cb = Counter(a), Counter(b)
     expected = sum(ca[c] * cb[c] for c in set(ca) | set(cb)) / n**2
-    if expected == 1:
-        return 1.0 if observed == 1 else None
+    if expected == 1:  # only when both used one and the same category (then observed == 1 too)
+        return None
     return (observed - expected) / (1 - expected)
 
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:
     """Fleiss' kappa of a (items, categories) table of how many raters chose each category, every item rated by the
-    same number (>= 2) of raters."""
+    same number (>= 2) of raters, as statsmodels' `fleiss_kappa`.
+
+    None for a table that is not one (no items, fewer than 2 raters or unequal numbers of raters), and None where
+    kappa is undefined: every rating is the same category, so the agreement expected by chance is 1 and kappa is
+    0 / 0 (statsmodels gives NaN there).
+    """
     counts = np.asarray(counts, dtype=float)
     if counts.ndim != 2 or not len(counts):
         return None
@@ -131,8 +143,8 @@ def fleiss_kappa(counts: np.ndarray) -> float | None:
     p_item = ((counts * (counts - 1)).sum(axis=1)) / (m * (m - 1))
     p_cat = counts.sum(axis=0) / (n * m)
     p_bar, p_e = p_item.mean(), (p_cat**2).sum()
-    if p_e == 1:
-        return 1.0 if p_bar == 1 else None
+    if p_e == 1:  # one category only (then p_bar == 1 too)
+        return None
     return float((p_bar - p_e) / (1 - p_e))
 
 
@@ -190,21 +202,28 @@ def human_metrics(
         out[f"{prefix}human_score_ci"] = (percentile_interval(weighted_mean(draws * mask, mean), level)
                                           if mask.any() and resamples else None)  # fmt: skip
     both = [i for i in ids if len(by_item[i]) == len(raters)]
-    if len(raters) == 2:
-        out["human_kappa"] = {"method": "Cohen", "items": len(both),
-                              "value": cohen_kappa([by_item[i][raters[0]] for i in both],
-                                                   [by_item[i][raters[1]] for i in both])}  # fmt: skip
-    elif len(raters) > 2:
-        table = np.asarray([[sum(v == c for v in by_item[i].values()) for c in VERDICTS] for i in both])
-        out["human_kappa"] = {"method": "Fleiss", "items": len(both), "value": fleiss_kappa(table)}
+    if len(raters) >= 2:
+        given = [v for i in both for v in by_item[i].values()]
+        if len(raters) == 2:
+            value = cohen_kappa([by_item[i][raters[0]] for i in both], [by_item[i][raters[1]] for i in both])
+            out["human_kappa"] = {"method": "Cohen", "items": len(both), "value": value}
+        else:
+            table = np.asarray([[sum(v == c for v in by_item[i].values()) for c in VERDICTS] for i in both])
+            out["human_kappa"] = {"method": "Fleiss", "items": len(both), "value": fleiss_kappa(table)}
+        if len(set(given)) == 1:
+            out["human_kappa"]["note"] = KAPPA_UNDEFINED
     if judge:
         judged = [i for i in ids if judge.get(i) is not None]
         to_verdict = {s: v for v, s in VERDICT_SCORES.items()}
-        kappas = [cohen_kappa([to_verdict[judge[i]] for i in judged if r in by_item[i]],
-                              [by_item[i][r] for i in judged if r in by_item[i]]) for r in raters]  # fmt: skip
-        kappas = [k for k in kappas if k is not None]
+        pairs = [([to_verdict[judge[i]] for i in judged if r in by_item[i]],
+                  [by_item[i][r] for i in judged if r in by_item[i]]) for r in raters]  # fmt: skip
+        pairs = [(j, h) for j, h in pairs if j]  # raters who rated a judged item
+        kappas = [k for k in (cohen_kappa(j, h) for j, h in pairs) if k is not None]
         out["human_judge_kappa"] = {"method": "Cohen, judge against each rater, averaged", "items": len(judged),
                                     "value": float(np.mean(kappas)) if kappas else None}  # fmt: skip
+        if len(kappas) < len(pairs):
+            out["human_judge_kappa"]["note"] = (f"{len(pairs) - len(kappas)} of {len(pairs)} raters' kappas with the "
+                                                f"judge left out of the mean: {KAPPA_UNDEFINED}")  # fmt: skip
         index = {i: k for k, i in enumerate(ids)}
         out["human_judge_spearman"] = _spearman([float(judge[i]) for i in judged], [mean[index[i]] for i in judged])
     if item_metrics:

@@ -20,7 +20,10 @@ class Example:
         fields: the item's other columns (name, value), for prompts that name them (`TableTask`).
         options: the labels this item may take, where they differ per item (a multiple-choice question's letters);
             empty: all of the task's.
-        answers: an open question's accepted answers (VQA-X's ten annotators'); `label` is the most common one.
+        choices: a multiple-choice item's option texts, as the data writes them, one per label of `options`
+            (two options may repeat a text: A-OKVQA scores the chosen text, so either copy is right).
+        answers: an open question's accepted answers (VQA-X's ten annotators'); `label` is the most common one
+            (normalised as VQA's answers are).
     """
 
     id: str
@@ -31,6 +34,7 @@ class Example:
     source: str = ""
     fields: tuple[tuple[str, str], ...] = field(default=())
     options: tuple[str, ...] = field(default=())
+    choices: tuple[str, ...] = field(default=())
     answers: tuple[str, ...] = field(default=())
 
 

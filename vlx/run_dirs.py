@@ -3,6 +3,12 @@
 A stage that writes into a run directory holds `<run dir>/.vlx.lock` (an OS file lock, released by the OS when the
 process ends, however it ends). A second vlx process that wants to write there is refused at once, with a message
 naming the process that holds it; a lock file left by a process that died is taken over.
+
+A run that vlx refuses (exit 2: a bad setting, missing data, a locked run directory, a resume with other settings)
+leaves nothing behind: Hydra makes the run directory, its log and `.hydra/` before vlx can judge the run, so
+`RunDirGuard` (a Hydra callback, conf/hydra/default.yaml) notes beforehand whether the directory existed, and
+`discard_refused_run` then removes a directory this run made that holds only that (its log, `.hydra/`, the lock), or,
+where the directory existed (an earlier run's), puts back the `.hydra/` files the refused command overwrote.
 """
 
 from __future__ import annotations
@@ -11,11 +17,15 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from vlx.errors import ConfigError, os_error_message
 
@@ -82,6 +92,29 @@ def exclusive(run_dir: Path) -> Iterator[Path]:
         handle.close()  # releases the lock
 
 
+def check_idle(run_dir: Path) -> None:
+    """Refuses to read a run directory another vlx process is still writing, without writing anything there (the
+    lock is tried and let go at once; a folder without a lock file has no writer).
+
+    Raises:
+        ConfigError: a live process holds the directory (named in the message).
+    """
+    lock = run_dir / _lock_name()
+    if fcntl is None or not lock.is_file():
+        return
+    try:
+        handle = lock.open("r", encoding="utf-8")
+    except OSError:
+        return  # unreadable: nothing to learn from it, and nothing is written there
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{run_dir} is being written by another vlx run ({_holder(handle.read())}); wait for "
+                              f"it to finish, or stop it") from None  # fmt: skip
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def predictions_dir(path: str | Path, key: str) -> Path:
     """The folder holding a run's predictions.jsonl: `path` itself, its `infer/` (a fine-tune or demo run, whose
     adapter inference lands there), or the folder of a predictions.jsonl given directly.
@@ -114,3 +147,100 @@ def check_writable(path: Path) -> None:
         raise ConfigError(
             f"cannot write {path} ({err.strerror}): make it writable (chmod u+w) or write into another directory"
         ) from err
+
+
+# --- refused runs leave nothing behind ---------------------------------------------------------------------------
+
+# what Hydra and vlx write into a run directory before a stage can refuse it: the job's log, .hydra/'s three files
+# (a sweep's folder: multirun.yaml) and the run lock
+_HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def _only_bookkeeping(folder: Path, sweep: bool = False) -> bool:
+    """Whether `folder` holds nothing but a job's log, `.hydra/` and a lock (a sweep's folder: also multirun.yaml
+    and job folders that hold only that)."""
+    for entry in folder.iterdir():
+        name = entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            if name == ".hydra" and all(f.name in _HYDRA_FILES and f.is_file() for f in entry.iterdir()):
+                continue
+            if sweep and _only_bookkeeping(entry):
+                continue
+            return False
+        elif not (name.endswith(".log") or (name.startswith(".vlx") and name.endswith(".lock")) or
+                  (sweep and name == "multirun.yaml")):  # fmt: skip
+            return False
+    return True
+
+
+class RunDirGuard(Callback):
+    """Notes, before Hydra makes a run's (or a sweep's) directory, whether it exists and what its `.hydra/` holds,
+    for `discard_refused_run`."""
+
+    state: dict[str, Any] = {}
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        self._note(Path(str(config.hydra.run.dir)), sweep=False, config=config)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._note(Path(str(config.hydra.sweep.dir)), sweep=True, config=config)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        # submitit's local launcher makes its folder template itself, `%j` and all, in each job's controller (its
+        # files go to .submitit/<job id>/): the empty literal folder is removed, one that holds anything is kept
+        folder = str(config.hydra.get("launcher", {}).get("submitit_folder") or "")
+        if "%j" in folder:
+            literal = Path(folder)
+            with contextlib.suppress(OSError):
+                if literal.is_dir() and not any(literal.iterdir()):
+                    literal.rmdir()
+
+    @classmethod
+    def _note(cls, folder: Path, sweep: bool, config: Any) -> None:
+        folder = folder.absolute()
+        first = next(p for p in (folder, *folder.parents) if p.exists())  # made by this run: those below it
+        saved: dict[Path, bytes] = {}
+        subdir = config.hydra.get("output_subdir")
+        if not sweep and folder.is_dir() and subdir:
+            for name in _HYDRA_FILES:
+                with contextlib.suppress(OSError):
+                    saved[folder / subdir / name] = (folder / subdir / name).read_bytes()
+        cls.state.clear()
+        cls.state.update(folder=folder, existing=first, sweep=sweep, saved=saved)
+
+
+def _close_logs_in(folder: Path) -> None:
+    """Closes and drops the log handlers writing into `folder` (the job's vlx.log), so nothing writes there again."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            name = getattr(handler, "baseFilename", None)
+            if name is not None and Path(name).is_relative_to(folder):
+                handler.close()
+                logger.removeHandler(handler)
+
+
+def discard_refused_run() -> None:
+    """After a refused run: removes the run (or sweep) directory it made, where it holds only bookkeeping, and the
+    empty folders made above it; in a directory that existed, puts back the `.hydra/` files it overwrote. Never
+    removes a directory that existed before, or one that holds anything else."""
+    state = dict(RunDirGuard.state)
+    RunDirGuard.state.clear()
+    if not state:
+        return
+    folder, existing = state["folder"], state["existing"]
+    try:
+        if existing == folder:
+            for path, data in state["saved"].items():
+                if not path.is_file() or path.read_bytes() != data:
+                    path.write_bytes(data)
+            return
+        if not folder.is_dir() or not _only_bookkeeping(folder, sweep=state["sweep"]):
+            return
+        _close_logs_in(folder)
+        shutil.rmtree(folder)
+        for parent in folder.parents:
+            if parent == existing or not parent.is_relative_to(existing) or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    except OSError as err:  # tidying up must not hide the refusal's own message
+        log.debug("could not remove the refused run's directory %s: %s", folder, err)

@@ -9,7 +9,15 @@ Every statistic takes item weights as counts (R, n), row r = how often each item
 (`vlx.metrics.bootstrap.resample_counts`), and returns R values from a few matrix products, so 1000 resamples of
 15,000 items cost about as much as a handful of passes over the data. The point value is the same function on
 all-ones weights. The Brier score and NLL equal scikit-learn's `brier_score_loss` and `log_loss`; the tests check
-them, and check ECE against a plain per-item loop.
+them, and check ECE against a plain per-item loop and scikit-learn's `calibration_curve`.
+
+ECE's bins are right-closed, (lo, hi] (`ECE_BIN_RULE`), as in Guo et al. (2017), who define bin m as
+((m-1)/M, m/M] and bin so in their code (gpleiss/temperature_scaling), and as scikit-learn's `calibration_curve`
+bins. torchmetrics (`binary_/multiclass_calibration_error`, since 0.11.4) and netcal bin [lo, hi) instead: the two
+agree unless a confidence sits exactly on an edge (0.6 or 0.8 with 15 bins, as rounded or few-token scores often
+do), where the item moves to the next bin up; metrics.json names the rule (`ece_bin_rule`) and a note says so.
+torchmetrics' `binary_calibration_error` is also another quantity: the calibration of the positive class's
+probability, not of the top label's.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted
 logger = logging.getLogger(__name__)
 
 SUM_TOLERANCE = 1e-3  # an item's probabilities may miss 1 by this much (rounded scores in a file)
+# ECE's bins: right-closed, as Guo et al. 2017 (paper and code) and scikit-learn's calibration_curve
+ECE_BIN_RULE = "(lo, hi]"
 # scikit-learn's log_loss clips probabilities to [eps, 1 - eps] with eps the dtype's machine epsilon (float64 here)
 NLL_EPS = float(np.finfo(np.float64).eps)
 
@@ -158,9 +168,10 @@ def ece(inputs: CalibrationInputs, counts: np.ndarray, bins: int = 15) -> np.nda
 
     The confidence is the top label's probability and an item is a hit when that label (the argmax) is the gold
     one. Bins are `bins` equal-width intervals of [0, 1] with float edges e_j = j / bins: bin j (0-based) holds
-    confidences in (e_j, e_{j+1}]; the first bin also holds 0, and the last holds 1.0 (and any value above it from
-    rounding). ECE = sum over bins of (n_b / n) * |accuracy_b - mean confidence_b|, with n_b the bin's weight;
-    empty bins add nothing.
+    confidences in (e_j, e_{j+1}] (`ECE_BIN_RULE`; torchmetrics' [e_j, e_{j+1}) puts a confidence equal to e_j
+    one bin higher); the first bin also holds 0, and the last holds 1.0 (and any value above it from rounding).
+    ECE = sum over bins of (n_b / n) * |accuracy_b - mean confidence_b|, with n_b the bin's weight; empty bins add
+    nothing.
 
     Args:
         inputs: the items (`calibration_inputs`).
@@ -294,7 +305,8 @@ def calibration_metrics(
         missing_as_zero: see `calibration_inputs` (multiple-choice items scored over their own options).
 
     Returns:
-        (metrics, notes). metrics: `ece`, `ece_ci`, `ece_bins` (the number of bins), `brier`, `brier_ci`, `nll`,
+        (metrics, notes). metrics: `ece`, `ece_ci`, `ece_bins` (the number of bins), `ece_bin_rule` ("(lo, hi]":
+        which bin an edge belongs to), `brier`, `brier_ci`, `nll`,
         `nll_ci` and `calibration` ({"bins": `reliability_table`}); intervals are [low, high] percentile
         bootstrap intervals or None. notes are plain sentences for the report, saying which definitions are used.
 
@@ -321,6 +333,7 @@ def calibration_metrics(
         metrics[f"{name}_ci"] = percentile_interval(statistic(counts), level) if len(counts) else None
         if name == "ece":
             metrics["ece_bins"] = bins
+            metrics["ece_bin_rule"] = ECE_BIN_RULE
     metrics["calibration"] = {"bins": reliability_table(inputs, bins)}
     notes = _notes(inputs, bins, positive, k)
     logger.info(
@@ -339,7 +352,8 @@ def _notes(inputs: CalibrationInputs, bins: int, positive: str | None, k: int) -
     notes = [
         f"ECE: the top label's probability against whether that label (the argmax of the scores, ties to the "
         f"first label in the task's order) is the gold one, in {bins} equal-width bins (j/{bins}, (j+1)/{bins}] "
-        "over [0, 1], the first also taking 0."
+        "over [0, 1], the first also taking 0, as Guo et al. (2017) and scikit-learn's calibration_curve bin; "
+        "torchmetrics and netcal bin [j/n, (j+1)/n) and so differ where a confidence sits exactly on an edge."
     ]
     if k == 2:
         chosen = positive if positive is not None else inputs.labels[1]

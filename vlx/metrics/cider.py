@@ -89,8 +89,11 @@ class CiderItems:
         self.n_refs = len(refs)
 
     def item_scores(self, weights: np.ndarray) -> np.ndarray:
-        """Every item's CIDEr under the idf of one weighting (weights: how often each item is drawn)."""
+        """Every item's CIDEr under the idf of one weighting (weights: how often each item is drawn); all NaN when
+        the weighting draws no item (no references to take document frequencies from: log(0) items)."""
         weights = np.asarray(weights, dtype=float)
+        if not weights.sum() > 0:  # e.g. the correctly labelled items of a run that labels none correctly
+            return np.full(self.n, np.nan)
         df = np.bincount(self.doc_gid, weights=weights[self.doc_item], minlength=self.vocab)
         idf = np.log(weights.sum()) - np.log(np.maximum(df, 1.0))
         vh, vr = self.h_tf * idf[self.h_gid], self.r_tf * idf[self.r_gid]

@@ -6,7 +6,8 @@ because calling scikit-learn 1000 times over 15,000 items is too slow. The tests
 
 An unparsed prediction (None) is always a wrong answer: it matches no gold label, it is a miss of the gold class in
 macro-F1 and per-class recall, it has its own "unparsed" column in the confusion matrix, and for binary F1 it is a
-negative prediction (it does not claim the positive class).
+negative prediction (it does not claim the positive class). Where a task's own pipeline guesses for an unparsable
+answer (ScienceQA), the eval stage passes the guess as the prediction and marks the item `unparsed`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def classification_metrics(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    unparsed: Sequence[bool] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Accuracy, macro-F1, per-class P/R/F1, confusion matrix and (binary tasks) binary F1 and AUROC, with CIs.
 
@@ -55,6 +57,9 @@ def classification_metrics(
         resamples: bootstrap resamples for the confidence intervals (0 leaves the intervals None).
         level: coverage of the intervals (0.95 for 95%).
         seed: seed of the bootstrap resamples, so intervals reproduce.
+        unparsed: which answers could not be parsed, where `pred` holds a guess for them (ScienceQA's rule,
+            `eval.unparsed=guess`): `unparsed_rate` counts them and the guesses are scored as predictions. None:
+            the None predictions.
 
     Returns:
         (metrics, notes). metrics has `n`, `unparsed_rate`, `unparsed_rate_ci`, `accuracy`, `accuracy_ci`,
@@ -74,21 +79,26 @@ def classification_metrics(
     g, p = _encode(gold, pred, labels)  # p == k marks an unparsed prediction
     notes: list[str] = []
 
-    unparsed = int(np.count_nonzero(p == k))
-    if unparsed:
+    missed = p == k if unparsed is None else np.asarray(unparsed, dtype=bool)
+    if len(missed) != n:
+        raise ValueError(f"unparsed has {len(missed)} entries for {n} items")
+    guessed = int(np.count_nonzero(missed & (p != k)))
+    if missed.any():
         notes.append(
-            f"{unparsed} of {n} predictions ({unparsed / n:.1%}) could not be parsed; they count as wrong"
+            f"{int(missed.sum())} of {n} predictions ({missed.mean():.1%}) could not be parsed; "
+            + (f"{guessed} got a random option, scored as predictions; " if guessed else "")
+            + ("the rest " if guessed else "they ") + "count as wrong"
             + (f" (and, for binary F1, as not predicting {positive!r})" if positive is not None else "")
             + "."
         )
 
-    metrics: dict[str, Any] = {"n": n, "unparsed_rate": unparsed / n}
+    metrics: dict[str, Any] = {"n": n, "unparsed_rate": float(missed.mean())}
     metrics.update(_multiclass_point(g, p, labels))
     cells = g * (k + 1) + p  # one code per (gold, pred) cell, for fast confusion matrices of resamples
     ci = _ci_runner(n, resamples, level, seed)
     metrics["accuracy_ci"] = ci(_accuracy_statistic(g == p))
     metrics["macro_f1_ci"] = ci(_macro_f1_statistic(cells, k))
-    metrics["unparsed_rate_ci"] = ci(_accuracy_statistic(p == k))
+    metrics["unparsed_rate_ci"] = ci(_accuracy_statistic(missed))
     metrics["per_class_ci"] = _per_class_cis(cells, labels, resamples, level, seed)
 
     if positive is not None:
@@ -104,13 +114,13 @@ def classification_metrics(
         n,
         metrics["accuracy"],
         metrics["macro_f1"],
-        unparsed,
+        int(missed.sum()),
     )
     return metrics, notes
 
 
 def open_answer_metrics(
-    correct: Sequence[bool],
+    correct: Sequence[bool | float],
     any_answer: Sequence[bool],
     unparsed: Sequence[bool],
     *,
@@ -118,10 +128,10 @@ def open_answer_metrics(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Accuracy of open answers with its interval: `n`, `unparsed_rate`, `accuracy` (right: the item's most common
-    answer), `accuracy_ci`, `any_answer_accuracy` (right: any annotator's answer) and `any_answer_accuracy_ci`.
-    There is no label set, so no F1 or confusion matrix."""
-    hits, anyhits = np.asarray(correct, dtype=bool), np.asarray(any_answer, dtype=bool)
+    """Accuracy of open answers with its interval: `n`, `unparsed_rate`, `accuracy` (the mean of the items' scores:
+    1/0, or VQA's soft score under e-ViL's rule), `accuracy_ci`, `any_answer_accuracy` (right: any annotator's
+    answer) and `any_answer_accuracy_ci`. There is no label set, so no F1 or confusion matrix."""
+    hits, anyhits = np.asarray(correct, dtype=float), np.asarray(any_answer, dtype=bool)
     ci = _ci_runner(len(hits), resamples, level, seed)
     return {"n": len(hits), "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
             "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(_accuracy_statistic(hits)),

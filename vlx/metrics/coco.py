@@ -50,13 +50,38 @@ def prepare(
     return [clean(c) for c in candidates], refs
 
 
+# what a machine without Java is told, wherever explanation scoring would need it
+JAVA_MISSING = (
+    "explanation metrics need Java (pycocoevalcap's PTB tokenizer, METEOR and SPICE are Java programs) and there is "
+    "no `java` on PATH: install a JRE (e.g. `apt-get install default-jre-headless`), or add eval.java=false to score "
+    "without METEOR and SPICE, with vlx's Python tokenizer (scores named <protocol>_no_java in metrics.json, not "
+    "comparable with official ones)"
+)
+
+
+def java_missing() -> bool:
+    """Whether `java` is absent from PATH (what every Java scorer would start)."""
+    return shutil.which("java") is None
+
+
+def check_java(use_java: bool, needed: bool = True) -> None:
+    """Refuses, before anything slow, a run that would score explanations with Java on a machine without it.
+
+    Args:
+        use_java: `eval.java` (False: the run scores without Java, so nothing is checked).
+        needed: whether explanations will be scored at all (a task without reference explanations needs no Java).
+
+    Raises:
+        ConfigError: Java is needed and not on PATH (the message says what to install, and how to go on without).
+    """
+    if use_java and needed and java_missing():
+        raise ConfigError(JAVA_MISSING)
+
+
 def java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise ConfigError(
-            "explanation metrics need Java (pycocoevalcap's PTB tokenizer and METEOR are Java programs): "
-            "install a JRE, e.g. `apt-get install default-jre-headless`"
-        )
+        raise ConfigError(JAVA_MISSING)
     return java
 
 

@@ -9,6 +9,7 @@ repeats included: 1000 resamples of 14,740 items are one EVAL call instead of 10
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -23,9 +25,50 @@ from vlx.metrics.coco import java
 
 logger = logging.getLogger(__name__)
 
+# keep_alive's state: whether a closed Meteor's JVM is kept, and the one kept (its process and stderr file)
+_keep = False
+_idle: tuple[subprocess.Popen, IO[bytes]] | None = None
+_idle_lock = threading.Lock()
+
+
+def keep_alive(enabled: bool = True) -> None:
+    """Keeps one METEOR JVM of this process alive between uses: the next `Meteor()` takes it instead of starting one.
+
+    A start (the JVM and METEOR's paraphrase table) takes ~6 s on a 2-core machine, more on a busy one: more than
+    scoring a few thousand items. A process that scores many small sets (the test suite) pays it on each otherwise.
+    Off by default, since an idle METEOR JVM holds about 1 GB; turning it off, or the process ending, ends the kept
+    one. METEOR answers each SCORE and EVAL line on its own, so a kept JVM gives the numbers a fresh one gives.
+    """
+    global _keep
+    _keep = enabled
+    if not enabled:
+        _end_idle()
+
+
+def _take_idle() -> tuple[subprocess.Popen, IO[bytes]] | None:
+    global _idle
+    with _idle_lock:
+        kept, _idle = _idle, None
+    if kept is not None and kept[0].poll() is not None:  # it died meanwhile
+        kept[1].close()
+        return None
+    return kept
+
+
+def _end_idle() -> None:
+    kept = _take_idle()
+    if kept is not None:
+        kept[0].kill()
+        kept[0].wait()
+        kept[1].close()
+
+
+atexit.register(_end_idle)
+
 
 class Meteor:
-    """One METEOR 1.5 process with pycocoevalcap's command line and protocol.
+    """One METEOR 1.5 process with pycocoevalcap's command line and protocol (a new one, or the one `keep_alive`
+    kept).
 
     The SCORE lines (one per item, the hypothesis scrubbed as `Meteor._stat` does) are streamed by a writer thread
     while the answers are read, instead of one round trip per item; the answers are the same lines. Per-item
@@ -36,18 +79,23 @@ class Meteor:
     """
 
     def __init__(self, timeout_s: float) -> None:
-        from pycocoevalcap.meteor import meteor
+        kept = _take_idle() if _keep else None
+        if kept is not None:
+            self._proc, self._stderr = kept
+        else:
+            from pycocoevalcap.meteor import meteor
 
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in close()
-        cmd = [java(), "-jar", "-Xmx2G", meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=Path(meteor.__file__).parent,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in close()
+            cmd = [java(), "-jar", "-Xmx2G", meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=Path(meteor.__file__).parent,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )
         self._timed_out = False
+        self._pending = False  # lines sent whose answers are not all read: the JVM cannot serve another use
         self._watchdog = threading.Timer(timeout_s, self._kill)
         self._watchdog.daemon = True
         self._watchdog.start()
@@ -83,23 +131,34 @@ class Meteor:
             except OSError as err:  # the JVM died; the reader reports it
                 errors.append(err)
 
+        self._pending = True
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
         out = [self._readline() for _ in lines]
         writer.join()
+        self._pending = bool(errors)
         return out
 
     def evaluate(self, stats: Sequence[str]) -> tuple[float, list[float]]:
         """Corpus METEOR and per-item scores for items given by their statistics (non-empty)."""
+        self._pending = True
         self._send("EVAL" + "".join(f" ||| {s}" for s in stats) + "\n")
         try:
             scores = [float(self._readline()) for _ in stats]
-            return float(self._readline()), scores
+            corpus = float(self._readline())
         except ValueError as err:
             raise RuntimeError(f"METEOR gave an unexpected answer: {err}") from err
+        self._pending = False
+        return corpus, scores
 
     def close(self) -> None:
+        global _idle
         self._watchdog.cancel()
+        if _keep and not (self._pending or self._timed_out) and self._proc.poll() is None:
+            with _idle_lock:
+                if _idle is None:  # kept for the next Meteor() (keep_alive)
+                    _idle = (self._proc, self._stderr)
+                    return
         with contextlib.suppress(OSError):  # already closed by a dead JVM
             self._proc.stdin.close()
         self._proc.kill()

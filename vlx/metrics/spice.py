@@ -107,7 +107,8 @@ def _number(value: object) -> float:
 def spice_per_item(
     candidates: Sequence[str], references: Sequence[Sequence[str]], notes: list[str], jar: str | None = None
 ) -> np.ndarray | None:
-    """Per-item SPICE F-scores, or None with a note saying why SPICE did not run."""
+    """Per-item SPICE F-scores, or None with a note saying why SPICE did not run (the note is the only word of it:
+    stage=eval logs its notes once, at the end)."""
     why = spice_missing(jar)
     if why is None:
         path = Path(jar).expanduser() if jar else default_jar()
@@ -117,6 +118,6 @@ def spice_per_item(
             if jar:
                 raise ConfigError(f"eval.spice_jar={jar!r}: SPICE failed ({type(err).__name__}: {err})") from err
             why = f"spice skipped: SPICE failed ({type(err).__name__}: {err})"
-    logger.info(why)
+    logger.debug("%s", why)
     notes.append(why)
     return None

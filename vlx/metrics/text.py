@@ -12,9 +12,11 @@ Two protocols (`eval.protocol`), on the same scorers (pycocoevalcap 1.2's `Bleu(
   e-ViL's reference handling per dataset (every reference for VQA-X, the first one elsewhere) is applied by the
   eval stage, which knows the task (`eval.evil_references`).
 
-Both protocols score, as e-ViL does, the items whose label was predicted correctly; the same scores on all items
-carry an `all_` prefix. e-ViL's combined scores follow `get_average_nlg`: `evil_avg_overlap` is the harmonic mean
-of METEOR, ROUGE-L, CIDEr and SPICE, and `evil_avg_all` its harmonic mean with BERTScore F1. Where SPICE cannot run
+Both protocols score, as e-ViL does, the items whose label was predicted correctly (for VQA-X, the rule of
+`eval.vqa_rule`: e-ViL's, any annotator's answer, or NLX-GPT's, the most common one; see vlx.tasks.answers.Scoring);
+the same scores on all items carry an `all_` prefix. e-ViL's combined scores follow `get_average_nlg`:
+`evil_avg_overlap` is the harmonic mean of METEOR, ROUGE-L, CIDEr and SPICE, and `evil_avg_all` its harmonic mean
+with BERTScore F1. Where SPICE cannot run
 (Stanford CoreNLP is not installed), they are means of the others and are named so: `evil_avg_overlap_no_spice`,
 `evil_avg_all_no_spice`, with `evil_spice: false` beside them.
 
@@ -25,6 +27,12 @@ that metric's corpus value on the items drawn: BLEU-4 from summed n-gram statist
 statistics (one EVAL of METEOR 1.5 for all resamples), CIDEr as the mean of the items' CIDEr under the scored set's
 document frequencies (see `corpus`), ROUGE-L, SPICE and BERTScore as means, the combined scores from the resample's
 values.
+
+Without Java (`eval.java=false`, for a machine where none can be installed) the protocols run without METEOR and
+SPICE (None, so e-ViL's combined scores are None too), and `coco` tokenizes with vlx's Python imitation of the PTB
+tokenizer (`vlx.metrics.python_tokenizer`, not the official one: BLEU-4, ROUGE-L and CIDEr can differ a little). Such
+scores carry the protocol `coco_no_java` or `evil_no_java` in metrics.json, so no one takes them for the official
+numbers, and stage=compare compares them only with runs scored the same way.
 
 Text clean-up (checked against METEOR 1.5, the PTB tokenizer of pycocoevalcap and bert_score 0.3.13): under `coco`
 every string has its whitespace collapsed to single spaces (a newline, or any Unicode line separator, splits a line
@@ -63,6 +71,7 @@ METRIC_KEYS = (*COCO_KEYS, "bertscore_f1")
 EVIL_OVERLAP_KEYS = ("meteor", "rouge_l", "cider", "spice")
 COMBINED = ("evil_avg_overlap", "evil_avg_all")
 NO_SPICE = "_no_spice"  # the suffix of a combined score computed without SPICE
+NO_JAVA = "_no_java"  # the suffix of a protocol scored without Java (eval.java=false)
 # e-ViL's tables give every explanation score x100
 EVIL_SCALE = 100.0
 
@@ -80,17 +89,21 @@ def check_protocol(protocol: str) -> None:
 
 
 def protocol_text(
-    candidates: Sequence[str], references: Sequence[Sequence[str] | str], protocol: str
+    candidates: Sequence[str], references: Sequence[Sequence[str] | str], protocol: str, java: bool = True
 ) -> tuple[list[str], list[list[str]]]:
     """Candidates and references as the protocol's scorers see them.
 
-    coco: whitespace collapsed, then the PTB tokenizer (one Java run). evil: the raw strings, line breaks turned
-    into spaces and nothing else.
+    coco: whitespace collapsed, then the PTB tokenizer (one Java run; without Java, vlx's Python imitation of it).
+    evil: the raw strings, line breaks turned into spaces and nothing else.
     """
     check_protocol(protocol)
     if protocol == "evil":
         return prepare(candidates, references, clean=_one_line)
     cands, refs = prepare(candidates, references)
+    if not java:
+        from vlx.metrics.python_tokenizer import tokenize_all as python_tokenize
+
+        return python_tokenize(cands), [python_tokenize(group) for group in refs]
     return tokenize_all(cands, refs) if cands else (cands, refs)
 
 
@@ -132,7 +145,12 @@ class ExplanationItems:
 
     @property
     def scale(self) -> float:
-        return EVIL_SCALE if self.protocol == "evil" else 1.0
+        return EVIL_SCALE if self.protocol.startswith("evil") else 1.0
+
+    @property
+    def java(self) -> bool:
+        """Whether the items were scored with Java (METEOR statistics, the official tokenizer)."""
+        return not self.protocol.endswith(NO_JAVA)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One JSON-able row per item (what `from_rows` reads back)."""
@@ -154,16 +172,22 @@ class ExplanationItems:
                    if with_spice else None)  # fmt: skip
 
 
-def open_meteor(n: int) -> Meteor:
+def open_meteor(n: int, java: bool = True) -> Meteor | None:
+    """A METEOR process for n items; None without Java (eval.java=false: no METEOR)."""
     # generous: 14,740 items take ~14 s; the limit only stops a stuck JVM
-    return Meteor(timeout_s=600 + n / 10)
+    return Meteor(timeout_s=600 + n / 10) if java else None
+
+
+def close_meteor(meteor: Meteor | None) -> None:
+    if meteor is not None:
+        meteor.close()
 
 
 def score_items(
     candidates: Sequence[str],
     references: Sequence[Sequence[str] | str],
     settings: BertScoreSettings | None,
-    meteor: Meteor,
+    meteor: Meteor | None,
     *,
     protocol: str = "coco",
     spice: bool = True,
@@ -177,7 +201,8 @@ def score_items(
         candidates: the model's explanation per item (raw text).
         references: one or more reference explanations per item.
         settings: BERTScore settings; None leaves BERTScore out (NaN).
-        meteor: an open METEOR process (`open_meteor`), also used later for corpus scores.
+        meteor: an open METEOR process (`open_meteor`), also used later for corpus scores; None: no Java (no
+            METEOR or SPICE, and `coco` tokenizes in Python): the items' protocol is named `<protocol>_no_java`.
         protocol: "coco" or "evil" (see the module docstring).
         spice: try SPICE; spice_jar: `eval.spice_jar` (None = pycocoevalcap's copy).
         notes: gets plain sentences (SPICE skipped, empty strings).
@@ -188,7 +213,8 @@ def score_items(
     # a wrong BERTScore setting fails before minutes of Java work
     setup = bertscore_setup(settings) if settings is not None else None
     start = time.perf_counter()
-    cands, refs = protocol_text(candidates, references, protocol)
+    java = meteor is not None
+    cands, refs = protocol_text(candidates, references, protocol, java=java)
     timings["tokenize"] = time.perf_counter() - start
     raw_c, raw_r = prepare(candidates, references)  # whitespace collapsed, nothing else
     empty_c = sum(1 for c in raw_c if not c)
@@ -203,7 +229,7 @@ def score_items(
     bleu = bleu_stats(cands, refs)
     timings["bleu"] = time.perf_counter() - start
     start = time.perf_counter()
-    met = stats_matrix(meteor.stats(cands, refs)) if cands else np.zeros((0, 23))
+    met = stats_matrix(meteor.stats(cands, refs)) if cands and java else np.zeros((len(cands), 23 if java else 0))
     timings["meteor"] = time.perf_counter() - start
     start = time.perf_counter()
     from pycocoevalcap.rouge.rouge import Rouge
@@ -213,7 +239,7 @@ def score_items(
     rouge_items = np.asarray([rouge.calc_score([c], r) for c, r in zip(cands, refs, strict=True)], dtype=float)
     timings["rouge"] = time.perf_counter() - start
     start = time.perf_counter()
-    spice_items = spice_per_item(cands, refs, notes, spice_jar) if spice and cands else None
+    spice_items = spice_per_item(cands, refs, notes, spice_jar) if spice and cands and java else None
     if spice_items is not None and np.isnan(spice_items).any():
         notes.append(f"spice: {int(np.isnan(spice_items).sum())} items have no SPICE score, so SPICE is NaN (as in "
                      "pycocoevalcap) and left out of the combined scores")  # fmt: skip
@@ -224,8 +250,12 @@ def score_items(
         # BERTScore reads the raw text under both protocols (its own tokenizer; whitespace runs mean nothing to it)
         f1 = bertscore_cleaned(raw_c, raw_r, settings, setup)
     timings["bertscore"] = time.perf_counter() - start
-    items = ExplanationItems(protocol, cands, refs, bleu, met, rouge_items, f1, spice_items)
-    return items
+    if not java:
+        notes.append("scored without Java (eval.java=false): no METEOR or SPICE, so e-ViL's combined scores are None"
+                     + ("; tokenized by vlx's Python imitation of the PTB tokenizer, not the official one" if
+                        protocol == "coco" else "") + f"; the protocol is named {protocol}{NO_JAVA}")  # fmt: skip
+    return ExplanationItems(protocol if java else protocol + NO_JAVA, cands, refs, bleu, met, rouge_items, f1,
+                            spice_items)  # fmt: skip
 
 
 def _harmonic_mean(values: Sequence[float | None]) -> float | None:
@@ -250,7 +280,7 @@ def _harmonic_rows(columns: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def corpus(
-    items: ExplanationItems, counts: np.ndarray, meteor: Meteor, idf_from: np.ndarray | None = None
+    items: ExplanationItems, counts: np.ndarray, meteor: Meteor | None, idf_from: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Every explanation metric's corpus value for each weighting of the items (rows of counts, shape (R, n)),
     on the protocol's scale: METRIC_KEYS, and the combined scores under their names (`_no_spice` without SPICE).
@@ -268,7 +298,8 @@ def corpus(
         "bleu4": np.asarray(
             [corpus_bleu4(s) if c.sum() else np.nan for s, c in zip(counts @ items.bleu, counts, strict=True)]
         ),  # fmt: skip
-        "meteor": corpus_scores(meteor, items.meteor, counts),
+        "meteor": corpus_scores(meteor, items.meteor, counts) if meteor is not None and items.java
+        else np.full(len(counts), np.nan),
         "rouge_l": weighted_mean(counts, items.rouge),
         "cider": weighted_mean(counts, cider_items),
         "spice": weighted_mean(counts, items.spice) if with_spice else np.full(len(counts), np.nan),
@@ -289,7 +320,7 @@ def _value(values: np.ndarray) -> float | None:
 def summarise(
     items: ExplanationItems,
     correct: Sequence[bool],
-    meteor: Meteor,
+    meteor: Meteor | None,
     *,
     labelled: bool = True,
     resamples: int = 1000,
@@ -310,7 +341,8 @@ def summarise(
 
     Returns:
         bleu4, meteor, rouge_l, cider, spice, bertscore_f1 and their `all_` versions, each with `<key>_ci`;
-        evil_avg_overlap, evil_avg_all, evil_global (with `_no_spice` where SPICE is missing), `evil_avg_overlap_of`,
+        evil_avg_overlap, evil_avg_all, evil_global (with `_no_spice` where SPICE is missing) and its weight
+        `evil_weight` (the share of items marked correct), `evil_avg_overlap_of`,
         `evil_spice`; `n_explained_correct`, `n_explained_all`; `protocol` and `explanation_scale`.
     """
     notes = [] if notes is None else notes
@@ -343,7 +375,7 @@ def summarise(
     if labelled and n and not len(idx_correct):
         notes.append("no item has a correctly predicted label: the e-ViL explanation scores (correct items only) are "
                      "undefined; the all_ scores cover every item")  # fmt: skip
-    if not with_spice:
+    if not with_spice and items.java:
         notes.append(
             "SPICE did not run, so e-ViL's combined scores are means of METEOR, ROUGE-L and CIDEr (and BERTScore): "
             "they are named evil_*_no_spice and are not comparable with published ones"
@@ -354,7 +386,7 @@ def summarise(
 
 
 def _global(
-    out: dict[str, Any], items: ExplanationItems, mask: np.ndarray, meteor: Meteor, resamples: int, level: float,
+    out: dict[str, Any], items: ExplanationItems, mask: np.ndarray, meteor: Meteor | None, resamples: int, level: float,
     seed: int,
 ) -> None:  # fmt: skip
     """e-ViL's global score, accuracy x avg_all, and its interval: the bootstrap draws over all scored items, and
@@ -362,7 +394,10 @@ def _global(
     its items)."""
     with_spice = items.spice is not None
     avg_all, name = combined_name("evil_avg_all", with_spice), combined_name("evil_global", with_spice)
+    # e-ViL's weight is the share of items whose explanation is scored (eUG.py's nlg_weight): the accuracy for a
+    # classification task; for VQA-X the share answered as any annotator did, not the soft-score accuracy
     accuracy = float(mask.mean())
+    out["evil_weight"] = accuracy
     draws = resample_counts(items.n, resamples, seed)
     acc = draws @ mask / items.n
     for prefix, weights in (("", draws * mask), ("all_", draws)):
@@ -390,6 +425,7 @@ def explanation_metrics(
     level: float = 0.95,
     seed: int = 0,
     timings: dict[str, float] | None = None,
+    java: bool = True,
 ) -> tuple[dict[str, Any], list[str]]:
     """The explanation metrics of a set of items, each with its interval (`score_items`, then `summarise`).
 
@@ -401,6 +437,7 @@ def explanation_metrics(
         protocol, spice, spice_jar: see `score_items`.
         labelled, resamples, level, seed: see `summarise`.
         timings: if given, filled with seconds per step.
+        java: False scores without Java (see the module docstring).
 
     Returns:
         (metrics, notes): `summarise`'s metrics plus `bertscore` (what BERTScore was computed with); notes are
@@ -411,7 +448,7 @@ def explanation_metrics(
     notes: list[str] = []
     if len(correct) != len(candidates):
         raise DataError(f"{len(candidates)} candidate explanations but {len(correct)} correctness flags")
-    meteor = open_meteor(len(candidates))
+    meteor = open_meteor(len(candidates), java)
     try:
         items = score_items(candidates, references, settings, meteor, protocol=protocol, spice=spice,
                             spice_jar=spice_jar, notes=notes, timings=timings)  # fmt: skip
@@ -420,7 +457,7 @@ def explanation_metrics(
                         notes=notes)  # fmt: skip
         timings["corpus_and_intervals"] = time.perf_counter() - start
     finally:
-        meteor.close()
+        close_meteor(meteor)
     out["bertscore"] = bertscore_record(settings)
     if not candidates:
         notes.append("no items to score: explanation metrics are undefined")
@@ -432,7 +469,7 @@ def explanation_metrics(
 
 
 def coco_scores(
-    candidates: list[str], references: list[list[str]], spice: bool = True, protocol: str = "coco"
+    candidates: list[str], references: list[list[str]], spice: bool = True, protocol: str = "coco", java: bool = True
 ) -> tuple[dict[str, float | None], list[str]]:
     """Corpus BLEU-4, METEOR, ROUGE-L, CIDEr and SPICE of all the items, without BERTScore or intervals.
 
@@ -443,12 +480,12 @@ def coco_scores(
     if not candidates:
         return dict.fromkeys(COCO_KEYS), ["no items to score"]
     notes: list[str] = []
-    meteor = open_meteor(len(candidates))
+    meteor = open_meteor(len(candidates), java)
     try:
         items = score_items(candidates, references, None, meteor, protocol=protocol, spice=spice, notes=notes)
         values = corpus(items, np.ones((1, items.n), dtype=np.int32), meteor)
     finally:
-        meteor.close()
+        close_meteor(meteor)
     return {k: _value(values[k]) for k in COCO_KEYS}, notes
 
 

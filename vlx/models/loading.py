@@ -65,6 +65,9 @@ def resolve_checkpoint(checkpoint: str, tiny: str | None = None, tiny_dir: str |
     if tiny is not None and tiny_dir is not None and path.resolve() == Path(tiny_dir).expanduser().resolve():
         from vlx.models.tiny import ensure_tiny_model
 
+        # said once per load, so that a tiny zero-shot run's near-random labels and unparsed answers read as expected
+        log.info("model.tiny=%s: vlx's tiny test model with random weights, not a trained checkpoint; without a "
+                 "fine-tuned adapter (vlx experiment=demo trains one) its answers are random", tiny)  # fmt: skip
         return str(ensure_tiny_model(tiny, path))
     # a hub id is "name" or "org/name"; anything else that looks like a path is one
     if path.exists() or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1:

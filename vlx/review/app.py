@@ -17,8 +17,9 @@ Routes (all JSON but the page itself, its static files and images):
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,14 @@ def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, A
     return view
 
 
-def create_app(data: ReviewData) -> Starlette:
-    """The Starlette app serving `data`."""
+def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None) -> Starlette:
+    """The Starlette app serving `data`.
+
+    Args:
+        data: the run (`vlx.review.data.load`).
+        on_ready: called once the server has started (its lifespan startup), e.g. to say the page's address: by
+            then uvicorn handles Ctrl-C and SIGTERM itself, so a stop that follows the line is a clean shutdown.
+    """
 
     def ratings_of(rater: str) -> dict[str, str]:
         return {item: verdict for (who, item), verdict in data.store.latest().items() if who == rater}
@@ -191,7 +198,14 @@ def create_app(data: ReviewData) -> Starlette:
         Route("/files/{name}", run_file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_ready is not None:
+            on_ready()
+        yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _int(value: str | None, default: int) -> int:

@@ -31,7 +31,7 @@ from vlx.errors import ConfigError
 from vlx.metrics.bootstrap import resample_counts, resample_indices
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
 from vlx.store import PredictionStore, run_predictions
-from vlx.tasks.answers import is_correct
+from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ def _load(run: Path) -> dict[str, Any]:
     rows = {str(r["id"]): r for r in run_predictions(run, "compare")}
     items_path = run / "explanation_items.jsonl"
     items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
-    return {"dir": run, "metrics": metrics, "rows": rows, "items": items}
+    # the rule eval scored the answers by (VQA-X's soft score, ScienceQA's guesses); runs scored before the rule was
+    # recorded used the defaults
+    scoring = Scoring(**metrics["scoring"]) if metrics.get("scoring") else DEFAULT_SCORING
+    return {"dir": run, "metrics": metrics, "rows": rows, "items": items, "scoring": scoring}
 
 
 def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -59,6 +62,16 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
                 f"runs of different {key}s cannot be compared item by item: {a['dir']} has "
                 f"{key}={a['metrics'].get(key)!r}, {b['dir']} has {key}={b['metrics'].get(key)!r}"
             )
+    # the seed matters only to the guesses for unparsed answers
+    rule_a, rule_b = ({**r["scoring"].record(), **({} if r["scoring"].unparsed == "guess" else {"seed": None})}
+                      for r in (a, b))  # fmt: skip
+    if rule_a != rule_b:
+        fix = " ".join(f"eval.{k}={v}" for k, v in a["scoring"].record().items() if k != "seed")
+        raise ConfigError(
+            f"the runs' answers were scored by different rules ({a['scoring'].record()} in {a['dir']}, "
+            f"{b['scoring'].record()} in {b['dir']}): rescore one, e.g. vlx stage=eval run={b['dir']} {fix} "
+            f"eval.seed={a['scoring'].seed}"
+        )
 
 
 def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -102,13 +115,14 @@ def _classification(
     if not lab:
         return {}, None
     draws = _draws(len(lab), resamples, seed)
-    right = {"a": np.asarray([is_correct(a["rows"][i]) for i in lab]), "b": np.asarray([is_correct(b["rows"][i])
-             for i in lab])}  # fmt: skip
+    # each item's score as eval counts it (1/0, or VQA's soft score), and whether it is right (McNemar)
+    score = {k: np.asarray([answer_score(r["rows"][i], r["scoring"]) for i in lab]) for k, r in (("a", a), ("b", b))}
+    right = {k: v > 0 for k, v in score.items()}
     labels = list(a["metrics"].get("confusion_matrix", {}).get("rows") or [])
     out: dict[str, Any] = {}
 
     def add(key: str, make: Callable[[dict[str, Any], np.ndarray], Callable | None]) -> None:
-        fa, fb = make(a, right["a"]), make(b, right["b"])
+        fa, fb = make(a, score["a"]), make(b, score["b"])
         if fa is None or fb is None:
             return
         every = np.arange(len(lab))
@@ -122,7 +136,8 @@ def _classification(
         k = len(labels)
 
         def cells(run: dict[str, Any]) -> np.ndarray:
-            g, p = cls._encode([run["rows"][i]["gold"] for i in lab], [run["rows"][i].get("pred") for i in lab], labels)
+            g, p = cls._encode([run["rows"][i]["gold"] for i in lab],
+                               [counted_label(run["rows"][i], run["scoring"]) for i in lab], labels)  # fmt: skip
             return g * (k + 1) + p
 
         add("macro_f1", lambda run, hits: cls._macro_f1_statistic(cells(run), k))
@@ -176,16 +191,19 @@ def _calibration_pairs(lab: list[str], a: dict[str, Any], b: dict[str, Any], lab
 def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray,
                   level: float) -> dict[str, Any]:  # fmt: skip
     """Every explanation metric of both runs on the shared scored items, resampled together."""
-    from vlx.metrics.text import ExplanationItems, corpus, open_meteor
+    from vlx.metrics.text import ExplanationItems, close_meteor, corpus, open_meteor
 
     shared = [i for i in ids if i in a["items"] and i in b["items"]]
     if not shared:
         return {}
     for key in ("protocol", "explanation_scale"):
         if a["metrics"].get(key) != b["metrics"].get(key):
+            protocol = str(a["metrics"].get("protocol"))  # coco_no_java: eval.protocol=coco eval.java=false
+            settings = (f"eval.protocol={protocol.removesuffix('_no_java')}" +
+                        (" eval.java=false" if protocol.endswith("_no_java") else ""))  # fmt: skip
             raise ConfigError(f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
                               f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
-                              f"stage=eval run={b['dir']} eval.protocol={a['metrics'].get('protocol')}")  # fmt: skip
+                              f"stage=eval run={b['dir']} {settings}")  # fmt: skip
     model_a, model_b = (r["metrics"].get("bertscore", {}).get("model") for r in (a, b))
     if model_a != model_b:
         raise ConfigError(f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
@@ -199,7 +217,7 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
     labelled = a["metrics"].get("n_explained_correct") is not None and a["metrics"].get("accuracy") is not None
     out: dict[str, Any] = {}
     ones = np.ones((1, len(shared)), dtype=np.int32)
-    meteor = open_meteor(len(shared))
+    meteor = open_meteor(len(shared), runs["a"].java)  # runs scored with eval.java=false have no METEOR
     try:
         rows = np.vstack([ones, weights])
         for prefix in ("", "all_") if labelled else ("all_",):
@@ -218,7 +236,7 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
                 if result is not None:
                     out[prefix + key] = result
     finally:
-        meteor.close()
+        close_meteor(meteor)
     return out
 
 
@@ -244,7 +262,8 @@ def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndar
         return out
     sa = np.asarray([va.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
     sb = np.asarray([vb.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
-    right = {k: np.asarray([is_correct(r["rows"][i]) for i in ids]) for k, r in (("a", a), ("b", b))}
+    right = {k: np.asarray([is_correct(r["rows"][i], scoring=r["scoring"]) for i in ids])
+             for k, r in (("a", a), ("b", b))}  # fmt: skip
     from vlx.metrics.bootstrap import weighted_mean
 
     for prefix, ma, mb in (("", keep & right["a"], keep & right["b"]), ("all_", keep, keep)):
@@ -306,29 +325,106 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], path: Path) -> Path | None:
-    """comparison.png: each metric's difference B - A with its interval, one row per metric."""
+# the x axis spans at least +-MIN_HALF_SPAN (a point of accuracy): a zero difference is a dot at 0, not float noise
+# magnified to the whole width
+MIN_HALF_SPAN = 0.01
+TITLE_LABEL_CHARS = 60  # a run's label in the plot's title is cut to this many characters
+
+
+def _overrides(run: Path) -> list[str]:
+    """The command-line overrides the run was made with (Hydra's .hydra/overrides.yaml), Hydra's own left out."""
+    path = Path(run) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    try:
+        listed = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in listed or [] if not str(o).lstrip("+~").startswith("hydra.")]
+
+
+def _path_tails(run_a: Path, run_b: Path) -> tuple[str, str]:
+    """The ends of the two paths that tell them apart; a sweep's job numbers (0, 1) keep their sweep folder."""
+    parts_a, parts_b = Path(run_a).resolve().parts, Path(run_b).resolve().parts
+    common = 0
+    while common < min(len(parts_a), len(parts_b)) - 1 and parts_a[common] == parts_b[common]:
+        common += 1
+    tail_a, tail_b = parts_a[common:] or parts_a[-1:], parts_b[common:] or parts_b[-1:]
+    if len(tail_a) == len(tail_b) == 1 and tail_a[0].isdigit() and tail_b[0].isdigit() and common:
+        tail_a, tail_b = parts_a[common - 1 :], parts_b[common - 1 :]
+    return "/".join(tail_a), "/".join(tail_b)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TITLE_LABEL_CHARS else text[: TITLE_LABEL_CHARS - 1] + "…"
+
+
+def run_labels(run_a: Path, run_b: Path) -> tuple[str, str, str, str]:
+    """Names of two runs for the plot's title: (label A, label B, folder A, folder B).
+
+    A label is the overrides the run was made with that the other run lacks (`model=tiny_llava`, `shots.k=3`), so
+    a sweep's jobs 0 and 1 are told apart by what was swept; where the overrides do not tell them apart (or were not
+    recorded), the label is the end of the run's path that differs from the other's. The folders are those ends.
+    """
+    folder_a, folder_b = _path_tails(run_a, run_b)
+    over_a, over_b = _overrides(run_a), _overrides(run_b)
+    only_a = [o for o in over_a if o not in over_b]
+    only_b = [o for o in over_b if o not in over_a]
+    if not only_a and not only_b:
+        return folder_a, folder_b, folder_a, folder_b
+    return _cut(" ".join(only_a) or "defaults"), _cut(" ".join(only_b) or "defaults"), folder_a, folder_b
+
+
+def x_limits(low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
+    """Symmetric x limits around 0 that hold every interval [low, high], with 10% room, at least +-MIN_HALF_SPAN."""
+    reach = float(np.nanmax(np.abs(np.concatenate([low, high])))) if len(low) else 0.0
+    half = max(reach * 1.1, MIN_HALF_SPAN) if math.isfinite(reach) else MIN_HALF_SPAN
+    return -half, half
+
+
+def figure(result: dict[str, Any]) -> Any | None:
+    """The comparison plot as a matplotlib Figure (None when no metric has an interval): each metric's difference
+    B - A with its interval, one row per metric, on an x axis symmetric around 0."""
     rows = [(k, m) for k, m in result["metrics"].items() if m["ci"]]
     if not rows:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(7, 0.9 + 0.32 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(7, 1.2 + 0.32 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
-    diffs = np.asarray([m["difference"] for _, m in rows])
-    low = diffs - np.asarray([m["ci"][0] for _, m in rows])
-    high = np.asarray([m["ci"][1] for _, m in rows]) - diffs
+    diffs = np.asarray([m["difference"] for _, m in rows], dtype=float)
+    ci_low = np.asarray([m["ci"][0] for _, m in rows], dtype=float)
+    ci_high = np.asarray([m["ci"][1] for _, m in rows], dtype=float)
+    # errorbar wants distances from the point; an interval a rounding error off the point must not go negative
+    low, high = np.maximum(diffs - ci_low, 0), np.maximum(ci_high - diffs, 0)
     colors = ["#c44e52" if m["p_value"] is not None and m["p_value"] < 1 - result["level"] else "#4c72b0"
               for _, m in rows]  # fmt: skip
     for row, diff, lo, hi, color in zip(y, diffs, low, high, colors, strict=True):  # errorbar takes one colour
         ax.errorbar(diff, row, xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlim(*x_limits(np.minimum(ci_low, diffs), np.maximum(ci_high, diffs)))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, symmetric=True))  # a few round ticks, 0 among them
     ax.set_yticks(y, labels=[k for k, _ in rows], fontsize=8)
     ax.set_xlabel(f"B - A ({result['level']:.0%} paired bootstrap interval; red: p < {1 - result['level']:.2g})")
-    ax.set_title(f"{Path(result['b']).name} vs {Path(result['a']).name}", fontsize=9)
+    label_a, label_b, folder_a, folder_b = run_labels(Path(result["a"]), Path(result["b"]))
+    where = "" if (label_a, label_b) == (folder_a, folder_b) else f"{folder_b} vs {folder_a}; "
+    task = " ".join(str(v) for v in (result.get("task"), result.get("split")) if v)
+    ax.set_title(f"B: {label_b}  vs  A: {label_a} (baseline)\n{where}{task}, {result['n_shared']} shared items",
+                 fontsize=9)  # fmt: skip
+    return fig
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Writes comparison.png (`figure`); None, and no file, when no metric has an interval."""
+    fig = figure(result)
+    if fig is None:
+        return None
     fig.savefig(path, format="png", dpi=110)
     return path
 

@@ -27,7 +27,14 @@ from vlx.ratings import RATINGS_FILE
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
 from vlx.store import PredictionStore, run_predictions
-from vlx.tasks.answers import is_correct
+from vlx.tasks.answers import (
+    Scoring,
+    answer_score,
+    answered_label,
+    counted_label,
+    is_correct,
+    text_probabilities,
+)
 from vlx.tasks.references import id_key, read_references
 from vlx.tracking import Tracker, tracking
 
@@ -36,7 +43,7 @@ log = logging.getLogger(__name__)
 # the headline numbers, in the order the table shows them
 HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "ece", "brier", "nll", "bleu4",
             "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_all", "evil_avg_all_no_spice",
-            "evil_global", "evil_global_no_spice", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
+            "evil_global", "evil_global_no_spice", "evil_weight", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
             "all_bertscore_f1", "judge_score", "all_judge_score", "human_score", "all_human_score")  # fmt: skip
 EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
@@ -57,6 +64,10 @@ def check_settings(settings: dict[str, Any]) -> None:
     if settings.get("evil_references", "auto") not in EVIL_REFERENCES:
         raise ConfigError(f"eval.evil_references={settings.get('evil_references')!r}: use one of "
                           f"{', '.join(EVIL_REFERENCES)}")  # fmt: skip
+    if not isinstance(settings.get("java", True), bool):
+        raise ConfigError(f"eval.java={settings.get('java')!r}: use true (METEOR, SPICE and the official PTB "
+                          "tokenizer, all Java) or false (none of them: scores named <protocol>_no_java)")  # fmt: skip
+    Scoring.from_settings("", settings)  # eval.vqa_rule and eval.unparsed
     bins = settings.get("calibration_bins", 15)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ConfigError(f"eval.calibration_bins={bins!r}: use a number of equal-width bins >= 1, e.g. 15")
@@ -125,24 +136,29 @@ def evaluate(
     notes: list[str] = []
 
     labelled = [r for r in rows if r.get("gold") is not None]
-    if labelled and not labels:  # open answers (VQA-X): right when one of the item's accepted answers
-        metrics.update(open_answer_metrics([is_correct(r) for r in labelled], [is_correct(r, any_answer=True) for r in
-                                           labelled], [r.get("pred") is None for r in labelled], **boot))  # fmt: skip
-        notes.append(
-            "open answers: right when the answer, normalised as VQA's are, is the item's most common answer "
-            "(e-ViL's VQA-X protocol; any_answer_accuracy: one of its answers)"
-        )
+    scoring = Scoring.from_settings(info["task"], settings)
+    metrics["scoring"] = scoring.record()
+    if labelled and not labels:  # open answers (VQA-X): scored by eval.vqa_rule
+        metrics.update(open_answer_metrics(
+            [answer_score(r, scoring) for r in labelled], [is_correct(r, any_answer=True) for r in labelled],
+            [r.get("pred") is None for r in labelled], **boot,
+        ))  # fmt: skip
+        notes.append(_open_answer_note(scoring))
     elif labelled:
         bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
         if bad is not None:
             raise ConfigError(f"{store.path}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
         scores = [r.get("scores") for r in labelled]
+        # the label each answer counts as: the gold one for the other copy of a repeated option, a guess for an
+        # unparsed answer under eval.unparsed=guess
         cls, cls_notes = classification_metrics(
-            [r["gold"] for r in labelled], [r.get("pred") for r in labelled], labels, positive=positive,
-            scores=scores if any(s is not None for s in scores) else None, **boot,
+            [r["gold"] for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
+            scores=scores if any(s is not None for s in scores) else None,
+            unparsed=[r.get("pred") is None for r in labelled], **boot,
         )  # fmt: skip
         metrics.update(cls)
         notes += cls_notes
+        metrics.update(_multiple_choice_rules(labelled, scoring, notes))
         cm = cls["confusion_matrix"]
         plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
                               title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
@@ -186,6 +202,45 @@ def evaluate(
     return metrics
 
 
+def _open_answer_note(scoring: Scoring) -> str:
+    common = ("answers normalised as VQA's evaluation does (punctuation, case, number words as digits with none as "
+              "0, articles, contractions; NLX-GPT's prep_ans), the prediction too")  # fmt: skip
+    if scoring.vqa_rule == "evil":
+        return (f"open answers, e-ViL's rule (eval.vqa_rule=evil): accuracy is VQA's soft score min(#annotators who "
+                f"gave the answer / 3, 1); an item is right (its explanation scored, and counted in evil_weight) when "
+                f"any annotator gave the answer; {common}. e-ViL reads each answer's score from its data files, "
+                f"which its repository does not hold: vlx counts all ten answers")  # fmt: skip
+    return (f"open answers, NLX-GPT's rule (eval.vqa_rule=nlxgpt): right when the answer is the item's most common "
+            f"answer (proc_ans); {common} (NLX-GPT's vqaX.py compares its own model's text unnormalised); "
+            f"any_answer_accuracy: any annotator's answer. eval.vqa_rule=evil scores as e-ViL")  # fmt: skip
+
+
+def _multiple_choice_rules(labelled: list[dict[str, Any]], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
+    """What the multiple-choice rules did: repeated options, guesses for unparsed answers (notes and numbers)."""
+    out: dict[str, Any] = {}
+    repeated = [r for r in labelled if r.get("choices") and len(set(r["choices"].values())) < len(r["choices"])]
+    if repeated:
+        other_copy = sum(r.get("pred") not in (None, r["gold"]) and is_correct(r, scoring=scoring) for r in repeated)
+        notes.append(f"{len(repeated)} items repeat an option's text: the chosen text is scored, so either copy is "
+                     f"right (A-OKVQA's eval_predictions.py); {other_copy} answers chose the gold text's other copy. "
+                     "Label scoring sums a repeated option's probability over its copies")  # fmt: skip
+        out["repeated_option_items"] = len(repeated)
+    unparsed = [r for r in labelled if r.get("pred") is None]
+    if scoring.unparsed == "guess":
+        guessed = [r for r in unparsed if answered_label(r, scoring) is not None]
+        wrong = Scoring(vqa_rule=scoring.vqa_rule, unparsed="wrong", seed=scoring.seed)
+        out["guessed"] = len(guessed)
+        out["accuracy_unparsed_wrong"] = sum(is_correct(r, scoring=wrong) for r in labelled) / len(labelled)
+        notes.append(f"eval.unparsed=guess: {len(guessed)} unparsed answers got a random option of their item "
+                     f"(seeded by eval.seed={scoring.seed} and the item id), as ScienceQA's run_gpt3.py does; "
+                     f"{sum(is_correct(r, scoring=scoring) for r in guessed)} of the guesses are right. "
+                     "accuracy_unparsed_wrong counts them wrong (eval.unparsed=wrong)")  # fmt: skip
+        if len(guessed) < len(unparsed):
+            notes.append(f"{len(unparsed) - len(guessed)} unparsed rows list no options (written by an older vlx): "
+                         "not guessed, counted wrong")  # fmt: skip
+    return out
+
+
 def _explanations(
     run_dir: Path, info: dict[str, Any], scored: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
     settings: dict[str, Any], labelled: bool,
@@ -193,12 +248,14 @@ def _explanations(
     """The explanation metrics of the scored rows under the configured protocol; the per-item statistics go to
     explanation_items.jsonl for stage=compare."""
     from vlx.metrics.bertscore import BertScoreSettings, bertscore_record
-    from vlx.metrics.text import open_meteor, score_items, summarise
+    from vlx.metrics.coco import check_java
+    from vlx.metrics.text import close_meteor, open_meteor, score_items, summarise
 
     protocol, notes = settings.get("protocol", "coco"), []
+    check_java(settings.get("java", True))  # before BERTScore's model loads
     bert = BertScoreSettings(**settings["bertscore"])
-    correct = [is_correct(r) for r in scored]
-    meteor = open_meteor(len(scored))
+    correct = [is_correct(r, scoring=Scoring.from_settings(info["task"], settings)) for r in scored]
+    meteor = open_meteor(len(scored), settings.get("java", True))
     try:
         items = score_items([r.get("explanation") or "" for r in scored],
                             [evil_references(list(refs[str(r["id"])]), info["task"], settings) for r in scored],
@@ -207,7 +264,7 @@ def _explanations(
         out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
                         level=settings["level"], seed=settings["seed"], notes=notes)  # fmt: skip
     finally:
-        meteor.close()
+        close_meteor(meteor)
     out["bertscore"] = bertscore_record(bert)
     if protocol == "evil":
         how = "all references" if len(evil_references(["a", "b"], info["task"], settings)) > 1 else "first reference"
@@ -233,8 +290,10 @@ def _calibration(
     from vlx.metrics.calibration import calibration_metrics, plot_reliability
 
     # multiple-choice items are scored over their own options: labels they do not offer have probability 0
+    # an option repeated under two letters is one answer: its probability is its copies' sum (on the gold letter)
     cal, cal_notes = calibration_metrics(
-        [r["gold"] for r in labelled], [r["scores"] for r in labelled], labels, positive=positive,
+        [r["gold"] for r in labelled], [text_probabilities(r["scores"], r.get("choices"), r["gold"]) for r in labelled],
+        labels, positive=positive,
         bins=settings.get("calibration_bins", 15), resamples=settings["resamples"], level=settings["level"],
         seed=settings["seed"], missing_as_zero=True,
     )  # fmt: skip
@@ -255,7 +314,8 @@ def _human(
     ratings = RatingStore(run_dir / RATINGS_FILE).latest()
     judges = judge_names(run_dir)
     judge = read_verdicts(run_dir, judges[0]) if len(judges) == 1 else None
-    out = human_metrics(ratings, {str(r["id"]): is_correct(r) for r in rows}, judge=judge,
+    scoring = Scoring.from_settings(metrics["task"], settings)
+    out = human_metrics(ratings, {str(r["id"]): is_correct(r, scoring=scoring) for r in rows}, judge=judge,
                         item_metrics=run_item_metrics(run_dir, metrics), resamples=settings["resamples"],
                         level=settings["level"], seed=settings["seed"])  # fmt: skip
     notes.append(f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "

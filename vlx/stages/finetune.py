@@ -33,6 +33,7 @@ from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_a
 from vlx.finetuning.items import Collator, training_items
 from vlx.finetuning.profiling import StepProfiler, check_profile_steps
 from vlx.finetuning.trainer import StatsTrainer
+from vlx.metrics.coco import check_java
 from vlx.models import fast
 from vlx.models.fast.compiling import block_classes, compile_blocks
 from vlx.models.hf import ADAPTER_META
@@ -88,7 +89,9 @@ def validate(cfg: DictConfig) -> None:
         limit = ft.get("infer_limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"finetune.infer_limit={limit!r}: use a positive number of items, or null for the split")
-        instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
+        examples = instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
+        if cfg.eval_after_infer:  # scoring the explanations after training needs Java: said before hours of it
+            check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in examples))
 
 
 def build_model(cfg: DictConfig) -> Any:

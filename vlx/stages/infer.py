@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from vlx import distributed
 from vlx.errors import ConfigError, interrupted, os_error_message
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
+from vlx.metrics.coco import check_java
 from vlx.models.hf import check_images_per_prompt
 from vlx.models.loading import check_adapter_path
 from vlx.prediction import BATCHING, DECODERS, batching_order, initial_batch_size, predict_batches
@@ -39,7 +40,7 @@ from vlx.stages._common import (
 from vlx.stages._resume import check_resumable
 from vlx.store import PredictionStore, unique_rows, write_csv
 from vlx.tasks import Task
-from vlx.tasks.answers import is_correct
+from vlx.tasks.answers import is_correct, most_probable
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ def prediction_row(
     """A predictions.jsonl row. With label scores the label is the most probable one and the explanation what
     follows the label in the answer; otherwise both are parsed from the answer."""
     label, explanation = task.parse(answer, example)
+    choices = dict(zip(example.options, example.choices, strict=True)) if example.choices else None
     if scores is not None:
-        label = max(scores, key=scores.get)
+        label = most_probable(scores, choices)
         after = task.answer_format.explanation_after(label, answer)
         explanation = explanation if after is None else after
     row = {
@@ -124,6 +126,8 @@ def prediction_row(
         "refs": list(example.explanations),
         "demos": [d.id for d in demos],
     }
+    if choices:  # a multiple-choice item's option texts: the chosen text is scored (A-OKVQA repeats some)
+        row["choices"] = choices
     if example.answers:  # an open question: right when the answer is one of these
         row["answers"] = list(example.answers)
     if scores is not None:
@@ -185,6 +189,8 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise ConfigError(f"decode={cfg.decode}: task {task.name!r} has open answers (task.labels is empty), so "
                           f"there are no labels to score; use decode=generate")  # fmt: skip
     split = task.load()  # every file, row and image checked before the model loads
+    if cfg.eval_after_infer:  # the scoring at the end needs Java for explanations: said now, not after inference
+        check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in split.examples))
     store = PredictionStore(out / "predictions.jsonl")
     # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
     shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store

@@ -60,7 +60,7 @@ from vlx.stages._common import build_quantization, read_json, resolved_config, w
 from vlx.store import PredictionStore, run_predictions, unique_rows
 from vlx.tasks import Task
 from vlx.tasks._base import image_problems
-from vlx.tasks.answers import is_correct
+from vlx.tasks.answers import Scoring, is_correct
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,14 @@ def judge_run(
     ordered = sorted(verdicts, key=lambda r: order.get(str(r["id"]), len(order)))
     if ordered != verdicts:  # batched by length: back into the run's order
         store.rewrite(ordered)
-    summary = summarize(ordered, cfg, name, model_cfg, info, kind, len(todo), seconds, skipped)
+    # S_E covers the items eval counts right, under the run's own scoring rule (VQA-X's soft score, ScienceQA's
+    # guesses); the verdict rows keep what was judged
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    assert isinstance(settings, dict)
+    scoring = Scoring.from_settings(str(info.get("task") or cfg.task.name), settings)
+    as_eval = [{**v, "correct": is_correct(by_id[str(v["id"])], scoring=scoring)} if v.get("correct") is not None
+               and str(v["id"]) in by_id else v for v in ordered]  # fmt: skip
+    summary = summarize(as_eval, cfg, name, model_cfg, info, kind, len(todo), seconds, skipped)
     if size is not None:
         summary["batch_size"] = size
     write_json(folder / JUDGE_SUMMARY, summary)

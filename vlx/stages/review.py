@@ -56,17 +56,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,
                        judge=settings.judge)  # fmt: skip
-    app = create_app(review)
     sock = bind(str(settings.host), settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     url = f"http://{shown}:{port}/"
-    log.info("review of %s: %d items (%d to rate), ready in %.2f s", run_dir, len(review.rows), len(review.sample),
+    log.info("review of %s: %d items (%d to rate), loaded in %.2f s", run_dir, len(review.rows), len(review.sample),
              time.perf_counter() - start)  # fmt: skip
-    print(f"vlx review: {url}  (ratings go to {review.store.path}; Ctrl-C stops)", flush=True)
+
+    def ready() -> None:  # the address, once the server answers and handles Ctrl-C itself
+        print(f"vlx review: {url}  (ratings go to {review.store.path}; Ctrl-C stops)", flush=True)
+
+    app = create_app(review, on_ready=ready)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM) is how a review ends, not a failure: uvicorn has shut down cleanly by now and only
+        # re-raises the signal it caught, so the stage returns (exit 0) instead of reporting an interrupted run
+        pass
     finally:
         sock.close()
-    return {"ratings": len(review.store.rows()), "items": len(review.rows)}
+    ratings = len(review.store.rows())
+    log.info("review server stopped: %d ratings in %s", ratings, review.store.path)
+    return {"ratings": ratings, "items": len(review.rows)}

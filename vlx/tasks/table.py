@@ -22,6 +22,7 @@ from typing import Any
 from vlx.errors import ConfigError, DataError
 from vlx.records import Example
 from vlx.tasks._base import Task
+from vlx.tasks.answers import vqa_gold
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class TableTask(Task):
             of columns; a column may hold a list of strings), `choices` (a multiple-choice item's options, a list
             column: the item's labels are the first len(choices) of `labels`, and the prompt's `{choices}` lists
             them) and `answers` (an open question's accepted answers, a list of strings or of {"answer": ...}
-            objects as VQA's; the gold label is the most common one, and `labels` is empty).
+            objects as VQA's; the gold label is the most common one after VQA's answer processing, as NLX-GPT's
+            `proc_ans` takes it, and `labels` is empty).
         label_values: what a label column's value means, where it is not the label's name (`0: entailment`).
         image_dir: the folder image paths are relative to (None: the source file's folder), or one per split
             (`{train: /coco/train2014, dev: /coco/val2014}`).
@@ -237,7 +239,7 @@ class TableTask(Task):
         options, choices = self._options(row, where)
         label, answers = None, self._answers(row, where)
         if answers:
-            label = max(dict.fromkeys(answers), key=answers.count)  # the most common; a tie goes to the first
+            label = vqa_gold(answers)  # the most common answer, normalised as VQA's are (NLX-GPT's proc_ans)
         if columns.get("label") and self.open_answers:
             label = str(row[columns["label"]]).strip() if row[columns["label"]] is not None else label
         elif columns.get("label"):
@@ -264,6 +266,7 @@ class TableTask(Task):
             source=where,
             fields=fields,
             options=options,
+            choices=tuple(str(c) for c in row[columns["choices"]]) if options else (),
             answers=answers,
         )
 

@@ -1,0 +1,61 @@
+"""What a run can be refused for before its stage's module is imported: torch, transformers and datasets take
+seconds to import, tens of seconds on a loaded machine, and a missing folder should not wait for them.
+
+Checked here, with the same messages the stages give later: the run directories a command names (`run=`,
+`resume=`, `runs=`, `shots.source=`, `finetune.only_correct_from=`) exist; the directory a stage writes into is not
+being written by another vlx run; the task's data files are there (and e-SNLI-VE's image folder); and Java is there
+where the infer run will score explanations with it. Everything else is checked where it always was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vlx.errors import DataError
+from vlx.run_dirs import check_idle, predictions_dir
+
+# stages that read the run named by `run=`
+_RUN_READERS = ("eval", "judge", "review", "select_correct")
+
+
+def early_checks(cfg: DictConfig) -> None:
+    """Refuses, with the stage's own one-line message, what can be known without the heavy imports.
+
+    Raises:
+        ConfigError, DataError: as the stage would, later.
+    """
+    stage = cfg.stage.name
+    if stage in _RUN_READERS and cfg.get("run"):
+        predictions_dir(cfg.run, "run")
+    if stage == "compare":
+        for path in cfg.get("runs") or []:
+            predictions_dir(path, "runs")
+    if stage == "infer":
+        out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else Path(cfg.paths.output_dir)
+        check_idle(out)
+        if cfg.shots.k and cfg.shots.get("source"):
+            predictions_dir(cfg.shots.source, "shots.source")
+    if stage == "finetune" and cfg.finetune.get("only_correct_from"):
+        predictions_dir(cfg.finetune.only_correct_from, "finetune.only_correct_from")
+    if stage in ("infer", "finetune"):
+        _check_task(cfg, java=stage == "infer" and bool(cfg.get("eval_after_infer")))
+
+
+def _check_task(cfg: DictConfig, java: bool) -> None:
+    """The task's data files exist (the task's own message where one does not) and, for an infer run that scores
+    its explanations at the end, Java is there."""
+    from vlx.metrics.coco import check_java, java_missing
+    from vlx.tasks.catalog import task_from_config
+    from vlx.tasks.esnli_ve import EsnliVeTask
+
+    task = task_from_config(cfg.task)
+    if any(not path.exists() for path in task.files()):
+        task.read_examples()  # raises the task's own message for what is missing (task=shapes generates its files)
+    if isinstance(task, EsnliVeTask) and not Path(task.image_dir).is_dir():
+        raise DataError(f"task.image_dir={str(task.image_dir)!r}: no such folder; set task.image_dir to the folder "
+                        f"of the images (for e-SNLI-VE, flickr30k-images)")  # fmt: skip
+    use_java = cfg.eval.get("java", True)
+    if java and use_java and java_missing():  # reading the items is paid only on a machine without Java
+        check_java(use_java, needed=any(ex.explanations for ex in task.examples()))
