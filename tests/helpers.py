@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -168,8 +169,14 @@ def run_vlx(*args: str, cwd=None, **popen) -> subprocess.CompletedProcess:
 def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
     """`vlx ARGS` started in the background, its output going to `log`."""
     out = log.open("w")
+    # Ctrl-C as from a terminal: a shell that starts the test run in the background (`nohup ... &`) passes SIGINT
+    # on ignored, and Python then never turns it into KeyboardInterrupt (a run then ignored the tests' Ctrl-C)
     return subprocess.Popen([sys.executable, "-m", "vlx", *args], cwd=REPO, env=popen.pop("env", cli_env()),
-                            stdout=out, stderr=subprocess.STDOUT, **popen)  # fmt: skip
+                            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_terminal_signals, **popen)  # fmt: skip
+
+
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None,

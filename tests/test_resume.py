@@ -22,7 +22,7 @@ def rows(run_dir):
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(make_cfg, tmp_path):
     out, reference = tmp_path / "run", tmp_path / "uninterrupted"
-    args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=160",
+    args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=48",
             "eval_after_infer=false"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
