@@ -387,3 +387,51 @@ def test_one_process_trains_on_one_gpu_whatever_it_sees(tmp_path, caplog):
     assert args.train_batch_size == 4
     assert one_gpu_per_process(args).train_batch_size == 2 and args.n_gpu == 1
     assert "2 GPUs visible to one process" in caplog.text
+
+
+@pytest.mark.parametrize("setting", [
+    "learning_rate=nan", "learning_rate=inf", "learning_rate=0", "learning_rate=-1e-4", "logging_steps=nan",
+    "weight_decay=nan", "weight_decay=inf", "weight_decay=-0.1", "warmup_steps=-5", "warmup_steps=nan",
+    "dataloader_num_workers=-1", "save_steps=-1", "epochs=nan",
+])  # fmt: skip
+def test_settings_that_cannot_train_are_refused_before_the_model_loads(make_cfg, setting, no_model_loads):
+    extra = ["finetune.save_strategy=steps"] if setting.startswith("save_steps") else []
+    extra += ["finetune.max_steps=-1"] if setting.startswith("epochs") else ["finetune.max_steps=2"]
+    key = setting.split("=")[0]
+    with pytest.raises(ConfigError, match=f"finetune.{key}="):
+        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, *extra, f"finetune.{setting}"))
+
+
+def test_a_lora_target_matching_no_module_is_one_line(make_cfg, tmp_path):
+    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1",
+                   "lora.target_modules=[nowhere_proj]")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lora.target_modules=.*nowhere_proj.*matches no module.*q_proj"):
+        run_stage(cfg)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_a_diverging_training_stops_and_saves_no_adapter(make_cfg, tmp_path):
+    """learning_rate=2e4 makes the loss and the weights NaN within a few steps: the training stops at that step (checked
+    at every step, not only the logged ones) with one line naming it, the setting and the last finite checkpoint; no
+    adapter is saved, and every checkpoint is finite."""
+    from safetensors.torch import load_file
+
+    from vlx.errors import VlxError
+
+    fast = [a for a in FAST if a.split("=")[0] not in ("finetune.learning_rate", "finetune.save_strategy",
+                                                        "finetune.logging_steps")]  # fmt: skip
+    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *fast, "finetune.learning_rate=2e4",
+                   "finetune.logging_steps=5", "finetune.warmup_steps=0", "finetune.max_steps=6",
+                   "finetune.save_strategy=steps", "finetune.save_steps=1")  # fmt: skip
+    with pytest.raises(VlxError, match=r"not finite .* at step \d of 6: .*finetune.learning_rate \(now 20000.0") as err:
+        run_stage(cfg)
+    run = tmp_path / "run"
+    assert not (run / "adapter").exists() and not (run / "train_summary.json").exists()
+    checkpoints = sorted((run / "checkpoints").glob("checkpoint-*"))
+    if checkpoints:
+        assert f"the last finite checkpoint is {checkpoints[-1]}" in str(err.value)
+    else:
+        assert "no checkpoint was written before it" in str(err.value)
+    for folder in checkpoints:
+        weights = load_file(folder / "adapter_model.safetensors")
+        assert weights and all(torch.isfinite(w).all() for w in weights.values())

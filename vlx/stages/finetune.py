@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from vlx.fewshot import correct_ids_from_predictions
 from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_arguments
 from vlx.finetuning.items import Collator, training_items
 from vlx.finetuning.profiling import StepProfiler, check_profile_steps
-from vlx.finetuning.trainer import StatsTrainer
+from vlx.finetuning.trainer import Diverged, StatsTrainer
 from vlx.metrics.coco import check_java
 from vlx.models import fast
 from vlx.models.fast.compiling import block_classes, compile_blocks
@@ -67,13 +68,23 @@ def validate(cfg: DictConfig) -> None:
     ft = cfg.finetune
     for key in ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
         value = ft[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if not is_number(value) or value <= 0:  # NaN and inf too: NaN <= 0 is False
             raise ConfigError(f"finetune.{key}={value!r}: use a positive number")
+    for key in ("weight_decay", "warmup_steps"):
+        value = ft[key]
+        if not is_number(value) or value < 0:
+            raise ConfigError(f"finetune.{key}={value!r}: use a number >= 0 (the seed's is {DEFAULTS[key]})")
+    if ft.save_strategy == "steps" and (not is_number(ft.save_steps) or ft.save_steps <= 0):
+        raise ConfigError(f"finetune.save_steps={ft.save_steps!r}: use a positive number of steps")
+    workers = ft.dataloader_num_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"finetune.dataloader_num_workers={workers!r}: use 0 (load in the main process) or more")
     steps, epochs = ft.max_steps, ft.epochs
     if (
-        not isinstance(steps, int)
+        isinstance(steps, bool)
+        or not isinstance(steps, int)
         or steps == 0
-        or (steps < 0 and not (isinstance(epochs, (int, float)) and epochs > 0))
+        or (steps < 0 and not (is_number(epochs) and epochs > 0))
     ):
         raise ConfigError(
             f"finetune.epochs={ft.epochs!r}, finetune.max_steps={ft.max_steps!r}: train for epochs > 0, or a number "
@@ -94,6 +105,15 @@ def validate(cfg: DictConfig) -> None:
             check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in examples))
 
 
+# finetune settings and the seed's values, named in the messages about them
+DEFAULTS = {"learning_rate": 2e-4, "weight_decay": 1e-6, "warmup_steps": 2}
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, NaN or inf)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def build_model(cfg: DictConfig) -> Any:
     """The model adapter with a trainable LoRA around its base (prepared for k-bit training when 4-bit)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -109,7 +129,7 @@ def build_model(cfg: DictConfig) -> Any:
     elif cfg.finetune.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
-    model = get_peft_model(model, build_group("lora", cfg.lora))
+    model = get_peft_model_or_explain(get_peft_model, model, build_group("lora", cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     if cfg.finetune.get("compile") and not fast.allowed(model):
@@ -122,6 +142,23 @@ def build_model(cfg: DictConfig) -> Any:
         compile_blocks(model, mode=check_compile_mode(cfg.finetune.get("compile_mode")))
     adapter.model = model
     return adapter
+
+
+def get_peft_model_or_explain(get_peft_model: Any, model: Any, lora: Any) -> Any:
+    """peft's `get_peft_model`, with one line naming lora.target_modules and some module names the base has where
+    no module matches them (peft's own error is a traceback)."""
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        return get_peft_model(model, lora)
+    except NoMatchingPeftModuleError:
+        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                        if isinstance(module, torch.nn.Linear)} - {"lm_head"})  # fmt: skip
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise ConfigError(
+            f"lora.target_modules={lora.target_modules!r} matches no module of {type(model).__name__}: name some of "
+            f"its linear layers (e.g. {shown}), or all-linear"
+        ) from None
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -205,6 +242,8 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except KeyboardInterrupt as err:
             raise interrupted(err, interrupted_training(trainer, checkpoints)) from None
+        except Diverged as err:
+            raise Diverged(err.step, err.what, diverged_training(err, trainer, checkpoints, ft)) from None
         adapter_dir = out / "adapter"
         if trainer.is_fsdp_enabled:
             trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them
@@ -270,6 +309,19 @@ def interrupted_training(trainer: Trainer, checkpoints: Path) -> str:
         else "no checkpoint was written yet (finetune.save_strategy / save_steps): the same command starts over"
     )
     return f"interrupted at step {step} of {total}; {where}"
+
+
+def diverged_training(err: Diverged, trainer: Trainer, checkpoints: Path, ft: DictConfig) -> str:
+    """The line said when the loss or the LoRA weights stop being finite: the step, what to change, and the last
+    checkpoint of finite weights (each checkpoint's step was checked before it was written)."""
+    last = last_complete_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    where = f"the last finite checkpoint is {last}" if last is not None else "no checkpoint was written before it"
+    return (
+        f"{err.what} at step {err.step} of {trainer.state.max_steps}: the training diverged and stopped, and no "
+        f"adapter was saved; lower finetune.learning_rate (now {ft.learning_rate!r}; the seed's is "
+        f"{DEFAULTS['learning_rate']}) or check finetune.weight_decay ({ft.weight_decay!r}), then train in a new run "
+        f"directory; {where}"
+    )
 
 
 def after_training_config(cfg: DictConfig) -> DictConfig:
