@@ -34,6 +34,29 @@ def test_store_appends_and_the_last_rating_counts(tmp_path):
         store.rows()
 
 
+def test_a_cut_short_write_loses_no_rating(tmp_path, caplog):
+    """A kill or a full disk mid-line: the next rating starts a new line, both whole ratings count, the cut line is
+    left out with a warning naming it, wherever later ratings put it; a hand-broken line stays an error."""
+    store = RatingStore(tmp_path / "ratings.jsonl")
+    store.add("a", "ana", "yes")
+    with open(store.path, "a") as f:
+        f.write('{"id": "b", "rater": "ana", "verdict": "we')
+    store.add("c", "ana", "no")
+    assert store.latest() == {("ana", "a"): "yes", ("ana", "c"): "no"}
+    assert any(f"{store.path}:2:" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    with open(store.path, "ab") as f:
+        f.write('{"id": "d", "rater": "zoë'.encode()[:-1])  # cut inside a character
+    store.add("e", "ana", "yes")
+    with open(store.path, "a") as f:
+        f.write('{"id": "f", "rater": "ana", "ver\n')  # cut, then a newline (a full disk's last line)
+    assert [r["id"] for r in store.rows()] == ["a", "c", "e"]
+    store.path.write_bytes(b'{"id": "a", "rater": "ana", "verdict": "yes"}\n{"id": 1 2}\n' + store.path.read_bytes())
+    with pytest.raises(DataError, match=r"ratings.jsonl:2: not a JSON line"):
+        store.rows()
+    with pytest.raises(DataError, match="at most 200 characters"):
+        store.add("a", "x" * 201, "yes")
+
+
 def test_sample_is_seeded_and_balanced():
     rows = [{"id": f"i{k}", "gold": "entailment" if k < 70 else "neutral" if k < 95 else "contradiction"}
             for k in range(100)]  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from helpers import HANG_GUARD_S, POLL_HANG_GUARD_S, lines, start_vlx, wait_for
 
 from vlx.review import data as review_data
-from vlx.review.app import create_app
+from vlx.review.app import MAX_BODY, allowed_hosts, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,7 +51,8 @@ def client(tiny_run, tmp_path):
     run, _ = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    return TestClient(create_app(review_data.load(copy))), copy
+    app = create_app(review_data.load(copy), hosts=allowed_hosts("127.0.0.1", 8765))
+    return TestClient(app, base_url="http://127.0.0.1:8765"), copy
 
 
 def test_run_and_items_api(client, tiny_run):
@@ -101,6 +102,91 @@ def test_writes_from_elsewhere_and_bad_ratings_are_refused(client):
     assert api.post("/api/rate", json={**body, "verdict": "maybe"}).status_code == 400
     assert api.post("/api/rate", json={**body, "id": "nope"}).status_code == 404
     assert not (run / "ratings.jsonl").exists()  # none of them wrote anything
+
+
+def test_only_the_bound_host_is_answered(client):
+    """DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1 sends Host (and Origin) evil.example;
+    it reads nothing and rates nothing."""
+    api, run = client
+    item = api.get("/api/items").json()["items"][0]["id"]
+    evil = {"Host": "evil.example:8765", "Origin": "http://evil.example:8765"}
+    for url in ("/", "/api/run", "/api/items", "/image/0", "/files/confusion_matrix.png", "/static/app.js"):
+        assert api.get(url, headers=evil).status_code == 403, url
+    assert api.post("/api/rate", json={"id": item, "rater": "ana", "verdict": "yes"}, headers=evil).status_code == 403
+    assert api.get("/api/run", headers={"Host": "127.0.0.1:9999"}).status_code == 403  # another port
+    assert not (run / "ratings.jsonl").exists()
+    for host in ("localhost:8765", "[::1]:8765", "LOCALHOST:8765"):
+        assert api.get("/api/run", headers={"Host": host}).status_code == 200, host
+    assert "192.168.1.5:80" in allowed_hosts("192.168.1.5", 80) and "[fe80::1]:80" in allowed_hosts("fe80::1", 80)
+
+
+def test_bad_requests_are_refused_with_one_line(client):
+    """Oversized bodies and names, deep JSON and odd digits: a 4xx with a message, never a 500, nothing written."""
+    api, run = client
+    item = api.get("/api/items").json()["items"][0]["id"]
+    body = {"id": item, "rater": "ana", "verdict": "yes"}
+    big = json.dumps({**body, "pad": "x" * (MAX_BODY + 1)})
+    assert api.post("/api/rate", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        yield b'{"pad": "'
+        for _ in range(100):
+            yield b"x" * 4096
+
+    assert api.post("/api/rate", content=chunks(), headers={"Content-Type": "application/json"}).status_code == 413
+    answer = api.post("/api/rate", json={**body, "rater": "a" * 201})
+    assert answer.status_code == 400 and "at most 200 characters" in answer.json()["error"]
+    deep = "[" * 30_000 + "]" * 30_000  # under the size limit, over the recursion limit
+    assert api.post("/api/rate", content=deep, headers={"Content-Type": "application/json"}).status_code == 400
+    for url in ("/image/²", "/image/٣", "/image/0x1"):
+        assert api.get(url).status_code == 404, url
+    assert not (run / "ratings.jsonl").exists()
+    assert api.post("/api/rate", json={**body, "rater": "a" * 200}).status_code == 200
+
+
+def test_a_cut_short_ratings_write_loses_nothing(client, caplog):
+    """A write to ratings.jsonl cut short (kill -9, full disk): the next rating starts a line of its own, the page
+    and stage=eval's reader keep working, every whole rating counts; a bad line in the middle is named, not a 500."""
+    api, run = client
+    ids = [i["id"] for i in api.get("/api/items").json()["items"]]
+    assert api.post("/api/rate", json={"id": ids[0], "rater": "ana", "verdict": "yes"}).status_code == 200
+    path = run / "ratings.jsonl"
+    with path.open("a") as f:
+        f.write('{"id": "' + ids[1] + '", "rater": "ana", "verd')  # the kill
+    assert api.get("/api/items", params={"rater": "ana", "rated": "yes"}).json()["total"] == 1
+    assert api.post("/api/rate", json={"id": ids[2], "rater": "ana", "verdict": "no"}).status_code == 200
+    text = path.read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 3 and json.loads(text.splitlines()[2])["id"] == ids[2]
+    caplog.clear()
+    rated = api.get("/api/items", params={"rater": "ana", "rated": "yes"})
+    assert rated.status_code == 200 and sorted(i["id"] for i in rated.json()["items"]) == sorted([ids[0], ids[2]])
+    assert api.get("/api/run").json()["raters"] == ["ana"]
+    from vlx.ratings import RatingStore
+
+    assert [r["id"] for r in RatingStore(path).rows()] == [ids[0], ids[2]]  # what stage=eval reads
+    assert any(f"{path}:2: a rating cut short" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    path.write_text(text + "not json\n" + text.splitlines()[0] + "\n")  # a hand-broken line in the middle
+    answer = api.get("/api/items", params={"rater": "ana"})
+    assert answer.status_code == 409 and f"{path}:4: not a JSON line" in answer.json()["error"]
+
+
+def test_image_route_serves_only_images(tiny_run, tmp_path):
+    """A prediction row naming another file (/etc/passwd, a path with ..) gets no image route."""
+    from starlette.testclient import TestClient
+
+    run, rows = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    image = Path(rows[2]["image"])
+    edited = [dict(r) for r in rows]
+    edited[0]["image"] = "/etc/passwd"
+    edited[1]["image"] = str(image.parent / ".." / image.parent.name / image.name)  # exists, but through ..
+    (copy / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    api = TestClient(create_app(review_data.load(copy)), base_url="http://localhost:8765")
+    for url in ("/image/0", "/image/1"):
+        answer = api.get(url)
+        assert answer.status_code == 404 and b"root:" not in answer.content
+    assert api.get("/image/2").headers["content-type"] == "image/png"
 
 
 @pytest.mark.parametrize("url", ["/static/../../../../etc/passwd", "/static/..%2f..%2f..%2fetc%2fpasswd",
@@ -213,6 +299,21 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
         proc.wait(timeout=HANG_GUARD_S)
 
 
+def test_binding_beyond_loopback_is_warned(caplog):
+    from vlx.errors import ConfigError
+    from vlx.stages.review import check_host
+
+    with caplog.at_level("WARNING", logger="vlx.stages.review"):
+        assert check_host("127.0.0.1") == "127.0.0.1" and check_host("localhost") == "localhost"
+        assert check_host("::1") == "::1"
+        assert not caplog.records
+        for host in ("0.0.0.0", "::", "192.168.1.5"):
+            assert check_host(host) == host
+        assert len(caplog.records) == 3 and "reachable from other machines" in caplog.records[0].getMessage()
+    with pytest.raises(ConfigError, match="review.host is empty"):
+        check_host("  ")
+
+
 def test_mistakes_are_named(make_cfg, tiny_run, tmp_path):
     from vlx.__main__ import run_stage
     from vlx.errors import ConfigError
@@ -226,6 +327,9 @@ def test_mistakes_are_named(make_cfg, tiny_run, tmp_path):
         review_data.load(tiny_run[0], sample=0)
     with pytest.raises(ConfigError, match="review.port=-3"):
         bind("127.0.0.1", -3)
+    for empty in ("review.host=", "review.host=null"):
+        with pytest.raises(ConfigError, match="review.host is empty"):
+            run_stage(make_cfg("stage=review", f"run={tiny_run[0]}", empty))
     taken = bind("127.0.0.1", 0)
     try:
         with pytest.raises(ConfigError, match="cannot listen there"):

@@ -15,6 +15,7 @@ human score. Every automatic per-item metric gets its Spearman correlation with 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -28,7 +29,11 @@ import numpy as np
 from vlx.errors import DataError
 from vlx.judging import VERDICT_SCORES, VERDICTS
 
+log = logging.getLogger(__name__)
+
 RATINGS_FILE = "ratings.jsonl"
+# the longest rater name kept (a name, not a document)
+MAX_RATER = 200
 # metrics.json's note beside a kappa of None where the ratings used a single category
 KAPPA_UNDEFINED = ("undefined: every rating compared is the same category, so chance agreement is 1 and kappa is "
                    "0 / 0 (scikit-learn's cohen_kappa_score and statsmodels' fleiss_kappa give NaN)")  # fmt: skip
@@ -51,38 +56,85 @@ class RatingStore:
         rater = " ".join(str(rater).split())
         if not rater:
             raise DataError("a rating needs a rater name")
+        if len(rater) > MAX_RATER:
+            raise DataError(f"a rater name is at most {MAX_RATER} characters (this one has {len(rater)})")
         row = {"id": str(item_id), "rater": rater, "verdict": verdict, "score": VERDICT_SCORES[verdict],
                "time": round(time.time(), 3)}  # fmt: skip
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())  # the rating is on disk before the page hears it was saved
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if _ends_cut(self.path):  # a write cut short (kill, full disk): the rating starts a line of its own
+                line = b"\n" + line
+            written = os.write(fd, line)  # one write: concurrent raters' lines never interleave
+            while written < len(line):  # a short write (rare): the rest follows
+                line = line[written:]
+                written = os.write(fd, line)
+            os.fsync(fd)  # the rating is on disk before the page hears it was saved
+        finally:
+            os.close(fd)
         return row
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every rating row, in the order given; a last line cut by a kill is left out, any other bad line is a
-        DataError naming its line."""
+        """Every rating row, in the order given. A line cut short by a killed write or a full disk (the file's last
+        line, or a JSON line that stops part-way, after which later ratings were appended on a line of their own) is
+        left out with a warning naming it; any other bad line is a DataError naming its line."""
         if not self.path.is_file():
             return []
-        lines = self.path.read_text(encoding="utf-8").split("\n")
+        lines = self.path.read_bytes().split(b"\n")
+        last = max((k for k, line in enumerate(lines) if line.strip()), default=-1) + 1
         rows = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                if number == len(lines):  # the unterminated last line of a killed write
+                text = raw.decode("utf-8")
+                row = json.loads(text)
+            except UnicodeDecodeError as err:
+                if number == last or err.reason == "unexpected end of data":
+                    self._set_aside(number)
                     continue
-                raise DataError(f"{self.path}:{number}: not a JSON line ({err.msg}); fix or delete that line") from err
-            if row.get("verdict") not in VERDICT_SCORES or not row.get("id") or not row.get("rater"):
+                raise DataError(f"{self.path}:{number}: not UTF-8 text (byte {err.start + 1}); fix or delete that "
+                                "line") from err  # fmt: skip
+            except (json.JSONDecodeError, RecursionError) as err:
+                if number == last or (isinstance(err, json.JSONDecodeError) and _cut_short(text, err)):
+                    self._set_aside(number)
+                    continue
+                msg = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deep"
+                raise DataError(f"{self.path}:{number}: not a JSON line ({msg}); fix or delete that line") from err
+            if not isinstance(row, dict) or row.get("verdict") not in VERDICT_SCORES or not row.get("id") \
+                    or not row.get("rater"):  # fmt: skip
                 raise DataError(f"{self.path}:{number}: a rating needs id, rater and one of {', '.join(VERDICTS)}")
             rows.append(row)
         return rows
 
+    def _set_aside(self, number: int) -> None:
+        warned = self.__dict__.setdefault("_warned", set())
+        if number not in warned:  # once per line, not on every page request
+            warned.add(number)
+            log.warning("%s:%d: a rating cut short by an interrupted write (a kill or a full disk); left out, the "
+                        "other ratings count", self.path, number)  # fmt: skip
+
     def latest(self) -> dict[tuple[str, str], str]:
         """(rater, id) -> the verdict that counts (the last one given)."""
         return {(r["rater"], str(r["id"])): r["verdict"] for r in self.rows()}
+
+
+def _ends_cut(path: Path) -> bool:
+    """Whether the file's last line lacks its newline (a write cut short)."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _cut_short(text: str, err: json.JSONDecodeError) -> bool:
+    """Whether a line is the start of a JSON object that stops part-way (what a cut write leaves), not a line that
+    is wrong in the middle."""
+    body = text.rstrip()
+    return body.startswith("{") and (err.msg.startswith("Unterminated string") or err.pos >= len(body)) \
+        or not body.strip("\x00")  # fmt: skip
 
 
 def draw_sample(rows: Sequence[Mapping[str, Any]], size: int, seed: int = 0, balanced: bool = True) -> list[str]:

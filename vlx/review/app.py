@@ -12,19 +12,24 @@ Routes (all JSON but the page itself, its static files and images):
 - `GET /files/<name>`: the run's plots (confusion matrix, reliability diagram), by an allow-list of names.
 - `POST /api/rate`: `{"id", "rater", "verdict"}` appended to `<run>/ratings.jsonl` and fsynced before the answer.
   Refused (403) when the request comes from another origin, and (415) when it is not JSON, so no other page the
-  browser has open can rate.
+  browser has open can rate; a body over 64 KiB is refused (413) unread.
+
+Every route answers only requests whose `Host` is one the server was bound to (`allowed_hosts`): a page from another
+site whose name resolves to this machine (DNS rebinding) gets 403 for reads as well as ratings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -38,6 +43,42 @@ STATIC = Path(__file__).parent / "static"
 RUN_FILES = ("confusion_matrix.png", "reliability.png")
 # the fields of an item the page shows (the rest of a prediction row stays on the server)
 ITEM_FIELDS = ("id", "text", "gold", "pred", "explanation", "raw", "refs", "scores", "answers")
+# the largest rating request read (a rating is ~100 bytes)
+MAX_BODY = 64 * 1024
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The `Host` values a server bound to host:port answers: the loopback names and the bound host, with the port."""
+    names = set(LOOPBACK)
+    if host not in ("0.0.0.0", "::"):
+        names.add(f"[{host}]" if ":" in host else host)
+    else:  # every interface, asked for explicitly: this machine's own names too
+        import socket
+
+        names.update({socket.gethostname(), socket.getfqdn()})
+    return {f"{name.lower()}:{port}" for name in names}
+
+
+class HostGuard:
+    """ASGI middleware: 403 for a request whose Host header is not one of `hosts` (None: a loopback name, any port)."""
+
+    def __init__(self, app: Any, hosts: Collection[str] | None = None) -> None:
+        self.app, self.hosts = app, None if hosts is None else {h.lower() for h in hosts}
+
+    def allowed(self, host: str) -> bool:
+        host = host.lower()
+        if self.hosts is not None:
+            return host in self.hosts
+        name, sep, port = host.rpartition(":")
+        return (name if sep and port.isascii() and port.isdigit() else host) in LOOPBACK
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.allowed(Headers(scope=scope).get("host", "")):
+            await JSONResponse({"error": "this server answers only requests to the address it printed"},
+                               status_code=403)(scope, receive, send)  # fmt: skip
+            return
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -114,13 +155,15 @@ def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, A
     return view
 
 
-def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None) -> Starlette:
+def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
+               hosts: Collection[str] | None = None) -> Starlette:  # fmt: skip
     """The Starlette app serving `data`.
 
     Args:
         data: the run (`vlx.review.data.load`).
         on_ready: called once the server has started (its lifespan startup), e.g. to say the page's address: by
             then uvicorn handles Ctrl-C and SIGTERM itself, so a stop that follows the line is a clean shutdown.
+        hosts: the `Host` values answered (`allowed_hosts`); None: 127.0.0.1, localhost and [::1] on any port.
     """
 
     def ratings_of(rater: str) -> dict[str, str]:
@@ -157,7 +200,7 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None) -> 
 
     async def image(request: Request) -> Response:
         text = request.path_params["index"]
-        k = int(text) if text.isdigit() else -1
+        k = int(text) if text.isascii() and text.isdigit() else -1  # not int("²"): that raises
         if not 0 <= k < len(data.images) or data.images[k] is None:
             return Response("no such image", status_code=404)
         return FileResponse(data.images[k])
@@ -176,18 +219,34 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None) -> 
             return JSONResponse({"error": "cross-site requests are refused"}, status_code=403)
         if not request.headers.get("content-type", "").startswith("application/json"):
             return JSONResponse({"error": "send the rating as application/json"}, status_code=415)
+        too_big = JSONResponse({"error": f"a rating is at most {MAX_BODY // 1024} KiB"}, status_code=413)
+        length = request.headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+            return too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():  # read no more than the limit, whatever the headers say
+            size += len(chunk)
+            if size > MAX_BODY:
+                return too_big
+            chunks.append(chunk)
         try:
-            body = await request.json()
+            body = json.loads(b"".join(chunks))
             item, rater, verdict = str(body["id"]), str(body["rater"]), str(body["verdict"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return JSONResponse({"error": "a rating is {id, rater, verdict}"}, status_code=400)
         if item not in data.index:
-            return JSONResponse({"error": f"no item {item!r} in this run"}, status_code=404)
+            return JSONResponse({"error": f"no item {item[:100]!r} in this run"}, status_code=404)
         try:
             row = data.store.add(item, rater, verdict)
         except DataError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
+        except OSError as err:
+            return JSONResponse({"error": f"{data.store.path}: the rating could not be saved ({err.strerror}); "
+                                          "it was not kept"}, status_code=507)  # fmt: skip
         return JSONResponse(row)
+
+    async def data_error(request: Request, err: Exception) -> Response:  # a bad ratings.jsonl line: one line, no 500
+        return JSONResponse({"error": str(err)}, status_code=409)
 
     routes = [
         Route("/", page),
@@ -205,7 +264,10 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None) -> 
             on_ready()
         yield
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    from starlette.middleware import Middleware
+
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={DataError: data_error},
+                     middleware=[Middleware(HostGuard, hosts=hosts)])  # fmt: skip
 
 
 def _int(value: str | None, default: int) -> int:

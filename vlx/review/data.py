@@ -17,6 +17,8 @@ from vlx.store import PredictionStore, run_predictions
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = "review_sample.json"
+# what the image route serves: image files only, so a prediction row naming another file (/etc/passwd) reaches nothing
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, dict[str, Any]]:
@@ -35,14 +37,31 @@ def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, dict[str, Any]
 
 
 def image_path(value: Any, run_dir: Path) -> Path | None:
-    """An item's image file: an absolute path, or relative to the working directory or to the run's folder."""
+    """An item's image file: an absolute path, or relative to the working directory or to the run's folder; None
+    for a path with `..` or a file that is not an image by its name (the page then shows no image)."""
     if not value:
         return None
     path = Path(str(value))
+    if ".." in path.parts:
+        return None
     for candidate in (path, Path.cwd() / path, run_dir / path, run_dir.parent / path):
         if candidate.is_file():
-            return candidate.resolve()
+            return candidate.resolve() if _is_image(candidate) else None
     return None
+
+
+def _is_image(path: Path) -> bool:
+    """An image by its name or, for a name without an image suffix, by its first bytes."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")) or (
+        head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    )
 
 
 def sample_ids(run_dir: Path, rows: list[dict[str, Any]], size: int | None, seed: int, balanced: bool) -> list[str]:

@@ -6,8 +6,9 @@
 The page (`vlx.review`) shows each item's image, text, gold and predicted label, explanation, references, per-item
 scores, label probabilities and the judge's verdict; filters and a clickable confusion matrix choose the items.
 Ratings (e-ViL's four answers, by click or keys 1-4) go to `<run>/ratings.jsonl` as they are given; `stage=eval`
-turns them into e-ViL's human score. The server binds 127.0.0.1 unless review.host says otherwise; Ctrl-C stops it,
-and nothing given before is lost.
+turns them into e-ViL's human score. The server binds 127.0.0.1 unless review.host names another address (then with
+a warning: other machines reach the page); it answers only requests addressed to the host it was bound to. Ctrl-C
+stops it, and nothing given before is lost.
 """
 
 from __future__ import annotations
@@ -42,21 +43,42 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_host(host: Any) -> str:
+    """review.host as a name to bind: empty is refused (it would mean every interface); a host beyond loopback is
+    bound as asked, with a warning that other machines reach the page."""
+    import ipaddress
+
+    text = "" if host is None else str(host).strip()
+    if not text:
+        raise ConfigError("review.host is empty: name the address to listen on (127.0.0.1, the default, for this "
+                          "machine only; 0.0.0.0 for every interface)")  # fmt: skip
+    try:
+        loopback = ipaddress.ip_address(text.strip("[]")).is_loopback
+    except ValueError:
+        loopback = text.lower() == "localhost"
+    if not loopback:
+        log.warning("review.host=%s: the page and every rating are reachable from other machines on the network (no "
+                    "password); use review.host=127.0.0.1 (an SSH tunnel reaches it) unless the network is trusted",
+                    text)  # fmt: skip
+    return text.strip("[]")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Serves the page until stopped; returns how many ratings the run holds then."""
     import uvicorn
 
     from vlx.review import data
-    from vlx.review.app import create_app
+    from vlx.review.app import allowed_hosts, create_app
 
     if not cfg.run:
         raise ConfigError("stage=review needs run=<run dir> (a directory written by stage=infer)")
     settings = cfg.review
+    bind_host = check_host(settings.host)
     run_dir = predictions_dir(cfg.run, "run")
     start = time.perf_counter()
     review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,
                        judge=settings.judge)  # fmt: skip
-    sock = bind(str(settings.host), settings.port)
+    sock = bind(bind_host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     url = f"http://{shown}:{port}/"
@@ -66,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     def ready() -> None:  # the address, once the server answers and handles Ctrl-C itself
         print(f"vlx review: {url}  (ratings go to {review.store.path}; Ctrl-C stops)", flush=True)
 
-    app = create_app(review, on_ready=ready)
+    app = create_app(review, on_ready=ready, hosts=allowed_hosts(bind_host, port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])
