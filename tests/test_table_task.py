@@ -24,6 +24,8 @@ ROWS = [
     {"uid": "a3", "img": "red.png", "hypothesis": "It is made of wood.", "premise": "a drawing", "gold": "neutral",
      "why": "Cannot tell.", "why2": "Unknown material."},
 ]  # fmt: skip
+FEW_COLUMNS = ["task.columns.id=uid", "task.columns.image=img", "task.columns.label=gold", "task.columns.text=null",
+               "task.columns.explanations=null"]  # fmt: skip
 COLUMNS = ["task.columns.id=uid", "task.columns.image=img", "task.columns.text=hypothesis", "task.columns.label=gold",
            "task.columns.explanations=[why,why2]"]  # fmt: skip
 
@@ -191,3 +193,71 @@ def test_the_esnli_test_csv_as_a_table_task_gives_the_readers_items():
     assert [(e.id, e.image, e.text, e.label, e.explanations, e.source) for e in a] == [
         (e.id, e.image, e.text, e.label, e.explanations, e.source) for e in b
     ]
+
+
+def test_a_table_changed_with_its_time_kept_is_read_anew(make_cfg, tmp_path):
+    """The Arrow cache is keyed by the file's content: labels corrected in place with the modification time put back
+    (cp -p, rsync -t, tar) are read as they now are, not from the old cache."""
+    write_images(tmp_path)
+    path = tmp_path / "test.csv"
+    write_csv(path, ROWS)
+    before = path.stat()
+    assert [e.label for e in task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load().examples] == [
+        "entailment", "contradiction", "neutral"]  # fmt: skip
+    fixed = [dict(ROWS[0], gold="neutral"), ROWS[1], dict(ROWS[2], gold="entailment")]  # same size, other labels
+    write_csv(path, fixed)
+    import os
+
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    examples = task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load().examples
+    assert [e.label for e in examples] == ["neutral", "contradiction", "entailment"]
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_id_is_refused_naming_the_row(make_cfg, tmp_path, value):
+    write_images(tmp_path)
+    write_csv(tmp_path / "test.csv", [ROWS[0], dict(ROWS[1], uid=value), ROWS[2]])
+    with pytest.raises(DataError, match=r"test.csv:3: the id \(column 'uid'\) is empty; give every row an id"):
+        task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load()
+
+
+def test_an_empty_id_in_json_lines_is_refused(make_cfg, tmp_path):
+    write_images(tmp_path)
+    rows = [{"uid": "a1", "img": "red.png", "gold": "neutral"}, {"uid": None, "img": "red.png", "gold": "neutral"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"test.jsonl row 2: the id \(column 'uid'\) is empty"):
+        task_of(make_cfg, f"task.source={tmp_path}", *FEW_COLUMNS).load()
+
+
+BROKEN_TABLES = [  # (file name, its bytes, the one line that names what is wrong)
+    ("test.csv", b"", r"test.csv is empty; write a header line"),
+    ("test.jsonl", b"\n", r"test.jsonl is empty; write its items"),
+    ("test.csv", b"uid,img,gold\n", r"test.csv has a header line but no rows; add the split's items"),
+    ("test.csv", b"uid,img,gold\na1,red.png,neutral\na2,red.png,neutral,extra\n",
+     r"test.csv:3: 4 fields, but the header names 3; quote a field"),
+    ("test.csv", b"uid,img,gold\na1,red.png,neutral\na2,r\xe9d.png,neutral\n",
+     r"test.csv:3: byte 0xe9 is not UTF-8 text; save the file as UTF-8"),
+    ("test.jsonl", b'{"uid": "a1", "img": "red.png", "gold": "neutral"}\n{"uid": "a2", \n',
+     r"test.jsonl:2: not a JSON object"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BROKEN_TABLES)
+def test_a_broken_table_file_is_one_line_naming_file_and_line(make_cfg, tmp_path, name, content, message):
+    write_images(tmp_path)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=message) as refused:
+        task_of(make_cfg, f"task.source={tmp_path}", *FEW_COLUMNS).load()
+    assert "\n" not in str(refused.value) and str(tmp_path) in str(refused.value)
+
+
+def test_a_source_with_other_placeholders_or_a_mistyped_folder_is_one_line(make_cfg, tmp_path, monkeypatch):
+    write_images(tmp_path)
+    write_csv(tmp_path / "test.csv", ROWS)
+    with pytest.raises(Exception, match=r"names \{lang\}: only \{split\} is filled in") as refused:
+        task_of(make_cfg, f"task.source='{tmp_path}/{{split}}.{{lang}}.csv'", *COLUMNS).load()
+    assert "only {split} is filled in" in str(user_error(refused.value))
+    monkeypatch.chdir(tmp_path)  # "data/mine" is no folder here: it looks like a hub id, and the hub is offline
+    with pytest.raises(DataError, match=r"task.source='data/mine': no such path here .*check its id and the network"):
+        task_of(make_cfg, "task.source=data/mine", *COLUMNS).load()

@@ -97,7 +97,7 @@ class TableTask(Task):
         if unknown:
             raise ConfigError(f"task.label_values maps to {unknown}, which are not in task.labels")
         self.data_split = (split_names or {}).get(split, split)
-        self.source = source.format(split=self.data_split) if "{split}" in source else source
+        self.source = _fill_source(source, self.data_split)
         if format is not None and format not in FORMATS:
             raise ConfigError(f"task.format={format!r}: use one of {', '.join(FORMATS)}, or null to infer it")
         self.format = format
@@ -199,22 +199,55 @@ class TableTask(Task):
                     loaded = loaded[self.data_split]
                 return loaded
             if self.format == "hub":
-                return datasets.load_dataset(self.source, self.subset, split=self.data_split)
+                return self._hub_table()
             if not Path(self.source).is_file():
                 raise DataError(f"task {self.name!r}: {self.source} not found; set task.source (a file per split, "
                                 f"with {{split}} for the split's name)")  # fmt: skip
             if self.keyed is not None:
                 return _keyed_table(Path(self.source), self.keyed)
-            options: dict[str, Any] = {}
-            if self.format == "csv":
-                # every cell as written: no "NA" or "None" turned into a missing value, no id 01456 into 1456
-                delimiter = "\t" if self.source.endswith(".tsv") else ","
-                options = {"delimiter": delimiter, "keep_default_na": False, "features": _text_columns(
-                    Path(self.source), delimiter)}  # fmt: skip
-            return datasets.load_dataset(self.format, data_files={"rows": self.source}, split="rows", **options)
-        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-            reason = " ".join(str(err).split())[:300]
+            digest, blank = _content_digest(Path(self.source))
+            if blank:
+                rows = "a header line, then one line per item" if self.format == "csv" else "its items"
+                raise DataError(f"{self.source} is empty; write {rows} into it, or set task.source to the split's "
+                                f"file")  # fmt: skip
+            # the Arrow cache is keyed by the file's content: `datasets` alone keys it by the modification time, so a
+            # file changed with its time kept (cp -p, rsync -t, tar) would be read from the old cache
+            cache = Path(datasets.config.HF_DATASETS_CACHE) / "vlx-tables" / digest
+            options: dict[str, Any] = {"cache_dir": str(cache)}
+            try:
+                if self.format == "csv":
+                    # every cell as written: no "NA" or "None" turned into a missing value, no id 01456 into 1456
+                    delimiter = "\t" if self.source.endswith(".tsv") else ","
+                    options |= {"delimiter": delimiter, "keep_default_na": False, "features": _text_columns(
+                        Path(self.source), delimiter)}  # fmt: skip
+                return datasets.load_dataset(self.format, data_files={"rows": self.source}, split="rows", **options)
+            except Exception as err:  # the file's first fault, by line, where it can be found
+                problem = _file_problem(Path(self.source), self.format)
+                if problem:
+                    raise DataError(problem) from err
+                raise
+        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError,
+                datasets.exceptions.DatasetGenerationError) as err:  # fmt: skip
+            generation = isinstance(err, datasets.exceptions.DatasetGenerationError)
+            cause = err.__cause__ if generation and err.__cause__ else err
+            reason = " ".join(str(cause).split())[:300]
             raise DataError(f"task {self.name!r}: {self.source} cannot be read as {self.format} ({reason})") from err
+
+    def _hub_table(self) -> Any:
+        """A hub dataset's split; a source that fails to load there is named as the local path it may have meant."""
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.source, self.subset, split=self.data_split)
+        except (DataError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            reason = " ".join(str(err).split())[:200]
+            raise DataError(
+                f"task.source={self.source!r}: no such path here ({Path(self.source).expanduser().resolve()} does not "
+                f"exist), and as a hub dataset id it could not be loaded ({type(err).__name__}: {reason}); fix the "
+                f"path, or, for a hub dataset, check its id and the network (loading one needs it)"
+            ) from err
 
     def _needed_columns(self) -> list[str]:
         needed = [
@@ -232,6 +265,9 @@ class TableTask(Task):
         where = self._where(index)
         columns = self.columns
         item_id = str(row[columns["id"]]).strip() if columns.get("id") else str(index + 1)
+        if columns.get("id") and (row[columns["id"]] is None or not item_id):
+            raise DataError(f"{where}: the id (column {columns['id']!r}) is empty; give every row an id, or set "
+                            f"task.columns.id=null to number the rows")  # fmt: skip
         if "{" in columns["image"]:
             image = self._image_path(_fill(columns["image"], {"split": self.data_split, **row}, where), item_id, where)
         else:
@@ -361,6 +397,72 @@ def _fill(template: str, row: dict[str, Any], where: str) -> str:
         return template.format(**row)
     except (KeyError, ValueError, TypeError) as err:
         raise DataError(f"{where}: task.columns.image={template!r} cannot be filled from this row ({err})") from err
+
+
+def _fill_source(source: str, split: str) -> str:
+    """`source` with `{split}` filled in; any other placeholder is refused (only the split's name is known)."""
+    try:
+        fields = _template_fields(source)
+    except ValueError:  # an unmatched brace: a path as it is
+        return source
+    if not fields or Path(source).expanduser().exists():
+        return source
+    others = sorted(fields - {"split"})
+    if others:
+        raise ConfigError(f"task.source={source!r} names {{{others[0]}}}: only {{split}} is filled in (with the "
+                          f"split's name); write that part of the path out")  # fmt: skip
+    return source.replace("{split}", split)
+
+
+def _content_digest(path: Path) -> tuple[str, bool]:
+    """A digest of the file's size and bytes (read in blocks), and whether the file holds nothing but whitespace."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(path.stat().st_size).encode() + b"\0")
+    blank = True
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            blank = blank and not block.strip()
+    return digest.hexdigest(), blank
+
+
+def _file_problem(path: Path, format: str) -> str | None:
+    """The first line of a CSV or JSON-lines file that cannot be read (not UTF-8, a row of another width, not JSON),
+    or a CSV without rows, as one line naming the file and line and what to do; None where none is found."""
+    import csv
+    import json
+
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return (f"{path}:{number}: byte {raw[err.start]:#04x} is not UTF-8 text; save the file as UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8)")  # fmt: skip
+    if format == "csv":
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, [])
+            rows = 0
+            for row in reader:
+                if not row:
+                    continue
+                rows += 1
+                if len(row) != len(header):
+                    return (f"{path}:{reader.line_num}: {len(row)} fields, but the header names {len(header)}; quote "
+                            f"a field that holds a {delimiter!r} (\"a, b\"), or fix the row")  # fmt: skip
+        if not rows:
+            return f"{path} has a header line but no rows; add the split's items, one line each"
+    elif path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError as err:
+                        return f"{path}:{number}: not a JSON object ({err}); fix the line (one JSON object per line)"
+    return None
 
 
 def _text_columns(path: Path, delimiter: str) -> Any:
