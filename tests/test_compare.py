@@ -179,6 +179,27 @@ def test_refuses_runs_that_cannot_be_paired(two_runs, tmp_path):
         run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c4"))
 
 
+def test_refuses_to_pair_different_items_under_the_same_ids(two_runs, tmp_path):
+    """Ids that are row numbers of different files name different items: refused, naming them, before any test."""
+    import shutil
+
+    root, make_cfg = two_runs["root"], two_runs["make_cfg"]
+    other = tmp_path / "other"
+    shutil.copytree(root / "A", other)
+    changed = [{**r, "image": f"elsewhere/{i}.jpg", "gold": ESNLI[(i + 1) % 3] if i % 3 == 0 else r["gold"]}
+               for i, r in enumerate(two_runs["a"])]  # fmt: skip
+    (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
+    with pytest.raises(ConfigError, match=r"different items under the same ids: of 60 shared ids, 60 items \(x000: "
+                                          r"image, gold; x001: image; x002: image; x003: image, gold; x004: image; "
+                                          r"and 55 more\) differ .*Compare runs made over the same data"):  # fmt: skip
+        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
+    assert not (tmp_path / "c1" / "comparison.json").exists()
+    texts = [{**r, "text": "another hypothesis"} if r["id"] == "x007" else r for r in two_runs["a"]]
+    (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in texts))
+    with pytest.raises(ConfigError, match=r"of 55 shared ids, 1 item \(x007: text\) differ"):
+        run_stage(make_cfg("stage=compare", f"runs=[{other},{root / 'B'}]", run_dir=tmp_path / "c2"))
+
+
 def test_judge_scores_compared_on_items_both_have_verdicts(two_runs):
     """S_E (mean item score over correctly labelled items with a verdict in both runs) of each run, paired."""
     ids, a, b = _shared(two_runs)

@@ -95,3 +95,65 @@ def test_sampling_resumes_as_if_uninterrupted(make_cfg, tmp_path, monkeypatch):
     whole, parts = rows(tmp_path / "whole"), rows(tmp_path / "parts")
     assert [r["raw"] for r in parts] == [r["raw"] for r in whole]
     assert len({r["raw"] for r in whole}) > 1  # it did sample
+
+
+def _table(folder, rows):
+    """A table task's data: two images and test.csv with `rows`, its modification time moved on (a rewrite within
+    the same clock tick must still read as changed)."""
+    import csv
+    import os
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), (220, 30, 30)).save(folder / "red.png")
+    Image.new("RGB", (30, 40), (30, 30, 220)).save(folder / "blue.png")
+    path = folder / "test.csv"
+    stamp = path.stat().st_mtime_ns + 10**9 if path.exists() else None
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["img", "hypothesis", "gold"])
+        writer.writeheader()
+        writer.writerows(rows)
+    if stamp is not None:
+        os.utime(path, ns=(stamp, stamp))
+
+
+TABLE_ROWS = [
+    {"img": "red.png", "hypothesis": "There is a red circle.", "gold": "entailment"},
+    {"img": "blue.png", "hypothesis": "There is a green square.", "gold": "contradiction"},
+    {"img": "red.png", "hypothesis": "It is made of wood.", "gold": "neutral"},
+]
+
+
+def _table_args(folder, *extra):
+    # no id column: the ids are row numbers, so an inserted row shifts which item each id means
+    return ["model=tiny_llava", "task=table", f"task.source={folder}", "task.columns.image=img",
+            "task.columns.text=hypothesis", "task.columns.label=gold", "task.columns.id=null",
+            "task.columns.explanations=[]", "decode=score", "batch_size=2",
+            "eval_after_infer=false", *extra]  # fmt: skip
+
+
+def test_resume_refuses_finished_rows_whose_item_changed_in_the_data(make_cfg, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    _table(data, TABLE_ROWS)
+    run_stage(make_cfg(*_table_args(data, "task.limit=2"), run_dir=out))
+    run_stage(make_cfg(*_table_args(data), run_dir=out))  # the same data, a higher limit: continued
+    before = (out / "predictions.jsonl").read_bytes()
+    assert [r["id"] for r in rows(out)] == ["1", "2", "3"]
+
+    _table(data, [TABLE_ROWS[0], {**TABLE_ROWS[1], "gold": "neutral"}, TABLE_ROWS[2]])  # a corrected label
+    with pytest.raises(ConfigError, match=r"run holds finished predictions for 1 item \(2: gold\) .*the data "
+                                          r"changed.*Run into a new directory, or restore the data"):  # fmt: skip
+        run_stage(make_cfg(*_table_args(data), run_dir=out))
+    assert (out / "predictions.jsonl").read_bytes() == before
+
+    inserted = {"img": "blue.png", "hypothesis": "A new first row.", "gold": "neutral"}
+    _table(data, [inserted, *TABLE_ROWS])  # every id now means the row before it
+    with pytest.raises(ConfigError, match=r"for 3 items \(1: image, text, gold; 2: image, text, gold; 3: image, "
+                                          r"text, gold\)"):  # fmt: skip
+        run_stage(make_cfg(*_table_args(data), run_dir=out))
+    assert (out / "predictions.jsonl").read_bytes() == before
+
+    _table(data, TABLE_ROWS)  # the data restored: the run continues as it was
+    run_stage(make_cfg(*_table_args(data), run_dir=out))
+    assert (out / "predictions.jsonl").read_bytes() == before

@@ -123,6 +123,28 @@ def unique_rows(rows: Sequence[dict[str, Any]], path: Path) -> list[dict[str, An
     return [row for _, row in first.values()]
 
 
+# what makes a prediction row's item the item it is: two rows with one id are the same item only where these agree
+ITEM_FIELDS = ("image", "text", "gold")
+
+
+def item_differences(pairs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[tuple[str, list[str]]]:
+    """For each (id, row, other row): the item fields (`ITEM_FIELDS`) in which the two rows differ, where any do."""
+    found = []
+    for key, row, other in pairs:
+        fields = [name for name in ITEM_FIELDS if row.get(name) != other.get(name)]
+        if fields:
+            found.append((key, fields))
+    return found
+
+
+def describe_differences(found: Sequence[tuple[str, list[str]]], shown: int = 5) -> str:
+    """`found` (from `item_differences`) for one line: the count, then the first few ids with the fields that
+    differ, e.g. "3 items (12: gold; 13: image, gold; 14: text)"."""
+    listed = "; ".join(f"{key}: {', '.join(fields)}" for key, fields in found[:shown])
+    more = f"; and {len(found) - shown} more" if len(found) > shown else ""
+    return f"{len(found)} item{'s' if len(found) != 1 else ''} ({listed}{more})"
+
+
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Writes rows as CSV with exactly `columns` (the seed's predictions.csv formats)."""
     with Path(path).open("w", newline="", encoding="utf-8") as f:

@@ -3,8 +3,10 @@
     vlx stage=compare 'runs=[outputs/A,outputs/B]'          # A is the baseline; differences are B - A
 
 Both runs must be scored (`stage=eval`) on the same task and split; the comparison uses the items whose id both
-runs predicted, and says how many. For every metric both runs have (accuracy, macro-F1, binary F1, AUROC, ECE,
-Brier, NLL, each explanation metric, the judge score), the difference comes with a paired percentile bootstrap
+runs predicted, and says how many. An id pairs only the same item: where the two runs' rows for one id differ in
+image, text or gold (e.g. table tasks with row-number ids over different files), the comparison is refused. For
+every metric both runs have (accuracy, macro-F1, binary F1, AUROC, ECE, Brier, NLL, each explanation metric, the
+judge score), the difference comes with a paired percentile bootstrap
 interval and p-value: the same resampled items score both runs, so what the items have in common cancels out. The
 p-value is two-sided, from the bootstrap distribution of the difference centred on the observed one:
 (1 + #{|d* - d| >= |d|}) / (R + 1). Accuracy also gets McNemar's exact test (the binomial test on the items
@@ -30,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from vlx.errors import ConfigError
 from vlx.metrics.bootstrap import resample_counts, resample_indices
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
-from vlx.store import PredictionStore, run_predictions
+from vlx.store import PredictionStore, describe_differences, item_differences, run_predictions
 from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
 from vlx.tracking import tracking
 
@@ -71,6 +73,18 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
             f"the runs' answers were scored by different rules ({a['scoring'].record()} in {a['dir']}, "
             f"{b['scoring'].record()} in {b['dir']}): rescore one, e.g. vlx stage=eval run={b['dir']} {fix} "
             f"eval.seed={a['scoring'].seed}"
+        )
+
+
+def check_same_items(ids: list[str], a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Refuses to pair items that share an id but not their content (image, text, gold): e.g. two table-task runs
+    whose ids are row numbers, made over different files. The differing items are counted and the first named."""
+    found = item_differences((i, a["rows"][i], b["rows"][i]) for i in ids)
+    if found:
+        raise ConfigError(
+            f"{a['dir']} and {b['dir']} hold different items under the same ids: of {len(ids)} shared ids, "
+            f"{describe_differences(found)} differ in image, text or gold, so they cannot be paired. Compare runs "
+            f"made over the same data (the same task files and split)"
         )
 
 
@@ -289,6 +303,7 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     ids = sorted(set(a["rows"]) & set(b["rows"]))
     if not ids:
         raise ConfigError(f"{run_a} and {run_b} share no item id: nothing to compare")
+    check_same_items(ids, a, b)
     resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
     counts = resample_counts(len(ids), resamples, seed)
     lab = [i for i in ids if a["rows"][i].get("gold") is not None]

@@ -38,7 +38,7 @@ from vlx.stages._common import (
     write_json,
 )
 from vlx.stages._resume import check_resumable
-from vlx.store import PredictionStore, unique_rows, write_csv
+from vlx.store import PredictionStore, describe_differences, item_differences, unique_rows, write_csv
 from vlx.tasks import Task
 from vlx.tasks.answers import is_correct, most_probable
 from vlx.tracking import tracking
@@ -195,9 +195,11 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
     shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
     check_writable(shard.path)
-    done = finished_ids(out, store, shard)
+    earlier = finished_rows(out, store, shard)
+    done = set(earlier)
     check_resumable(out, cfg, has_outputs=bool(done))
     check_done_in_split(done, split.examples, out)
+    check_done_same_items(earlier, split.examples, out)
     todo = [ex for ex in split.examples if ex.id not in done]
     everyone = len(todo)
     todo = todo[distributed.rank() :: distributed.world_size()]  # this rank's share, interleaved
@@ -310,20 +312,41 @@ def check_done_in_split(done: set[str], examples: list[Example], out: Path) -> N
         )
 
 
+def check_done_same_items(finished: dict[str, dict[str, Any]], examples: list[Example], out: Path) -> None:
+    """Refuses to continue a run whose finished rows are no longer the items the task has under their ids (image,
+    text or gold changed in the data, or a row inserted that shifts row-number ids): they would be kept, and scored,
+    as answers to items they never saw."""
+    found = item_differences(
+        (ex.id, finished[ex.id], {"image": str(ex.image), "text": ex.text, "gold": ex.label})
+        for ex in examples
+        if ex.id in finished
+    )
+    if found:
+        raise ConfigError(
+            f"{out} holds finished predictions for {describe_differences(found)} whose image, text or gold is "
+            f"not what the task has under that id now: the data changed since the run began. Run into a new "
+            f"directory, or restore the data the run was made with"
+        )
+
+
 def parallel() -> bool:
     return distributed.world_size() > 1
 
 
-def finished_ids(out: Path, store: PredictionStore, shard: PredictionStore) -> set[str]:
-    """Ids already predicted in this run directory: in predictions.jsonl and, under a launcher, in every rank's shard
-    file. All ranks read the same files before any writes, so they agree on what is left and how it is shared."""
-    done = shard.done_ids()  # repairs this process's own file after a kill
+def finished_rows(out: Path, store: PredictionStore, shard: PredictionStore) -> dict[str, dict[str, Any]]:
+    """Rows already predicted in this run directory, by id: in predictions.jsonl and, under a launcher, in every
+    rank's shard file. All ranks read the same files before any writes, so they agree on what is left and how it is
+    shared."""
+    mine = shard.rows(repair=True)  # repairs this process's own file after a kill
     if not parallel() and not shard_files(out):
-        return done  # one process, one file: nothing else to read
+        return {str(r["id"]): r for r in mine}  # one process, one file: nothing else to read
     distributed.barrier()  # every rank has repaired its own shard
-    done = {r["id"] for r in store.rows()} | {r["id"] for p in shard_files(out) for r in PredictionStore(p).rows()}
+    rows = store.rows() + [r for p in shard_files(out) for r in PredictionStore(p).rows()]
     distributed.barrier()  # nobody appends before everyone has read
-    return done
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        found.setdefault(str(r["id"]), r)
+    return found
 
 
 def shard_files(out: Path) -> list[Path]:
