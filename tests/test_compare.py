@@ -3,8 +3,11 @@ computations on the shared items."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +313,46 @@ def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path)
                                    "eval.resamples=50", run_dir=tmp_path / "cmp"))  # fmt: skip
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert result["metrics"]["accuracy"]["a"] == 0 and "all_cider" in result["metrics"]
+
+
+@contextlib.contextmanager
+def held_by_another_process(run: Path):
+    """`run`'s lock held by a child process, as an infer run still writing there holds it, until the block ends."""
+    code = ("import sys, time; from pathlib import Path; from vlx.run_dirs import exclusive\n"
+            "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_run_still_being_written_is_refused_by_every_reader(two_runs, tmp_path):
+    """compare, eval, judge and review read a run's predictions and scores: while another vlx process holds the
+    run's lock, each refuses it in one line naming the run and the process, and writes nothing."""
+    from vlx.stages import compare, review
+
+    make_cfg, busy, idle = two_runs["make_cfg"], two_runs["root"] / "A", two_runs["root"] / "B"
+    before = {p: p.read_bytes() for p in busy.glob("*.json*")}
+    with held_by_another_process(busy) as child:
+        expected = rf"{busy} is being written by another vlx run \(pid {child.pid} .*\); wait for it to finish"
+        for order in ([busy, idle], [idle, busy]):
+            cfg = make_cfg("stage=compare", f"runs=[{order[0]},{order[1]}]", "eval.resamples=50",
+                           run_dir=tmp_path / "cmp")  # fmt: skip
+            for call in (run_stage, compare.run):  # the early check, and the stage's own before it reads
+                with pytest.raises(ConfigError, match=expected) as refused:
+                    call(cfg)
+                assert "\n" not in str(refused.value)
+        assert not (tmp_path / "cmp" / "comparison.json").exists()
+        readers = [("stage=eval", "task=esnli"), ("stage=judge", "judge=tiny_llava"), ("stage=review",)]
+        for args in readers:
+            with pytest.raises(ConfigError, match=expected):
+                run_stage(make_cfg(*args, f"run={busy}", run_dir=tmp_path / "reader"))
+        with pytest.raises(ConfigError, match=expected):  # the review stage itself, not only the early check
+            review.run(make_cfg("stage=review", f"run={busy}", "review.port=0", run_dir=tmp_path / "reader"))
+    assert {p: p.read_bytes() for p in busy.glob("*.json*")} == before
+    # once the writer is gone, the same comparison runs
+    run_stage(make_cfg("stage=compare", f"runs=[{busy},{idle}]", "eval.resamples=50", run_dir=tmp_path / "cmp"))
+    assert (tmp_path / "cmp" / "comparison.json").is_file()

@@ -156,6 +156,57 @@ def test_hatred_references_score_the_memes_that_have_them(make_cfg, tmp_path):
     assert any("10 items have no reference explanation" in n for n in saved["notes"])
 
 
+def test_a_references_file_matching_no_item_is_refused(make_cfg, tmp_path):
+    """A references file of another task or split would leave the explanation metrics out without a word: refused
+    in one line naming the file, both sides' ids and what to do, before anything is written."""
+    write_predictions(tmp_path / "r", meme_rows())
+    other = tmp_path / "esnli_refs.jsonl"
+    other.write_text("".join(json.dumps({"id": f"pair{i}", "explanations": ["e"]}) + "\n" for i in range(5)))
+    with pytest.raises(VlxError) as refused:
+        run_stage(eval_cfg(make_cfg, tmp_path / "r", f"task.references={other}"))
+    assert str(refused.value) == (
+        f"task.references={str(other)!r} matches none of the 20 items of run {tmp_path / 'r'} (ids 00000, 00001, "
+        f"00002, ...); its 5 ids (pair0, pair1, pair2, ...). Give the references of this task and split (ids match "
+        f"without leading zeros), or leave task.references out")  # fmt: skip
+    assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "confusion_matrix.png").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": 1, "reasonings": []}\n')
+    with pytest.raises(VlxError, match=r"matches none of the 20 items .*; it holds no explanations\. Give"):
+        run_stage(eval_cfg(make_cfg, tmp_path / "r", f"task.references={empty}"))
+
+
+def test_a_references_file_for_some_items_warns_with_the_counts(make_cfg, tmp_path, caplog):
+    """HatReD explains only the hateful memes: the others are left out of the explanation metrics, said in a
+    warning with the counts (and in metrics.json)."""
+    write_predictions(tmp_path / "r", meme_rows())
+    some = tmp_path / "some.jsonl"
+    some.write_text("".join(json.dumps({"id": i, "explanations": [f"it mocks group {i % 3}"]}) + "\n"
+                            for i in range(3)))  # fmt: skip
+    with caplog.at_level("WARNING", logger="vlx.tasks.references"):
+        run_stage(eval_cfg(make_cfg, tmp_path / "r", f"task.references={some}"))
+    assert f"task.references={some} has explanations for 3 of the 20 items of run {tmp_path / 'r'}; the other 17 " \
+           "are left out of the explanation metrics" in caplog.text
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["n_with_references"] == 3 and saved["n_without_references"] == 17
+
+
+def test_an_infer_tasks_references_matching_no_item_are_warned_about(tmp_path, caplog):
+    """At infer, the file may be meant for the few-shot pool's split only: none matching the queries is a warning
+    that their explanations cannot be scored."""
+    from helpers import meme_items, write_memes
+
+    from vlx.tasks import build_task
+
+    write_memes(tmp_path / "memes", "dev_seen", meme_items(4))
+    other = tmp_path / "refs.jsonl"
+    other.write_text('{"id": "x1", "explanations": ["e"]}\n')
+    with caplog.at_level("WARNING", logger="vlx.tasks.references"):
+        task = build_task("meme", data_dir=tmp_path / "memes", split="dev_seen", references=str(other))
+        assert not any(ex.explanations for ex in task.load().examples)
+    assert (f"task.references={str(other)!r} matches none of the 4 items (ids 01000, 01007, 01014, ...); its 1 id "
+            "(x1): their explanations cannot be scored") in caplog.text
+
+
 def test_references_formats_and_errors(tmp_path):
     path = tmp_path / "refs.jsonl"
     path.write_text('{"id": 1456, "img": "01456.png", "target": ["x"], "reasonings": ["r1", "r2"]}\n'

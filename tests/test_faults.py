@@ -9,10 +9,12 @@ The cases, by what a user does:
 - the data: images cut short, corrupt, over PIL's pixel limit, missing, changed while the run goes, in any PIL mode;
   CSV and jsonl files that are not UTF-8, a CSV that is empty or has rows with more or fewer fields than its header;
 - the run directory: two runs writing into one, a stale lock of a killed run, a read-only predictions file, a run
-  directory that cannot be made, a full disk, predictions with repeated ids, a resume with a lower limit, a broken
-  summary.json / metrics.json (the report lists the run with the reason), a broken shapes manifest; a refused run
-  (its directory is removed, never one that existed; an existing run's .hydra/ is put back), stage=select_correct
-  reading a run another process still writes (it writes only into its own directory);
+  directory that cannot be made, a full disk (the one line names the file: every write helper, eval's plot and
+  metrics.json, infer's predictions.csv, the judge's prompt.txt), predictions with repeated ids, a resume with a
+  lower limit, a broken summary.json / metrics.json (the report lists the run with the reason), a broken shapes
+  manifest; a refused run (its directory is removed, never one that existed; an existing run's .hydra/ is put back),
+  stage=select_correct reading a run another process still writes (it writes only into its own directory; compare,
+  eval, judge and review refuse such a run too: tests/test_compare.py);
 - the machine: no Java for the explanation metrics (refused before the model loads, with what to install and
   eval.java=false, whose scores are named `<protocol>_no_java`);
 - signals: Ctrl-C, SIGTERM, SIGKILL with loader worker processes;
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -294,9 +297,9 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path):
     [
         ("", "is empty: a CSV file needs a header row with pairID"),
         (",pairID,Flickr30kID,hypothesis,gold_label,explanation\n0,p0,a.png,A dog, running.,neutral,e\n",
-         ":2: 7 fields where the header has 6; quote fields that hold commas"),
+         ":2: the row has 7 fields, more than the header's 6; quote a field that holds a ','"),
         (",pairID,Flickr30kID,hypothesis,gold_label,explanation\n0,p0,a.png,A dog.,neutral,e\n1,p1,a.png\n",
-         ":3: 3 fields where the header has 6"),
+         ":3: the row has 3 fields, fewer than the header's 6; add the missing fields"),
     ],
 )  # fmt: skip
 def test_a_csv_with_no_header_or_ragged_rows_names_file_and_line(tmp_path, content, message):
@@ -308,7 +311,8 @@ def test_a_csv_with_no_header_or_ragged_rows_names_file_and_line(tmp_path, conte
         build_task("esnli", csv_dir=tmp_path, image_dir=tmp_path).load()
     assert str(err.value).startswith(str(tmp_path / "esnlive_test.csv"))
     (tmp_path / "explainer.csv").write_text("image_path,hypothesis,exp\na.png,A dog.,because\na.png,A cat.\n")
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'explainer.csv'}:3: 2 fields where the header has 3")):
+    fewer = f"{tmp_path / 'explainer.csv'}:3: the row has 2 fields, fewer than the header's 3"
+    with pytest.raises(DataError, match=re.escape(fewer)):
         build_task("explainer_csv", path=tmp_path / "explainer.csv").load()
 
 
@@ -438,6 +442,94 @@ def test_a_full_disk_names_the_path_and_keeps_the_predictions(tmp_path, small_di
     assert len(final) == len({row["id"] for row in final}) == 60
     by_id = {row["id"]: row for row in final}
     assert all(by_id[row["id"]] == row for row in whole)  # kept as they were
+
+
+# /dev/full fails every write with ENOSPC, as a full disk does: a file (or a stage's temporary file) linked to it is a
+# disk that fills up exactly there
+FULL = Path("/dev/full")
+needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full here (Linux) to fail writes with ENOSPC")
+DISK_FULL = "the disk is full: free some space, then run the same command again (finished work is kept)"
+
+
+def _on_full_disk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(FULL)
+    return path
+
+
+@needs_dev_full
+def test_every_write_helper_names_its_file_when_the_disk_fills(tmp_path):
+    """A write() into a file already open raises ENOSPC with no file name: the helpers every stage writes through
+    (appends, atomic rewrites, JSON and CSV files) name the file, and a failed atomic write keeps the old file and
+    leaves no temporary one."""
+    from vlx.errors import os_error_message
+    from vlx.stages._common import write_json
+    from vlx.store import PredictionStore, write_csv
+
+    def refused(write, path):
+        with pytest.raises(OSError) as err:
+            write()
+        assert err.value.errno == errno.ENOSPC and os_error_message(err.value) == f"cannot write {path}: {DISK_FULL}"
+
+    appended = _on_full_disk(tmp_path / "verdicts.jsonl")  # infer's predictions, the judge's verdicts
+    refused(lambda: PredictionStore(appended).append([{"id": "a"}]), appended)
+    table = _on_full_disk(tmp_path / "predictions.csv")
+    refused(lambda: write_csv(table, [{"id": "a"}], ["id"]), table)
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"kept": 1}\n')
+    tmp = _on_full_disk(tmp_path / f".summary.json.{os.getpid()}")  # write_json's temporary file
+    refused(lambda: write_json(summary, {"new": 2}), summary)
+    assert summary.read_text() == '{"kept": 1}\n' and not os.path.lexists(tmp)
+    items = tmp_path / "explanation_items.jsonl"
+    items.write_text('{"id": "a"}\n')
+    tmp = _on_full_disk(tmp_path / "explanation_items.jsonl.tmp")
+    refused(lambda: PredictionStore(items).rewrite([{"id": "b"}]), items)
+    assert items.read_text() == '{"id": "a"}\n' and not os.path.lexists(tmp)
+
+
+@needs_dev_full
+def test_a_full_disk_during_eval_names_the_file_in_one_line(tmp_path):
+    """`vlx stage=eval` on a disk that fills up while it writes its plot: one line naming the file, exit 2."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"id": f"{i:05d}", "image": f"{i}.png", "text": "t", "gold": ("not offensive", "offensive")[i % 2],
+             "pred": "offensive", "explanation": "e", "raw": "r", "refs": []} for i in range(6)]  # fmt: skip
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot = _on_full_disk(run / "confusion_matrix.png")
+    res = run_vlx("stage=eval", f"run={run}", "task=meme", "eval.resamples=20", f"hydra.run.dir={tmp_path / 'ev'}")
+    output = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if "[ERROR]" in line or line.startswith("vlx: error")]
+    assert len(errors) == 1 and errors[0].endswith(f"cannot write {plot}: {DISK_FULL}"), errors
+
+
+@needs_dev_full
+def test_a_full_disk_names_the_file_in_eval_infer_and_judge(make_cfg, tmp_path):
+    """The files eval (metrics.json), infer (predictions.csv, after the predictions are safe) and the judge (its
+    prompt.txt, before its model loads) write: each is named when the disk fills up there."""
+    from test_judge import finished_run, judge_cfg
+
+    run = finished_run(tmp_path / "judged")
+    metrics = run / "metrics.json"
+    kept = metrics.read_bytes()
+    _on_full_disk(run / f".metrics.json.{os.getpid()}")
+    with pytest.raises(OSError) as err:
+        run_stage(make_cfg("stage=eval", f"run={run}", "task=shapes", "eval.resamples=20", "eval.java=false",
+                           run_dir=tmp_path / "ev"))  # fmt: skip
+    assert _user_problem(err.value) == f"cannot write {metrics}: {DISK_FULL}" and metrics.read_bytes() == kept
+    assert not os.path.lexists(run / f".metrics.json.{os.getpid()}")  # no half-written copy left behind
+
+    prompt = _on_full_disk(run / "judgements" / "tiny_llava" / "prompt.txt")
+    with pytest.raises(OSError) as err:
+        run_stage(judge_cfg(make_cfg, run))
+    assert _user_problem(err.value) == f"cannot write {prompt}: {DISK_FULL}"
+
+    out = tmp_path / "infer"
+    table = _on_full_disk(out / "predictions.csv")
+    with pytest.raises(OSError) as err:
+        run_stage(make_cfg(*TINY_RUN, "task.limit=2", run_dir=out))
+    assert _user_problem(err.value) == f"cannot write {table}: {DISK_FULL}"
+    assert len(lines(out / "predictions.jsonl")) == 2  # what was finished is kept
 
 
 def test_broken_json_files_of_a_run_are_named(make_cfg, tmp_path):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import resource
+import signal
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -55,6 +59,44 @@ def test_a_cut_short_write_loses_no_rating(tmp_path, caplog):
         store.rows()
     with pytest.raises(DataError, match="at most 200 characters"):
         store.add("a", "x" * 201, "yes")
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Files of this process may not grow past `limit` bytes (RLIMIT_FSIZE): the kernel cuts a write across it short
+    and refuses the next one (EFBIG), as a disk that fills up does (ENOSPC), without root or a real disk to fill."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process being killed
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("room", [40, -1], ids=["mid-line", "before-its-newline"])
+def test_a_write_the_disk_cuts_short_is_undone(tmp_path, caplog, room):
+    """A rating whose write the kernel cuts short (the disk fills mid-line, or just before the line's newline)
+    raises, and leaves the file as it was: no cut line to warn about, and no refused rating that counts after all
+    once the next rating ends its line."""
+    row = {"id": "b", "rater": "ana", "verdict": "yes", "score": 1.0, "time": 1796684303.123}
+    line = len(json.dumps(row)) + 1  # the rating's line, where its time has 3 decimals (9 times in 10)
+    for attempt in range(20):  # a time with fewer decimals makes a shorter line, which fits: try again
+        store = RatingStore(tmp_path / f"ratings{attempt}.jsonl")
+        store.add("a", "ana", "yes")
+        before = store.path.read_bytes()
+        try:
+            with file_size_limit(len(before) + (room if room > 0 else line + room)):
+                store.add("b", "ana", "yes")
+        except OSError:
+            break
+    else:
+        pytest.fail("no write was cut short")
+    assert store.path.read_bytes() == before
+    store.add("c", "ana", "no")
+    assert [(r["id"], r["verdict"]) for r in store.rows()] == [("a", "yes"), ("c", "no")]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_sample_is_seeded_and_balanced():

@@ -170,6 +170,33 @@ def test_a_cut_short_ratings_write_loses_nothing(client, caplog):
     assert answer.status_code == 409 and f"{path}:4: not a JSON line" in answer.json()["error"]
 
 
+def test_a_full_disk_is_answered_507_and_said_once(client, caplog):
+    """A rating the disk cannot take (the kernel refusing the write, as a full disk does): 507 naming the file, one
+    WARNING line in the server's log naming it, the file left as it was; once there is room, ratings are saved and
+    a line says so."""
+    from test_ratings import file_size_limit
+
+    api, run = client
+    ids = [i["id"] for i in api.get("/api/items").json()["items"]]
+    assert api.post("/api/rate", json={"id": ids[0], "rater": "ana", "verdict": "yes"}).status_code == 200
+    path = run / "ratings.jsonl"
+    before = path.read_bytes()
+    caplog.clear()
+    caplog.set_level("INFO", logger="vlx.review.app")
+    with file_size_limit(len(before) + 30):  # room for part of one line
+        answers = [api.post("/api/rate", json={"id": ids[k], "rater": "ana", "verdict": "no"}) for k in (1, 2, 3)]
+    assert [a.status_code for a in answers] == [507] * 3
+    assert all(f"{path}: the rating could not be saved" in a.json()["error"] for a in answers)
+    assert path.read_bytes() == before  # no part of a refused rating stays
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and str(path) in warned[0] and "could not be saved" in warned[0], warned
+    assert api.post("/api/rate", json={"id": ids[4], "rater": "ana", "verdict": "no"}).status_code == 200
+    assert [(r["id"], r["verdict"]) for r in lines(path)] == [(ids[0], "yes"), (ids[4], "no")]
+    assert any(str(path) in r.getMessage() and "saved again" in r.getMessage() for r in caplog.records)
+    rated = api.get("/api/items", params={"rater": "ana", "rated": "yes"})
+    assert rated.status_code == 200 and rated.json()["total"] == 2
+
+
 def test_image_route_serves_only_images(tiny_run, tmp_path):
     """A prediction row naming another file (/etc/passwd, a path with ..) gets no image route."""
     from starlette.testclient import TestClient
@@ -297,6 +324,28 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=HANG_GUARD_S)
+
+
+def test_fault_script_runs_its_kill_case(tiny_run, tmp_path, capsys):
+    """scripts/bench_review_faults.py stays runnable: importable, its options parse, and its kill -9 case (no root
+    needed) runs against the real server: one round of two raters, every answered rating found, exit status 0."""
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_review_faults", REPO / "scripts" / "bench_review_faults.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    args = script.parser().parse_args([])
+    assert (args.cases, args.rounds, args.clients, args.per_client, args.disk_kib) == ("all", 10, 4, 200, 512)
+    code = script.main(["--run", str(tiny_run[0]), "--cases", "kill", "--rounds", "1", "--clients", "2",
+                        "--per-client", "10", "--no-eval", "--work", str(tmp_path / "work")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| kill -9 | round 1 | killed after " in out and "0 lost" in out and "**FAIL**" not in out, out
+    assert not (tiny_run[0] / "ratings.jsonl").exists()  # it rated a copy
 
 
 def test_binding_beyond_loopback_is_warned(caplog):

@@ -20,7 +20,15 @@ from omegaconf import DictConfig
 
 from vlx.configs import config_dir
 from vlx.errors import VlxError
-from vlx.run_dirs import discard_refused_run
+from vlx.run_dirs import (
+    RunDirGuard,
+    SweepJobFailed,
+    clear_error_record,
+    discard_refused_run,
+    distinguishing_overrides,
+    sweep_failures,
+    write_error_record,
+)
 
 log = logging.getLogger("vlx")
 
@@ -85,11 +93,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = run_stage(cfg)
     except KeyboardInterrupt as err:
-        # the stage's own line says how far it got; the run directory keeps everything finished
+        # the stage's own line says how far it got; the run directory keeps everything finished (a sweep stops here)
         log.error("%s", getattr(err, "message", "") or "interrupted; run the same command again to continue")
         sys.exit(_exit_code(err))
     except Exception as err:
         problem = _user_problem(err)
+        if _sweep_job():
+            _fail_sweep_job(err, problem)
         if problem is None:
             err.vlx_stage_error = True  # type: ignore[attr-defined]  # main() keeps its traceback
             raise
@@ -97,8 +107,38 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         log.error("%s", problem)
         discard_refused_run()  # a refused run leaves no directory of its own behind
         sys.exit(2)
+    if _sweep_job():
+        from hydra.core.hydra_config import HydraConfig
+
+        clear_error_record(Path(HydraConfig.get().runtime.output_dir))  # an earlier failure of this job, now run
     value = metrics.get(cfg.get("optimized_metric") or "")  # for Hydra sweepers that optimise a metric
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _sweep_job() -> bool:
+    """Whether this is one job of a sweep (`vlx -m ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _fail_sweep_job(err: Exception, problem: str | None) -> None:
+    """One failed job of a sweep: said, recorded in its folder, and raised as an Exception, which Hydra's launcher
+    notes before it goes on with the next job (SystemExit would stop the whole sweep). Its folder stays: discarding
+    it as a refused run's would act on the sweep's folder, and the report lists the job with its error."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    refused = problem is not None
+    if problem is None:  # a bug: its type and message here, its traceback in the job's vlx.log
+        problem = f"{type(err).__name__}: {err}"
+        log.error("%s", problem, exc_info=err)
+    else:
+        log.error("%s", problem)
+    write_error_record(Path(hydra_cfg.runtime.output_dir), problem, refused=refused,
+                       overrides=[str(o) for o in hydra_cfg.overrides.task], job=hydra_cfg.job.get("num"))  # fmt: skip
+    raise SweepJobFailed(problem, refused=refused, sweep_dir=str(Path(hydra_cfg.sweep.dir).absolute())) from err
 
 
 def _user_problem(err: BaseException) -> str | None:
@@ -155,18 +195,42 @@ def main() -> None:
         _hydra_main()
     except KeyboardInterrupt as err:  # before the stage began (composing the config, starting up)
         _fail("interrupted before the run began", _exit_code(err))
+    except SweepJobFailed as err:  # Hydra passes on the first failed job once every job of the sweep has run
+        _sweep_failed(err)
     except Exception as err:
         # Hydra's own errors, before or after the stage (the stage's reach here only when they are bugs)
         if full_error or getattr(err, "vlx_stage_error", False):
             raise
+        # a mistake in the arguments, or a run directory Hydra cannot make or write its log into (an OSError)
         problem = config_mistake(err, Path(CONFIG_DIR), args)
-        if problem is None and isinstance(err, OSError):
-            from vlx.errors import os_error_message
-
-            problem = os_error_message(err) or f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
         if problem is None:
             raise
         _fail(problem, 2)
+
+
+def _sweep_failed(err: SweepJobFailed) -> None:
+    """The end of a sweep some of whose jobs failed: a line per failed job (from the records in the job folders,
+    which submitit's jobs, run in other processes, leave too) and the count; exit 2 where vlx refused every one,
+    else 1. A sweep whose every job was refused leaves nothing behind, as a refused run."""
+    state = dict(RunDirGuard.state)
+    sweep = state["folder"] if state.get("sweep") else Path(err.sweep_dir)
+    jobs, failed = sweep_failures(sweep, since=state.get("started"))
+    if not failed:  # no record could be written (a full disk): what Hydra passed on
+        sys.stderr.write(f"vlx: error: a sweep job failed: {err}\n")
+        sys.exit(2 if err.refused else 1)
+    overrides = distinguishing_overrides(jobs)
+    for job, record in failed:
+        number = record.get("job") if record.get("job") is not None else job.name
+        sys.stderr.write(f"vlx: error: job {number} ({' '.join(overrides.get(job, []))}): {record['error']}\n")
+    refused = all(record.get("kind") == "refused" for _, record in failed)
+    if len(failed) < len(jobs):
+        summary = f"the others finished: vlx stage=report sweep={sweep}"
+    elif refused and discard_refused_run():
+        summary = "nothing was kept"
+    else:
+        summary = f"each job's vlx.log under {sweep} says more"
+    sys.stderr.write(f"vlx: error: {len(failed)} of {len(jobs)} sweep jobs failed; {summary}\n")
+    sys.exit(2 if refused else 1)
 
 
 def _fail(message: str, code: int) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import signal
+from collections.abc import Iterator
+from os import PathLike
 
 
 class VlxError(Exception):
@@ -48,6 +51,19 @@ _FIXABLE_OS_ERRORS = {
     errno.EPERM: "permission denied: choose a folder you can write (hydra.run.dir=...) or fix its permissions",
     errno.EROFS: "the file system is read-only: choose a folder you can write (hydra.run.dir=...)",
 }
+
+
+@contextlib.contextmanager
+def writing(path: str | PathLike[str]) -> Iterator[None]:
+    """Names `path` in an OSError of the block that names no file, so that `os_error_message` can say which file
+    could not be written: a write() or flush on a file already open (the disk fills up mid-file) raises one without
+    a file name. Wrap every write of a file a stage leaves behind in it."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
 
 
 def os_error_message(err: OSError) -> str | None:

@@ -14,6 +14,7 @@ human score. Every automatic per-item metric gets its Spearman correlation with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +30,11 @@ import numpy as np
 from vlx.errors import DataError
 from vlx.judging import VERDICT_SCORES, VERDICTS
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock (one server per run file there)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 RATINGS_FILE = "ratings.jsonl"
@@ -40,7 +46,8 @@ KAPPA_UNDEFINED = ("undefined: every rating compared is the same category, so ch
 
 
 class RatingStore:
-    """<run>/ratings.jsonl: append-only, one fsynced line per rating.
+    """<run>/ratings.jsonl: append-only, one fsynced line per rating, written under an exclusive lock of the file
+    (servers sharing a run take turns), and cut off again whole where the write fails (a full disk).
 
     Args:
         path: the file (created on the first rating).
@@ -61,17 +68,24 @@ class RatingStore:
         row = {"id": str(item_id), "rater": rater, "verdict": verdict, "score": VERDICT_SCORES[verdict],
                "time": round(time.time(), 3)}  # fmt: skip
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if _ends_cut(self.path):  # a write cut short (kill, full disk): the rating starts a line of its own
-                line = b"\n" + line
-            written = os.write(fd, line)  # one write: concurrent raters' lines never interleave
-            while written < len(line):  # a short write (rare): the rest follows
-                line = line[written:]
-                written = os.write(fd, line)
-            os.fsync(fd)  # the rating is on disk before the page hears it was saved
+            if fcntl is not None:  # one writer at a time, across servers: a failed write can be undone whole
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+                line = b"\n" + line  # a write cut short (a kill -9 mid-line): the rating starts a line of its own
+            try:
+                written = os.write(fd, line)  # one write: concurrent raters' lines never interleave
+                while written < len(line):  # a short write (the disk filling up): the rest follows, or fails
+                    line = line[written:]
+                    written = os.write(fd, line)
+                os.fsync(fd)  # the rating is on disk before the page hears it was saved
+            except OSError:
+                _undo(fd, size)
+                raise
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
         return row
 
     def rows(self) -> list[dict[str, Any]]:
@@ -119,14 +133,14 @@ class RatingStore:
         return {(r["rater"], str(r["id"])): r["verdict"] for r in self.rows()}
 
 
-def _ends_cut(path: Path) -> bool:
-    """Whether the file's last line lacks its newline (a write cut short)."""
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0:
-            return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
+def _undo(fd: int, size: int) -> None:
+    """Cuts a failed rating's part-written bytes off again (the page says it was not kept, so no part of it stays:
+    a cut exactly before its newline would otherwise count once the next rating ends the line). Shrinking a file
+    needs no room on a full disk; should it fail all the same, the reader leaves the cut line out with a warning."""
+    with contextlib.suppress(OSError):
+        if os.fstat(fd).st_size > size:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
 
 
 def _cut_short(text: str, err: json.JSONDecodeError) -> bool:

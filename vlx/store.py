@@ -5,15 +5,16 @@ A run restarted into the same directory reads the finished ids back and continue
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlx.errors import ConfigError, DataError
+from vlx.errors import ConfigError, DataError, writing
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class PredictionStore:
                     log.warning(
                         "%s: dropping the unfinished last line %d (the run was interrupted)", self.path, line_no
                     )
-                    with self.path.open("r+b") as f:
+                    with writing(self.path), self.path.open("r+b") as f:
                         f.truncate(len(data) - len(line))
                     break
                 what = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else f"not valid JSON ({err.msg})"
@@ -65,7 +66,7 @@ class PredictionStore:
             rows.append(row)
         else:
             if repair and data and not data.endswith(b"\n"):  # a whole row whose newline was not written yet
-                with self.path.open("ab") as f:
+                with writing(self.path), self.path.open("ab") as f:
                     f.write(b"\n")
         return rows
 
@@ -74,9 +75,9 @@ class PredictionStore:
         return {str(row["id"]) for row in self.rows(repair=True)}
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Writes rows and forces them to disk before returning."""
+        """Writes rows and forces them to disk before returning (an OSError names the file: see `writing`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
+        with writing(self.path), self.path.open("a", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
@@ -84,14 +85,27 @@ class PredictionStore:
 
     def rewrite(self, rows: Sequence[dict[str, Any]]) -> None:
         """Replaces the file with `rows` (e.g. sorted back into dataset order) atomically: a temporary file is
-        written and synced, then renamed over the old one, so a crash leaves one complete version or the other."""
+        written and synced, then renamed over the old one, so a crash leaves one complete version or the other. A
+        write that fails (a full disk) leaves the old file and no temporary one, and names the file."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with writing(self.path), removed_on_error(tmp):
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp: Path) -> Iterator[None]:
+    """Deletes the temporary file `tmp` when the block fails (a full disk leaves no half-written copy behind)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def unique_rows(rows: Sequence[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
@@ -147,7 +161,7 @@ def describe_differences(found: Sequence[tuple[str, list[str]]], shown: int = 5)
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Writes rows as CSV with exactly `columns` (the seed's predictions.csv formats)."""
-    with Path(path).open("w", newline="", encoding="utf-8") as f:
+    with writing(path), Path(path).open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

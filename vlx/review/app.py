@@ -12,7 +12,9 @@ Routes (all JSON but the page itself, its static files and images):
 - `GET /files/<name>`: the run's plots (confusion matrix, reliability diagram), by an allow-list of names.
 - `POST /api/rate`: `{"id", "rater", "verdict"}` appended to `<run>/ratings.jsonl` and fsynced before the answer.
   Refused (403) when the request comes from another origin, and (415) when it is not JSON, so no other page the
-  browser has open can rate; a body over 64 KiB is refused (413) unread.
+  browser has open can rate; a body over 64 KiB is refused (413) unread. A rating the disk cannot take (full) is
+  refused (507, naming the file, nothing of it left in the file), with one WARNING line in the server's log until
+  ratings are saved again.
 
 Every route answers only requests whose `Host` is one the server was bound to (`allowed_hosts`): a page from another
 site whose name resolves to this machine (DNS rebinding) gets 403 for reads as well as ratings.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +41,8 @@ from starlette.staticfiles import StaticFiles
 from vlx.errors import DataError
 from vlx.judging import VERDICTS
 from vlx.ratings import RATINGS_FILE, RatingStore
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 RUN_FILES = ("confusion_matrix.png", "reliability.png")
@@ -166,6 +171,8 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
         hosts: the `Host` values answered (`allowed_hosts`); None: 127.0.0.1, localhost and [::1] on any port.
     """
 
+    failing: list[OSError] = []  # the ratings refused since the last one saved (a full disk)
+
     def ratings_of(rater: str) -> dict[str, str]:
         return {item: verdict for (who, item), verdict in data.store.latest().items() if who == rater}
 
@@ -241,8 +248,17 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
         except DataError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
         except OSError as err:
+            if not failing:  # once until a rating is saved again, not a line per click on a full disk
+                log.warning("%s: a rating could not be saved (%s); the page tells the rater so, and ratings are "
+                            "refused until there is room: free some space (the ratings saved so far are kept)",
+                            data.store.path, err.strerror or err)  # fmt: skip
+            failing.append(err)
             return JSONResponse({"error": f"{data.store.path}: the rating could not be saved ({err.strerror}); "
                                           "it was not kept"}, status_code=507)  # fmt: skip
+        if failing:
+            log.info("%s: ratings are saved again (%d were refused meanwhile; their raters were told)",
+                     data.store.path, len(failing))  # fmt: skip
+            failing.clear()
         return JSONResponse(row)
 
     async def data_error(request: Request, err: Exception) -> Response:  # a bad ratings.jsonl line: one line, no 500

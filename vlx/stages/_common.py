@@ -12,7 +12,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, writing
+from vlx.store import removed_on_error
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -75,10 +76,12 @@ def check_generation(generation: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Writes `path` whole or not at all (a kill mid-write leaves the old file): summaries that later runs read."""
+    """Writes `path` whole or not at all (a kill mid-write leaves the old file): summaries that later runs read. A
+    write that fails (a full disk) leaves no temporary file, and its OSError names `path`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")  # several ranks of a launched run may write the same file
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with writing(path), removed_on_error(tmp):
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
 
 
 def config_choices() -> dict[str, str]:

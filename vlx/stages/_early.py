@@ -2,9 +2,10 @@
 seconds to import, tens of seconds on a loaded machine, and a missing folder should not wait for them.
 
 Checked here, with the same messages the stages give later: the run directories a command names (`run=`,
-`resume=`, `runs=`, `shots.source=`, `finetune.only_correct_from=`) exist; the directory a stage writes into is not
-being written by another vlx run; the task's data files are there (and e-SNLI-VE's image folder); and Java is there
-where the infer run will score explanations with it. Everything else is checked where it always was.
+`resume=`, `runs=`, `shots.source=`, `finetune.only_correct_from=`) exist; the directory a stage writes into, and
+the runs that eval, judge, review, select_correct and compare read, are not being written by another vlx run; the
+task's data files are there (and e-SNLI-VE's image folder); and Java is there where the infer run will score
+explanations with it. Everything else is checked where it always was.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def early_checks(cfg: DictConfig) -> None:
     """
     stage = cfg.stage.name
     if stage in _RUN_READERS and cfg.get("run"):
-        predictions_dir(cfg.run, "run")
+        check_run_idle(cfg.run, "run")
     if stage == "compare":
         for path in cfg.get("runs") or []:
-            predictions_dir(path, "runs")
+            check_run_idle(path, "runs")
     if stage == "infer":
         out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else Path(cfg.paths.output_dir)
         check_idle(out)
@@ -41,6 +42,21 @@ def early_checks(cfg: DictConfig) -> None:
         predictions_dir(cfg.finetune.only_correct_from, "finetune.only_correct_from")
     if stage in ("infer", "finetune"):
         _check_task(cfg, java=stage == "infer" and bool(cfg.get("eval_after_infer")))
+
+
+def check_run_idle(path: str | Path, key: str) -> Path:
+    """The folder of the run `path` names (see `predictions_dir`), refused while another vlx process writes it (its
+    predictions, or its scores: an infer, eval, judge or fine-tune run holding its lock); a fine-tune run's root is
+    checked as well as its `infer/`.
+
+    Raises:
+        ConfigError: no such run, or a live process holds it (named in the message).
+    """
+    folder = predictions_dir(path, key)
+    for candidate in dict.fromkeys((Path(path).expanduser(), folder)):
+        if candidate.is_dir():
+            check_idle(candidate)
+    return folder
 
 
 def _check_task(cfg: DictConfig, java: bool) -> None:

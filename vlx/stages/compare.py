@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, writing
 from vlx.metrics.bootstrap import resample_counts, resample_indices
+from vlx.run_dirs import check_idle
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
 from vlx.store import PredictionStore, describe_differences, item_differences, run_predictions
 from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
@@ -43,7 +44,13 @@ LOWER_IS_BETTER = ("ece", "brier", "nll", "unparsed_rate")
 
 
 def _load(run: Path) -> dict[str, Any]:
-    """A scored run: its metrics.json, its predictions by id, and its explanation items by id."""
+    """A scored run: its metrics.json, its predictions by id, and its explanation items by id.
+
+    Raises:
+        ConfigError: the run is not scored, or another vlx process is still writing it (its predictions or scores
+            would be read half-written).
+    """
+    check_idle(run)
     if not (run / "metrics.json").is_file():
         raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
     metrics = read_json(run / "metrics.json", "written by stage=eval")
@@ -440,14 +447,16 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     fig = figure(result)
     if fig is None:
         return None
-    fig.savefig(path, format="png", dpi=110)
+    with writing(path):
+        fig.savefig(path, format="png", dpi=110)
     return path
 
 
 def write(result: dict[str, Any], out: Path, stem: str = "comparison") -> tuple[Path, Path, Path | None]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", result)
-    (out / f"{stem}.md").write_text(markdown(result))
+    with writing(out / f"{stem}.md"):
+        (out / f"{stem}.md").write_text(markdown(result))
     return out / f"{stem}.json", out / f"{stem}.md", plot(result, out / f"{stem}.png")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, writing
 from vlx.ratings import RATINGS_FILE
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
@@ -35,7 +35,7 @@ from vlx.tasks.answers import (
     is_correct,
     text_probabilities,
 )
-from vlx.tasks.references import id_key, read_references
+from vlx.tasks.references import check_matches, id_key, read_references
 from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def evaluate(
 
     store = PredictionStore(run_dir / "predictions.jsonl")
     rows = run_predictions(run_dir, "score")
+    refs = _references(rows, references, run_dir)  # a file matching no item is refused before anything is written
     labels, positive = tuple(info["labels"]), info.get("positive")
     boot = {"resamples": settings["resamples"], "level": settings["level"], "seed": settings["seed"]}
     metrics: dict[str, Any] = {"task": info["task"], "split": info.get("split"), "predictions": len(rows)}
@@ -160,8 +161,9 @@ def evaluate(
         notes += cls_notes
         metrics.update(_multiple_choice_rules(labelled, scoring, notes))
         cm = cls["confusion_matrix"]
-        plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
-                              title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+        with writing(run_dir / "confusion_matrix.png"):  # a full disk: the one line names the file
+            plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
+                                  title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
         if all(s is not None for s in scores):
             metrics.update(_calibration(run_dir, info, labelled, labels, positive, settings, notes))
         elif any(s is not None for s in scores):
@@ -170,7 +172,6 @@ def evaluate(
     else:
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
-    refs = _references(rows, references)
     # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
     pool = labelled or rows
     scored = [r for r in pool if refs.get(str(r["id"]))]
@@ -298,8 +299,9 @@ def _calibration(
         seed=settings["seed"], missing_as_zero=True,
     )  # fmt: skip
     notes += cal_notes
-    plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
-                     title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+    with writing(run_dir / "reliability.png"):
+        plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
+                         title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
     return cal
 
 
@@ -335,11 +337,16 @@ def _judge_keys(path: Path) -> dict[str, Any]:
     return {k: v for k, v in old.items() if k.startswith(("judge", "all_judge"))}
 
 
-def _references(rows: list[dict[str, Any]], path: str | None) -> dict[str, tuple[str, ...]]:
-    """Reference explanations by prediction id: from a file when given, else those the predictions carry."""
+def _references(rows: list[dict[str, Any]], path: str | None, run_dir: Path) -> dict[str, tuple[str, ...]]:
+    """Reference explanations by prediction id: from a file when given, else those the predictions carry.
+
+    Raises:
+        DataError: the file matches none of the run's ids (see `check_matches`).
+    """
     if path is None:
         return {str(r["id"]): tuple(r.get("refs") or ()) for r in rows}
     from_file = read_references(path)
+    check_matches([r["id"] for r in rows], from_file, path, f"the {len(rows)} items of run {run_dir}")
     return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
 
 

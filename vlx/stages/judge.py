@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from vlx import distributed
 from vlx._runtime import set_cpu_threads
 from vlx.configs import config_dir, group_option
-from vlx.errors import ConfigError, DataError, interrupted, os_error_message
+from vlx.errors import ConfigError, DataError, interrupted, os_error_message, writing
 from vlx.judging import (
     ANSWER_TEXTS,
     JUDGE_PROMPT_VERSION,
@@ -310,7 +310,8 @@ def judge_run(
     current = output_config(cfg, name, model_cfg, prompt)
     check_continuable(folder, done, current, by_id)
     write_json(folder / JUDGE_CONFIG, current)
-    (folder / PROMPT_FILE).write_text(prompt + "\n", encoding="utf-8")
+    with writing(folder / PROMPT_FILE):
+        (folder / PROMPT_FILE).write_text(prompt + "\n", encoding="utf-8")
     finished = {str(r["id"]) for r in done}
     if finished:
         log.info("resuming: %d of %d items already judged in %s", len(finished), len(rows), store.path)

@@ -4,9 +4,10 @@
     vlx stage=report 'runs=[outputs/2026-11-30/12-00-00,outputs/2026-11-30/13-00-00]'
     vlx stage=report sweep=multirun/... stage.baseline=outputs/zero-shot     # every run tested against a baseline
 
-A run without metrics.json is listed with its status, never dropped. With `stage.baseline`, every scored run is
-compared with the baseline run on their shared items (`stage=compare`'s paired tests): the table gets a column per
-`stage.baseline_metrics` entry with the difference, its interval and p-value, and each comparison's files go to
+A run without metrics.json is listed with its status, never dropped: a sweep job that failed (its error.json) as
+`failed (<its overrides>): <error>`, one that a vlx run is still writing as such. With `stage.baseline`, every scored
+run is compared with the baseline run on their shared items (`stage=compare`'s paired tests): the table gets a column
+per `stage.baseline_metrics` entry with the difference, its interval and p-value, and each comparison's files go to
 comparisons/<run>.{json,md,png}.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
+from vlx.run_dirs import distinguishing_overrides, read_error_record, sweep_jobs, writer
 from vlx.stages._common import read_json, resolved_config, run_dir
 from vlx.tracking import tracking
 
@@ -60,18 +62,27 @@ def sweep_runs(sweep: Path) -> list[Path]:
     """The job directories of a multirun folder, in job order (0, 1, ..., 10)."""
     if not sweep.is_dir():
         raise ConfigError(f"sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
-    jobs = [p for p in sweep.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / "summary.json").is_file())]
+    jobs = sweep_jobs(sweep)
     if not jobs:
         raise ConfigError(f"sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
-    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return jobs
 
 
-def collect(run: Path) -> dict[str, Any]:
-    """One table row: the run's identity and headline metrics, or its status when they are missing."""
+def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """One table row: the run's identity and headline metrics, or its status when they are missing (`overrides`,
+    those that set a sweep job apart, name a failed job in its status)."""
     row: dict[str, Any] = {"dir": str(run)}
     summary, metrics = run / "summary.json", run / "metrics.json"
     if not run.is_dir():
         row["status"] = "no such directory"
+        return row
+    if (holder := writer(run)) is not None:  # half-written files: not read
+        row["status"] = f"being written by another vlx run ({holder})"
+        return row
+    if (record := read_error_record(run)) is not None:
+        setting = overrides if overrides is not None else record.get("overrides")  # runs=[<a job's folder>]
+        row["status"] = f"failed ({' '.join(map(str, setting or []))}): {record['error']}".replace(" (): ", ": ")
+        row["failed"] = True
         return row
     try:
         if summary.is_file():
@@ -94,7 +105,8 @@ def collect(run: Path) -> dict[str, Any]:
 def cell(value: Any) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    # a failed job's error may hold a `|` or a line break, which would cut the markdown row
+    return f"{value:.4f}" if isinstance(value, float) else " ".join(str(value).split()).replace("|", "\\|")
 
 
 def write_tables(
@@ -168,14 +180,16 @@ def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[s
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Builds the table; returns {"runs": n, "complete": n with metrics}."""
+    """Builds the table; returns {"runs": n, "complete": n with metrics, "failed": n sweep jobs that failed}."""
     if cfg.sweep:
         runs, out = sweep_runs(Path(cfg.sweep)), Path(cfg.sweep)
+        overrides = distinguishing_overrides(runs)
     elif cfg.runs:
         runs, out = [Path(r) for r in cfg.runs], run_dir(cfg)
+        overrides = {}
     else:
         raise ConfigError("stage=report needs sweep=<multirun dir> or runs=[<run dir>,...]")
-    rows = [collect(r) for r in runs]
+    rows = [collect(r, overrides.get(r)) for r in runs]
     extra: list[str] = []
     if cfg.stage.get("baseline"):
         baseline = Path(cfg.stage.baseline)
@@ -184,10 +198,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     md, csv_path = write_tables(rows, out, [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
     complete = sum(r["status"] == "ok" for r in rows)
-    log.info("report of %d runs (%d scored) -> %s, %s, %d plots\n%s", len(rows), complete, md, csv_path, len(plots),
-             md.read_text())  # fmt: skip
+    failed = sum(bool(r.get("failed")) for r in rows)
+    log.info("report of %d runs (%d scored, %d failed) -> %s, %s, %d plots\n%s", len(rows), complete, failed, md,
+             csv_path, len(plots), md.read_text())  # fmt: skip
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
         every = COLUMNS + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra]
         tracker.log_table("results", [t for t, _ in every], [[r.get(k) for _, k in every] for r in rows])
-    return {"runs": len(rows), "complete": complete}
+    return {"runs": len(rows), "complete": complete, "failed": failed}

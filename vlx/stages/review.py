@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.run_dirs import predictions_dir
+from vlx.run_dirs import check_idle, predictions_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = cfg.review
     bind_host = check_host(settings.host)
     run_dir = predictions_dir(cfg.run, "run")
+    check_idle(run_dir)  # not while an infer run still writes the predictions (nor eval its scores)
     start = time.perf_counter()
     review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,
                        judge=settings.judge)  # fmt: skip

@@ -17,7 +17,7 @@ from vlx.images import image_problem
 from vlx.records import Example, Split
 from vlx.tasks.answers import DEFAULT_ANSWER, AnswerFormat
 from vlx.tasks.parsing import parse_label, parse_open, with_aliases
-from vlx.tasks.references import id_key, read_references
+from vlx.tasks.references import check_matches, id_key, read_references
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,8 @@ def attach_references(examples: list[Example], refs: dict[str, tuple[str, ...]],
     """Examples with their explanations taken from a references file (items it lacks get none)."""
     with_refs = [replace(ex, explanations=refs.get(id_key(ex.id), ())) for ex in examples]
     found = sum(bool(ex.explanations) for ex in with_refs)
+    if not found:  # a warning, not a refusal: the file may be meant for the few-shot pool's split
+        check_matches([ex.id for ex in examples], refs, source, f"the {len(examples)} items", refuse=False)
     log.info("references from %s: %d of %d items have at least one", source, found, len(examples))
     return with_refs
 

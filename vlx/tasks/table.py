@@ -210,6 +210,12 @@ class TableTask(Task):
                 rows = "a header line, then one line per item" if self.format == "csv" else "its items"
                 raise DataError(f"{self.source} is empty; write {rows} into it, or set task.source to the split's "
                                 f"file")  # fmt: skip
+            if self.format == "csv":
+                # before `datasets` reads it: pandas takes a first row with one field too many as an index column
+                # and fills a short row with empty cells, so the fault would surface as a wrong label or none
+                problem = _file_problem(Path(self.source), self.format)
+                if problem:
+                    raise DataError(problem)
             # the Arrow cache is keyed by the file's content: `datasets` alone keys it by the modification time, so a
             # file changed with its time kept (cp -p, rsync -t, tar) would be read from the old cache
             cache = Path(datasets.config.HF_DATASETS_CACHE) / "vlx-tables" / digest
@@ -449,9 +455,14 @@ def _file_problem(path: Path, format: str) -> str | None:
                 if not row:
                     continue
                 rows += 1
-                if len(row) != len(header):
-                    return (f"{path}:{reader.line_num}: {len(row)} fields, but the header names {len(header)}; quote "
-                            f"a field that holds a {delimiter!r} (\"a, b\"), or fix the row")  # fmt: skip
+                if len(row) > len(header):
+                    return (f"{path}:{reader.line_num}: the row has {len(row)} fields, more than the header's "
+                            f"{len(header)}; quote a field that holds a {delimiter!r} (\"a, b\"), or fix the "
+                            f"row")  # fmt: skip
+                if len(row) < len(header):
+                    return (f"{path}:{reader.line_num}: the row has {len(row)} fields, fewer than the header's "
+                            f"{len(header)}; add the missing fields (an empty field still takes its "
+                            f"{'tab' if delimiter == chr(9) else 'comma'}), or fix the row")  # fmt: skip
         if not rows:
             return f"{path} has a header line but no rows; add the split's items, one line each"
     elif path.suffix.lower() == ".jsonl":
