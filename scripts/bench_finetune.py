@@ -6,8 +6,11 @@ LoRA r64 (the seed's, all linear layers) through vlx's own finetune code (build_
 Trainer) on the same synthetic items for each variant: 1,024 image tokens + the text tokens reported in the table.
 
     python scripts/bench_finetune.py --model-dir /tmp/paligemma-3b            # builds it there first if missing
+    python scripts/bench_finetune.py --tiny --warmup 1 --steps 1 --only 3     # vlx's tiny model on the CPU: a check
+                                                                              # that the variants run, not a figure
 
-Samples/s counts optimizer steps after the warm-up steps; peak memory is torch's max_memory_allocated.
+Samples/s counts optimizer steps after the warm-up steps; peak memory is torch's max_memory_allocated (on a GPU).
+tests/test_bench_scripts.py composes every variant and builds its items as this script does.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ VARIANTS = [
 
 # --model: vlx's model config and scripts/full_size_model.py's architecture
 MODELS = {"paligemma": "paligemma-3b-448", "qwen2_5_vl": "qwen2.5-vl-7b"}
+# --tiny: vlx's tiny model of the same architecture (vlx.models.tiny), loaded through the same model config
+TINY = {"paligemma": "paligemma", "qwen2_5_vl": "qwen2_5_vl"}
+# what every variant learns: the label and its explanation in the task's answer format
+TARGET = "label_and_explanation"
 
 
 def compose(model: str, model_dir: Path, overrides: list[str]):
@@ -80,23 +87,35 @@ def compose(model: str, model_dir: Path, overrides: list[str]):
         return hydra_compose("config", overrides=[*base, *overrides])
 
 
-def run_variant(model: str, model_dir: Path, overrides: list[str], warmup: int, steps: int) -> dict:
+def items_for(cfg, steps: int) -> list:
+    """The training items of `steps` optimizer steps of this variant, built as stage=finetune builds them (the task's
+    answer format for the label and explanation)."""
     from hydra.utils import instantiate
+
+    from vlx.finetuning.items import training_items
+
+    ft = cfg.finetune
+    task = instantiate(cfg.task)
+    per_step = ft.per_device_batch_size * ft.gradient_accumulation_steps
+    return training_items(task.examples()[: per_step * steps], TARGET, ft.prompt_template, answer=task.answer)
+
+
+def run_variant(model: str, model_dir: Path, overrides: list[str], warmup: int, steps: int, workers: int = 4) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from vlx.finetuning.arguments import use_bf16
-    from vlx.finetuning.items import Collator, training_items
+    from vlx.finetuning.items import Collator
     from vlx.stages.finetune import build_model
 
     cfg = compose(model, model_dir, overrides)
     ft = cfg.finetune
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    gpu = torch.cuda.is_available()
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     adapter = build_model(cfg)
-    task = instantiate(cfg.task)
     per_step = ft.per_device_batch_size * ft.gradient_accumulation_steps
-    items = training_items(task.examples()[: per_step * (warmup + steps)], "label_and_explanation",
-                           ft.prompt_template)  # fmt: skip
+    items = items_for(cfg, warmup + steps)
     collator = Collator(adapter, target_logits_only=ft.target_logits_only)
     sample = collator(items[:1])
     image_id = adapter.processor.tokenizer.image_token_id
@@ -108,57 +127,73 @@ def run_variant(model: str, model_dir: Path, overrides: list[str], warmup: int, 
             marks.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
-            torch.cuda.synchronize()
+            if gpu:
+                torch.cuda.synchronize()
             marks.append(time.perf_counter())
 
     args = TrainingArguments(output_dir="/tmp/bench_ft", max_steps=warmup + steps,
                              per_device_train_batch_size=ft.per_device_batch_size,
                              gradient_accumulation_steps=ft.gradient_accumulation_steps, learning_rate=2e-4,
                              bf16=use_bf16("auto"), save_strategy="no", report_to="none", logging_steps=1,
-                             remove_unused_columns=False, dataloader_num_workers=4, seed=0)  # fmt: skip
+                             remove_unused_columns=False, dataloader_num_workers=workers, seed=0)  # fmt: skip
     trainer = Trainer(model=adapter.model, args=args, train_dataset=items, data_collator=collator, callbacks=[Clock()])
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = marks[-1] - marks[warmup]  # marks[0] is the start, marks[k] the end of step k
-    result = {"samples_per_s": steps * per_step / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
+    result = {"samples_per_s": steps * per_step / seconds, "peak_gib": peak_gib,
               "warmup_s": marks[warmup] - marks[0],
               "text_tokens": text_tokens, "loss_first": losses[0], "loss_last": losses[-1]}  # fmt: skip
     del trainer, adapter
     gc.collect()
-    torch.cuda.empty_cache()
+    if gpu:
+        torch.cuda.empty_cache()
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="paligemma")
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/paligemma-3b"))
+    parser.add_argument("--model-dir", type=Path, help="default /tmp/paligemma-3b, with --tiny /tmp/vlx-tiny-<model>")
+    parser.add_argument("--tiny", action="store_true",
+                        help="vlx's tiny model of the architecture, on the CPU or GPU: checks that the variants run")
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps not timed")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps timed")
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run (default all)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_finetune needs a CUDA GPU")
-    if not (args.model_dir / "config.json").is_file():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model],
-                        str(args.model_dir)], check=True)  # fmt: skip
+    gpu = torch.cuda.is_available()
+    if args.tiny:
+        from vlx.models.tiny import ensure_tiny_model
+
+        args.model_dir = ensure_tiny_model(TINY[args.model], args.model_dir or Path(f"/tmp/vlx-tiny-{args.model}"))
+    elif not gpu:
+        sys.exit("bench_finetune needs a CUDA GPU (or --tiny, a check on vlx's tiny model)")
+    else:
+        args.model_dir = args.model_dir or Path("/tmp/paligemma-3b")
+        if not (args.model_dir / "config.json").is_file():
+            subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model],
+                            str(args.model_dir)], check=True)  # fmt: skip
     rows = []
+    failed = []
     for i, (name, overrides) in enumerate(VARIANTS):
         if args.only and i not in args.only:
             continue
         try:
-            r = run_variant(args.model, args.model_dir, overrides, args.warmup, args.steps)
+            r = run_variant(args.model, args.model_dir, overrides, args.warmup, args.steps, workers=4 if gpu else 0)
         except Exception as err:  # one variant failing must not lose the others' figures
             print(f"[{i}] {name}: FAILED {type(err).__name__}: {str(err)[:800]}", flush=True)
+            failed.append(i)
             gc.collect()
-            torch.cuda.empty_cache()
+            if gpu:
+                torch.cuda.empty_cache()
             continue
         rows.append((i, name, r))
         print(f"[{i}] {name}: {r}", flush=True)
     seed = next((r for i, _, r in rows if i == 0), None)
     import transformers
 
-    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
+    device = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"\n{device} | torch {torch.__version__} | transformers {transformers.__version__} | "
           f"peft {__import__('peft').__version__} | bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}\n")
     print("| variant | samples/s | vs seed | peak GiB | warm-up steps s | text tokens | loss first -> last |")
@@ -167,6 +202,8 @@ def main() -> None:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
         print(f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['warmup_s']:.0f} | "
               f"{r['text_tokens']} | {r['loss_first']:.2f} -> {r['loss_last']:.2f} |")  # fmt: skip
+    if failed:
+        sys.exit(f"variants {failed} failed")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,18 @@ VARIANTS = [
      "model.attn_implementation=auto"], 32, "generate", False, "off_the_allow_list"),
     ("decode=score, plain (one forward per label)", ["model.compile=false", "model.attn_implementation=auto"], 32,
      "score", False, "off_the_allow_list"),
+    # candidates for the families off the allow-list: transformers' own static cache and compiled decode step
+    ("plain batched transformers, batch 64", ["model.compile=false", "model.attn_implementation=auto"], 64,
+     "generate", False, "off_the_allow_list"),
+    ("plain + transformers' static cache and compiled decode step, batch 32", ["model.compile=false",
+     "model.attn_implementation=auto"], 32, "generate", False, "hf_static"),
+    ("plain + transformers' static cache and compiled decode step, batch 64", ["model.compile=false",
+     "model.attn_implementation=auto"], 64, "generate", False, "hf_static"),
+    ("the same, batch 64, with compiled norms and MLPs", ["model.compile=false", "model.attn_implementation=auto"],
+     64, "generate", False, "hf_static_modules"),
+    # an M-RoPE model (Qwen-VL) on vlx.models.fast.MROPE_SCORING: one prefill, a cached continuation per label
+    ("decode=score, M-RoPE: one prefill and a cached continuation per label", ["model.compile=false",
+     "model.attn_implementation=auto"], 32, "score", False, None),
 ]  # fmt: skip
 
 
@@ -97,8 +109,11 @@ def switched(what: str | None):
             stack.enter_context(mock.patch.object(fast_scoring, "prefill_aware", lambda model: False))
         elif what == "hf_prefill":  # generate's prompts run by transformers (vlx's cache-free prefill off)
             stack.enter_context(mock.patch.object(prefill, "prefill_aware", lambda model: False))
-        elif what == "off_the_allow_list":  # what every architecture off vlx.models.fast.ALLOWED runs
+        elif what in ("off_the_allow_list", "hf_static", "hf_static_modules"):  # what every architecture off
+            # vlx.models.fast.ALLOWED runs (the hf_static variants then switch on transformers' static cache)
             stack.enter_context(mock.patch.dict(fast.ALLOWED, clear=True))
+            # and off vlx.models.fast.MROPE_SCORING: one full forward per label
+            stack.enter_context(mock.patch.dict(fast.MROPE_SCORING, clear=True))
         yield
 
 
@@ -144,11 +159,16 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     adapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
+    if what in ("hf_static", "hf_static_modules"):
+        # transformers' static KV cache and its compiled decode step on the plain path (prompts left-padded to a
+        # multiple of 64: a few shapes to compile); with or without vlx's compiled norms and MLPs
+        adapter.compiled = True
+        adapter.compile_modules = what == "hf_static_modules"
     task = instantiate(cfg.task)
     examples = task.load().examples
     warmup, timed = examples[:batch], examples[batch : batch + samples]
     generation = {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens}
-    image_tokens, new_tokens = [], set()
+    image_tokens, prompt_tokens, new_tokens = [], [], set()
 
     def run(queue) -> None:
         if seed_loop:  # the seed's way: one item at a time, the processor inline, the CUDA cache cleared after each
@@ -156,12 +176,14 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
                 prompts, images = build_inputs(adapter, task, [example], [[]], None)
                 result = adapter.generate(prompts, images, **generation)
                 image_tokens.extend(result.image_tokens)
+                prompt_tokens.extend(result.prompt_tokens)
                 new_tokens.add(result.new_tokens)
                 torch.cuda.empty_cache()
             return
         for done in predict_batches(adapter, task, queue, batch, how, generation, workers=cfg.loader_workers):
             if done.generation is not None:
                 image_tokens.extend(done.generation.image_tokens)
+                prompt_tokens.extend(done.generation.prompt_tokens)
                 new_tokens.add(done.generation.new_tokens)
 
     start = time.perf_counter()
@@ -176,10 +198,42 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
     result = {"samples_per_s": len(timed) / seconds, "s_per_sample": seconds / len(timed), "warmup_s": warmup_s,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
               "image_tokens": sum(image_tokens) / len(image_tokens) if image_tokens else None}  # fmt: skip
+    if prompt_tokens:
+        result["floor"] = floor(adapter.model, batch, sum(prompt_tokens) / len(prompt_tokens), result["image_tokens"],
+                                tokens if how == "generate" else 0)  # fmt: skip
     adapter = None  # free the weights before the next variant loads
     gc.collect()
     torch.cuda.empty_cache()
     return result
+
+
+# the floor's hardware figures (an H100 SXM; an H200 reads weights at 4.8 TB/s): dense bf16 matrix products as
+# measured on these machines (~790 TFLOP/s on an 8192^3 product; ~700 on a model's shapes), and HBM3 bandwidth
+FLOOR_TFLOPS = 700.0
+FLOOR_TB_PER_S = {"H100": 3.35, "H200": 4.8}
+
+
+def floor(model, batch: int, prompt_tokens: float, image_tokens: float | None, new_tokens: int) -> float:
+    """The compute floor in samples/s at this batch: the prefill's matrix FLOPs (2 x parameters x positions, for
+    the language model over the prompt and the vision tower over its patches) at FLOOR_TFLOPS, plus each decode
+    step reading the language model's weights once per batch at the card's bandwidth. Attention's own FLOPs and the
+    KV cache's reads are left out, so the floor is a little optimistic."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    vision = next((m for name in ("visual", "vision_tower", "vision_model") for m in [_find(base, name)] if m), None)
+    vision_params = sum(p.numel() for p in vision.parameters()) if vision is not None else 0
+    embed = base.get_input_embeddings().weight.numel()
+    language = sum(p.numel() for p in base.parameters()) - vision_params - embed
+    merge = getattr(getattr(base.config, "vision_config", None), "spatial_merge_size", 1) or 1
+    patches = (image_tokens or 0) * merge**2  # Qwen-VL merges 2x2 patches into one image token
+    prefill_s = 2 * (language * prompt_tokens + vision_params * patches) / (FLOOR_TFLOPS * 1e12)
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    bandwidth = next((v for k, v in FLOOR_TB_PER_S.items() if k in card), 3.35)
+    decode_s = new_tokens * 2 * language / (bandwidth * 1e12) / batch  # bf16 weights, shared by the batch
+    return 1.0 / (prefill_s + decode_s)
+
+
+def _find(model, name: str):
+    return next((m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] == name), None)
 
 
 def profile(cfg, batch: int, tokens: int) -> None:
@@ -244,6 +298,15 @@ def profile(cfg, batch: int, tokens: int) -> None:
         print(trace.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="llava")
@@ -256,13 +319,11 @@ def main() -> None:
     parser.add_argument("--seed-samples", type=int, default=8, help="timed items for the seed's way (slow)")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
     parser.add_argument("--floor", type=float,
-                        help="compute floor in samples/s (default: ~17 for LLaVA-NeXT-7B, from prefill FLOPs and "
-                             "decode bandwidth; none for PaliGemma, whose column then stays empty)")  # fmt: skip
+                        help="compute floor in samples/s for every row (default: each row's own, from its batch, "
+                             "prompt and image tokens: `floor`)")  # fmt: skip
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run, in this order")
     parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
     args = parser.parse_args()
-    if args.floor is None and args.model == "llava":
-        args.floor = 17.0
     if not torch.cuda.is_available():
         sys.exit("bench_infer needs a CUDA GPU")
     if not (args.model_dir / "config.json").is_file():
@@ -290,14 +351,15 @@ def main() -> None:
 
     seed = next((r for i, _, r in rows if i == 0), None)
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
-          f"bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
+          f"bitsandbytes {_version('bitsandbytes')}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}; {args.tokens} new tokens forced\n")
     print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
         tokens = f"{r['image_tokens']:.0f}" if r["image_tokens"] else ""
-        floor = f"{r['samples_per_s'] / args.floor:.0%}" if args.floor else ""
+        limit = args.floor or r.get("floor")
+        floor = f"{r['samples_per_s'] / limit:.0%} of {limit:.0f}" if limit else ""
         print(f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
               f"{tokens} | {floor} | {r['warmup_s']:.0f} |")  # fmt: skip
 

@@ -5,8 +5,10 @@ Per family: zero-shot inference through the infer stage gives the task's labels;
 alone gives; label scores equal a brute-force full forward per label (where wrong positions would show); a few-shot
 prompt holds every demonstration's image and the model reads them (or the family refuses few-shot with its reason);
 a training batch puts the loss on the answer tokens only and a LoRA step lowers it; the saved adapter reloads to the
-same logits; the merged model gives the adapter's predictions. Families whose processor needs a package that does not
-import here (torchvision) are skipped with that reason.
+same logits; the merged model gives the adapter's predictions. Every family runs without torchvision: the processors
+that hold a video processor (Qwen2.5-VL, Qwen3-VL, InternVL, LLaVA-OneVision) are loaded without it where torchvision
+does not import (vlx.models.processors; tests/test_tiny_models.py compares them with the whole processor where it
+does). A family whose processor needs a package that does not import here is skipped with that reason.
 
 Adding a family is one line in FAMILIES (and its tiny builder in vlx.models.tiny).
 """

@@ -300,3 +300,88 @@ def test_paligemma_suffix_labels(loaded: dict) -> None:
     with torch.no_grad():
         loss = model(**enc).loss
     assert torch.isfinite(loss) and loss > 0
+
+
+# --- processors with a video part (vlx.models.processors) ---------------------------------------------------------
+
+VIDEO_FAMILIES = {  # tiny architecture -> its processor class, image processor class (PIL backend) and video one
+    "qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2VLImageProcessor", "Qwen2VLVideoProcessor"),
+    "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessor", "Qwen3VLVideoProcessor"),
+    "internvl": ("InternVLProcessor", "GotOcr2ImageProcessor", "InternVLVideoProcessor"),
+    "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessor", "LlavaOnevisionVideoProcessor"),
+}
+
+
+@pytest.fixture(scope="module")
+def video_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-video")
+    return {arch: ensure_tiny_model(arch, root / arch) for arch in VIDEO_FAMILIES}
+
+
+def _encode(processor, arch: str):
+    token = "<IMG_CONTEXT>" if arch == "internvl" else processor.image_token
+    return processor(text=[f"{token} red", f"{token} a blue one"], images=_images(), return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("arch", sorted(VIDEO_FAMILIES))
+def test_video_families_load_as_their_own_processor_class(arch: str, video_dirs: dict) -> None:
+    """vlx loads the processor of a family with a video processor whether torchvision imports or not: the family's
+    own class (without torchvision, less its video processor), which encodes images, and whose save_pretrained writes
+    the checkpoint's processor_config.json back as it was (the video settings included)."""
+    import transformers
+
+    from vlx.models import processors
+    from vlx.models.loading import load_processor
+
+    processor_name, image_name, video_name = VIDEO_FAMILIES[arch]
+    processor = load_processor(str(video_dirs[arch]))
+    assert isinstance(processor, getattr(transformers, processor_name))
+    assert type(processor).__name__ == processor_name and processor.tokenizer.padding_side == "left"
+    assert type(processor.image_processor).__name__.startswith(image_name)
+    if processors.torchvision_imports():
+        assert type(processor.video_processor).__name__ == video_name
+    else:
+        assert type(processor.image_processor).__name__ == image_name + "Pil"
+        assert not hasattr(processor, "video_processor")
+    enc = _encode(processor, arch)
+    assert enc["pixel_values"].abs().sum() > 0
+    token = "<IMG_CONTEXT>" if arch == "internvl" else processor.image_token
+    image_id = processor.tokenizer.convert_tokens_to_ids(token)
+    assert ((enc["input_ids"] == image_id).sum(dim=1) > 0).all()  # each prompt's image expanded to its tokens
+    saved = json.loads((video_dirs[arch] / "processor_config.json").read_text())
+    assert saved["processor_class"] == processor_name
+    assert saved["video_processor"]["video_processor_type"] == video_name
+    out = video_dirs[arch].parent / f"{arch}-saved"
+    processor.save_pretrained(out)
+    again = json.loads((out / "processor_config.json").read_text())
+    assert again["video_processor"] == saved["video_processor"] or processors.torchvision_imports()
+    assert again["processor_class"] == processor_name and again["image_processor"] == saved["image_processor"]
+
+
+def test_a_processor_without_video_goes_through_auto_processor(model_dirs: dict) -> None:
+    from vlx.models.loading import load_processor, processor_without_torchvision
+
+    for arch, path in model_dirs.items():
+        assert processor_without_torchvision(str(path)) is None  # no video part: AutoProcessor as always
+        assert type(load_processor(str(path))) is PROCESSOR_CLASSES[arch]
+
+
+@pytest.mark.parametrize("arch", sorted(VIDEO_FAMILIES))
+def test_without_video_encodes_as_the_whole_processor(arch: str, video_dirs: dict) -> None:
+    """Where torchvision imports: the processor less its video part (as vlx loads it without torchvision) encodes
+    images exactly as transformers' whole processor, and the video processor built from the tiny model's settings
+    is the one transformers builds from them."""
+    from vlx.models import processors
+
+    if not processors.torchvision_imports():
+        pytest.skip("needs torchvision, to build the whole processor to compare with")
+    import transformers
+
+    whole = AutoProcessor.from_pretrained(video_dirs[arch])
+    cls = getattr(transformers, VIDEO_FAMILIES[arch][0])
+    part = processors.without_video(cls).from_pretrained(video_dirs[arch])
+    got, expected = _encode(part, arch), _encode(whole, arch)
+    assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    settings = json.loads((video_dirs[arch] / "processor_config.json").read_text())["video_processor"]
+    video_class = getattr(transformers, settings.pop("video_processor_type"))
+    assert whole.video_processor.to_dict() == video_class(**settings).to_dict()

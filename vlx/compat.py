@@ -26,6 +26,30 @@ def output_cache(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
+def rope_index(model: torch.nn.Module) -> Callable[[Any], torch.Tensor] | None:
+    """The model's own M-RoPE position function, as `positions(batch) -> [3, B, T]`, or None for a model without one.
+
+    Relies on: the multimodal model inside the `...ForConditionalGeneration` (its `model` attribute) has
+    `get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=, video_grid_thw=, attention_mask=, ...)` returning
+    (position_ids [3, B, T], deltas): the function its forward calls to place a prompt's tokens over time, height and
+    width when given no `position_ids` (Qwen2-VL, Qwen2.5-VL with `second_per_grid_ts` for videos, Qwen3-VL,
+    transformers 5.2x). transformers has no public way to ask a model for the positions it would use."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    function = getattr(getattr(base, "model", None), "get_rope_index", None)
+    if function is None:
+        return None
+    named = inspect.signature(function).parameters
+    optional = [k for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in named]
+
+    def positions(batch: Any) -> torch.Tensor:
+        extra = {k: batch[k] for k in optional if batch.get(k) is not None}
+        ids = batch["input_ids"]
+        return function(ids, mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=batch["attention_mask"],
+                        **extra)[0]  # fmt: skip
+
+    return positions
+
+
 # the decoder block's cache argument, by the version (see `cache_argument`)
 CACHE_KEYWORDS = ("cache", "past_key_values")
 

@@ -16,7 +16,7 @@ import torch
 
 from vlx.distributed import device_map_for_rank
 from vlx.errors import ConfigError
-from vlx.models import fast
+from vlx.models import fast, processors
 from vlx.models.fast import attention
 
 log = logging.getLogger(__name__)
@@ -132,15 +132,40 @@ def load_processor(checkpoint: str, trust_remote_code: bool = False, **options: 
     from transformers import AutoProcessor
 
     with cannot_load("model.checkpoint", checkpoint), needs_torchvision(checkpoint):
-        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code, **options)
+        if (cls := processor_without_torchvision(checkpoint, trust_remote_code)) is not None:
+            processor = processors.keep_video_settings(
+                processors.without_video(cls).from_pretrained(checkpoint, **options),
+                processors.video_settings(cls, checkpoint, **options),
+            )
+        else:
+            processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code, **options)
     processor.tokenizer.padding_side = "left"
     return processor
 
 
+def processor_without_torchvision(checkpoint: str, trust_remote_code: bool = False) -> type | None:
+    """The processor class to load without its video part (`vlx.models.processors`), or None to load the processor
+    with `AutoProcessor` as usual: where torchvision imports, for a checkpoint with code of its own, and for a
+    processor with no video processor."""
+    if trust_remote_code or processors.torchvision_imports():
+        return None
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        cls = PROCESSOR_MAPPING[type(read_config(checkpoint))]
+    except KeyError:  # not a transformers architecture: AutoProcessor says what it lacks
+        return None
+    if not processors.can_drop_video(cls):
+        return None
+    log.info("torchvision does not import: loading %s without its video processor (images only)", cls.__name__)
+    return cls
+
+
 @contextlib.contextmanager
 def needs_torchvision(checkpoint: str) -> Iterator[None]:
-    """A processor that transformers makes with torchvision (Qwen-VL's, LLaVA-OneVision's and InternVL's hold a
-    video processor) as a config problem that says what to install."""
+    """A processor that transformers makes with torchvision and vlx cannot load without it (one whose video
+    processor is not its last part, or a checkpoint with code of its own; `processor_without_torchvision`) as a
+    config problem that says what to install."""
     try:
         yield
     except ImportError as err:

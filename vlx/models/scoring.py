@@ -5,8 +5,11 @@ model: one forward per answer over the prompts with that answer's tokens appende
 (transformers computes them from the mask, Qwen-VL's 3-D M-RoPE included). The architectures on
 `vlx.models.fast.ALLOWED` share one prefill instead (`vlx.models.fast.scoring`: one cache-free forward for causal
 prompts, a KV cache and a continuation per answer for PaliGemma's); both equal a full forward per label
-(tests/test_families.py, tests/test_fast_paths.py). A cached continuation is not the plain way: transformers 5.24's
-Qwen2.5-VL and Qwen3-VL fail on it when given the mask (their 3-D positions are computed over cache and new tokens).
+(tests/test_families.py, tests/test_fast_paths.py). The M-RoPE architectures on `vlx.models.fast.MROPE_SCORING`
+(Qwen2-VL, Qwen2.5-VL, Qwen3-VL) prefill once too, with a cached continuation per answer at the 3-D positions of the
+model's own rope-index function (`vlx.models.fast.mrope`; tests/test_mrope_scoring.py): left to itself on a cached
+continuation under a mask, their forward fails (transformers 5.24, 5.25: a size mismatch), so the positions are
+always passed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from PIL import Image
 
 from vlx.models import fast
 from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_ids
+from vlx.models.fast import mrope
 from vlx.models.fast import scoring as shared_prefill
 
 
@@ -60,9 +64,12 @@ def score_answers(
     else:
         if pad_to_multiple_of:
             inputs = pad_left(inputs, pad_to_multiple_of, tokenizer.pad_token_id)
+        totals = None
         if fast.allowed(model):
             totals = shared_prefill.score_on_a_cache(model, inputs, answer_ids)
-        else:
+        elif mrope.applies(model, inputs):
+            totals = mrope.score_on_a_cache(model, inputs, answer_ids, tokenizer.pad_token_id)
+        if totals is None:
             totals = score_per_answer(model, inputs, answer_ids, tokenizer.pad_token_id, answer_token_type)
     probs = torch.softmax(totals, dim=1).tolist()  # [B, n_answers]
     return [dict(zip(answers, row, strict=True)) for row in probs]

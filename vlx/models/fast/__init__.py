@@ -5,7 +5,9 @@
 - `prefill`: `generate` after vlx's own prefill of right-padded prompts without a mask or cache object;
 - `scoring`: label scores from one cache-free forward over the prompts and every answer's tokens;
 - `compiling`: decoder blocks compiled for those cache-free calls, norms, MLPs and vision blocks, and the decode
-  step with a static cache.
+  step with a static cache;
+- `mrope`: label scores for M-RoPE models from one prefill and a cached continuation per label, at the model's own
+  3-D positions, for the architectures on `MROPE_SCORING` (a list of its own: the paths above stay off for them).
 
 Each builds positions from the attention mask as 1-D token positions: right for a model whose language model uses
 plain RoPE on token positions, wrong for one that builds its own (Qwen2-VL-style M-RoPE takes 3-D positions over
@@ -27,6 +29,16 @@ ALLOWED: dict[str, str] = {
     # (its prompts hold token_type_ids, so it prefills and scores through transformers: grouped decode attention and
     # compiling apply)
     "paligemma/gemma": "Gemma-2B: RoPE over token positions",
+}
+
+# "<model_type>/<its language model's model_type>" -> why `mrope.score_on_a_cache` is right for it: positions from the
+# model's own rope-index function, and a KV cache that crops back to the prompt (full attention in every layer).
+# Adding an entry needs its model in tests/test_mrope_scoring.py's MODELS (one line there).
+MROPE_SCORING: dict[str, str] = {
+    "qwen2_vl/qwen2_vl_text": "Qwen2VLModel.get_rope_index places the tokens; full attention",
+    "qwen2_5_vl/qwen2_5_vl_text": "Qwen2_5_VLModel.get_rope_index places the tokens; full attention",
+    "qwen3_vl/qwen3_vl_text": "Qwen3VLModel.get_rope_index places the tokens (interleaved M-RoPE); DeepStack "
+    "features enter at the image positions of the prompt only; full attention",
 }
 
 

@@ -38,17 +38,19 @@ ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "paligemma2": ("paligemma2", ()),
     "gemma3": ("gemma3", ()),
     "idefics3": ("idefics3", ()),
-    "llava_onevision": ("llava_onevision", ("torchvision",)),
-    "internvl": ("internvl", ("torchvision",)),
-    "qwen2_5_vl": ("qwen2_5_vl", ("torchvision",)),
-    "qwen3_vl": ("qwen3_vl", ("torchvision",)),
+    # their processors hold a video processor, written as settings and left out where torchvision does not import
+    # (vlx.models.processors): they build and load without it
+    "llava_onevision": ("llava_onevision", ()),
+    "internvl": ("internvl", ()),
+    "qwen2_5_vl": ("qwen2_5_vl", ()),
+    "qwen3_vl": ("qwen3_vl", ()),
 }
 TINY_ARCHITECTURES = tuple(ARCHITECTURES)
 
 # Written last by a build; its presence (with matching arch/seed) marks a directory as a complete tiny model.
 MARKER_FILE = "tiny_model.json"
 # Bump when the recipe changes so that cached tiny models get rebuilt by `ensure_tiny_model`.
-_RECIPE_VERSION = 4
+_RECIPE_VERSION = 5  # 5: video processors written as settings
 _REQUIRED_FILES = (
     "config.json",
     "generation_config.json",
@@ -73,8 +75,9 @@ _BUILDERS = {arch: _builder(arch) for arch in ARCHITECTURES}
 def missing_requirements(arch: str) -> str | None:
     """Why a tiny model of `arch` cannot be built or used here (a package its processor needs), or None.
 
-    The processors of Qwen2-VL-style models, LLaVA-OneVision and InternVL hold a video processor, which transformers
-    makes with torchvision; vlx does not depend on torchvision (there is no CPU build of it for torch 2.13)."""
+    None for every architecture today: the processors of Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision and InternVL hold a
+    video processor, which transformers makes with torchvision, but vlx builds and loads them without it where
+    torchvision does not import (`vlx.models.processors`)."""
     _check_arch(arch)
     missing = [name for name in ARCHITECTURES[arch][1] if not _imports(name)]
     return f"its processor needs {', '.join(missing)}, which does not import here" if missing else None

@@ -10,12 +10,12 @@ from transformers import (
     InternVLConfig,
     InternVLForConditionalGeneration,
     InternVLProcessor,
-    InternVLVideoProcessor,
     InternVLVisionConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
 
+from vlx.models.processors import with_video_settings
 from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
 
 # The chat template of the -hf checkpoints (written by transformers' convert_internvl_weights_to_hf.py), verbatim:
@@ -77,10 +77,15 @@ def build(out_dir: Path) -> None:
         min_patches=1,
         max_patches=1,
     )
-    video_processor = InternVLVideoProcessor(
-        size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+    # Written as the settings of an InternVLVideoProcessor, which transformers builds (with torchvision) on loading
+    video_processor = dict(
+        video_processor_type="InternVLVideoProcessor",
+        size={"height": image_size, "width": image_size},
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
     )
-    processor = InternVLProcessor(
+    processor = with_video_settings(
+        InternVLProcessor,
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,

@@ -1,7 +1,7 @@
 """A tiny LLaVA-OneVision (SigLIP vision + Qwen2 text), the architecture of llava-hf/llava-onevision-qwen2-7b-ov-hf.
 
-Its processor holds a video processor, which transformers builds with torchvision: building or loading this model
-needs torchvision (`vlx.models.tiny.missing_requirements`)."""
+Its processor holds a video processor, which transformers builds with torchvision: it is written as settings, and
+loaded without it where torchvision does not import (`vlx.models.processors`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionImageProcessorPil,
     LlavaOnevisionProcessor,
-    LlavaOnevisionVideoProcessor,
     PreTrainedTokenizerFast,
     Qwen2Config,
     SiglipVisionConfig,
 )
 
+from vlx.models.processors import with_video_settings
 from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
 
 # The chat template of the llava-hf OneVision checkpoints, verbatim (transformers' convert_llava_onevision_weights_
@@ -74,8 +74,12 @@ def build(out_dir: Path) -> None:
         image_grid_pinpoints=image_grid_pinpoints,
     )
     # Frames are resized to one tile each and pooled 2x2 by the model: 4 tokens a frame, plus one newline a video.
-    video_processor = LlavaOnevisionVideoProcessor(size={"height": image_size, "width": image_size})
-    processor = LlavaOnevisionProcessor(
+    # (written as the settings of a LlavaOnevisionVideoProcessor, which transformers builds with torchvision on loading)
+    video_processor = dict(
+        video_processor_type="LlavaOnevisionVideoProcessor", size={"height": image_size, "width": image_size}
+    )
+    processor = with_video_settings(
+        LlavaOnevisionProcessor,
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,

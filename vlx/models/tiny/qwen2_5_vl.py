@@ -12,9 +12,9 @@ from transformers import (
     Qwen2_5_VLTextConfig,
     Qwen2_5_VLVisionConfig,
     Qwen2VLImageProcessorPil,
-    Qwen2VLVideoProcessor,
 )
 
+from vlx.models.processors import with_video_settings
 from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
 
 # The chat template of Qwen/Qwen2.5-VL-7B-Instruct (chat_template.json), verbatim: a default system prompt when the
@@ -88,7 +88,10 @@ def build(out_dir: Path) -> None:
         merge_size=merge_size,
         temporal_patch_size=temporal_patch_size,
     )
-    video_processor = Qwen2VLVideoProcessor(
+    # Written as the settings of a Qwen2VLVideoProcessor, which transformers builds (with torchvision) on loading;
+    # vlx reads images only and loads the processor without it where torchvision does not import
+    video_processor = dict(
+        video_processor_type="Qwen2VLVideoProcessor",
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         patch_size=patch_size,
@@ -98,7 +101,8 @@ def build(out_dir: Path) -> None:
         # transformers warns on every video that its default is about to change to this
         cap_pixels_per_frame=True,
     )
-    processor = Qwen2_5_VLProcessor(
+    processor = with_video_settings(
+        Qwen2_5_VLProcessor,
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,

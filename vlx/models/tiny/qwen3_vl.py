@@ -11,10 +11,10 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
     Qwen3VLProcessor,
     Qwen3VLTextConfig,
-    Qwen3VLVideoProcessor,
     Qwen3VLVisionConfig,
 )
 
+from vlx.models.processors import with_video_settings
 from vlx.models.tiny._text import INIT_RANGE, set_generation_ids
 from vlx.models.tiny.qwen2_5_vl import qwen_tokenizer
 
@@ -68,7 +68,9 @@ def build(out_dir: Path) -> None:
         image_mean=[0.5, 0.5, 0.5],  # SigLIP-2's normalisation, as in the real preprocessor config
         image_std=[0.5, 0.5, 0.5],
     )
-    video_processor = Qwen3VLVideoProcessor(
+    # Written as the settings of a Qwen3VLVideoProcessor, which transformers builds (with torchvision) on loading
+    video_processor = dict(
+        video_processor_type="Qwen3VLVideoProcessor",
         size=size,
         patch_size=patch_size,
         merge_size=merge_size,
@@ -79,7 +81,8 @@ def build(out_dir: Path) -> None:
         # transformers warns on every video that its default is about to change to this
         cap_pixels_per_frame=True,
     )
-    processor = Qwen3VLProcessor(
+    processor = with_video_settings(
+        Qwen3VLProcessor,
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
