@@ -237,7 +237,13 @@ def _find(model, name: str):
 
 
 def profile(cfg, batch: int, tokens: int) -> None:
-    """Where one batch's time goes with vlx's default settings: preparing it on the CPU, the prefill, the decode."""
+    """Where one batch's time goes with the model's default settings: preparing it on the CPU (processor), the
+    vision tower alone, the prefill, `decode=score` (the path the model gets, and the plain one), the decode steps
+    (the default path, and transformers' static cache with its compiled step), each the best of three; then the GPU
+    kernels of a prefill, of the vision tower and of a generate call, and the fraction of a generate call's wall
+    time that the GPU spends in kernels."""
+    import inspect
+
     from hydra.utils import instantiate
 
     from vlx.prediction import prepare_batch
@@ -254,47 +260,69 @@ def profile(cfg, batch: int, tokens: int) -> None:
         torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    def best(fn) -> float:
+        return min(timed(fn) for _ in range(3))
+
     prepared = prepare_batch(adapter, task, None, queue, 0, batch, None)
     adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs, **generation)  # compile, warm up
-    prepare_s = min(timed(lambda: prepare_batch(adapter, task, None, queue, 0, batch, None)) for _ in range(3))
+    figures = {"preparing the batch (CPU, one process)": best(lambda: prepare_batch(adapter, task, None, queue, 0,
+                                                                                     batch, None))}  # fmt: skip
     inputs = prepared.inputs.to(adapter.model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(adapter.model.dtype)
+    base = adapter.model.get_base_model() if hasattr(adapter.model, "get_base_model") else adapter.model
+    features = getattr(base, "get_image_features", None) or getattr(base.model, "get_image_features", None)
+    wanted = inspect.signature(features).parameters if features is not None else {}
+    image_inputs = {k: v for k, v in inputs.items() if k in wanted}
+
+    def vision() -> None:
+        with torch.inference_mode():
+            features(**image_inputs)
 
     def prefill() -> None:
         with torch.inference_mode():
             adapter.model(**inputs, use_cache=True, logits_to_keep=1)
 
-    prefill_s = min(timed(prefill) for _ in range(3))
-    answers = [task.label_answer(label) for label in task.labels]
+    if features is not None:
+        figures["vision tower alone"] = best(vision)
+    figures["prefill (vision tower included)"] = best(prefill)
+    answers = [task.label_text(label) for label in task.labels]
 
-    def score(right_padded: bool) -> float:
-        with switched(None if right_padded else "left_padded_score"):
-            return min(timed(lambda: adapter.score(prepared.prompts, prepared.images, answers,
-                                                   inputs=prepared.inputs)) for _ in range(3))  # fmt: skip
+    def score() -> None:
+        adapter.score(prepared.prompts, prepared.images, answers, inputs=prepared.inputs)
 
-    right, left = score(True), score(False)
-    print(f"\nprofile, decode=score, batch {batch}: right-padded prefill without a mask {right:.2f} s; left-padded "
-          f"under a mask {left:.2f} s")  # fmt: skip
+    figures["decode=score"] = best(score)
+    with switched("off_the_allow_list"):
+        figures["decode=score, plain (one forward per label)"] = best(score)
 
     def generate(n: int) -> float:
         settings = {**generation, "max_new_tokens": n, "min_new_tokens": n}
-        return min(timed(lambda: adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs,
-                                                  **settings)) for _ in range(3))  # fmt: skip
+        return best(lambda: adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs, **settings))
 
     one, full = generate(1), generate(tokens)
-    step = (full - one) / (tokens - 1)
-    print(f"\nprofile, batch {batch}, {tokens} new tokens: preparing (CPU, one process) {prepare_s:.2f} s; prefill "
-          f"alone {prefill_s:.2f} s; generate 1 token {one:.2f} s, {tokens} tokens {full:.2f} s: "
-          f"{1000 * step:.1f} ms per decode step, {step * (tokens - 1) / full:.0%} of the batch's time")  # fmt: skip
-    # the GPU kernels behind them: what a faster prefill or decode has to shrink
+    figures["generate 1 token"], figures[f"generate {tokens} tokens"] = one, full
+    figures["one decode step"] = (full - one) / (tokens - 1)
+    if not adapter.compiled:  # transformers' static cache and compiled decode step, on the same batch
+        adapter.compiled = True
+        generate(tokens)  # compiles
+        figures[f"generate {tokens} tokens, static cache, compiled step"] = generate(tokens)
+        figures["one decode step, static cache, compiled step"] = (generate(tokens) - generate(1)) / (tokens - 1)
+        adapter.compiled = False
+    print(f"\nprofile, batch {batch} ({type(base).__name__}):")
+    for name, seconds in figures.items():
+        print(f"  {name}: {seconds * 1000:.1f} ms")
+    # the GPU kernels behind them: what a faster prefill, vision tower or decode has to shrink
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    for name, fn in (("prefill", prefill), (f"generate {tokens} tokens", lambda: generate(tokens))):
+    runs = [("prefill", prefill), (f"generate {tokens} tokens", lambda: generate(tokens))]
+    if features is not None:
+        runs.insert(1, ("vision tower", vision))
+    for name, fn in runs:
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
-            fn()
-            torch.cuda.synchronize()
-        print(f"\nkernels of one {name} (GPU time, top 12):")
+            wall = timed(fn)
+        busy = sum(e.self_device_time_total for e in trace.key_averages()) / 1e6
+        print(f"\nkernels of one {name}: {wall * 1000:.0f} ms wall (under the profiler), GPU busy in kernels "
+              f"{busy / wall:.0%}; top 12 by GPU time:")  # fmt: skip
         print(trace.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
