@@ -81,21 +81,26 @@ VARIANTS = [
      False, "hf_prefill"),
     ("nf4 with transformers' own prefill", ["quant=nf4"], 32, "generate", False, "hf_prefill"),
     ("plain batched transformers (as for a model off the allow-list): bf16, batch 32", ["model.compile=false",
-     "model.attn_implementation=auto"], 32, "generate", False, "off_the_allow_list"),
-    ("decode=score, plain (one forward per label)", ["model.compile=false", "model.attn_implementation=auto"], 32,
+     "model.attn_implementation=sdpa"], 32, "generate", False, "off_the_allow_list"),
+    ("decode=score, plain (one forward per label)", ["model.compile=false", "model.attn_implementation=sdpa"], 32,
      "score", False, "off_the_allow_list"),
     # candidates for the families off the allow-list: transformers' own static cache and compiled decode step
-    ("plain batched transformers, batch 64", ["model.compile=false", "model.attn_implementation=auto"], 64,
+    ("plain batched transformers, batch 64", ["model.compile=false", "model.attn_implementation=sdpa"], 64,
      "generate", False, "off_the_allow_list"),
     ("plain + transformers' static cache and compiled decode step, batch 32", ["model.compile=false",
-     "model.attn_implementation=auto"], 32, "generate", False, "hf_static"),
+     "model.attn_implementation=sdpa"], 32, "generate", False, "hf_static"),
     ("plain + transformers' static cache and compiled decode step, batch 64", ["model.compile=false",
-     "model.attn_implementation=auto"], 64, "generate", False, "hf_static"),
-    ("the same, batch 64, with compiled norms and MLPs", ["model.compile=false", "model.attn_implementation=auto"],
+     "model.attn_implementation=sdpa"], 64, "generate", False, "hf_static"),
+    ("the same, batch 64, with compiled norms and MLPs", ["model.compile=false", "model.attn_implementation=sdpa"],
      64, "generate", False, "hf_static_modules"),
     # an M-RoPE model (Qwen-VL) on vlx.models.fast.MROPE_SCORING: one prefill, a cached continuation per label
-    ("decode=score, M-RoPE: one prefill and a cached continuation per label", ["model.compile=false",
-     "model.attn_implementation=auto"], 32, "score", False, None),
+    # (and, since 2026-12-07, a Qwen-VL vision tower attends through vlx.models.fast.vision_windows under auto)
+    ("decode=score, M-RoPE: one prefill and a cached continuation per label (Qwen-VL's default)",
+     ["model.compile=false", "model.attn_implementation=auto"], 32, "score", False, None),
+    ("the family's default generation (Qwen-VL: windowed vision attention), batch 32", ["model.compile=false",
+     "model.attn_implementation=auto"], 32, "generate", False, None),
+    ("the family's default + transformers' static cache and compiled decode step, batch 32", ["model.compile=false",
+     "model.attn_implementation=auto"], 32, "generate", False, "hf_static"),
 ]  # fmt: skip
 
 

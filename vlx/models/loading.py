@@ -17,7 +17,7 @@ import torch
 from vlx.distributed import device_map_for_rank
 from vlx.errors import ConfigError
 from vlx.models import fast, processors
-from vlx.models.fast import attention
+from vlx.models.fast import attention, vision_windows
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,8 @@ def load_model(
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda, cuda:N or an accelerate strategy (see resolve_device_map).
         quantization: a transformers.BitsAndBytesConfig, or None for full precision.
-        attn_implementation: auto (`resolve_attention`), sdpa_grouped (vlx.models.fast.attention), sdpa, eager or
+        attn_implementation: auto (`resolve_attention`; a vision tower of `vision_windows.ARCHITECTURES` then
+            attends through `vision_windows`), sdpa_grouped (vlx.models.fast.attention), sdpa, eager or
             flash_attention_2.
         adapter: folder of a peft adapter to load on top, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
@@ -240,6 +241,8 @@ def load_model(
     log.info("loading %s from %s (%s)", model_class.__name__, checkpoint, {k: str(v) for k, v in kwargs.items()})
     with cannot_load("model.checkpoint", checkpoint):
         model = model_class.from_pretrained(checkpoint, **kwargs)
+    if attn_implementation is None and vision_windows.install(model):  # `auto`: transformers' SDPA, then this
+        log.info("vision attention: %s (the windows of one size in one SDPA call)", vision_windows.NAME)
     if adapter is not None:
         check_adapter_path(adapter)
         from peft import PeftModel
