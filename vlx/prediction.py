@@ -1,8 +1,9 @@
 """The prediction engine: a queue of items through a model adapter, batch by batch.
 
 Batches are prepared ahead on the CPU (demonstrations chosen, prompts rendered, images read and processed), decoded
-on the model (free generation, label scores, or a label then its explanation), and halved after an out-of-memory
-error; the infer stage (`vlx.stages.infer`) decides what runs and writes what comes out.
+on the model (free generation, label scores, or a label then its explanation), and split in halves after an
+out-of-memory error; `batch_size=auto` is probed here before the run (`choose_batch_size`, `vlx.batch_size`). The
+infer and judge stages (`vlx.stages.infer`, `vlx.stages.judge`) decide what runs and write what comes out.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,18 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vlx.errors import DataError
+from vlx.batch_size import (
+    CANDIDATES,
+    CPU_BATCH_SIZE,
+    FREE_KEPT,
+    PROBE_LIMIT,
+    BatchChoice,
+    cuda_devices,
+    is_out_of_memory,
+    probe,
+    release_memory,
+)
+from vlx.errors import ConfigError, DataError
 from vlx.fewshot import ShotSelector
 from vlx.images import load_rgb
 from vlx.models.generation import Generation
@@ -190,9 +204,12 @@ def predict_batches(
     """Runs `queue` through the model batch by batch, yielding each finished batch in order.
 
     Batches are prepared ahead (images read and processed) by `workers` processes, or a thread when 0, while the
-    GPU works on the current one (vlx.prefetch). A batch that runs out of CUDA memory is retried at half the size
-    (nothing of it was yielded). With sampling, each batch's seed comes from its first id, so a resumed run samples
-    what an uninterrupted one would.
+    GPU works on the current one (vlx.prefetch). A batch that runs out of memory is split in halves, each decoded
+    the same way (down to single items: one that does not fit alone is a ConfigError naming it), and the batches
+    after it are formed at the smaller size: nothing is lost, and nothing the model finished is computed again or
+    yielded twice (the batches prepared ahead at the old size are prepared again). Answers do not depend on the
+    batch (tests/test_infer.py), so they are those of a run without the error. With sampling, each batch's seed
+    comes from its first id, so a resumed run samples what an uninterrupted one would (at the same batch sizes).
     """
     size = batch_size
     position = 0
@@ -206,24 +223,184 @@ def predict_batches(
                 position += batch.count
                 yield Decoded([], [], [], [], None, size, batch.skipped)
                 continue
-            if generation.get("do_sample"):
-                torch.manual_seed(batch_seed(seed, batch.examples[0].id))
-            try:
-                answers, scores, result = decode(how, model, task, batch, generation)
-            except torch.OutOfMemoryError:
-                if size == 1:
-                    raise
-                size //= 2  # nothing of this batch was yielded: retry from it, smaller
-                torch.cuda.empty_cache()
-                log.warning("out of GPU memory: batch size now %d (finished items are kept)", size)
-                break
+            fitting = [size]  # the batch size now: lowered by each out-of-memory error inside this batch
+            skipped = batch.skipped
+            for part, (answers, scores, result) in _decode_fitting(how, model, task, batch, generation, seed, fitting):
+                yield Decoded(part.examples, part.demos, answers, scores, result, fitting[0], skipped)
+                skipped = []  # the batch's left-out items come with its first part
             position += batch.count
-            yield Decoded(batch.examples, batch.demos, answers, scores, result, size, batch.skipped)
+            if fitting[0] < size:
+                size = fitting[0]
+                break  # the batches prepared ahead are at the old size: the rest is prepared at the new one
+
+
+def _decode_fitting(
+    how: str, model: VLMAdapter, task: Task, batch: Prepared, generation: dict[str, Any], seed: int, size: list[int]
+) -> Iterator[tuple[Prepared, tuple[list[str], list[dict[str, float] | None], Generation | None]]]:
+    """`decode` of `batch` in order, part by part: a batch larger than `size[0]` is split before it runs, and one
+    that runs out of memory halves `size[0]` (a line in the log) and is split in halves, each decoded the same way.
+
+    Raises:
+        ConfigError: a single item runs out of memory (the message names it and what to do).
+    """
+    n = len(batch.examples)
+    if n > size[0]:  # a part of a batch that already failed at this size: split without trying
+        for part in split_prepared(model, batch, size[0]):
+            yield from _decode_fitting(how, model, task, part, generation, seed, size)
+        return
+    if generation.get("do_sample"):
+        torch.manual_seed(batch_seed(seed, batch.examples[0].id))
+    try:
+        outputs = decode(how, model, task, batch, generation)
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        if n == 1:
+            raise ConfigError(_too_large(batch, generation, err)) from err
+        outputs = None
+    if outputs is not None:
+        yield batch, outputs
+        return
+    release_memory()  # here, not in the except block: its traceback held the failed batch's tensors
+    size[0] = (n + 1) // 2
+    log.warning("out of memory on a batch of %d items (from %s): retrying it in halves, batch size now %d (nothing "
+                "of it was written)", n, batch.examples[0].id, size[0])  # fmt: skip
+    for part in split_prepared(model, batch, size[0]):
+        yield from _decode_fitting(how, model, task, part, generation, seed, size)
+
+
+def split_prepared(model: VLMAdapter, batch: Prepared, at: int) -> tuple[Prepared, Prepared]:
+    """`batch`'s first `at` items and the rest, each encoded anew from the batch's prompts and images (no image is
+    read or demonstration chosen again)."""
+    per_item = [len(d) + 1 for d in batch.demos]  # build_inputs: each item's demonstrations' images, then its own
+    cut = sum(per_item[:at])
+
+    def part(items: slice, images: list[Image.Image]) -> Prepared:
+        examples, prompts = batch.examples[items], batch.prompts[items]
+        return Prepared(batch.start, len(examples), examples, batch.demos[items], prompts, images,
+                        model.encode(prompts, images), [])  # fmt: skip
+
+    return part(slice(None, at), batch.images[:cut]), part(slice(at, None), batch.images[cut:])
+
+
+def _too_large(batch: Prepared, generation: dict[str, Any], err: BaseException) -> str:
+    example = batch.examples[0]
+    tokens = _prompt_tokens(batch.inputs)
+    where = "GPU" if isinstance(err, torch.OutOfMemoryError) else "memory"
+    return (
+        f"{example.source}: item {example.id} does not fit in {where} even alone ({tokens} prompt tokens, images "
+        f"included, + {generation.get('max_new_tokens', 0)} new tokens; {_allocation_failure(err)}). Free the "
+        f"memory other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a lower "
+        f"generation.max_new_tokens, or a larger GPU (finished predictions are kept: run the same command again to "
+        f"continue)"
+    )
+
+
+def _allocation_failure(err: BaseException) -> str:
+    """The first sentences of an allocator's message (CUDA's goes on with advice about fragmentation), without the
+    CPU allocator's source location."""
+    text = re.sub(r"^\[enforce fail at [^\]]*\] [^.]*\.\s*", "", (str(err).strip().splitlines() or [""])[0])
+    if len(text) > 160:
+        text = text[: text.rfind(". ", 0, 160) + 1 or 160]
+    return text.rstrip(".") or type(err).__name__
+
+
+def _prompt_tokens(inputs: Any) -> int:
+    return int(inputs["input_ids"].shape[-1]) if inputs is not None and "input_ids" in inputs else 0
+
+
+def _pixels(inputs: Any) -> int:
+    return sum(int(v.numel()) for k, v in inputs.items() if k.startswith("pixel_values") and torch.is_tensor(v))
+
+
+def copies(model: VLMAdapter, task: Task, selector: ShotSelector | None, example: Example, n: int,
+           demo_image_size: int | None) -> Prepared:  # fmt: skip
+    """A batch of `n` copies of `example` (the probe's): as long as any batch of items no longer than it."""
+    shots = selector.select(example) if selector else []
+    prompts, images = build_inputs(model, task, [example] * n, [shots] * n, demo_image_size)
+    return Prepared(0, n, [example] * n, [shots] * n, prompts, images, model.encode(prompts, images), [])
+
+
+def worst_item(
+    model: VLMAdapter, task: Task, selector: ShotSelector | None, queue: list[Example], demo_image_size: int | None
+) -> tuple[Example, int] | None:
+    """The item whose prepared prompt is longest (tokens, the images' included; then pixel values) among
+    `CANDIDATES` items spread evenly over the queue and the one with the longest text, with its prompt tokens.
+    Items that cannot be prepared are passed over (the run reports them in their place); None if none can."""
+    count = min(CANDIDATES, len(queue))
+    picks = [round(i * (len(queue) - 1) / max(count - 1, 1)) for i in range(count)]
+    picks.append(max(range(len(queue)), key=lambda i: len(queue[i].text or "")))
+    best: tuple[tuple[int, int], Example] | None = None
+    for i in dict.fromkeys(picks):
+        try:
+            prepared = prepare_batch(model, task, selector, queue, i, 1, demo_image_size)
+        except DataError:
+            continue
+        key = (_prompt_tokens(prepared.inputs), _pixels(prepared.inputs))
+        if best is None or key > best[0]:
+            best = (key, queue[i])
+    return None if best is None else (best[1], best[0][0])
+
+
+def choose_batch_size(
+    setting: int | str,
+    model: VLMAdapter,
+    task: Task,
+    queue: list[Example],
+    how: str,
+    generation: dict[str, Any],
+    *,
+    selector: ShotSelector | None = None,
+    demo_image_size: int | None = None,
+) -> BatchChoice:
+    """The batch size a run starts with: the setting, or for `auto` the largest batch of the queue's worst item that
+    fits the GPU's free memory with the run's decoding (`vlx.batch_size`), or on a CPU `CPU_BATCH_SIZE`. Logged."""
+    if setting != "auto":
+        return BatchChoice(setting, int(setting), f"batch_size={setting} as set")
+    devices = cuda_devices(model.model) if isinstance(getattr(model, "model", None), torch.nn.Module) else []
+    if not devices:
+        line = (f"batch_size=auto: {CPU_BATCH_SIZE} on a CPU, the default (no GPU memory to fill; "
+                f"batch_size=N sets another)")  # fmt: skip
+        log.info(line)
+        return BatchChoice(setting, CPU_BATCH_SIZE, line)
+    limit = min(PROBE_LIMIT, len(queue))
+    began = time.perf_counter()
+    found = worst_item(model, task, selector, queue, demo_image_size) if limit > 1 else None
+    if found is None:
+        line = (f"batch_size=auto: {limit} (the whole queue)" if limit <= 1 else
+                f"batch_size=auto: {CPU_BATCH_SIZE}, the default (no item of the queue could be prepared to probe)")
+        size = limit if limit <= 1 else CPU_BATCH_SIZE  # fmt: skip
+        log.info(line)
+        return BatchChoice(setting, size, line)
+    worst, tokens = found
+    # the run's decoding, every new token generated: an answer that ends early would use less memory than its batch
+    probing = dict(generation)
+    if probing.get("max_new_tokens") is not None:
+        probing["min_new_tokens"] = probing["max_new_tokens"]
+
+    def attempt(n: int) -> None:
+        decode(how, model, task, copies(model, task, selector, worst, n, demo_image_size), probing)
+
+    log.info("batch_size=auto: probing with copies of item %s (%d prompt tokens, images included), decode=%s%s",
+             worst.id, tokens, how, f", {probing['max_new_tokens']} new tokens" if how != "score" else "")  # fmt: skip
+    size, tries = probe(attempt, devices, limit)
+    seconds = time.perf_counter() - began
+    if size == 0:
+        raise ConfigError(
+            f"batch_size=auto: item {worst.id} ({tokens} prompt tokens, images included) does not fit in the memory "
+            f"left on {', '.join(map(str, devices))} even alone, keeping {FREE_KEPT:.0%} of it free. Free the memory "
+            f"other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a lower "
+            f"generation.max_new_tokens, or a larger GPU"
+        )
+    cap = " (the most it tries)" if size == limit else ""
+    line = (f"batch_size=auto: {size}{cap}, the largest batch of copies of the worst item found ({worst.id}, {tokens} "
+            f"prompt tokens) that fits {', '.join(map(str, devices))} leaving {FREE_KEPT:.0%} of the free memory "
+            f"free; {len(tries)} tries in {seconds:.1f} s")  # fmt: skip
+    log.info(line)
+    return BatchChoice(setting, size, line, tries, {"id": worst.id, "prompt_tokens": tokens}, seconds)
 
 
 BATCHING = ("length", "dataset")
-# batch_size=auto starts here on a GPU and halves on out-of-memory errors; on a CPU larger batches gain nothing
-AUTO_BATCH_SIZE = {"cuda": 64, "cpu": 8}
 
 
 def batching_order(examples: list[Example], how: str) -> list[Example]:
@@ -240,12 +417,6 @@ def batching_order(examples: list[Example], how: str) -> list[Example]:
         return (round(width / height, 1), len(example.text))
 
     return sorted(examples, key=key)
-
-
-def initial_batch_size(setting: int | str) -> int:
-    if setting != "auto":
-        return int(setting)
-    return AUTO_BATCH_SIZE["cuda" if torch.cuda.is_available() else "cpu"]
 
 
 def batch_seed(seed: int, first_id: str) -> int:

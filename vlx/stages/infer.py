@@ -25,7 +25,7 @@ from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, 
 from vlx.metrics.coco import check_java
 from vlx.models.hf import check_images_per_prompt
 from vlx.models.loading import check_adapter_path
-from vlx.prediction import BATCHING, DECODERS, batching_order, initial_batch_size, predict_batches
+from vlx.prediction import BATCHING, DECODERS, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
@@ -219,9 +219,11 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
             check_images_per_prompt(model.max_images, type(model).__name__, cfg.shots.k)  # known once loaded
-            start = time.perf_counter()  # items/s counts the predicting, not the loading
-            size = initial_batch_size(cfg.batch_size)
+            start = time.perf_counter()  # items/s counts the predicting (and batch_size=auto's probe), not the loading
             queue = batching_order(todo, cfg.batching)
+            choice = choose_batch_size(cfg.batch_size, model, task, queue, cfg.decode, generation, selector=selector,
+                                       demo_image_size=cfg.shots.demo_image_size)  # fmt: skip
+            size = choice.size
             batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
                                       seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
                                       workers=cfg.loader_workers, on_bad_image=task.on_bad_image)  # fmt: skip
@@ -276,7 +278,8 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
         summary = summarize(rows, skipped, seconds, everyone)
         if todo:
-            summary["batch_size"] = size
+            summary["batch_size"] = size  # at the end: lower than chosen after out-of-memory errors
+            summary["batch"] = {**choice.record(), "final": size}
         if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
             summary["prompt_tokens_mean"] = statistics.fmean(prompt_tokens)
             summary["image_tokens_mean"] = statistics.fmean(image_tokens) if image_tokens else None

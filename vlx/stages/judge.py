@@ -52,7 +52,7 @@ from vlx.judging import (
     prompt_kind,
 )
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
-from vlx.prediction import BATCHING, batching_order, initial_batch_size, predict_batches
+from vlx.prediction import BATCHING, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
@@ -397,9 +397,9 @@ def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: P
     if unasked_rows:
         store.append(unasked_rows)
     generation = {"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)}  # greedy: one answer
-    size = initial_batch_size(cfg.batch_size)
     queue = batching_order(todo, cfg.batching)
-    start = time.perf_counter()  # items/s counts the judging, not the loading
+    start = time.perf_counter()  # items/s counts the judging (and batch_size=auto's probe), not the loading
+    size = choose_batch_size(cfg.batch_size, model, questions, queue, cfg.stage.decode, generation).size
     on_bad_image = cfg.task.get("on_bad_image", "fail")
     batches = predict_batches(model, questions, queue, size, cfg.stage.decode, generation, seed=cfg.seed,
                               workers=cfg.loader_workers, on_bad_image=on_bad_image)  # fmt: skip
