@@ -58,7 +58,7 @@ def test_grouped_attention_equals_sdpa_under_a_padding_mask(groups, length, kern
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", FAST_MODELS)  # the fast paths' allow-list (tests/test_fast_paths.py)
+@pytest.mark.parametrize("model", sorted(FAST_MODELS))  # the fast paths' allow-list (tests/test_fast_paths.py)
 def test_compiled_cache_free_modules_give_the_same_logits(model):
     """Norms, MLPs and vision blocks compiled, and decoder blocks for calls without a cache (dynamic shapes): the
     same logits, for two batch shapes, with and without a cache."""
@@ -66,7 +66,7 @@ def test_compiled_cache_free_modules_give_the_same_logits(model):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}", "model.dtype=float32", "model.compile=false"])
+        cfg = compose("config", overrides=[*FAST_MODELS[model], "model.dtype=float32", "model.compile=false"])
     GlobalHydra.instance().clear()
     adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
     images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
@@ -75,11 +75,13 @@ def test_compiled_cache_free_modules_give_the_same_logits(model):
     calls = [(b, cache) for b in batches for cache in (True, False)]  # blocks: eager with a cache, else compiled
     with torch.no_grad():
         eager = [adapter.model(**b, use_cache=cache).logits for b, cache in calls]
+        torch._dynamo.reset()  # graphs compiled for another model of the same blocks (Qwen2's) would be reused
         counts = compile_cache_free(adapter.model)
         counters.clear()
         compiled = [adapter.model(**b, use_cache=cache).logits for b, cache in calls]
     kinds = " ".join(counts)
-    assert "RMSNorm" in kinds and "MLP" in kinds and "EncoderLayer" in kinds and "DecoderLayer (without" in kinds
+    assert "RMSNorm" in kinds and "MLP" in kinds and "DecoderLayer (without" in kinds
+    assert "EncoderLayer" in kinds or "VisionLayer" in kinds  # the vision blocks
     assert counters["stats"]["unique_graphs"] >= 3, counters["stats"]  # blocks, norms/MLPs, vision blocks
     for e, c in zip(eager, compiled, strict=True):
         assert torch.allclose(e, c, rtol=1e-4, atol=1e-5)
@@ -143,10 +145,10 @@ def answers(make_cfg, tmp_path, name: str, *overrides: str) -> list[str]:
     return [json.loads(line)["raw"] for line in (out / "predictions.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model", FAST_MODELS)
+@pytest.mark.parametrize("model", sorted(FAST_MODELS))
 def test_grouped_attention_generates_what_sdpa_generates(make_cfg, tmp_path, model):
-    stock = answers(make_cfg, tmp_path, "sdpa", f"model={model}", "model.attn_implementation=sdpa")
-    grouped = answers(make_cfg, tmp_path, "grouped", f"model={model}", "model.attn_implementation=sdpa_grouped")
+    stock = answers(make_cfg, tmp_path, "sdpa", *FAST_MODELS[model], "model.attn_implementation=sdpa")
+    grouped = answers(make_cfg, tmp_path, "grouped", *FAST_MODELS[model], "model.attn_implementation=sdpa_grouped")
     assert grouped == stock and any(stock)
 
 

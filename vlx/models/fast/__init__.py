@@ -29,6 +29,9 @@ ALLOWED: dict[str, str] = {
     # (its prompts hold token_type_ids, so it prefills and scores through transformers: grouped decode attention and
     # compiling apply)
     "paligemma/gemma": "Gemma-2B: RoPE over token positions",
+    "internvl/qwen2": "Qwen2: RoPE over token positions",
+    "llava_onevision/qwen2": "Qwen2: RoPE over token positions",
+    "idefics3/llama": "Llama 3: RoPE over token positions",
 }
 
 # "<model_type>/<its language model's model_type>" -> why `mrope.score_on_a_cache` is right for it: positions from the

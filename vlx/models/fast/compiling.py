@@ -58,8 +58,9 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> dict[str,
     return counts
 
 
-# modules that never touch the KV cache: compiling them cannot trip on per-layer cache specialisation
-CACHE_FREE_SUFFIXES = ("RMSNorm", "MLP", "EncoderLayer")
+# modules that never touch the KV cache: compiling them cannot trip on per-layer cache specialisation (vision blocks
+# are EncoderLayer in CLIP, SigLIP and Idefics3, VisionLayer in InternVL)
+CACHE_FREE_SUFFIXES = ("RMSNorm", "MLP", "EncoderLayer", "VisionLayer")
 
 
 def compile_cache_free(model: torch.nn.Module) -> dict[str, int]:
