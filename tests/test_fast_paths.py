@@ -23,7 +23,7 @@ from vlx.records import Example
 
 # allow-list entry -> the tiny model whose equality tests back it
 FAST = {"llava_next/mistral": "llava_next", "paligemma/gemma": "paligemma", "internvl/qwen2": "internvl",
-        "llava_onevision/qwen2": "llava_onevision", "idefics3/llama": "idefics3"}
+        "llava_onevision/qwen2": "llava_onevision", "idefics3/llama": "idefics3", "gemma3/gemma3_text": "gemma3"}
 # the same, as model settings (the family's own tiny YAML where there is one)
 OWN_YAML = {"llava_next": "tiny_llava", "paligemma": "tiny_paligemma"}
 FAST_MODELS = {tiny: [f"model={OWN_YAML[tiny]}"] if tiny in OWN_YAML else ["model=tiny", f"model.tiny={tiny}"]
@@ -32,6 +32,22 @@ FAST_MODELS = {tiny: [f"model={OWN_YAML[tiny]}"] if tiny in OWN_YAML else ["mode
 
 def test_every_allowed_architecture_has_its_equality_tests():
     assert set(FAST) == set(fast.ALLOWED)
+
+
+def test_every_family_of_the_matrix_is_allowed_or_refused_with_its_reason(tmp_path):
+    """Each tiny architecture vlx builds is on the allow-list (with the tests above) or refused with a reason, and a
+    refused one resolves to transformers' own attention, uncompiled, and is refused `model.compile=true`."""
+    from vlx.models.loading import read_config
+    from vlx.models.tiny import TINY_ARCHITECTURES
+
+    for tiny in TINY_ARCHITECTURES:
+        architecture = fast.architecture(read_config(str(ensure_tiny_model(tiny, tmp_path / tiny))))
+        assert (architecture in fast.ALLOWED) != (architecture in fast.REFUSED), architecture
+        if architecture in fast.REFUSED:
+            assert len(fast.REFUSED[architecture]) > 20
+            assert resolve_attention("auto", architecture) is None and resolve_compile("auto", architecture) is False
+            with pytest.raises(ConfigError, match="model.compile=true"):
+                resolve_compile(True, architecture)
 
 
 @pytest.fixture(scope="module", params=sorted(FAST))

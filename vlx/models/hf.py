@@ -267,9 +267,10 @@ def resolve_compile(setting: str | bool, architecture: str | None) -> bool:
     if not isinstance(setting, bool):
         raise ConfigError(f"model.compile={setting!r}: use auto, true or false")
     if setting and not fast.allowed(architecture):
+        why = f" ({fast.REFUSED[architecture]})" if architecture in fast.REFUSED else ""
         raise ConfigError(
             f"model.compile=true: vlx compiles only the architectures its tests prove unchanged by it "
-            f"({', '.join(fast.ALLOWED)}), not {architecture}; use model.compile=false (or auto)"
+            f"({', '.join(fast.ALLOWED)}), not {architecture}{why}; use model.compile=false (or auto)"
         )
     return setting
 

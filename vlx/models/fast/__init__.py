@@ -32,6 +32,18 @@ ALLOWED: dict[str, str] = {
     "internvl/qwen2": "Qwen2: RoPE over token positions",
     "llava_onevision/qwen2": "Qwen2: RoPE over token positions",
     "idefics3/llama": "Llama 3: RoPE over token positions",
+    # (like PaliGemma's, its prompts hold token_type_ids: images attend both ways, so transformers prefills them)
+    "gemma3/gemma3_text": "Gemma 3: RoPE over token positions, sliding-window layers under SDPA's masks",
+}
+
+# the architectures of vlx's tiny-model matrix that the fast paths above are refused for, and why (each is checked in
+# tests/test_fast_paths.py: every family of the matrix is on ALLOWED or here). They run plain batched transformers
+# code, with the paths of their own that `vlx.models.fast.mrope` and `vision_windows` prove for Qwen-VL.
+REFUSED: dict[str, str] = {
+    "paligemma/gemma2": "Gemma 2 caps its attention logits, which SDPA cannot (transformers refuses SDPA for it)",
+    "qwen2_5_vl/qwen2_5_vl_text": "M-RoPE: 3-D positions over time, height and width, which vlx's prefill and "
+                                  "one-forward scoring build as 1-D token positions",
+    "qwen3_vl/qwen3_vl_text": "M-RoPE: 3-D positions, as Qwen2.5-VL's",
 }
 
 # "<model_type>/<its language model's model_type>" -> why `mrope.score_on_a_cache` is right for it: positions from the
