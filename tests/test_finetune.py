@@ -14,6 +14,7 @@ from test_fast_paths import FAST_MODELS
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError, DataError
 from vlx.finetuning.profiling import NO_OPERATOR, idle_gaps, idle_while
+from vlx.models import fast
 
 
 def on(model, batch):
@@ -255,15 +256,25 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
         assert torch.allclose(grad, kept_grads[name], rtol=1e-4, atol=1e-6), name
 
 
+# finetune.compile's allow-list: the fast paths' and vlx.models.fast.COMPILED_TRAINING
+TRAINING_COMPILED = {**FAST_MODELS,
+                     **{tiny: ["model=tiny", f"model.tiny={tiny}"] for tiny in ("qwen2_5_vl", "qwen3_vl")}}  # fmt: skip
+
+
+def test_every_compiled_training_architecture_has_its_equality_test():
+    assert {f"{tiny}/{tiny}_text" for tiny in set(TRAINING_COMPILED) - set(FAST_MODELS)} == set(fast.COMPILED_TRAINING)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model", sorted(FAST_MODELS))  # finetune.compile's allow-list: the fast paths'
+@pytest.mark.parametrize("model", sorted(TRAINING_COMPILED))
 def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path, model):
     from vlx.finetuning.items import Collator, TrainItem
     from vlx.models.fast.compiling import compile_blocks
     from vlx.stages.finetune import build_model
 
     torch._dynamo.reset()  # graphs compiled for another model of the same blocks would be reused
-    adapter = build_model(make_cfg("stage=finetune", *FAST_MODELS[model], "lora=r64", "lora.lora_dropout=0", *EXACT))
+    adapter = build_model(make_cfg("stage=finetune", *TRAINING_COMPILED[model], "lora=r64", "lora.lora_dropout=0",
+                                   *EXACT))  # fmt: skip
     items = [TrainItem(str(i), tmp_path / f"{i}.png", f"explain en A shape {i}.", "Neutral. " + "so " * i)
              for i in range(3)]  # fmt: skip
     for i, item in enumerate(items):

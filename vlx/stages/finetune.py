@@ -132,10 +132,10 @@ def build_model(cfg: DictConfig) -> Any:
     model = get_peft_model_or_explain(get_peft_model, model, build_group("lora", cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    if cfg.finetune.get("compile") and not fast.allowed(model):
+    if cfg.finetune.get("compile") and not fast.compiles_in_training(model):
         log.warning(
-            "finetune.compile: %s is not on the fast-path allow-list (vlx.models.fast.ALLOWED), whose "
-            "compiled blocks are proven unchanged; training it uncompiled",
+            "finetune.compile: %s is not on the fast-path allow-list (vlx.models.fast.ALLOWED, COMPILED_TRAINING), "
+            "whose compiled blocks are proven unchanged; training it uncompiled",
             fast.model_architecture(model),
         )
     elif cfg.finetune.get("compile"):

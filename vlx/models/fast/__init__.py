@@ -57,6 +57,21 @@ MROPE_SCORING: dict[str, str] = {
 }
 
 
+# architectures off ALLOWED whose decoder blocks still compile for fine-tuning (`finetune.compile`): the blocks take
+# their rotary embeddings from the model, which builds them (3-D for M-RoPE) outside the compiled graph. Each is
+# backed by tests/test_finetune.py's compiled-training equality test, as every entry of ALLOWED is.
+COMPILED_TRAINING: dict[str, str] = {
+    "qwen2_5_vl/qwen2_5_vl_text": "M-RoPE positions built by the model, outside the blocks",
+    "qwen3_vl/qwen3_vl_text": "M-RoPE positions built by the model, outside the blocks",
+}
+
+
+def compiles_in_training(model: Any) -> bool:
+    """Whether `finetune.compile` compiles this model's blocks (ALLOWED or COMPILED_TRAINING)."""
+    name = model_architecture(model)
+    return name in ALLOWED or name in COMPILED_TRAINING
+
+
 def architecture(config: Any) -> str:
     """A config's "<model_type>/<language model's model_type>" (`llava_next/mistral`, `qwen2_5_vl/qwen2_5_vl_text`)."""
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
