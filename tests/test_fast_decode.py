@@ -184,6 +184,23 @@ def test_compiled_decoding_generates_what_eager_does(make_cfg, tmp_path, compile
     )  # padding is not counted as prompt
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("tiny", ["qwen2_5_vl", "qwen3_vl"])
+def test_static_decoding_of_m_rope_models_generates_what_plain_does(make_cfg, tmp_path, compiled_decode_steps, tiny):
+    """model.compile=true for a fast.STATIC_DECODE architecture: transformers' static cache and compiled decode step,
+    prompts padded to 64 tokens, vlx's own modules left uncompiled; the same answers as plain `generate`."""
+    from vlx.models import fast
+
+    model = ["model=tiny", f"model.tiny={tiny}"]
+    assert any(a.startswith(tiny) for a in fast.STATIC_DECODE)
+    torch._dynamo.reset()
+    plain = answers(make_cfg, tmp_path, "plain", *model, "model.compile=false")
+    assert not compiled_decode_steps
+    static = answers(make_cfg, tmp_path, "static", *model, "model.compile=true")
+    assert static == plain and any(plain)
+    assert compiled_decode_steps  # the decode steps ran compiled
+
+
 @pytest.mark.gpu
 def test_compiled_prefill_on_cuda_generates_what_transformers_does(make_cfg, tmp_path):
     """On a GPU: vlx's compiled cache-free prefill and one-forward scoring against transformers' own prefill and

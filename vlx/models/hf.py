@@ -86,7 +86,8 @@ class HFAdapter:
         compile: auto (on a CUDA GPU, for the architectures on the allow-list), true or false. Compiled, the model
             is compiled for inference before the first batch (`compile_cache_free`) and `generate` decodes with a
             static KV cache and a compiled decode step (4-bit weights included), its prompts padded to a multiple
-            of 64 tokens so that few shapes need compiling. Outputs stay the same.
+            of 64 tokens so that few shapes need compiling. Outputs stay the same. `true` for an architecture on
+            `fast.STATIC_DECODE` (Qwen-VL) gives the static cache and compiled decode step alone.
         quantization: a transformers.BitsAndBytesConfig, or None.
         max_images: the most images one prompt may hold (None: no limit); few-shot prompts hold k + 1.
         chat_template: a Jinja chat template to use instead of the processor's own (None: the processor's).
@@ -123,7 +124,9 @@ class HFAdapter:
         self.checkpoint = resolve_checkpoint(checkpoint, tiny, tiny_dir)
         # compiling is checked before anything loads: for the architectures on the allow-list only
         architecture = fast.architecture(read_config(self.checkpoint, trust_remote_code))
-        self.compile_modules = resolve_compile(compile, architecture)
+        compiled = resolve_compile(compile, architecture)
+        # vlx's compiled modules for the allow-list; a STATIC_DECODE architecture gets the static-cache decode alone
+        self.compile_modules = compiled and fast.allowed(architecture)
         self.prompt_template = trained_prompt_template(adapter, self.checkpoint, prompt_template)
         self.processor = load_processor(self.checkpoint, trust_remote_code, **(processor_kwargs or {}))
         if chat_template is not None:
@@ -146,7 +149,7 @@ class HFAdapter:
         )
         # the decode step: full precision or 4-bit (bitsandbytes' 8-bit layers are not known to trace)
         four_bit = quantization is not None and getattr(quantization, "load_in_4bit", False)
-        self.compiled = self.compile_modules and (quantization is None or four_bit)
+        self.compiled = compiled and (quantization is None or four_bit)
         if self.compiled and four_bit:
             compat.allow_quantized_compile(self.model)
 
@@ -261,12 +264,13 @@ PAD_MULTIPLE = 64
 
 def resolve_compile(setting: str | bool, architecture: str | None) -> bool:
     """`auto` -> compile on a CUDA GPU (where it pays; on a CPU compiling takes longer than it saves), for the
-    architectures on the fast-path allow-list only; `true` for another architecture is refused."""
+    architectures on the fast-path allow-list only; `true` also for those on `fast.STATIC_DECODE` (transformers'
+    static cache and compiled decode step alone), refused for any other architecture."""
     if setting == "auto":
         return torch.cuda.is_available() and fast.allowed(architecture)
     if not isinstance(setting, bool):
         raise ConfigError(f"model.compile={setting!r}: use auto, true or false")
-    if setting and not fast.allowed(architecture):
+    if setting and not fast.allowed(architecture) and architecture not in fast.STATIC_DECODE:
         why = f" ({fast.REFUSED[architecture]})" if architecture in fast.REFUSED else ""
         raise ConfigError(
             f"model.compile=true: vlx compiles only the architectures its tests prove unchanged by it "

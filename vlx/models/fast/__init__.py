@@ -57,6 +57,16 @@ MROPE_SCORING: dict[str, str] = {
 }
 
 
+# architectures off ALLOWED whose `model.compile=true` decodes with transformers' static KV cache and compiled decode
+# step (no vlx prefill, attention or compiled modules): transformers builds the 3-D positions itself, at the prefill
+# from its rope index and at each step from the deltas it stored. Opt-in: on an H100 it was 1.4-1.9x the plain path
+# where the prompt widths seen were few, and each new width or batch size compiles again (docs/PERFORMANCE.md).
+# Backed by tests/test_fast_decode.py (tokens equal to plain `generate`).
+STATIC_DECODE: dict[str, str] = {
+    "qwen2_5_vl/qwen2_5_vl_text": "transformers' static cache; 3-D positions built by the model",
+    "qwen3_vl/qwen3_vl_text": "transformers' static cache; 3-D positions built by the model",
+}
+
 # architectures off ALLOWED whose decoder blocks still compile for fine-tuning (`finetune.compile`): the blocks take
 # their rotary embeddings from the model, which builds them (3-D for M-RoPE) outside the compiled graph. Each is
 # backed by tests/test_finetune.py's compiled-training equality test, as every entry of ALLOWED is.
