@@ -3,18 +3,21 @@ offline files, running `vlx` as a user does, and vlx installed from a wheel."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ESNLI_HEADER = ["", "pairID", "Flickr30kID", "hypothesis", "gold_label", "explanation"]
@@ -156,6 +159,35 @@ REPO = Path(__file__).resolve().parent.parent
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for running `python -m vlx` in a subprocess with the tests' caches."""
     return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **extra}
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """`path` (a folder or a file) cannot be written, even by root: chmod a-w for a user, the immutable attribute
+    (chattr +i) for root, who writes through any mode bits."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & 0o555)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("root writes anywhere, and chattr +i (to stop it) does not work on this file system")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """The run's output has no traceback and exactly one error line (vlx's, or the log's); returns it."""
+    output = res.stdout + res.stderr
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("vlx: error: ") or "[ERROR]" in line]
+    assert len(errors) == 1, output[-3000:]
+    return errors[0]
 
 
 def run_vlx(*args: str, cwd=None, **popen) -> subprocess.CompletedProcess:

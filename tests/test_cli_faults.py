@@ -7,13 +7,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_vlx
+from helpers import one_error_line, run_vlx, unwritable
 
 from vlx._cli import OPEN_MAPPINGS, READ_UNSET, check_choices, known_keys
 from vlx.configs import config_dir
@@ -22,35 +21,6 @@ CONF = Path(config_dir())
 # fails before the weights load in every case here; where it got that far, it is quick anyway
 TINY_RUN = ["model=tiny_llava", "task=shapes", "task.limit=1", "generation.max_new_tokens=2", "eval_after_infer=false"]
 QUANT_OPTIONS = "4bit, nf4, none"
-
-
-def one_error_line(res: subprocess.CompletedProcess) -> str:
-    """The run's output holds no traceback and exactly one error line (vlx's, or the log's); returns it."""
-    output = res.stdout + res.stderr
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in output.splitlines() if line.startswith("vlx: error: ") or "[ERROR]" in line]
-    assert len(errors) == 1, output[-3000:]
-    return errors[0]
-
-
-@contextlib.contextmanager
-def unwritable(path: Path) -> Iterator[None]:
-    """`path` (a folder or a file) cannot be written, even by root: chmod a-w for a user, the immutable attribute
-    (chattr +i) for root, who writes through any mode bits."""
-    if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(mode & 0o555)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
-        return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("root writes anywhere, and chattr +i (to stop it) does not work on this file system")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
 
 
 # --- a run directory that cannot be written -----------------------------------------------------------------------

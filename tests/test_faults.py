@@ -47,9 +47,11 @@ from helpers import (
     lines,
     listed_options,
     model_options,
+    one_error_line,
     placeholder_image,
     run_vlx,
     start_vlx,
+    unwritable,
     wait_for,
     write_esnli_csv,
     write_memes,
@@ -63,15 +65,6 @@ from vlx.images import load_rgb
 TINY_RUN = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
 # what a run logs as it loads the weights: absent from a run refused before that, present where one loads
 LOADING = "loading AutoModelForImageTextToText"
-
-
-def one_error_line(res: subprocess.CompletedProcess) -> str:
-    """The run's output has no traceback and exactly one error line (vlx's, or the log's); returns it."""
-    output = res.stdout + res.stderr
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in output.splitlines() if line.startswith("vlx: error: ") or "[ERROR]" in line]
-    assert len(errors) == 1, output[-3000:]
-    return errors[0]
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -378,26 +371,10 @@ def test_eval_refuses_two_different_predictions_for_one_id(make_cfg, tmp_path):
         run_stage(make_cfg("stage=eval", f"run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
 
 
-@contextlib.contextmanager
-def read_only(path: Path):
-    """`path` cannot be written, even by root: chmod for a user, the immutable attribute (chattr +i) for root."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        yield
-        path.chmod(0o644)
-        return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("root writes any file, and chattr +i (to stop it) does not work on this file system")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
 def test_a_read_only_predictions_file_is_refused_before_the_model_loads(make_cfg, tmp_path):
     run = tmp_path / "run"
     run_stage(make_cfg(*TINY_RUN, "task.limit=2", run_dir=run))
-    with read_only(run / "predictions.jsonl"):
+    with unwritable(run / "predictions.jsonl"):
         res = run_vlx(*TINY_RUN, "task.limit=3", f"hydra.run.dir={run}")
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     line = one_error_line(res)
