@@ -123,7 +123,8 @@ def switched(what: str | None):
 
 
 # --model: vlx's model config and scripts/full_size_model.py's architecture
-MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448", "qwen2_5_vl": "qwen2.5-vl-7b"}
+MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448", "qwen2_5_vl": "qwen2.5-vl-7b",
+          "gemma3": "gemma-3-4b"}
 
 
 def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):
@@ -220,21 +221,33 @@ FLOOR_TB_PER_S = {"H100": 3.35, "H200": 4.8}
 
 def floor(model, batch: int, prompt_tokens: float, image_tokens: float | None, new_tokens: int) -> float:
     """The compute floor in samples/s at this batch: the prefill's matrix FLOPs (2 x parameters x positions, for
-    the language model over the prompt and the vision tower over its patches) at FLOOR_TFLOPS, plus each decode
-    step reading the language model's weights once per batch at the card's bandwidth. Attention's own FLOPs and the
-    KV cache's reads are left out, so the floor is a little optimistic."""
+    the language model over the prompt and the vision tower over its patches, `vision_patches`) at FLOOR_TFLOPS,
+    plus each decode step reading the language model's weights once per batch at the card's bandwidth. Attention's
+    own FLOPs and the KV cache's reads are left out, so the floor is a little optimistic."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     vision = next((m for name in ("visual", "vision_tower", "vision_model") for m in [_find(base, name)] if m), None)
     vision_params = sum(p.numel() for p in vision.parameters()) if vision is not None else 0
     embed = base.get_input_embeddings().weight.numel()
     language = sum(p.numel() for p in base.parameters()) - vision_params - embed
-    merge = getattr(getattr(base.config, "vision_config", None), "spatial_merge_size", 1) or 1
-    patches = (image_tokens or 0) * merge**2  # Qwen-VL merges 2x2 patches into one image token
+    patches = vision_patches(base.config, image_tokens or 0)
     prefill_s = 2 * (language * prompt_tokens + vision_params * patches) / (FLOOR_TFLOPS * 1e12)
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
     bandwidth = next((v for k, v in FLOOR_TB_PER_S.items() if k in card), 3.35)
     decode_s = new_tokens * 2 * language / (bandwidth * 1e12) / batch  # bf16 weights, shared by the batch
     return 1.0 / (prefill_s + decode_s)
+
+
+def vision_patches(config, image_tokens: float) -> float:
+    """The patches the vision tower runs over for this many image tokens: Qwen-VL merges 2x2 patches into one token,
+    Gemma 3 pools an image's (896/14)^2 patches into 256 tokens, the others have a token per patch."""
+    vision = getattr(config, "vision_config", None)
+    merge = getattr(vision, "spatial_merge_size", None)
+    if merge:
+        return image_tokens * merge**2
+    per_image = getattr(config, "mm_tokens_per_image", None)
+    if per_image and getattr(vision, "image_size", None) and getattr(vision, "patch_size", None):
+        return image_tokens / per_image * (vision.image_size // vision.patch_size) ** 2
+    return image_tokens
 
 
 def _find(model, name: str):

@@ -6,7 +6,8 @@ image geometry; the vocabulary is the real size, so memory and compute match the
 
     python scripts/full_size_model.py paligemma-3b-448 /tmp/paligemma-3b      # ~5.9 GB in bf16
     python scripts/full_size_model.py llava-v1.6-mistral-7b /tmp/llava-7b     # ~15 GB in bf16
-    python scripts/full_size_model.py qwen2.5-vl-7b /tmp/qwen2.5-vl-7b        # ~17 GB in bf16 (needs torchvision)
+    python scripts/full_size_model.py qwen2.5-vl-7b /tmp/qwen2.5-vl-7b        # ~17 GB in bf16
+    python scripts/full_size_model.py gemma-3-4b /tmp/gemma-3-4b              # ~8.6 GB in bf16
     vlx stage=finetune model=paligemma model.checkpoint=/tmp/paligemma-3b ...
 """
 
@@ -97,7 +98,45 @@ def qwen2_5_vl_7b(tiny: Path):
     return Qwen2_5_VLForConditionalGeneration, config, processor
 
 
+def gemma_3_4b(tiny: Path):
+    """gemma-3-4b-it's architecture (google/gemma-3-4b-it's config.json: SigLIP-so400m at 896 px pooled to 256 image
+    tokens, a 34-layer Gemma 3 of width 2560 with five sliding-window layers to each global one)."""
+    from transformers import (
+        AutoProcessor,
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    small = AutoProcessor.from_pretrained(tiny)
+    tok = small.tokenizer
+    image_processor = small.image_processor
+    image_processor.size = {"height": 896, "width": 896}
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=small.chat_template,
+                                image_seq_length=256)  # fmt: skip
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                image_size=896, patch_size=14, vision_use_head=False)  # fmt: skip
+    layers = 34
+    text = Gemma3TextConfig(vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=layers,
+                            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                            sliding_window=1024,
+                            layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+                                         for i in range(layers)],
+                            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                                             "full_attention": {"rope_type": "linear", "factor": 8.0,
+                                                                "rope_theta": 1_000_000.0}},
+                            max_position_embeddings=131_072, bos_token_id=tok.bos_token_id,
+                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=256,
+                          boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
+                          image_token_index=tok.image_token_id, tie_word_embeddings=True)  # fmt: skip
+    return Gemma3ForConditionalGeneration, config, processor
+
+
 ARCHITECTURES = {"paligemma-3b-448": ("paligemma", paligemma_3b_448),
+                 "gemma-3-4b": ("gemma3", gemma_3_4b),
                  "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b),
                  "qwen2.5-vl-7b": ("qwen2_5_vl", qwen2_5_vl_7b)}  # fmt: skip
 

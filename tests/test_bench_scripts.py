@@ -100,3 +100,23 @@ def test_the_infer_floor_follows_the_model_and_the_batch(tmp_path):
     at_32 = bench.floor(model, 32, 2400, 2340, 40)
     assert 17.0 < at_32 < 18.5
     assert at_32 < bench.floor(model, 64, 2400, 2340, 40) < bench.floor(model, 32, 2400, 2340, 0)
+
+
+def test_gemma3_full_size_architecture_and_its_floor(tmp_path):
+    """scripts/full_size_model.py's gemma-3-4b: 4.3 B parameters (on the meta device), its processor gives 256 image
+    tokens at 896 px, and the floor counts the vision tower over an image's 4,096 patches, not its 256 tokens."""
+    import torch
+    from PIL import Image
+
+    bench, full_size = load_script("bench_infer"), load_script("full_size_model")
+    model_class, config, processor = full_size.gemma_3_4b(ensure_tiny_model("gemma3", tmp_path / "gemma3"))
+    with torch.device("meta"):
+        model = model_class(config)
+    assert 4.2e9 < sum(p.numel() for p in model.parameters()) < 4.4e9
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "A dog runs."}]}]
+    batch = processor(text=[processor.apply_chat_template(turn, add_generation_prompt=True)],
+                      images=[Image.new("RGB", (500, 375))], return_tensors="pt")  # fmt: skip
+    assert int((batch["input_ids"] == config.image_token_index).sum()) == 256
+    assert batch["pixel_values"].shape[-2:] == (896, 896)
+    assert bench.vision_patches(config, 256) == 4096
+    assert bench.floor(model, 32, 282, 256, 40) < bench.floor(model, 32, 282, 256 / 16, 40)  # the patches count
