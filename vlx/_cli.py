@@ -321,11 +321,11 @@ def run_dir_problem(err: BaseException) -> str | None:
         err = err.__cause__  # type: ignore[assignment]
     if not isinstance(err, OSError):
         return None
-    path = Path(str(err.filename)) if err.filename is not None else None
     folder, sweep = RunDirGuard.state.get("folder"), RunDirGuard.state.get("sweep", False)
-    if path is None and folder is not None and err.errno == errno.ENOSPC:
-        # a write into a file already open (Hydra's `.hydra/*.yaml`, the log) carries no file name: the folder does
-        return str(os_error_message(err)).replace("cannot write a file", f"cannot write into {folder}", 1)
+    if err.filename is None and folder is not None:
+        # a write into a file already open (Hydra's `.hydra/*.yaml`, the log; a full disk) names no file: the folder
+        err.filename = str(folder)
+    path = Path(str(err.filename)) if err.filename is not None else None
     if path is None or folder is None or not path.absolute().is_relative_to(folder):
         return os_error_message(err) or f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
     setting = "hydra.sweep.dir" if sweep else "hydra.run.dir"

@@ -283,16 +283,19 @@ def split_prepared(model: VLMAdapter, batch: Prepared, at: int) -> tuple[Prepare
     return part(slice(None, at), batch.images[:cut]), part(slice(at, None), batch.images[cut:])
 
 
+# what to do about an item that does not fit in memory alone
+MEMORY_ADVICE = ("Free the memory other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a "
+                 "lower generation.max_new_tokens, or a larger GPU")  # fmt: skip
+
+
 def _too_large(batch: Prepared, generation: dict[str, Any], err: BaseException) -> str:
     example = batch.examples[0]
     tokens = _prompt_tokens(batch.inputs)
     where = "GPU" if isinstance(err, torch.OutOfMemoryError) else "memory"
     return (
         f"{example.source}: item {example.id} does not fit in {where} even alone ({tokens} prompt tokens, images "
-        f"included, + {generation.get('max_new_tokens', 0)} new tokens; {_allocation_failure(err)}). Free the "
-        f"memory other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a lower "
-        f"generation.max_new_tokens, or a larger GPU (finished predictions are kept: run the same command again to "
-        f"continue)"
+        f"included, + {generation.get('max_new_tokens', 0)} new tokens; {_allocation_failure(err)}). "
+        f"{MEMORY_ADVICE} (finished predictions are kept: run the same command again to continue)"
     )
 
 
@@ -311,14 +314,6 @@ def _prompt_tokens(inputs: Any) -> int:
 
 def _pixels(inputs: Any) -> int:
     return sum(int(v.numel()) for k, v in inputs.items() if k.startswith("pixel_values") and torch.is_tensor(v))
-
-
-def copies(model: VLMAdapter, task: Task, selector: ShotSelector | None, example: Example, n: int,
-           demo_image_size: int | None) -> Prepared:  # fmt: skip
-    """A batch of `n` copies of `example` (the probe's): as long as any batch of items no longer than it."""
-    shots = selector.select(example) if selector else []
-    prompts, images = build_inputs(model, task, [example] * n, [shots] * n, demo_image_size)
-    return Prepared(0, n, [example] * n, [shots] * n, prompts, images, model.encode(prompts, images), [])
 
 
 def worst_item(
@@ -379,7 +374,7 @@ def choose_batch_size(
         probing["min_new_tokens"] = probing["max_new_tokens"]
 
     def attempt(n: int) -> None:
-        decode(how, model, task, copies(model, task, selector, worst, n, demo_image_size), probing)
+        decode(how, model, task, prepare_batch(model, task, selector, [worst] * n, 0, n, demo_image_size), probing)
 
     log.info("batch_size=auto: probing with copies of item %s (%d prompt tokens, images included), decode=%s%s",
              worst.id, tokens, how, f", {probing['max_new_tokens']} new tokens" if how != "score" else "")  # fmt: skip
@@ -388,9 +383,7 @@ def choose_batch_size(
     if size == 0:
         raise ConfigError(
             f"batch_size=auto: item {worst.id} ({tokens} prompt tokens, images included) does not fit in the memory "
-            f"left on {', '.join(map(str, devices))} even alone, keeping {FREE_KEPT:.0%} of it free. Free the memory "
-            f"other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a lower "
-            f"generation.max_new_tokens, or a larger GPU"
+            f"left on {', '.join(map(str, devices))} even alone, keeping {FREE_KEPT:.0%} of it free. {MEMORY_ADVICE}"
         )
     cap = " (the most it tries)" if size == limit else ""
     line = (f"batch_size=auto: {size}{cap}, the largest batch of copies of the worst item found ({worst.id}, {tokens} "
