@@ -101,6 +101,9 @@ VARIANTS = [
      "model.attn_implementation=auto"], 32, "generate", False, None),
     ("the family's default + transformers' static cache and compiled decode step, batch 32", ["model.compile=false",
      "model.attn_implementation=auto"], 32, "generate", False, "hf_static"),
+    # (since 2026-12-08 the static cache is one length for every prompt width: `generation.static_cache_length`)
+    ("the family's default + static cache and compiled decode step, batch 64", ["model.compile=false",
+     "model.attn_implementation=auto"], 64, "generate", False, "hf_static"),
 ]  # fmt: skip
 
 

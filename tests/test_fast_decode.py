@@ -201,6 +201,42 @@ def test_static_decoding_of_m_rope_models_generates_what_plain_does(make_cfg, tm
     assert compiled_decode_steps  # the decode steps ran compiled
 
 
+@pytest.mark.slow
+def test_static_decoding_compiles_once_for_prompts_of_several_widths():
+    """A Qwen-VL static cache is one length for prompt widths up to it (`static_cache_length`): a batch of prompts
+    128 tokens wide after one 64 wide decodes through the step compiled for the first, where a cache sized to each
+    width compiles again (a run of many widths spent its time compiling: docs/PERFORMANCE.md)."""
+    from torch._dynamo.utils import counters
+
+    from vlx import compat
+    from vlx.models.batches import STATIC_CACHE_MULTIPLE, static_cache_length
+
+    if not compat.static_cache_ceiling():
+        pytest.skip("this transformers sizes a static cache to each call (no max_cache_len)")
+    assert static_cache_length(64, {"max_new_tokens": 8}) == static_cache_length(128, {"max_new_tokens": 8})
+    assert static_cache_length(STATIC_CACHE_MULTIPLE, {"max_new_tokens": 1}) == 2 * STATIC_CACHE_MULTIPLE
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "model.tiny=qwen2_5_vl", "model.dtype=float32",
+                                           "model.compile=true"])  # fmt: skip
+    GlobalHydra.instance().clear()
+    adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
+    image = Image.new("RGB", (56, 40), (200, 30, 30))
+    short, long = "Red.", " ".join(["a long hall with many doors"] * 12)
+    settings = {"do_sample": False, "max_new_tokens": 6, "min_new_tokens": 6}
+    widths, graphs = [], []
+    torch._dynamo.reset()
+    counters.clear()
+    for text in (short, long, short):
+        prompt = adapter.render_prompt(Example("q", None, text, None), f"Is '{text}' true?")
+        inputs = adapter.encode([prompt], [image])
+        widths.append(-(-inputs["input_ids"].shape[1] // 64) * 64)
+        adapter.generate([prompt], [image], inputs=inputs, **settings)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert widths[0] < widths[1], widths  # two widths after padding to 64
+    assert graphs[0] >= 1 and graphs[2] == graphs[1] == graphs[0], graphs  # compiled once, reused for both widths
+
+
 @pytest.mark.gpu
 def test_compiled_prefill_on_cuda_generates_what_transformers_does(make_cfg, tmp_path):
     """On a GPU: vlx's compiled cache-free prefill and one-forward scoring against transformers' own prefill and

@@ -102,6 +102,15 @@ def compile_config_for(device: torch.device) -> Any:
     return config
 
 
+def static_cache_ceiling() -> bool:
+    """Whether `generate` takes `max_cache_len`, a static cache's length for every call up to it (transformers 5.20
+    or so): one cache, and one compiled decode step, serve prompts of several widths. Older versions size the cache
+    to each call's prompt + new tokens (and compile again for each)."""
+    from transformers import GenerationConfig
+
+    return hasattr(GenerationConfig(), "max_cache_len")
+
+
 def train_on_one_gpu(args: Any) -> None:
     """Makes TrainingArguments count one GPU where its process sees several without a launcher. Relies on: the
     `_n_gpu` field behind the public `n_gpu`, which the Trainer itself sets to 1 for a model split over GPUs."""

@@ -120,3 +120,16 @@ def on_model(model: torch.nn.Module, inputs: Any) -> Any:
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     return inputs
+
+
+# a static KV cache is this many tokens long, or a multiple of it: the prompt widths of a run (padded to 64 when
+# compiled) share one cache and one compiled decode step, where a cache sized to each width would compile once per
+# width (on an H100 a Qwen2.5-VL-7B run of 128 items went from 17.8 to 13.1 items/s recompiling)
+STATIC_CACHE_MULTIPLE = 512
+
+
+def static_cache_length(width: int, generation: dict[str, Any]) -> int:
+    """The static cache's length for a batch `width` tokens wide: prompt + new tokens, rounded up to a multiple of
+    `STATIC_CACHE_MULTIPLE` (transformers' `generate` and vlx's own prefill size theirs with it)."""
+    needed = width + int(generation.get("max_new_tokens", 20))
+    return -(-needed // STATIC_CACHE_MULTIPLE) * STATIC_CACHE_MULTIPLE

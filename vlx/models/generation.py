@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vlx import compat
 from vlx.errors import DataError
-from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_ids
+from vlx.models.batches import append_tokens, encode, on_model, pad_left, static_cache_length, token_ids
 from vlx.models.fast import prefill
 
 # PaliGemma's detection/segmentation tokens are not "special" to the tokenizer, so skip_special_tokens keeps them
@@ -119,6 +120,8 @@ def generate_texts(
     else:
         if pad_to_multiple_of:
             inputs = pad_left(inputs, pad_to_multiple_of, tokenizer.pad_token_id)
+        if generation.get("cache_implementation") == "static" and compat.static_cache_ceiling():
+            generation = {"max_cache_len": static_cache_length(inputs["input_ids"].shape[1], generation), **generation}
         out = model.generate(**inputs, pad_token_id=tokenizer.pad_token_id, **generation)  # [B, prompt + new]
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
     texts = [clean_answer(t) for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

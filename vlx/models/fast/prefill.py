@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from vlx.compat import cache_argument
-from vlx.models.batches import pad_right
+from vlx.models.batches import pad_right, static_cache_length
 from vlx.models.fast import allowed
 from vlx.models.fast.attention import prefill_aware
 
@@ -68,7 +68,9 @@ def generate_after_prefill(
     head[:, :keep] = ids[:, :keep]
     new_tokens = int(generation["max_new_tokens"])
     text_config = model.config.get_text_config(decoder=True)
-    cache = StaticCache(config=text_config, max_cache_len=width + 1 + new_tokens) if static else DynamicCache()
+    # (one cache length for the prompt widths of a run, and so one compiled decode step: `static_cache_length`)
+    length = static_cache_length(width + 1, {"max_new_tokens": new_tokens})
+    cache = StaticCache(config=text_config, max_cache_len=length) if static else DynamicCache()
     if width:
         model(input_ids=head, **inputs, use_cache=False, logits_to_keep=1, kv_sink=cache)
     prompt_mask = (torch.arange(width, device=ids.device)[None, :] < (lengths - 1)[:, None]).to(mask.dtype)
