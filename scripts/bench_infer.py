@@ -154,12 +154,49 @@ def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
             Image.new("RGB", (500, 375), (40 + i % 200, 90, 160)).save(image_dir / name, quality=90)
 
 
-def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None) -> dict:
+def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None,
+                busy: bool = False) -> dict:
     with switched(what):
-        return _run_variant(cfg, batch, how, seed_loop, samples, tokens, what)
+        return _run_variant(cfg, batch, how, seed_loop, samples, tokens, what, busy)
 
 
-def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None) -> dict:
+class KernelTime:
+    """The GPU's busy time under a profiler: the union of its kernels' intervals (overlapping kernels count once)."""
+
+    def __init__(self, trace=None):
+        self.trace = trace
+
+    def seconds(self) -> float:
+        if self.trace is None:
+            return float("nan")
+        spans = sorted((e.time_range.start, e.time_range.end) for e in self.trace.events()
+                       if e.device_type == torch.autograd.DeviceType.CUDA)  # fmt: skip
+        busy, end = 0.0, float("-inf")
+        for start, stop in spans:
+            if stop > end:
+                busy += stop - max(start, end)
+                end = stop
+        return busy / 1e6
+
+
+@contextlib.contextmanager
+def gpu_busy(on: bool):
+    """With `on`, the timed loop runs under torch's profiler (CUDA kernels only, no CPU events: little overhead),
+    and the yielded KernelTime gives the GPU's busy seconds: busy / wall is the fraction of the run the GPU worked,
+    the rest being time it waited for the CPU (images, processor, Python between kernels)."""
+    if not on:
+        yield KernelTime()
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        kernels = KernelTime()
+        yield kernels
+    kernels.trace = trace
+
+
+def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None,
+                 busy: bool = False) -> dict:
     from hydra.utils import instantiate
 
     from vlx.prediction import build_inputs, predict_batches
@@ -199,14 +236,17 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
     run(warmup)  # untimed: the compiling happens here
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    run(timed)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    with gpu_busy(busy) as kernels:
+        start = time.perf_counter()
+        run(timed)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     assert new_tokens <= {tokens}, f"every generate variant must produce {tokens} new tokens, got {new_tokens}"
     result = {"samples_per_s": len(timed) / seconds, "s_per_sample": seconds / len(timed), "warmup_s": warmup_s,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
               "image_tokens": sum(image_tokens) / len(image_tokens) if image_tokens else None}  # fmt: skip
+    if busy:
+        result["gpu_busy"] = kernels.seconds() / seconds
     if prompt_tokens:
         result["floor"] = floor(adapter.model, batch, sum(prompt_tokens) / len(prompt_tokens), result["image_tokens"],
                                 tokens if how == "generate" else 0)  # fmt: skip
@@ -372,6 +412,8 @@ def main() -> None:
                              "prompt and image tokens: `floor`)")  # fmt: skip
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run, in this order")
     parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
+    parser.add_argument("--busy", action="store_true",
+                        help="report each variant's GPU-busy fraction over its timed loop (under torch's profiler)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_infer needs a CUDA GPU")
@@ -386,7 +428,7 @@ def main() -> None:
         n = args.seed_samples if batch == 1 else args.samples
         cfg = compose(args.model, args.model_dir, args.csv_dir, args.image_dir, limit, overrides)
         try:
-            r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens, what)
+            r = run_variant(cfg, batch, decode, seed_loop, n, args.tokens, what, args.busy)
         except Exception as err:  # an experimental variant failing must not lose the others' figures
             print(f"[{i}] {name}: FAILED {type(err).__name__}: {str(err)[:800]}", flush=True)
             gc.collect()
@@ -402,15 +444,17 @@ def main() -> None:
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
           f"bitsandbytes {_version('bitsandbytes')}")  # fmt: skip
     print(f"command: {' '.join(sys.argv)}; {args.tokens} new tokens forced\n")
-    print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s "
+          "| GPU busy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
         tokens = f"{r['image_tokens']:.0f}" if r["image_tokens"] else ""
         limit = args.floor or r.get("floor")
         floor = f"{r['samples_per_s'] / limit:.0%} of {limit:.0f}" if limit else ""
+        busy = f"{r['gpu_busy']:.0%}" if "gpu_busy" in r else ""
         print(f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
-              f"{tokens} | {floor} | {r['warmup_s']:.0f} |")  # fmt: skip
+              f"{tokens} | {floor} | {r['warmup_s']:.0f} | {busy} |")  # fmt: skip
 
 
 if __name__ == "__main__":

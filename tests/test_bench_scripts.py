@@ -120,3 +120,22 @@ def test_gemma3_full_size_architecture_and_its_floor(tmp_path):
     assert batch["pixel_values"].shape[-2:] == (896, 896)
     assert bench.vision_patches(config, 256) == 4096
     assert bench.floor(model, 32, 282, 256, 40) < bench.floor(model, 32, 282, 256 / 16, 40)  # the patches count
+
+
+def test_gpu_busy_time_counts_overlapping_kernels_once():
+    """bench_infer's GPU-busy fraction: the union of the kernels' intervals (two streams' overlapping kernels count
+    once; CPU events not at all)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    bench = load_script("bench_infer")
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(start, end, device=cuda):
+        return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), device_type=device)
+
+    trace = SimpleNamespace(events=lambda: [event(0, 100), event(50, 150), event(300, 400), event(0, 1000, cpu),
+                                            event(320, 350)])  # fmt: skip
+    assert bench.KernelTime(trace).seconds() == pytest.approx(250e-6)
+    assert math.isnan(bench.KernelTime().seconds())
