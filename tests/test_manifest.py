@@ -15,7 +15,7 @@ import transformers
 
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError
-from vlx.run import manifest
+from vlx.run import manifest, weights
 from vlx.run.manifest import Manifest
 
 BASE = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
@@ -186,11 +186,11 @@ def test_differences_are_one_readable_line_per_key():
 def test_weights_identity_of_a_folder_and_of_a_hub_snapshot(model_copy, tmp_path):
     from huggingface_hub import constants
 
-    found = manifest.fingerprint(model_copy)
+    found = weights.fingerprint(model_copy)
     moved = Path(shutil.copytree(model_copy, tmp_path / "moved"))
-    assert manifest.weights_identity(str(moved)) == found  # the weights, not where they lie
+    assert weights.weights_identity(str(moved)) == found  # the weights, not where they lie
     (moved / "config.json").write_text((moved / "config.json").read_text() + " ")  # not weights
-    assert manifest.fingerprint(moved) == found
+    assert weights.fingerprint(moved) == found
 
     # a hub id: the commit its `main` resolves to in the cache, as the cache lays a download out
     repo = Path(constants.HF_HUB_CACHE) / "models--vlx-test--manifest-tiny"
@@ -198,8 +198,8 @@ def test_weights_identity_of_a_folder_and_of_a_hub_snapshot(model_copy, tmp_path
     shutil.copytree(model_copy, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    assert manifest.weights_identity("vlx-test/manifest-tiny") == f"commit:{commit}"
-    assert manifest.weights_identity("vlx-test/not-in-the-cache") is None
+    assert weights.weights_identity("vlx-test/manifest-tiny") == f"commit:{commit}"
+    assert weights.weights_identity("vlx-test/not-in-the-cache") is None
 
 
 def test_adapter_fingerprint_reads_every_byte(tmp_path):
@@ -207,10 +207,10 @@ def test_adapter_fingerprint_reads_every_byte(tmp_path):
     folder.mkdir()
     (folder / "adapter_config.json").write_text('{"r": 8}')
     (folder / "adapter_model.safetensors").write_bytes(b"x" * 5000)
-    first = manifest.adapter_fingerprint(folder)
+    first = weights.adapter_fingerprint(folder)
     (folder / "adapter_model.safetensors").write_bytes(b"x" * 4999 + b"y")  # retrained in place: the tail too
-    assert first.startswith("sha256:") and manifest.adapter_fingerprint(folder) != first
-    assert manifest.adapter_fingerprint(tmp_path) is None
+    assert first.startswith("sha256:") and weights.adapter_fingerprint(folder) != first
+    assert weights.adapter_fingerprint(tmp_path) is None
 
 
 @pytest.mark.slow
