@@ -1,10 +1,18 @@
-"""Resuming a run safely: only with the config that made its outputs, and only from complete checkpoints.
+"""Resuming a run safely: only with the config and the model that made its outputs, and only from complete
+checkpoints.
 
 A run directory records the config keys that change outputs (`run_config.json`). A rerun into a directory that
 already holds predictions (infer) or checkpoints (finetune) continues only if those keys are the same; otherwise it
 stops and names the differences, so a file never mixes predictions of two setups and an adapter never mixes two
 recipes. Keys that change no output (batch size, limit for infer, logging, scoring) may differ: raising `task.limit`
-extends a finished infer run.
+extends a finished infer run. That check runs before any weights load.
+
+Once the model is loaded, before the first batch, the run's manifest (`vlx.run.manifest`: the weights' identity, the
+dtype `auto` resolved to, the prompt as rendered, the processor's settings, versions, ...) is compared with the one
+the outputs were made with, which catches what the config cannot show: weights or an adapter replaced in the same
+folder, another chat template, `dtype=auto` on another GPU. Another library version, or another batch size for a
+sampling run, is said as a warning, not refused: upgrading a package mid-run is common, and rarely changes an
+answer. A directory written before vlx recorded manifests has none: only the config check applies to it.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
+from vlx.run import manifest
 from vlx.stages._common import read_json, resolved_config, write_json
 
 log = logging.getLogger(__name__)
@@ -93,6 +102,61 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
             )
         return
     write_json(path, current)  # every rank of a launched run writes the same record
+
+
+# manifest keys whose differences a resume warns about rather than refuses (the module's docstring says why)
+WARNED = ("versions", "batches")
+
+
+def check_manifest(out: Path, current: manifest.Manifest, has_outputs: bool, label: str) -> None:
+    """Records the run's manifest, or, when outputs exist, refuses a manifest that differs from theirs (`label`
+    names the run directory in the message: `resume=<dir>` or the folder).
+
+    Raises:
+        ConfigError: the outputs were made with another model, prompt or decoding (every difference listed).
+    """
+    if not has_outputs:
+        manifest.write(out, current)  # every rank of a launched run writes the same record
+        return
+    saved = manifest.read(out)
+    if saved is None:
+        log.info("%s has no %s (a run from before vlx recorded them): checked against %s only", out,
+                 manifest.MANIFEST, RUN_CONFIG)  # fmt: skip
+        return
+    refused = manifest.differences(saved, current, skip=WARNED)
+    if refused:
+        raise ConfigError(
+            f"{label}: the run was made with different settings (saved -> now): " + "; ".join(refused)
+            + ". Rerun with the same settings, or write into a new directory"
+        )  # fmt: skip
+    warned = manifest.differences(saved, current, only=WARNED)
+    if warned:
+        log.warning("%s: continued with other library versions or batches than its first part (saved -> now): %s",
+                    label, "; ".join(warned))  # fmt: skip
+
+
+def infer_manifest(cfg: DictConfig, model: Any, task: Any, selector: Any, first: Any) -> manifest.Manifest:
+    """The manifest of an infer run: the loaded model `model`, the task, and the prompt rendered for the split's
+    first item `first` with its demonstrations from `selector` (None for zero-shot), as the batches render it."""
+    demos = selector.select(first) if selector is not None else []
+    prompt = model.render_prompt(first, task.instruction(first), [(task.instruction(d), task.demo_answer(d))
+                                                                  for d in demos])  # fmt: skip
+    generation = OmegaConf.to_container(cfg.generation, resolve=True)
+    assert isinstance(generation, dict)
+    sampling = bool(generation.get("do_sample"))
+    return manifest.build(
+        model, stage=cfg.stage.name, task={"name": task.name, "split": task.split}, seed=cfg.seed, prompt=prompt,
+        lora_adapter=cfg.model.adapter, shots=OmegaConf.to_container(cfg.shots, resolve=True), decode=cfg.decode,
+        generation=generation, batches={"batch_size": cfg.batch_size, "batching": cfg.batching} if sampling else None,
+    )  # fmt: skip
+
+
+def finetune_manifest(cfg: DictConfig, adapter: Any, task: Any) -> manifest.Manifest:
+    """The manifest of a fine-tune: the base model as loaded, the task, the LoRA and training settings."""
+    settings = output_config(cfg, FINETUNE_KEYS)
+    training = {k: v for k, v in settings.items() if k.startswith(("lora.", "finetune."))}
+    return manifest.build(adapter, stage=cfg.stage.name, task={"name": task.name, "split": task.split},
+                          seed=cfg.seed, training=training)  # fmt: skip
 
 
 # what a Trainer checkpoint must hold to be resumed from; trainer_state.json is written last

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
 from vlx.metrics.bootstrap import resample_counts, resample_indices
+from vlx.run import manifest
 from vlx.run_dirs import check_idle
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
 from vlx.store import PredictionStore, describe_differences, item_differences, run_predictions
@@ -323,7 +324,8 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
             "protocol": a["metrics"].get("protocol"), "resamples": resamples, "level": level, "seed": seed,
             "method": "paired percentile bootstrap over the shared items (the same resamples score both runs); "
                       "p: two-sided, bootstrap distribution of B - A centred on the observed difference",
-            "metrics": metrics, "mcnemar": test, "notes": notes}  # fmt: skip
+            "metrics": metrics, "mcnemar": test, "notes": notes,
+            "settings_differences": manifest.pair_lines(run_a, run_b)}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -344,6 +346,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"- {note}" for note in result.get("notes", [])]
     if result["metrics"].keys() & set(LOWER_IS_BETTER):
         lines += ["", f"Lower is better for {', '.join(k for k in LOWER_IS_BETTER if k in result['metrics'])}."]
+    if "settings_differences" in result:  # comparisons written before manifests have none
+        found = result["settings_differences"]
+        lines += ["", "## Settings that differ (manifest.json, A -> B)", ""]
+        lines += [f"- {line}" for line in found] if found else ["The runs were made with the same settings."]
     return "\n".join(lines) + "\n"
 
 

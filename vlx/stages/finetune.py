@@ -49,7 +49,13 @@ from vlx.stages._common import (
     run_dir,
     write_json,
 )
-from vlx.stages._resume import FINETUNE_KEYS, check_resumable, last_complete_checkpoint
+from vlx.stages._resume import (
+    FINETUNE_KEYS,
+    check_manifest,
+    check_resumable,
+    finetune_manifest,
+    last_complete_checkpoint,
+)
 from vlx.stages.evaluation import check_settings as check_eval_settings
 from vlx.tracking import tracking
 
@@ -216,6 +222,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
     arguments = trainer_arguments(ft, per_device, accumulation, checkpoints, cfg.seed, report=bool(logger_cfg))
     adapter = build_model(cfg)
+    check_manifest(out, finetune_manifest(cfg, adapter, task), started, str(out))  # the base model as loaded
     if arguments.get("fsdp"):
         # accelerate otherwise shards the classes in the model's `_no_split_modules` and stops at a name the model
         # lacks (PaliGemma's list names SiglipTextEmbeddings, which its vision-only SigLIP has not)

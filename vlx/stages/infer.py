@@ -37,7 +37,7 @@ from vlx.stages._common import (
     run_dir,
     write_json,
 )
-from vlx.stages._resume import check_resumable
+from vlx.stages._resume import check_manifest, check_resumable, infer_manifest
 from vlx.store import PredictionStore, describe_differences, item_differences, unique_rows, write_csv
 from vlx.tasks import Task
 from vlx.tasks.answers import is_correct, most_probable
@@ -219,6 +219,10 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
             model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
             check_images_per_prompt(model.max_images, type(model).__name__, cfg.shots.k)  # known once loaded
+            # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or
+            # compared with the record of the predictions already made
+            check_manifest(out, infer_manifest(cfg, model, task, selector, split.examples[0]), bool(done),
+                           f"resume={cfg.resume}" if cfg.get("resume") else str(out))  # fmt: skip
             start = time.perf_counter()  # items/s counts the predicting (and batch_size=auto's probe), not the loading
             queue = batching_order(todo, cfg.batching)
             choice = choose_batch_size(cfg.batch_size, model, task, queue, cfg.decode, generation, selector=selector,

@@ -8,7 +8,8 @@ A run without metrics.json is listed with its status, never dropped: a sweep job
 `failed (<its overrides>): <error>`, one that a vlx run is still writing as such. With `stage.baseline`, every scored
 run is compared with the baseline run on their shared items (`stage=compare`'s paired tests): the table gets a column
 per `stage.baseline_metrics` entry with the difference, its interval and p-value, and each comparison's files go to
-comparisons/<run>.{json,md,png}.
+comparisons/<run>.{json,md,png}. The settings that differ across the runs (their manifest.json: model, weights,
+dtype, prompt, decoding, versions, ...) go to settings.md, with the runs that have no manifest named.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, writing
+from vlx.run import manifest
 from vlx.run_dirs import distinguishing_overrides, read_error_record, sweep_jobs, writer
 from vlx.stages._common import read_json, resolved_config, run_dir
 from vlx.tracking import tracking
@@ -179,6 +181,23 @@ def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[s
     return keys
 
 
+SETTINGS = "settings.md"  # beside results.md: the settings that differ across the runs of the table
+
+
+def write_settings(out: Path, runs: list[Path]) -> Path | None:
+    """settings.md: the settings that differ across the runs (their manifest.json), each run named by its folder
+    (by its path where two folders share a name), and the runs without a manifest; None, and no file, when every
+    run with a manifest was made with the same settings."""
+    names = [r.name for r in runs]
+    lines = manifest.spread_lines({(r.name if names.count(r.name) == 1 else str(r)): r for r in runs})
+    if not lines:
+        return None
+    path = out / SETTINGS
+    with writing(path):
+        path.write_text("# Settings that differ (manifest.json)\n\n" + "".join(f"- {line}\n" for line in lines))
+    return path
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Builds the table; returns {"runs": n, "complete": n with metrics, "failed": n sweep jobs that failed}."""
     if cfg.sweep:
@@ -196,11 +215,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         settings = OmegaConf.to_container(cfg.eval, resolve=True)
         extra = against_baseline(rows, baseline, list(cfg.stage.baseline_metrics), settings, out)
     md, csv_path = write_tables(rows, out, [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
+    settings_md = write_settings(out, runs)
+    differ = "\n" + settings_md.read_text() if settings_md else ""
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
     complete = sum(r["status"] == "ok" for r in rows)
     failed = sum(bool(r.get("failed")) for r in rows)
     log.info("report of %d runs (%d scored, %d failed) -> %s, %s, %d plots\n%s", len(rows), complete, failed, md,
-             csv_path, len(plots), md.read_text())  # fmt: skip
+             csv_path, len(plots), md.read_text() + differ)  # fmt: skip
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
         every = COLUMNS + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra]
