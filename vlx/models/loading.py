@@ -116,25 +116,29 @@ def read_config(checkpoint: str, trust_remote_code: bool = False) -> PretrainedC
         return AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
 
 
-def load_processor(checkpoint: str, config: PretrainedConfig, trust_remote_code: bool = False, **options: Any):
+def load_processor(
+    checkpoint: str, config: PretrainedConfig | None = None, trust_remote_code: bool = False, **options: Any
+):
     """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end.
 
     Args:
         checkpoint: hub id or local folder.
-        config: the checkpoint's config (`read_config`): it names the processor class, and is handed to the
-            tokenizer's and image processor's loaders, which would otherwise read config.json again.
+        config: the checkpoint's config (`read_config`; read here when not given): it names the processor class, and
+            is handed to the tokenizer's loader, which would otherwise read config.json again.
         trust_remote_code: run code shipped with the checkpoint.
         **options: keyword arguments for the processor's `from_pretrained` (model.processor_kwargs).
     """
     from transformers import AutoProcessor
 
+    config = config if config is not None else read_config(checkpoint, trust_remote_code)
     cls = processor_class(config, trust_remote_code)
     with cannot_load("model.checkpoint", checkpoint), needs_torchvision(checkpoint):
-        if cls is not None and not processors.torchvision_imports() and processors.can_drop_video(cls):
-            log.info("torchvision does not import: loading %s without its video processor (images only)", cls.__name__)
+        if (video := processor_without_torchvision(checkpoint, trust_remote_code, config)) is not None:
+            log.info("torchvision does not import: loading %s without its video processor (images only)",
+                     video.__name__)
             processor = processors.keep_video_settings(
-                processors.without_video(cls).from_pretrained(checkpoint, config=config, **options),
-                processors.video_settings(cls, checkpoint, **options),
+                processors.without_video(video).from_pretrained(checkpoint, config=config, **options),
+                processors.video_settings(video, checkpoint, **options),
             )
         elif cls is not None:
             processor = cls.from_pretrained(checkpoint, config=config, **options)
@@ -159,10 +163,22 @@ def processor_class(config: PretrainedConfig, trust_remote_code: bool = False) -
         return None
 
 
+def processor_without_torchvision(
+    checkpoint: str, trust_remote_code: bool = False, config: PretrainedConfig | None = None
+) -> type | None:
+    """The processor class to load without its video part (`vlx.models.processors`), or None to load the processor
+    as usual: where torchvision imports, for a checkpoint with code of its own, and for a processor with no video
+    processor. `config`: the checkpoint's (read here when not given)."""
+    if trust_remote_code or processors.torchvision_imports():
+        return None
+    cls = processor_class(config if config is not None else read_config(checkpoint), trust_remote_code)
+    return cls if cls is not None and processors.can_drop_video(cls) else None
+
+
 @contextlib.contextmanager
 def needs_torchvision(checkpoint: str) -> Iterator[None]:
     """A processor that transformers makes with torchvision and vlx cannot load without it (one whose video
-    processor is not its last part, or a checkpoint with code of its own; `load_processor`) as a
+    processor is not its last part, or a checkpoint with code of its own; `processor_without_torchvision`) as a
     config problem that says what to install."""
     try:
         yield
