@@ -83,6 +83,7 @@ def compose(model: str, model_dir: Path, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         base = ["stage=finetune", f"model={model}", f"model.checkpoint={model_dir}", "task=shapes", "task.split=train",
+                "task.prompt='explain en {text}'",  # the seed's PaliGemma prefix, as the measured runs trained on
                 "lora=r64"]  # fmt: skip
         return hydra_compose("config", overrides=[*base, *overrides])
 
@@ -97,7 +98,7 @@ def items_for(cfg, steps: int) -> list:
     ft = cfg.finetune
     task = instantiate(cfg.task)
     per_step = ft.per_device_batch_size * ft.gradient_accumulation_steps
-    return training_items(task.examples()[: per_step * steps], TARGET, ft.prompt_template, answer=task.answer)
+    return training_items(task.examples()[: per_step * steps], TARGET, task.instruction, answer=task.answer)
 
 
 def run_variant(model: str, model_dir: Path, overrides: list[str], warmup: int, steps: int, workers: int = 4) -> dict:

@@ -57,7 +57,7 @@ def test_every_finetune_variant_composes_and_builds_its_items(bench_finetune, mo
     for item in items:
         ex = examples[item.id]
         assert item.target == f"{ex.label.capitalize()}. {ex.explanations[0]}", item
-        assert item.text == cfg.finetune.prompt_template.format(text=ex.text) and item.image == ex.image
+        assert item.text == task.instruction(ex) == f"explain en {ex.text}" and item.image == ex.image
     assert len({item.target.split(".")[0] for item in items}) > 1  # more than one label among them
 
 

@@ -30,11 +30,14 @@ RUNTIME_ARGS = {"quantization"}
 
 def accepted(target: Any) -> set[str]:
     """The keyword arguments a class takes, following **kwargs up its base classes' __init__; for
-    `vlx.models.load_adapter`, its own and the generic adapter's, to which it passes the rest."""
+    `vlx.models.load_adapter`, its own and those of the adapter classes it picks from, to which it passes the rest
+    (and for `vlx.models.tiny.load_tiny_adapter`, its own and load_adapter's)."""
     if not isinstance(target, type):
-        from vlx.models import HFAdapter
+        from vlx.models import FAMILY_ADAPTERS, HFAdapter, load_adapter
 
-        return set(inspect.signature(target).parameters) - {"options"} | accepted(HFAdapter)
+        names = set(inspect.signature(target).parameters) - {"options"} | accepted(HFAdapter)
+        names |= set().union(*(accepted(cls) for cls in FAMILY_ADAPTERS.values()))
+        return names | (accepted(load_adapter) if target is not load_adapter else set())
     names: set[str] = set()
     for cls in target.__mro__:
         if cls is object or "__init__" not in vars(cls):
@@ -116,7 +119,7 @@ def test_seed_sampling_is_the_seeds_settings(make_cfg):
 def test_model_checkpoint_can_point_anywhere(make_cfg):
     cfg = make_cfg("model=paligemma", "model.checkpoint=/models/my-paligemma")
     assert cfg.model.checkpoint == "/models/my-paligemma"
-    assert cfg.model._target_ == "vlx.models.PaliGemmaAdapter"
+    assert cfg.model._target_ == "vlx.models.load_adapter"  # the checkpoint's config.json picks PaliGemmaAdapter
 
 
 # the model YAMLs that name a real checkpoint (the others: the generic hf.yaml and the tiny models)

@@ -642,14 +642,15 @@ def test_a_shapes_folder_with_a_broken_manifest_is_left_alone(tmp_path):
 
 
 def test_a_broken_adapter_record_is_named(tmp_path):
-    from vlx.models.hf import ADAPTER_META, trained_prompt_template
+    from vlx.models.hf import ADAPTER_META, trained_prompt
 
     (tmp_path / ADAPTER_META).write_text("{")
     with pytest.raises(ConfigError, match=rf"{ADAPTER_META}: not valid JSON"):
-        trained_prompt_template(str(tmp_path), "unused", "{prompt}")
+        trained_prompt(str(tmp_path), "unused")
 
 
-FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=16", "lora=r64",
+FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
+            "task.split=train", "task.limit=16", "lora=r64",
             "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3",
             "finetune.logging_steps=1", "finetune.target=label_and_explanation"]  # fmt: skip
 
@@ -733,7 +734,8 @@ def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
     run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
     merged = tmp_path / "m" / "merged"
     assert json.loads((merged / "vlx_adapter.json").read_text())["prompt_template"] == "explain en {text}"
-    common = ["model=tiny_paligemma", "task=shapes", "task.limit=12", "generation.max_new_tokens=12"]
+    common = ["model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'", "task.limit=12",
+              "generation.max_new_tokens=12"]  # fmt: skip
     run_stage(make_cfg(*common, f"model.adapter={adapter}", run_dir=tmp_path / "with-adapter"))
     run_stage(make_cfg(*common, f"model.checkpoint={merged}", run_dir=tmp_path / "with-merged"))
     run_stage(make_cfg(*common, run_dir=tmp_path / "base"))

@@ -23,11 +23,11 @@ def read_rows(run_dir):
 
 @pytest.fixture(scope="module")
 def tiny_llava():
-    from vlx.models import LlavaNextAdapter
+    from vlx.models.tiny import load_tiny_adapter
 
     # the same cached tiny model the configs use (built once per session)
-    return LlavaNextAdapter(checkpoint=f"{os.environ['VLX_CACHE_DIR']}/tiny-models/llava_next", tiny="llava_next",
-                            device_map="cpu")  # fmt: skip
+    folder = f"{os.environ['VLX_CACHE_DIR']}/tiny-models/llava_next"
+    return load_tiny_adapter(folder, tiny="llava_next", tiny_dir=folder, device_map="cpu")
 
 
 def test_prompt_holds_demonstrations_then_the_query(make_cfg, tiny_llava):

@@ -246,7 +246,7 @@ def test_judge_model_keys_are_the_judges_yaml(make_cfg, tmp_path):
     overrides = ["judge=llava", "judge_model.checkpoint=/models/llava", "judge_model.max_tiles=1"]
     cfg = judge_cfg(make_cfg, tmp_path, *overrides)
     node = judge_model(cfg)
-    assert (node.checkpoint, node.max_tiles, node._target_) == ("/models/llava", 1, "vlx.models.LlavaNextAdapter")
+    assert (node.checkpoint, node.max_tiles, node._target_) == ("/models/llava", 1, "vlx.models.load_adapter")
     assert not node.trust_remote_code  # only when the config asks
     assert judge_model(judge_cfg(make_cfg, tmp_path)).checkpoint.endswith("tiny-models/llava_next")
 

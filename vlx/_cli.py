@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vlx.configs import removed_key
+
 # Where `+key=value` adds a key that vlx reads: mappings handed whole to a library, which checks their keys (generate(),
 # BitsAndBytesConfig, peft's LoraConfig, AutoProcessor, TrainingArguments: vlx refuses one they do not take before the
 # weights load), the judge's model keys (stage=judge checks them against the judge's model YAML), mappings whose keys
@@ -218,6 +220,8 @@ def _check_added_keys(config_dir: Path, parsed: list[tuple[str, Any]]) -> str | 
         return None
     for arg, override in added:
         key = override.key_or_group
+        if (line := removed_key(key)) is not None:
+            return f"{arg}: {line}"
         if any(_reads(key, config) for config in configs):
             continue
         parent = key.rsplit(".", 1)[0] if "." in key else ""
@@ -282,6 +286,8 @@ def config_mistake(err: BaseException, config_dir: Path, args: list[str]) -> str
 def _unknown_key(key: str, config_dir: Path, args: list[str]) -> str:
     """`key=value` for a key the config does not have: `+key=value` where vlx reads it once added."""
     arg = next((a for a in args if a.split("=", 1)[0].lstrip("+~") == key), key)
+    if (line := removed_key(key)) is not None:
+        return f"{arg}: {line}"
     others = [a for a in args if a != arg]
     config = _compose(config_dir, [a for a in others if "=" in a and not a.startswith(("-", "hydra.", "hydra/"))])
     if config is not None and isinstance(config.get(key), dict):

@@ -9,6 +9,35 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
 
+# keys that are gone, each with the one line that says what replaced it: a user's old override is refused with it,
+# never dropped (the README's migration table lists the same)
+_PROMPT = ("the model is asked with task.prompt alone, in training too; write 'task.prompt=\"<your prompt>\"' ({text} "
+           "is the item's text; where the old template had {prompt}, write the task's prompt text)")  # fmt: skip
+REMOVED_KEYS = {
+    "model.prompt_template": f"model.prompt_template is gone: {_PROMPT}",
+    "finetune.prompt_template": f"finetune.prompt_template is gone: {_PROMPT}",
+    "judge_model.prompt_template": "judge_model.prompt_template is gone: the judge is asked its own question alone",
+}
+
+
+def removed_key(key: str) -> str | None:
+    """The line that says what replaced `key` (`model.prompt_template`, `+model.prompt_template`), or None for a key
+    that was never removed."""
+    return REMOVED_KEYS.get(key.lstrip("+~"))
+
+
+def check_removed_keys(cfg: DictConfig) -> None:
+    """Refuses a composed config that still holds a removed key (added with `+`, or from a user's own YAML).
+
+    Raises:
+        ConfigError: the first removed key found, with what replaced it.
+    """
+    for key, line in REMOVED_KEYS.items():
+        section, name = key.split(".", 1)
+        node = cfg.get(section)
+        if isinstance(node, DictConfig) and name in node:
+            raise ConfigError(line)
+
 
 def config_dir() -> str:
     """The configs: inside the package in an installed wheel (vlx/conf), beside it in a source checkout (conf/, for

@@ -22,14 +22,14 @@ TARGETS = ("explanation", "label_and_explanation")
 class TrainItem:
     id: str
     image: Path
-    text: str  # the model's input text (the seed's `explain en {hypothesis}`)
+    text: str  # the model's input text: task.prompt for the item (the seed's `explain en {hypothesis}`)
     target: str  # what it learns to write
 
 
 def training_items(
     examples: Sequence[Example],
     target: str,
-    prompt_template: str,
+    prompt: Callable[[Example], str],
     only_ids: Collection[str] | None = None,
     answer: Callable[[str, str], str] | None = None,
 ) -> list[TrainItem]:
@@ -38,7 +38,7 @@ def training_items(
     Args:
         examples: the split's items (each needs a reference explanation; label_and_explanation also a label).
         target: `explanation` (the seed's) or `label_and_explanation`.
-        prompt_template: the input text; `{text}` is the hypothesis or meme text.
+        prompt: an item -> the model's input text (`Task.instruction`: task.prompt filled in, as inference asks).
         only_ids: keep only these ids (the seed's filter: items a classifier got right), or None for all.
         answer: (label, explanation) -> the answer in the task's format (`Task.answer`), which label_and_explanation
             learns and the answer parser reads.
@@ -61,7 +61,7 @@ def training_items(
         if target == "label_and_explanation" and ex.label is None:
             raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
         learned = answer(ex.label, ex.explanations[0]) if target == "label_and_explanation" else ex.explanations[0]
-        items.append(TrainItem(id=ex.id, image=ex.image, text=prompt_template.format(text=ex.text), target=learned))
+        items.append(TrainItem(id=ex.id, image=ex.image, text=prompt(ex), target=learned))
     if not items:
         raise ConfigError("no training items left (check finetune.only_correct_from and task.limit)")
     return items

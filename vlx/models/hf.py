@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -26,9 +26,12 @@ from vlx.models import fast
 from vlx.models.batches import encode, process
 from vlx.models.fast.compiling import compile_cache_free
 from vlx.models.generation import Generation, generate_texts
-from vlx.models.loading import load_model, load_processor, read_config, resolve_checkpoint
+from vlx.models.loading import load_model, load_processor
 from vlx.models.scoring import score_answers
 from vlx.records import Example
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,32 @@ ADAPTER_META = "vlx_adapter.json"
 Demo = tuple[str, str]
 
 
+@runtime_checkable
 class VLMAdapter(Protocol):
-    """What a stage needs from a model: its prompt format, batched generation and scoring, training batches."""
+    """What the stages use of a loaded model: what it is, its prompt format, batched generation and scoring, training
+    batches. Every adapter `load_adapter` returns has all of it (tests/test_model_loading.py checks each family)."""
 
+    # the hub id or local folder the weights came from (a tiny model's: the folder it was built in)
+    checkpoint: str
+    # its config.json as transformers read it (model_type, the vision and text configs)
+    config: PretrainedConfig
+    # the transformers model (a peft model with a LoRA adapter), in eval mode: its dtype and devices, its weights
+    model: torch.nn.Module
+    # the checkpoint's processor, left-padding: its tokenizer, image processor and chat template
+    processor: Any
+    # whether generation decodes with a static cache and compiled step (prompts padded to PAD_MULTIPLE)
+    compiled: bool
     # images one prompt can hold (None = no limit): 1 means no few-shot with images
     max_images: int | None
-    # what separates the end of a rendered prompt from the model's answer
-    answer_prefix: str
+    # the task prompt the adapter or merged model was fine-tuned with (its vlx_adapter.json), None for a base model
+    trained_prompt: str | None
+
+    @property
+    def answer_prefix(self) -> str:
+        """What separates the end of a rendered prompt from the model's answer."""
+        ...
+
+    def prepare_inference(self) -> None: ...
 
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str: ...
 
@@ -69,20 +91,18 @@ class VLMAdapter(Protocol):
 
 
 class HFAdapter:
-    """Any image-text-to-text checkpoint (`model=hf model.checkpoint=<hub id or folder>`).
+    """Any image-text-to-text checkpoint (`model=hf model.checkpoint=<hub id or folder>`), made by
+    `vlx.models.load_adapter`, which reads its config and picks the class.
 
     Args:
-        checkpoint: hub id or local folder.
+        checkpoint: hub id or local folder (as `resolve_checkpoint` checked it).
+        config: the checkpoint's config (`read_config`), read once by `load_adapter` and handed down.
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda or cuda:N.
         attn_implementation: auto (vlx's `sdpa_grouped` for the architectures on `vlx.models.fast.ALLOWED`, `sdpa`
             for the others), sdpa_grouped, sdpa, eager or flash_attention_2.
         adapter: folder of a peft LoRA adapter, or None.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
-        tiny: the architecture of vlx's tiny random-weight models (tests, demos), built on first use when
-            `checkpoint` is the factory's own folder `tiny_dir`.
-        tiny_dir: that folder (in vlx's cache); a `checkpoint` elsewhere is loaded as it is, never written.
-        prompt_template: `{prompt}` is the task's instruction, `{text}` the item's text.
         compile: auto (on a CUDA GPU, for the architectures on the allow-list), true or false. Compiled, the model
             is compiled for inference before the first batch (`compile_cache_free`) and `generate` decodes with a
             static KV cache and a compiled decode step (4-bit weights included), its prompts padded to a multiple
@@ -105,30 +125,35 @@ class HFAdapter:
     def __init__(
         self,
         checkpoint: str,
+        config: PretrainedConfig | None = None,
         dtype: str = "auto",
         device_map: str | None = "auto",
         attn_implementation: str | None = "auto",
         adapter: str | None = None,
         trust_remote_code: bool = False,
-        tiny: str | None = None,
-        tiny_dir: str | None = None,
-        prompt_template: str = "{prompt}",
         compile: str | bool = "auto",
         quantization: Any | None = None,
         max_images: int | None = None,
         chat_template: str | None = None,
         processor_kwargs: dict[str, Any] | None = None,
     ):
+        if config is None:  # a model YAML of before, whose _target_ named a family's class
+            raise ConfigError(
+                f"{type(self).__name__}({checkpoint!r}) is made by vlx.models.load_adapter, which reads the "
+                f"checkpoint's config.json and picks the class: write `_target_: vlx.models.load_adapter` in the "
+                f"model YAML (or leave _target_ out over `defaults: [hf]`)"
+            )
         check_max_images(max_images)
         self.max_images = self.image_limit if self.image_limit is not None else max_images
-        self.checkpoint = resolve_checkpoint(checkpoint, tiny, tiny_dir)
+        self.checkpoint = checkpoint
+        self.config = config
         # compiling is checked before anything loads: for the architectures on the allow-list only
-        architecture = fast.architecture(read_config(self.checkpoint, trust_remote_code))
+        architecture = fast.architecture(config)
         compiled = resolve_compile(compile, architecture)
         # vlx's compiled modules for the allow-list; a STATIC_DECODE architecture gets the static-cache decode alone
         self.compile_modules = compiled and fast.allowed(architecture)
-        self.prompt_template = trained_prompt_template(adapter, self.checkpoint, prompt_template)
-        self.processor = load_processor(self.checkpoint, trust_remote_code, **(processor_kwargs or {}))
+        self.trained_prompt = trained_prompt(adapter, checkpoint)
+        self.processor = load_processor(checkpoint, config, trust_remote_code, **(processor_kwargs or {}))
         if chat_template is not None:
             self.processor.chat_template = chat_template
         if self.uses_chat_template and not getattr(self.processor, "chat_template", None):
@@ -139,7 +164,8 @@ class HFAdapter:
             )
         self.model = load_model(
             self.model_class,
-            self.checkpoint,
+            checkpoint,
+            config,
             dtype=dtype,
             device_map=device_map,
             quantization=quantization,
@@ -161,9 +187,6 @@ class HFAdapter:
             self.compile_modules = False
             log.info("model.compile: the first batches compile (about a minute on a GPU; model.compile=false skips it)")
 
-    def user_text(self, example: Example, instruction: str) -> str:
-        return self.prompt_template.format(prompt=instruction, text=example.text)
-
     def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
         """The conversation through the model's chat template: per demonstration a user turn (its image and
         instruction) and an assistant turn (its answer), then the query's user turn and the assistant's cue.
@@ -171,7 +194,7 @@ class HFAdapter:
         conversation = []
         for demo_instruction, answer in demos:
             conversation += [user_turn(demo_instruction), assistant_turn(answer)]
-        conversation.append(user_turn(self.user_text(example, instruction)))
+        conversation.append(user_turn(instruction))
         return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
 
     @cached_property
@@ -285,21 +308,26 @@ def static_cache_generation(model: torch.nn.Module) -> dict[str, Any]:
     return {"cache_implementation": "static", "compile_config": compat.compile_config_for(model.device)}
 
 
-def trained_prompt_template(adapter: str | None, checkpoint: str, configured: str) -> str:
-    """The prompt a fine-tune was trained with, unless the config sets one of its own: from the adapter's
-    vlx_adapter.json, or from a merged model's (stage=merge copies it into the checkpoint folder)."""
-    if configured != "{prompt}":
-        return configured
+def trained_prompt(adapter: str | None, checkpoint: str) -> str | None:
+    """The task prompt a fine-tune was trained with (`prompt_template` in its vlx_adapter.json), from the adapter's
+    folder, or from a merged model's (stage=merge copies the record into it); None without a record. The stage that
+    asks the model compares it with task.prompt (`check_trained_prompt`): the prompt itself is task.prompt alone."""
     folder = Path(adapter) if adapter is not None else Path(checkpoint)
     meta = folder / ADAPTER_META
     if not meta.is_file():
-        return configured
+        return None
     try:
-        template = json.loads(meta.read_text()).get("prompt_template", configured)
+        return json.loads(meta.read_text()).get("prompt_template")
     except ValueError as err:
         raise ConfigError(f"{meta}: not valid JSON ({err}); stage=finetune or stage=merge writes it again") from err
-    log.info("prompt template %r from %s (the one the model was fine-tuned with)", template, meta)
-    return template
+
+
+def check_trained_prompt(trained: str | None, prompt: str) -> None:
+    """Says (a warning) when the model was fine-tuned on another task.prompt than the one it is asked with now: its
+    answers then come from a prompt it never saw in training. The run goes on: asking otherwise can be the point."""
+    if trained is not None and trained != prompt:
+        log.warning("this model was fine-tuned with task.prompt=%r (its vlx_adapter.json) and is asked with %r; "
+                    "to ask as it was trained, add task.prompt=%r", trained, prompt, trained)  # fmt: skip
 
 
 def check_max_images(limit: Any) -> None:

@@ -1,6 +1,7 @@
 """Loading a VLM and its processor: dtype, device placement, bitsandbytes quantization, LoRA adapters.
 
-Real checkpoints (hub id or local folder) and the tiny random-weight ones go through the same `from_pretrained` calls.
+Real checkpoints (hub id or local folder) and the tiny random-weight ones go through the same `from_pretrained` calls;
+the checkpoint's config.json is read once (`read_config`) and handed down.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +19,9 @@ from vlx.distributed import device_map_for_rank
 from vlx.errors import ConfigError
 from vlx.models import fast, processors
 from vlx.models.fast import attention, vision_windows
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +56,13 @@ def resolve_device_map(device_map: str | None) -> str | dict[str, Any] | None:
     return device_map
 
 
-def resolve_checkpoint(checkpoint: str, tiny: str | None = None, tiny_dir: str | None = None) -> str:
+def resolve_checkpoint(checkpoint: str) -> str:
     """The checkpoint to load: a hub id, or a local folder written by `save_pretrained`.
-
-    vlx's tiny-model factory builds a model of architecture `tiny` only when the checkpoint is the factory's own
-    folder `tiny_dir` (its cache): a `model.checkpoint` pointing anywhere else is loaded as it is and never written.
 
     Raises:
         ConfigError: a local folder that does not exist, or holds no config.json or no weights.
     """
     path = Path(checkpoint).expanduser()
-    if tiny is not None and tiny_dir is not None and path.resolve() == Path(tiny_dir).expanduser().resolve():
-        from vlx.models.tiny import ensure_tiny_model
-
-        # said once per load, so that a tiny zero-shot run's near-random labels and unparsed answers read as expected
-        log.info("model.tiny=%s: vlx's tiny test model with random weights, not a trained checkpoint; without a "
-                 "fine-tuned adapter (vlx experiment=demo trains one) its answers are random", tiny)  # fmt: skip
-        return str(ensure_tiny_model(tiny, path))
     # a hub id is "name" or "org/name"; anything else that looks like a path is one
     if path.exists() or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1:
         if not path.is_dir():
@@ -113,52 +107,72 @@ def check_adapter_path(adapter: str | None) -> None:
         )
 
 
-def read_config(checkpoint: str, trust_remote_code: bool = False) -> Any:
-    """The checkpoint's config (config.json), which names its architecture."""
+def read_config(checkpoint: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The checkpoint's config (config.json), which names its architecture: read once per load (`load_adapter`) and
+    handed to everything that needs it (the adapter class, the processor, the model), none of which reads it again."""
     from transformers import AutoConfig
 
     with cannot_load("model.checkpoint", checkpoint):
         return AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
 
 
-def read_model_type(checkpoint: str, trust_remote_code: bool = False) -> str | None:
-    """The architecture's model_type from the checkpoint's config.json (`llava_next`, `qwen2_5_vl`, ...)."""
-    return getattr(read_config(checkpoint, trust_remote_code), "model_type", None)
-
-
-def load_processor(checkpoint: str, trust_remote_code: bool = False, **options: Any):
+def load_processor(
+    checkpoint: str, config: PretrainedConfig | None = None, trust_remote_code: bool = False, **options: Any
+):
     """The checkpoint's processor, left-padding so that batched generation continues every prompt at its end.
-    `options`: keyword arguments for `AutoProcessor.from_pretrained` (model.processor_kwargs)."""
+
+    Args:
+        checkpoint: hub id or local folder.
+        config: the checkpoint's config (`read_config`; read here when not given): it names the processor class, and
+            is handed to the tokenizer's loader, which would otherwise read config.json again.
+        trust_remote_code: run code shipped with the checkpoint.
+        **options: keyword arguments for the processor's `from_pretrained` (model.processor_kwargs).
+    """
     from transformers import AutoProcessor
 
+    config = config if config is not None else read_config(checkpoint, trust_remote_code)
+    cls = processor_class(config, trust_remote_code)
     with cannot_load("model.checkpoint", checkpoint), needs_torchvision(checkpoint):
-        if (cls := processor_without_torchvision(checkpoint, trust_remote_code)) is not None:
+        if (video := processor_without_torchvision(checkpoint, trust_remote_code, config)) is not None:
+            log.info("torchvision does not import: loading %s without its video processor (images only)",
+                     video.__name__)
             processor = processors.keep_video_settings(
-                processors.without_video(cls).from_pretrained(checkpoint, **options),
-                processors.video_settings(cls, checkpoint, **options),
+                processors.without_video(video).from_pretrained(checkpoint, config=config, **options),
+                processors.video_settings(video, checkpoint, **options),
             )
+        elif cls is not None:
+            processor = cls.from_pretrained(checkpoint, config=config, **options)
         else:
-            processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=trust_remote_code, **options)
+            processor = AutoProcessor.from_pretrained(checkpoint, config=config, trust_remote_code=trust_remote_code,
+                                                      **options)  # fmt: skip
     processor.tokenizer.padding_side = "left"
     return processor
 
 
-def processor_without_torchvision(checkpoint: str, trust_remote_code: bool = False) -> type | None:
-    """The processor class to load without its video part (`vlx.models.processors`), or None to load the processor
-    with `AutoProcessor` as usual: where torchvision imports, for a checkpoint with code of its own, and for a
-    processor with no video processor."""
-    if trust_remote_code or processors.torchvision_imports():
+def processor_class(config: PretrainedConfig, trust_remote_code: bool = False) -> type | None:
+    """transformers' processor class for the checkpoint's architecture, or None to load the processor with
+    `AutoProcessor` as usual: for a checkpoint with code of its own, or an architecture transformers maps to no
+    processor."""
+    if trust_remote_code:
         return None
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     try:
-        cls = PROCESSOR_MAPPING[type(read_config(checkpoint))]
+        return PROCESSOR_MAPPING[type(config)]
     except KeyError:  # not a transformers architecture: AutoProcessor says what it lacks
         return None
-    if not processors.can_drop_video(cls):
+
+
+def processor_without_torchvision(
+    checkpoint: str, trust_remote_code: bool = False, config: PretrainedConfig | None = None
+) -> type | None:
+    """The processor class to load without its video part (`vlx.models.processors`), or None to load the processor
+    as usual: where torchvision imports, for a checkpoint with code of its own, and for a processor with no video
+    processor. `config`: the checkpoint's (read here when not given)."""
+    if trust_remote_code or processors.torchvision_imports():
         return None
-    log.info("torchvision does not import: loading %s without its video processor (images only)", cls.__name__)
-    return cls
+    cls = processor_class(config if config is not None else read_config(checkpoint), trust_remote_code)
+    return cls if cls is not None and processors.can_drop_video(cls) else None
 
 
 @contextlib.contextmanager
@@ -194,6 +208,7 @@ def resolve_attention(setting: str | None, architecture: str) -> str | None:
 def load_model(
     model_class: type,
     checkpoint: str,
+    config: PretrainedConfig,
     *,
     dtype: str = "auto",
     device_map: str | None = "auto",
@@ -207,6 +222,7 @@ def load_model(
     Args:
         model_class: the transformers class, e.g. AutoModelForImageTextToText.
         checkpoint: hub id or local folder.
+        config: the checkpoint's config (`read_config`), given to `from_pretrained` so that it is not read again.
         dtype: auto, float32, float16 or bfloat16.
         device_map: auto, cpu, cuda, cuda:N or an accelerate strategy (see resolve_device_map).
         quantization: a transformers.BitsAndBytesConfig, or None for full precision.
@@ -219,7 +235,7 @@ def load_model(
     Returns:
         The model in eval mode.
     """
-    architecture = fast.architecture(read_config(checkpoint, trust_remote_code))
+    architecture = fast.architecture(config)
     attn_implementation = resolve_attention(attn_implementation, architecture)
     if attn_implementation == attention.NAME:
         attention.register()  # in case a test or caller reset transformers' registry
@@ -229,6 +245,7 @@ def load_model(
             "CUDA GPU with bf16/fp16 weights); or keep the default sdpa_grouped"
         )
     kwargs: dict[str, Any] = {
+        "config": config,
         "dtype": resolve_dtype(dtype),
         "attn_implementation": attn_implementation,
         "trust_remote_code": trust_remote_code,
@@ -238,7 +255,8 @@ def load_model(
         kwargs["device_map"] = placement
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-    log.info("loading %s from %s (%s)", model_class.__name__, checkpoint, {k: str(v) for k, v in kwargs.items()})
+    log.info("loading %s from %s (%s)", model_class.__name__, checkpoint,
+             {k: str(v) for k, v in kwargs.items() if k != "config"})  # fmt: skip
     with cannot_load("model.checkpoint", checkpoint):
         model = model_class.from_pretrained(checkpoint, **kwargs)
     if attn_implementation is None and vision_windows.install(model):  # `auto`: transformers' SDPA, then this

@@ -17,7 +17,7 @@ class PaliGemmaAdapter(HFAdapter):
     """A PaliGemma checkpoint (google/paligemma-3b-mix-448, google/paligemma2-3b-mix-448, ...); arguments as
     `HFAdapter`.
 
-    After fine-tuning with the seed's recipe, use `model.prompt_template="explain en {text}"`.
+    The seed's fine-tuning recipe trains and asks with `task.prompt="explain en {text}"`.
     """
 
     uses_chat_template: ClassVar[bool] = False
@@ -31,7 +31,7 @@ class PaliGemmaAdapter(HFAdapter):
         newline after it (written explicitly: without the image token the processor guesses and warns each call)."""
         if demos:
             raise ValueError("PaliGemma prompts hold one image: no demonstrations (checked by the stage first)")
-        return self.processor.image_token + self.user_text(example, instruction)
+        return self.processor.image_token + instruction
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> BatchFeature:
         """Prefix + suffix through the processor, which sets `labels` to the suffix tokens (and EOS) only."""

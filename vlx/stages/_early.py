@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from vlx.configs import check_removed_keys
 from vlx.errors import DataError
 from vlx.run_dirs import check_idle, predictions_dir
 
@@ -27,6 +28,7 @@ def early_checks(cfg: DictConfig) -> None:
     Raises:
         ConfigError, DataError: as the stage would, later.
     """
+    check_removed_keys(cfg)  # a key that is gone (model.prompt_template), added with + or from a user's YAML
     stage = cfg.stage.name
     if stage in _RUN_READERS and cfg.get("run"):
         check_run_idle(cfg.run, "run")

@@ -54,7 +54,7 @@ FINETUNE_KEYS = OutputKeys(
     ("model", "task", "lora", "quant", "finetune", "seed"),
     frozenset({
         "task.on_bad_image", "model.device_map", "model.attn_implementation", "model.compile",
-        "model.prompt_template", "finetune.logging_steps", "finetune.save_strategy", "finetune.save_steps",
+        "finetune.logging_steps", "finetune.save_strategy", "finetune.save_steps",
         "finetune.dataloader_num_workers", "finetune.infer_split", "finetune.infer_limit", "finetune.profile_steps",
         "finetune.resume", "finetune.gradient_checkpointing", "finetune.target_logits_only", "finetune.compile",
         "finetune.compile_mode", "finetune.fsdp",
@@ -89,7 +89,7 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
     path = run_dir / RUN_CONFIG
     current = json.loads(json.dumps(output_config(cfg, keys), default=str))  # as it reads back from the file
     if path.is_file() and has_outputs:
-        saved = read_json(path, "written when the run began")
+        saved = prompt_as_today(read_json(path, "written when the run began"))
         names = sorted(set(saved) | set(current))
         diff = [f"{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)" for k in names
                 if saved.get(k) != current.get(k)]  # fmt: skip
@@ -157,6 +157,23 @@ def finetune_manifest(cfg: DictConfig, adapter: Any, task: Any) -> manifest.Mani
     training = {k: v for k, v in settings.items() if k.startswith(("lora.", "finetune."))}
     return manifest.build(adapter, stage=cfg.stage.name, task={"name": task.name, "split": task.split},
                           seed=cfg.seed, training=training)  # fmt: skip
+
+
+def prompt_as_today(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded output config from before task.prompt was the one prompt key, as today's keys say it:
+    `model.prompt_template` "{prompt}" (the default) drops; a template without {prompt} (or a fine-tune's
+    `finetune.prompt_template`) was the text the model read, which task.prompt now holds. A template that wrapped
+    {prompt} in more text stays, and shows as a difference."""
+    saved = dict(saved)
+    if saved.get("model.prompt_template") == "{prompt}":
+        del saved["model.prompt_template"]
+    for key in ("finetune.prompt_template", "model.prompt_template"):
+        template = saved.get(key)
+        if isinstance(template, str) and "{prompt}" not in template:
+            saved["task.prompt"] = saved.pop(key)
+    if "model.tiny" in saved and saved["model.tiny"] is None:  # hf.yaml's `tiny: null`, gone with the tiny knobs
+        del saved["model.tiny"]
+    return saved
 
 
 # what a Trainer checkpoint must hold to be resumed from; trainer_state.json is written last

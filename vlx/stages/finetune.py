@@ -213,7 +213,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     only = None
     if ft.only_correct_from:
         only = correct_ids_from_predictions(ft.only_correct_from, "finetune.only_correct_from")
-    items = training_items(task.load().examples, ft.target, ft.prompt_template, only, answer=task.answer)
+    items = training_items(task.load().examples, ft.target, task.instruction, only, answer=task.answer)
     processes = distributed.world_size()
     per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
     log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
@@ -264,7 +264,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
         meta = {
             "base": cfg.model.checkpoint,
             "model": config_choices().get("model"),
-            "prompt_template": ft.prompt_template,
+            "prompt_template": task.prompt,  # the task.prompt trained on (the key's name as adapters before it had)
             "target": ft.target,
             "task": task.name,
             "split": task.split,
@@ -332,12 +332,11 @@ def diverged_training(err: Diverged, trainer: Trainer, checkpoints: Path, ft: Di
 
 
 def after_training_config(cfg: DictConfig) -> DictConfig:
-    """The infer stage's config for the inference after training: `finetune.infer_split` and `infer_limit`, with
-    the prompt template the adapter records (infer_with_adapter adds the adapter and the output folder)."""
+    """The infer stage's config for the inference after training: `finetune.infer_split` and `infer_limit`, asked with
+    the task.prompt it trained on (infer_with_adapter adds the adapter and the output folder)."""
     sub = cfg.copy()
     with open_dict(sub):
         sub.stage.name = "infer"
-        sub.model.prompt_template = "{prompt}"  # take the trained one from the adapter
         sub.task.split = cfg.finetune.infer_split
         sub.task.limit = cfg.finetune.get("infer_limit")
     return sub

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -23,7 +23,7 @@ from vlx import distributed
 from vlx.errors import ConfigError, interrupted, os_error_message
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.metrics.coco import check_java
-from vlx.models.hf import check_images_per_prompt
+from vlx.models.hf import VLMAdapter, check_images_per_prompt, check_trained_prompt
 from vlx.models.loading import check_adapter_path
 from vlx.prediction import BATCHING, DECODERS, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
@@ -60,9 +60,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use 0 (a thread) or a number of processes")
     if cfg.decode not in DECODERS:
         raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
-    target = get_object(cfg.model._target_)  # a family's class, or load_adapter (which picks one at load)
-    limit = getattr(target, "image_limit", None) if isinstance(target, type) else None
-    check_images_per_prompt(limit or cfg.model.get("max_images"), cfg.model._target_.split(".")[-1], cfg.shots.k)
+    # the family's own limit (PaliGemma's one image) is checked by load_adapter, once config.json names the family
+    check_images_per_prompt(cfg.model.get("max_images"), "the model (model.max_images)", cfg.shots.k)
     check_adapter_path(cfg.model.adapter)
     check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
     if cfg.eval_after_infer:
@@ -217,8 +216,9 @@ def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
             log.info("model %s (%s), %d items to run%s", cfg.model.checkpoint, cfg.model._target_, len(todo),
                      f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "")  # fmt: skip
             # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
-            model = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant))
-            check_images_per_prompt(model.max_images, type(model).__name__, cfg.shots.k)  # known once loaded
+            model: VLMAdapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant),
+                                                                       shots=cfg.shots.k)  # fmt: skip
+            check_trained_prompt(model.trained_prompt, task.prompt)
             # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or
             # compared with the record of the predictions already made
             check_manifest(out, infer_manifest(cfg, model, task, selector, split.examples[0]), bool(done),

@@ -52,6 +52,7 @@ from vlx.judging import (
     prompt_kind,
 )
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
+from vlx.models.tiny import tiny_checkpoint
 from vlx.prediction import BATCHING, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
@@ -179,7 +180,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=model_cfg.get("tiny") is not None)  # the judge's size
     with as_judge(str(cfg.judge)):  # a folder that is not there: before anything is read or written
         check_adapter_path(model_cfg.get("adapter"))
-        resolve_checkpoint(str(model_cfg.checkpoint), model_cfg.get("tiny"), model_cfg.get("tiny_dir"))
+        checkpoint = str(model_cfg.checkpoint)
+        if model_cfg.get("tiny") is not None:  # the tiny model's own folder: built there first
+            checkpoint = tiny_checkpoint(checkpoint, model_cfg.tiny, model_cfg.tiny_dir)
+        resolve_checkpoint(checkpoint)
     name = str(cfg.stage.judge_name or cfg.judge)
     with exclusive(run_path):  # not while an infer run still writes its predictions
         rows, info = read_predictions(run_path)
@@ -388,12 +392,6 @@ def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: P
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
     with as_judge(str(cfg.judge)):
         model = instantiate(spec, _partial_=True)(quantization=build_quantization(cfg.quant))
-    if "{prompt}" not in model.prompt_template:
-        raise ConfigError(
-            f"the judge's prompt template {model.prompt_template!r} (from its config or its adapter's "
-            f"vlx_adapter.json) leaves out {{prompt}}, so the judge would never see the question; set "
-            f"judge_model.prompt_template='{{prompt}}'"
-        )
     if unasked_rows:
         store.append(unasked_rows)
     generation = {"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)}  # greedy: one answer

@@ -43,12 +43,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         merged = adapter.model.merge_and_unload()
         merged.save_pretrained(out)
         adapter.processor.save_pretrained(out)
-        # what inference needs beyond the weights: the prompt the adapter was trained with (read back by the adapter
-        # classes from a checkpoint folder as from an adapter folder)
+        # what the adapter's record says beyond the weights: the task.prompt it was trained with (read back from a
+        # checkpoint folder as from an adapter folder, and compared with the prompt a run asks with)
         meta = Path(cfg.model.adapter) / ADAPTER_META
         record = read_json(meta, "written by stage=finetune") if meta.is_file() else {}
-        if cfg.model.prompt_template != "{prompt}":  # the prompt this merge was told to use
-            record["prompt_template"] = cfg.model.prompt_template
         write_json(out / ADAPTER_META, {**record, "merged_from": str(cfg.model.adapter)})
     log.info("merged %s into %s -> %s", cfg.model.adapter, cfg.model.checkpoint, out)
     return {"parameters": sum(p.numel() for p in merged.parameters())}

@@ -8,6 +8,8 @@ tokenizer trained on a small in-package corpus (`_text`) and a few hundred thous
 (under 2.1 MB of weights).
 
 One module per architecture, each with `build(out_dir)`; adding one is a module and a line in `ARCHITECTURES`.
+`load_tiny_adapter` (`loading`) builds one on first use and loads it as any checkpoint; nothing of the tiny models
+reaches the production adapter.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ try:  # POSIX only; without it concurrent builders still never see a half-writte
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
+
+from vlx.models.tiny.loading import load_tiny_adapter, tiny_checkpoint
+
+__all__ = ["ARCHITECTURES", "TINY_ARCHITECTURES", "build_tiny_model", "ensure_tiny_model", "load_tiny_adapter",
+           "missing_requirements", "tiny_checkpoint"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
