@@ -140,7 +140,7 @@ def _table_runs(make_cfg, tmp_path: Path) -> tuple[Path, Path]:
             "task.columns.explanations=[]", "decode=score", "eval_after_infer=true", "eval.resamples=20"]  # fmt: skip
     a, b = tmp_path / "A", tmp_path / "B"
     run_stage(make_cfg(*args, run_dir=a))
-    run_stage(make_cfg(*args, "model.prompt_template='Look. {prompt}'", run_dir=b))
+    run_stage(make_cfg(*args, "task.prompt='Look. Does {hypothesis} hold?'", run_dir=b))
     return a, b
 
 
@@ -149,7 +149,7 @@ def test_compare_and_report_list_the_settings_that_differ(make_cfg, tmp_path):
     run_stage(make_cfg("stage=compare", f"runs=[{a},{b}]", "eval.resamples=20", run_dir=tmp_path / "cmp"))
     found = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["settings_differences"]
     assert len(found) == 1 and found[0].startswith("prompt: \"[INST] <image>\\nAnswer")
-    assert "-> \"[INST] <image>\\nLook." in found[0]
+    assert found[0].split(" -> ")[1].lstrip("'\"").startswith("[INST] <image>\\nLook.")
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Settings that differ (manifest.json, A -> B)\n\n- prompt: " in md
 
