@@ -1,4 +1,5 @@
-"""`batch_size=auto`: the largest batch that fits the GPU's free memory, found by a short probe before the run.
+"""The batch size a run starts with (`choose_batch_size`): the setting, or for `batch_size=auto` the largest batch
+that fits the GPU's free memory, found by a short probe before the run.
 
 The probe runs the queue's worst item (the most prompt tokens, images included, among a spread of the queue's items)
 as batches of copies of itself, with the run's own decoding (`max_new_tokens` all generated: no answer ends early),
