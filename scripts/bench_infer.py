@@ -199,7 +199,8 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
                  busy: bool = False) -> dict:
     from hydra.utils import instantiate
 
-    from vlx.prediction import build_inputs, predict_batches
+    from vlx.engine.batches import build_inputs
+    from vlx.engine.loop import predict_batches
     from vlx.stages._common import build_quantization
 
     torch.cuda.empty_cache()
@@ -307,7 +308,7 @@ def profile(cfg, batch: int, tokens: int) -> None:
 
     from hydra.utils import instantiate
 
-    from vlx.prediction import prepare_batch
+    from vlx.engine.batches import prepare_batch
 
     adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
     task = instantiate(cfg.task)

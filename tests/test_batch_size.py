@@ -19,8 +19,8 @@ import torch
 from helpers import HANG_GUARD_S, REPO, cli_env, placeholder_image
 
 from vlx.__main__ import run_stage
-from vlx.batch_size import CPU_BATCH_SIZE, MAX_TRIES, is_out_of_memory, search
-from vlx.prediction import prepare_batch, split_prepared
+from vlx.engine.batch_size import CPU_BATCH_SIZE, MAX_TRIES, is_out_of_memory, search
+from vlx.engine.batches import prepare_batch, split_prepared
 
 # ----------------------------------------------------------------------------------------------- the probe's search
 
@@ -83,7 +83,7 @@ def test_real_allocation_failures_count_as_out_of_memory_and_other_errors_do_not
 
 
 def test_auto_on_a_cpu_is_the_default_and_says_so(make_cfg, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="vlx.prediction"):
+    with caplog.at_level(logging.INFO, logger="vlx.engine.batch_size"):
         summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "batch_size=auto",
                                      "generation.max_new_tokens=4"))  # fmt: skip
     written = json.loads((tmp_path / "run" / "summary.json").read_text())

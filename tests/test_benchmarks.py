@@ -137,7 +137,7 @@ def test_multiple_choice_scores_each_item_over_its_own_options(make_cfg, tmp_pat
     those letters' answers after its prompt (the softmax over a subset)."""
     from hydra.utils import instantiate
 
-    from vlx.prediction import build_inputs
+    from vlx.engine.batches import build_inputs
 
     folder = write_scienceqa(tmp_path)
     overrides = ("model=tiny_llava", "task=scienceqa", f"task.source={folder}/problems.json",

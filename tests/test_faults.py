@@ -59,8 +59,8 @@ from helpers import (
 from PIL import Image
 
 from vlx.__main__ import _user_problem, run_stage
+from vlx.engine.images import load_rgb
 from vlx.errors import ConfigError, DataError, Interrupted, VlxError
-from vlx.images import load_rgb
 
 TINY_RUN = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
 # what a run logs as it loads the weights: absent from a run refused before that, present where one loads
@@ -203,7 +203,7 @@ def test_bad_images_are_found_by_the_pre_check(tmp_path, bad_images):
 def test_an_image_that_breaks_mid_run_honours_on_bad_image(make_cfg, tmp_path):
     from hydra.utils import instantiate
 
-    from vlx.prediction import prepare_batch
+    from vlx.engine.batches import prepare_batch
 
     cfg = make_cfg("model=tiny_paligemma", "task=shapes", "task.limit=3")
     task = instantiate(cfg.task)
@@ -572,9 +572,9 @@ def status(pid: int) -> str:
 
 
 def test_interrupted_inference_in_process_keeps_what_it_finished(make_cfg, tmp_path, monkeypatch):
-    import vlx.prediction as prediction
+    import vlx.engine.loop as loop
 
-    real = prediction.decode
+    real = loop.decode
     calls = []
 
     def decode_then_interrupt(*args, **kwargs):
@@ -583,7 +583,7 @@ def test_interrupted_inference_in_process_keeps_what_it_finished(make_cfg, tmp_p
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prediction, "decode", decode_then_interrupt)
+    monkeypatch.setattr(loop, "decode", decode_then_interrupt)
     with pytest.raises(Interrupted, match=r"interrupted after 4 of 10 items \(4 in this run"):
         run_stage(make_cfg(*TINY_RUN, "task.limit=10", "batch_size=2", "batching=dataset"))
     assert len(lines(tmp_path / "run" / "predictions.jsonl")) == 4

@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from vlx.__main__ import run_stage
+from vlx.engine.batches import build_inputs
 from vlx.errors import ConfigError, DataError
-from vlx.prediction import build_inputs
 from vlx.stages.infer import build_shot_selector
 
 

@@ -17,15 +17,15 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from vlx import distributed
-from vlx.errors import ConfigError, interrupted, os_error_message
+from vlx.engine.decoding import DECODERS
+from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
+from vlx.errors import ConfigError
 from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.metrics.coco import check_java
 from vlx.models.hf import VLMAdapter, check_images_per_prompt, check_trained_prompt
 from vlx.models.loading import check_adapter_path
-from vlx.prediction import BATCHING, DECODERS, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
@@ -41,23 +41,18 @@ from vlx.stages._resume import check_manifest, check_resumable, infer_manifest
 from vlx.store import PredictionStore, describe_differences, item_differences, unique_rows, write_csv
 from vlx.tasks import Task
 from vlx.tasks.answers import is_correct, most_probable
-from vlx.tracking import tracking
+from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
 
 
 def validate(cfg: DictConfig) -> None:
     """Rules that span config fields, checked before any data or weights load."""
-    if cfg.batch_size != "auto" and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
-        raise ConfigError(f"batch_size={cfg.batch_size!r}: use a positive integer or auto")
-    if cfg.batching not in BATCHING:
-        raise ConfigError(f"batching={cfg.batching!r}: use one of {', '.join(BATCHING)}")
+    check_loop_settings(cfg.batch_size, cfg.batching, cfg.loader_workers)
     if not isinstance(cfg.shots.k, int) or cfg.shots.k < 0:
         raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
     if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
         raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
-    if not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0:
-        raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use 0 (a thread) or a number of processes")
     if cfg.decode not in DECODERS:
         raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     # the family's own limit (PaliGemma's one image) is checked by load_adapter, once config.json names the family
@@ -139,8 +134,15 @@ def seed_csv_row(row: dict[str, Any]) -> dict[str, str]:
     return {"img_path": row["image"], "hypothesis": row["text"], "explanation": row["raw"]}
 
 
-def summarize(rows: list[dict[str, Any]], skipped: list[dict[str, str]], seconds: float, new: int) -> dict[str, Any]:
-    """Items, parsed share, accuracy where gold labels exist, throughput."""
+def summarize(
+    rows: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    seconds: float,
+    new: int,
+    loop: LoopResult | None = None,
+) -> dict[str, Any]:
+    """Items, parsed share, accuracy where gold labels exist, throughput; with the batch loop's result, the batch
+    size (chosen, and at the end) and the prompts' mean length."""
     gold = [r for r in rows if r["gold"] is not None]
     summary: dict[str, Any] = {
         "items": len(rows),
@@ -150,6 +152,12 @@ def summarize(rows: list[dict[str, Any]], skipped: list[dict[str, str]], seconds
         "items_per_s": new / seconds if seconds > 0 and new else None,
         "skipped": len(skipped),
     }
+    if loop is not None and loop.choice is not None:
+        summary["batch_size"] = loop.batch_size  # at the end: lower than chosen after out-of-memory errors
+        summary["batch"] = {**loop.choice.record(), "final": loop.batch_size}
+    if loop is not None and loop.prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's
+        summary["prompt_tokens_mean"] = statistics.fmean(loop.prompt_tokens)
+        summary["image_tokens_mean"] = statistics.fmean(loop.image_tokens) if loop.image_tokens else None
     return summary
 
 
@@ -179,130 +187,138 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else run_dir(cfg)
     with exclusive(out):  # one writer per run directory
-        return _run(cfg, out)
+        task = build_task(cfg)
+        split = task.load()  # every file, row and image checked before the model loads
+        if cfg.eval_after_infer:  # the scoring at the end needs Java for explanations: said now, not after inference
+            check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in split.examples))
+        store = PredictionStore(out / "predictions.jsonl")
+        # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
+        shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
+        todo, everyone = items_to_run(cfg, out, store, shard, split.examples)
+        selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
+        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
+        with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
+            start = time.perf_counter()
+            done_before = len(split.examples) - everyone
+            loop = (predict(cfg, task, todo, shard, selector, len(split.examples), done_before, out, split.examples[0])
+                    if todo else None)  # fmt: skip
+            if parallel():
+                distributed.barrier()  # every rank has finished its share
+                if not distributed.is_main():
+                    return {"items": len(todo), "rank": distributed.rank()}
+            seconds = time.perf_counter() - (loop.started if loop else start)
+            rows = finish_predictions(out, store, split.examples, task)
+            skipped = split.skipped + (loop.skipped if loop else [])
+            summary = summarize(rows, skipped, seconds, everyone, loop)
+            write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": skipped})
+            log_done(summary, out)
+            tracker.log_summary(summary)
+            tracker.log_predictions(rows, images=int(cfg.logger.get("log_images", 0)) if cfg.logger else 0)
+            if cfg.eval_after_infer:
+                summary = {**summary, **evaluate_run(cfg, task, out, tracker)}
+    return summary
 
 
-def _run(cfg: DictConfig, out: Path) -> dict[str, Any]:
+def build_task(cfg: DictConfig) -> Task:
+    """The task of `cfg.task`, refused where the decoding cannot answer it (scores need labels)."""
     task: Task = instantiate(cfg.task)
     if task.open_answers and cfg.decode != "generate":
         raise ConfigError(f"decode={cfg.decode}: task {task.name!r} has open answers (task.labels is empty), so "
                           f"there are no labels to score; use decode=generate")  # fmt: skip
-    split = task.load()  # every file, row and image checked before the model loads
-    if cfg.eval_after_infer:  # the scoring at the end needs Java for explanations: said now, not after inference
-        check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in split.examples))
-    store = PredictionStore(out / "predictions.jsonl")
-    # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
-    shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
+    return task
+
+
+def items_to_run(
+    cfg: DictConfig, out: Path, store: PredictionStore, shard: PredictionStore, examples: list[Example]
+) -> tuple[list[Example], int]:
+    """This process's share of the items not yet predicted in `out`, and how many are left for every process,
+    after checking that the finished rows belong to this run (same config, same items)."""
     check_writable(shard.path)
     earlier = finished_rows(out, store, shard)
     done = set(earlier)
     check_resumable(out, cfg, has_outputs=bool(done))
-    check_done_in_split(done, split.examples, out)
-    check_done_same_items(earlier, split.examples, out)
-    todo = [ex for ex in split.examples if ex.id not in done]
-    everyone = len(todo)
-    todo = todo[distributed.rank() :: distributed.world_size()]  # this rank's share, interleaved
+    check_done_in_split(done, examples, out)
+    check_done_same_items(earlier, examples, out)
+    todo = [ex for ex in examples if ex.id not in done]
     if done:
-        log.info("resuming: %d of %d items already in %s", len(split.examples) - everyone, len(split.examples), out)
-    selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
-    generation = OmegaConf.to_container(cfg.generation, resolve=True)
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
-    skipped = list(split.skipped)
-    with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
-        start = time.perf_counter()
-        prompt_tokens: list[int] = []
-        image_tokens: list[int] = []
-        if todo:
-            log.info("model %s (%s), %d items to run%s", cfg.model.checkpoint, cfg.model._target_, len(todo),
-                     f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "")  # fmt: skip
-            # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
-            model: VLMAdapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant),
-                                                                       shots=cfg.shots.k)  # fmt: skip
-            check_trained_prompt(model.trained_prompt, task.prompt)
-            # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or
-            # compared with the record of the predictions already made
-            check_manifest(out, infer_manifest(cfg, model, task, selector, split.examples[0]), bool(done),
-                           f"resume={cfg.resume}" if cfg.get("resume") else str(out))  # fmt: skip
-            start = time.perf_counter()  # items/s counts the predicting (and batch_size=auto's probe), not the loading
-            queue = batching_order(todo, cfg.batching)
-            choice = choose_batch_size(cfg.batch_size, model, task, queue, cfg.decode, generation, selector=selector,
-                                       demo_image_size=cfg.shots.demo_image_size)  # fmt: skip
-            size = choice.size
-            batches = predict_batches(model, task, queue, size, cfg.decode, generation, selector=selector,
-                                      seed=cfg.seed, demo_image_size=cfg.shots.demo_image_size,
-                                      workers=cfg.loader_workers, on_bad_image=task.on_bad_image)  # fmt: skip
-            finished = 0
-            in_shard = len(shard.done_ids())  # rows this process's file held before this run
-            bar = tqdm(total=len(todo), desc=f"infer {task.name}/{task.split}", unit="item", dynamic_ncols=True)
-            try:
-                for batch in batches:
-                    shard.append(
-                        prediction_row(task, ex, answer, ds, sc)
-                        for ex, answer, ds, sc in zip(
-                            batch.examples, batch.answers, batch.demos, batch.scores, strict=True
-                        )  # fmt: skip
-                    )
-                    finished += len(batch.examples)
-                    skipped += batch.skipped
-                    if batch.generation is not None:
-                        prompt_tokens += batch.generation.prompt_tokens
-                        image_tokens += batch.generation.image_tokens
-                    size = batch.batch_size
-                    bar.update(len(batch.examples) + len(batch.skipped))
-            except KeyboardInterrupt as err:
-                # counted from the file, not from `finished`: the signal can land between a batch's write and its
-                # count (and a row cut short by it is repaired away, to be redone)
-                finished = len(shard.done_ids()) - in_shard
-                total = len(split.examples)
-                ahead = total - everyone + finished  # done before this run, and in it
-                raise interrupted(
-                    err,
-                    f"interrupted after {ahead} of {total} items ({finished} in this run, all "
-                    f"saved in {shard.path}); run the same command again to continue",
-                ) from None
-            except OSError as err:
-                message = os_error_message(err)
-                if message is None:
-                    raise
-                raise ConfigError(f"{message}; {finished} new predictions are saved in {shard.path}") from err
-            finally:
-                bar.close()
-        if parallel():
-            distributed.barrier()  # every rank has finished its share
-            if not distributed.is_main():
-                return {"items": len(todo), "rank": distributed.rank()}
-        if shard_files(out):  # also those a killed multi-process run left for a single process to finish
-            merge_shards(store, out)
-        seconds = time.perf_counter() - start
+        log.info("resuming: %d of %d items already in %s", len(examples) - len(todo), len(examples), out)
+    return todo[distributed.rank() :: distributed.world_size()], len(todo)  # this rank's share, interleaved
 
-        written = store.rows()
-        rows = in_dataset_order(unique_rows(written, store.path), split.examples)
-        if rows != written:  # batched by length: put the finished file back in the split's order
-            store.rewrite(rows)
-        write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
-        summary = summarize(rows, skipped, seconds, everyone)
-        if todo:
-            summary["batch_size"] = size  # at the end: lower than chosen after out-of-memory errors
-            summary["batch"] = {**choice.record(), "final": size}
-        if prompt_tokens:  # what the prompts cost: image tokens dominate LLaVA-NeXT's, the more so with shots
-            summary["prompt_tokens_mean"] = statistics.fmean(prompt_tokens)
-            summary["image_tokens_mean"] = statistics.fmean(image_tokens) if image_tokens else None
-        write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": skipped})
-        accuracy = "n/a" if summary["accuracy"] is None else f"{summary['accuracy']:.3f}"
-        rate = "n/a" if summary["items_per_s"] is None else f"{summary['items_per_s']:.2f}"
-        log.info(
-            "done: %d items, %.1f%% parsed, accuracy %s, %s items/s, %s prompt tokens/item (%s image), %d skipped: %s",
-            summary["items"], 100 * summary["parsed"], accuracy, rate, _mean(summary, "prompt_tokens_mean"),
-            _mean(summary, "image_tokens_mean"), summary["skipped"], out,
-        )  # fmt: skip
-        tracker.log_summary(summary)
-        tracker.log_predictions(rows, images=int(cfg.logger.get("log_images", 0)) if cfg.logger else 0)
-        if cfg.eval_after_infer:
-            settings = OmegaConf.to_container(cfg.eval, resolve=True)
-            metrics = evaluation.evaluate(out, run_info(cfg, task), settings)
-            evaluation.log_to_tracker(tracker, metrics, out)
-            summary = {**summary, **evaluation.flat_metrics(metrics)}
-    return summary
+
+def load_model(cfg: DictConfig, task: Task) -> VLMAdapter:
+    """The adapter of `cfg.model`, quantized as `cfg.quant` says (`load_adapter` refuses a family that cannot take
+    the shots), with a warning where the task's prompt is not the one an adapter was trained with."""
+    # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
+    model: VLMAdapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant),
+                                                               shots=cfg.shots.k)  # fmt: skip
+    check_trained_prompt(model.trained_prompt, task.prompt)
+    return model
+
+
+def predict(
+    cfg: DictConfig,
+    task: Task,
+    todo: list[Example],
+    shard: PredictionStore,
+    selector: ShotSelector | None,
+    total: int,
+    done_before: int,
+    out: Path,
+    first: Example,
+) -> LoopResult:
+    """Loads the model, records its manifest in `out` (or checks it against the one of the rows already there),
+    and appends a prediction row per item of `todo` to `shard`, batch by batch. `first`: the split's first item,
+    whose rendered prompt the manifest holds."""
+    log.info("model %s (%s), %d items to run%s", cfg.model.checkpoint, cfg.model._target_, len(todo),
+             f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "")  # fmt: skip
+    model = load_model(cfg, task)
+    # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or compared
+    # with the record of the predictions already made
+    check_manifest(out, infer_manifest(cfg, model, task, selector, first), done_before > 0,
+                   f"resume={cfg.resume}" if cfg.get("resume") else str(out))  # fmt: skip
+    settings = LoopSettings(
+        decode=cfg.decode, generation=OmegaConf.to_container(cfg.generation, resolve=True), batch_size=cfg.batch_size,
+        batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers, on_bad_image=task.on_bad_image,
+        selector=selector, demo_image_size=cfg.shots.demo_image_size,
+    )  # fmt: skip
+
+    def row(answer: Answer) -> dict[str, Any]:
+        return prediction_row(task, answer.example, answer.text, answer.demos, answer.scores)
+
+    return run_batches(model, task, todo, shard, row, settings, desc=f"infer {task.name}/{task.split}",
+                       total=total, done_before=done_before, rows_name="predictions")  # fmt: skip
+
+
+def finish_predictions(out: Path, store: PredictionStore, examples: list[Example], task: Task) -> list[dict[str, Any]]:
+    """predictions.jsonl whole and in the split's order (the ranks' shard files merged into it), and
+    predictions.csv in the seed's format; returns its rows."""
+    if shard_files(out):  # also those a killed multi-process run left for a single process to finish
+        merge_shards(store, out)
+    written = store.rows()
+    rows = in_dataset_order(unique_rows(written, store.path), examples)
+    if rows != written:  # batched by length: put the finished file back in the split's order
+        store.rewrite(rows)
+    write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
+    return rows
+
+
+def log_done(summary: dict[str, Any], out: Path) -> None:
+    """The run's line in the log: items, parsed share, accuracy, throughput, prompt lengths, items left out."""
+    accuracy = "n/a" if summary["accuracy"] is None else f"{summary['accuracy']:.3f}"
+    rate = "n/a" if summary["items_per_s"] is None else f"{summary['items_per_s']:.2f}"
+    log.info(
+        "done: %d items, %.1f%% parsed, accuracy %s, %s items/s, %s prompt tokens/item (%s image), %d skipped: %s",
+        summary["items"], 100 * summary["parsed"], accuracy, rate, _mean(summary, "prompt_tokens_mean"),
+        _mean(summary, "image_tokens_mean"), summary["skipped"], out,
+    )  # fmt: skip
+
+
+def evaluate_run(cfg: DictConfig, task: Task, out: Path, tracker: Tracker) -> dict[str, Any]:
+    """eval_after_infer: the run scored (metrics.json, and the tracker), as flat numbers for the summary."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    metrics = evaluation.evaluate(out, run_info(cfg, task), settings)
+    evaluation.log_to_tracker(tracker, metrics, out)
+    return evaluation.flat_metrics(metrics)
 
 
 def check_done_in_split(done: set[str], examples: list[Example], out: Path) -> None:

@@ -25,19 +25,19 @@ import contextlib
 import difflib
 import logging
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from vlx import distributed
 from vlx._runtime import set_cpu_threads
 from vlx.configs import config_dir, group_option
-from vlx.errors import ConfigError, DataError, interrupted, os_error_message, writing
+from vlx.engine.images import check_images
+from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
+from vlx.errors import ConfigError, writing
 from vlx.judging import (
     ANSWER_TEXTS,
     JUDGE_PROMPT_VERSION,
@@ -51,16 +51,15 @@ from vlx.judging import (
     parse_verdict,
     prompt_kind,
 )
+from vlx.models.hf import VLMAdapter
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
 from vlx.models.tiny import tiny_checkpoint
-from vlx.prediction import BATCHING, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
 from vlx.run_dirs import check_writable, exclusive, predictions_dir
 from vlx.stages import evaluation
 from vlx.stages._common import build_quantization, read_json, resolved_config, write_json
 from vlx.store import PredictionStore, run_predictions, unique_rows
 from vlx.tasks import Task
-from vlx.tasks._base import image_problems
 from vlx.tasks.answers import Scoring, is_correct
 from vlx.tracking import tracking
 
@@ -92,12 +91,7 @@ def validate(cfg: DictConfig) -> None:
             "stage=judge runs in one process: start it with `vlx ...`, not under accelerate launch or torchrun "
             "(judge_model.device_map=auto already spreads a judge too large for one GPU over several)"
         )
-    if cfg.batch_size != "auto" and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
-        raise ConfigError(f"batch_size={cfg.batch_size!r}: use a positive integer or auto")
-    if cfg.batching not in BATCHING:
-        raise ConfigError(f"batching={cfg.batching!r}: use one of {', '.join(BATCHING)}")
-    if not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0:
-        raise ConfigError(f"loader_workers={cfg.loader_workers!r}: use 0 (a thread) or a number of processes")
+    check_loop_settings(cfg.batch_size, cfg.batching, cfg.loader_workers)
     stage = cfg.stage
     if stage.decode not in DECODES:
         raise ConfigError(f"stage.decode={stage.decode!r}: use one of {', '.join(DECODES)}")
@@ -307,47 +301,20 @@ def judge_run(
     labels = info.get("labels") or {str(v) for r in rows for v in (r.get("gold"), r.get("pred")) if v is not None}
     kind = prompt_kind(labels)
     prompt = JUDGE_PROMPTS[kind]
-    store = PredictionStore(folder / VERDICTS_FILE)
-    check_writable(store.path)
-    done = store.rows(repair=True)
-    by_id = {str(r["id"]): r for r in rows}
-    current = output_config(cfg, name, model_cfg, prompt)
-    check_continuable(folder, done, current, by_id)
-    write_json(folder / JUDGE_CONFIG, current)
-    with writing(folder / PROMPT_FILE):
-        (folder / PROMPT_FILE).write_text(prompt + "\n", encoding="utf-8")
-    finished = {str(r["id"]) for r in done}
-    if finished:
-        log.info("resuming: %d of %d items already judged in %s", len(finished), len(rows), store.path)
-    left = [r for r in rows if str(r["id"]) not in finished]
-    # items with nothing to ask the judge about are written with the first verdicts (so that a judge that fails to
-    # load leaves no file behind that only its settings may continue)
-    rules = [row for r in left if (row := unasked(r, name)) is not None]
-    ruled = {r["id"] for r in rules}
-    source = run_path / "predictions.jsonl"
-    line = {str(r["id"]): i for i, r in enumerate(rows, start=1)}
-    todo = [as_example(r, line[str(r["id"])], source) for r in left if r["id"] not in ruled]
-    todo, skipped = check_images(todo, cfg.task.get("on_bad_image", "fail"))
-    seconds, size = 0.0, None
-    if todo:
-        seconds, size, skipped = ask(cfg, name, model_cfg, prompt, store, todo, rules, by_id, skipped, len(rows))
-    elif rules:
+    store = open_verdicts(folder, output_config(cfg, name, model_cfg, prompt), rows)
+    rules, todo = items_to_judge(store, rows, name, run_path / "predictions.jsonl")
+    todo, skipped = check_images(todo, cfg.task.get("on_bad_image", "fail"), BAD_IMAGE_REMEDY)
+    # the judge loads before the first row is written: one that fails to load leaves no file behind that only its
+    # settings may continue
+    model = load_judge(cfg, name, model_cfg, len(todo)) if todo else None
+    if rules:  # items with nothing to ask the judge about
         store.append(rules)
-    verdicts = unique_rows(store.rows(), store.path)
-    order = {str(r["id"]): i for i, r in enumerate(rows)}
-    ordered = sorted(verdicts, key=lambda r: order.get(str(r["id"]), len(order)))
-    if ordered != verdicts:  # batched by length: back into the run's order
-        store.rewrite(ordered)
-    # S_E covers the items eval counts right, under the run's own scoring rule (VQA-X's soft score, ScienceQA's
-    # guesses); the verdict rows keep what was judged
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
-    assert isinstance(settings, dict)
-    scoring = Scoring.from_settings(str(info.get("task") or cfg.task.name), settings)
-    as_eval = [{**v, "correct": is_correct(by_id[str(v["id"])], scoring=scoring)} if v.get("correct") is not None
-               and str(v["id"]) in by_id else v for v in ordered]  # fmt: skip
-    summary = summarize(as_eval, cfg, name, model_cfg, info, kind, len(todo), seconds, skipped)
-    if size is not None:
-        summary["batch_size"] = size
+    loop = ask(cfg, name, model, prompt, store, todo, rows) if model is not None else LoopResult()
+    ordered = finish_verdicts(store, rows)
+    summary = summarize(as_eval(ordered, rows, cfg, info), cfg, name, model_cfg, info, kind, len(todo), loop.seconds,
+                        skipped + loop.skipped)  # fmt: skip
+    if loop.batch_size is not None:
+        summary["batch_size"] = loop.batch_size
     write_json(folder / JUDGE_SUMMARY, summary)
     score = "n/a" if summary["judge_score"] is None else f"{summary['judge_score']:.3f}"
     log.info("judge %s: judge_score %s on %d correctly labelled items, all_judge_score %s on %d; %d unparsed; %s",
@@ -356,75 +323,96 @@ def judge_run(
     return summary, ordered
 
 
-def check_images(todo: list[Example], policy: str) -> tuple[list[Example], list[dict[str, str]]]:
-    """Every image decoded before the judge loads; a bad one fails the run (naming it) or, with
-    task.on_bad_image=skip, leaves its item unjudged and listed."""
-    problems = image_problems(list(dict.fromkeys(ex.image for ex in todo)))
-    kept, skipped = [], []
-    for ex in todo:
-        problem = problems[ex.image]
-        if problem is None:
-            kept.append(ex)
-        elif policy == "skip":
-            log.warning("skipping %s (%s): image %s: %s", ex.id, ex.source, ex.image, problem)
-            skipped.append({"id": ex.id, "image": str(ex.image), "source": ex.source, "reason": problem})
-        else:
-            raise DataError(
-                f"{ex.source}: image {ex.image}: {problem}. The judge needs the images the run predicted on: put them "
-                f"back at that path, or run with task.on_bad_image=skip to leave such items unjudged"
-            )
-    return kept, skipped
+# what to do about a judged item whose image is missing or undecodable
+BAD_IMAGE_REMEDY = ("The judge needs the images the run predicted on: put them back at that path, or run with "
+                    "task.on_bad_image=skip to leave such items unjudged")  # fmt: skip
 
 
-def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: PredictionStore, todo: list[Example],
-        unasked_rows: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], skipped: list[dict[str, str]],
-        total: int) -> tuple[float, int, list[dict[str, str]]]:  # fmt: skip
-    """Loads the judge, writes `unasked_rows`, then puts the items to the judge batch by batch, appending each
-    batch's verdicts; returns the seconds it took (loading not counted), the batch size at the end and the items
-    left out."""
-    # the judge's question as a task: its prompt is the question about each item, its labels the four verdicts, each
-    # answered as ANSWER_TEXTS writes it (what decode=score scores)
-    questions = Task(name=f"judge-{name}", split="verdicts", labels=VERDICTS, prompt=prompt,
-                     answer="{Label} {explanation}")  # fmt: skip
-    assert all(questions.label_text(v) == ANSWER_TEXTS[v] for v in VERDICTS)
+def open_verdicts(folder: Path, current: dict[str, Any], rows: list[dict[str, Any]]) -> PredictionStore:
+    """The verdicts file of `folder`, checked to be continuable with `current` settings (judge_config.json, written
+    with prompt.txt as the judging begins)."""
+    store = PredictionStore(folder / VERDICTS_FILE)
+    check_writable(store.path)
+    check_continuable(folder, store.rows(repair=True), current, {str(r["id"]): r for r in rows})
+    write_json(folder / JUDGE_CONFIG, current)
+    with writing(folder / PROMPT_FILE):
+        (folder / PROMPT_FILE).write_text(current["prompt"] + "\n", encoding="utf-8")
+    return store
+
+
+def items_to_judge(
+    store: PredictionStore, rows: list[dict[str, Any]], name: str, source: Path
+) -> tuple[list[dict[str, Any]], list[Example]]:
+    """Of the predictions not yet in `store`: the verdict rows of those not put to the judge (`unasked`), and the
+    others as the items the judge is asked about."""
+    finished = store.done_ids()
+    if finished:
+        log.info("resuming: %d of %d items already judged in %s", len(finished), len(rows), store.path)
+    left = [r for r in rows if str(r["id"]) not in finished]
+    rules = [row for r in left if (row := unasked(r, name)) is not None]
+    ruled = {r["id"] for r in rules}
+    line = {str(r["id"]): i for i, r in enumerate(rows, start=1)}
+    return rules, [as_example(r, line[str(r["id"])], source) for r in left if r["id"] not in ruled]
+
+
+def load_judge(cfg: DictConfig, name: str, model_cfg: DictConfig, items: int) -> VLMAdapter:
+    """The judge's adapter, quantized as `cfg.quant` says."""
     spec = OmegaConf.to_container(model_cfg, resolve=True)
-    log.info("judge %s: %s (%s), %d items to judge", name, spec["checkpoint"], spec["_target_"], len(todo))
+    log.info("judge %s: %s (%s), %d items to judge", name, spec["checkpoint"], spec["_target_"], items)
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
     with as_judge(str(cfg.judge)):
         model = instantiate(spec, _partial_=True)(quantization=build_quantization(cfg.quant))
-    if unasked_rows:
-        store.append(unasked_rows)
-    generation = {"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)}  # greedy: one answer
-    queue = batching_order(todo, cfg.batching)
-    start = time.perf_counter()  # items/s counts the judging (and batch_size=auto's probe), not the loading
-    size = choose_batch_size(cfg.batch_size, model, questions, queue, cfg.stage.decode, generation).size
-    on_bad_image = cfg.task.get("on_bad_image", "fail")
-    batches = predict_batches(model, questions, queue, size, cfg.stage.decode, generation, seed=cfg.seed,
-                              workers=cfg.loader_workers, on_bad_image=on_bad_image)  # fmt: skip
-    bar = tqdm(total=len(todo), desc=f"judge {name}", unit="item", dynamic_ncols=True)
-    before = len(store.done_ids())
-    try:
-        for batch in batches:
-            store.append(
-                verdict_row(by_id[ex.id], name, answer, probs)
-                for ex, answer, probs in zip(batch.examples, batch.answers, batch.scores, strict=True)
-            )
-            skipped = skipped + batch.skipped
-            size = batch.batch_size
-            bar.update(len(batch.examples) + len(batch.skipped))
-    except KeyboardInterrupt as err:
-        judged = len(store.done_ids())
-        raise interrupted(err, f"interrupted after {judged} of {total} items ({judged - before} answered by the "
-                               f"judge in this run, all saved in {store.path}); run the same command again to "
-                               f"continue") from None  # fmt: skip
-    except OSError as err:
-        message = os_error_message(err)
-        if message is None:
-            raise
-        raise ConfigError(f"{message}; the verdicts so far are saved in {store.path}") from err
-    finally:
-        bar.close()
-    return time.perf_counter() - start, size, skipped
+    return model
+
+
+def judge_task(name: str, prompt: str) -> Task:
+    """The judge's question as a task: its prompt is the question about each item, its labels the four verdicts,
+    each answered as ANSWER_TEXTS writes it (what decode=score scores)."""
+    questions = Task(name=f"judge-{name}", split="verdicts", labels=VERDICTS, prompt=prompt,
+                     answer="{Label} {explanation}")  # fmt: skip
+    assert all(questions.label_text(v) == ANSWER_TEXTS[v] for v in VERDICTS)
+    return questions
+
+
+def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: PredictionStore, todo: list[Example],
+        rows: list[dict[str, Any]]) -> LoopResult:  # fmt: skip
+    """Puts `todo` to the judge batch by batch, appending each batch's verdicts to `store` (greedy: one answer)."""
+    by_id = {str(r["id"]): r for r in rows}
+    settings = LoopSettings(
+        decode=cfg.stage.decode, generation={"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)},
+        batch_size=cfg.batch_size, batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers,
+        on_bad_image=cfg.task.get("on_bad_image", "fail"),
+    )  # fmt: skip
+
+    def row(answer: Answer) -> dict[str, Any]:
+        return verdict_row(by_id[answer.example.id], name, answer.text, answer.scores)
+
+    return run_batches(model, judge_task(name, prompt), todo, store, row, settings, desc=f"judge {name}",
+                       total=len(rows), in_this_run="answered by the judge in this run",
+                       rows_name="verdicts")  # fmt: skip
+
+
+def finish_verdicts(store: PredictionStore, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every verdict, once, in the run's order (the file rewritten so when batching by length shuffled it)."""
+    verdicts = unique_rows(store.rows(), store.path)
+    order = {str(r["id"]): i for i, r in enumerate(rows)}
+    ordered = sorted(verdicts, key=lambda r: order.get(str(r["id"]), len(order)))
+    if ordered != verdicts:  # batched by length: back into the run's order
+        store.rewrite(ordered)
+    return ordered
+
+
+def as_eval(
+    verdicts: list[dict[str, Any]], rows: list[dict[str, Any]], cfg: DictConfig, info: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The verdicts with `correct` as eval counts it, under the run's own scoring rule (VQA-X's soft score,
+    ScienceQA's guesses): S_E covers those items. The verdict rows keep what was judged."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    assert isinstance(settings, dict)
+    scoring = Scoring.from_settings(str(info.get("task") or cfg.task.name), settings)
+    by_id = {str(r["id"]): r for r in rows}
+    return [{**v, "correct": is_correct(by_id[str(v["id"])], scoring=scoring)} if v.get("correct") is not None
+            and str(v["id"]) in by_id else v for v in verdicts]  # fmt: skip
 
 
 def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_cfg: DictConfig,

@@ -22,10 +22,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from vlx.engine.images import image_problems
 from vlx.errors import DataError
 from vlx.records import Example
 from vlx.stages._common import write_json
-from vlx.tasks._base import Task, image_problems
+from vlx.tasks import Task
 from vlx.tasks.catalog import task_from_config
 
 log = logging.getLogger(__name__)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from vlx._runtime import usable_cpus
+from vlx.engine.images import BAD_IMAGE_POLICIES, check_images
 from vlx.errors import ConfigError, DataError
-from vlx.images import image_problem
 from vlx.records import Example, Split
 from vlx.tasks.answers import DEFAULT_ANSWER, AnswerFormat
 from vlx.tasks.parsing import parse_label, parse_open, with_aliases
@@ -21,7 +17,9 @@ from vlx.tasks.references import check_matches, id_key, read_references
 
 log = logging.getLogger(__name__)
 
-BAD_IMAGE_POLICIES = ("fail", "skip")
+# what to do about an item whose image is missing or undecodable
+BAD_IMAGE_REMEDY = ("Fix the path (task.image_dir / task.data_dir) or the file, or run with task.on_bad_image=skip "
+                    "to leave such items out (they are listed in the log).")
 
 
 class Task:
@@ -118,7 +116,7 @@ class Task:
         """
         examples = self.examples()
         _check_unique_ids(examples)
-        examples, skipped = _check_images(examples, self.on_bad_image)
+        examples, skipped = check_images(examples, self.on_bad_image, BAD_IMAGE_REMEDY)
         if not examples:
             raise DataError(f"task {self.name!r}, split {self.split!r}: no usable items (all images were skipped)")
         return Split(examples=examples, skipped=skipped)
@@ -186,34 +184,3 @@ def _check_unique_ids(examples: list[Example]) -> None:
         if ex.id in seen:
             raise DataError(f"{ex.source}: id {ex.id!r} already used at {seen[ex.id]}; ids must be unique in a split")
         seen[ex.id] = ex.source
-
-
-def image_problems(paths: list[Path], min_for_bar: int = 2000) -> dict[Path, str | None]:
-    """Each image decoded once (many items share one: e-SNLI-VE has ~15 hypotheses per image), in threads: PIL's
-    decoders release the interpreter lock; a progress bar from `min_for_bar` images on."""
-    workers = min(8, usable_cpus())
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlx-image-check") as pool:
-        results = pool.map(image_problem, paths)
-        bar = tqdm(results, total=len(paths), desc="checking images", unit="image", disable=len(paths) < min_for_bar)
-        return dict(zip(paths, bar, strict=True))
-
-
-def _check_images(examples: list[Example], policy: str) -> tuple[list[Example], list[dict[str, str]]]:
-    problems = image_problems(list(dict.fromkeys(ex.image for ex in examples)))
-    kept: list[Example] = []
-    skipped: list[dict[str, str]] = []
-    for ex in examples:
-        problem = problems[ex.image]
-        if problem is None:
-            kept.append(ex)
-        elif policy == "fail":
-            raise DataError(
-                f"{ex.source}: image {ex.image}: {problem}. Fix the path (task.image_dir / task.data_dir) or the "
-                f"file, or run with task.on_bad_image=skip to leave such items out (they are listed in the log)."
-            )
-        else:
-            log.warning("skipping %s (%s): image %s: %s", ex.id, ex.source, ex.image, problem)
-            skipped.append({"id": ex.id, "image": str(ex.image), "source": ex.source, "reason": problem})
-    if skipped:
-        log.warning("skipped %d of %d items for bad images", len(skipped), len(examples))
-    return kept, skipped

@@ -1,4 +1,5 @@
-"""`batch_size=auto`: the largest batch that fits the GPU's free memory, found by a short probe before the run.
+"""The batch size a run starts with (`choose_batch_size`): the setting, or for `batch_size=auto` the largest batch
+that fits the GPU's free memory, found by a short probe before the run.
 
 The probe runs the queue's worst item (the most prompt tokens, images included, among a spread of the queue's items)
 as batches of copies of itself, with the run's own decoding (`max_new_tokens` all generated: no answer ends early),
@@ -11,7 +12,7 @@ and measures each try's peak memory on every GPU that holds the model:
 
 A real batch of items at most as long as the worst one needs no more memory than its copies did, so the size chosen
 fits; an out-of-memory error that still happens (a longer item outside the spread the probe looked at, memory taken
-by another process) halves that batch (`vlx.prediction.predict_batches`). Few tries, and sizes that are not all
+by another process) halves that batch (`vlx.engine.loop.predict_batches`). Few tries, and sizes that are not all
 powers of two: each new batch size costs a compiled decode step one more compilation. Nothing the probe computes is
 written: its batches are copies of one item, whose real answer comes in its batch of the run.
 
@@ -22,11 +23,20 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from vlx.engine.batches import pixel_count, prepare_batch, prompt_tokens
+from vlx.engine.decoding import decode
+from vlx.errors import ConfigError, DataError
+from vlx.fewshot import ShotSelector
+from vlx.models.hf import VLMAdapter
+from vlx.records import Example
+from vlx.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,10 @@ MAX_TRIES = 8
 CANDIDATES = 16
 
 GIB = 1024**3
+
+# what to do about an item that does not fit in memory alone
+MEMORY_ADVICE = ("Free the memory other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a "
+                 "lower generation.max_new_tokens, or a larger GPU")  # fmt: skip
 
 # how a failed allocation reads where it is not a torch.OutOfMemoryError: the CPU allocator (Linux and Windows), a
 # cuBLAS workspace, the CUDA runtime
@@ -204,3 +218,80 @@ def _next_try(low: int, high: int | None, limit: int, used: dict[int, float]) ->
     slope = (used[last] - used[first]) / (last - first)
     estimate = min(limit, last + int((1 - used[last]) / slope)) if slope > 0 else limit
     return estimate if estimate > low else None
+
+
+def worst_item(
+    model: VLMAdapter, task: Task, selector: ShotSelector | None, queue: list[Example], demo_image_size: int | None
+) -> tuple[Example, int] | None:
+    """The item whose prepared prompt is longest (tokens, the images' included; then pixel values) among
+    `CANDIDATES` items spread evenly over the queue and the one with the longest text, with its prompt tokens.
+    Items that cannot be prepared are passed over (the run reports them in their place); None if none can."""
+    count = min(CANDIDATES, len(queue))
+    picks = [round(i * (len(queue) - 1) / max(count - 1, 1)) for i in range(count)]
+    picks.append(max(range(len(queue)), key=lambda i: len(queue[i].text or "")))
+    best: tuple[tuple[int, int], Example] | None = None
+    for i in dict.fromkeys(picks):
+        try:
+            prepared = prepare_batch(model, task, selector, queue, i, 1, demo_image_size)
+        except DataError:
+            continue
+        key = (prompt_tokens(prepared.inputs), pixel_count(prepared.inputs))
+        if best is None or key > best[0]:
+            best = (key, queue[i])
+    return None if best is None else (best[1], best[0][0])
+
+
+def choose_batch_size(
+    setting: int | str,
+    model: VLMAdapter,
+    task: Task,
+    queue: list[Example],
+    how: str,
+    generation: dict[str, Any],
+    *,
+    selector: ShotSelector | None = None,
+    demo_image_size: int | None = None,
+) -> BatchChoice:
+    """The batch size a run starts with: the setting, or for `auto` the largest batch of the queue's worst item that
+    fits the GPU's free memory with the run's decoding (the probe above), or on a CPU `CPU_BATCH_SIZE`. Logged."""
+    if setting != "auto":
+        return BatchChoice(setting, int(setting), f"batch_size={setting} as set")
+    devices = cuda_devices(model.model) if isinstance(getattr(model, "model", None), torch.nn.Module) else []
+    if not devices:
+        line = (f"batch_size=auto: {CPU_BATCH_SIZE} on a CPU, the default (no GPU memory to fill; "
+                f"batch_size=N sets another)")  # fmt: skip
+        log.info(line)
+        return BatchChoice(setting, CPU_BATCH_SIZE, line)
+    limit = min(PROBE_LIMIT, len(queue))
+    began = time.perf_counter()
+    found = worst_item(model, task, selector, queue, demo_image_size) if limit > 1 else None
+    if found is None:
+        line = (f"batch_size=auto: {limit} (the whole queue)" if limit <= 1 else
+                f"batch_size=auto: {CPU_BATCH_SIZE}, the default (no item of the queue could be prepared to probe)")
+        size = limit if limit <= 1 else CPU_BATCH_SIZE  # fmt: skip
+        log.info(line)
+        return BatchChoice(setting, size, line)
+    worst, tokens = found
+    # the run's decoding, every new token generated: an answer that ends early would use less memory than its batch
+    probing = dict(generation)
+    if probing.get("max_new_tokens") is not None:
+        probing["min_new_tokens"] = probing["max_new_tokens"]
+
+    def attempt(n: int) -> None:
+        decode(how, model, task, prepare_batch(model, task, selector, [worst] * n, 0, n, demo_image_size), probing)
+
+    log.info("batch_size=auto: probing with copies of item %s (%d prompt tokens, images included), decode=%s%s",
+             worst.id, tokens, how, f", {probing['max_new_tokens']} new tokens" if how != "score" else "")  # fmt: skip
+    size, tries = probe(attempt, devices, limit)
+    seconds = time.perf_counter() - began
+    if size == 0:
+        raise ConfigError(
+            f"batch_size=auto: item {worst.id} ({tokens} prompt tokens, images included) does not fit in the memory "
+            f"left on {', '.join(map(str, devices))} even alone, keeping {FREE_KEPT:.0%} of it free. {MEMORY_ADVICE}"
+        )
+    cap = " (the most it tries)" if size == limit else ""
+    line = (f"batch_size=auto: {size}{cap}, the largest batch of copies of the worst item found ({worst.id}, {tokens} "
+            f"prompt tokens) that fits {', '.join(map(str, devices))} leaving {FREE_KEPT:.0%} of the free memory "
+            f"free; {len(tries)} tries in {seconds:.1f} s")  # fmt: skip
+    log.info(line)
+    return BatchChoice(setting, size, line, tries, {"id": worst.id, "prompt_tokens": tokens}, seconds)

@@ -4,17 +4,30 @@ Every mode PIL reads becomes the picture a viewer shows: 16-bit and 32-bit greys
 own conversion clips them, so a 16-bit PNG turned almost white), float images are scaled from their range,
 transparent pixels are laid on white, palette, CMYK and the rest go through PIL's conversion. Orientation is left as
 the file stores it, as the reference code reads images (`Image.open(path).convert("RGB")`).
+
+`check_images` applies the `task.on_bad_image` policy to a list of items before any model loads (the infer stage's
+split, the judge's predictions): one check for every stage that runs a model over images.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
+from vlx._runtime import usable_cpus
 from vlx.errors import DataError
+from vlx.records import Example
+
+log = logging.getLogger(__name__)
+
+# task.on_bad_image: fail (before any model loads) or skip (listed in the log and summary)
+BAD_IMAGE_POLICIES = ("fail", "skip")
 
 # PIL warns between its pixel limit and twice it, and refuses above: vlx refuses above the limit itself, naming the size
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -116,3 +129,45 @@ def load_rgb(path: Path) -> Image.Image:
         return decode_rgb(path)
     except BadImage as err:
         raise DataError(f"image {path}: {err}; replace it, or use task.on_bad_image=skip") from err
+
+
+def image_problems(paths: list[Path], min_for_bar: int = 2000) -> dict[Path, str | None]:
+    """Each image decoded once (many items share one: e-SNLI-VE has ~15 hypotheses per image), in threads: PIL's
+    decoders release the interpreter lock; a progress bar from `min_for_bar` images on."""
+    workers = min(8, usable_cpus())
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlx-image-check") as pool:
+        results = pool.map(image_problem, paths)
+        bar = tqdm(results, total=len(paths), desc="checking images", unit="image", disable=len(paths) < min_for_bar)
+        return dict(zip(paths, bar, strict=True))
+
+
+def check_images(examples: list[Example], policy: str, remedy: str) -> tuple[list[Example], list[dict[str, str]]]:
+    """The items whose image decodes, and those left out: every image is decoded once, before any model loads.
+
+    Args:
+        examples: the items to check.
+        policy: `fail` or `skip` (task.on_bad_image): a bad image fails the run, or its item is left out (logged,
+            and listed in what is returned).
+        remedy: what the user can do, the end of the error's message.
+
+    Returns:
+        The items kept, in order, and one record (id, image, source, reason) per item left out.
+
+    Raises:
+        DataError: a bad image with `policy=fail`; the message names the item's file and row and the image.
+    """
+    problems = image_problems(list(dict.fromkeys(ex.image for ex in examples)))
+    kept: list[Example] = []
+    skipped: list[dict[str, str]] = []
+    for ex in examples:
+        problem = problems[ex.image]
+        if problem is None:
+            kept.append(ex)
+        elif policy == "fail":
+            raise DataError(f"{ex.source}: image {ex.image}: {problem}. {remedy}")
+        else:
+            log.warning("skipping %s (%s): image %s: %s", ex.id, ex.source, ex.image, problem)
+            skipped.append({"id": ex.id, "image": str(ex.image), "source": ex.source, "reason": problem})
+    if skipped:
+        log.warning("skipped %d of %d items for bad images", len(skipped), len(examples))
+    return kept, skipped
