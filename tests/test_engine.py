@@ -35,7 +35,7 @@ def tiny(tmp_path_factory):
 
     cfg = compose_config("model=tiny_llava", "task=shapes", "task.limit=5", run_dir=tmp_path_factory.mktemp("run"))
     task = instantiate(cfg.task)
-    yield load_model(cfg), task, task.load().examples
+    yield load_model(cfg, task), task, task.load().examples
     GlobalHydra.instance().clear()
 
 
