@@ -23,6 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
+from vlx.metrics.registry import LOG, WANDB, intervals_record, protocol_of
+from vlx.metrics.values import format_table, read_values, row_metric_values, scalars
 from vlx.ratings import RATINGS_FILE
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
@@ -40,11 +42,6 @@ from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
 
-# the headline numbers, in the order the table shows them
-HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "ece", "brier", "nll", "bleu4",
-            "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_all", "evil_avg_all_no_spice",
-            "evil_global", "evil_global_no_spice", "evil_weight", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
-            "all_bertscore_f1", "judge_score", "all_judge_score", "human_score", "all_human_score")  # fmt: skip
 EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
 EVIL_ALL_REFERENCES = ("vqax",)
@@ -60,7 +57,7 @@ def check_settings(settings: dict[str, Any]) -> None:
         raise ConfigError(f"eval.level={level!r}: use a coverage between 0 and 1, e.g. 0.95")
     from vlx.metrics.text import check_protocol
 
-    check_protocol(settings.get("protocol", "coco"))
+    check_protocol(protocol_of(settings))
     if settings.get("evil_references", "auto") not in EVIL_REFERENCES:
         raise ConfigError(f"eval.evil_references={settings.get('evil_references')!r}: use one of "
                           f"{', '.join(EVIL_REFERENCES)}")  # fmt: skip
@@ -76,29 +73,12 @@ def check_settings(settings: dict[str, Any]) -> None:
 def evil_references(refs: list[str], task: str, settings: dict[str, Any]) -> list[str]:
     """The references e-ViL's code scores an item against: all for VQA-X, the first elsewhere (`[[x] for x in
     gt_expl]`); `eval.evil_references` overrides. coco uses them all."""
-    if settings.get("protocol", "coco") != "evil":
+    if protocol_of(settings) != "evil":
         return refs
     how = settings.get("evil_references", "auto")
     if how == "all" or (how == "auto" and task in EVIL_ALL_REFERENCES):
         return refs
     return refs[:1]
-
-
-def intervals_record(settings: dict[str, Any]) -> dict[str, Any]:
-    """How every `<metric>_ci` of metrics.json was drawn, for the report and for readers of the file."""
-    return {
-        "method": "percentile bootstrap over items",
-        "resamples": settings["resamples"],
-        "level": settings["level"],
-        "seed": settings["seed"],
-        "classification": "items resampled with replacement from all labelled items",
-        "explanations": "resampled within the items each score covers: the correctly labelled items for the e-ViL "
-        "scores (bleu4, ..., evil_avg_all), every scored item for all_*; each resample's corpus score is "
-        "recomputed (BLEU and METEOR from summed statistics; CIDEr as the mean item CIDEr, document frequencies "
-        "held at the scored set's)",
-        "evil_global": "resampled over all scored items: each resample's accuracy times the avg_all of its own "
-        "correctly labelled items",
-    }
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -193,13 +173,14 @@ def evaluate(
         )
     if (run_dir / RATINGS_FILE).is_file():
         metrics.update(_human(run_dir, rows, metrics, settings, notes))
-    metrics["intervals"] = intervals_record(settings)
+    metrics.update(row_metrics(rows, boot))
+    metrics["intervals"] = intervals_record(**boot)
     metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
     write_json(run_dir / "metrics.json", metrics)
     for note in notes:
         log.info("note: %s", note)
-    log.info("metrics of %s:\n%s", run_dir, format_table(metrics))
+    log.info("metrics of %s:\n%s", run_dir, format_table(read_values(metrics, LOG)))
     return metrics
 
 
@@ -252,7 +233,7 @@ def _explanations(
     from vlx.metrics.coco import check_java
     from vlx.metrics.text import close_meteor, open_meteor, score_items, summarise
 
-    protocol, notes = settings.get("protocol", "coco"), []
+    protocol, notes = protocol_of(settings), []
     check_java(settings.get("java", True))  # before BERTScore's model loads
     bert = BertScoreSettings(**settings["bertscore"])
     correct = [is_correct(r, scoring=Scoring.from_settings(info["task"], settings)) for r in scored]
@@ -350,27 +331,21 @@ def _references(rows: list[dict[str, Any]], path: str | None, run_dir: Path) -> 
     return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """The headline metrics as a two-column text table, with confidence intervals where computed."""
-    lines = []
-    for key in HEADLINE:
-        value = metrics.get(key)
-        if value is None:
-            continue
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        if metrics.get(f"{key}_ci"):
-            low, high = metrics[f"{key}_ci"]
-            text += f"  [{low:.4f}, {high:.4f}]"
-        lines.append(f"  {key:<14} {text}")
-    return "\n".join(lines)
+def row_metrics(rows: list[dict[str, Any]], boot: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's keys of the registry's row metrics (a function over prediction rows, with its interval)."""
+    out: dict[str, Any] = {}
+    for value in row_metric_values(rows, **boot).values():
+        out.update(value.to_json())
+    return out
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar metrics (what a sweeper optimises and W&B's summary shows)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numbers the registry shows in W&B (W&B's summary; what a sweeper optimises)."""
+    return scalars(read_values(metrics, WANDB))
 
 
 def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
+    """metrics.json's numbers, per-class table, confusion matrix and reliability diagram to W&B."""
     tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
     if (run_dir / "reliability.png").is_file():
         tracker.log_image("reliability_diagram", run_dir / "reliability.png")
