@@ -14,9 +14,9 @@ from sklearn.metrics import (
 )
 
 from vlx.metrics.classification import (
-    _auroc_statistic,
-    _macro_f1_statistic,
+    auroc_statistic,
     classification_metrics,
+    macro_f1_statistic,
     plot_confusion_matrix,
 )
 
@@ -145,8 +145,8 @@ def test_vectorised_resample_statistics_equal_sklearn(seed):
     p = np.where(rng.random(n) < 0.1, k, np.where(rng.random(n) < 0.5, g, rng.integers(0, k, n)))
     y = rng.random(n) < 0.4
     values = np.round(rng.random(n), 1)  # ties
-    macro = _macro_f1_statistic(g * (k + 1) + p, k)
-    auroc = _auroc_statistic(y, values)
+    macro = macro_f1_statistic(g * (k + 1) + p, k)
+    auroc = auroc_statistic(y, values)
     for idx in (np.arange(n), rng.integers(0, n, n)):
         expected_f1 = f1_score(g[idx], p[idx], labels=list(range(k)), average="macro", zero_division=0)
         assert macro(idx) == pytest.approx(expected_f1, abs=1e-12)

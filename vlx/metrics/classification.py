@@ -76,7 +76,7 @@ def classification_metrics(
     labels = list(labels)
     _check_inputs(gold, pred, labels, positive, scores)
     n, k = len(gold), len(labels)
-    g, p = _encode(gold, pred, labels)  # p == k marks an unparsed prediction
+    g, p = encode_labels(gold, pred, labels)  # p == k marks an unparsed prediction
     notes: list[str] = []
 
     missed = p == k if unparsed is None else np.asarray(unparsed, dtype=bool)
@@ -96,16 +96,16 @@ def classification_metrics(
     metrics.update(_multiclass_point(g, p, labels))
     cells = g * (k + 1) + p  # one code per (gold, pred) cell, for fast confusion matrices of resamples
     ci = _ci_runner(n, resamples, level, seed)
-    metrics["accuracy_ci"] = ci(_accuracy_statistic(g == p))
-    metrics["macro_f1_ci"] = ci(_macro_f1_statistic(cells, k))
-    metrics["unparsed_rate_ci"] = ci(_accuracy_statistic(missed))
+    metrics["accuracy_ci"] = ci(accuracy_statistic(g == p))
+    metrics["macro_f1_ci"] = ci(macro_f1_statistic(cells, k))
+    metrics["unparsed_rate_ci"] = ci(accuracy_statistic(missed))
     metrics["per_class_ci"] = _per_class_cis(cells, labels, resamples, level, seed)
 
     if positive is not None:
         pos = labels.index(positive)
         y_true, y_pred = g == pos, p == pos  # unparsed (k) is never pos: a negative prediction
         metrics["binary_f1"] = float(f1_score(y_true, y_pred, pos_label=True, average="binary", zero_division=0))
-        metrics["binary_f1_ci"] = ci(_binary_f1_statistic(y_true, y_pred))
+        metrics["binary_f1_ci"] = ci(binary_f1_statistic(y_true, y_pred))
         auroc, auroc_ci = _auroc_with_ci(y_true, positive, scores, ci, notes)
         metrics["auroc"], metrics["auroc_ci"] = auroc, auroc_ci
 
@@ -134,9 +134,9 @@ def open_answer_metrics(
     hits, anyhits = np.asarray(correct, dtype=float), np.asarray(any_answer, dtype=bool)
     ci = _ci_runner(len(hits), resamples, level, seed)
     return {"n": len(hits), "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
-            "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(_accuracy_statistic(hits)),
+            "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(accuracy_statistic(hits)),
             "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None,
-            "any_answer_accuracy_ci": ci(_accuracy_statistic(anyhits))}  # fmt: skip
+            "any_answer_accuracy_ci": ci(accuracy_statistic(anyhits))}  # fmt: skip
 
 
 def _check_inputs(
@@ -161,8 +161,21 @@ def _check_inputs(
         raise ValueError(f"positive class {positive!r} is not one of the labels {labels}")
 
 
-def _encode(gold: Sequence[str], pred: Sequence[str | None], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes: gold in 0..k-1, pred in 0..k with k for unparsed. Raises ValueError on an unknown label."""
+def encode_labels(gold: Sequence[str], pred: Sequence[str | None], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as integer codes, the form every statistic of this module takes (`g * (k + 1) + p` is a cell of the
+    confusion matrix).
+
+    Args:
+        gold: gold label of each item.
+        pred: predicted label of each item, None where unparsed.
+        labels: the task's k labels; a label's code is its index.
+
+    Returns:
+        (g, p): int64 arrays, gold in 0..k-1, pred in 0..k with k for unparsed.
+
+    Raises:
+        ValueError: a label that is not one of `labels` (named with its index).
+    """
     index = {label: i for i, label in enumerate(labels)}
     k = len(labels)
     g = np.empty(len(gold), dtype=np.int64)
@@ -219,12 +232,19 @@ def _ci_runner(n: int, resamples: int, level: float, seed: int) -> Callable[[Sta
     return run
 
 
-def _accuracy_statistic(correct: np.ndarray) -> Statistic:
-    """Accuracy of a resample: the share of correct items among the drawn indices."""
+def accuracy_statistic(correct: np.ndarray) -> Statistic:
+    """Accuracy of a resample: the mean of the items' scores (1/0, or VQA's soft score) among the drawn indices.
+
+    Args:
+        correct: each item's score, bool or float (n,).
+
+    Returns:
+        A `Statistic`: index array of a resample -> its accuracy.
+    """
     return lambda idx: float(correct[idx].mean())
 
 
-def _macro_f1_statistic(cells: np.ndarray, k: int) -> Statistic:
+def macro_f1_statistic(cells: np.ndarray, k: int) -> Statistic:
     """Macro-F1 of a resample from its confusion matrix (one bincount), as scikit-learn computes it.
 
     Per class F1 = 2tp / (2tp + fp + fn), 0 where the denominator is 0 (zero_division=0); predictions in the
@@ -270,8 +290,13 @@ def _f1_from_counts(matrix: np.ndarray) -> np.ndarray:
     return np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
 
 
-def _binary_f1_statistic(y_true: np.ndarray, y_pred: np.ndarray) -> Statistic:
-    """Binary F1 of a resample, 0 where it has no positives at all (zero_division=0)."""
+def binary_f1_statistic(y_true: np.ndarray, y_pred: np.ndarray) -> Statistic:
+    """Binary F1 of a resample, 0 where it has no positives at all (zero_division=0).
+
+    Args:
+        y_true: whether each item's gold label is the positive class (n,).
+        y_pred: whether each item's prediction is the positive class (n,); unparsed is not.
+    """
     cells = y_true.astype(np.int64) * 2 + y_pred.astype(np.int64)
 
     def statistic(idx: np.ndarray) -> float:
@@ -297,7 +322,7 @@ def _auroc_with_ci(
             "use label scoring (decode=score) to get label probabilities."
         )
         return None, None
-    values = np.array([_positive_score(item, positive) for item in scores], dtype=float)
+    values = np.array([positive_score(item, positive) for item in scores], dtype=float)
     have = int(np.count_nonzero(~np.isnan(values)))
     if have < n:
         notes.append(
@@ -310,10 +335,10 @@ def _auroc_with_ci(
         notes.append(f"AUROC not computed: every gold label is {only}, so AUROC is undefined.")
         return None, None
     auroc = float(roc_auc_score(y_true, values))
-    return auroc, ci(_auroc_statistic(y_true, values))
+    return auroc, ci(auroc_statistic(y_true, values))
 
 
-def _positive_score(item: Mapping[str, float] | None, positive: str) -> float:
+def positive_score(item: Mapping[str, float] | None, positive: str) -> float:
     """The item's probability for the positive class, NaN where it has none (None, missing key or not finite)."""
     if item is None or positive not in item:
         return math.nan
@@ -321,7 +346,7 @@ def _positive_score(item: Mapping[str, float] | None, positive: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _auroc_statistic(y_true: np.ndarray, values: np.ndarray) -> Statistic:
+def auroc_statistic(y_true: np.ndarray, values: np.ndarray) -> Statistic:
     """AUROC of a resample by the Mann-Whitney count, equal to scikit-learn's roc_auc_score with ties.
 
     The scores are ranked once into tie groups; a resample only needs, per group, its weighted count of positives

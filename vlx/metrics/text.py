@@ -60,20 +60,17 @@ from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted
 from vlx.metrics.cider import CiderItems
 from vlx.metrics.coco import bleu_stats, corpus_bleu4, prepare, tokenize_all
 from vlx.metrics.meteor import Meteor, corpus_scores, stats_matrix
+from vlx.metrics.registry import DEFAULT_PROTOCOL, EXPLANATION_SCALE, NO_JAVA, NO_SPICE
 from vlx.metrics.spice import spice_per_item
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("coco", "evil")
+PROTOCOLS = (DEFAULT_PROTOCOL, "evil")
+# what `corpus` computes per item set (the registry declares how each shows)
 COCO_KEYS = ("bleu4", "meteor", "rouge_l", "cider", "spice")
 METRIC_KEYS = (*COCO_KEYS, "bertscore_f1")
 # e-ViL's overlap average (get_average_nlg's chosen_metrics)
 EVIL_OVERLAP_KEYS = ("meteor", "rouge_l", "cider", "spice")
-COMBINED = ("evil_avg_overlap", "evil_avg_all")
-NO_SPICE = "_no_spice"  # the suffix of a combined score computed without SPICE
-NO_JAVA = "_no_java"  # the suffix of a protocol scored without Java (eval.java=false)
-# e-ViL's tables give every explanation score x100
-EVIL_SCALE = 100.0
 
 
 def combined_name(key: str, with_spice: bool) -> str:
@@ -145,7 +142,7 @@ class ExplanationItems:
 
     @property
     def scale(self) -> float:
-        return EVIL_SCALE if self.protocol.startswith("evil") else 1.0
+        return EXPLANATION_SCALE.get(self.protocol.removesuffix(NO_JAVA), 1.0)
 
     @property
     def java(self) -> bool:
@@ -189,7 +186,7 @@ def score_items(
     settings: BertScoreSettings | None,
     meteor: Meteor | None,
     *,
-    protocol: str = "coco",
+    protocol: str = DEFAULT_PROTOCOL,
     spice: bool = True,
     spice_jar: str | None = None,
     notes: list[str] | None = None,
@@ -417,7 +414,7 @@ def explanation_metrics(
     correct: Sequence[bool],
     settings: BertScoreSettings,
     *,
-    protocol: str = "coco",
+    protocol: str = DEFAULT_PROTOCOL,
     spice: bool = True,
     spice_jar: str | None = None,
     labelled: bool = True,
@@ -469,7 +466,11 @@ def explanation_metrics(
 
 
 def coco_scores(
-    candidates: list[str], references: list[list[str]], spice: bool = True, protocol: str = "coco", java: bool = True
+    candidates: list[str],
+    references: list[list[str]],
+    spice: bool = True,
+    protocol: str = DEFAULT_PROTOCOL,
+    java: bool = True,
 ) -> tuple[dict[str, float | None], list[str]]:
     """Corpus BLEU-4, METEOR, ROUGE-L, CIDEr and SPICE of all the items, without BERTScore or intervals.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
-from vlx.metrics.bootstrap import resample_counts, resample_indices
+from vlx.metrics.bootstrap import resample_counts
+from vlx.metrics.paired import (
+    METHOD,
+    Difference,
+    LabelledItems,
+    classification_differences,
+    explanation_differences,
+    judge_differences,
+    mcnemar,
+    row_metric_differences,
+)
+from vlx.metrics.registry import COMPARE, NO_JAVA, in_table_order, lower_is_better
 from vlx.run import manifest
 from vlx.run_dirs import check_idle
 from vlx.stages._common import read_json, resolved_config, run_dir, write_json
@@ -39,10 +49,6 @@ from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_la
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
-
-# the order the table shows metrics in; lower is better for these
-LOWER_IS_BETTER = ("ece", "brier", "nll", "unparsed_rate")
-
 
 def _load(run: Path) -> dict[str, Any]:
     """A scored run: its metrics.json, its predictions by id, and its explanation items by id.
@@ -96,88 +102,23 @@ def check_same_items(ids: list[str], a: dict[str, Any], b: dict[str, Any]) -> No
         )
 
 
-def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
-    """Index resamples (R, n): the draws of every interval of stage=eval."""
-    return np.stack(list(resample_indices(n, resamples, seed))) if resamples else np.zeros((0, n), dtype=np.int64)
+def labelled_items(run: dict[str, Any], ids: list[str]) -> LabelledItems:
+    """A run's answers on the shared labelled items `ids`, as the paired tests take them."""
+    rows = [run["rows"][i] for i in ids]
+    return LabelledItems(np.asarray([answer_score(r, run["scoring"]) for r in rows]), [r["gold"] for r in rows],
+                         [counted_label(r, run["scoring"]) for r in rows], [r.get("scores") for r in rows])  # fmt: skip
 
 
-def paired(point_a: float | None, point_b: float | None, rs_a: np.ndarray, rs_b: np.ndarray, level: float,
-           n: int) -> dict[str, Any] | None:  # fmt: skip
-    """One metric's difference B - A with its paired bootstrap interval and two-sided p-value."""
-    if point_a is None or point_b is None or math.isnan(point_a) or math.isnan(point_b):
-        return None
-    from vlx.metrics.bootstrap import percentile_interval
-
-    diff = point_b - point_a
-    d = np.asarray(rs_b, dtype=float) - np.asarray(rs_a, dtype=float)
-    d = d[~np.isnan(d)]
-    p = float((1 + np.count_nonzero(np.abs(d - diff) >= abs(diff) - 1e-12)) / (len(d) + 1)) if len(d) else None
-    return {"a": point_a, "b": point_b, "difference": diff, "ci": percentile_interval(d, level) if len(d) else None,
-            "p_value": p, "n": n}  # fmt: skip
-
-
-def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, Any]:
-    """McNemar's exact test: the two-sided binomial test (p = 1/2) on the items exactly one run gets right."""
-    from scipy.stats import binomtest
-
-    only_a = int(np.count_nonzero(right_a & ~right_b))
-    only_b = int(np.count_nonzero(right_b & ~right_a))
-    p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-    return {"only_a_right": only_a, "only_b_right": only_b, "both_right": int(np.count_nonzero(right_a & right_b)),
-            "both_wrong": int(np.count_nonzero(~right_a & ~right_b)), "p_value": p}  # fmt: skip
-
-
-def _classification(
-    lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int, level: float
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Accuracy (and macro-F1, binary F1, AUROC, calibration for label tasks) of both runs on the shared labelled
-    items `lab`, each resample scoring both runs."""
-    from vlx.metrics import classification as cls
-
+def _classification(lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int,
+                    level: float) -> tuple[dict[str, Difference], dict[str, Any] | None]:  # fmt: skip
+    """The label metrics' differences on the shared labelled items `lab`, and McNemar's test."""
     if not lab:
         return {}, None
-    draws = _draws(len(lab), resamples, seed)
-    # each item's score as eval counts it (1/0, or VQA's soft score), and whether it is right (McNemar)
-    score = {k: np.asarray([answer_score(r["rows"][i], r["scoring"]) for i in lab]) for k, r in (("a", a), ("b", b))}
-    right = {k: v > 0 for k, v in score.items()}
+    items_a, items_b = labelled_items(a, lab), labelled_items(b, lab)
     labels = list(a["metrics"].get("confusion_matrix", {}).get("rows") or [])
-    out: dict[str, Any] = {}
-
-    def add(key: str, make: Callable[[dict[str, Any], np.ndarray], Callable | None]) -> None:
-        fa, fb = make(a, score["a"]), make(b, score["b"])
-        if fa is None or fb is None:
-            return
-        every = np.arange(len(lab))
-        result = paired(fa(every), fb(every), np.asarray([_nan(fa(d)) for d in draws]),
-                        np.asarray([_nan(fb(d)) for d in draws]), level, len(lab))  # fmt: skip
-        if result is not None:
-            out[key] = result
-
-    add("accuracy", lambda run, hits: cls._accuracy_statistic(hits))
-    if labels:
-        k = len(labels)
-
-        def cells(run: dict[str, Any]) -> np.ndarray:
-            g, p = cls._encode([run["rows"][i]["gold"] for i in lab],
-                               [counted_label(run["rows"][i], run["scoring"]) for i in lab], labels)  # fmt: skip
-            return g * (k + 1) + p
-
-        add("macro_f1", lambda run, hits: cls._macro_f1_statistic(cells(run), k))
-        positive = _positive(a)
-        if positive in labels:
-            pos = labels.index(positive)
-            add("binary_f1", lambda run, hits: cls._binary_f1_statistic(cells(run) // (k + 1) == pos,
-                                                                         cells(run) % (k + 1) == pos))  # fmt: skip
-
-            def auroc(run: dict[str, Any], hits: np.ndarray) -> Callable | None:
-                values = [cls._positive_score(run["rows"][i].get("scores"), positive) for i in lab]
-                if any(math.isnan(v) for v in values):
-                    return None
-                return cls._auroc_statistic(cells(run) // (k + 1) == pos, np.asarray(values))
-
-            add("auroc", auroc)
-        _calibration_pairs(lab, a, b, labels, resample_counts(len(lab), resamples, seed), level, out)
-    return out, mcnemar(right["a"], right["b"])
+    found = classification_differences(items_a, items_b, labels, _positive(a), resamples=resamples, seed=seed,
+                                       level=level, bins=int(a["metrics"].get("ece_bins") or 15))  # fmt: skip
+    return found, mcnemar(items_a.score > 0, items_b.score > 0)
 
 
 def _positive(run: dict[str, Any]) -> str | None:
@@ -185,44 +126,13 @@ def _positive(run: dict[str, Any]) -> str | None:
     return read_json(summary, "").get("run", {}).get("positive") if summary.is_file() else None
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _calibration_pairs(lab: list[str], a: dict[str, Any], b: dict[str, Any], labels: list[str], counts: np.ndarray,
-                       level: float, out: dict[str, Any]) -> None:  # fmt: skip
-    """ECE, Brier and NLL differences where both runs have label scores on every shared item."""
-    if any(run["rows"][i].get("scores") is None for run in (a, b) for i in lab):
-        return
-    from vlx.metrics import calibration as cal
-
-    bins = int(a["metrics"].get("ece_bins") or 15)
-    inputs = {k: cal.calibration_inputs([r["rows"][i]["gold"] for i in lab], [r["rows"][i]["scores"] for i in lab],
-                                        labels, missing_as_zero=True) for k, r in (("a", a), ("b", b))}  # fmt: skip
-    positive = _positive(a)
-    pos = labels.index(positive) if len(labels) == 2 and positive in labels else None
-    ones = np.ones((1, len(lab)), dtype=np.int32)
-    for key, fn in (("ece", lambda x, c: cal.ece(x, c, bins)), ("brier", lambda x, c: cal.brier(x, c, pos)),
-                    ("nll", cal.nll)):  # fmt: skip
-        result = paired(float(fn(inputs["a"], ones)[0]), float(fn(inputs["b"], ones)[0]), fn(inputs["a"], counts),
-                        fn(inputs["b"], counts), level, len(lab))  # fmt: skip
-        if result is not None:
-            out[key] = result
-
-
-def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray,
-                  level: float) -> dict[str, Any]:  # fmt: skip
-    """Every explanation metric of both runs on the shared scored items, resampled together."""
-    from vlx.metrics.text import ExplanationItems, close_meteor, corpus, open_meteor
-
-    shared = [i for i in ids if i in a["items"] and i in b["items"]]
-    if not shared:
-        return {}
+def check_same_explanation_scoring(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Refuses explanation scores of different protocols, scales or BERTScore models, saying how to rescore."""
     for key in ("protocol", "explanation_scale"):
         if a["metrics"].get(key) != b["metrics"].get(key):
             protocol = str(a["metrics"].get("protocol"))  # coco_no_java: eval.protocol=coco eval.java=false
-            settings = (f"eval.protocol={protocol.removesuffix('_no_java')}" +
-                        (" eval.java=false" if protocol.endswith("_no_java") else ""))  # fmt: skip
+            settings = (f"eval.protocol={protocol.removesuffix(NO_JAVA)}" +
+                        (" eval.java=false" if protocol.endswith(NO_JAVA) else ""))  # fmt: skip
             raise ConfigError(f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
                               f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
                               f"stage=eval run={b['dir']} {settings}")  # fmt: skip
@@ -230,44 +140,29 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
     if model_a != model_b:
         raise ConfigError(f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
                           "rescore one with the other's eval/bertscore")  # fmt: skip
+
+
+def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray,
+                  level: float) -> dict[str, Difference]:  # fmt: skip
+    """Every explanation metric of both runs on the shared scored items, resampled together."""
+    from vlx.metrics.text import ExplanationItems
+
+    shared = [i for i in ids if i in a["items"] and i in b["items"]]
+    if not shared:
+        return {}
+    check_same_explanation_scoring(a, b)
     pos = np.searchsorted(np.asarray(ids), np.asarray(shared))
     weights = counts[:, pos] if len(shared) < len(ids) else counts
     spice = bool(a["metrics"].get("evil_spice")) and bool(b["metrics"].get("evil_spice"))
-    runs = {k: ExplanationItems.from_rows(r["metrics"]["protocol"], [r["items"][i] for i in shared], spice)
-            for k, r in (("a", a), ("b", b))}  # fmt: skip
-    right = {k: np.asarray([bool(r["items"][i]["correct"]) for i in shared]) for k, r in (("a", a), ("b", b))}
+    items_a, items_b = (ExplanationItems.from_rows(r["metrics"]["protocol"], [r["items"][i] for i in shared], spice)
+                        for r in (a, b))  # fmt: skip
+    right_a, right_b = (np.asarray([bool(r["items"][i]["correct"]) for i in shared]) for r in (a, b))
     labelled = a["metrics"].get("n_explained_correct") is not None and a["metrics"].get("accuracy") is not None
-    out: dict[str, Any] = {}
-    ones = np.ones((1, len(shared)), dtype=np.int32)
-    meteor = open_meteor(len(shared), runs["a"].java)  # runs scored with eval.java=false have no METEOR
-    try:
-        rows = np.vstack([ones, weights])
-        for prefix in ("", "all_") if labelled else ("all_",):
-            values = {}
-            for k in ("a", "b"):
-                mask = right[k] if prefix == "" else np.ones(len(shared), dtype=bool)
-                values[k] = corpus(runs[k], rows * mask, meteor)
-                if labelled:  # e-ViL's global score: the draw's accuracy times its avg_all
-                    avg_all = next(key for key in values[k] if key.startswith("evil_avg_all"))
-                    values[k][avg_all.replace("avg_all", "global")] = (
-                        values[k][avg_all] * (rows @ right[k]) / rows.sum(1)
-                    )
-            for key in values["a"]:
-                result = paired(_point(values["a"][key]), _point(values["b"][key]), values["a"][key][1:],
-                                values["b"][key][1:], level, len(shared))  # fmt: skip
-                if result is not None:
-                    out[prefix + key] = result
-    finally:
-        close_meteor(meteor)
-    return out
-
-
-def _point(values: np.ndarray) -> float | None:
-    return None if math.isnan(values[0]) else float(values[0])
+    return explanation_differences(items_a, items_b, right_a, right_b, weights, labelled=labelled, level=level)
 
 
 def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray, level: float,
-           judge: str | None, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+           judge: str | None, notes: list[str]) -> dict[str, Difference]:  # fmt: skip
     """The judge score (mean e-ViL verdict score) of both runs on the items both have verdicts for."""
     from vlx.judging import judge_names, read_verdicts
 
@@ -278,29 +173,8 @@ def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndar
     except ConfigError as err:  # one run judged, or several judges and none named
         notes.append(f"judge scores not compared: {err} (name the judge with judge=<name>)")
         return {}
-    out: dict[str, Any] = {}
-    keep = np.asarray([va.get(i) is not None and vb.get(i) is not None for i in ids])
-    if not keep.any():
-        return out
-    sa = np.asarray([va.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
-    sb = np.asarray([vb.get(i) if keep[j] else 0.0 for j, i in enumerate(ids)], dtype=float)
-    right = {k: np.asarray([is_correct(r["rows"][i], scoring=r["scoring"]) for i in ids])
-             for k, r in (("a", a), ("b", b))}  # fmt: skip
-    from vlx.metrics.bootstrap import weighted_mean
-
-    for prefix, ma, mb in (("", keep & right["a"], keep & right["b"]), ("all_", keep, keep)):
-        ones = np.ones((1, len(ids)))
-        result = paired(
-            _point(weighted_mean(ones * ma, sa)),
-            _point(weighted_mean(ones * mb, sb)),
-            weighted_mean(counts * ma, sa),
-            weighted_mean(counts * mb, sb),
-            level,
-            int(keep.sum()),
-        )
-        if result is not None:
-            out[prefix + "judge_score"] = result
-    return out
+    right_a, right_b = (np.asarray([is_correct(r["rows"][i], scoring=r["scoring"]) for i in ids]) for r in (a, b))
+    return judge_differences([va.get(i) for i in ids], [vb.get(i) for i in ids], right_a, right_b, counts, level)
 
 
 def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str | None = None) -> dict[str, Any]:
@@ -315,16 +189,16 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
     counts = resample_counts(len(ids), resamples, seed)
     lab = [i for i in ids if a["rows"][i].get("gold") is not None]
-    metrics, test = _classification(lab, a, b, resamples, seed, level)
-    metrics.update(_explanations(ids, a, b, counts, level))
     notes: list[str] = []
-    metrics.update(_judge(ids, a, b, counts, level, judge, notes))
+    found, test = _classification(lab, a, b, resamples, seed, level)
+    found.update(_explanations(ids, a, b, counts, level))
+    found.update(_judge(ids, a, b, counts, level, judge, notes))
+    found.update(row_metric_differences([a["rows"][i] for i in ids], [b["rows"][i] for i in ids], counts, level))
+    metrics = {k: d.to_json() for k, d in in_table_order(found, COMPARE).items()}
     return {"a": str(run_a), "b": str(run_b), "task": a["metrics"].get("task"), "split": a["metrics"].get("split"),
             "n_a": len(a["rows"]), "n_b": len(b["rows"]), "n_shared": len(ids),
             "protocol": a["metrics"].get("protocol"), "resamples": resamples, "level": level, "seed": seed,
-            "method": "paired percentile bootstrap over the shared items (the same resamples score both runs); "
-                      "p: two-sided, bootstrap distribution of B - A centred on the observed difference",
-            "metrics": metrics, "mcnemar": test, "notes": notes,
+            "method": METHOD, "metrics": metrics, "mcnemar": test, "notes": notes,
             "settings_differences": manifest.pair_lines(run_a, run_b)}  # fmt: skip
 
 
@@ -344,8 +218,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"McNemar's exact test (accuracy): {t['only_a_right']} items only A gets right, "
                   f"{t['only_b_right']} only B; p = {t['p_value']:.4g}."]  # fmt: skip
     lines += [f"- {note}" for note in result.get("notes", [])]
-    if result["metrics"].keys() & set(LOWER_IS_BETTER):
-        lines += ["", f"Lower is better for {', '.join(k for k in LOWER_IS_BETTER if k in result['metrics'])}."]
+    if lower := lower_is_better(result["metrics"]):
+        lines += ["", f"Lower is better for {', '.join(lower)}."]
     if "settings_differences" in result:  # comparisons written before manifests have none
         found = result["settings_differences"]
         lines += ["", "## Settings that differ (manifest.json, A -> B)", ""]

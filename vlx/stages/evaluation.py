@@ -16,6 +16,7 @@ per-item explanation statistics go to explanation_items.jsonl, which `stage=comp
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +24,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
+from vlx.metrics.registry import LOG, WANDB, intervals_record, protocol_of
+from vlx.metrics.values import format_table, read_values, row_metric_values, scalars
 from vlx.ratings import RATINGS_FILE
 from vlx.run_dirs import exclusive, predictions_dir
 from vlx.stages._common import read_json, resolved_config, write_json
 from vlx.store import PredictionStore, run_predictions
 from vlx.tasks.answers import (
     Scoring,
-    answer_score,
-    answered_label,
-    counted_label,
     is_correct,
-    text_probabilities,
 )
 from vlx.tasks.references import check_matches, id_key, read_references
 from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
 
-# the headline numbers, in the order the table shows them
-HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", "ece", "brier", "nll", "bleu4",
-            "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_all", "evil_avg_all_no_spice",
-            "evil_global", "evil_global_no_spice", "evil_weight", "all_bleu4", "all_meteor", "all_rouge_l", "all_cider",
-            "all_bertscore_f1", "judge_score", "all_judge_score", "human_score", "all_human_score")  # fmt: skip
-EVIL_REFERENCES = ("auto", "all", "first")
-# the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
-EVIL_ALL_REFERENCES = ("vqax",)
 ITEMS_FILE = "explanation_items.jsonl"
 
 
@@ -60,7 +51,9 @@ def check_settings(settings: dict[str, Any]) -> None:
         raise ConfigError(f"eval.level={level!r}: use a coverage between 0 and 1, e.g. 0.95")
     from vlx.metrics.text import check_protocol
 
-    check_protocol(settings.get("protocol", "coco"))
+    check_protocol(protocol_of(settings))
+    from vlx.metrics.explanations import EVIL_REFERENCES
+
     if settings.get("evil_references", "auto") not in EVIL_REFERENCES:
         raise ConfigError(f"eval.evil_references={settings.get('evil_references')!r}: use one of "
                           f"{', '.join(EVIL_REFERENCES)}")  # fmt: skip
@@ -71,34 +64,6 @@ def check_settings(settings: dict[str, Any]) -> None:
     bins = settings.get("calibration_bins", 15)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ConfigError(f"eval.calibration_bins={bins!r}: use a number of equal-width bins >= 1, e.g. 15")
-
-
-def evil_references(refs: list[str], task: str, settings: dict[str, Any]) -> list[str]:
-    """The references e-ViL's code scores an item against: all for VQA-X, the first elsewhere (`[[x] for x in
-    gt_expl]`); `eval.evil_references` overrides. coco uses them all."""
-    if settings.get("protocol", "coco") != "evil":
-        return refs
-    how = settings.get("evil_references", "auto")
-    if how == "all" or (how == "auto" and task in EVIL_ALL_REFERENCES):
-        return refs
-    return refs[:1]
-
-
-def intervals_record(settings: dict[str, Any]) -> dict[str, Any]:
-    """How every `<metric>_ci` of metrics.json was drawn, for the report and for readers of the file."""
-    return {
-        "method": "percentile bootstrap over items",
-        "resamples": settings["resamples"],
-        "level": settings["level"],
-        "seed": settings["seed"],
-        "classification": "items resampled with replacement from all labelled items",
-        "explanations": "resampled within the items each score covers: the correctly labelled items for the e-ViL "
-        "scores (bleu4, ..., evil_avg_all), every scored item for all_*; each resample's corpus score is "
-        "recomputed (BLEU and METEOR from summed statistics; CIDEr as the mean item CIDEr, document frequencies "
-        "held at the scored set's)",
-        "evil_global": "resampled over all scored items: each resample's accuracy times the avg_all of its own "
-        "correctly labelled items",
-    }
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -126,7 +91,8 @@ def evaluate(
     Returns:
         metrics.json's content.
     """
-    from vlx.metrics.classification import classification_metrics, open_answer_metrics, plot_confusion_matrix
+    from vlx.metrics.explanations import rows_explanation_scores
+    from vlx.metrics.labels import calibration_scores, label_scores, open_answer_scores
 
     store = PredictionStore(run_dir / "predictions.jsonl")
     rows = run_predictions(run_dir, "score")
@@ -140,169 +106,58 @@ def evaluate(
     scoring = Scoring.from_settings(info["task"], settings)
     metrics["scoring"] = scoring.record()
     if labelled and not labels:  # open answers (VQA-X): scored by eval.vqa_rule
-        metrics.update(open_answer_metrics(
-            [answer_score(r, scoring) for r in labelled], [is_correct(r, any_answer=True) for r in labelled],
-            [r.get("pred") is None for r in labelled], **boot,
-        ))  # fmt: skip
-        notes.append(_open_answer_note(scoring))
+        _add(metrics, notes, open_answer_scores(labelled, scoring, **boot))
     elif labelled:
-        bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
-        if bad is not None:
-            raise ConfigError(f"{store.path}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
-        scores = [r.get("scores") for r in labelled]
-        # the label each answer counts as: the gold one for the other copy of a repeated option, a guess for an
-        # unparsed answer under eval.unparsed=guess
-        cls, cls_notes = classification_metrics(
-            [r["gold"] for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
-            scores=scores if any(s is not None for s in scores) else None,
-            unparsed=[r.get("pred") is None for r in labelled], **boot,
-        )  # fmt: skip
-        metrics.update(cls)
-        notes += cls_notes
-        metrics.update(_multiple_choice_rules(labelled, scoring, notes))
-        cm = cls["confusion_matrix"]
-        with writing(run_dir / "confusion_matrix.png"):  # a full disk: the one line names the file
-            plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
-                                  title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
-        if all(s is not None for s in scores):
-            metrics.update(_calibration(run_dir, info, labelled, labels, positive, settings, notes))
-        elif any(s is not None for s in scores):
-            notes.append(f"calibration not computed: only {sum(s is not None for s in scores)} of {len(scores)} "
-                         "items have label scores")  # fmt: skip
+        _add(metrics, notes, label_scores(labelled, labels, positive, scoring, source=str(store.path), **boot))
+        _plot_confusion_matrix(run_dir, info, metrics["confusion_matrix"])
+        _add(metrics, notes, calibration_scores(labelled, labels, positive,
+                                                bins=settings.get("calibration_bins", 15), **boot))  # fmt: skip
+        if "calibration" in metrics:
+            _plot_reliability(run_dir, info, metrics["calibration"]["bins"])
     else:
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
     # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
-    pool = labelled or rows
-    scored = [r for r in pool if refs.get(str(r["id"]))]
-    metrics["n_with_references"] = len(scored)
-    metrics["n_without_references"] = len(pool) - len(scored)
-    if scored and not labelled:
-        notes.append("no gold labels: explanations are scored on all items (all_*), none counts as correct")
-    if scored:
-        text, text_notes = _explanations(run_dir, info, scored, refs, settings, labelled=bool(labelled))
-        metrics.update(text)
-        notes += text_notes
-        if metrics["n_without_references"]:
-            notes.append(f"{metrics['n_without_references']} items have no reference explanation and are left out "
-                         "of the explanation metrics (evil_global uses the accuracy of the scored items)")  # fmt: skip
-    else:
-        notes.append(
-            "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give HatReD's with "
-            "task.references=<jsonl>)"
-        )
+    *found, items = rows_explanation_scores(labelled or rows, refs, scoring, info["task"], settings, bool(labelled))
+    _add(metrics, notes, found)
+    if items:
+        PredictionStore(run_dir / ITEMS_FILE).rewrite(items)  # the per-item statistics, for stage=compare
     if (run_dir / RATINGS_FILE).is_file():
         metrics.update(_human(run_dir, rows, metrics, settings, notes))
-    metrics["intervals"] = intervals_record(settings)
+    metrics.update(row_metrics(rows, boot))
+    metrics["intervals"] = intervals_record(**boot)
     metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
     write_json(run_dir / "metrics.json", metrics)
     for note in notes:
         log.info("note: %s", note)
-    log.info("metrics of %s:\n%s", run_dir, format_table(metrics))
+    log.info("metrics of %s:\n%s", run_dir, format_table(read_values(metrics, LOG)))
     return metrics
 
 
-def _open_answer_note(scoring: Scoring) -> str:
-    common = ("answers normalised as VQA's evaluation does (punctuation, case, number words as digits with none as "
-              "0, articles, contractions; NLX-GPT's prep_ans), the prediction too")  # fmt: skip
-    if scoring.vqa_rule == "evil":
-        return (f"open answers, e-ViL's rule (eval.vqa_rule=evil): accuracy is VQA's soft score min(#annotators who "
-                f"gave the answer / 3, 1); an item is right (its explanation scored, and counted in evil_weight) when "
-                f"any annotator gave the answer; {common}. e-ViL reads each answer's score from its data files, "
-                f"which its repository does not hold: vlx counts all ten answers")  # fmt: skip
-    return (f"open answers, NLX-GPT's rule (eval.vqa_rule=nlxgpt): right when the answer is the item's most common "
-            f"answer (proc_ans); {common} (NLX-GPT's vqaX.py compares its own model's text unnormalised); "
-            f"any_answer_accuracy: any annotator's answer. eval.vqa_rule=evil scores as e-ViL")  # fmt: skip
+def _add(metrics: dict[str, Any], notes: list[str], found: Sequence[Any]) -> None:
+    """A library function's (metrics, notes) into the run's."""
+    metrics.update(found[0])
+    notes += found[1]
 
 
-def _multiple_choice_rules(labelled: list[dict[str, Any]], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
-    """What the multiple-choice rules did: repeated options, guesses for unparsed answers (notes and numbers)."""
-    out: dict[str, Any] = {}
-    repeated = [r for r in labelled if r.get("choices") and len(set(r["choices"].values())) < len(r["choices"])]
-    if repeated:
-        other_copy = sum(r.get("pred") not in (None, r["gold"]) and is_correct(r, scoring=scoring) for r in repeated)
-        notes.append(f"{len(repeated)} items repeat an option's text: the chosen text is scored, so either copy is "
-                     f"right (A-OKVQA's eval_predictions.py); {other_copy} answers chose the gold text's other copy. "
-                     "Label scoring sums a repeated option's probability over its copies")  # fmt: skip
-        out["repeated_option_items"] = len(repeated)
-    unparsed = [r for r in labelled if r.get("pred") is None]
-    if scoring.unparsed == "guess":
-        guessed = [r for r in unparsed if answered_label(r, scoring) is not None]
-        wrong = Scoring(vqa_rule=scoring.vqa_rule, unparsed="wrong", seed=scoring.seed)
-        out["guessed"] = len(guessed)
-        out["accuracy_unparsed_wrong"] = sum(is_correct(r, scoring=wrong) for r in labelled) / len(labelled)
-        notes.append(f"eval.unparsed=guess: {len(guessed)} unparsed answers got a random option of their item "
-                     f"(seeded by eval.seed={scoring.seed} and the item id), as ScienceQA's run_gpt3.py does; "
-                     f"{sum(is_correct(r, scoring=scoring) for r in guessed)} of the guesses are right. "
-                     "accuracy_unparsed_wrong counts them wrong (eval.unparsed=wrong)")  # fmt: skip
-        if len(guessed) < len(unparsed):
-            notes.append(f"{len(unparsed) - len(guessed)} unparsed rows list no options (written by an older vlx): "
-                         "not guessed, counted wrong")  # fmt: skip
-    return out
+def _title(info: dict[str, Any]) -> str:
+    return f"{info['task']} {info.get('split') or ''}".strip()
 
 
-def _explanations(
-    run_dir: Path, info: dict[str, Any], scored: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
-    settings: dict[str, Any], labelled: bool,
-) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
-    """The explanation metrics of the scored rows under the configured protocol; the per-item statistics go to
-    explanation_items.jsonl for stage=compare."""
-    from vlx.metrics.bertscore import BertScoreSettings, bertscore_record
-    from vlx.metrics.coco import check_java
-    from vlx.metrics.text import close_meteor, open_meteor, score_items, summarise
+def _plot_confusion_matrix(run_dir: Path, info: dict[str, Any], cm: dict[str, Any]) -> None:
+    from vlx.metrics.classification import plot_confusion_matrix
 
-    protocol, notes = settings.get("protocol", "coco"), []
-    check_java(settings.get("java", True))  # before BERTScore's model loads
-    bert = BertScoreSettings(**settings["bertscore"])
-    correct = [is_correct(r, scoring=Scoring.from_settings(info["task"], settings)) for r in scored]
-    meteor = open_meteor(len(scored), settings.get("java", True))
-    try:
-        items = score_items([r.get("explanation") or "" for r in scored],
-                            [evil_references(list(refs[str(r["id"])]), info["task"], settings) for r in scored],
-                            bert, meteor, protocol=protocol, spice=settings["spice"],
-                            spice_jar=settings.get("spice_jar"), notes=notes)  # fmt: skip
-        out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
-                        level=settings["level"], seed=settings["seed"], notes=notes)  # fmt: skip
-    finally:
-        close_meteor(meteor)
-    out["bertscore"] = bertscore_record(bert)
-    if protocol == "evil":
-        how = "all references" if len(evil_references(["a", "b"], info["task"], settings)) > 1 else "first reference"
-        out["evil_references"] = how
-        notes.append(f"protocol evil: raw strings (no tokenizer), {how} per item, explanation scores x100, as "
-                     "e-ViL's nlg_eval.py")  # fmt: skip
-        if bert.model != "distilbert-base-uncased":
-            notes.append(
-                f"e-ViL's BERTScore is distilbert-base-uncased (eval/bertscore=distilbert); this run used "
-                f"{out['bertscore']['model']}, so bertscore_f1 and evil_avg_all differ from e-ViL's"
-            )
-    rows = [{"id": r["id"], "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
-            strict=True)]  # fmt: skip
-    PredictionStore(run_dir / ITEMS_FILE).rewrite(rows)
-    return out, notes
+    with writing(run_dir / "confusion_matrix.png"):  # a full disk: the one line names the file
+        plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
+                              title=_title(info))  # fmt: skip
 
 
-def _calibration(
-    run_dir: Path, info: dict[str, Any], labelled: list[dict[str, Any]], labels: tuple[str, ...],
-    positive: str | None, settings: dict[str, Any], notes: list[str],
-) -> dict[str, Any]:  # fmt: skip
-    """ECE, Brier, NLL with intervals and reliability.png, from the label probabilities of decode=score."""
-    from vlx.metrics.calibration import calibration_metrics, plot_reliability
+def _plot_reliability(run_dir: Path, info: dict[str, Any], bins: list[dict[str, Any]]) -> None:
+    from vlx.metrics.calibration import plot_reliability
 
-    # multiple-choice items are scored over their own options: labels they do not offer have probability 0
-    # an option repeated under two letters is one answer: its probability is its copies' sum (on the gold letter)
-    cal, cal_notes = calibration_metrics(
-        [r["gold"] for r in labelled], [text_probabilities(r["scores"], r.get("choices"), r["gold"]) for r in labelled],
-        labels, positive=positive,
-        bins=settings.get("calibration_bins", 15), resamples=settings["resamples"], level=settings["level"],
-        seed=settings["seed"], missing_as_zero=True,
-    )  # fmt: skip
-    notes += cal_notes
     with writing(run_dir / "reliability.png"):
-        plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
-                         title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
-    return cal
+        plot_reliability(bins, run_dir / "reliability.png", title=_title(info))
 
 
 def _human(
@@ -350,27 +205,21 @@ def _references(rows: list[dict[str, Any]], path: str | None, run_dir: Path) -> 
     return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """The headline metrics as a two-column text table, with confidence intervals where computed."""
-    lines = []
-    for key in HEADLINE:
-        value = metrics.get(key)
-        if value is None:
-            continue
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        if metrics.get(f"{key}_ci"):
-            low, high = metrics[f"{key}_ci"]
-            text += f"  [{low:.4f}, {high:.4f}]"
-        lines.append(f"  {key:<14} {text}")
-    return "\n".join(lines)
+def row_metrics(rows: list[dict[str, Any]], boot: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's keys of the registry's row metrics (a function over prediction rows, with its interval)."""
+    out: dict[str, Any] = {}
+    for value in row_metric_values(rows, **boot).values():
+        out.update(value.to_json())
+    return out
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar metrics (what a sweeper optimises and W&B's summary shows)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numbers the registry shows in W&B (W&B's summary; what a sweeper optimises)."""
+    return scalars(read_values(metrics, WANDB))
 
 
 def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
+    """metrics.json's numbers, per-class table, confusion matrix and reliability diagram to W&B."""
     tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
     if (run_dir / "reliability.png").is_file():
         tracker.log_image("reliability_diagram", run_dir / "reliability.png")

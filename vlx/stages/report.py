@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
+from vlx.metrics.registry import NO_SPICE, REPORT, shown
+from vlx.metrics.values import MetricValue, read_values
 from vlx.run import manifest
 from vlx.run_dirs import distinguishing_overrides, read_error_record, sweep_jobs, writer
 from vlx.stages._common import read_json, resolved_config, run_dir
@@ -29,35 +31,27 @@ from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
 
-# (column title, where the value comes from): run.* from summary.json's run block, the rest from metrics.json
-COLUMNS = [
+# (column title, where the value comes from): run.* from summary.json's run block; then the registry's report
+# metrics (from metrics.json, `metric_columns`), then these
+RUN_COLUMNS = [
     ("Dataset", "run.task"),
     ("Split", "run.split"),
     ("Model", "run.model"),
     ("Shots", "run.shots"),
     ("Fine-tuned", "run.adapter"),
     ("Quant", "run.quant"),
-    ("n", "n"),
-    ("Accuracy", "accuracy"),
-    ("Macro-F1", "macro_f1"),
-    ("AUROC", "auroc"),
-    ("Binary F1", "binary_f1"),
-    ("BLEU-4", "bleu4"),
-    ("METEOR", "meteor"),
-    ("ROUGE-L", "rouge_l"),
-    ("CIDEr", "cider"),
-    ("BERTScore", "bertscore_f1"),
-    ("e-ViL global", "evil_global"),
-    ("e-ViL global (no SPICE)", "evil_global_no_spice"),
-    ("ECE", "ece"),
-    ("Brier", "brier"),
-    ("Judge S_E", "judge_score"),
-    ("Human S_E", "human_score"),
-    ("Protocol", "protocol"),
-    ("Unparsed", "unparsed_rate"),
-    ("Status", "status"),
-    ("Run", "dir"),
 ]
+END_COLUMNS = [("Protocol", "protocol"), ("Status", "status"), ("Run", "dir")]
+
+
+def metric_columns() -> list[tuple[str, str]]:
+    """(title, metric) of every metric the registry shows in the report, in its order."""
+    return [(m.title, m.name) for m in shown(REPORT)]
+
+
+def columns(extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """Every column of the table: the run's identity, its metrics, `extra` (title, key), protocol, status, dir."""
+    return RUN_COLUMNS + metric_columns() + (extra or []) + END_COLUMNS
 
 
 def sweep_runs(sweep: Path) -> list[Path]:
@@ -90,7 +84,9 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
         if summary.is_file():
             row.update({f"run.{k}": v for k, v in read_json(summary, "").get("run", {}).items()})
         if metrics.is_file():
-            row.update(read_json(metrics, ""))
+            scored = read_json(metrics, "")
+            row.update(read_values(scored))  # every declared metric: the columns pick the report's, plots any
+            row["protocol"] = scored.get("protocol")
     except ConfigError as err:
         row["status"] = str(err)  # listed with its reason, not dropped
         return row
@@ -104,7 +100,14 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     return row
 
 
+def plain(value: Any) -> Any:
+    """A cell's value for CSV and W&B: a metric's number, anything else as it is."""
+    return value.value if isinstance(value, MetricValue) else value
+
+
 def cell(value: Any) -> str:
+    """A cell of the markdown table: numbers to 4 decimals, text on one line with `|` escaped."""
+    value = plain(value)
     if value is None:
         return ""
     # a failed job's error may hold a `|` or a line break, which would cut the markdown row
@@ -114,25 +117,24 @@ def cell(value: Any) -> str:
 def write_tables(
     rows: list[dict[str, Any]], out: Path, extra: list[tuple[str, str]] | None = None
 ) -> tuple[Path, Path]:
-    """results.md and results.csv in `out` (COLUMNS, then `extra` (title, key) columns before Status); columns that
-    are empty in every row are left out."""
-    every = COLUMNS[:-2] + (extra or []) + COLUMNS[-2:]
-    columns = [(title, key) for title, key in every if any(r.get(key) is not None for r in rows)]
+    """results.md and results.csv in `out` (`columns`, with `extra` (title, key) columns before Protocol); columns
+    that are empty in every row are left out."""
+    shown_columns = [(title, key) for title, key in columns(extra) if any(plain(r.get(key)) is not None for r in rows)]
     md = out / "results.md"
-    lines = ["| " + " | ".join(t for t, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for _, k in columns) + " |" for r in rows]
+    lines = ["| " + " | ".join(t for t, _ in shown_columns) + " |", "|" + "---|" * len(shown_columns)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for _, k in shown_columns) + " |" for r in rows]
     md.write_text("\n".join(lines) + "\n")
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([t for t, _ in columns])
-        writer.writerows([[r.get(k) for _, k in columns] for r in rows])
+        writer.writerow([t for t, _ in shown_columns])
+        writer.writerows([[plain(r.get(k)) for _, k in shown_columns] for r in rows])
     return md, csv_path
 
 
 def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | None:
     """A bar chart of one metric over the runs that have it (with CIs as error bars where computed)."""
-    have = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    have = [r[metric] for r in rows if isinstance(r.get(metric), MetricValue) and r[metric].value is not None]
     if not have:
         return None
     import matplotlib
@@ -140,12 +142,12 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"{r.get('run.task')}/{r.get('run.model')}/k={r.get('run.shots')}" for r in have]
-    values = [r[metric] for r in have]
+    names = [f"{r.get('run.task')}/{r.get('run.model')}/k={r.get('run.shots')}" for r in rows
+             if isinstance(r.get(metric), MetricValue) and r[metric].value is not None]  # fmt: skip
+    values = [v.value for v in have]
     errors = None
-    if all(r.get(f"{metric}_ci") for r in have):
-        errors = [[v - r[f"{metric}_ci"][0] for v, r in zip(values, have, strict=True)],
-                  [r[f"{metric}_ci"][1] - v for v, r in zip(values, have, strict=True)]]  # fmt: skip
+    if all(v.interval for v in have):
+        errors = [[v.value - v.interval[0] for v in have], [v.interval[1] - v.value for v in have]]  # type: ignore
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(have) + 2), 3.5))
     ax.bar(range(len(have)), values, yerr=errors, capsize=3, color="#4c72b0")
     ax.set_xticks(range(len(have)), names, rotation=30, ha="right", fontsize=8)
@@ -164,6 +166,7 @@ def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[s
     Returns:
         The column keys added.
     """
+    from vlx.metrics.paired import Difference
     from vlx.stages.compare import compare_runs, write
 
     keys = [f"vs_baseline.{m}" for m in metrics]
@@ -173,11 +176,12 @@ def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[s
         result = compare_runs(baseline, Path(row["dir"]), settings)
         write(result, out / "comparisons", stem=Path(row["dir"]).name)
         for metric, key in zip(metrics, keys, strict=True):
-            m = result["metrics"].get(metric) or result["metrics"].get(metric + "_no_spice")
-            if m is not None:
-                ci = f" [{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]" if m["ci"] else ""
-                p = f" p={m['p_value']:.3g}" if m["p_value"] is not None else ""
-                row[key] = f"{m['difference']:+.4f}{ci}{p}"
+            found = result["metrics"].get(metric) or result["metrics"].get(metric + NO_SPICE)
+            if found is not None:
+                d = Difference.from_json(found)
+                ci = f" [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]" if d.ci else ""
+                p = f" p={d.p_value:.3g}" if d.p_value is not None else ""
+                row[key] = f"{d.difference:+.4f}{ci}{p}"
     return keys
 
 
@@ -224,6 +228,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              csv_path, len(plots), md.read_text() + differ)  # fmt: skip
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
-        every = COLUMNS + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra]
-        tracker.log_table("results", [t for t, _ in every], [[r.get(k) for _, k in every] for r in rows])
+        every = columns([(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
+        tracker.log_table("results", [t for t, _ in every], [[plain(r.get(k)) for _, k in every] for r in rows])
     return {"runs": len(rows), "complete": complete, "failed": failed}
