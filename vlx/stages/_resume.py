@@ -18,7 +18,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.stages._common import read_json, resolved_config, write_json
+from vlx.run.store import read_json, write_json
+from vlx.stages._common import resolved_config
 
 log = logging.getLogger(__name__)
 

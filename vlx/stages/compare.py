@@ -31,9 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
 from vlx.metrics.bootstrap import resample_counts, resample_indices
-from vlx.run_dirs import check_idle
-from vlx.stages._common import read_json, resolved_config, run_dir, write_json
-from vlx.store import PredictionStore, describe_differences, item_differences, run_predictions
+from vlx.run.directory import RunDir
+from vlx.run.lock import check_idle
+from vlx.run.store import PredictionStore, describe_differences, item_differences, write_json
+from vlx.stages._common import resolved_config, run_dir
 from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
 from vlx.tracking import tracking
 
@@ -51,11 +52,12 @@ def _load(run: Path) -> dict[str, Any]:
             would be read half-written).
     """
     check_idle(run)
-    if not (run / "metrics.json").is_file():
+    folder = RunDir(run)
+    if not folder.metrics_file.is_file():
         raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
-    metrics = read_json(run / "metrics.json", "written by stage=eval")
-    rows = {str(r["id"]): r for r in run_predictions(run, "compare")}
-    items_path = run / "explanation_items.jsonl"
+    metrics = folder.results()
+    rows = {r.id: r for r in folder.predictions("compare")}
+    items_path = folder.explanation_items
     items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
     # the rule eval scored the answers by (VQA-X's soft score, ScienceQA's guesses); runs scored before the rule was
     # recorded used the defaults
@@ -157,7 +159,7 @@ def _classification(
         k = len(labels)
 
         def cells(run: dict[str, Any]) -> np.ndarray:
-            g, p = cls._encode([run["rows"][i]["gold"] for i in lab],
+            g, p = cls._encode([run["rows"][i].gold for i in lab],
                                [counted_label(run["rows"][i], run["scoring"]) for i in lab], labels)  # fmt: skip
             return g * (k + 1) + p
 
@@ -169,7 +171,7 @@ def _classification(
                                                                          cells(run) % (k + 1) == pos))  # fmt: skip
 
             def auroc(run: dict[str, Any], hits: np.ndarray) -> Callable | None:
-                values = [cls._positive_score(run["rows"][i].get("scores"), positive) for i in lab]
+                values = [cls._positive_score(run["rows"][i].scores, positive) for i in lab]
                 if any(math.isnan(v) for v in values):
                     return None
                 return cls._auroc_statistic(cells(run) // (k + 1) == pos, np.asarray(values))
@@ -180,8 +182,8 @@ def _classification(
 
 
 def _positive(run: dict[str, Any]) -> str | None:
-    summary = run["dir"] / "summary.json"
-    return read_json(summary, "").get("run", {}).get("positive") if summary.is_file() else None
+    info = RunDir(run["dir"]).run_info()
+    return None if info is None else info.positive
 
 
 def _nan(value: float | None) -> float:
@@ -191,12 +193,12 @@ def _nan(value: float | None) -> float:
 def _calibration_pairs(lab: list[str], a: dict[str, Any], b: dict[str, Any], labels: list[str], counts: np.ndarray,
                        level: float, out: dict[str, Any]) -> None:  # fmt: skip
     """ECE, Brier and NLL differences where both runs have label scores on every shared item."""
-    if any(run["rows"][i].get("scores") is None for run in (a, b) for i in lab):
+    if any(run["rows"][i].scores is None for run in (a, b) for i in lab):
         return
     from vlx.metrics import calibration as cal
 
     bins = int(a["metrics"].get("ece_bins") or 15)
-    inputs = {k: cal.calibration_inputs([r["rows"][i]["gold"] for i in lab], [r["rows"][i]["scores"] for i in lab],
+    inputs = {k: cal.calibration_inputs([r["rows"][i].gold for i in lab], [r["rows"][i].scores for i in lab],
                                         labels, missing_as_zero=True) for k, r in (("a", a), ("b", b))}  # fmt: skip
     positive = _positive(a)
     pos = labels.index(positive) if len(labels) == 2 and positive in labels else None
@@ -313,7 +315,7 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     check_same_items(ids, a, b)
     resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
     counts = resample_counts(len(ids), resamples, seed)
-    lab = [i for i in ids if a["rows"][i].get("gold") is not None]
+    lab = [i for i in ids if a["rows"][i].gold is not None]
     metrics, test = _classification(lab, a, b, resamples, seed, level)
     metrics.update(_explanations(ids, a, b, counts, level))
     notes: list[str] = []
@@ -355,7 +357,7 @@ TITLE_LABEL_CHARS = 60  # a run's label in the plot's title is cut to this many 
 
 def _overrides(run: Path) -> list[str]:
     """The command-line overrides the run was made with (Hydra's .hydra/overrides.yaml), Hydra's own left out."""
-    path = Path(run) / ".hydra" / "overrides.yaml"
+    path = RunDir(run).overrides_file
     if not path.is_file():
         return []
     import yaml

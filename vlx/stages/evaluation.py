@@ -23,10 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError, writing
-from vlx.ratings import RATINGS_FILE
-from vlx.run_dirs import exclusive, predictions_dir
-from vlx.stages._common import read_json, resolved_config, write_json
-from vlx.store import PredictionStore, run_predictions
+from vlx.run.directory import RunDir
+from vlx.run.lock import exclusive
+from vlx.run.records import Prediction, RunInfo
+from vlx.run.store import PredictionStore
+from vlx.stages._common import resolved_config
 from vlx.tasks.answers import (
     Scoring,
     answer_score,
@@ -48,7 +49,6 @@ HEADLINE = ("n", "unparsed_rate", "accuracy", "macro_f1", "auroc", "binary_f1", 
 EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
 EVIL_ALL_REFERENCES = ("vqax",)
-ITEMS_FILE = "explanation_items.jsonl"
 
 
 def check_settings(settings: dict[str, Any]) -> None:
@@ -101,19 +101,19 @@ def intervals_record(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+def task_info(run_dir: Path, cfg: DictConfig) -> RunInfo:
     """What eval needs to know of the run: task name, labels, positive class. From the run's summary.json when
     vlx wrote it, else from the task in the current config (`task=esnli` for a hand-made predictions file)."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        return read_json(summary, "written by stage=infer")["run"]
+    info = RunDir(run_dir).run_info()
+    if info is not None:
+        return info
     task = instantiate(cfg.task)
     log.info("no summary.json in %s: scoring as task %s (labels %s)", run_dir, task.name, ", ".join(task.labels))
-    return {"task": task.name, "labels": list(task.labels), "positive": task.positive}
+    return RunInfo(task=task.name, labels=tuple(task.labels), positive=task.positive)
 
 
 def evaluate(
-    run_dir: Path, info: dict[str, Any], settings: dict[str, Any], references: str | None = None
+    run_dir: Path, info: RunInfo, settings: dict[str, Any], references: str | None = None
 ) -> dict[str, Any]:
     """Scores a run's predictions; writes metrics.json and confusion_matrix.png into run_dir.
 
@@ -128,42 +128,42 @@ def evaluate(
     """
     from vlx.metrics.classification import classification_metrics, open_answer_metrics, plot_confusion_matrix
 
-    store = PredictionStore(run_dir / "predictions.jsonl")
-    rows = run_predictions(run_dir, "score")
+    run = RunDir(run_dir)
+    rows = run.predictions("score")
     refs = _references(rows, references, run_dir)  # a file matching no item is refused before anything is written
-    labels, positive = tuple(info["labels"]), info.get("positive")
+    labels, positive = info.labels, info.positive
     boot = {"resamples": settings["resamples"], "level": settings["level"], "seed": settings["seed"]}
-    metrics: dict[str, Any] = {"task": info["task"], "split": info.get("split"), "predictions": len(rows)}
+    metrics: dict[str, Any] = {"task": info.task, "split": info.split, "predictions": len(rows)}
     notes: list[str] = []
 
-    labelled = [r for r in rows if r.get("gold") is not None]
-    scoring = Scoring.from_settings(info["task"], settings)
+    labelled = [r for r in rows if r.gold is not None]
+    scoring = Scoring.from_settings(str(info.task), settings)
     metrics["scoring"] = scoring.record()
     if labelled and not labels:  # open answers (VQA-X): scored by eval.vqa_rule
         metrics.update(open_answer_metrics(
             [answer_score(r, scoring) for r in labelled], [is_correct(r, any_answer=True) for r in labelled],
-            [r.get("pred") is None for r in labelled], **boot,
+            [r.pred is None for r in labelled], **boot,
         ))  # fmt: skip
         notes.append(_open_answer_note(scoring))
     elif labelled:
-        bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
+        bad = next((r for r in labelled if r.pred is not None and r.pred not in labels), None)
         if bad is not None:
-            raise ConfigError(f"{store.path}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
-        scores = [r.get("scores") for r in labelled]
+            raise ConfigError(f"{run.predictions_file}: id {bad.id} has pred {bad.pred!r}, not one of {labels}")
+        scores = [r.scores for r in labelled]
         # the label each answer counts as: the gold one for the other copy of a repeated option, a guess for an
         # unparsed answer under eval.unparsed=guess
         cls, cls_notes = classification_metrics(
-            [r["gold"] for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
+            [r.gold for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
             scores=scores if any(s is not None for s in scores) else None,
-            unparsed=[r.get("pred") is None for r in labelled], **boot,
+            unparsed=[r.pred is None for r in labelled], **boot,
         )  # fmt: skip
         metrics.update(cls)
         notes += cls_notes
         metrics.update(_multiple_choice_rules(labelled, scoring, notes))
         cm = cls["confusion_matrix"]
-        with writing(run_dir / "confusion_matrix.png"):  # a full disk: the one line names the file
-            plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
-                                  title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+        with writing(run.confusion_matrix_png):  # a full disk: the one line names the file
+            plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run.confusion_matrix_png,
+                                  title=f"{info.task} {info.split or ''}".strip())  # fmt: skip
         if all(s is not None for s in scores):
             metrics.update(_calibration(run_dir, info, labelled, labels, positive, settings, notes))
         elif any(s is not None for s in scores):
@@ -174,7 +174,7 @@ def evaluate(
 
     # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
     pool = labelled or rows
-    scored = [r for r in pool if refs.get(str(r["id"]))]
+    scored = [r for r in pool if refs.get(r.id)]
     metrics["n_with_references"] = len(scored)
     metrics["n_without_references"] = len(pool) - len(scored)
     if scored and not labelled:
@@ -191,12 +191,11 @@ def evaluate(
             "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give HatReD's with "
             "task.references=<jsonl>)"
         )
-    if (run_dir / RATINGS_FILE).is_file():
+    if run.ratings_file.is_file():
         metrics.update(_human(run_dir, rows, metrics, settings, notes))
     metrics["intervals"] = intervals_record(settings)
-    metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
-    write_json(run_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)  # the judges' numbers stay in their own judge.json (`RunDir.results` adds them)
     for note in notes:
         log.info("note: %s", note)
     log.info("metrics of %s:\n%s", run_dir, format_table(metrics))
@@ -216,17 +215,17 @@ def _open_answer_note(scoring: Scoring) -> str:
             f"any_answer_accuracy: any annotator's answer. eval.vqa_rule=evil scores as e-ViL")  # fmt: skip
 
 
-def _multiple_choice_rules(labelled: list[dict[str, Any]], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
+def _multiple_choice_rules(labelled: list[Prediction], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
     """What the multiple-choice rules did: repeated options, guesses for unparsed answers (notes and numbers)."""
     out: dict[str, Any] = {}
-    repeated = [r for r in labelled if r.get("choices") and len(set(r["choices"].values())) < len(r["choices"])]
+    repeated = [r for r in labelled if r.choices and len(set(r.choices.values())) < len(r.choices)]
     if repeated:
-        other_copy = sum(r.get("pred") not in (None, r["gold"]) and is_correct(r, scoring=scoring) for r in repeated)
+        other_copy = sum(r.pred not in (None, r.gold) and is_correct(r, scoring=scoring) for r in repeated)
         notes.append(f"{len(repeated)} items repeat an option's text: the chosen text is scored, so either copy is "
                      f"right (A-OKVQA's eval_predictions.py); {other_copy} answers chose the gold text's other copy. "
                      "Label scoring sums a repeated option's probability over its copies")  # fmt: skip
         out["repeated_option_items"] = len(repeated)
-    unparsed = [r for r in labelled if r.get("pred") is None]
+    unparsed = [r for r in labelled if r.pred is None]
     if scoring.unparsed == "guess":
         guessed = [r for r in unparsed if answered_label(r, scoring) is not None]
         wrong = Scoring(vqa_rule=scoring.vqa_rule, unparsed="wrong", seed=scoring.seed)
@@ -243,7 +242,7 @@ def _multiple_choice_rules(labelled: list[dict[str, Any]], scoring: Scoring, not
 
 
 def _explanations(
-    run_dir: Path, info: dict[str, Any], scored: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
+    run_dir: Path, info: RunInfo, scored: list[Prediction], refs: dict[str, tuple[str, ...]],
     settings: dict[str, Any], labelled: bool,
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """The explanation metrics of the scored rows under the configured protocol; the per-item statistics go to
@@ -255,11 +254,12 @@ def _explanations(
     protocol, notes = settings.get("protocol", "coco"), []
     check_java(settings.get("java", True))  # before BERTScore's model loads
     bert = BertScoreSettings(**settings["bertscore"])
-    correct = [is_correct(r, scoring=Scoring.from_settings(info["task"], settings)) for r in scored]
+    task = str(info.task)
+    correct = [is_correct(r, scoring=Scoring.from_settings(task, settings)) for r in scored]
     meteor = open_meteor(len(scored), settings.get("java", True))
     try:
-        items = score_items([r.get("explanation") or "" for r in scored],
-                            [evil_references(list(refs[str(r["id"])]), info["task"], settings) for r in scored],
+        items = score_items([r.explanation or "" for r in scored],
+                            [evil_references(list(refs[r.id]), task, settings) for r in scored],
                             bert, meteor, protocol=protocol, spice=settings["spice"],
                             spice_jar=settings.get("spice_jar"), notes=notes)  # fmt: skip
         out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
@@ -268,7 +268,7 @@ def _explanations(
         close_meteor(meteor)
     out["bertscore"] = bertscore_record(bert)
     if protocol == "evil":
-        how = "all references" if len(evil_references(["a", "b"], info["task"], settings)) > 1 else "first reference"
+        how = "all references" if len(evil_references(["a", "b"], task, settings)) > 1 else "first reference"
         out["evil_references"] = how
         notes.append(f"protocol evil: raw strings (no tokenizer), {how} per item, explanation scores x100, as "
                      "e-ViL's nlg_eval.py")  # fmt: skip
@@ -277,14 +277,14 @@ def _explanations(
                 f"e-ViL's BERTScore is distilbert-base-uncased (eval/bertscore=distilbert); this run used "
                 f"{out['bertscore']['model']}, so bertscore_f1 and evil_avg_all differ from e-ViL's"
             )
-    rows = [{"id": r["id"], "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
+    rows = [{"id": r.id, "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
             strict=True)]  # fmt: skip
-    PredictionStore(run_dir / ITEMS_FILE).rewrite(rows)
+    PredictionStore(RunDir(run_dir).explanation_items).rewrite(rows)
     return out, notes
 
 
 def _calibration(
-    run_dir: Path, info: dict[str, Any], labelled: list[dict[str, Any]], labels: tuple[str, ...],
+    run_dir: Path, info: RunInfo, labelled: list[Prediction], labels: tuple[str, ...],
     positive: str | None, settings: dict[str, Any], notes: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     """ECE, Brier, NLL with intervals and reliability.png, from the label probabilities of decode=score."""
@@ -293,32 +293,33 @@ def _calibration(
     # multiple-choice items are scored over their own options: labels they do not offer have probability 0
     # an option repeated under two letters is one answer: its probability is its copies' sum (on the gold letter)
     cal, cal_notes = calibration_metrics(
-        [r["gold"] for r in labelled], [text_probabilities(r["scores"], r.get("choices"), r["gold"]) for r in labelled],
+        [r.gold for r in labelled], [text_probabilities(r.scores or {}, r.choices, r.gold) for r in labelled],
         labels, positive=positive,
         bins=settings.get("calibration_bins", 15), resamples=settings["resamples"], level=settings["level"],
         seed=settings["seed"], missing_as_zero=True,
     )  # fmt: skip
     notes += cal_notes
-    with writing(run_dir / "reliability.png"):
-        plot_reliability(cal["calibration"]["bins"], run_dir / "reliability.png",
-                         title=f"{info['task']} {info.get('split') or ''}".strip())  # fmt: skip
+    png = RunDir(run_dir).reliability_png
+    with writing(png):
+        plot_reliability(cal["calibration"]["bins"], png, title=f"{info.task} {info.split or ''}".strip())
     return cal
 
 
 def _human(
-    run_dir: Path, rows: list[dict[str, Any]], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
+    run_dir: Path, rows: list[Prediction], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """e-ViL's human score and agreement from the ratings stage=review collected."""
     from vlx.judging import judge_names, read_verdicts
     from vlx.metrics.text import run_item_metrics
-    from vlx.ratings import RatingStore, human_metrics
+    from vlx.run.ratings import RatingStore, human_metrics
 
-    ratings = RatingStore(run_dir / RATINGS_FILE).latest()
+    run = RunDir(run_dir)
+    ratings = RatingStore(run.ratings_file).latest()
     judges = judge_names(run_dir)
     judge = read_verdicts(run_dir, judges[0]) if len(judges) == 1 else None
     scoring = Scoring.from_settings(metrics["task"], settings)
-    out = human_metrics(ratings, {str(r["id"]): is_correct(r, scoring=scoring) for r in rows}, judge=judge,
-                        item_metrics=run_item_metrics(run_dir, metrics), resamples=settings["resamples"],
+    out = human_metrics(ratings, {r.id: is_correct(r, scoring=scoring) for r in rows}, judge=judge,
+                        item_metrics=run_item_metrics(run.explanation_items, metrics), resamples=settings["resamples"],
                         level=settings["level"], seed=settings["seed"])  # fmt: skip
     notes.append(f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "
                  "e-ViL's S_E (mean of yes 1, weak yes 2/3, weak no 1/3, no 0 over the rated items whose label is "
@@ -326,28 +327,17 @@ def _human(
     return out
 
 
-def _judge_keys(path: Path) -> dict[str, Any]:
-    """The judge's numbers (stage=judge) already in metrics.json, kept when eval rewrites it."""
-    if not path.is_file():
-        return {}
-    try:
-        old = read_json(path, "written by stage=eval")
-    except ConfigError:
-        return {}
-    return {k: v for k, v in old.items() if k.startswith(("judge", "all_judge"))}
-
-
-def _references(rows: list[dict[str, Any]], path: str | None, run_dir: Path) -> dict[str, tuple[str, ...]]:
+def _references(rows: list[Prediction], path: str | None, run_dir: Path) -> dict[str, tuple[str, ...]]:
     """Reference explanations by prediction id: from a file when given, else those the predictions carry.
 
     Raises:
         DataError: the file matches none of the run's ids (see `check_matches`).
     """
     if path is None:
-        return {str(r["id"]): tuple(r.get("refs") or ()) for r in rows}
+        return {r.id: r.refs for r in rows}
     from_file = read_references(path)
-    check_matches([r["id"] for r in rows], from_file, path, f"the {len(rows)} items of run {run_dir}")
-    return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
+    check_matches([r.id for r in rows], from_file, path, f"the {len(rows)} items of run {run_dir}")
+    return {r.id: from_file.get(id_key(r.id), ()) for r in rows}
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -371,14 +361,15 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
-    tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
-    if (run_dir / "reliability.png").is_file():
-        tracker.log_image("reliability_diagram", run_dir / "reliability.png")
+    run = RunDir(run_dir)
+    tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run.confusion_matrix_png)
+    if run.reliability_png.is_file():
+        tracker.log_image("reliability_diagram", run.reliability_png)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Scores `cfg.run` (or this run's directory); returns the scalar metrics."""
-    run_dir = predictions_dir(cfg.run, "run") if cfg.run else Path(cfg.paths.output_dir)
+    run_dir = RunDir.find(cfg.run, "run").path if cfg.run else Path(cfg.paths.output_dir)
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     check_settings(settings)
     with exclusive(run_dir):  # not while an infer run still writes there

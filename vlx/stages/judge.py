@@ -11,8 +11,9 @@ is parsed (`stage.decode=generate`), or the most likely of the four answers take
 Writes into the judged run's directory, `<run>/judgements/<judge>/` (one folder per judge, so several coexist):
 `verdicts.jsonl` (one row per item, appended batch by batch: a stopped run continues where it stopped),
 `prompt.txt` (the question as the judge got it), `judge_config.json` (what made the verdicts: a run continues only
-with the same) and `judge.json` (the score, its bootstrap interval, the verdict counts, throughput). The headline
-numbers are merged into the run's metrics.json, where it exists, as `judge_*` (and `all_judge_score*`) keys.
+with the same) and `judge.json` (the score, its bootstrap interval, the verdict counts, throughput). The run's
+metrics.json (stage=eval's) is left as it is: readers (report, compare, review) show each judge's numbers beside it
+(`vlx.run.directory.RunDir.results`), so several judges of one run keep theirs.
 
 The judge is the one model this stage loads: `quant=` quantizes it, `judge_model.<key>=<value>` sets a key of its
 conf/model YAML. Only image-text models load today (vlx's adapters are VLM adapters): a text-only judge is not
@@ -27,6 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,7 @@ from vlx.judging import (
     ANSWER_TEXTS,
     JUDGE_PROMPT_VERSION,
     JUDGE_PROMPTS,
-    JUDGE_SUMMARY,
-    JUDGEMENTS,
     VERDICTS,
-    VERDICTS_FILE,
     item_score,
     judge_scores,
     parse_verdict,
@@ -54,10 +53,12 @@ from vlx.judging import (
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
 from vlx.prediction import BATCHING, batching_order, choose_batch_size, predict_batches
 from vlx.records import Example
-from vlx.run_dirs import check_writable, exclusive, predictions_dir
+from vlx.run.directory import RunDir, read_verdicts
+from vlx.run.lock import exclusive
+from vlx.run.records import Prediction, RunInfo, Verdict
+from vlx.run.store import PredictionStore, check_writable, read_json, unique_rows, write_json
 from vlx.stages import evaluation
-from vlx.stages._common import build_quantization, read_json, resolved_config, write_json
-from vlx.store import PredictionStore, run_predictions, unique_rows
+from vlx.stages._common import build_quantization, resolved_config
 from vlx.tasks import Task
 from vlx.tasks._base import image_problems
 from vlx.tasks.answers import Scoring, is_correct
@@ -66,14 +67,10 @@ from vlx.tracking import tracking
 log = logging.getLogger(__name__)
 
 DECODES = ("generate", "score")
-JUDGE_CONFIG = "judge_config.json"
-PROMPT_FILE = "prompt.txt"
 # judge model keys that change no verdict (placement and how attention is computed: same outputs, as for infer)
 NEUTRAL_MODEL_KEYS = frozenset({"device_map", "attn_implementation", "compile"})
 # the W&B table: each verdict beside its prediction
 TABLE_COLUMNS = ("id", "text", "gold", "pred", "explanation", "verdict", "judge_score", "judge_raw")
-# what goes into the run's metrics.json
-HEADLINE = ("judge_score", "judge_score_ci", "judge_n", "all_judge_score", "all_judge_score_ci", "all_judge_n")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -152,29 +149,27 @@ def as_judge(option: str) -> Iterator[None]:
         ) from err
 
 
-def read_predictions(run_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The run's prediction rows and what the run was (summary.json's `run`, {} for a hand-made file).
+def read_predictions(run_path: Path) -> tuple[list[Prediction], RunInfo]:
+    """The run's predictions and what the run was (summary.json's `run`, empty for a hand-made file).
 
     Raises:
         ConfigError: no predictions.jsonl, an empty one, or not one explanation in it.
     """
-    store = PredictionStore(run_path / "predictions.jsonl")
-    rows = run_predictions(run_path, "judge")
-    if not any(str(r.get("explanation") or "").strip() for r in rows):
+    run = RunDir(run_path)
+    rows = run.predictions("judge")
+    if not any(r.has_explanation for r in rows):
         raise ConfigError(
-            f"{store.path}: none of its {len(rows)} predictions has an explanation, so there is nothing to judge "
-            f"(decode=score writes labels only); judge a run that explains, e.g. one made with decode=generate or "
-            f"decode=score_then_explain"
+            f"{run.predictions_file}: none of its {len(rows)} predictions has an explanation, so there is nothing to "
+            f"judge (decode=score writes labels only); judge a run that explains, e.g. one made with "
+            f"decode=generate or decode=score_then_explain"
         )
-    summary = run_path / "summary.json"
-    info = read_json(summary, "written by stage=infer").get("run", {}) if summary.is_file() else {}
-    return rows, info
+    return rows, run.run_info() or RunInfo()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Judges `cfg.run` with `cfg.judge`; returns judge.json's scalar numbers."""
     validate(cfg)
-    run_path = predictions_dir(cfg.run, "run")
+    run_path = RunDir.find(cfg.run, "run").path
     model_cfg = judge_model(cfg)
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=model_cfg.get("tiny") is not None)  # the judge's size
     with as_judge(str(cfg.judge)):  # a folder that is not there: before anything is read or written
@@ -183,17 +178,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = str(cfg.stage.judge_name or cfg.judge)
     with exclusive(run_path):  # not while an infer run still writes its predictions
         rows, info = read_predictions(run_path)
-    folder = run_path / JUDGEMENTS / name
+    folder = RunDir(run_path).judge_dir(name)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     config = {**resolved_config(cfg), "judge_model": OmegaConf.to_container(model_cfg, resolve=True)}
     with exclusive(folder), tracking(logger_cfg, config, name=f"judge-{run_path.name}-{name}") as tracker:
         summary, verdicts = judge_run(cfg, run_path, folder, name, model_cfg, rows, info)
-        merge_metrics(run_path, summary)
         tracker.log_summary(summary)
-        by_id = {str(r["id"]): r for r in rows}
+        by_id = {r.id: r for r in rows}
         tracker.log_table("judge_verdicts", TABLE_COLUMNS, [
-            [v["id"], by_id[str(v["id"])].get("text"), by_id[str(v["id"])].get("gold"), v.get("pred"),
-             v.get("explanation"), v.get("verdict"), v.get("score"), v.get("raw")] for v in verdicts])  # fmt: skip
+            [v.id, by_id[v.id].text, by_id[v.id].gold, v.pred, v.explanation, v.verdict, v.score, v.raw]
+            for v in verdicts])  # fmt: skip
     return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -214,24 +208,25 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_continuable(folder: Path, done: list[dict[str, Any]], current: dict[str, Any],
-                      predictions: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+def check_continuable(run: RunDir, name: str, done: list[Verdict], current: dict[str, Any],
+                      predictions: dict[str, Prediction]) -> None:  # fmt: skip
     """Refuses to add verdicts to a file made by another judge, prompt or setting, or of other predictions.
 
     Raises:
         ConfigError: the differences, and what to do.
     """
+    folder, verdicts = run.judge_dir(name), run.verdicts_file(name)
     remedy = (f"judge with the same settings, write the new verdicts under another name with "
               f"stage.judge_name=<name>, or delete {folder} to judge again")  # fmt: skip
-    other = next((r for r in done if r.get("prompt_version") != current["prompt_version"]
-                  or r.get("judge") != current["judge"]), None)  # fmt: skip
+    other = next((r for r in done if r.prompt_version != current["prompt_version"]
+                  or r.judge != current["judge"]), None)  # fmt: skip
     if other is not None:
         raise ConfigError(
-            f"{folder / VERDICTS_FILE} holds verdicts of judge {other.get('judge')!r} with prompt version "
-            f"{other.get('prompt_version')!r} (id {other['id']}), and this run is judge {current['judge']!r} with "
+            f"{verdicts} holds verdicts of judge {other.judge!r} with prompt version "
+            f"{other.prompt_version!r} (id {other.id}), and this run is judge {current['judge']!r} with "
             f"prompt version {current['prompt_version']!r}: they cannot be mixed; {remedy}"
         )
-    path = folder / JUDGE_CONFIG
+    path = run.judge_config_file(name)
     if done and path.is_file():  # (a run that stopped before its first verdict left nothing to continue)
         saved, now = _flat(read_json(path, "written when the judging began")), _flat(current)
         diff = [("prompt: its text differs (see prompt.txt)" if k == "prompt" else
@@ -240,54 +235,42 @@ def check_continuable(folder: Path, done: list[dict[str, Any]], current: dict[st
         if diff:
             raise ConfigError(f"{folder} holds verdicts made with other settings, so they cannot be continued: "
                               + "; ".join(diff) + f". To go on: {remedy}")  # fmt: skip
-    now = {i: (r.get("pred"), r.get("explanation")) for i, r in predictions.items()}
-    changed = [r["id"] for r in done if now.get(str(r["id"])) != (r.get("pred"), r.get("explanation"))]
+    now = {i: (r.pred, r.explanation) for i, r in predictions.items()}
+    changed = [r.id for r in done if now.get(r.id) != (r.pred, r.explanation)]
     if changed:
         shown = ", ".join(map(str, changed[:5])) + (", ..." if len(changed) > 5 else "")
-        raise ConfigError(f"{folder / VERDICTS_FILE} judged predictions that are no longer the run's ({len(changed)} "
+        raise ConfigError(f"{verdicts} judged predictions that are no longer the run's ({len(changed)} "
                           f"items: {shown}); delete {folder} to judge the run's predictions again")  # fmt: skip
 
 
-def verdict_row(item: dict[str, Any], name: str, answer: str | None, probs: dict[str, float] | None = None,
-                verdict: str | None = None, note: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """A verdicts.jsonl row: the verdict read from the judge's `answer` (or given, for items not put to it), its
+def verdict(item: Prediction, name: str, answer: str | None, probs: dict[str, float] | None = None,
+            said: str | None = None, note: str | None = None) -> Verdict:  # fmt: skip
+    """The judge's verdict on `item`: read from the judge's `answer` (or `said`, for items not put to it), its
     e-ViL score, the raw answer, and what was judged."""
     if answer is not None:
-        verdict = parse_verdict(answer)
-    row = {
-        "id": item["id"],
-        "verdict": verdict,
-        "score": item_score(verdict),
-        "raw": answer,
-        "correct": is_correct(item) if item.get("gold") is not None else None,
-        "pred": item.get("pred"),
-        "explanation": item.get("explanation"),
-        "judge": name,
-        "prompt_version": JUDGE_PROMPT_VERSION,
-    }
-    if probs is not None:
-        row["probs"] = probs
-    if note is not None:
-        row["note"] = note
-    return row
+        said = parse_verdict(answer)
+    return Verdict(id=item.id, verdict=said, score=item_score(said), raw=answer,
+                   correct=is_correct(item) if item.gold is not None else None, pred=item.pred,
+                   explanation=item.explanation, judge=name, prompt_version=JUDGE_PROMPT_VERSION, probs=probs,
+                   note=note)  # fmt: skip
 
 
-def unasked(item: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The row of an item the judge is not asked about, or None: no predicted label leaves nothing to justify (no
-    verdict); an empty explanation justifies nothing (no)."""
-    if item.get("pred") is None:
-        return verdict_row(item, name, None, note="no predicted label: nothing to justify, not asked")
-    if not str(item.get("explanation") or "").strip():
-        return verdict_row(item, name, None, verdict="no", note="empty explanation: scored no, not asked")
+def unasked(item: Prediction, name: str) -> Verdict | None:
+    """The verdict on an item the judge is not asked about, or None: no predicted label leaves nothing to justify
+    (no verdict); an empty explanation justifies nothing (no)."""
+    if item.pred is None:
+        return verdict(item, name, None, note="no predicted label: nothing to justify, not asked")
+    if not item.has_explanation:
+        return verdict(item, name, None, said="no", note="empty explanation: scored no, not asked")
     return None
 
 
-def as_example(item: dict[str, Any], line: int, source: Path) -> Example:
+def as_example(item: Prediction, line: int, source: Path) -> Example:
     """A prediction as the item the judge is asked about: its image and text, the label and explanation as fields of
     the judge's prompt."""
-    return Example(id=str(item["id"]), image=Path(item["image"]), text=str(item.get("text") or ""), label=None,
-                   source=f"{source}:{line}", fields=(("pred", str(item["pred"])),
-                                                      ("explanation", str(item["explanation"]).strip())))  # fmt: skip
+    return Example(id=item.id, image=Path(str(item.image)), text=item.text or "", label=None,
+                   source=f"{source}:{line}", fields=(("pred", str(item.pred)),
+                                                      ("explanation", str(item.explanation).strip())))  # fmt: skip
 
 
 def judge_run(
@@ -296,55 +279,56 @@ def judge_run(
     folder: Path,
     name: str,
     model_cfg: DictConfig,
-    rows: list[dict[str, Any]],
-    info: dict[str, Any],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Judges the items not yet judged in `folder`, then writes judge.json; returns it and every verdict row."""
-    labels = info.get("labels") or {str(v) for r in rows for v in (r.get("gold"), r.get("pred")) if v is not None}
+    rows: list[Prediction],
+    info: RunInfo,
+) -> tuple[dict[str, Any], list[Verdict]]:
+    """Judges the items not yet judged in `folder`, then writes judge.json; returns it and every verdict."""
+    labels = info.labels or {str(v) for r in rows for v in (r.gold, r.pred) if v is not None}
     kind = prompt_kind(labels)
     prompt = JUDGE_PROMPTS[kind]
-    store = PredictionStore(folder / VERDICTS_FILE)
+    run = RunDir(run_path)
+    store = PredictionStore(run.verdicts_file(name))
     check_writable(store.path)
-    done = store.rows(repair=True)
-    by_id = {str(r["id"]): r for r in rows}
+    done = read_verdicts(store, repair=True)
+    by_id = {r.id: r for r in rows}
     current = output_config(cfg, name, model_cfg, prompt)
-    check_continuable(folder, done, current, by_id)
-    write_json(folder / JUDGE_CONFIG, current)
-    with writing(folder / PROMPT_FILE):
-        (folder / PROMPT_FILE).write_text(prompt + "\n", encoding="utf-8")
-    finished = {str(r["id"]) for r in done}
+    check_continuable(run, name, done, current, by_id)
+    write_json(run.judge_config_file(name), current)
+    with writing(run.judge_prompt_file(name)):
+        run.judge_prompt_file(name).write_text(prompt + "\n", encoding="utf-8")
+    finished = {r.id for r in done}
     if finished:
         log.info("resuming: %d of %d items already judged in %s", len(finished), len(rows), store.path)
-    left = [r for r in rows if str(r["id"]) not in finished]
+    left = [r for r in rows if r.id not in finished]
     # items with nothing to ask the judge about are written with the first verdicts (so that a judge that fails to
     # load leaves no file behind that only its settings may continue)
     rules = [row for r in left if (row := unasked(r, name)) is not None]
-    ruled = {r["id"] for r in rules}
-    source = run_path / "predictions.jsonl"
-    line = {str(r["id"]): i for i, r in enumerate(rows, start=1)}
-    todo = [as_example(r, line[str(r["id"])], source) for r in left if r["id"] not in ruled]
+    ruled = {r.id for r in rules}
+    source = run.predictions_file
+    line = {r.id: i for i, r in enumerate(rows, start=1)}
+    todo = [as_example(r, line[r.id], source) for r in left if r.id not in ruled]
     todo, skipped = check_images(todo, cfg.task.get("on_bad_image", "fail"))
     seconds, size = 0.0, None
     if todo:
         seconds, size, skipped = ask(cfg, name, model_cfg, prompt, store, todo, rules, by_id, skipped, len(rows))
     elif rules:
         store.append(rules)
-    verdicts = unique_rows(store.rows(), store.path)
-    order = {str(r["id"]): i for i, r in enumerate(rows)}
-    ordered = sorted(verdicts, key=lambda r: order.get(str(r["id"]), len(order)))
+    verdicts = unique_rows(read_verdicts(store), store.path)
+    order = {r.id: i for i, r in enumerate(rows)}
+    ordered = sorted(verdicts, key=lambda r: order.get(r.id, len(order)))
     if ordered != verdicts:  # batched by length: back into the run's order
         store.rewrite(ordered)
     # S_E covers the items eval counts right, under the run's own scoring rule (VQA-X's soft score, ScienceQA's
     # guesses); the verdict rows keep what was judged
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     assert isinstance(settings, dict)
-    scoring = Scoring.from_settings(str(info.get("task") or cfg.task.name), settings)
-    as_eval = [{**v, "correct": is_correct(by_id[str(v["id"])], scoring=scoring)} if v.get("correct") is not None
-               and str(v["id"]) in by_id else v for v in ordered]  # fmt: skip
+    scoring = Scoring.from_settings(str(info.task or cfg.task.name), settings)
+    as_eval = [replace(v, correct=is_correct(by_id[v.id], scoring=scoring)) if v.correct is not None
+               and v.id in by_id else v for v in ordered]  # fmt: skip
     summary = summarize(as_eval, cfg, name, model_cfg, info, kind, len(todo), seconds, skipped)
     if size is not None:
         summary["batch_size"] = size
-    write_json(folder / JUDGE_SUMMARY, summary)
+    run.write_judge_results(name, summary)
     score = "n/a" if summary["judge_score"] is None else f"{summary['judge_score']:.3f}"
     log.info("judge %s: judge_score %s on %d correctly labelled items, all_judge_score %s on %d; %d unparsed; %s",
              name, score, summary["judge_n"], _fmt(summary["all_judge_score"]), summary["all_judge_n"],
@@ -373,7 +357,7 @@ def check_images(todo: list[Example], policy: str) -> tuple[list[Example], list[
 
 
 def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: PredictionStore, todo: list[Example],
-        unasked_rows: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], skipped: list[dict[str, str]],
+        unasked_rows: list[Verdict], by_id: dict[str, Prediction], skipped: list[dict[str, str]],
         total: int) -> tuple[float, int, list[dict[str, str]]]:  # fmt: skip
     """Loads the judge, writes `unasked_rows`, then puts the items to the judge batch by batch, appending each
     batch's verdicts; returns the seconds it took (loading not counted), the batch size at the end and the items
@@ -408,7 +392,7 @@ def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: P
     try:
         for batch in batches:
             store.append(
-                verdict_row(by_id[ex.id], name, answer, probs)
+                verdict(by_id[ex.id], name, answer, probs)
                 for ex, answer, probs in zip(batch.examples, batch.answers, batch.scores, strict=True)
             )
             skipped = skipped + batch.skipped
@@ -429,23 +413,23 @@ def ask(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str, store: P
     return time.perf_counter() - start, size, skipped
 
 
-def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_cfg: DictConfig,
-              info: dict[str, Any], kind: str, asked_now: int, seconds: float,
+def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: DictConfig,
+              info: RunInfo, kind: str, asked_now: int, seconds: float,
               skipped: list[dict[str, str]]) -> dict[str, Any]:  # fmt: skip
     """judge.json: the scores with their intervals, the counts, the judge and the prompt, throughput."""
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
-    asked = [r for r in verdicts if r.get("raw") is not None]
-    unparsed = [r for r in asked if r.get("verdict") is None]
-    counts = {v: sum(r.get("verdict") == v for r in verdicts) for v in VERDICTS}
+    asked = [r for r in verdicts if r.raw is not None]
+    unparsed = [r for r in asked if r.verdict is None]
+    counts = {v: sum(r.verdict == v for r in verdicts) for v in VERDICTS}
     spec = OmegaConf.to_container(model_cfg, resolve=True)
     notes = []
     if unparsed:
         notes.append(f"{len(unparsed)} of {len(asked)} answers say no verdict that vlx can read: they are left out "
-                     f"of the scores (their raw text is in {VERDICTS_FILE})")  # fmt: skip
-    if not any(r.get("correct") is not None for r in verdicts):
+                     f"of the scores (their raw text is in {RunDir.VERDICTS})")  # fmt: skip
+    if not any(r.correct is not None for r in verdicts):
         notes.append("no gold labels: judge_score (correctly labelled items, e-ViL's S_E) is undefined; "
                      "all_judge_score covers every judged item")  # fmt: skip
-    empty = sum(str(r.get("note", "")).startswith("empty explanation") for r in verdicts)
+    empty = sum((r.note or "").startswith("empty explanation") for r in verdicts)
     if empty:
         notes.append(f"{empty} items have an empty explanation: scored no without asking the judge")
     summary: dict[str, Any] = {
@@ -460,13 +444,13 @@ def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_
         "prompt_version": JUDGE_PROMPT_VERSION,
         "prompt_kind": kind,
         "decode": cfg.stage.decode,
-        "judged_run": {k: info.get(k) for k in ("task", "split", "model", "checkpoint", "adapter", "shots")},
+        "judged_run": {k: getattr(info, k) for k in ("task", "split", "model", "checkpoint", "adapter", "shots")},
         "items": len(verdicts),
         "asked": len(asked),
         "verdicts": counts,
         "unparsed": len(unparsed),
         "unparsed_rate": len(unparsed) / len(asked) if asked else None,
-        "no_label": sum(str(r.get("note", "")).startswith("no predicted label") for r in verdicts),
+        "no_label": sum((r.note or "").startswith("no predicted label") for r in verdicts),
         "empty_explanations": empty,
         **judge_scores(verdicts, settings["resamples"], settings["level"], settings["seed"]),
         "level": settings["level"],
@@ -481,21 +465,6 @@ def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_
     for note in notes:
         log.info("note: %s", note)
     return summary
-
-
-def merge_metrics(run_path: Path, summary: dict[str, Any]) -> None:
-    """The headline numbers into the run's metrics.json (read, update, write whole), under `judge_*` and
-    `all_judge_score*` keys; nothing is made when the run has no metrics.json."""
-    path = run_path / "metrics.json"
-    if not path.is_file():
-        log.info("%s has no metrics.json: the judge's scores are in %s only", run_path, JUDGE_SUMMARY)
-        return
-    with exclusive(run_path):  # not while stage=eval rewrites it
-        metrics = read_json(path, "written by stage=eval")
-        metrics.update({k: summary[k] for k in HEADLINE})
-        metrics.update({"judge_model": summary["judge"], "judge_prompt_version": summary["prompt_version"],
-                        "judge_unparsed": summary["unparsed"]})  # fmt: skip
-        write_json(path, metrics)
 
 
 def _fmt(value: float | None) -> str:

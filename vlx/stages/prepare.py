@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import DataError
 from vlx.records import Example
-from vlx.stages._common import write_json
+from vlx.run.store import write_json
 from vlx.tasks._base import Task, image_problems
 from vlx.tasks.catalog import task_from_config
 
