@@ -180,7 +180,7 @@ class Server:
 def read_ratings(path: Path) -> tuple[list[dict[str, Any]] | None, list[str], str]:
     """The ratings file as the page and `stage=eval` read it: (rows or None, the warnings logged, the error if any)."""
     from vlx.errors import DataError
-    from vlx.ratings import RatingStore
+    from vlx.run.ratings import RatingStore
 
     warnings: list[str] = []
 
@@ -188,7 +188,7 @@ def read_ratings(path: Path) -> tuple[list[dict[str, Any]] | None, list[str], st
         def emit(self, record: logging.LogRecord) -> None:
             warnings.append(record.getMessage())
 
-    logger = logging.getLogger("vlx.ratings")
+    logger = logging.getLogger("vlx.run.ratings")
     handler = Catch(logging.WARNING)
     logger.addHandler(handler)
     try:
@@ -512,7 +512,7 @@ def kill_cases(report: Report, source: Path, work: Path, rounds: int, clients: i
                f"{total} answered 200: {lost} lost; {len(rows)} lines read, {extra + len(others)} unexplained; "
                f"{unanswered} requests got no answer (in flight at a kill), {kept_unanswered} of them written",
                lost == 0 and extra == 0 and not others)  # fmt: skip
-    from vlx.ratings import RatingStore
+    from vlx.run.ratings import RatingStore
 
     counted = RatingStore(run / "ratings.jsonl").latest()
     report.add("kill -9", "the last rating per rater and item counts",

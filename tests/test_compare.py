@@ -318,7 +318,7 @@ def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path)
 @contextlib.contextmanager
 def held_by_another_process(run: Path):
     """`run`'s lock held by a child process, as an infer run still writing there holds it, until the block ends."""
-    code = ("import sys, time; from pathlib import Path; from vlx.run_dirs import exclusive\n"
+    code = ("import sys, time; from pathlib import Path; from vlx.run.lock import exclusive\n"
             "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n")  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     try:

@@ -15,8 +15,8 @@ from vlx.engine.decoding import decode
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
 from vlx.errors import Interrupted
 from vlx.records import Example
+from vlx.run.store import PredictionStore
 from vlx.stages.infer import load_model
-from vlx.store import PredictionStore
 
 GENERATION = {"do_sample": False, "max_new_tokens": 4}
 

@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from vlx.__main__ import run_stage
 from vlx.errors import VlxError
+from vlx.run.directory import RunDir
 from vlx.tasks.references import read_references
 
 ESNLI = ("entailment", "contradiction", "neutral")
@@ -244,7 +245,7 @@ def test_infer_scores_its_run_at_the_end(make_cfg, tmp_path):
 
 def test_calibration_from_label_probabilities_and_judge_keys_kept(make_cfg, tmp_path):
     """decode=score runs get ECE, Brier and NLL (equal to sklearn's) with intervals and a reliability diagram; a
-    re-score keeps the judge's numbers already in metrics.json."""
+    re-score leaves the judge's numbers (its own judge.json) alone, and readers still see them beside eval's."""
     from sklearn.metrics import brier_score_loss, log_loss
 
     rows = meme_rows(40)
@@ -261,10 +262,14 @@ def test_calibration_from_label_probabilities_and_judge_keys_kept(make_cfg, tmp_
         assert low <= saved[key] <= high, key
     assert (tmp_path / "r" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["intervals"]["resamples"] == 100 and "correctly labelled" in saved["intervals"]["explanations"]
-    (tmp_path / "r" / "metrics.json").write_text(json.dumps({**saved, "judge_score": 0.5, "all_judge_score": 0.4}))
+    judged = RunDir(tmp_path / "r")
+    judged.judge_dir("j").mkdir(parents=True)
+    judged.verdicts_file("j").write_text("")
+    judged.write_judge_results("j", {"judge": "j", "judge_score": 0.5, "all_judge_score": 0.4})
     run_stage(eval_cfg(make_cfg, tmp_path / "r"))
-    again = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    again = judged.results()
     assert again["judge_score"] == 0.5 and again["all_judge_score"] == 0.4 and again["ece_bins"] == 15
+    assert "judge_score" not in json.loads(judged.metrics_file.read_text())  # eval's file holds eval's numbers
 
 
 def test_bad_eval_settings_are_named(make_cfg, tmp_path):

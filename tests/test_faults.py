@@ -269,7 +269,9 @@ def test_text_that_is_not_utf8_names_file_and_line(make_cfg, tmp_path, reader):
     else:
         path = tmp_path / "predictions.jsonl"
         path.write_bytes(b'{"id": "1", "gold": "neutral", "pred": "neutral"}\n{"id": "2", "pred": "caf\xe9"}\n')
-        info = {"task": "esnli", "labels": ["entailment", "contradiction", "neutral"]}
+        from vlx.run.records import RunInfo
+
+        info = RunInfo(task="esnli", labels=("entailment", "contradiction", "neutral"))
         call, where = lambda: evaluate(tmp_path, info, {"resamples": 0, "level": 0.95, "seed": 0}), f"{path}:2"
     with pytest.raises(DataError) as err:
         call()
@@ -440,8 +442,7 @@ def test_every_write_helper_names_its_file_when_the_disk_fills(tmp_path):
     (appends, atomic rewrites, JSON and CSV files) name the file, and a failed atomic write keeps the old file and
     leaves no temporary one."""
     from vlx.errors import os_error_message
-    from vlx.stages._common import write_json
-    from vlx.store import PredictionStore, write_csv
+    from vlx.run.store import PredictionStore, write_csv, write_json
 
     def refused(write, path):
         with pytest.raises(OSError) as err:
@@ -859,7 +860,7 @@ def test_a_refused_run_leaves_no_directory_behind(tmp_path):
 def test_a_refused_command_leaves_an_existing_run_as_it_was(tmp_path):
     """A run directory being written by another run: the refused command neither removes it nor leaves its own
     .hydra/config.yaml in place of the run's."""
-    from vlx.run_dirs import exclusive
+    from vlx.run.lock import exclusive
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -876,7 +877,7 @@ def test_a_refused_command_leaves_an_existing_run_as_it_was(tmp_path):
 
 
 def test_select_correct_reads_its_run_and_writes_into_its_own(make_cfg, tmp_path):
-    from vlx.run_dirs import exclusive
+    from vlx.run.lock import exclusive
 
     run = tmp_path / "clf"
     run.mkdir()

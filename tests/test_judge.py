@@ -1,5 +1,5 @@
 """The judge stage: a tiny model judges a finished run's explanations on e-ViL's scale; the parser of judges'
-answers, the score, resuming, refusals, the metrics.json merge and W&B."""
+answers, the score, resuming, refusals, the judge's own judge.json beside eval's metrics.json, and W&B."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from vlx.judging import (
     prompt_kind,
     read_verdicts,
 )
+from vlx.run.directory import RunDir
+from vlx.run.records import Verdict
 
 LABELS = ["entailment", "contradiction", "neutral"]
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star")]
@@ -100,7 +102,7 @@ def test_prompt_kinds():
 
 def test_score_is_evils_mean_over_correctly_labelled_items():
     def row(verdict, correct):
-        return {"score": None if verdict is None else VERDICT_SCORES[verdict], "correct": correct}
+        return Verdict(id="x", score=None if verdict is None else VERDICT_SCORES[verdict], correct=correct)
 
     rows = [row("yes", True), row("weak yes", True), row("weak no", True), row("no", True), row("yes", True),
             row("no", False), row("yes", False), row(None, True), row(None, False)]  # fmt: skip
@@ -143,7 +145,9 @@ def test_judge_writes_a_verdict_for_every_item(make_cfg, tmp_path):
     assert summary["items_per_s"] > 0 and result["items_per_s"] == summary["items_per_s"]
     assert summary["all_judge_n"] == sum(v["score"] is not None for v in verdicts)
 
-    metrics = json.loads((run / "metrics.json").read_text())  # merged: eval's keys kept
+    # eval's metrics.json is left as it was; readers see the judge's numbers beside it
+    assert json.loads((run / "metrics.json").read_text()) == {"accuracy": 0.7, "bleu4": 0.25, "notes": ["kept"]}
+    metrics = RunDir(run).results()
     assert metrics["accuracy"] == 0.7 and metrics["bleu4"] == 0.25 and metrics["notes"] == ["kept"]
     assert metrics["judge_model"] == "tiny_llava" and metrics["judge_prompt_version"] == JUDGE_PROMPT_VERSION
     for key in ("judge_score", "judge_score_ci", "judge_n", "all_judge_score", "all_judge_n", "judge_unparsed"):

@@ -21,7 +21,7 @@ REFS = (Path(__file__).parent / "data" / "esnlive_test_explanations_300.txt").re
 
 def words(row) -> float | None:
     """The toy metric: how many words the explanation has (None without one: left out)."""
-    return len(row["explanation"].split()) if row.get("explanation") else None
+    return len(row.explanation.split()) if row.explanation else None
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_every_number_eval_writes_is_declared(make_cfg, tmp_path):
     """Labels, label scores and reference explanations: classification, calibration and explanation metrics; the
     judge's and the human raters' numbers from their own functions. Each scalar is a declared metric (or count)."""
     from vlx.judging import judge_scores
-    from vlx.ratings import human_metrics
+    from vlx.run.ratings import human_metrics
 
     metrics = scored(make_cfg, tmp_path / "run", rows_of(12, 0, 0, refs=True, scores=True), resamples=10)
     metrics.update(judge_scores([{"score": 1.0, "correct": True}, {"score": 0.0, "correct": False}], resamples=10))

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from vlx.stages.infer import prediction_row
+from vlx.run.records import RunInfo
+from vlx.stages.infer import prediction
 from vlx.tasks import build_task
 from vlx.tasks.answers import Scoring, accepted_answers, answer_score, is_correct, normalize_answer, vqa_gold
 
@@ -41,7 +42,7 @@ def need(path: Path) -> Path:
 
 def rows_of(task: Any, answer: Callable[[int, Any], str]) -> list[dict[str, Any]]:
     """predictions.jsonl rows as stage=infer writes them, the model's answer replaced by a crafted one."""
-    return [prediction_row(task, ex, answer(i, ex), []) for i, ex in enumerate(task.examples())]
+    return [prediction(task, ex, answer(i, ex), []).to_json() for i, ex in enumerate(task.examples())]
 
 
 # --- the crafted predictions (the scripts that ran the official code import these) ----------------------------------
@@ -155,7 +156,7 @@ def test_aokvqa_eval_stage_counts_the_other_copy_and_sums_its_probability(tmp_pa
     assert text_probabilities(first["scores"], first["choices"], gold="C") == {"A": 0.0, "B": 0.4, "C": 0.6, "D": 0.0}
     del first["scores"]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    info = {"task": "aokvqa", "split": "dev", "labels": ["A", "B", "C", "D"], "positive": None}
+    info = RunInfo.from_json({"task": "aokvqa", "split": "dev", "labels": ["A", "B", "C", "D"], "positive": None})
     settings = {"resamples": 0, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
                 "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
     metrics = evaluate(tmp_path, info, settings)
@@ -202,7 +203,7 @@ def test_scienceqa_eval_stage_guesses_by_default_and_names_both_accuracies(tmp_p
 
     rows = [{**r, "refs": []} for r in scienceqa_rows()]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    info = {"task": "scienceqa", "split": "test", "labels": ["A", "B", "C", "D", "E"], "positive": None}
+    info = RunInfo(task="scienceqa", split="test", labels=("A", "B", "C", "D", "E"), positive=None)
     settings = {"resamples": 0, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
                 "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
     metrics = evaluate(tmp_path, info, settings)
@@ -301,7 +302,7 @@ def test_compare_scores_answers_by_the_rule_eval_used_and_refuses_mixed_rules(tm
     from vlx.stages.evaluation import evaluate
 
     rows = [{**r, "refs": []} for r in scienceqa_rows()]
-    info = {"task": "scienceqa", "split": "test", "labels": ["A", "B", "C", "D", "E"], "positive": None}
+    info = RunInfo(task="scienceqa", split="test", labels=("A", "B", "C", "D", "E"), positive=None)
     settings = {"resamples": 20, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
                 "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
     runs = {}

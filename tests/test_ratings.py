@@ -15,7 +15,8 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from vlx.errors import DataError
-from vlx.ratings import KAPPA_UNDEFINED, RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
+from vlx.run.ratings import KAPPA_UNDEFINED, RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
+from vlx.run.records import Prediction
 
 
 def test_store_appends_and_the_last_rating_counts(tmp_path):
@@ -100,16 +101,16 @@ def test_a_write_the_disk_cuts_short_is_undone(tmp_path, caplog, room):
 
 
 def test_sample_is_seeded_and_balanced():
-    rows = [{"id": f"i{k}", "gold": "entailment" if k < 70 else "neutral" if k < 95 else "contradiction"}
+    rows = [Prediction(id=f"i{k}", gold="entailment" if k < 70 else "neutral" if k < 95 else "contradiction")
             for k in range(100)]  # fmt: skip
     sample = draw_sample(rows, 30, seed=1)
     assert sample == draw_sample(rows, 30, seed=1) and sample != draw_sample(rows, 30, seed=2)
-    golds = [next(r["gold"] for r in rows if r["id"] == i) for i in sample]
+    golds = [next(r.gold for r in rows if r.id == i) for i in sample]
     # contradiction has only 5 items: all of them, the rest split evenly
     assert golds.count("contradiction") == 5 and golds.count("neutral") in (12, 13) and len(set(sample)) == 30
-    assert sample == [r["id"] for r in rows if r["id"] in set(sample)]  # in the run's order
+    assert sample == [r.id for r in rows if r.id in set(sample)]  # in the run's order
     unbalanced = draw_sample(rows, 30, seed=1, balanced=False)
-    assert len(unbalanced) == 30 and draw_sample(rows, 500) == [r["id"] for r in rows]
+    assert len(unbalanced) == 30 and draw_sample(rows, 500) == [r.id for r in rows]
 
 
 def test_kappas_equal_the_references():

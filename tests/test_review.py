@@ -161,7 +161,7 @@ def test_a_cut_short_ratings_write_loses_nothing(client, caplog):
     rated = api.get("/api/items", params={"rater": "ana", "rated": "yes"})
     assert rated.status_code == 200 and sorted(i["id"] for i in rated.json()["items"]) == sorted([ids[0], ids[2]])
     assert api.get("/api/run").json()["raters"] == ["ana"]
-    from vlx.ratings import RatingStore
+    from vlx.run.ratings import RatingStore
 
     assert [r["id"] for r in RatingStore(path).rows()] == [ids[0], ids[2]]  # what stage=eval reads
     assert any(f"{path}:2: a rating cut short" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

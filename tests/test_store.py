@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlx.errors import DataError
-from vlx.store import PredictionStore, write_csv
+from vlx.run.store import PredictionStore, write_csv
 
 
 def test_append_and_read_back_in_order(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 from helpers import run_vlx as vlx
 
 from vlx.__main__ import run_stage
-from vlx.run_dirs import RunDirGuard, exclusive
+from vlx.run.guard import RunDirGuard
+from vlx.run.lock import exclusive
 
 ERROR_RECORD = "error.json"  # a failed job's record in its folder
 LIMIT_0 = "task.limit=0: use a positive number of items, or null for the whole split"
@@ -64,7 +65,7 @@ def test_a_failed_job_that_was_a_bug_makes_the_sweep_exit_1_and_keeps_its_folder
     """The end of a sweep, from the records its jobs left (a refused job and one that hit a bug): exit 1, and the
     folder, whose bug's traceback is in the job's vlx.log, is kept."""
     from vlx.__main__ import _sweep_failed
-    from vlx.run_dirs import SweepJobFailed, write_error_record
+    from vlx.run.sweeps import SweepJobFailed, write_error_record
 
     sweep = tmp_path / "sweep"
     for job, (limit, message, refused) in enumerate([("0", LIMIT_0, True), ("4", "ZeroDivisionError: oops", False)]):

@@ -20,11 +20,10 @@ from omegaconf import DictConfig
 
 from vlx.configs import config_dir
 from vlx.errors import VlxError
-from vlx.run_dirs import (
-    RunDirGuard,
+from vlx.run.guard import RunDirGuard, discard_refused_run
+from vlx.run.sweeps import (
     SweepJobFailed,
     clear_error_record,
-    discard_refused_run,
     distinguishing_overrides,
     sweep_failures,
     write_error_record,

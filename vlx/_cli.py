@@ -321,7 +321,7 @@ def run_dir_problem(err: BaseException) -> str | None:
     handler 'file'") from the OSError.
     """
     from vlx.errors import os_error_message
-    from vlx.run_dirs import RunDirGuard
+    from vlx.run.guard import RunDirGuard
 
     if isinstance(err, ValueError) and str(err).startswith("Unable to configure handler"):
         err = err.__cause__  # type: ignore[assignment]

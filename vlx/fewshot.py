@@ -42,7 +42,7 @@ import numpy as np
 
 from vlx.errors import ConfigError, DataError
 from vlx.records import Example
-from vlx.run_dirs import predictions_dir
+from vlx.run.directory import RunDir
 from vlx.tasks.answers import is_correct
 from vlx.text_files import read_objects
 
@@ -343,7 +343,7 @@ def correct_ids_from_predictions(path: str | Path, key: str = "shots.source") ->
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        path = predictions_dir(path, key) / "predictions.jsonl"
+        path = RunDir.find(path, key).predictions_file
     if not path.is_file():
         raise ConfigError(f"{path}: no predictions file for few-shot from_correct; {SOURCE_RUN_HINT}")
     correct = set()

@@ -14,7 +14,7 @@ score and its interval, and `read_verdicts` for stages that compare judged runs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ import numpy as np
 
 from vlx.errors import ConfigError
 from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted_mean
-from vlx.run_dirs import predictions_dir
-from vlx.store import PredictionStore, unique_rows
+from vlx.run.directory import RunDir
+from vlx.run.records import Verdict
 
 # e-ViL's scale, best first: verdict -> item score
 VERDICT_SCORES: dict[str, float] = {"yes": 1.0, "weak yes": 2 / 3, "weak no": 1 / 3, "no": 0.0}
@@ -61,10 +61,6 @@ JUDGE_PROMPTS: dict[str, str] = {
 }
 # how an answer is written when its likelihood is scored (judge decode=score)
 ANSWER_TEXTS: dict[str, str] = {"yes": "Yes", "weak yes": "Weak yes", "weak no": "Weak no", "no": "No"}
-
-JUDGEMENTS = "judgements"  # <run dir>/judgements/<judge name>/
-VERDICTS_FILE = "verdicts.jsonl"
-JUDGE_SUMMARY = "judge.json"
 
 
 def prompt_kind(labels: Iterable[str]) -> str:
@@ -148,9 +144,9 @@ def mean_with_interval(
     return float(array.mean()), percentile_interval(resampled, level)
 
 
-def judge_scores(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, level: float = 0.95,
+def judge_scores(verdicts: Sequence[Verdict], resamples: int = 1000, level: float = 0.95,
                  seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """e-ViL's explanation score from verdict rows (`score`: the item's score or None, `correct`: whether its label
+    """e-ViL's explanation score from verdicts (`score`: the item's score or None, `correct`: whether its label
     was right, None without a gold label).
 
     Items without a verdict (an unparsed answer, no predicted label) are left out of both means, and counted.
@@ -159,9 +155,9 @@ def judge_scores(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, level
         judge_score (S_E: the mean over correctly labelled items), judge_score_ci, judge_n; all_judge_score (the
         mean over every item with a verdict), all_judge_score_ci, all_judge_n.
     """
-    scored = [r for r in rows if r.get("score") is not None]
-    correct = [float(r["score"]) for r in scored if r.get("correct")]
-    everyone = [float(r["score"]) for r in scored]
+    scored = [v for v in verdicts if v.score is not None]
+    correct = [float(v.score) for v in scored if v.correct and v.score is not None]
+    everyone = [float(v.score) for v in scored if v.score is not None]
     out: dict[str, Any] = {}
     for prefix, values in (("", correct), ("all_", everyone)):
         mean, interval = mean_with_interval(values, resamples, level, seed)
@@ -174,19 +170,18 @@ def judge_scores(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, level
 
 
 def judge_names(run_dir: str | Path) -> list[str]:
-    """The judges that have judged a run (folders under <run>/judgements/ holding verdicts)."""
-    folder = predictions_dir(run_dir, "run") / JUDGEMENTS
-    return sorted(p.parent.name for p in folder.glob(f"*/{VERDICTS_FILE}"))
+    """The judges that have judged a run (its root or its infer/)."""
+    return RunDir.find(run_dir, "run").judge_names()
 
 
-def verdicts_path(run_dir: str | Path, judge: str | None = None) -> Path:
-    """<run>/judgements/<judge>/verdicts.jsonl; `judge` None: the run's only judge.
+def chosen_judge(run_dir: str | Path, judge: str | None = None) -> str:
+    """The judge whose verdicts to read: `judge`, or the run's only one.
 
     Raises:
         ConfigError: the run has no verdicts of that judge, or several judges and none was named.
     """
-    run = predictions_dir(run_dir, "run")
-    names = judge_names(run)
+    run = RunDir.find(run_dir, "run")
+    names = run.judge_names()
     if judge is None and len(names) == 1:
         judge = names[0]
     if judge is None or judge not in names:
@@ -194,10 +189,15 @@ def verdicts_path(run_dir: str | Path, judge: str | None = None) -> Path:
         what = "which judge's verdicts to read" if judge is None and names else f"no verdicts of judge {judge!r}"
         raise ConfigError(f"{run}: {what} ({have}); judge it with `vlx stage=judge run={run} judge=<model>`"
                           + (", or name one of them" if names else ""))  # fmt: skip
-    return run / JUDGEMENTS / judge / VERDICTS_FILE
+    return judge
 
 
-def read_verdicts(run_dir: Path, judge: str | None = None) -> dict[str, float | None]:
+def run_verdicts(run_dir: str | Path, judge: str | None = None) -> list[Verdict]:
+    """A judged run's verdicts, one per item, of `judge` (None: the run's only judge; see `chosen_judge`)."""
+    return RunDir.find(run_dir, "run").verdicts(chosen_judge(run_dir, judge))
+
+
+def read_verdicts(run_dir: str | Path, judge: str | None = None) -> dict[str, float | None]:
     """Item id -> e-ViL item score (1, 2/3, 1/3, 0; None where the judge's answer was not read or the item had no
     predicted label) of a judged run.
 
@@ -206,8 +206,6 @@ def read_verdicts(run_dir: Path, judge: str | None = None) -> dict[str, float | 
         judge: the judge's name (its folder under <run>/judgements/); None: the only judge of the run.
 
     Raises:
-        ConfigError: see `verdicts_path`.
+        ConfigError: see `chosen_judge`.
     """
-    path = verdicts_path(run_dir, judge)
-    rows = unique_rows(PredictionStore(path).rows(), path)
-    return {str(r["id"]): (None if r.get("score") is None else float(r["score"])) for r in rows}
+    return {v.id: (None if v.score is None else float(v.score)) for v in run_verdicts(run_dir, judge)}

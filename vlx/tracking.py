@@ -11,7 +11,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ class Tracker:
     def log_summary(self, summary: dict[str, Any]) -> None:
         pass
 
-    def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
+    def log_predictions(self, rows: Sequence[Prediction], images: int = 0) -> None:
         pass
 
     def log_metrics(self, metrics: dict[str, float], per_class: dict[str, dict[str, float]], figure: Path) -> None:
@@ -89,7 +92,7 @@ class WandbTracker(Tracker):
         self.run.log({key: wandb.Table(columns=list(columns), data=[[None if v is None else str(v) if not
                       isinstance(v, (int, float)) else v for v in row] for row in data])})  # fmt: skip
 
-    def log_predictions(self, rows: Sequence[dict[str, Any]], images: int = 0) -> None:
+    def log_predictions(self, rows: Sequence[Prediction], images: int = 0) -> None:
         """A table of predictions whose first `images` rows carry their image, and those images with captions.
 
         The image column holds images only (an empty cell after the first `images` rows, and for a file that is
@@ -102,11 +105,11 @@ class WandbTracker(Tracker):
         table = wandb.Table(columns=list(PREDICTION_COLUMNS))
         shown = []
         for i, row in enumerate(rows):
-            values = {c: row.get(c) for c in PREDICTION_COLUMNS}
-            values["image_path"], values["image"] = row.get("image"), None
-            if i < images and Path(row["image"]).is_file():
-                caption = f"{row['id']}: gold {row.get('gold')}, pred {row.get('pred')}"
-                values["image"] = wandb.Image(row["image"], caption=caption)
+            values = {c: getattr(row, c, None) for c in PREDICTION_COLUMNS}
+            values["image_path"], values["image"] = row.image, None
+            if i < images and row.image is not None and Path(row.image).is_file():
+                caption = f"{row.id}: gold {row.gold}, pred {row.pred}"
+                values["image"] = wandb.Image(row.image, caption=caption)
                 shown.append(values["image"])
             table.add_data(*(values[c] for c in PREDICTION_COLUMNS))
         self.run.log({"predictions": table, **({"examples": shown} if shown else {})})

@@ -66,7 +66,7 @@ class LoopSettings:
 
 
 class RowStore(Protocol):
-    """Where the loop appends rows: an append-only file of rows keyed by id (`vlx.store.PredictionStore`)."""
+    """Where the loop appends rows: an append-only file of rows keyed by id (`vlx.run.store.PredictionStore`)."""
 
     path: Path
 

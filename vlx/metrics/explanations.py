@@ -44,7 +44,7 @@ def rows_explanation_scores(
     Returns:
         (metrics.json's keys, notes, explanation_items.jsonl's rows: [] when nothing was scored).
     """
-    scored = [r for r in pool if refs.get(str(r["id"]))]
+    scored = [r for r in pool if refs.get(r.id)]
     out: dict[str, Any] = {"n_with_references": len(scored), "n_without_references": len(pool) - len(scored)}
     if not scored:
         return out, ["no reference explanations: explanation metrics skipped (Hateful Memes ships none; give "
@@ -89,8 +89,8 @@ def explanation_scores(
     bert = BertScoreSettings(**settings["bertscore"])
     meteor = open_meteor(len(scored), settings.get("java", True))
     try:
-        items = score_items([r.get("explanation") or "" for r in scored],
-                            [evil_references(list(refs[str(r["id"])]), task, settings) for r in scored],
+        items = score_items([r.explanation or "" for r in scored],
+                            [evil_references(list(refs[r.id]), task, settings) for r in scored],
                             bert, meteor, protocol=protocol, spice=settings["spice"],
                             spice_jar=settings.get("spice_jar"), notes=notes)  # fmt: skip
         out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
@@ -108,6 +108,6 @@ def explanation_scores(
                 f"e-ViL's BERTScore is distilbert-base-uncased (eval/bertscore=distilbert); this run used "
                 f"{out['bertscore']['model']}, so bertscore_f1 and evil_avg_all differ from e-ViL's"
             )
-    rows = [{"id": r["id"], "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
+    rows = [{"id": r.id, "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
             strict=True)]  # fmt: skip
     return out, notes, rows

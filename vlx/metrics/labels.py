@@ -21,7 +21,7 @@ def open_answer_scores(labelled: Sequence[Row], scoring: Scoring, *, resamples: 
     """Accuracy of open answers (VQA-X) by `eval.vqa_rule`, with its interval, and the note saying the rule."""
     found = open_answer_metrics(
         [answer_score(r, scoring) for r in labelled], [is_correct(r, any_answer=True) for r in labelled],
-        [r.get("pred") is None for r in labelled], resamples=resamples, level=level, seed=seed,
+        [r.pred is None for r in labelled], resamples=resamples, level=level, seed=seed,
     )  # fmt: skip
     return found, [open_answer_note(scoring)]
 
@@ -58,16 +58,16 @@ def label_scores(
         ConfigError: a prediction that is not one of the labels (its id named).
     """
     labels = tuple(labels)
-    bad = next((r for r in labelled if r.get("pred") is not None and r["pred"] not in labels), None)
+    bad = next((r for r in labelled if r.pred is not None and r.pred not in labels), None)
     if bad is not None:
         raise ConfigError(f"{source}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
-    scores = [r.get("scores") for r in labelled]
+    scores = [r.scores for r in labelled]
     # the label each answer counts as: the gold one for the other copy of a repeated option, a guess for an
     # unparsed answer under eval.unparsed=guess
     found, notes = classification_metrics(
-        [r["gold"] for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
+        [r.gold for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
         scores=scores if any(s is not None for s in scores) else None,
-        unparsed=[r.get("pred") is None for r in labelled], resamples=resamples, level=level, seed=seed,
+        unparsed=[r.pred is None for r in labelled], resamples=resamples, level=level, seed=seed,
     )  # fmt: skip
     found.update(multiple_choice_rules(labelled, scoring, notes))
     return found, notes
@@ -76,14 +76,14 @@ def label_scores(
 def multiple_choice_rules(labelled: Sequence[Row], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
     """What the multiple-choice rules did: repeated options, guesses for unparsed answers (notes and numbers)."""
     out: dict[str, Any] = {}
-    repeated = [r for r in labelled if r.get("choices") and len(set(r["choices"].values())) < len(r["choices"])]
+    repeated = [r for r in labelled if r.choices and len(set(r.choices.values())) < len(r.choices)]
     if repeated:
-        other_copy = sum(r.get("pred") not in (None, r["gold"]) and is_correct(r, scoring=scoring) for r in repeated)
+        other_copy = sum(r.pred not in (None, r.gold) and is_correct(r, scoring=scoring) for r in repeated)
         notes.append(f"{len(repeated)} items repeat an option's text: the chosen text is scored, so either copy is "
                      f"right (A-OKVQA's eval_predictions.py); {other_copy} answers chose the gold text's other copy. "
                      "Label scoring sums a repeated option's probability over its copies")  # fmt: skip
         out["repeated_option_items"] = len(repeated)
-    unparsed = [r for r in labelled if r.get("pred") is None]
+    unparsed = [r for r in labelled if r.pred is None]
     if scoring.unparsed == "guess":
         guessed = [r for r in unparsed if answered_label(r, scoring) is not None]
         wrong = Scoring(vqa_rule=scoring.vqa_rule, unparsed="wrong", seed=scoring.seed)
@@ -107,12 +107,12 @@ def calibration_scores(
     a note) where only some rows have them, ({}, []) where none has."""
     from vlx.metrics.calibration import calibration_metrics
 
-    have = sum(r.get("scores") is not None for r in labelled)
+    have = sum(r.scores is not None for r in labelled)
     if have < len(labelled):
         return {}, [f"calibration not computed: only {have} of {len(labelled)} items have label scores"] if have else []
     # multiple-choice items are scored over their own options: labels they do not offer have probability 0
     # an option repeated under two letters is one answer: its probability is its copies' sum (on the gold letter)
     return calibration_metrics(
-        [r["gold"] for r in labelled], [text_probabilities(r["scores"], r.get("choices"), r["gold"]) for r in labelled],
+        [r.gold for r in labelled], [text_probabilities(r.scores or {}, r.choices, r.gold) for r in labelled],
         labels, positive=positive, bins=bins, resamples=resamples, level=level, seed=seed, missing_as_zero=True,
     )  # fmt: skip

@@ -7,11 +7,11 @@ it an `item_score` (a function of one prediction row, None where it does not app
 with its bootstrap interval, stage=compare tests it paired, the report shows it and W&B gets it:
 
     register(Metric("explanation_words", "Explanation words", higher_is_better=None, interval=ITEMS,
-                    shows=EVERYWHERE, item_score=lambda row: len((row.get("explanation") or "").split())))
+                    shows=EVERYWHERE, item_score=lambda row: len((row.explanation or "").split())))
 
 Metrics computed by a family's own code (classification, calibration, explanations, judge, human ratings) are
 declared here and computed in their modules (vlx.metrics.classification, calibration, text; vlx.judging,
-vlx.ratings), which write the same names.
+vlx.run.ratings), which write the same names.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 # where a metric shows
 LOG = "log"  # eval's log table
@@ -59,7 +62,7 @@ def protocol_of(settings: Mapping[str, Any]) -> str:
     return str(settings.get("protocol", DEFAULT_PROTOCOL))
 
 
-ItemScore = Callable[[Mapping[str, Any]], "float | None"]
+ItemScore = Callable[["Prediction"], "float | None"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ _DECLARED: tuple[Metric, ...] = (
     Metric(ALL + "judge_score", "Judge S_E (all items)", shows=_TABLE, n_key=ALL + "judge_n"),
     _count("judge_n"),
     _count(ALL + "judge_n"),
-    # human ratings (vlx.ratings, from stage=review)
+    # human ratings (vlx.run.ratings, from stage=review)
     Metric("human_score", "Human S_E", shows=frozenset({LOG, JSON, REPORT, WANDB}), n_key="human_n"),
     Metric(ALL + "human_score", "Human S_E (all items)", shows=frozenset({LOG, JSON, WANDB}), n_key=ALL + "human_n"),
     _count("human_n"),

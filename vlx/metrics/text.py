@@ -501,11 +501,11 @@ def item_metrics(items: ExplanationItems) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=float) * items.scale for k, v in out.items()}
 
 
-def run_item_metrics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """id -> `item_metrics` of a scored run, from the explanation_items.jsonl stage=eval wrote ({} without it)."""
-    from vlx.store import PredictionStore
+def run_item_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """id -> `item_metrics` of a scored run, from the per-item statistics stage=eval wrote (`path`, the run's
+    `RunDir.explanation_items`; {} without it)."""
+    from vlx.run.store import PredictionStore
 
-    path = Path(run_dir) / "explanation_items.jsonl"
     if not path.is_file() or "protocol" not in metrics:
         return {}
     rows = PredictionStore(path).rows()

@@ -40,12 +40,13 @@ from starlette.staticfiles import StaticFiles
 
 from vlx.errors import DataError
 from vlx.judging import VERDICTS
-from vlx.ratings import RATINGS_FILE, RatingStore
+from vlx.run.directory import RunDir
+from vlx.run.ratings import RatingStore
+from vlx.run.records import Prediction, RunInfo, Verdict
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-RUN_FILES = ("confusion_matrix.png", "reliability.png")
 # the fields of an item the page shows (the rest of a prediction row stays on the server)
 ITEM_FIELDS = ("id", "text", "gold", "pred", "explanation", "raw", "refs", "scores", "answers")
 # the largest rating request read (a rating is ~100 bytes)
@@ -92,43 +93,43 @@ class ReviewData:
 
     Attributes:
         run_dir: the run directory.
-        rows: the prediction rows, in the run's order.
+        rows: the predictions, in the run's order.
         images: item index -> the image file (resolved; None where it is missing).
-        metrics: metrics.json (or {}).
-        info: summary.json's run block (or {}).
+        metrics: metrics.json with the judges' numbers (`RunDir.results`; {} for a run not scored).
+        info: summary.json's run block (empty for a hand-made predictions file).
         item_metrics: id -> {metric: value} per item (ROUGE-L, BERTScore, ...).
-        judge: id -> {"verdict", "score", "judge"} where the run was judged.
+        judge: id -> the judge's verdict where the run was judged.
         sample: the ids to rate (every id when no sample was asked for).
     """
 
     run_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[Prediction]
     images: list[Path | None]
     metrics: dict[str, Any]
-    info: dict[str, Any]
+    info: RunInfo
     item_metrics: dict[str, dict[str, float]]
-    judge: dict[str, dict[str, Any]]
+    judge: dict[str, Verdict]
     sample: list[str]
     store: RatingStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.store = RatingStore(self.run_dir / RATINGS_FILE)
-        self.index = {str(r["id"]): k for k, r in enumerate(self.rows)}
+        self.store = RatingStore(RunDir(self.run_dir).ratings_file)
+        self.index = {r.id: k for k, r in enumerate(self.rows)}
         self.in_sample = set(self.sample)
 
 
 def _matches(data: ReviewData, k: int, query: Mapping[str, str], rated: Mapping[str, str]) -> bool:
     row = data.rows[k]
-    item = str(row["id"])
+    item = row.id
     if query.get("sample") == "1" and item not in data.in_sample:
         return False
-    if query.get("wrong") == "1" and (row.get("gold") is None or row.get("pred") == row.get("gold")):
+    if query.get("wrong") == "1" and (row.gold is None or row.pred == row.gold):
         return False
-    if query.get("unparsed") == "1" and row.get("pred") is not None:
+    if query.get("unparsed") == "1" and row.pred is not None:
         return False
-    if query.get("gold") and str(row.get("gold")) != query["gold"]:
+    if query.get("gold") and str(row.gold) != query["gold"]:
         return False
-    if query.get("pred") and str(row.get("pred")) != query["pred"]:
+    if query.get("pred") and str(row.pred) != query["pred"]:
         return False
     if query.get("rated") == "yes" and item not in rated:
         return False
@@ -139,10 +140,10 @@ def _sort_key(data: ReviewData, metric: str) -> Any:
     def key(k: int) -> float:
         row = data.rows[k]
         if metric == "confidence":
-            scores = row.get("scores") or {}
+            scores = row.scores or {}
             value = max(scores.values()) if scores else None
         else:
-            value = data.item_metrics.get(str(row["id"]), {}).get(metric)
+            value = data.item_metrics.get(row.id, {}).get(metric)
         return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
 
     return key
@@ -151,12 +152,16 @@ def _sort_key(data: ReviewData, metric: str) -> Any:
 def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, Any]:
     """One item as the page shows it."""
     row = data.rows[k]
-    item = str(row["id"])
-    view = {key: row.get(key) for key in ITEM_FIELDS}
+    item = row.id
+    data_row = row.to_json()  # the page's JSON: the file's fields as they are
+    view = {key: data_row.get(key) for key in ITEM_FIELDS}
+    verdict = data.judge.get(item)
     view.update({"index": k, "image": f"image/{k}" if data.images[k] is not None else None,
-                 "image_name": Path(str(row.get("image") or "")).name, "metrics": data.item_metrics.get(item, {}),
-                 "judge": data.judge.get(item), "rating": rated.get(item), "in_sample": item in data.in_sample,
-                 "correct": row.get("gold") is not None and row.get("pred") == row.get("gold")})  # fmt: skip
+                 "image_name": Path(row.image or "").name, "metrics": data.item_metrics.get(item, {}),
+                 "judge": None if verdict is None else {"verdict": verdict.verdict, "score": verdict.score,
+                                                        "judge": verdict.judge, "raw": verdict.raw},
+                 "rating": rated.get(item), "in_sample": item in data.in_sample,
+                 "correct": row.gold is not None and row.pred == row.gold})  # fmt: skip
     return view
 
 
@@ -183,16 +188,16 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
         metrics = data.metrics
         headline = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "auroc", "ece", "bleu4", "bertscore_f1",
                     "judge_score", "human_score") if isinstance(metrics.get(k), (int, float))}  # fmt: skip
-        labels = list(data.info.get("labels") or metrics.get("confusion_matrix", {}).get("rows") or [])
+        labels = list(data.info.labels or metrics.get("confusion_matrix", {}).get("rows") or [])
         raters = sorted({who for who, _ in data.store.latest()})
         names = sorted({n for m in data.item_metrics.values() for n in m})
-        return JSONResponse({"run": str(data.run_dir), "task": data.info.get("task") or metrics.get("task"),
-                             "split": data.info.get("split") or metrics.get("split"), "model": data.info.get("model"),
+        return JSONResponse({"run": str(data.run_dir), "task": data.info.task or metrics.get("task"),
+                             "split": data.info.split or metrics.get("split"), "model": data.info.model,
                              "labels": labels, "items": len(data.rows), "sample": len(data.sample),
                              "metrics": headline, "confusion_matrix": metrics.get("confusion_matrix"),
-                             "item_metrics": names, "has_scores": any(r.get("scores") for r in data.rows),
+                             "item_metrics": names, "has_scores": any(r.scores for r in data.rows),
                              "judged": bool(data.judge), "raters": raters, "verdicts": list(VERDICTS),
-                             "files": [n for n in RUN_FILES if (data.run_dir / n).is_file()]})  # fmt: skip
+                             "files": [p.name for p in RunDir(data.run_dir).plots if p.is_file()]})  # fmt: skip
 
     async def items(request: Request) -> Response:
         query = request.query_params
@@ -214,9 +219,10 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
 
     async def run_file(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in RUN_FILES or not (data.run_dir / name).is_file():
+        served = {p.name: p for p in RunDir(data.run_dir).plots}
+        if name not in served or not served[name].is_file():
             return Response("not a file of this run", status_code=404)
-        return FileResponse(data.run_dir / name)
+        return FileResponse(served[name])
 
     async def rate(request: Request) -> Response:
         origin = request.headers.get("origin")

@@ -9,21 +9,21 @@ from typing import Any
 
 from vlx.errors import ConfigError
 from vlx.metrics.text import run_item_metrics
-from vlx.ratings import draw_sample
 from vlx.review.app import ReviewData
-from vlx.stages._common import read_json
-from vlx.store import PredictionStore, run_predictions
+from vlx.run.directory import RunDir
+from vlx.run.ratings import draw_sample
+from vlx.run.records import Prediction, RunInfo, Verdict
+from vlx.run.store import read_json
 
 log = logging.getLogger(__name__)
 
-SAMPLE_FILE = "review_sample.json"
 # what the image route serves: image files only, so a prediction row naming another file (/etc/passwd) reaches nothing
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, dict[str, Any]]:
-    """id -> the judge's verdict row, for the named judge or the run's only one ({} where none judged it)."""
-    from vlx.judging import judge_names, verdicts_path
+def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, Verdict]:
+    """id -> the judge's verdict, for the named judge or the run's only one ({} where none judged it)."""
+    from vlx.judging import judge_names, run_verdicts
 
     names = judge_names(run_dir)
     if not names or (judge is None and len(names) > 1):
@@ -31,9 +31,7 @@ def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, dict[str, Any]
             log.info("the run has several judges (%s): name one with review.judge=<name> to show its verdicts",
                      ", ".join(names))  # fmt: skip
         return {}
-    path = verdicts_path(run_dir, judge)
-    return {str(r["id"]): {"verdict": r.get("verdict"), "score": r.get("score"), "judge": r.get("judge"),
-                           "raw": r.get("raw")} for r in PredictionStore(path).rows()}  # fmt: skip
+    return {v.id: v for v in run_verdicts(run_dir, judge)}
 
 
 def image_path(value: Any, run_dir: Path) -> Path | None:
@@ -64,13 +62,13 @@ def _is_image(path: Path) -> bool:
     )
 
 
-def sample_ids(run_dir: Path, rows: list[dict[str, Any]], size: int | None, seed: int, balanced: bool) -> list[str]:
+def sample_ids(run_dir: Path, rows: list[Prediction], size: int | None, seed: int, balanced: bool) -> list[str]:
     """Every id, or a seeded sample kept in review_sample.json so that a restarted server rates the same items."""
     if size is None:
-        return [str(r["id"]) for r in rows]
+        return [r.id for r in rows]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"review.sample={size!r}: use a number of items to rate, or null for all of them")
-    path = run_dir / SAMPLE_FILE
+    path = RunDir(run_dir).review_sample
     wanted = {"size": size, "seed": seed, "balanced": balanced}
     if path.is_file():
         saved = read_json(path, "written by stage=review")
@@ -84,14 +82,13 @@ def sample_ids(run_dir: Path, rows: list[dict[str, Any]], size: int | None, seed
 def load(run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: bool = True,
          judge: str | None = None) -> ReviewData:  # fmt: skip
     """The run's predictions, metrics, per-item scores, judge verdicts and the sample to rate."""
-    rows = run_predictions(run_dir, "review")
-    metrics = read_json(run_dir / "metrics.json", "written by stage=eval") if (run_dir / "metrics.json").is_file() \
-        else {}  # fmt: skip
-    summary = run_dir / "summary.json"
-    info = read_json(summary, "written by stage=infer").get("run", {}) if summary.is_file() else {}
-    images = [image_path(r.get("image"), run_dir) for r in rows]
+    run = RunDir(run_dir)
+    rows = run.predictions("review")
+    metrics = run.results()
+    info = run.run_info() or RunInfo()
+    images = [image_path(r.image, run_dir) for r in rows]
     missing = sum(i is None for i in images)
     if missing:
         log.info("%d of %d items have no image file here (the page shows their file name)", missing, len(rows))
-    return ReviewData(run_dir, rows, images, metrics, info, run_item_metrics(run_dir, metrics),
+    return ReviewData(run_dir, rows, images, metrics, info, run_item_metrics(run.explanation_items, metrics),
                       judge_verdicts(run_dir, judge), sample_ids(run_dir, rows, sample, seed, balanced))  # fmt: skip

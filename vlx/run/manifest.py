@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import ConfigError
+from vlx.run.directory import RunDir
+from vlx.run.store import write_json
 from vlx.run.weights import adapter_fingerprint, weights_identity
-from vlx.stages._common import write_json
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+MANIFEST = RunDir.MANIFEST
 FORMAT = 1  # manifest.json's layout; raised when a key changes meaning
 
 LIBRARIES = ("torch", "transformers", "peft", "vlx")
@@ -182,7 +183,7 @@ def versions() -> dict[str, str | None]:
 
 def write(run_dir: Path, manifest: Manifest) -> Path:
     """Writes `<run_dir>/manifest.json` whole or not at all; returns its path."""
-    path = run_dir / MANIFEST
+    path = RunDir(run_dir).manifest
     write_json(path, manifest.to_dict())
     return path
 
@@ -193,7 +194,7 @@ def read(run_dir: Path) -> Manifest | None:
     Raises:
         ConfigError: manifest.json is there but cannot be read.
     """
-    path = run_dir / MANIFEST
+    path = RunDir(run_dir).manifest
     if not path.is_file():
         return None
     try:

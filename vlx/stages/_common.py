@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError, writing
-from vlx.store import removed_on_error
+from vlx.errors import ConfigError
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -75,15 +72,6 @@ def check_generation(generation: dict[str, Any]) -> None:
         raise ConfigError("generation: " + " ".join(str(err).split())) from err
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Writes `path` whole or not at all (a kill mid-write leaves the old file): summaries that later runs read. A
-    write that fails (a full disk) leaves no temporary file, and its OSError names `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # several ranks of a launched run may write the same file
-    with writing(path), removed_on_error(tmp):
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-
-
 def config_choices() -> dict[str, str]:
     """The option picked in each config group (model=llava, quant=nf4, ...), when Hydra composed the config."""
     from hydra.core.hydra_config import HydraConfig
@@ -92,16 +80,3 @@ def config_choices() -> dict[str, str]:
         return {}
     choices = HydraConfig.get().runtime.choices
     return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")}
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON file a stage depends on, with a clear error when it is missing or broken."""
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: {what}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); delete it and rerun the stage that writes it") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; rerun the stage that writes it")
-    return data

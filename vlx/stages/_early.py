@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from vlx.configs import check_removed_keys
 from vlx.errors import DataError
-from vlx.run_dirs import check_idle, predictions_dir
+from vlx.run.directory import RunDir
+from vlx.run.lock import check_idle
 
 # stages that read the run named by `run=`
 _RUN_READERS = ("eval", "judge", "review", "select_correct")
@@ -36,25 +37,25 @@ def early_checks(cfg: DictConfig) -> None:
         for path in cfg.get("runs") or []:
             check_run_idle(path, "runs")
     if stage == "infer":
-        out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else Path(cfg.paths.output_dir)
+        out = RunDir.find(cfg.resume, "resume").path if cfg.get("resume") else Path(cfg.paths.output_dir)
         check_idle(out)
         if cfg.shots.k and cfg.shots.get("source"):
-            predictions_dir(cfg.shots.source, "shots.source")
+            RunDir.find(cfg.shots.source, "shots.source")
     if stage == "finetune" and cfg.finetune.get("only_correct_from"):
-        predictions_dir(cfg.finetune.only_correct_from, "finetune.only_correct_from")
+        RunDir.find(cfg.finetune.only_correct_from, "finetune.only_correct_from")
     if stage in ("infer", "finetune"):
         _check_task(cfg, java=stage == "infer" and bool(cfg.get("eval_after_infer")))
 
 
 def check_run_idle(path: str | Path, key: str) -> Path:
-    """The folder of the run `path` names (see `predictions_dir`), refused while another vlx process writes it (its
+    """The folder of the run `path` names (see `RunDir.find`), refused while another vlx process writes it (its
     predictions, or its scores: an infer, eval, judge or fine-tune run holding its lock); a fine-tune run's root is
     checked as well as its `infer/`.
 
     Raises:
         ConfigError: no such run, or a live process holds it (named in the message).
     """
-    folder = predictions_dir(path, key)
+    folder = RunDir.find(path, key).path
     for candidate in dict.fromkeys((Path(path).expanduser(), folder)):
         if candidate.is_dir():
             check_idle(candidate)

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.errors import ConfigError
 from vlx.run import manifest
-from vlx.stages._common import read_json, resolved_config, write_json
+from vlx.run.store import read_json, write_json
+from vlx.stages._common import resolved_config
 
 log = logging.getLogger(__name__)
 

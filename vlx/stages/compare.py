@@ -42,9 +42,10 @@ from vlx.metrics.paired import (
 )
 from vlx.metrics.registry import COMPARE, NO_JAVA, in_table_order, lower_is_better
 from vlx.run import manifest
-from vlx.run_dirs import check_idle
-from vlx.stages._common import read_json, resolved_config, run_dir, write_json
-from vlx.store import PredictionStore, describe_differences, item_differences, run_predictions
+from vlx.run.directory import RunDir
+from vlx.run.lock import check_idle
+from vlx.run.store import PredictionStore, describe_differences, item_differences, write_json
+from vlx.stages._common import resolved_config, run_dir
 from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
 from vlx.tracking import tracking
 
@@ -58,11 +59,12 @@ def _load(run: Path) -> dict[str, Any]:
             would be read half-written).
     """
     check_idle(run)
-    if not (run / "metrics.json").is_file():
+    folder = RunDir(run)
+    if not folder.metrics_file.is_file():
         raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
-    metrics = read_json(run / "metrics.json", "written by stage=eval")
-    rows = {str(r["id"]): r for r in run_predictions(run, "compare")}
-    items_path = run / "explanation_items.jsonl"
+    metrics = folder.results()
+    rows = {r.id: r for r in folder.predictions("compare")}
+    items_path = folder.explanation_items
     items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
     # the rule eval scored the answers by (VQA-X's soft score, ScienceQA's guesses); runs scored before the rule was
     # recorded used the defaults
@@ -105,8 +107,8 @@ def check_same_items(ids: list[str], a: dict[str, Any], b: dict[str, Any]) -> No
 def labelled_items(run: dict[str, Any], ids: list[str]) -> LabelledItems:
     """A run's answers on the shared labelled items `ids`, as the paired tests take them."""
     rows = [run["rows"][i] for i in ids]
-    return LabelledItems(np.asarray([answer_score(r, run["scoring"]) for r in rows]), [r["gold"] for r in rows],
-                         [counted_label(r, run["scoring"]) for r in rows], [r.get("scores") for r in rows])  # fmt: skip
+    return LabelledItems(np.asarray([answer_score(r, run["scoring"]) for r in rows]), [r.gold for r in rows],
+                         [counted_label(r, run["scoring"]) for r in rows], [r.scores for r in rows])  # fmt: skip
 
 
 def _classification(lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int,
@@ -122,8 +124,8 @@ def _classification(lab: list[str], a: dict[str, Any], b: dict[str, Any], resamp
 
 
 def _positive(run: dict[str, Any]) -> str | None:
-    summary = run["dir"] / "summary.json"
-    return read_json(summary, "").get("run", {}).get("positive") if summary.is_file() else None
+    info = RunDir(run["dir"]).run_info()
+    return None if info is None else info.positive
 
 
 def check_same_explanation_scoring(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -188,7 +190,7 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     check_same_items(ids, a, b)
     resamples, level, seed = settings["resamples"], settings["level"], settings["seed"]
     counts = resample_counts(len(ids), resamples, seed)
-    lab = [i for i in ids if a["rows"][i].get("gold") is not None]
+    lab = [i for i in ids if a["rows"][i].gold is not None]
     notes: list[str] = []
     found, test = _classification(lab, a, b, resamples, seed, level)
     found.update(_explanations(ids, a, b, counts, level))
@@ -235,7 +237,7 @@ TITLE_LABEL_CHARS = 60  # a run's label in the plot's title is cut to this many 
 
 def _overrides(run: Path) -> list[str]:
     """The command-line overrides the run was made with (Hydra's .hydra/overrides.yaml), Hydra's own left out."""
-    path = Path(run) / ".hydra" / "overrides.yaml"
+    path = RunDir(run).overrides_file
     if not path.is_file():
         return []
     import yaml

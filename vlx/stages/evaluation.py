@@ -26,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from vlx.errors import ConfigError, writing
 from vlx.metrics.registry import LOG, WANDB, intervals_record, protocol_of
 from vlx.metrics.values import format_table, read_values, row_metric_values, scalars
-from vlx.ratings import RATINGS_FILE
-from vlx.run_dirs import exclusive, predictions_dir
-from vlx.stages._common import read_json, resolved_config, write_json
-from vlx.store import PredictionStore, run_predictions
+from vlx.run.directory import RunDir
+from vlx.run.lock import exclusive
+from vlx.run.records import Prediction, RunInfo
+from vlx.run.store import PredictionStore
+from vlx.stages._common import resolved_config
 from vlx.tasks.answers import (
     Scoring,
     is_correct,
@@ -38,9 +39,6 @@ from vlx.tasks.references import check_matches, id_key, read_references
 from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
-
-ITEMS_FILE = "explanation_items.jsonl"
-
 
 def check_settings(settings: dict[str, Any]) -> None:
     """The `eval` settings that a run would otherwise find wrong only when it scores, at its end."""
@@ -66,19 +64,19 @@ def check_settings(settings: dict[str, Any]) -> None:
         raise ConfigError(f"eval.calibration_bins={bins!r}: use a number of equal-width bins >= 1, e.g. 15")
 
 
-def task_info(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+def task_info(run_dir: Path, cfg: DictConfig) -> RunInfo:
     """What eval needs to know of the run: task name, labels, positive class. From the run's summary.json when
     vlx wrote it, else from the task in the current config (`task=esnli` for a hand-made predictions file)."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        return read_json(summary, "written by stage=infer")["run"]
+    info = RunDir(run_dir).run_info()
+    if info is not None:
+        return info
     task = instantiate(cfg.task)
     log.info("no summary.json in %s: scoring as task %s (labels %s)", run_dir, task.name, ", ".join(task.labels))
-    return {"task": task.name, "labels": list(task.labels), "positive": task.positive}
+    return RunInfo(task=task.name, labels=tuple(task.labels), positive=task.positive)
 
 
 def evaluate(
-    run_dir: Path, info: dict[str, Any], settings: dict[str, Any], references: str | None = None
+    run_dir: Path, info: RunInfo, settings: dict[str, Any], references: str | None = None
 ) -> dict[str, Any]:
     """Scores a run's predictions; writes metrics.json and confusion_matrix.png into run_dir.
 
@@ -94,21 +92,22 @@ def evaluate(
     from vlx.metrics.explanations import rows_explanation_scores
     from vlx.metrics.labels import calibration_scores, label_scores, open_answer_scores
 
-    store = PredictionStore(run_dir / "predictions.jsonl")
-    rows = run_predictions(run_dir, "score")
+    run = RunDir(run_dir)
+    rows = run.predictions("score")
     refs = _references(rows, references, run_dir)  # a file matching no item is refused before anything is written
-    labels, positive = tuple(info["labels"]), info.get("positive")
+    labels, positive = info.labels, info.positive
     boot = {"resamples": settings["resamples"], "level": settings["level"], "seed": settings["seed"]}
-    metrics: dict[str, Any] = {"task": info["task"], "split": info.get("split"), "predictions": len(rows)}
+    metrics: dict[str, Any] = {"task": info.task, "split": info.split, "predictions": len(rows)}
     notes: list[str] = []
 
-    labelled = [r for r in rows if r.get("gold") is not None]
-    scoring = Scoring.from_settings(info["task"], settings)
+    labelled = [r for r in rows if r.gold is not None]
+    scoring = Scoring.from_settings(str(info.task), settings)
     metrics["scoring"] = scoring.record()
     if labelled and not labels:  # open answers (VQA-X): scored by eval.vqa_rule
         _add(metrics, notes, open_answer_scores(labelled, scoring, **boot))
     elif labelled:
-        _add(metrics, notes, label_scores(labelled, labels, positive, scoring, source=str(store.path), **boot))
+        _add(metrics, notes, label_scores(labelled, labels, positive, scoring, source=str(run.predictions_file),
+                                          **boot))  # fmt: skip
         _plot_confusion_matrix(run_dir, info, metrics["confusion_matrix"])
         _add(metrics, notes, calibration_scores(labelled, labels, positive,
                                                 bins=settings.get("calibration_bins", 15), **boot))  # fmt: skip
@@ -118,17 +117,17 @@ def evaluate(
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
     # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
-    *found, items = rows_explanation_scores(labelled or rows, refs, scoring, info["task"], settings, bool(labelled))
+    *found, items = rows_explanation_scores(labelled or rows, refs, scoring, str(info.task), settings,
+                                            bool(labelled))  # fmt: skip
     _add(metrics, notes, found)
     if items:
-        PredictionStore(run_dir / ITEMS_FILE).rewrite(items)  # the per-item statistics, for stage=compare
-    if (run_dir / RATINGS_FILE).is_file():
+        PredictionStore(run.explanation_items).rewrite(items)  # the per-item statistics, for stage=compare
+    if run.ratings_file.is_file():
         metrics.update(_human(run_dir, rows, metrics, settings, notes))
     metrics.update(row_metrics(rows, boot))
     metrics["intervals"] = intervals_record(**boot)
-    metrics.update(_judge_keys(run_dir / "metrics.json"))
     metrics["notes"] = notes
-    write_json(run_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)  # the judges' numbers stay in their own judge.json (`RunDir.results` adds them)
     for note in notes:
         log.info("note: %s", note)
     log.info("metrics of %s:\n%s", run_dir, format_table(read_values(metrics, LOG)))
@@ -141,39 +140,41 @@ def _add(metrics: dict[str, Any], notes: list[str], found: Sequence[Any]) -> Non
     notes += found[1]
 
 
-def _title(info: dict[str, Any]) -> str:
-    return f"{info['task']} {info.get('split') or ''}".strip()
+def _title(info: RunInfo) -> str:
+    return f"{info.task} {info.split or ''}".strip()
 
 
-def _plot_confusion_matrix(run_dir: Path, info: dict[str, Any], cm: dict[str, Any]) -> None:
+def _plot_confusion_matrix(run_dir: Path, info: RunInfo, cm: dict[str, Any]) -> None:
     from vlx.metrics.classification import plot_confusion_matrix
 
-    with writing(run_dir / "confusion_matrix.png"):  # a full disk: the one line names the file
-        plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], run_dir / "confusion_matrix.png",
-                              title=_title(info))  # fmt: skip
+    png = RunDir(run_dir).confusion_matrix_png
+    with writing(png):  # a full disk: the one line names the file
+        plot_confusion_matrix(cm["matrix"], cm["rows"], cm["cols"], png, title=_title(info))
 
 
-def _plot_reliability(run_dir: Path, info: dict[str, Any], bins: list[dict[str, Any]]) -> None:
+def _plot_reliability(run_dir: Path, info: RunInfo, bins: list[dict[str, Any]]) -> None:
     from vlx.metrics.calibration import plot_reliability
 
-    with writing(run_dir / "reliability.png"):
-        plot_reliability(bins, run_dir / "reliability.png", title=_title(info))
+    png = RunDir(run_dir).reliability_png
+    with writing(png):
+        plot_reliability(bins, png, title=_title(info))
 
 
 def _human(
-    run_dir: Path, rows: list[dict[str, Any]], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
+    run_dir: Path, rows: list[Prediction], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """e-ViL's human score and agreement from the ratings stage=review collected."""
     from vlx.judging import judge_names, read_verdicts
     from vlx.metrics.text import run_item_metrics
-    from vlx.ratings import RatingStore, human_metrics
+    from vlx.run.ratings import RatingStore, human_metrics
 
-    ratings = RatingStore(run_dir / RATINGS_FILE).latest()
+    run = RunDir(run_dir)
+    ratings = RatingStore(run.ratings_file).latest()
     judges = judge_names(run_dir)
     judge = read_verdicts(run_dir, judges[0]) if len(judges) == 1 else None
     scoring = Scoring.from_settings(metrics["task"], settings)
-    out = human_metrics(ratings, {str(r["id"]): is_correct(r, scoring=scoring) for r in rows}, judge=judge,
-                        item_metrics=run_item_metrics(run_dir, metrics), resamples=settings["resamples"],
+    out = human_metrics(ratings, {r.id: is_correct(r, scoring=scoring) for r in rows}, judge=judge,
+                        item_metrics=run_item_metrics(run.explanation_items, metrics), resamples=settings["resamples"],
                         level=settings["level"], seed=settings["seed"])  # fmt: skip
     notes.append(f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "
                  "e-ViL's S_E (mean of yes 1, weak yes 2/3, weak no 1/3, no 0 over the rated items whose label is "
@@ -181,31 +182,20 @@ def _human(
     return out
 
 
-def _judge_keys(path: Path) -> dict[str, Any]:
-    """The judge's numbers (stage=judge) already in metrics.json, kept when eval rewrites it."""
-    if not path.is_file():
-        return {}
-    try:
-        old = read_json(path, "written by stage=eval")
-    except ConfigError:
-        return {}
-    return {k: v for k, v in old.items() if k.startswith(("judge", "all_judge"))}
-
-
-def _references(rows: list[dict[str, Any]], path: str | None, run_dir: Path) -> dict[str, tuple[str, ...]]:
+def _references(rows: list[Prediction], path: str | None, run_dir: Path) -> dict[str, tuple[str, ...]]:
     """Reference explanations by prediction id: from a file when given, else those the predictions carry.
 
     Raises:
         DataError: the file matches none of the run's ids (see `check_matches`).
     """
     if path is None:
-        return {str(r["id"]): tuple(r.get("refs") or ()) for r in rows}
+        return {r.id: r.refs for r in rows}
     from_file = read_references(path)
-    check_matches([r["id"] for r in rows], from_file, path, f"the {len(rows)} items of run {run_dir}")
-    return {str(r["id"]): from_file.get(id_key(r["id"]), ()) for r in rows}
+    check_matches([r.id for r in rows], from_file, path, f"the {len(rows)} items of run {run_dir}")
+    return {r.id: from_file.get(id_key(r.id), ()) for r in rows}
 
 
-def row_metrics(rows: list[dict[str, Any]], boot: dict[str, Any]) -> dict[str, Any]:
+def row_metrics(rows: list[Prediction], boot: dict[str, Any]) -> dict[str, Any]:
     """metrics.json's keys of the registry's row metrics (a function over prediction rows, with its interval)."""
     out: dict[str, Any] = {}
     for value in row_metric_values(rows, **boot).values():
@@ -220,14 +210,15 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> None:
     """metrics.json's numbers, per-class table, confusion matrix and reliability diagram to W&B."""
-    tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run_dir / "confusion_matrix.png")
-    if (run_dir / "reliability.png").is_file():
-        tracker.log_image("reliability_diagram", run_dir / "reliability.png")
+    run = RunDir(run_dir)
+    tracker.log_metrics(flat_metrics(metrics), metrics.get("per_class") or {}, run.confusion_matrix_png)
+    if run.reliability_png.is_file():
+        tracker.log_image("reliability_diagram", run.reliability_png)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Scores `cfg.run` (or this run's directory); returns the scalar metrics."""
-    run_dir = predictions_dir(cfg.run, "run") if cfg.run else Path(cfg.paths.output_dir)
+    run_dir = RunDir.find(cfg.run, "run").path if cfg.run else Path(cfg.paths.output_dir)
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     check_settings(settings)
     with exclusive(run_dir):  # not while an infer run still writes there

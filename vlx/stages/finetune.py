@@ -38,16 +38,16 @@ from vlx.metrics.coco import check_java
 from vlx.models import fast
 from vlx.models.fast.compiling import block_classes, compile_blocks
 from vlx.models.hf import ADAPTER_META
-from vlx.run_dirs import exclusive
+from vlx.run.directory import RunDir
+from vlx.run.lock import exclusive
+from vlx.run.store import read_json, write_json
 from vlx.stages._common import (
     build_group,
     build_quantization,
     check_generation,
     config_choices,
-    read_json,
     resolved_config,
     run_dir,
-    write_json,
 )
 from vlx.stages._resume import (
     FINETUNE_KEYS,
@@ -187,25 +187,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if finished(out):
             check_resumable(out, cfg, has_outputs=True, keys=FINETUNE_KEYS)
             log.info("%s holds a finished fine-tune: the adapter is kept, nothing is trained again", out)
-            metrics = read_json(out / TRAIN_SUMMARY, "written when the training finished")
+            metrics = read_json(RunDir(out).train_summary, "written when the training finished")
             metrics = {k: v for k, v in metrics.items() if k != "log_history"}
         else:
             metrics = train(cfg, out, profile)
-    return {**metrics, **infer_with_adapter(cfg, out / "adapter", out / "infer")}
-
-
-TRAIN_SUMMARY = "train_summary.json"
+    return {**metrics, **infer_with_adapter(cfg, RunDir(out).adapter_dir, RunDir(out).infer_dir)}
 
 
 def finished(out: Path) -> bool:
     """Whether `out` holds a whole fine-tune: its adapter and the summary written after it."""
-    return (out / "adapter" / "adapter_config.json").is_file() and (out / TRAIN_SUMMARY).is_file()
+    return (RunDir(out).adapter_dir / "adapter_config.json").is_file() and RunDir(out).train_summary.is_file()
 
 
 def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[str, Any]:
     """The training itself (from the last complete checkpoint in `out`, if any); writes the adapter and summary."""
     ft = cfg.finetune
-    checkpoints = out / "checkpoints"
+    checkpoints = RunDir(out).checkpoints_dir
     started = checkpoints.is_dir() and any(checkpoints.iterdir())
     check_resumable(out, cfg, has_outputs=started, keys=FINETUNE_KEYS)  # before anything in `out` changes
     resume_from = last_complete_checkpoint(checkpoints) if started else None
@@ -251,7 +248,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
             raise interrupted(err, interrupted_training(trainer, checkpoints)) from None
         except Diverged as err:
             raise Diverged(err.step, err.what, diverged_training(err, trainer, checkpoints, ft)) from None
-        adapter_dir = out / "adapter"
+        adapter_dir = RunDir(out).adapter_dir
         if trainer.is_fsdp_enabled:
             trainer.save_model(str(adapter_dir))  # every rank: gathers the sharded LoRA weights, rank 0 writes them
         elif main:
@@ -286,7 +283,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
             "distributed": str(trainer.accelerator.distributed_type.value),  # NO, MULTI_GPU (DDP), FSDP, ...
             "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         }
-        write_json(out / TRAIN_SUMMARY, {**metrics, "log_history": history})
+        write_json(RunDir(out).train_summary, {**metrics, "log_history": history})
         tracker.log_summary(metrics)
         tracker.log_artifact(adapter_dir, name=f"adapter-{out.name}", kind="model")
         log.info("adapter -> %s (%s)", adapter_dir, json.dumps(metrics))

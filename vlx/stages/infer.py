@@ -27,7 +27,17 @@ from vlx.metrics.coco import check_java
 from vlx.models.hf import VLMAdapter, check_images_per_prompt, check_trained_prompt
 from vlx.models.loading import check_adapter_path
 from vlx.records import Example
-from vlx.run_dirs import check_writable, exclusive, predictions_dir
+from vlx.run.directory import RunDir, read_predictions
+from vlx.run.lock import exclusive
+from vlx.run.records import Prediction, RunInfo
+from vlx.run.store import (
+    PredictionStore,
+    check_writable,
+    describe_differences,
+    item_differences,
+    unique_rows,
+    write_csv,
+)
 from vlx.stages import evaluation
 from vlx.stages._common import (
     build_quantization,
@@ -35,10 +45,8 @@ from vlx.stages._common import (
     config_choices,
     resolved_config,
     run_dir,
-    write_json,
 )
 from vlx.stages._resume import check_manifest, check_resumable, infer_manifest
-from vlx.store import PredictionStore, describe_differences, item_differences, unique_rows, write_csv
 from vlx.tasks import Task
 from vlx.tasks.answers import is_correct, most_probable
 from vlx.tracking import Tracker, tracking
@@ -92,50 +100,47 @@ def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
     )  # fmt: skip
 
 
-def in_dataset_order(rows: list[dict[str, Any]], examples: list[Example]) -> list[dict[str, Any]]:
-    """Prediction rows in the split's order (rows of items outside it, from an earlier larger run, last)."""
+def in_dataset_order(rows: list[Prediction], examples: list[Example]) -> list[Prediction]:
+    """Predictions in the split's order (those of items outside it, from an earlier larger run, last)."""
     position = {ex.id: i for i, ex in enumerate(examples)}
-    return sorted(rows, key=lambda r: position.get(r["id"], len(position)))
+    return sorted(rows, key=lambda r: position.get(r.id, len(position)))
 
 
-def prediction_row(
+def prediction(
     task: Task, example: Example, answer: str, demos: list[Example], scores: dict[str, float] | None = None
-) -> dict[str, Any]:
-    """A predictions.jsonl row. With label scores the label is the most probable one and the explanation what
-    follows the label in the answer; otherwise both are parsed from the answer."""
+) -> Prediction:
+    """The model's answer to `example` as a prediction. With label scores the label is the most probable one and
+    the explanation what follows the label in the answer; otherwise both are parsed from the answer."""
     label, explanation = task.parse(answer, example)
     choices = dict(zip(example.options, example.choices, strict=True)) if example.choices else None
     if scores is not None:
         label = most_probable(scores, choices)
         after = task.answer_format.explanation_after(label, answer)
         explanation = explanation if after is None else after
-    row = {
-        "id": example.id,
-        "image": str(example.image),
-        "text": example.text,
-        "gold": example.label,
-        "pred": label,
-        "explanation": explanation,
-        "raw": answer,
-        "refs": list(example.explanations),
-        "demos": [d.id for d in demos],
-    }
-    if choices:  # a multiple-choice item's option texts: the chosen text is scored (A-OKVQA repeats some)
-        row["choices"] = choices
-    if example.answers:  # an open question: right when the answer is one of these
-        row["answers"] = list(example.answers)
-    if scores is not None:
-        row["scores"] = scores
-    return row
+    return Prediction(
+        id=example.id,
+        image=str(example.image),
+        text=example.text,
+        gold=example.label,
+        pred=label,
+        explanation=explanation,
+        raw=answer,
+        refs=tuple(example.explanations),
+        demos=tuple(d.id for d in demos),
+        # a multiple-choice item's option texts: the chosen text is scored (A-OKVQA repeats some)
+        choices=choices or None,
+        answers=tuple(example.answers) or None,  # an open question: right when the answer is one of these
+        scores=scores,
+    )
 
 
-def seed_csv_row(row: dict[str, Any]) -> dict[str, str]:
+def seed_csv_row(row: Prediction) -> dict[str, str | None]:
     """A prediction in the seed's CSV columns (each task keeps the ones it had: `Task.csv_columns`)."""
-    return {"img_path": row["image"], "hypothesis": row["text"], "explanation": row["raw"]}
+    return {"img_path": row.image, "hypothesis": row.text, "explanation": row.raw}
 
 
 def summarize(
-    rows: list[dict[str, Any]],
+    rows: list[Prediction],
     skipped: list[dict[str, str]],
     seconds: float,
     new: int,
@@ -143,10 +148,10 @@ def summarize(
 ) -> dict[str, Any]:
     """Items, parsed share, accuracy where gold labels exist, throughput; with the batch loop's result, the batch
     size (chosen, and at the end) and the prompts' mean length."""
-    gold = [r for r in rows if r["gold"] is not None]
+    gold = [r for r in rows if r.gold is not None]
     summary: dict[str, Any] = {
         "items": len(rows),
-        "parsed": sum(r["pred"] is not None for r in rows) / max(len(rows), 1),
+        "parsed": sum(r.pred is not None for r in rows) / max(len(rows), 1),
         "accuracy": sum(map(is_correct, gold)) / len(gold) if gold else None,
         "new_items": new,
         "items_per_s": new / seconds if seconds > 0 and new else None,
@@ -161,39 +166,40 @@ def summarize(
     return summary
 
 
-def run_info(cfg: DictConfig, task: Task) -> dict[str, Any]:
+def run_info(cfg: DictConfig, task: Task) -> RunInfo:
     """What the run was (summary.json's `run`): eval and report read it instead of re-composing the config."""
     choices = config_choices()
-    return {
-        "task": task.name,
-        "split": task.split,
-        "labels": list(task.labels),
-        "positive": task.positive,
-        "model": choices.get("model", cfg.model._target_),
-        "checkpoint": cfg.model.checkpoint,
-        "adapter": cfg.model.adapter,
-        "shots": cfg.shots.k,
-        "shot_strategy": (task.shot_strategy if cfg.shots.strategy == "auto" else cfg.shots.strategy)
+    return RunInfo(
+        task=task.name,
+        split=task.split,
+        labels=tuple(task.labels),
+        positive=task.positive,
+        model=choices.get("model", cfg.model._target_),
+        checkpoint=cfg.model.checkpoint,
+        adapter=cfg.model.adapter,
+        shots=cfg.shots.k,
+        shot_strategy=(task.shot_strategy if cfg.shots.strategy == "auto" else cfg.shots.strategy)
         if cfg.shots.k
         else None,
-        "quant": choices.get("quant", "none" if not cfg.quant else "custom"),
-        "generation": choices.get("generation"),
-        "seed": cfg.seed,
-    }
+        quant=choices.get("quant", "none" if not cfg.quant else "custom"),
+        generation=choices.get("generation"),
+        seed=cfg.seed,
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Runs the model over the task split; returns the summary (also in summary.json)."""
     validate(cfg)
-    out = predictions_dir(cfg.resume, "resume") if cfg.get("resume") else run_dir(cfg)
+    out = RunDir.find(cfg.resume, "resume").path if cfg.get("resume") else run_dir(cfg)
     with exclusive(out):  # one writer per run directory
         task = build_task(cfg)
         split = task.load()  # every file, row and image checked before the model loads
         if cfg.eval_after_infer:  # the scoring at the end needs Java for explanations: said now, not after inference
             check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in split.examples))
-        store = PredictionStore(out / "predictions.jsonl")
+        run = RunDir(out)
+        store = run.prediction_store()
         # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
-        shard = PredictionStore(out / f"predictions.rank{distributed.rank()}.jsonl") if parallel() else store
+        shard = PredictionStore(run.shard_file(distributed.rank())) if parallel() else store
         todo, everyone = items_to_run(cfg, out, store, shard, split.examples)
         selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
         logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
@@ -210,7 +216,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             rows = finish_predictions(out, store, split.examples, task)
             skipped = split.skipped + (loop.skipped if loop else [])
             summary = summarize(rows, skipped, seconds, everyone, loop)
-            write_json(out / "summary.json", {**summary, "run": run_info(cfg, task), "skipped_items": skipped})
+            run.write_summary(summary, run_info(cfg, task), skipped)
             log_done(summary, out)
             tracker.log_summary(summary)
             tracker.log_predictions(rows, images=int(cfg.logger.get("log_images", 0)) if cfg.logger else 0)
@@ -282,23 +288,23 @@ def predict(
         selector=selector, demo_image_size=cfg.shots.demo_image_size,
     )  # fmt: skip
 
-    def row(answer: Answer) -> dict[str, Any]:
-        return prediction_row(task, answer.example, answer.text, answer.demos, answer.scores)
+    def row(answer: Answer) -> Prediction:
+        return prediction(task, answer.example, answer.text, answer.demos, answer.scores)
 
     return run_batches(model, task, todo, shard, row, settings, desc=f"infer {task.name}/{task.split}",
                        total=total, done_before=done_before, rows_name="predictions")  # fmt: skip
 
 
-def finish_predictions(out: Path, store: PredictionStore, examples: list[Example], task: Task) -> list[dict[str, Any]]:
+def finish_predictions(out: Path, store: PredictionStore, examples: list[Example], task: Task) -> list[Prediction]:
     """predictions.jsonl whole and in the split's order (the ranks' shard files merged into it), and
     predictions.csv in the seed's format; returns its rows."""
     if shard_files(out):  # also those a killed multi-process run left for a single process to finish
         merge_shards(store, out)
-    written = store.rows()
+    written = read_predictions(store)
     rows = in_dataset_order(unique_rows(written, store.path), examples)
     if rows != written:  # batched by length: put the finished file back in the split's order
         store.rewrite(rows)
-    write_csv(out / "predictions.csv", [seed_csv_row(r) for r in rows], task.csv_columns)
+    write_csv(RunDir(out).predictions_csv, [seed_csv_row(r) for r in rows], task.csv_columns)
     return rows
 
 
@@ -335,12 +341,12 @@ def check_done_in_split(done: set[str], examples: list[Example], out: Path) -> N
         )
 
 
-def check_done_same_items(finished: dict[str, dict[str, Any]], examples: list[Example], out: Path) -> None:
+def check_done_same_items(finished: dict[str, Prediction], examples: list[Example], out: Path) -> None:
     """Refuses to continue a run whose finished rows are no longer the items the task has under their ids (image,
     text or gold changed in the data, or a row inserted that shifts row-number ids): they would be kept, and scored,
     as answers to items they never saw."""
     found = item_differences(
-        (ex.id, finished[ex.id], {"image": str(ex.image), "text": ex.text, "gold": ex.label})
+        (ex.id, finished[ex.id], Prediction(id=ex.id, image=str(ex.image), text=ex.text, gold=ex.label))
         for ex in examples
         if ex.id in finished
     )
@@ -356,33 +362,33 @@ def parallel() -> bool:
     return distributed.world_size() > 1
 
 
-def finished_rows(out: Path, store: PredictionStore, shard: PredictionStore) -> dict[str, dict[str, Any]]:
+def finished_rows(out: Path, store: PredictionStore, shard: PredictionStore) -> dict[str, Prediction]:
     """Rows already predicted in this run directory, by id: in predictions.jsonl and, under a launcher, in every
     rank's shard file. All ranks read the same files before any writes, so they agree on what is left and how it is
     shared."""
-    mine = shard.rows(repair=True)  # repairs this process's own file after a kill
+    mine = read_predictions(shard, repair=True)  # repairs this process's own file after a kill
     if not parallel() and not shard_files(out):
-        return {str(r["id"]): r for r in mine}  # one process, one file: nothing else to read
+        return {r.id: r for r in mine}  # one process, one file: nothing else to read
     distributed.barrier()  # every rank has repaired its own shard
-    rows = store.rows() + [r for p in shard_files(out) for r in PredictionStore(p).rows()]
+    rows = read_predictions(store) + [r for p in shard_files(out) for r in read_predictions(PredictionStore(p))]
     distributed.barrier()  # nobody appends before everyone has read
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Prediction] = {}
     for r in rows:
-        found.setdefault(str(r["id"]), r)
+        found.setdefault(r.id, r)
     return found
 
 
 def shard_files(out: Path) -> list[Path]:
-    return sorted(out.glob("predictions.rank*.jsonl"))
+    return RunDir(out).shard_files()
 
 
 def merge_shards(store: PredictionStore, out: Path) -> None:
     """Moves every rank's rows into predictions.jsonl (put in dataset order afterwards) and removes the shards. A
     row already there (a merge cut short before the shards were removed) is kept once."""
     paths = shard_files(out)
-    rows: dict[str, dict[str, Any]] = {}
-    for row in store.rows() + [row for path in paths for row in PredictionStore(path).rows()]:
-        rows.setdefault(row["id"], row)
+    rows: dict[str, Prediction] = {}
+    for row in read_predictions(store) + [row for path in paths for row in read_predictions(PredictionStore(path))]:
+        rows.setdefault(row.id, row)
     store.rewrite(list(rows.values()))
     for path in paths:
         path.unlink()

@@ -11,8 +11,9 @@ is parsed (`stage.decode=generate`), or the most likely of the four answers take
 Writes into the judged run's directory, `<run>/judgements/<judge>/` (one folder per judge, so several coexist):
 `verdicts.jsonl` (one row per item, appended batch by batch: a stopped run continues where it stopped),
 `prompt.txt` (the question as the judge got it), `judge_config.json` (what made the verdicts: a run continues only
-with the same) and `judge.json` (the score, its bootstrap interval, the verdict counts, throughput). The headline
-numbers are merged into the run's metrics.json, where it exists, as `judge_*` (and `all_judge_score*`) keys.
+with the same) and `judge.json` (the score, its bootstrap interval, the verdict counts, throughput). The run's
+metrics.json (stage=eval's) is left as it is: readers (report, compare, review) show each judge's numbers beside it
+(`vlx.run.directory.RunDir.results`), so several judges of one run keep theirs.
 
 The judge is the one model this stage loads: `quant=` quantizes it, `judge_model.<key>=<value>` sets a key of its
 conf/model YAML. Only image-text models load today (vlx's adapters are VLM adapters): a text-only judge is not
@@ -26,6 +27,7 @@ import difflib
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,7 @@ from vlx.judging import (
     ANSWER_TEXTS,
     JUDGE_PROMPT_VERSION,
     JUDGE_PROMPTS,
-    JUDGE_SUMMARY,
-    JUDGEMENTS,
     VERDICTS,
-    VERDICTS_FILE,
     item_score,
     judge_scores,
     parse_verdict,
@@ -55,10 +54,12 @@ from vlx.models.hf import VLMAdapter
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
 from vlx.models.tiny import tiny_checkpoint
 from vlx.records import Example
-from vlx.run_dirs import check_writable, exclusive, predictions_dir
+from vlx.run.directory import RunDir, read_verdicts
+from vlx.run.lock import exclusive
+from vlx.run.records import Prediction, RunInfo, Verdict
+from vlx.run.store import PredictionStore, check_writable, read_json, unique_rows, write_json
 from vlx.stages import evaluation
-from vlx.stages._common import build_quantization, read_json, resolved_config, write_json
-from vlx.store import PredictionStore, run_predictions, unique_rows
+from vlx.stages._common import build_quantization, resolved_config
 from vlx.tasks import Task
 from vlx.tasks.answers import Scoring, is_correct
 from vlx.tracking import tracking
@@ -66,14 +67,10 @@ from vlx.tracking import tracking
 log = logging.getLogger(__name__)
 
 DECODES = ("generate", "score")
-JUDGE_CONFIG = "judge_config.json"
-PROMPT_FILE = "prompt.txt"
 # judge model keys that change no verdict (placement and how attention is computed: same outputs, as for infer)
 NEUTRAL_MODEL_KEYS = frozenset({"device_map", "attn_implementation", "compile"})
 # the W&B table: each verdict beside its prediction
 TABLE_COLUMNS = ("id", "text", "gold", "pred", "explanation", "verdict", "judge_score", "judge_raw")
-# what goes into the run's metrics.json
-HEADLINE = ("judge_score", "judge_score_ci", "judge_n", "all_judge_score", "all_judge_score_ci", "all_judge_n")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -147,29 +144,27 @@ def as_judge(option: str) -> Iterator[None]:
         ) from err
 
 
-def read_predictions(run_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The run's prediction rows and what the run was (summary.json's `run`, {} for a hand-made file).
+def read_predictions(run_path: Path) -> tuple[list[Prediction], RunInfo]:
+    """The run's predictions and what the run was (summary.json's `run`, empty for a hand-made file).
 
     Raises:
         ConfigError: no predictions.jsonl, an empty one, or not one explanation in it.
     """
-    store = PredictionStore(run_path / "predictions.jsonl")
-    rows = run_predictions(run_path, "judge")
-    if not any(str(r.get("explanation") or "").strip() for r in rows):
+    run = RunDir(run_path)
+    rows = run.predictions("judge")
+    if not any(r.has_explanation for r in rows):
         raise ConfigError(
-            f"{store.path}: none of its {len(rows)} predictions has an explanation, so there is nothing to judge "
-            f"(decode=score writes labels only); judge a run that explains, e.g. one made with decode=generate or "
-            f"decode=score_then_explain"
+            f"{run.predictions_file}: none of its {len(rows)} predictions has an explanation, so there is nothing to "
+            f"judge (decode=score writes labels only); judge a run that explains, e.g. one made with "
+            f"decode=generate or decode=score_then_explain"
         )
-    summary = run_path / "summary.json"
-    info = read_json(summary, "written by stage=infer").get("run", {}) if summary.is_file() else {}
-    return rows, info
+    return rows, run.run_info() or RunInfo()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Judges `cfg.run` with `cfg.judge`; returns judge.json's scalar numbers."""
     validate(cfg)
-    run_path = predictions_dir(cfg.run, "run")
+    run_path = RunDir.find(cfg.run, "run").path
     model_cfg = judge_model(cfg)
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=model_cfg.get("tiny") is not None)  # the judge's size
     with as_judge(str(cfg.judge)):  # a folder that is not there: before anything is read or written
@@ -181,17 +176,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = str(cfg.stage.judge_name or cfg.judge)
     with exclusive(run_path):  # not while an infer run still writes its predictions
         rows, info = read_predictions(run_path)
-    folder = run_path / JUDGEMENTS / name
+    folder = RunDir(run_path).judge_dir(name)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     config = {**resolved_config(cfg), "judge_model": OmegaConf.to_container(model_cfg, resolve=True)}
     with exclusive(folder), tracking(logger_cfg, config, name=f"judge-{run_path.name}-{name}") as tracker:
         summary, verdicts = judge_run(cfg, run_path, folder, name, model_cfg, rows, info)
-        merge_metrics(run_path, summary)
         tracker.log_summary(summary)
-        by_id = {str(r["id"]): r for r in rows}
+        by_id = {r.id: r for r in rows}
         tracker.log_table("judge_verdicts", TABLE_COLUMNS, [
-            [v["id"], by_id[str(v["id"])].get("text"), by_id[str(v["id"])].get("gold"), v.get("pred"),
-             v.get("explanation"), v.get("verdict"), v.get("score"), v.get("raw")] for v in verdicts])  # fmt: skip
+            [v.id, by_id[v.id].text, by_id[v.id].gold, v.pred, v.explanation, v.verdict, v.score, v.raw]
+            for v in verdicts])  # fmt: skip
     return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -212,24 +206,25 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_continuable(folder: Path, done: list[dict[str, Any]], current: dict[str, Any],
-                      predictions: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+def check_continuable(run: RunDir, name: str, done: list[Verdict], current: dict[str, Any],
+                      predictions: dict[str, Prediction]) -> None:  # fmt: skip
     """Refuses to add verdicts to a file made by another judge, prompt or setting, or of other predictions.
 
     Raises:
         ConfigError: the differences, and what to do.
     """
+    folder, verdicts = run.judge_dir(name), run.verdicts_file(name)
     remedy = (f"judge with the same settings, write the new verdicts under another name with "
               f"stage.judge_name=<name>, or delete {folder} to judge again")  # fmt: skip
-    other = next((r for r in done if r.get("prompt_version") != current["prompt_version"]
-                  or r.get("judge") != current["judge"]), None)  # fmt: skip
+    other = next((r for r in done if r.prompt_version != current["prompt_version"]
+                  or r.judge != current["judge"]), None)  # fmt: skip
     if other is not None:
         raise ConfigError(
-            f"{folder / VERDICTS_FILE} holds verdicts of judge {other.get('judge')!r} with prompt version "
-            f"{other.get('prompt_version')!r} (id {other['id']}), and this run is judge {current['judge']!r} with "
+            f"{verdicts} holds verdicts of judge {other.judge!r} with prompt version "
+            f"{other.prompt_version!r} (id {other.id}), and this run is judge {current['judge']!r} with "
             f"prompt version {current['prompt_version']!r}: they cannot be mixed; {remedy}"
         )
-    path = folder / JUDGE_CONFIG
+    path = run.judge_config_file(name)
     if done and path.is_file():  # (a run that stopped before its first verdict left nothing to continue)
         saved, now = _flat(read_json(path, "written when the judging began")), _flat(current)
         diff = [("prompt: its text differs (see prompt.txt)" if k == "prompt" else
@@ -238,54 +233,42 @@ def check_continuable(folder: Path, done: list[dict[str, Any]], current: dict[st
         if diff:
             raise ConfigError(f"{folder} holds verdicts made with other settings, so they cannot be continued: "
                               + "; ".join(diff) + f". To go on: {remedy}")  # fmt: skip
-    now = {i: (r.get("pred"), r.get("explanation")) for i, r in predictions.items()}
-    changed = [r["id"] for r in done if now.get(str(r["id"])) != (r.get("pred"), r.get("explanation"))]
+    now = {i: (r.pred, r.explanation) for i, r in predictions.items()}
+    changed = [r.id for r in done if now.get(r.id) != (r.pred, r.explanation)]
     if changed:
         shown = ", ".join(map(str, changed[:5])) + (", ..." if len(changed) > 5 else "")
-        raise ConfigError(f"{folder / VERDICTS_FILE} judged predictions that are no longer the run's ({len(changed)} "
+        raise ConfigError(f"{verdicts} judged predictions that are no longer the run's ({len(changed)} "
                           f"items: {shown}); delete {folder} to judge the run's predictions again")  # fmt: skip
 
 
-def verdict_row(item: dict[str, Any], name: str, answer: str | None, probs: dict[str, float] | None = None,
-                verdict: str | None = None, note: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """A verdicts.jsonl row: the verdict read from the judge's `answer` (or given, for items not put to it), its
+def verdict(item: Prediction, name: str, answer: str | None, probs: dict[str, float] | None = None,
+            said: str | None = None, note: str | None = None) -> Verdict:  # fmt: skip
+    """The judge's verdict on `item`: read from the judge's `answer` (or `said`, for items not put to it), its
     e-ViL score, the raw answer, and what was judged."""
     if answer is not None:
-        verdict = parse_verdict(answer)
-    row = {
-        "id": item["id"],
-        "verdict": verdict,
-        "score": item_score(verdict),
-        "raw": answer,
-        "correct": is_correct(item) if item.get("gold") is not None else None,
-        "pred": item.get("pred"),
-        "explanation": item.get("explanation"),
-        "judge": name,
-        "prompt_version": JUDGE_PROMPT_VERSION,
-    }
-    if probs is not None:
-        row["probs"] = probs
-    if note is not None:
-        row["note"] = note
-    return row
+        said = parse_verdict(answer)
+    return Verdict(id=item.id, verdict=said, score=item_score(said), raw=answer,
+                   correct=is_correct(item) if item.gold is not None else None, pred=item.pred,
+                   explanation=item.explanation, judge=name, prompt_version=JUDGE_PROMPT_VERSION, probs=probs,
+                   note=note)  # fmt: skip
 
 
-def unasked(item: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The row of an item the judge is not asked about, or None: no predicted label leaves nothing to justify (no
-    verdict); an empty explanation justifies nothing (no)."""
-    if item.get("pred") is None:
-        return verdict_row(item, name, None, note="no predicted label: nothing to justify, not asked")
-    if not str(item.get("explanation") or "").strip():
-        return verdict_row(item, name, None, verdict="no", note="empty explanation: scored no, not asked")
+def unasked(item: Prediction, name: str) -> Verdict | None:
+    """The verdict on an item the judge is not asked about, or None: no predicted label leaves nothing to justify
+    (no verdict); an empty explanation justifies nothing (no)."""
+    if item.pred is None:
+        return verdict(item, name, None, note="no predicted label: nothing to justify, not asked")
+    if not item.has_explanation:
+        return verdict(item, name, None, said="no", note="empty explanation: scored no, not asked")
     return None
 
 
-def as_example(item: dict[str, Any], line: int, source: Path) -> Example:
+def as_example(item: Prediction, line: int, source: Path) -> Example:
     """A prediction as the item the judge is asked about: its image and text, the label and explanation as fields of
     the judge's prompt."""
-    return Example(id=str(item["id"]), image=Path(item["image"]), text=str(item.get("text") or ""), label=None,
-                   source=f"{source}:{line}", fields=(("pred", str(item["pred"])),
-                                                      ("explanation", str(item["explanation"]).strip())))  # fmt: skip
+    return Example(id=item.id, image=Path(str(item.image)), text=item.text or "", label=None,
+                   source=f"{source}:{line}", fields=(("pred", str(item.pred)),
+                                                      ("explanation", str(item.explanation).strip())))  # fmt: skip
 
 
 def judge_run(
@@ -294,15 +277,16 @@ def judge_run(
     folder: Path,
     name: str,
     model_cfg: DictConfig,
-    rows: list[dict[str, Any]],
-    info: dict[str, Any],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Judges the items not yet judged in `folder`, then writes judge.json; returns it and every verdict row."""
-    labels = info.get("labels") or {str(v) for r in rows for v in (r.get("gold"), r.get("pred")) if v is not None}
+    rows: list[Prediction],
+    info: RunInfo,
+) -> tuple[dict[str, Any], list[Verdict]]:
+    """Judges the items not yet judged in `folder`, then writes judge.json; returns it and every verdict."""
+    labels = info.labels or {str(v) for r in rows for v in (r.gold, r.pred) if v is not None}
     kind = prompt_kind(labels)
     prompt = JUDGE_PROMPTS[kind]
-    store = open_verdicts(folder, output_config(cfg, name, model_cfg, prompt), rows)
-    rules, todo = items_to_judge(store, rows, name, run_path / "predictions.jsonl")
+    run = RunDir(run_path)
+    store = open_verdicts(run, name, output_config(cfg, name, model_cfg, prompt), rows)
+    rules, todo = items_to_judge(store, rows, name, run.predictions_file)
     todo, skipped = check_images(todo, cfg.task.get("on_bad_image", "fail"), BAD_IMAGE_REMEDY)
     # the judge loads before the first row is written: one that fails to load leaves no file behind that only its
     # settings may continue
@@ -315,7 +299,7 @@ def judge_run(
                         skipped + loop.skipped)  # fmt: skip
     if loop.batch_size is not None:
         summary["batch_size"] = loop.batch_size
-    write_json(folder / JUDGE_SUMMARY, summary)
+    run.write_judge_results(name, summary)
     score = "n/a" if summary["judge_score"] is None else f"{summary['judge_score']:.3f}"
     log.info("judge %s: judge_score %s on %d correctly labelled items, all_judge_score %s on %d; %d unparsed; %s",
              name, score, summary["judge_n"], _fmt(summary["all_judge_score"]), summary["all_judge_n"],
@@ -328,31 +312,31 @@ BAD_IMAGE_REMEDY = ("The judge needs the images the run predicted on: put them b
                     "task.on_bad_image=skip to leave such items unjudged")  # fmt: skip
 
 
-def open_verdicts(folder: Path, current: dict[str, Any], rows: list[dict[str, Any]]) -> PredictionStore:
-    """The verdicts file of `folder`, checked to be continuable with `current` settings (judge_config.json, written
+def open_verdicts(run: RunDir, name: str, current: dict[str, Any], rows: list[Prediction]) -> PredictionStore:
+    """Judge `name`'s verdicts file, checked to be continuable with `current` settings (judge_config.json, written
     with prompt.txt as the judging begins)."""
-    store = PredictionStore(folder / VERDICTS_FILE)
+    store = PredictionStore(run.verdicts_file(name))
     check_writable(store.path)
-    check_continuable(folder, store.rows(repair=True), current, {str(r["id"]): r for r in rows})
-    write_json(folder / JUDGE_CONFIG, current)
-    with writing(folder / PROMPT_FILE):
-        (folder / PROMPT_FILE).write_text(current["prompt"] + "\n", encoding="utf-8")
+    check_continuable(run, name, read_verdicts(store, repair=True), current, {r.id: r for r in rows})
+    write_json(run.judge_config_file(name), current)
+    with writing(run.judge_prompt_file(name)):
+        run.judge_prompt_file(name).write_text(current["prompt"] + "\n", encoding="utf-8")
     return store
 
 
 def items_to_judge(
-    store: PredictionStore, rows: list[dict[str, Any]], name: str, source: Path
-) -> tuple[list[dict[str, Any]], list[Example]]:
-    """Of the predictions not yet in `store`: the verdict rows of those not put to the judge (`unasked`), and the
+    store: PredictionStore, rows: list[Prediction], name: str, source: Path
+) -> tuple[list[Verdict], list[Example]]:
+    """Of the predictions not yet in `store`: the verdicts of those not put to the judge (`unasked`), and the
     others as the items the judge is asked about."""
     finished = store.done_ids()
     if finished:
         log.info("resuming: %d of %d items already judged in %s", len(finished), len(rows), store.path)
-    left = [r for r in rows if str(r["id"]) not in finished]
+    left = [r for r in rows if r.id not in finished]
     rules = [row for r in left if (row := unasked(r, name)) is not None]
-    ruled = {r["id"] for r in rules}
-    line = {str(r["id"]): i for i, r in enumerate(rows, start=1)}
-    return rules, [as_example(r, line[str(r["id"])], source) for r in left if r["id"] not in ruled]
+    ruled = {r.id for r in rules}
+    line = {r.id: i for i, r in enumerate(rows, start=1)}
+    return rules, [as_example(r, line[r.id], source) for r in left if r.id not in ruled]
 
 
 def load_judge(cfg: DictConfig, name: str, model_cfg: DictConfig, items: int) -> VLMAdapter:
@@ -375,63 +359,61 @@ def judge_task(name: str, prompt: str) -> Task:
 
 
 def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: PredictionStore, todo: list[Example],
-        rows: list[dict[str, Any]]) -> LoopResult:  # fmt: skip
+        rows: list[Prediction]) -> LoopResult:  # fmt: skip
     """Puts `todo` to the judge batch by batch, appending each batch's verdicts to `store` (greedy: one answer)."""
-    by_id = {str(r["id"]): r for r in rows}
+    by_id = {r.id: r for r in rows}
     settings = LoopSettings(
         decode=cfg.stage.decode, generation={"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)},
         batch_size=cfg.batch_size, batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers,
         on_bad_image=cfg.task.get("on_bad_image", "fail"),
     )  # fmt: skip
 
-    def row(answer: Answer) -> dict[str, Any]:
-        return verdict_row(by_id[answer.example.id], name, answer.text, answer.scores)
+    def row(answer: Answer) -> Verdict:
+        return verdict(by_id[answer.example.id], name, answer.text, answer.scores)
 
     return run_batches(model, judge_task(name, prompt), todo, store, row, settings, desc=f"judge {name}",
                        total=len(rows), in_this_run="answered by the judge in this run",
                        rows_name="verdicts")  # fmt: skip
 
 
-def finish_verdicts(store: PredictionStore, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def finish_verdicts(store: PredictionStore, rows: list[Prediction]) -> list[Verdict]:
     """Every verdict, once, in the run's order (the file rewritten so when batching by length shuffled it)."""
-    verdicts = unique_rows(store.rows(), store.path)
-    order = {str(r["id"]): i for i, r in enumerate(rows)}
-    ordered = sorted(verdicts, key=lambda r: order.get(str(r["id"]), len(order)))
+    verdicts = unique_rows(read_verdicts(store), store.path)
+    order = {r.id: i for i, r in enumerate(rows)}
+    ordered = sorted(verdicts, key=lambda r: order.get(r.id, len(order)))
     if ordered != verdicts:  # batched by length: back into the run's order
         store.rewrite(ordered)
     return ordered
 
 
-def as_eval(
-    verdicts: list[dict[str, Any]], rows: list[dict[str, Any]], cfg: DictConfig, info: dict[str, Any]
-) -> list[dict[str, Any]]:
+def as_eval(verdicts: list[Verdict], rows: list[Prediction], cfg: DictConfig, info: RunInfo) -> list[Verdict]:
     """The verdicts with `correct` as eval counts it, under the run's own scoring rule (VQA-X's soft score,
     ScienceQA's guesses): S_E covers those items. The verdict rows keep what was judged."""
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     assert isinstance(settings, dict)
-    scoring = Scoring.from_settings(str(info.get("task") or cfg.task.name), settings)
-    by_id = {str(r["id"]): r for r in rows}
-    return [{**v, "correct": is_correct(by_id[str(v["id"])], scoring=scoring)} if v.get("correct") is not None
-            and str(v["id"]) in by_id else v for v in verdicts]  # fmt: skip
+    scoring = Scoring.from_settings(str(info.task or cfg.task.name), settings)
+    by_id = {r.id: r for r in rows}
+    return [replace(v, correct=is_correct(by_id[v.id], scoring=scoring)) if v.correct is not None
+            and v.id in by_id else v for v in verdicts]  # fmt: skip
 
 
-def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_cfg: DictConfig,
-              info: dict[str, Any], kind: str, asked_now: int, seconds: float,
+def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: DictConfig,
+              info: RunInfo, kind: str, asked_now: int, seconds: float,
               skipped: list[dict[str, str]]) -> dict[str, Any]:  # fmt: skip
     """judge.json: the scores with their intervals, the counts, the judge and the prompt, throughput."""
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
-    asked = [r for r in verdicts if r.get("raw") is not None]
-    unparsed = [r for r in asked if r.get("verdict") is None]
-    counts = {v: sum(r.get("verdict") == v for r in verdicts) for v in VERDICTS}
+    asked = [r for r in verdicts if r.raw is not None]
+    unparsed = [r for r in asked if r.verdict is None]
+    counts = {v: sum(r.verdict == v for r in verdicts) for v in VERDICTS}
     spec = OmegaConf.to_container(model_cfg, resolve=True)
     notes = []
     if unparsed:
         notes.append(f"{len(unparsed)} of {len(asked)} answers say no verdict that vlx can read: they are left out "
-                     f"of the scores (their raw text is in {VERDICTS_FILE})")  # fmt: skip
-    if not any(r.get("correct") is not None for r in verdicts):
+                     f"of the scores (their raw text is in {RunDir.VERDICTS})")  # fmt: skip
+    if not any(r.correct is not None for r in verdicts):
         notes.append("no gold labels: judge_score (correctly labelled items, e-ViL's S_E) is undefined; "
                      "all_judge_score covers every judged item")  # fmt: skip
-    empty = sum(str(r.get("note", "")).startswith("empty explanation") for r in verdicts)
+    empty = sum((r.note or "").startswith("empty explanation") for r in verdicts)
     if empty:
         notes.append(f"{empty} items have an empty explanation: scored no without asking the judge")
     summary: dict[str, Any] = {
@@ -446,13 +428,13 @@ def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_
         "prompt_version": JUDGE_PROMPT_VERSION,
         "prompt_kind": kind,
         "decode": cfg.stage.decode,
-        "judged_run": {k: info.get(k) for k in ("task", "split", "model", "checkpoint", "adapter", "shots")},
+        "judged_run": {k: getattr(info, k) for k in ("task", "split", "model", "checkpoint", "adapter", "shots")},
         "items": len(verdicts),
         "asked": len(asked),
         "verdicts": counts,
         "unparsed": len(unparsed),
         "unparsed_rate": len(unparsed) / len(asked) if asked else None,
-        "no_label": sum(str(r.get("note", "")).startswith("no predicted label") for r in verdicts),
+        "no_label": sum((r.note or "").startswith("no predicted label") for r in verdicts),
         "empty_explanations": empty,
         **judge_scores(verdicts, settings["resamples"], settings["level"], settings["seed"]),
         "level": settings["level"],
@@ -467,21 +449,6 @@ def summarize(verdicts: list[dict[str, Any]], cfg: DictConfig, name: str, model_
     for note in notes:
         log.info("note: %s", note)
     return summary
-
-
-def merge_metrics(run_path: Path, summary: dict[str, Any]) -> None:
-    """The headline numbers into the run's metrics.json (read, update, write whole), under `judge_*` and
-    `all_judge_score*` keys; nothing is made when the run has no metrics.json."""
-    path = run_path / "metrics.json"
-    if not path.is_file():
-        log.info("%s has no metrics.json: the judge's scores are in %s only", run_path, JUDGE_SUMMARY)
-        return
-    with exclusive(run_path):  # not while stage=eval rewrites it
-        metrics = read_json(path, "written by stage=eval")
-        metrics.update({k: summary[k] for k in HEADLINE})
-        metrics.update({"judge_model": summary["judge"], "judge_prompt_version": summary["prompt_version"],
-                        "judge_unparsed": summary["unparsed"]})  # fmt: skip
-        write_json(path, metrics)
 
 
 def _fmt(value: float | None) -> str:

@@ -19,8 +19,10 @@ from omegaconf import DictConfig
 from vlx.errors import ConfigError
 from vlx.models.hf import ADAPTER_META
 from vlx.models.loading import check_adapter_path
-from vlx.run_dirs import exclusive
-from vlx.stages._common import read_json, run_dir, write_json
+from vlx.run.directory import RunDir
+from vlx.run.lock import exclusive
+from vlx.run.store import read_json, write_json
+from vlx.stages._common import run_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     check_adapter_path(cfg.model.adapter)
     with exclusive(run_dir(cfg)) as root:
-        out = root / "merged"
+        out = RunDir(root).merged_dir
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"{out} already holds a merged model; merge into a new run directory")
         adapter = instantiate(cfg.model, _partial_=True)(quantization=None)

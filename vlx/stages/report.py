@@ -21,12 +21,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError, writing
+from vlx.errors import ConfigError, DataError, writing
 from vlx.metrics.registry import NO_SPICE, REPORT, shown
 from vlx.metrics.values import MetricValue, read_values
 from vlx.run import manifest
-from vlx.run_dirs import distinguishing_overrides, read_error_record, sweep_jobs, writer
-from vlx.stages._common import read_json, resolved_config, run_dir
+from vlx.run.directory import RunDir
+from vlx.run.lock import writer
+from vlx.run.sweeps import distinguishing_overrides, read_error_record, sweep_jobs
+from vlx.stages._common import resolved_config, run_dir
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """One table row: the run's identity and headline metrics, or its status when they are missing (`overrides`,
     those that set a sweep job apart, name a failed job in its status)."""
     row: dict[str, Any] = {"dir": str(run)}
-    summary, metrics = run / "summary.json", run / "metrics.json"
+    folder = RunDir(run)
+    summary, metrics = folder.summary_file, folder.metrics_file
     if not run.is_dir():
         row["status"] = "no such directory"
         return row
@@ -81,13 +84,15 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
         row["failed"] = True
         return row
     try:
-        if summary.is_file():
-            row.update({f"run.{k}": v for k, v in read_json(summary, "").get("run", {}).items()})
+        if (info := folder.run_info()) is not None:
+            row.update({f"run.{k}": v for k, v in info.to_json().items()})
         if metrics.is_file():
-            scored = read_json(metrics, "")
-            row.update(read_values(scored))  # every declared metric: the columns pick the report's, plots any
-            row["protocol"] = scored.get("protocol")
-    except ConfigError as err:
+            results = folder.results()  # metrics.json, and each judge's numbers (judge.<name>.<key>)
+            for name, numbers in results.pop("judges", {}).items():
+                row.update({f"judge.{name}.{k}": v for k, v in numbers.items()})
+            row.update(read_values(results))  # every declared metric: the columns pick the report's, plots any
+            row["protocol"] = results.get("protocol")
+    except (ConfigError, DataError) as err:
         row["status"] = str(err)  # listed with its reason, not dropped
         return row
     if metrics.is_file():
@@ -103,6 +108,17 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
 def plain(value: Any) -> Any:
     """A cell's value for CSV and W&B: a metric's number, anything else as it is."""
     return value.value if isinstance(value, MetricValue) else value
+
+
+def judge_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A "Judge S_E (<name>)" column per judge, where a run was judged by several (one judge's score is the
+    "Judge S_E" column)."""
+    several = any(sum(k.startswith("judge.") and k.endswith(".judge_score") for k in r) > 1 for r in rows)
+    if not several:
+        return []
+    names = sorted({k[len("judge.") : -len(".judge_score")] for r in rows for k in r
+                    if k.startswith("judge.") and k.endswith(".judge_score")})  # fmt: skip
+    return [(f"Judge S_E ({name})", f"judge.{name}.judge_score") for name in names]
 
 
 def cell(value: Any) -> str:
@@ -213,12 +229,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         raise ConfigError("stage=report needs sweep=<multirun dir> or runs=[<run dir>,...]")
     rows = [collect(r, overrides.get(r)) for r in runs]
+    judges = judge_columns(rows)
     extra: list[str] = []
     if cfg.stage.get("baseline"):
         baseline = Path(cfg.stage.baseline)
         settings = OmegaConf.to_container(cfg.eval, resolve=True)
         extra = against_baseline(rows, baseline, list(cfg.stage.baseline_metrics), settings, out)
-    md, csv_path = write_tables(rows, out, [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
+    md, csv_path = write_tables(rows, out, judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
     settings_md = write_settings(out, runs)
     differ = "\n" + settings_md.read_text() if settings_md else ""
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
@@ -228,6 +245,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              csv_path, len(plots), md.read_text() + differ)  # fmt: skip
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
-        every = columns([(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
+        every = columns(judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
         tracker.log_table("results", [t for t, _ in every], [[plain(r.get(k)) for _, k in every] for r in rows])
     return {"runs": len(rows), "complete": complete, "failed": failed}

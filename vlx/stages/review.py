@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError
-from vlx.run_dirs import check_idle, predictions_dir
+from vlx.run.directory import RunDir
+from vlx.run.lock import check_idle
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("stage=review needs run=<run dir> (a directory written by stage=infer)")
     settings = cfg.review
     bind_host = check_host(settings.host)
-    run_dir = predictions_dir(cfg.run, "run")
+    run_dir = RunDir.find(cfg.run, "run").path
     check_idle(run_dir)  # not while an infer run still writes the predictions (nor eval its scores)
     start = time.perf_counter()
     review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,

@@ -17,8 +17,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.errors import ConfigError, DataError
-from vlx.run_dirs import check_idle, exclusive, predictions_dir
-from vlx.store import PredictionStore, unique_rows, write_csv
+from vlx.run.directory import RunDir
+from vlx.run.lock import check_idle, exclusive
+from vlx.run.store import write_csv
 from vlx.tasks.answers import is_correct
 from vlx.tasks.explainer_csv import EXPLAINER_COLUMNS
 
@@ -32,21 +33,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pred == gold and a reference; returns the counts and the CSV's path."""
     if not cfg.run:
         raise ConfigError("stage=select_correct needs run=<infer run dir>")
-    run_path = predictions_dir(cfg.run, "run")
-    store = PredictionStore(run_path / "predictions.jsonl")
-    if not store.path.is_file():
-        raise ConfigError(f"{store.path} not found: pass the directory of an infer run")
+    run = RunDir.find(cfg.run, "run")
+    run_path = run.path
+    if not run.has_predictions():
+        raise ConfigError(f"{run.predictions_file} not found: pass the directory of an infer run")
     check_idle(run_path)  # not while an infer run still writes there: its correct items are not all in yet
-    rows = unique_rows(store.rows(), store.path)
-    kept = [r for r in rows if is_correct(r) and r.get("refs")]
+    rows = run.predictions("select from")
+    kept = [r for r in rows if is_correct(r) and r.refs]
     if not kept:
         raise DataError(
-            f"{store.path}: none of its {len(rows)} items was classified correctly with a reference explanation "
-            f"to keep; nothing to write to {CORRECT_CSV}"
+            f"{run.predictions_file}: none of its {len(rows)} items was classified correctly with a reference "
+            f"explanation to keep; nothing to write to {CORRECT_CSV}"
         )
     with exclusive(Path(cfg.paths.output_dir)) as out_dir:
         out = out_dir / CORRECT_CSV
-        write_csv(out, [{"id": r["id"], "image_path": r["image"], "hypothesis": r["text"], "exp": r["refs"][0]}
+        write_csv(out, [{"id": r.id, "image_path": r.image, "hypothesis": r.text, "exp": r.refs[0]}
                         for r in kept], ["id", *EXPLAINER_COLUMNS])  # fmt: skip
     log.info("%d of %d items of %s were classified correctly (and have a reference) -> %s; train on them with "
              "task=explainer_csv task.path=%s", len(kept), len(rows), run_path, out, out)  # fmt: skip

@@ -13,7 +13,7 @@ import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from vlx.errors import ConfigError
 
@@ -230,61 +230,98 @@ class Scoring:
 DEFAULT_SCORING = Scoring()
 
 
-def guessed_label(row: Mapping[str, Any], seed: int = 0) -> str | None:
+class Answered(Protocol):
+    """What scoring reads of a prediction: `vlx.run.records.Prediction` has these, and so has a plain row (a
+    predictions.jsonl line as a dict), read through `answered`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def gold(self) -> str | None: ...
+    @property
+    def pred(self) -> str | None: ...
+    @property
+    def choices(self) -> Mapping[str, str] | None: ...
+    @property
+    def answers(self) -> Sequence[str] | None: ...
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    gold: str | None
+    pred: str | None
+    choices: Mapping[str, str] | None
+    answers: Sequence[str] | None
+
+
+def answered(row: Answered | Mapping[str, Any]) -> Answered:
+    """A prediction as scoring reads it: a record as it is, a plain row's keys as its fields."""
+    if isinstance(row, Mapping):
+        return _Row(str(row.get("id")), row.get("gold"), row.get("pred"), row.get("choices"), row.get("answers"))
+    return row
+
+
+def guessed_label(row: Answered | Mapping[str, Any], seed: int = 0) -> str | None:
     """The option a random guess picks for an unparsed multiple-choice answer (None without the row's `choices`):
     uniform over the item's options, seeded by `seed` and the item's id (a string seed is hashed by SHA-512, the
     same in every process)."""
-    options = list(row.get("choices") or ())
+    item = answered(row)
+    options = list(item.choices or ())
     if not options:
         return None
-    return options[random.Random(f"{seed}:{row.get('id')}").randrange(len(options))]
+    return options[random.Random(f"{seed}:{item.id}").randrange(len(options))]
 
 
-def answered_label(row: Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> str | None:
+def answered_label(row: Answered | Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> str | None:
     """The label the row's answer stands for: its parsed label, or under `unparsed=guess` the guess for an answer
     that names none."""
-    pred = row.get("pred")
-    if pred is None and scoring.unparsed == "guess" and not row.get("answers"):
-        return guessed_label(row, scoring.seed)
-    return pred
+    item = answered(row)
+    if item.pred is None and scoring.unparsed == "guess" and not item.answers:
+        return guessed_label(item, scoring.seed)
+    return item.pred
 
 
-def answer_score(row: Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> float:
+def answer_score(row: Answered | Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> float:
     """An item's score in [0, 1]: 1 or 0, except VQA's soft score for an open answer under `vqa_rule=evil`.
 
     A multiple-choice row that lists its option texts (`choices`, label -> text) is right when the chosen option's
     text equals the gold option's, as A-OKVQA's eval_predictions.py compares them: an option repeated under two
     letters is right under either. An open answer (the row lists its `answers`) is normalised as VQA's are.
     """
-    gold = row.get("gold")
-    pred = answered_label(row, scoring)
+    item = answered(row)
+    gold = item.gold
+    pred = answered_label(item, scoring)
     if gold is None or pred is None:
         return 0.0
-    answers = row.get("answers")
-    if answers:
+    if item.answers:
         said = normalize_answer(str(pred))
         if scoring.vqa_rule == "evil":
-            return min(sum(normalize_answer(str(a)) == said for a in answers) / 3, 1.0)
-        return float(said == vqa_gold([str(a) for a in answers]))
-    choices = row.get("choices")
+            return min(sum(normalize_answer(str(a)) == said for a in item.answers) / 3, 1.0)
+        return float(said == vqa_gold([str(a) for a in item.answers]))
+    choices = item.choices
     if choices and pred in choices and gold in choices:
         return float(choices[pred] == choices[gold])
     return float(pred == gold)
 
 
-def is_correct(row: Mapping[str, Any], any_answer: bool = False, scoring: Scoring = DEFAULT_SCORING) -> bool:
-    """Whether a prediction row got its item right (`answer_score` above 0). With `any_answer`, an open answer is
+def is_correct(row: Answered | Mapping[str, Any], any_answer: bool = False,
+               scoring: Scoring = DEFAULT_SCORING) -> bool:  # fmt: skip
+    """Whether a prediction got its item right (`answer_score` above 0). With `any_answer`, an open answer is
     right when any annotator gave it."""
-    if any_answer and row.get("answers"):
-        pred = row.get("pred")
-        return pred is not None and normalize_answer(str(pred)) in accepted_answers([str(a) for a in row["answers"]])
-    return answer_score(row, scoring) > 0
+    item = answered(row)
+    if any_answer and item.answers:
+        return item.pred is not None and normalize_answer(str(item.pred)) in accepted_answers(
+            [str(a) for a in item.answers]
+        )
+    return answer_score(item, scoring) > 0
 
 
-def counted_label(row: Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> str | None:
+def counted_label(row: Answered | Mapping[str, Any], scoring: Scoring = DEFAULT_SCORING) -> str | None:
     """The label a row counts as in classification metrics: the gold one when the answer is right (also the other
     copy of a repeated option), else the answered label (a guess under `unparsed=guess`), None if unparsed."""
-    return row.get("gold") if is_correct(row, scoring=scoring) else answered_label(row, scoring)
+    item = answered(row)
+    return item.gold if is_correct(item, scoring=scoring) else answered_label(item, scoring)
 
 
 # --- multiple-choice items with repeated options -------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""The prediction store: predictions.jsonl, appended batch by batch and flushed, so nothing finished is lost.
+"""How a run's files are written and read: JSON lines appended batch by batch and flushed (predictions, verdicts),
+so nothing finished is lost, and JSON files written whole or not at all (summaries, metrics).
 
-A run restarted into the same directory reads the finished ids back and continues with the rest.
+A run restarted into the same directory reads the finished ids back and continues with the rest. Which file is which
+is `vlx.run.directory.RunDir`'s business; this module knows only how.
 """
 
 from __future__ import annotations
@@ -10,27 +12,42 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vlx.errors import ConfigError, DataError, writing
 
 log = logging.getLogger(__name__)
 
 
+class Record(Protocol):
+    """A row written as JSON: `vlx.run.records.Prediction`, `Verdict`."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def plain(row: Record | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A row as JSON data: a record's `to_json()`, a mapping as it is."""
+    return row if isinstance(row, Mapping) else row.to_json()
+
+
 class PredictionStore:
-    """Append-only JSONL of prediction rows keyed by `id`.
+    """Append-only JSONL of rows keyed by `id` (predictions, verdicts, per-item statistics).
 
     Args:
-        path: the predictions.jsonl file (created on first append).
+        path: the .jsonl file (created on first append).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def rows(self, repair: bool = False) -> list[dict[str, Any]]:
-        """Every finished row, in the order written.
+        """Every finished row, in the order written (see `numbered_rows`)."""
+        return [row for _, row in self.numbered_rows(repair)]
+
+    def numbered_rows(self, repair: bool = False) -> list[tuple[str, dict[str, Any]]]:
+        """Every finished row, in the order written, with its "file:line" (for a message about the row).
 
         Args:
             repair: for a run that continues writing: a last line cut short by a killed process is an unfinished
@@ -42,7 +59,7 @@ class PredictionStore:
         """
         if not self.path.is_file():
             return []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[str, dict[str, Any]]] = []
         with self.path.open("rb") as f:
             data = f.read()
         lines = data.split(b"\n")
@@ -63,7 +80,7 @@ class PredictionStore:
                 raise DataError(f"{self.path}:{line_no}: {what}; fix or delete that line") from err
             if not isinstance(row, dict) or "id" not in row:
                 raise DataError(f"{self.path}:{line_no}: each line must be a JSON object with an 'id'")
-            rows.append(row)
+            rows.append((f"{self.path}:{line_no}", row))
         else:
             if repair and data and not data.endswith(b"\n"):  # a whole row whose newline was not written yet
                 with writing(self.path), self.path.open("ab") as f:
@@ -74,16 +91,16 @@ class PredictionStore:
         """Ids already written, after repairing an interrupted last write (see `rows`)."""
         return {str(row["id"]) for row in self.rows(repair=True)}
 
-    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+    def append(self, rows: Iterable[Record | Mapping[str, Any]]) -> None:
         """Writes rows and forces them to disk before returning (an OSError names the file: see `writing`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with writing(self.path), self.path.open("a", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json.dumps(plain(row), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def rewrite(self, rows: Sequence[dict[str, Any]]) -> None:
+    def rewrite(self, rows: Sequence[Record | Mapping[str, Any]]) -> None:
         """Replaces the file with `rows` (e.g. sorted back into dataset order) atomically: a temporary file is
         written and synced, then renamed over the old one, so a crash leaves one complete version or the other. A
         write that fails (a full disk) leaves the old file and no temporary one, and names the file."""
@@ -91,7 +108,7 @@ class PredictionStore:
         with writing(self.path), removed_on_error(tmp):
             with tmp.open("w", encoding="utf-8") as f:
                 for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(plain(row), ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -108,18 +125,18 @@ def removed_on_error(tmp: Path) -> Iterator[None]:
         raise
 
 
-def unique_rows(rows: Sequence[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+def unique_rows(rows: Sequence[Any], path: Path) -> list[Any]:
     """`rows` with each id once. Copies of one row (e.g. from a merge cut short) count once, with a warning; two
     different rows for one id (two runs wrote into one directory) cannot be scored.
 
     Raises:
         DataError: an id has rows that differ (the ids and their line numbers are named).
     """
-    first: dict[str, tuple[int, dict[str, Any]]] = {}
+    first: dict[str, tuple[int, Any]] = {}
     copies = 0
     clashes: list[str] = []
     for line, row in enumerate(rows, start=1):  # the n-th row, as the file's n-th non-blank line
-        key = str(row["id"])
+        key = str(row["id"] if isinstance(row, Mapping) else row.id)
         if key not in first:
             first[key] = (line, row)
         elif row == first[key][1]:
@@ -141,11 +158,12 @@ def unique_rows(rows: Sequence[dict[str, Any]], path: Path) -> list[dict[str, An
 ITEM_FIELDS = ("image", "text", "gold")
 
 
-def item_differences(pairs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[tuple[str, list[str]]]:
-    """For each (id, row, other row): the item fields (`ITEM_FIELDS`) in which the two rows differ, where any do."""
+def item_differences(pairs: Iterable[tuple[str, Any, Any]]) -> list[tuple[str, list[str]]]:
+    """For each (id, prediction, other prediction): the item fields (`ITEM_FIELDS`) in which the two differ, where
+    any do."""
     found = []
     for key, row, other in pairs:
-        fields = [name for name in ITEM_FIELDS if row.get(name) != other.get(name)]
+        fields = [name for name in ITEM_FIELDS if getattr(row, name) != getattr(other, name)]
         if fields:
             found.append((key, fields))
     return found
@@ -167,17 +185,36 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequenc
         writer.writerows(rows)
 
 
-def run_predictions(run_dir: Path, doing: str) -> list[dict[str, Any]]:
-    """A run directory's prediction rows, one per id, for a stage that reads them (`doing`: "score", "judge").
+def check_writable(path: Path) -> None:
+    """Refuses, before anything is computed, an existing file that this run would append to but cannot."""
+    if not path.exists():
+        return
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {path} ({err.strerror}): make it writable (chmod u+w) or write into another directory"
+        ) from err
 
-    Raises:
-        ConfigError: the directory has no predictions.jsonl, or an empty one.
-    """
-    store = PredictionStore(Path(run_dir) / "predictions.jsonl")
-    if not store.path.is_file():
-        raise ConfigError(f"run={str(run_dir)!r}: no predictions.jsonl there ({store.path} not found); to {doing} "
-                          "a run, pass the directory stage=infer wrote (`run=<run dir>`)")  # fmt: skip
-    rows = unique_rows(store.rows(), store.path)
-    if not rows:
-        raise ConfigError(f"{store.path} is empty: nothing to {doing}")
-    return rows
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Writes `path` whole or not at all (a kill mid-write leaves the old file): summaries that later runs read. A
+    write that fails (a full disk) leaves no temporary file, and its OSError names `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # several ranks of a launched run may write the same file
+    with writing(path), removed_on_error(tmp):
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file a stage depends on, with a clear error when it is missing or broken."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {what}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); delete it and rerun the stage that writes it") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; rerun the stage that writes it")
+    return data

@@ -29,6 +29,7 @@ import numpy as np
 
 from vlx.errors import DataError
 from vlx.judging import VERDICT_SCORES, VERDICTS
+from vlx.run.records import Prediction
 
 try:
     import fcntl
@@ -37,7 +38,6 @@ except ImportError:  # pragma: no cover - not POSIX: no lock (one server per run
 
 log = logging.getLogger(__name__)
 
-RATINGS_FILE = "ratings.jsonl"
 # the longest rater name kept (a name, not a document)
 MAX_RATER = 200
 # metrics.json's note beside a kappa of None where the ratings used a single category
@@ -151,10 +151,10 @@ def _cut_short(text: str, err: json.JSONDecodeError) -> bool:
         or not body.strip("\x00")  # fmt: skip
 
 
-def draw_sample(rows: Sequence[Mapping[str, Any]], size: int, seed: int = 0, balanced: bool = True) -> list[str]:
+def draw_sample(rows: Sequence[Prediction], size: int, seed: int = 0, balanced: bool = True) -> list[str]:
     """The ids of a seeded sample of `size` items; balanced: as equal a share of each gold label as the data allow
     (e-ViL rated a sample of each model's answers). Returned in the run's order."""
-    ids = [str(r["id"]) for r in rows]
+    ids = [r.id for r in rows]
     if size >= len(ids):
         return ids
     rng = np.random.default_rng(seed)
@@ -163,7 +163,7 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], size: int, seed: int = 0, bal
         return [i for k, i in enumerate(ids) if k in chosen]
     by_label: dict[str, list[int]] = defaultdict(list)
     for k, r in enumerate(rows):
-        by_label[str(r.get("gold"))].append(k)
+        by_label[str(r.gold)].append(k)
     pools = {label: list(rng.permutation(ks)) for label, ks in sorted(by_label.items())}
     chosen: set[int] = set()
     while len(chosen) < size:  # one from each label in turn: labels with fewer items run out first
