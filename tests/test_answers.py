@@ -53,7 +53,7 @@ def test_the_tasks_format_reaches_demonstrations_targets_and_parsing():
     item = Example(id="1", image=None, text="A dog.", label="neutral", explanations=("It may be a cat.",))
     assert task.demo_answer(item) == "neutral -- It may be a cat."
     assert task.label_text("neutral") == "neutral" and task.stated("neutral") == "neutral --"
-    (target,) = training_items([item], "label_and_explanation", "explain en {text}", answer=task.answer)
+    (target,) = training_items([item], "label_and_explanation", lambda ex: f"explain en {ex.text}", answer=task.answer)
     assert target.target == "neutral -- It may be a cat." and target.text == "explain en A dog."
     assert task.parse("neutral -- It may be a cat.") == ("neutral", "It may be a cat.")
 

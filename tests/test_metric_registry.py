@@ -14,6 +14,7 @@ from vlx.__main__ import run_stage
 from vlx.metrics import registry
 from vlx.metrics.registry import ITEMS, METRICS, Metric
 from vlx.metrics.values import MetricValue, read_values
+from vlx.run.records import Prediction, Verdict
 
 ESNLI = ("entailment", "contradiction", "neutral")
 REFS = (Path(__file__).parent / "data" / "esnlive_test_explanations_300.txt").read_text().splitlines()
@@ -83,8 +84,9 @@ def test_a_metric_added_in_one_place_shows_everywhere(explanation_words, make_cf
     run_stage(make_cfg("stage=compare", f"runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", "eval.resamples=50",
                        run_dir=tmp_path / "cmp"))  # fmt: skip
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    by_a, by_b = {r["id"]: r for r in rows_a}, {r["id"]: r for r in rows_b}
-    both = [i for i in sorted(by_b) if by_a[i]["explanation"] and by_b[i]["explanation"]]
+    by_a = {r["id"]: Prediction.from_json(r) for r in rows_a}
+    by_b = {r["id"]: Prediction.from_json(r) for r in rows_b}
+    both = [i for i in sorted(by_b) if by_a[i].explanation and by_b[i].explanation]
     got = result["metrics"]["explanation_words"]
     assert got["n"] == len(both)
     assert got["difference"] == pytest.approx(np.mean([words(by_b[i]) - words(by_a[i]) for i in both]))
@@ -115,7 +117,8 @@ def test_every_number_eval_writes_is_declared(make_cfg, tmp_path):
     from vlx.run.ratings import human_metrics
 
     metrics = scored(make_cfg, tmp_path / "run", rows_of(12, 0, 0, refs=True, scores=True), resamples=10)
-    metrics.update(judge_scores([{"score": 1.0, "correct": True}, {"score": 0.0, "correct": False}], resamples=10))
+    verdicts = [Verdict("a", score=1.0, correct=True), Verdict("b", score=0.0, correct=False)]
+    metrics.update(judge_scores(verdicts, resamples=10))
     metrics.update(human_metrics({("r1", "x000"): "yes", ("r2", "x000"): "no"}, {"x000": True}, resamples=10))
     numbers = {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     assert {"accuracy", "ece", "bleu4", "all_bertscore_f1", "judge_score", "human_score"} <= numbers
