@@ -41,7 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlx.models import fast, hf
 from vlx.models.fast import attention, prefill
-from vlx.models.fast import scoring as fast_scoring
+from vlx.models.fast import prefill_scoring as fast_scoring
 
 # the decode step's grouped attention as two matmuls, measured against vlx's SDPA version
 attention.register("sdpa_grouped_matmul", functools.partial(attention.grouped_sdpa_attention, decode_kernel="matmul"))

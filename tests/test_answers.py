@@ -10,9 +10,9 @@ import pytest
 from vlx.__main__ import run_stage
 from vlx.errors import ConfigError
 from vlx.finetuning.items import training_items
-from vlx.records import Example
 from vlx.tasks import build_task
 from vlx.tasks.answers import AnswerFormat, Scoring, answer_score, is_correct, normalize_answer
+from vlx.tasks.items import Example
 from vlx.tasks.parsing import parse_open
 
 

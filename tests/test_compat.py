@@ -15,7 +15,7 @@ from vlx.models import load_adapter
 from vlx.models.batches import encode
 from vlx.models.fast import attention
 from vlx.models.tiny import ensure_tiny_model
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 
 @pytest.fixture(scope="module")

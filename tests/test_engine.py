@@ -14,9 +14,9 @@ from vlx.engine.batches import prepare_batch
 from vlx.engine.decoding import decode
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
 from vlx.errors import Interrupted
-from vlx.records import Example
-from vlx.run.store import PredictionStore
+from vlx.run.store import JsonlStore
 from vlx.stages.infer import load_model
+from vlx.tasks.items import Example
 
 GENERATION = {"do_sample": False, "max_new_tokens": 4}
 
@@ -25,7 +25,7 @@ def caption_stage(model, task, items: list[Example], out: Path, decode: str = "g
     """A new stage: one row per item in out/captions.jsonl, appended batch by batch; run again, it does the rest."""
     settings = LoopSettings(decode=decode, generation=GENERATION, batch_size=2, batching="dataset")
     row = row or (lambda answer: {"id": answer.example.id, "caption": answer.text, "scores": answer.scores})
-    return run_batches(model, task, items, PredictionStore(out / "captions.jsonl"), row, settings, desc="caption")
+    return run_batches(model, task, items, JsonlStore(out / "captions.jsonl"), row, settings, desc="caption")
 
 
 @pytest.fixture(scope="module")

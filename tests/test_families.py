@@ -29,7 +29,7 @@ from vlx.errors import ConfigError
 from vlx.models import load_adapter
 from vlx.models.batches import append_tokens, encode, on_model
 from vlx.models.tiny import ensure_tiny_model, missing_requirements
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from vlx.models.fast import prefill
 from vlx.models.fast.attention import grouped_sdpa_attention
 from vlx.models.fast.compiling import compile_cache_free
 from vlx.models.generation import generate_texts
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 
 class Heads(torch.nn.Module):

@@ -15,11 +15,11 @@ from vlx.errors import ConfigError
 from vlx.models import fast, load_adapter
 from vlx.models.batches import encode
 from vlx.models.fast import prefill
-from vlx.models.fast import scoring as fast_scoring
+from vlx.models.fast import prefill_scoring as fast_scoring
 from vlx.models.hf import resolve_compile
 from vlx.models.loading import resolve_attention
 from vlx.models.tiny import ensure_tiny_model
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 # allow-list entry -> the tiny model whose equality tests back it
 FAST = {"llava_next/mistral": "llava_next", "paligemma/gemma": "paligemma", "internvl/qwen2": "internvl",

@@ -442,7 +442,7 @@ def test_every_write_helper_names_its_file_when_the_disk_fills(tmp_path):
     (appends, atomic rewrites, JSON and CSV files) name the file, and a failed atomic write keeps the old file and
     leaves no temporary one."""
     from vlx.errors import os_error_message
-    from vlx.run.store import PredictionStore, write_csv, write_json
+    from vlx.run.store import JsonlStore, write_csv, write_json
 
     def refused(write, path):
         with pytest.raises(OSError) as err:
@@ -450,7 +450,7 @@ def test_every_write_helper_names_its_file_when_the_disk_fills(tmp_path):
         assert err.value.errno == errno.ENOSPC and os_error_message(err.value) == f"cannot write {path}: {DISK_FULL}"
 
     appended = _on_full_disk(tmp_path / "verdicts.jsonl")  # infer's predictions, the judge's verdicts
-    refused(lambda: PredictionStore(appended).append([{"id": "a"}]), appended)
+    refused(lambda: JsonlStore(appended).append([{"id": "a"}]), appended)
     table = _on_full_disk(tmp_path / "predictions.csv")
     refused(lambda: write_csv(table, [{"id": "a"}], ["id"]), table)
     summary = tmp_path / "summary.json"
@@ -461,7 +461,7 @@ def test_every_write_helper_names_its_file_when_the_disk_fills(tmp_path):
     items = tmp_path / "explanation_items.jsonl"
     items.write_text('{"id": "a"}\n')
     tmp = _on_full_disk(tmp_path / "explanation_items.jsonl.tmp")
-    refused(lambda: PredictionStore(items).rewrite([{"id": "b"}]), items)
+    refused(lambda: JsonlStore(items).rewrite([{"id": "b"}]), items)
     assert items.read_text() == '{"id": "a"}\n' and not os.path.lexists(tmp)
 
 

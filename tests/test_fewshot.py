@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlx.engine.shots import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.errors import ConfigError
-from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 ESNLI = ["entailment", "neutral", "contradiction"]
 MEME = ["not offensive", "offensive"]
@@ -62,7 +62,7 @@ def test_per_query_false_reuses_one_set_and_per_query_true_varies():
 
 
 def test_per_query_false_logs_the_chosen_ids_once(caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="vlx.fewshot")
+    caplog.set_level(logging.INFO, logger="vlx.engine.shots")
     sel = ShotSelector(make_pool(ESNLI, 5), ESNLI, 3, seed=2)
     for i in range(3):
         sel.select(ex(f"q{i}", "neutral"))
@@ -127,7 +127,7 @@ def test_balanced_counts(labels: list[str], k: int, expected: list[int], per_que
 
 def test_short_class_is_filled_from_the_others_with_a_warning(caplog: pytest.LogCaptureFixture):
     pool = [ex("e0", "entailment")] + make_pool(["neutral", "contradiction"], 10)
-    caplog.set_level(logging.WARNING, logger="vlx.fewshot")
+    caplog.set_level(logging.WARNING, logger="vlx.engine.shots")
     demos = ShotSelector(pool, ESNLI, 6, seed=0).select(QUERY)
     counts = Counter(d.label for d in demos)
     assert counts == {"entailment": 1, "neutral": 3, "contradiction": 2} or counts == {

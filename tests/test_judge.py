@@ -12,15 +12,9 @@ from helpers import lines, placeholder_image, wandb_run
 
 from vlx.__main__ import expand_shorthands, run_stage
 from vlx.errors import ConfigError
-from vlx.judging import (
-    JUDGE_PROMPT_VERSION,
-    JUDGE_PROMPTS,
-    VERDICT_SCORES,
-    judge_scores,
-    parse_verdict,
-    prompt_kind,
-    read_verdicts,
-)
+from vlx.judging.prompts import JUDGE_PROMPT_VERSION, JUDGE_PROMPTS, prompt_kind
+from vlx.judging.verdicts import VERDICT_SCORES, parse_verdict, read_verdicts
+from vlx.metrics.judge_scores import judge_scores
 from vlx.run.directory import RunDir
 from vlx.run.records import Verdict
 

@@ -1,5 +1,5 @@
 """Label scoring for M-RoPE models from one prefill and a cached continuation per label (`vlx.models.fast.mrope`)
-equals the plain path, one full forward per label (`vlx.models.scoring.score_per_answer`), on each architecture of
+equals the plain path, one full forward per label (`vlx.models.label_scoring.score_per_answer`), on each architecture of
 `vlx.models.fast.MROPE_SCORING`: tiny random-weight models in float32, a left-padded batch of prompts of different
 lengths with one or two images of different grids each, answers of 1, 2 and 3 tokens, batch N equal to batch 1.
 
@@ -28,9 +28,9 @@ from transformers import (
 )
 
 from vlx import compat
-from vlx.models import fast, scoring
+from vlx.models import fast, label_scoring
 from vlx.models.fast import mrope
-from vlx.models.scoring import score_answers, score_per_answer
+from vlx.models.label_scoring import score_answers, score_per_answer
 from vlx.models.tiny import ensure_tiny_model, missing_requirements
 from vlx.models.tiny.qwen2_5_vl import qwen_tokenizer
 
@@ -245,7 +245,7 @@ def test_score_answers_takes_the_cached_path_with_one_vision_pass(model, monkeyp
     hook = model.model.visual.register_forward_hook(lambda *_: passes.append(1))
     try:
         got, got_passes = run()
-        monkeypatch.setattr(scoring.mrope, "MROPE_SCORING", {})  # off the list: the plain path
+        monkeypatch.setattr(label_scoring.mrope, "MROPE_SCORING", {})  # off the list: the plain path
         want, want_passes = run()
     finally:
         hook.remove()

@@ -54,7 +54,7 @@ def brute_force(adapter, prompt: str, image: Image.Image) -> dict[str, float]:
 
 
 def prompt_for(adapter, text: str) -> str:
-    from vlx.records import Example
+    from vlx.tasks.items import Example
 
     return adapter.render_prompt(Example("q", None, text, None), f"Is '{text}' true?")
 
@@ -112,7 +112,7 @@ def test_score_then_explain_states_the_label_then_explains(make_cfg, tmp_path, m
 def test_padding_to_a_multiple_changes_no_score(adapter):
     """Compiled models pad the batch to a multiple of 64 tokens (right for LLaVA-NeXT's maskless prefill, left for
     PaliGemma's prefix); the probabilities stay the same."""
-    from vlx.models.scoring import score_answers
+    from vlx.models.label_scoring import score_answers
 
     images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]
     prompts = [prompt_for(adapter, t) for t in ["A red one.", "There is a blue square in the middle."]]
@@ -131,7 +131,7 @@ def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
     import copy
 
     from vlx.models.batches import encode
-    from vlx.models.fast import scoring as fast_scoring
+    from vlx.models.fast import prefill_scoring as fast_scoring
 
     if "token_type_ids" in adapter.encode([prompt_for(adapter, "x")], [Image.new("RGB", (30, 30))]):
         pytest.skip("PaliGemma's prefix attends both ways: it always scores on a cache")

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 def seed_everything(seed: int) -> None:
     """Seeds python, numpy and torch (all devices), as transformers' set_seed does: importing that one imports the
-    Trainer's modules, peft and bitsandbytes, 9 of the 11 s a refused run took to say why on a 2-core machine."""
+    Trainer's modules, peft and bitsandbytes, most of the time a refused run took to say why (docs/PERFORMANCE.md,
+    "A refusal before the heavy imports")."""
     import random
 
     import numpy as np
@@ -38,9 +39,9 @@ def cpu_threads(setting: int | str, tiny: bool) -> int | None:
     """The torch thread count for `cpu_threads` (None: leave torch's own choice).
 
     auto: one thread for vlx's tiny models, whose operations are too small to share between threads (two threads
-    made them up to 4x slower on a 2-core machine, and far slower while another process keeps a core busy, since
-    each thread waits for the slowest); otherwise torch's default (one per core), but no more than the CPUs this
-    process may use. OMP_NUM_THREADS, when set, is the user's choice and is kept.
+    make them slower, and far slower while another process keeps a core busy, since each thread waits for the
+    slowest: docs/PERFORMANCE.md, "The demo on a CPU"); otherwise torch's default (one per core), but no more than
+    the CPUs this process may use. OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:

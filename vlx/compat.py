@@ -1,7 +1,12 @@
 """Every place vlx leans on transformers beyond its public API, in one module.
 
 Each function says what it relies on; tests/test_compat.py checks each assumption against the installed transformers
-and fails, naming the function, on a release that changes it. Nothing else in vlx touches these internals.
+and fails, naming the function, on a release that changes it.
+
+The fast paths (`vlx.models.fast`) lean on more of transformers, each where it is used and backed by the equality
+tests their modules name (tests/test_fast_paths.py, test_mrope_scoring.py, test_vision_windows.py,
+test_fast_decode.py): the attention and mask registries and the SDPA attention function, the decoder blocks' class
+names, the Qwen-VL models' rope-index functions and a vision config's `_attn_implementation`.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def allow_quantized_compile(model: torch.nn.Module) -> None:
 
     transformers declines to by default (its bitsandbytes quantizer reports `is_compileable = False`), but
     bitsandbytes 0.50's 4-bit layers trace without graph breaks, the outputs are the same
-    (tests/test_fast_decode.py) and on an H100 nf4 decoding ran 38% faster (docs/PERFORMANCE.md). Relies on: the
+    (tests/test_fast_decode.py) and nf4 decoding is faster compiled (docs/PERFORMANCE.md, runs D-F). Relies on: the
     loaded model's `hf_quantizer` attribute and its `is_compileable` property; the model's own quantizer object gets a
     subclass that says True, nothing else changes."""
     quantizer = getattr(model, "hf_quantizer", None)

@@ -32,11 +32,11 @@ import torch
 
 from vlx.engine.batches import pixel_count, prepare_batch, prompt_tokens
 from vlx.engine.decoding import decode
+from vlx.engine.shots import ShotSelector
 from vlx.errors import ConfigError, DataError
-from vlx.fewshot import ShotSelector
 from vlx.models.hf import VLMAdapter
-from vlx.records import Example
 from vlx.tasks import Task
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from vlx.engine.images import load_rgb
+from vlx.engine.shots import ShotSelector
 from vlx.errors import DataError
-from vlx.fewshot import ShotSelector
 from vlx.models.hf import VLMAdapter
-from vlx.records import Example
 from vlx.tasks import Task
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

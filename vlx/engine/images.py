@@ -15,6 +15,7 @@ import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,7 +23,9 @@ from tqdm.auto import tqdm
 
 from vlx._runtime import usable_cpus
 from vlx.errors import DataError
-from vlx.records import Example
+
+if TYPE_CHECKING:  # vlx.tasks checks its items' images with this module: a runtime import would be a cycle
+    from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

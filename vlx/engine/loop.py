@@ -26,12 +26,12 @@ from vlx.engine.batch_size import MEMORY_ADVICE, BatchChoice, choose_batch_size,
 from vlx.engine.batches import BATCHING, Prepared, batching_order, prepare_batch, prompt_tokens, split_prepared
 from vlx.engine.decoding import decode
 from vlx.engine.prefetch import prepared_batches
+from vlx.engine.shots import ShotSelector
 from vlx.errors import ConfigError, interrupted, os_error_message
-from vlx.fewshot import ShotSelector
 from vlx.models.generation import Generation
 from vlx.models.hf import VLMAdapter
-from vlx.records import Example
 from vlx.tasks import Task
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LoopSettings:
 
 
 class RowStore(Protocol):
-    """Where the loop appends rows: an append-only file of rows keyed by id (`vlx.run.store.PredictionStore`)."""
+    """Where the loop appends rows: an append-only file of rows keyed by id (`vlx.run.store.JsonlStore`)."""
 
     path: Path
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from vlx.engine.images import load_rgb
 from vlx.errors import ConfigError
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ _idle_lock = threading.Lock()
 def keep_alive(enabled: bool = True) -> None:
     """Keeps one METEOR JVM of this process alive between uses: the next `Meteor()` takes it instead of starting one.
 
-    A start (the JVM and METEOR's paraphrase table) takes ~6 s on a 2-core machine, more on a busy one: more than
-    scoring a few thousand items. A process that scores many small sets (the test suite) pays it on each otherwise.
+    A start (the JVM and METEOR's paraphrase table) takes seconds, more on a busy machine: more than scoring a few
+    thousand items (docs/PERFORMANCE.md, "The test suite and CI"). A process that scores many small sets (the test
+    suite) pays it on each otherwise.
     Off by default, since an idle METEOR JVM holds about 1 GB; turning it off, or the process ending, ends the kept
     one. METEOR answers each SCORE and EVAL line on its own, so a kept JVM gives the numbers a fresh one gives.
     """

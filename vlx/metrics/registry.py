@@ -10,7 +10,7 @@ with its bootstrap interval, stage=compare tests it paired, the report shows it 
                     shows=EVERYWHERE, item_score=lambda row: len((row.explanation or "").split())))
 
 Metrics computed by a family's own code (classification, calibration, explanations, judge, human ratings) are
-declared here and computed in their modules (vlx.metrics.classification, calibration, text; vlx.judging,
+declared here and computed in their modules (vlx.metrics.classification, calibration, text, judge_scores;
 vlx.run.ratings), which write the same names.
 """
 
@@ -177,7 +177,7 @@ _DECLARED: tuple[Metric, ...] = (
     _count("n_explained_correct"),
     _count("n_explained_all"),
     _count("explanation_scale"),
-    # the judge's verdicts (vlx.judging; stage=judge writes them into metrics.json)
+    # the judge's verdicts (vlx.metrics.judge_scores; stage=judge writes them into metrics.json)
     Metric("judge_score", "Judge S_E", n_key="judge_n"),
     Metric(ALL + "judge_score", "Judge S_E (all items)", shows=_TABLE, n_key=ALL + "judge_n"),
     _count("judge_n"),

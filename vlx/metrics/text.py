@@ -504,11 +504,11 @@ def item_metrics(items: ExplanationItems) -> dict[str, np.ndarray]:
 def run_item_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """id -> `item_metrics` of a scored run, from the per-item statistics stage=eval wrote (`path`, the run's
     `RunDir.explanation_items`; {} without it)."""
-    from vlx.run.store import PredictionStore
+    from vlx.run.store import JsonlStore
 
     if not path.is_file() or "protocol" not in metrics:
         return {}
-    rows = PredictionStore(path).rows()
+    rows = JsonlStore(path).rows()
     if not rows:
         return {}
     table = item_metrics(ExplanationItems.from_rows(metrics["protocol"], rows, bool(metrics.get("evil_spice"))))

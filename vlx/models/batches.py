@@ -124,7 +124,7 @@ def on_model(model: torch.nn.Module, inputs: Any) -> Any:
 
 # a static KV cache is this many tokens long, or a multiple of it: the prompt widths of a run (padded to 64 when
 # compiled) share one cache and one compiled decode step, where a cache sized to each width would compile once per
-# width (on an H100 a Qwen2.5-VL-7B run of 128 items went from 17.8 to 13.1 items/s recompiling)
+# width (what recompiling costs: docs/PERFORMANCE.md, "The families off the allow-list on a GPU")
 STATIC_CACHE_MULTIPLE = 512
 
 

@@ -26,9 +26,9 @@ from vlx.models import fast
 from vlx.models.batches import encode, process
 from vlx.models.fast.compiling import compile_cache_free
 from vlx.models.generation import Generation, generate_texts
+from vlx.models.label_scoring import score_answers
 from vlx.models.loading import load_model, load_processor
-from vlx.models.scoring import score_answers
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -224,8 +224,8 @@ class HFAdapter:
     def score(
         self, prompts: list[str], images: list[Image.Image], answers: Sequence[str], inputs: Any | None = None
     ) -> list[dict[str, float]]:
-        """Per prompt, the probability of each answer text (one shared prefill; see `vlx.models.scoring`). `inputs`:
-        the batch from `encode`, when already made."""
+        """Per prompt, the probability of each answer text (one shared prefill; see `vlx.models.label_scoring`).
+        `inputs`: the batch from `encode`, when already made."""
         self.prepare_inference()
         prefix = self.answer_prefix
         scored = score_answers(self.model, self.processor, prompts, images, [prefix + a for a in answers],

@@ -10,7 +10,7 @@ from transformers import BatchFeature
 
 from vlx.models.batches import process
 from vlx.models.hf import Demo, HFAdapter
-from vlx.records import Example
+from vlx.tasks.items import Example
 
 
 class PaliGemmaAdapter(HFAdapter):

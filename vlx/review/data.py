@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".ti
 
 def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, Verdict]:
     """id -> the judge's verdict, for the named judge or the run's only one ({} where none judged it)."""
-    from vlx.judging import judge_names, run_verdicts
+    from vlx.judging.verdicts import judge_names, run_verdicts
 
     names = judge_names(run_dir)
     if not names or (judge is None and len(names) > 1):

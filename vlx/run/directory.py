@@ -30,7 +30,7 @@ from typing import Any
 
 from vlx.errors import ConfigError
 from vlx.run.records import Prediction, RunInfo, Verdict
-from vlx.run.store import PredictionStore, read_json, unique_rows, write_json
+from vlx.run.store import JsonlStore, read_json, unique_rows, write_json
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,8 @@ class RunDir:
     def has_predictions(self) -> bool:
         return self.predictions_file.is_file()
 
-    def prediction_store(self) -> PredictionStore:
-        return PredictionStore(self.predictions_file)
+    def prediction_store(self) -> JsonlStore:
+        return JsonlStore(self.predictions_file)
 
     def predictions(self, doing: str = "read") -> list[Prediction]:
         """The run's predictions, one per id, for a stage that reads them (`doing`: "score", "judge", ...).
@@ -261,7 +261,7 @@ class RunDir:
 
     def verdicts(self, judge: str) -> list[Verdict]:
         """A judge's verdicts, one per id (see `predictions` for the errors)."""
-        store = PredictionStore(self.verdicts_file(judge))
+        store = JsonlStore(self.verdicts_file(judge))
         return unique_rows(read_verdicts(store), store.path)
 
     def judge_results(self) -> dict[str, dict[str, Any]]:
@@ -309,11 +309,11 @@ def judge_headline(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_predictions(store: PredictionStore, repair: bool = False) -> list[Prediction]:
+def read_predictions(store: JsonlStore, repair: bool = False) -> list[Prediction]:
     """Every row of a predictions file as a `Prediction`, in the order written (a bad row named by file:line)."""
     return [Prediction.from_json(row, where) for where, row in store.numbered_rows(repair)]
 
 
-def read_verdicts(store: PredictionStore, repair: bool = False) -> list[Verdict]:
+def read_verdicts(store: JsonlStore, repair: bool = False) -> list[Verdict]:
     """Every row of a verdicts file as a `Verdict`, in the order written."""
     return [Verdict.from_json(row, where) for where, row in store.numbered_rows(repair)]

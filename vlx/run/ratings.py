@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlx.errors import DataError
-from vlx.judging import VERDICT_SCORES, VERDICTS
+from vlx.judging.verdicts import VERDICT_SCORES, VERDICTS
 from vlx.run.records import Prediction
 
 try:
@@ -238,7 +238,7 @@ def human_metrics(
     Args:
         ratings: (rater, id) -> verdict (`RatingStore.latest`).
         correct: id -> whether the item's label was predicted correctly, for the items of the run.
-        judge: id -> the judge's item score (`judging.read_verdicts`), where the run was judged.
+        judge: id -> the judge's item score (`vlx.judging.verdicts.read_verdicts`), where the run was judged.
         item_metrics: id -> {metric: per-item value} (ROUGE-L, BERTScore, ...), for the correlations.
         resamples, level, seed: the bootstrap of the score intervals (over rated items).
 

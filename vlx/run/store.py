@@ -32,7 +32,7 @@ def plain(row: Record | Mapping[str, Any]) -> Mapping[str, Any]:
     return row if isinstance(row, Mapping) else row.to_json()
 
 
-class PredictionStore:
+class JsonlStore:
     """Append-only JSONL of rows keyed by `id` (predictions, verdicts, per-item statistics).
 
     Args:

@@ -4,12 +4,11 @@
   name), where the cache knows it;
 - a local model folder: a sampled fingerprint, `sampled-sha256:<hex>`, over each `*.safetensors` file's name, size
   and JSON header (every tensor's name, dtype, shape and offsets) and the first 1 KiB of every tensor's data. It
-  reads about 1 KiB per tensor (a 1 GB file of 500 tensors: 20 ms) and tells apart any two models of which a tensor
-  changed as a whole (a fine-tune, a merge of another adapter, another dtype or shape). A full-content hash would read
-  the whole model once more on every run and resume: 7B is 15 GB, and sha256 over a 1 GB file already in the page
-  cache took 0.7-3.4 s on a 2-core CPU machine (idle, busy), before any disk read; a change to a tensor's tail alone
-  is not one a run makes. Folders of pickled `*.bin` weights have no header: their names, sizes and first 1 MiB are
-  hashed (`sampled-bin-sha256:`);
+  reads about 1 KiB per tensor and tells apart any two models of which a tensor changed as a whole (a fine-tune, a
+  merge of another adapter, another dtype or shape). A full-content hash would read the whole model (15 GB for 7B)
+  once more on every run and resume (the two timed: docs/PERFORMANCE.md, "The manifest's weight fingerprint"); a
+  change to a tensor's tail alone is not one a run makes. Folders of pickled `*.bin` weights have no header: their
+  names, sizes and first 1 MiB are hashed (`sampled-bin-sha256:`);
 - an adapter folder (`model.adapter`): a full sha256 of `adapter_model.safetensors` (or `.bin`) and
   `adapter_config.json` (`sha256:<hex>`). Adapters are small (tens to hundreds of MB) and are the weights most often
   retrained in place, where a change may leave every tensor's first values alike.

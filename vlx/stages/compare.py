@@ -44,7 +44,7 @@ from vlx.metrics.registry import COMPARE, NO_JAVA, in_table_order, lower_is_bett
 from vlx.run import manifest
 from vlx.run.directory import RunDir
 from vlx.run.lock import check_idle
-from vlx.run.store import PredictionStore, describe_differences, item_differences, write_json
+from vlx.run.store import JsonlStore, describe_differences, item_differences, write_json
 from vlx.stages._common import resolved_config, run_dir
 from vlx.tasks.answers import DEFAULT_SCORING, Scoring, answer_score, counted_label, is_correct
 from vlx.tracking import tracking
@@ -65,7 +65,7 @@ def _load(run: Path) -> dict[str, Any]:
     metrics = folder.results()
     rows = {r.id: r for r in folder.predictions("compare")}
     items_path = folder.explanation_items
-    items = {str(r["id"]): r for r in PredictionStore(items_path).rows()} if items_path.is_file() else {}
+    items = {str(r["id"]): r for r in JsonlStore(items_path).rows()} if items_path.is_file() else {}
     # the rule eval scored the answers by (VQA-X's soft score, ScienceQA's guesses); runs scored before the rule was
     # recorded used the defaults
     scoring = Scoring(**metrics["scoring"]) if metrics.get("scoring") else DEFAULT_SCORING
@@ -166,7 +166,7 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
 def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray, level: float,
            judge: str | None, notes: list[str]) -> dict[str, Difference]:  # fmt: skip
     """The judge score (mean e-ViL verdict score) of both runs on the items both have verdicts for."""
-    from vlx.judging import judge_names, read_verdicts
+    from vlx.judging.verdicts import judge_names, read_verdicts
 
     if not judge_names(a["dir"]) and not judge_names(b["dir"]):
         return {}

@@ -29,7 +29,7 @@ from vlx.metrics.values import format_table, read_values, row_metric_values, sca
 from vlx.run.directory import RunDir
 from vlx.run.lock import exclusive
 from vlx.run.records import Prediction, RunInfo
-from vlx.run.store import PredictionStore
+from vlx.run.store import JsonlStore
 from vlx.stages._common import resolved_config
 from vlx.tasks.answers import (
     Scoring,
@@ -121,7 +121,7 @@ def evaluate(
                                             bool(labelled))  # fmt: skip
     _add(metrics, notes, found)
     if items:
-        PredictionStore(run.explanation_items).rewrite(items)  # the per-item statistics, for stage=compare
+        JsonlStore(run.explanation_items).rewrite(items)  # the per-item statistics, for stage=compare
     if run.ratings_file.is_file():
         metrics.update(_human(run_dir, rows, metrics, settings, notes))
     metrics.update(row_metrics(rows, boot))
@@ -164,7 +164,7 @@ def _human(
     run_dir: Path, rows: list[Prediction], metrics: dict[str, Any], settings: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """e-ViL's human score and agreement from the ratings stage=review collected."""
-    from vlx.judging import judge_names, read_verdicts
+    from vlx.judging.verdicts import judge_names, read_verdicts
     from vlx.metrics.text import run_item_metrics
     from vlx.run.ratings import RatingStore, human_metrics
 

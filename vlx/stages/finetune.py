@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import Trainer, TrainingArguments
 
 from vlx import distributed
+from vlx.engine.shots import correct_ids_from_predictions
 from vlx.errors import ConfigError, interrupted
-from vlx.fewshot import correct_ids_from_predictions
 from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_arguments
 from vlx.finetuning.items import Collator, training_items
 from vlx.finetuning.profiling import StepProfiler, check_profile_steps

@@ -21,17 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 from vlx import distributed
 from vlx.engine.decoding import DECODERS
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
+from vlx.engine.shots import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.errors import ConfigError
-from vlx.fewshot import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.metrics.coco import check_java
 from vlx.models.hf import VLMAdapter, check_images_per_prompt, check_trained_prompt
 from vlx.models.loading import check_adapter_path
-from vlx.records import Example
 from vlx.run.directory import RunDir, read_predictions
 from vlx.run.lock import exclusive
 from vlx.run.records import Prediction, RunInfo
 from vlx.run.store import (
-    PredictionStore,
+    JsonlStore,
     check_writable,
     describe_differences,
     item_differences,
@@ -49,6 +48,7 @@ from vlx.stages._common import (
 from vlx.stages._resume import check_manifest, check_resumable, infer_manifest
 from vlx.tasks import Task
 from vlx.tasks.answers import is_correct, most_probable
+from vlx.tasks.items import Example
 from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run = RunDir(out)
         store = run.prediction_store()
         # under a multi-process launcher, each rank appends its share to its own shard file; rank 0 merges at the end
-        shard = PredictionStore(run.shard_file(distributed.rank())) if parallel() else store
+        shard = JsonlStore(run.shard_file(distributed.rank())) if parallel() else store
         todo, everyone = items_to_run(cfg, out, store, shard, split.examples)
         selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
         logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
@@ -235,7 +235,7 @@ def build_task(cfg: DictConfig) -> Task:
 
 
 def items_to_run(
-    cfg: DictConfig, out: Path, store: PredictionStore, shard: PredictionStore, examples: list[Example]
+    cfg: DictConfig, out: Path, store: JsonlStore, shard: JsonlStore, examples: list[Example]
 ) -> tuple[list[Example], int]:
     """This process's share of the items not yet predicted in `out`, and how many are left for every process,
     after checking that the finished rows belong to this run (same config, same items)."""
@@ -265,7 +265,7 @@ def predict(
     cfg: DictConfig,
     task: Task,
     todo: list[Example],
-    shard: PredictionStore,
+    shard: JsonlStore,
     selector: ShotSelector | None,
     total: int,
     done_before: int,
@@ -295,7 +295,7 @@ def predict(
                        total=total, done_before=done_before, rows_name="predictions")  # fmt: skip
 
 
-def finish_predictions(out: Path, store: PredictionStore, examples: list[Example], task: Task) -> list[Prediction]:
+def finish_predictions(out: Path, store: JsonlStore, examples: list[Example], task: Task) -> list[Prediction]:
     """predictions.jsonl whole and in the split's order (the ranks' shard files merged into it), and
     predictions.csv in the seed's format; returns its rows."""
     if shard_files(out):  # also those a killed multi-process run left for a single process to finish
@@ -362,7 +362,7 @@ def parallel() -> bool:
     return distributed.world_size() > 1
 
 
-def finished_rows(out: Path, store: PredictionStore, shard: PredictionStore) -> dict[str, Prediction]:
+def finished_rows(out: Path, store: JsonlStore, shard: JsonlStore) -> dict[str, Prediction]:
     """Rows already predicted in this run directory, by id: in predictions.jsonl and, under a launcher, in every
     rank's shard file. All ranks read the same files before any writes, so they agree on what is left and how it is
     shared."""
@@ -370,7 +370,7 @@ def finished_rows(out: Path, store: PredictionStore, shard: PredictionStore) -> 
     if not parallel() and not shard_files(out):
         return {r.id: r for r in mine}  # one process, one file: nothing else to read
     distributed.barrier()  # every rank has repaired its own shard
-    rows = read_predictions(store) + [r for p in shard_files(out) for r in read_predictions(PredictionStore(p))]
+    rows = read_predictions(store) + [r for p in shard_files(out) for r in read_predictions(JsonlStore(p))]
     distributed.barrier()  # nobody appends before everyone has read
     found: dict[str, Prediction] = {}
     for r in rows:
@@ -382,12 +382,12 @@ def shard_files(out: Path) -> list[Path]:
     return RunDir(out).shard_files()
 
 
-def merge_shards(store: PredictionStore, out: Path) -> None:
+def merge_shards(store: JsonlStore, out: Path) -> None:
     """Moves every rank's rows into predictions.jsonl (put in dataset order afterwards) and removes the shards. A
     row already there (a merge cut short before the shards were removed) is kept once."""
     paths = shard_files(out)
     rows: dict[str, Prediction] = {}
-    for row in read_predictions(store) + [row for path in paths for row in read_predictions(PredictionStore(path))]:
+    for row in read_predictions(store) + [row for path in paths for row in read_predictions(JsonlStore(path))]:
         rows.setdefault(row.id, row)
     store.rewrite(list(rows.values()))
     for path in paths:

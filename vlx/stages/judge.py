@@ -5,8 +5,9 @@
     vlx stage=judge run=<run dir> judge=tiny_llava                                # a tiny model, to try it on a CPU
 
 For every prediction the judge sees the item's image, its text, the predicted label and the explanation, and is
-asked whether the explanation justifies the label: yes / weak yes / weak no / no (`vlx.judging`). Its greedy answer
-is parsed (`stage.decode=generate`), or the most likely of the four answers taken (`stage.decode=score`).
+asked whether the explanation justifies the label: yes / weak yes / weak no / no (`vlx.judging.prompts`). Its
+greedy answer is parsed (`stage.decode=generate`), or the most likely of the four answers taken
+(`stage.decode=score`).
 
 Writes into the judged run's directory, `<run>/judgements/<judge>/` (one folder per judge, so several coexist):
 `verdicts.jsonl` (one row per item, appended batch by batch: a stopped run continues where it stopped),
@@ -40,28 +41,21 @@ from vlx.configs import config_dir, group_option
 from vlx.engine.images import check_images
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
 from vlx.errors import ConfigError, writing
-from vlx.judging import (
-    ANSWER_TEXTS,
-    JUDGE_PROMPT_VERSION,
-    JUDGE_PROMPTS,
-    VERDICTS,
-    item_score,
-    judge_scores,
-    parse_verdict,
-    prompt_kind,
-)
+from vlx.judging.prompts import ANSWER_TEXTS, JUDGE_PROMPT_VERSION, JUDGE_PROMPTS, prompt_kind
+from vlx.judging.verdicts import VERDICTS, item_score, parse_verdict
+from vlx.metrics.judge_scores import judge_scores
 from vlx.models.hf import VLMAdapter
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
 from vlx.models.tiny import tiny_checkpoint
-from vlx.records import Example
 from vlx.run.directory import RunDir, read_verdicts
 from vlx.run.lock import exclusive
 from vlx.run.records import Prediction, RunInfo, Verdict
-from vlx.run.store import PredictionStore, check_writable, read_json, unique_rows, write_json
+from vlx.run.store import JsonlStore, check_writable, read_json, unique_rows, write_json
 from vlx.stages import evaluation
 from vlx.stages._common import build_quantization, resolved_config
 from vlx.tasks import Task
 from vlx.tasks.answers import Scoring, is_correct
+from vlx.tasks.items import Example
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -312,10 +306,10 @@ BAD_IMAGE_REMEDY = ("The judge needs the images the run predicted on: put them b
                     "task.on_bad_image=skip to leave such items unjudged")  # fmt: skip
 
 
-def open_verdicts(run: RunDir, name: str, current: dict[str, Any], rows: list[Prediction]) -> PredictionStore:
+def open_verdicts(run: RunDir, name: str, current: dict[str, Any], rows: list[Prediction]) -> JsonlStore:
     """Judge `name`'s verdicts file, checked to be continuable with `current` settings (judge_config.json, written
     with prompt.txt as the judging begins)."""
-    store = PredictionStore(run.verdicts_file(name))
+    store = JsonlStore(run.verdicts_file(name))
     check_writable(store.path)
     check_continuable(run, name, read_verdicts(store, repair=True), current, {r.id: r for r in rows})
     write_json(run.judge_config_file(name), current)
@@ -325,7 +319,7 @@ def open_verdicts(run: RunDir, name: str, current: dict[str, Any], rows: list[Pr
 
 
 def items_to_judge(
-    store: PredictionStore, rows: list[Prediction], name: str, source: Path
+    store: JsonlStore, rows: list[Prediction], name: str, source: Path
 ) -> tuple[list[Verdict], list[Example]]:
     """Of the predictions not yet in `store`: the verdicts of those not put to the judge (`unasked`), and the
     others as the items the judge is asked about."""
@@ -358,7 +352,7 @@ def judge_task(name: str, prompt: str) -> Task:
     return questions
 
 
-def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: PredictionStore, todo: list[Example],
+def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: JsonlStore, todo: list[Example],
         rows: list[Prediction]) -> LoopResult:  # fmt: skip
     """Puts `todo` to the judge batch by batch, appending each batch's verdicts to `store` (greedy: one answer)."""
     by_id = {r.id: r for r in rows}
@@ -376,7 +370,7 @@ def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: Predi
                        rows_name="verdicts")  # fmt: skip
 
 
-def finish_verdicts(store: PredictionStore, rows: list[Prediction]) -> list[Verdict]:
+def finish_verdicts(store: JsonlStore, rows: list[Prediction]) -> list[Verdict]:
     """Every verdict, once, in the run's order (the file rewritten so when batching by length shuffled it)."""
     verdicts = unique_rows(read_verdicts(store), store.path)
     order = {r.id: i for i, r in enumerate(rows)}

@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.engine.images import image_problems
 from vlx.errors import DataError
-from vlx.records import Example
 from vlx.run.store import write_json
 from vlx.tasks import Task
 from vlx.tasks.catalog import task_from_config
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import DataError
-from vlx.records import Example
 from vlx.tasks._base import Task
+from vlx.tasks.items import Example
 from vlx.text_files import read_csv_rows
 
 ESNLI_SPLITS = ("train", "dev", "test")

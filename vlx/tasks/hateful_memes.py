@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import ConfigError, DataError
-from vlx.records import Example
 from vlx.tasks._base import Task
+from vlx.tasks.items import Example
 from vlx.text_files import read_objects
 
 MEME_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from vlx.errors import ConfigError, DataError
-from vlx.records import Example
 from vlx.tasks._base import Task
 from vlx.tasks.answers import vqa_gold
+from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 - `attention`: `sdpa_grouped`, SDPA whose one-token decode steps attend per KV head, and the hooks (`kv_sink`,
   `tail_mask`) of the two cache-free paths below;
 - `prefill`: `generate` after vlx's own prefill of right-padded prompts without a mask or cache object;
-- `scoring`: label scores from one cache-free forward over the prompts and every answer's tokens;
+- `prefill_scoring`: label scores from one cache-free forward over the prompts and every answer's tokens;
 - `compiling`: decoder blocks compiled for those cache-free calls, norms, MLPs and vision blocks, and the decode
   step with a static cache;
 - `mrope`: label scores for M-RoPE models from one prefill and a cached continuation per label, at the model's own
@@ -14,7 +14,7 @@ plain RoPE on token positions, wrong for one that builds its own (Qwen2-VL-style
 time, height and width, and copies 2-D `position_ids` into all three planes when given them). So an architecture
 is allowed only once tests/test_fast_paths.py shows, on its tiny model in float32, that each path gives the same
 tokens and scores as plain transformers (`generate`, and a full forward per label); every other model runs plain
-batched transformers code (`vlx.models.generation`, `vlx.models.scoring`).
+batched transformers code (`vlx.models.generation`, `vlx.models.label_scoring`).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ MROPE_SCORING: dict[str, str] = {
 
 # architectures off ALLOWED whose `model.compile=true` decodes with transformers' static KV cache and compiled decode
 # step (no vlx prefill, attention or compiled modules): transformers builds the 3-D positions itself, at the prefill
-# from its rope index and at each step from the deltas it stored. Opt-in: on an H100 it was 1.4-1.9x the plain path
-# where the prompt widths seen were few, and each new width or batch size compiles again (docs/PERFORMANCE.md).
+# from its rope index and at each step from the deltas it stored. Opt-in: each new prompt width or batch size
+# compiles again, so it pays where they are few (docs/PERFORMANCE.md, "The families off the allow-list on a GPU").
 # Backed by tests/test_fast_decode.py (tokens equal to plain `generate`).
 STATIC_DECODE: dict[str, str] = {
     "qwen2_5_vl/qwen2_5_vl_text": "transformers' static cache; 3-D positions built by the model",

@@ -7,8 +7,9 @@ head's query positions instead: [B, H, 1, D] -> [B, H_kv, H / H_kv, D] against t
 [B, 1, 1, S] broadcasts over them. Same numbers, a quarter of the memory traffic. Prefill and training (more than one
 query position) go to the stock SDPA function unchanged.
 
-Two keyword arguments serve vlx's cache-free prefill (`_generation.generate_after_prefill`, `_scoring`), which runs
-the prompt without a KV cache object in the decoder layers, so that whole layers can be compiled once for all layers:
+Two keyword arguments serve vlx's cache-free prefill (`prefill.generate_after_prefill`, `prefill_scoring`), which
+runs the prompt without a KV cache object in the decoder layers, so that whole layers can be compiled once for all
+layers:
 - `kv_sink`: a transformers Cache; each decoder layer's keys and values are written into it, outside the compiled
   graph (a layer's cache slot is chosen by its index, on which torch would otherwise specialise and recompile).
 - `tail_mask`: [B, 1, T, S] booleans for the last T query positions (the label answers that `decode=score` scores
@@ -48,8 +49,8 @@ def grouped_sdpa_attention(
     returns [B, L, H, D].
 
     `decode_kernel`: how a grouped decode step is computed. "sdpa": torch's scaled_dot_product_attention (cuDNN's
-    kernel on an H100). "matmul": query-key product, softmax in float32, product with the values; it was 9% slower
-    end to end on an H100 under the compiled decode step (docs/PERFORMANCE.md), and stays for comparison.
+    kernel on an H100). "matmul": query-key product, softmax in float32, product with the values; slower than "sdpa"
+    under the compiled decode step (docs/PERFORMANCE.md, run D), it stays for comparison.
     """
     sink = kwargs.pop("kv_sink", None)
     if sink is not None:

@@ -69,9 +69,9 @@ def compile_cache_free(model: torch.nn.Module) -> dict[str, int]:
 
     Why not whole decoder blocks for every call: a block writes its layer's KV cache, so torch specialises each block
     on its layer index (and on the cache's state) and recompiles per layer. vlx's prefill of a causal model
-    (`_generation.generate_after_prefill`, `_scoring`) runs the blocks with no cache object, the keys and values going
-    to the cache from the attention function, outside the graph; those calls use one compiled graph for every block,
-    which fuses the rotary embedding, residuals and norms around the matmuls. Calls with a cache (the decode step,
+    (`prefill`, `prefill_scoring`) runs the blocks with no cache object, the keys and values going to the cache from
+    the attention function, outside the graph; those calls use one compiled graph for every block, which fuses the
+    rotary embedding, residuals and norms around the matmuls. Calls with a cache (the decode step,
     which `generate` compiles as a whole, and PaliGemma's prefill) run the block as it was, with its norms and MLP
     compiled: the float32 upcasts in RMSNorm and SiLU times the up projection over [tokens, 14,336] become one or two
     kernels each.

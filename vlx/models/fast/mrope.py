@@ -1,7 +1,7 @@
 """Label scores for M-RoPE models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): one prefill and a cached continuation per label.
 
 Their language model places each token in 3-D (time, height, width): an image's tokens on its grid, the text after
-it one step at a time from past the image's largest coordinate. The plain path (`vlx.models.scoring.
+it one step at a time from past the image's largest coordinate. The plain path (`vlx.models.label_scoring.
 score_per_answer`) runs the vision tower and the whole prompt once per label, each time at the positions the model's
 own rope-index function gives that [prompt + answer] sequence. Here the prompt batch runs once (left-padded under its
 mask, the KV cache on) at the prompt's part of those positions, and each answer's tokens run on top of the cache at

@@ -10,11 +10,10 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import PreTrainedTokenizerFast
 
 BPE_VOCAB_SIZE = 1000
-# Between two failure modes, measured on the shapes demo (LoRA r64, 3000 items, 5 epochs, the first recipe):
-# - HF's default 0.02 leaves the frozen (tied) embeddings so small that logits stay near uniform: LoRA's loss stalls
-#   at ~6.5;
+# Between two failure modes of LoRA on the shapes demo (docs/PERFORMANCE.md, "The tiny models' init range"):
+# - HF's default 0.02 leaves the frozen (tied) embeddings so small that logits stay near uniform: LoRA's loss stalls;
 # - 0.5 saturates attention softmaxes (q.k/sqrt(d) has std ~16), so LoRA cannot learn to read the image: entailment
-#   vs contradiction stayed at chance (test accuracy 0.67).
+#   vs contradiction stays at chance.
 # 0.2 learns, and random outputs still depend visibly on the image and prompt.
 INIT_RANGE = 0.2
 

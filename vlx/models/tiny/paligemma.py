@@ -80,12 +80,10 @@ def build(out_dir: Path) -> None:
     processor, vision_config = processor_and_vision()
     tokenizer = processor.tokenizer
     vocab_size, width = len(tokenizer), WIDTH
-    # Wide enough for the demo to learn on any machine (docs/PERFORMANCE.md, "The demo on a CPU"). The label is the
-    # answer's first token: before any explanation is written, that position must compare what the picture shows
-    # with what the hypothesis says. A random base has no such comparison; LoRA builds it after a plateau, and with
-    # the 2x MLP and the two heads on one key/value head this model first had (multi-query, as paligemma-3b), the
-    # plateau lasted from 150 to over 470 steps, by the seed and by the CPU's rounding. With a 4x MLP and four heads
-    # on two key/value heads it ended within ~300 steps for every seed tried.
+    # Wide enough for the demo to learn on any machine. The label is the answer's first token: before any explanation
+    # is written, that position must compare what the picture shows with what the hypothesis says. A random base has
+    # no such comparison; LoRA builds it after a plateau, which a 4x MLP and four heads on two key/value heads keep
+    # short for every seed tried (docs/PERFORMANCE.md, "Why the old recipe collapsed on another machine").
     text_config = GemmaConfig(
         vocab_size=vocab_size,
         hidden_size=width,

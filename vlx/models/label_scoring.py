@@ -3,8 +3,8 @@
 Probabilities are the softmax over labels of the answers' total log-likelihoods. Plain transformers code for every
 model: one forward per answer over the prompts with that answer's tokens appended, positions the model's own
 (transformers computes them from the mask, Qwen-VL's 3-D M-RoPE included). The architectures on
-`vlx.models.fast.ALLOWED` share one prefill instead (`vlx.models.fast.scoring`: one cache-free forward for causal
-prompts, a KV cache and a continuation per answer for PaliGemma's); both equal a full forward per label
+`vlx.models.fast.ALLOWED` share one prefill instead (`vlx.models.fast.prefill_scoring`: one cache-free forward for
+causal prompts, a KV cache and a continuation per answer for PaliGemma's); both equal a full forward per label
 (tests/test_families.py, tests/test_fast_paths.py). The M-RoPE architectures on `vlx.models.fast.MROPE_SCORING`
 (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) prefill once too, with a cached continuation per answer at the 3-D positions of the
 model's own rope-index function (`vlx.models.fast.mrope`; tests/test_mrope_scoring.py): left to itself on a cached
@@ -24,7 +24,7 @@ from PIL import Image
 from vlx.models import fast
 from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_ids
 from vlx.models.fast import mrope
-from vlx.models.fast import scoring as shared_prefill
+from vlx.models.fast import prefill_scoring as shared_prefill
 
 
 @torch.inference_mode()

@@ -1,4 +1,5 @@
-"""The small records that flow between tasks, models and the prediction store."""
+"""What a task yields: its items (`Example`, one item as read from the official files) and a split ready for a model
+(`Split`: the items kept and those left out, with the reason)."""
 
 from __future__ import annotations
 

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from vlx.errors import ConfigError, DataError
-from vlx.records import Example
 from vlx.run.directory import RunDir
 from vlx.tasks.answers import is_correct
+from vlx.tasks.items import Example
 from vlx.text_files import read_objects
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ SOURCE_RUN_HINT = (
 
 def _rng(seed: int, *parts: str) -> np.random.Generator:
     """A numpy generator seeded from the seed and string parts through SHA-256 (stable across processes)."""
+    # "vlx.fewshot" is this module's old name, kept as the salt: a seed chooses the demonstrations it always chose
     digest = hashlib.sha256("\x1f".join(["vlx.fewshot", str(seed), *parts]).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
