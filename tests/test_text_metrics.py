@@ -338,6 +338,7 @@ def test_all_incorrect_and_awkward_strings():
     assert coco["meteor"] == 0.0 and coco["rouge_l"] == 0.0 and coco["cider"] == 0.0 and coco["bleu4"] < 1e-9
 
 
+@pytest.mark.slow  # 17 s alone on the 2-core machine, 23 s while another process holds a core
 def test_a_kept_meteor_jvm_gives_a_fresh_ones_answers():
     """meteor.keep_alive (on for the tests, tests/conftest.py): the next Meteor() takes the JVM the last one closed,
     with the answers it gave when fresh; one closed with answers unread, or killed as stuck, is not handed on."""
