@@ -130,6 +130,7 @@ def parse_verdict(text: str | None) -> str | None:
 
 
 def item_score(verdict: str | None) -> float | None:
+    """A verdict's item score (`VERDICT_SCORES`), or None for no verdict."""
     return None if verdict is None else VERDICT_SCORES[verdict]
 
 
