@@ -63,8 +63,7 @@ def training_items(
         if target == "label_and_explanation":
             if ex.label is None:
                 raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
-            if answer is None:  # the caller's slip, not the user's: the stages pass Task.answer
-                raise ValueError("finetune.target=label_and_explanation needs `answer` (the task's answer format)")
+            assert answer is not None  # refused above
             learned = answer(ex.label, learned)
         items.append(TrainItem(id=ex.id, image=ex.image, text=prompt(ex), target=learned))
     if not items:
