@@ -18,10 +18,16 @@ from typing import Any
 import torch
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft model (its public `get_base_model`), or `model` itself."""
+    unwrap = getattr(model, "get_base_model", None)
+    return unwrap() if callable(unwrap) else model
+
+
 def cache_argument(model: torch.nn.Module) -> str:
     """The forward argument that carries the KV cache: `cache` since transformers 5.2x, `past_key_values` before
     (5.17 has the old name). Read from the forward's signature, as there is no public switch."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -39,7 +45,7 @@ def rope_index(model: torch.nn.Module) -> Callable[[Any], torch.Tensor] | None:
     (position_ids [3, B, T], deltas): the function its forward calls to place a prompt's tokens over time, height and
     width when given no `position_ids` (Qwen2-VL, Qwen2.5-VL with `second_per_grid_ts` for videos, Qwen3-VL,
     transformers 5.2x). transformers has no public way to ask a model for the positions it would use."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     function = getattr(getattr(base, "model", None), "get_rope_index", None)
     if function is None:
         return None
@@ -103,7 +109,7 @@ def compile_config_for(device: torch.device) -> Any:
 
     config = CompileConfig()
     if device.type == "cpu":
-        config._compile_all_devices = True
+        config._compile_all_devices = True  # type: ignore[assignment]  # (declared None in transformers; a bool)
     return config
 
 

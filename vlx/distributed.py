@@ -18,18 +18,22 @@ WAIT = timedelta(hours=48)
 
 
 def world_size() -> int:
+    """The number of processes of the launch (WORLD_SIZE; 1 without a launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
+    """This process's rank among all processes (RANK; 0 without a launcher)."""
     return int(os.environ.get("RANK", "0"))
 
 
 def local_rank() -> int:
+    """This process's rank on its machine (LOCAL_RANK; 0 without a launcher): the GPU it uses."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main() -> bool:
+    """Whether this process is rank 0, the one that writes the run's shared files and logs."""
     return rank() == 0
 
 
@@ -61,7 +65,7 @@ def shared_run_dir(pattern: str = "outputs/%Y-%m-%d/%H-%M-%S") -> str:
     process_group()
     stamp = [time.strftime(pattern) if is_main() else None]
     dist.broadcast_object_list(stamp, src=0)
-    return stamp[0]
+    return str(stamp[0])
 
 
 def device_map_for_rank() -> dict[str, int] | None:

@@ -78,9 +78,10 @@ def os_error_message(err: OSError) -> str | None:
 def user_error(err: BaseException) -> VlxError | None:
     """The VlxError behind `err`, if there is one: Hydra's `instantiate` wraps what a constructor raised."""
     seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, VlxError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, VlxError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None

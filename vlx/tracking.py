@@ -26,21 +26,27 @@ class Tracker:
     """No tracking: every call does nothing (`logger=none`)."""
 
     def log_summary(self, summary: dict[str, Any]) -> None:
+        """Records the run's summary (nothing here)."""
         pass
 
     def log_predictions(self, rows: Sequence[Prediction], images: int = 0) -> None:
+        """Records a table of prediction rows, the first `images` with their image (nothing here)."""
         pass
 
     def log_metrics(self, metrics: dict[str, float], per_class: dict[str, dict[str, float]], figure: Path) -> None:
+        """Records metric values, a per-class table and a figure (nothing here)."""
         pass
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        """Records a table (nothing here)."""
         pass
 
     def log_artifact(self, path: Path, name: str, kind: str) -> None:
+        """Records a file or folder as an artifact (nothing here)."""
         pass
 
     def log_image(self, key: str, path: Path) -> None:
+        """Records an image file (nothing here)."""
         pass
 
 
@@ -51,6 +57,7 @@ class WandbTracker(Tracker):
         self.run = run
 
     def log_summary(self, summary: dict[str, Any]) -> None:
+        """Sets the W&B run's summary to the summary's plain values."""
         flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
         self.run.summary.update(flat)
         self.run.log({k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -62,7 +69,7 @@ class WandbTracker(Tracker):
         self.run.summary.update(metrics)
         logged: dict[str, Any] = dict(metrics)
         if per_class:
-            columns = ["label", *next(iter(per_class.values())).keys()]
+            columns: list[str | int] = ["label", *next(iter(per_class.values())).keys()]  # (wandb's column type)
             logged["per_class"] = wandb.Table(columns=columns, data=[[k, *v.values()] for k, v in per_class.items()])
         if figure.is_file():
             logged["confusion_matrix"] = wandb.Image(str(figure))
@@ -87,6 +94,7 @@ class WandbTracker(Tracker):
         self.run.log({key: wandb.Image(str(path))})
 
     def log_table(self, key: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        """Logs a W&B table."""
         import wandb
 
         self.run.log({key: wandb.Table(columns=list(columns), data=[[None if v is None else str(v) if not
@@ -130,7 +138,8 @@ def tracking(settings: dict[str, Any] | None, config: dict[str, Any], name: str)
     import wandb
 
     init = {k: settings.get(k) for k in ("project", "entity", "group", "tags", "dir", "mode")}
-    Path(init["dir"]).mkdir(parents=True, exist_ok=True)
+    if init["dir"] is not None:  # a logger config of the user's own may leave it to W&B (./wandb)
+        Path(init["dir"]).mkdir(parents=True, exist_ok=True)
     try:
         run = wandb.init(name=name, config=config, **{k: v for k, v in init.items() if v is not None})
     except Exception as err:  # noqa: BLE001 - wandb's errors (no key, no network, a bad setting) as one line

@@ -97,6 +97,7 @@ class BatchChoice:
     seconds: float = 0.0  # the probe's time
 
     def record(self) -> dict[str, Any]:
+        """The choice as summary.json records it: the setting, the size chosen and how it was found."""
         record: dict[str, Any] = {"setting": self.setting, "chosen": self.size, "how": self.how}
         if self.tries:
             record.update(probe=self.tries, worst_item=self.worst, probe_seconds=round(self.seconds, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from vlx.engine.batches import Prepared
@@ -15,7 +16,7 @@ DECODERS = ("generate", "score", "score_then_explain")
 
 def decode(
     how: str, model: VLMAdapter, task: Task, batch: Prepared, generation: dict[str, Any]
-) -> tuple[list[str], list[dict[str, float] | None], Generation | None]:
+) -> tuple[list[str], Sequence[dict[str, float] | None], Generation | None]:
     """The batch's answers, label probabilities (or None per item) and generation stats.
 
     generate: free text, parsed afterwards. score: the probability of each label's answer after the prompt (over the

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,7 +197,7 @@ class Decoded:
     examples: list[Example]
     demos: list[list[Example]]
     answers: list[str]
-    scores: list[dict[str, float] | None]
+    scores: Sequence[dict[str, float] | None]
     generation: Generation | None
     batch_size: int  # the batch size now (halved after out-of-memory errors)
     skipped: list[dict[str, str]]  # items left out (task.on_bad_image=skip)
@@ -257,7 +257,7 @@ def predict_batches(
 
 def _decode_fitting(
     how: str, model: VLMAdapter, task: Task, batch: Prepared, generation: dict[str, Any], seed: int, size: list[int]
-) -> Iterator[tuple[Prepared, tuple[list[str], list[dict[str, float] | None], Generation | None]]]:
+) -> Iterator[tuple[Prepared, tuple[list[str], Sequence[dict[str, float] | None], Generation | None]]]:
     """`decode` of `batch` in order, part by part: a batch larger than `size[0]` is split before it runs, and one
     that runs out of memory halves `size[0]` (a line in the log) and is split in halves, each decoded the same way.
 

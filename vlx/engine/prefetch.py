@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,7 +29,7 @@ Prepare = Callable[[int, int], T]
 class _BatchPlan(torch.utils.data.Dataset):
     """Batch i is prepare(start + i * size, size)."""
 
-    def __init__(self, prepare: Prepare, start: int, size: int, total: int):
+    def __init__(self, prepare: Prepare[Any], start: int, size: int, total: int):
         self.prepare, self.start, self.size, self.total = prepare, start, size, total
 
     def __len__(self) -> int:
@@ -65,7 +65,7 @@ def _die_with_parent(parent: int, worker_id: int) -> None:
         os._exit(1)
 
 
-def prepared_batches(prepare: Prepare, start: int, size: int, total: int, workers: int) -> Iterator[T]:
+def prepared_batches(prepare: Prepare[T], start: int, size: int, total: int, workers: int) -> Iterator[T]:
     """prepare(start, size), prepare(start + size, size), ... up to `total` items, in order, made ahead."""
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' threads do not survive a fork

@@ -220,14 +220,14 @@ class ShotSelector:
             by_id.setdefault(ex.id, ex)  # first occurrence, as elsewhere the pool's order decides
         chosen = []
         for i in ids:
-            ex = by_id.get(str(i))
-            if ex is None:
+            found = by_id.get(str(i))
+            if found is None:
                 raise ConfigError(f"few-shot strategy fixed: id {i!r} is not in the pool ({len(pool)} items)")
-            if ex.label not in known:
+            if found.label not in known:
                 raise ConfigError(
-                    f"few-shot strategy fixed: pool item {i!r} has label {ex.label!r}, not one of {sorted(known)}"
+                    f"few-shot strategy fixed: pool item {i!r} has label {found.label!r}, not one of {sorted(known)}"
                 )
-            chosen.append(ex)
+            chosen.append(found)
         if len({ex.id for ex in chosen}) < len(chosen):
             raise ConfigError(f"few-shot strategy fixed: ids {list(ids)} repeat an id")
         return chosen

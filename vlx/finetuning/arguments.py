@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import TrainingArguments
 
 from vlx import compat
+from vlx.config_data import plain_dict
 from vlx.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def split_batch(per_device: int, accumulation: int, processes: int) -> tuple[int
 
 
 def use_bf16(setting: str | bool) -> bool:
+    """Whether to train in bfloat16: `auto` where the GPU has it, else the setting as given."""
     if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(setting)
@@ -102,7 +104,7 @@ def trainer_arguments(ft: DictConfig, per_device: int, accumulation: int, checkp
         # every forward is a collective per micro-batch that keeps the processes in lockstep for nothing
         "ddp_broadcast_buffers": False,
     }
-    extra = OmegaConf.to_container(ft.get("trainer_args") or OmegaConf.create({}), resolve=True)
+    extra = plain_dict(ft.get("trainer_args") or {}, "finetune.trainer_args")
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     for key, value in extra.items():
         if key in FROM_FINETUNE_KEYS:

@@ -20,6 +20,7 @@ TARGETS = ("explanation", "label_and_explanation")
 
 @dataclass(frozen=True)
 class TrainItem:
+    """One training item: an image, the prompt's text and the answer the model learns."""
     id: str
     image: Path
     text: str  # the model's input text: task.prompt for the item (the seed's `explain en {hypothesis}`)
@@ -58,9 +59,12 @@ def training_items(
     for ex in examples:
         if not ex.explanations:
             raise ConfigError(f"{ex.source}: item {ex.id} has no reference explanation to learn (task.references?)")
-        if target == "label_and_explanation" and ex.label is None:
-            raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
-        learned = answer(ex.label, ex.explanations[0]) if target == "label_and_explanation" else ex.explanations[0]
+        learned = ex.explanations[0]
+        if target == "label_and_explanation":
+            if ex.label is None:
+                raise ConfigError(f"{ex.source}: item {ex.id} has no label; use finetune.target=explanation")
+            assert answer is not None  # refused above
+            learned = answer(ex.label, learned)
         items.append(TrainItem(id=ex.id, image=ex.image, text=prompt(ex), target=learned))
     if not items:
         raise ConfigError("no training items left (check finetune.only_correct_from and task.limit)")
@@ -83,6 +87,7 @@ class Collator:
         self.target_logits_only = target_logits_only
 
     def __call__(self, items: list[TrainItem]) -> Any:
+        """A training batch of `items`: their images loaded and the processor's inputs with labels."""
         images = [load_rgb(item.image) for item in items]
         batch = self.adapter.training_batch(images, [i.text for i in items], [i.target for i in items])
         return keep_target_logits(batch) if self.target_logits_only else batch

@@ -58,6 +58,7 @@ class StepProfiler(TrainerCallback):
         self.started = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        """Starts the profiler before the first profiled step."""
         if self.profiler is None and state.global_step + 1 == self.first:  # global_step counts finished steps
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
@@ -68,6 +69,7 @@ class StepProfiler(TrainerCallback):
             self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Stops the profiler after the last profiled step and writes what it measured (`write`)."""
         if self.profiler is None or state.global_step < self.last:
             return
         if torch.cuda.is_available():
@@ -78,6 +80,8 @@ class StepProfiler(TrainerCallback):
         self.profiler = None
 
     def write(self, profiler: Any, wall: float) -> None:
+        """Writes the profiled steps' summary (wall and device-busy time per step) as profile.json, it and the
+        operator table as profile.txt, and the Chrome trace, into the output folder."""
         on_gpu = torch.cuda.is_available()
         busy, idle = None, None
         steps = self.last - self.first + 1

@@ -47,6 +47,8 @@ class StatsTrainer(Trainer):
         self.add_callback(_StopWhenNotFinite(self))
 
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """transformers' training step, noting whether its loss is finite (on the device: no sync) for
+        `check_finite`."""
         loss = super().training_step(*args, **kwargs)
         finite = torch.isfinite(loss.detach()).all()  # on the device: no sync per micro-batch
         self.loss_finite = finite if self.loss_finite is None else self.loss_finite & finite
@@ -56,6 +58,7 @@ class StatsTrainer(Trainer):
         """Raises Diverged where a micro-batch loss since the last optimizer step, or a trainable weight now, is not
         finite. One device sync per optimizer step; under several processes every one decides the same (a
         process that stopped alone would leave the others waiting)."""
+        assert self.model is not None  # Trainer's model, given at construction
         params = [p for p in self.model.parameters() if p.requires_grad]
         local = [p.to_local() if hasattr(p, "to_local") else p for p in params]  # an FSDP shard: its own part
         weights = torch.stack([torch.isfinite(p).all() for p in local]).all() if local else None
@@ -74,6 +77,7 @@ class StatsTrainer(Trainer):
             raise Diverged(self.state.global_step, "the LoRA weights are not finite (NaN or inf) after the update")
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """transformers' log, with the samples per second since the last log and the GPU's peak memory added."""
         now = time.perf_counter()
         step = self.state.global_step
         if self.last_log is not None and step > self.last_log[0]:

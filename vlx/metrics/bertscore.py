@@ -148,6 +148,8 @@ def _idf_dict(refs: list[str], model_type: str) -> dict[int, float]:
 def bertscore_cleaned(
     cands: list[str], refs: list[list[str]], settings: BertScoreSettings, setup: tuple[str, int] | None = None
 ) -> np.ndarray:
+    """BERTScore F1 per candidate against its references (the best over them), an empty candidate or references
+    scoring 0 without a call (bert_score cannot encode an empty text under transformers 5)."""
     model_type, num_layers = setup or bertscore_setup(settings)
     f1 = np.zeros(len(cands))
     # bert_score 0.3.13 encodes "" with tokenizer.build_inputs_with_special_tokens, which transformers 5 tokenizers

@@ -184,13 +184,13 @@ def encode_labels(gold: Sequence[str], pred: Sequence[str | None], labels: list[
         if label not in index:
             raise ValueError(f"gold label {label!r} at index {i} is not one of the labels {labels}")
         g[i] = index[label]
-    for i, label in enumerate(pred):
-        if label is None:
+    for i, said in enumerate(pred):
+        if said is None:
             p[i] = k
-        elif label in index:
-            p[i] = index[label]
+        elif said in index:
+            p[i] = index[said]
         else:
-            raise ValueError(f"prediction {label!r} at index {i} is neither None nor one of the labels {labels}")
+            raise ValueError(f"prediction {said!r} at index {i} is neither None nor one of the labels {labels}")
     return g, p
 
 

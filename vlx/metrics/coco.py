@@ -79,6 +79,7 @@ def check_java(use_java: bool, needed: bool = True) -> None:
 
 
 def java() -> str:
+    """The `java` executable's path."""
     java = shutil.which("java")
     if java is None:
         raise ConfigError(JAVA_MISSING)

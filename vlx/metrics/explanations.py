@@ -6,16 +6,18 @@ statistics stage=compare reads back.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlx.metrics.registry import protocol_of
 from vlx.tasks.answers import Scoring, is_correct
+
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 EVIL_REFERENCES = ("auto", "all", "first")
 # the task whose references e-ViL's code passes all of (get_nlg_scores: dtype == "vqa_x"); the first elsewhere
 EVIL_ALL_REFERENCES = ("vqax",)
 
-Row = Mapping[str, Any]  # a prediction row (predictions.jsonl)
 
 
 def evil_references(refs: list[str], task: str, settings: Mapping[str, Any]) -> list[str]:
@@ -30,8 +32,8 @@ def evil_references(refs: list[str], task: str, settings: Mapping[str, Any]) -> 
 
 
 def rows_explanation_scores(
-    pool: Sequence[Row], refs: Mapping[str, Sequence[str]], scoring: Scoring, task: str, settings: Mapping[str, Any],
-    labelled: bool,
+    pool: Sequence[Prediction], refs: Mapping[str, Sequence[str]], scoring: Scoring, task: str,
+    settings: Mapping[str, Any], labelled: bool,
 ) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:  # fmt: skip
     """The explanation metrics of the rows that have reference explanations, and how many have none.
 
@@ -39,7 +41,9 @@ def rows_explanation_scores(
         pool: the rows whose explanations count: the labelled ones, or every row of a task without labels.
         refs: id -> the item's reference explanations (none: the row is left out).
         scoring: the answer rules (which answers are right).
-        task, settings, labelled: see `explanation_scores`.
+        task: the task's name (e-ViL's reference choice).
+        settings: the `eval` config.
+        labelled: the task has gold labels (else only the `all_` scores).
 
     Returns:
         (metrics.json's keys, notes, explanation_items.jsonl's rows: [] when nothing was scored).
@@ -61,7 +65,7 @@ def rows_explanation_scores(
 
 
 def explanation_scores(
-    scored: Sequence[Row], refs: Mapping[str, Sequence[str]], correct: Sequence[bool], task: str,
+    scored: Sequence[Prediction], refs: Mapping[str, Sequence[str]], correct: Sequence[bool], task: str,
     settings: Mapping[str, Any], labelled: bool,
 ) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:  # fmt: skip
     """The explanation metrics of the scored rows under the configured protocol.
@@ -84,7 +88,8 @@ def explanation_scores(
     from vlx.metrics.coco import check_java
     from vlx.metrics.text import close_meteor, open_meteor, score_items, summarise
 
-    protocol, notes = protocol_of(settings), []
+    protocol = protocol_of(settings)
+    notes: list[str] = []
     check_java(settings.get("java", True))  # before BERTScore's model loads
     bert = BertScoreSettings(**settings["bertscore"])
     meteor = open_meteor(len(scored), settings.get("java", True))

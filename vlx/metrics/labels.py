@@ -6,17 +6,19 @@ Each function returns (metrics.json's keys, notes); the eval stage writes them a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from vlx.errors import ConfigError
 from vlx.metrics.classification import classification_metrics, open_answer_metrics
 from vlx.tasks.answers import Scoring, answer_score, answered_label, counted_label, is_correct, text_probabilities
 
-Row = Mapping[str, Any]  # a prediction row (predictions.jsonl)
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 
-def open_answer_scores(labelled: Sequence[Row], scoring: Scoring, *, resamples: int, level: float,
+
+def open_answer_scores(labelled: Sequence[Prediction], scoring: Scoring, *, resamples: int, level: float,
                        seed: int) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Accuracy of open answers (VQA-X) by `eval.vqa_rule`, with its interval, and the note saying the rule."""
     found = open_answer_metrics(
@@ -40,8 +42,20 @@ def open_answer_note(scoring: Scoring) -> str:
             f"any_answer_accuracy: any annotator's answer. eval.vqa_rule=evil scores as e-ViL")  # fmt: skip
 
 
+def gold_labels(labelled: Sequence[Prediction]) -> list[str]:
+    """The gold label of each row; the rows are those with one (`labelled`).
+
+    Raises:
+        ValueError: a row without a gold label (the caller's slip: it passes the labelled rows only).
+    """
+    golds = [r.gold for r in labelled if r.gold is not None]
+    if len(golds) < len(labelled):
+        raise ValueError(f"{len(labelled) - len(golds)} rows without a gold label among the labelled rows")
+    return golds
+
+
 def label_scores(
-    labelled: Sequence[Row], labels: Sequence[str], positive: str | None, scoring: Scoring, *, source: str,
+    labelled: Sequence[Prediction], labels: Sequence[str], positive: str | None, scoring: Scoring, *, source: str,
     resamples: int, level: float, seed: int,
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Accuracy, macro-F1, per-class results and confusion matrix (binary F1 and AUROC with a positive class) of
@@ -49,10 +63,13 @@ def label_scores(
 
     Args:
         labelled: the rows with a gold label.
-        labels: the task's labels; positive: its positive class or None.
+        labels: the task's labels.
+        positive: its positive class or None.
         scoring: the answer rules (a repeated option's other copy counts, eval.unparsed=guess guesses).
         source: the predictions file, named in the error.
-        resamples, level, seed: the bootstrap.
+        resamples: bootstrap resamples (0: no intervals).
+        level: the intervals' coverage.
+        seed: the bootstrap's seed.
 
     Raises:
         ConfigError: a prediction that is not one of the labels (its id named).
@@ -60,12 +77,12 @@ def label_scores(
     labels = tuple(labels)
     bad = next((r for r in labelled if r.pred is not None and r.pred not in labels), None)
     if bad is not None:
-        raise ConfigError(f"{source}: id {bad['id']} has pred {bad['pred']!r}, not one of {labels}")
+        raise ConfigError(f"{source}: id {bad.id} has pred {bad.pred!r}, not one of {labels}")
     scores = [r.scores for r in labelled]
     # the label each answer counts as: the gold one for the other copy of a repeated option, a guess for an
     # unparsed answer under eval.unparsed=guess
     found, notes = classification_metrics(
-        [r.gold for r in labelled], [counted_label(r, scoring) for r in labelled], labels, positive=positive,
+        gold_labels(labelled), [counted_label(r, scoring) for r in labelled], labels, positive=positive,
         scores=scores if any(s is not None for s in scores) else None,
         unparsed=[r.pred is None for r in labelled], resamples=resamples, level=level, seed=seed,
     )  # fmt: skip
@@ -73,7 +90,7 @@ def label_scores(
     return found, notes
 
 
-def multiple_choice_rules(labelled: Sequence[Row], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
+def multiple_choice_rules(labelled: Sequence[Prediction], scoring: Scoring, notes: list[str]) -> dict[str, Any]:
     """What the multiple-choice rules did: repeated options, guesses for unparsed answers (notes and numbers)."""
     out: dict[str, Any] = {}
     repeated = [r for r in labelled if r.choices and len(set(r.choices.values())) < len(r.choices)]
@@ -100,8 +117,8 @@ def multiple_choice_rules(labelled: Sequence[Row], scoring: Scoring, notes: list
 
 
 def calibration_scores(
-    labelled: Sequence[Row], labels: Sequence[str], positive: str | None, *, bins: int, resamples: int, level: float,
-    seed: int,
+    labelled: Sequence[Prediction], labels: Sequence[str], positive: str | None, *, bins: int, resamples: int,
+    level: float, seed: int,
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """ECE, Brier, NLL with intervals and the reliability table, from the label probabilities of decode=score; ({},
     a note) where only some rows have them, ({}, []) where none has."""
@@ -113,6 +130,6 @@ def calibration_scores(
     # multiple-choice items are scored over their own options: labels they do not offer have probability 0
     # an option repeated under two letters is one answer: its probability is its copies' sum (on the gold letter)
     return calibration_metrics(
-        [r.gold for r in labelled], [text_probabilities(r.scores or {}, r.choices, r.gold) for r in labelled],
+        gold_labels(labelled), [text_probabilities(r.scores or {}, r.choices, r.gold) for r in labelled],
         labels, positive=positive, bins=bins, resamples=resamples, level=level, seed=seed, missing_as_zero=True,
     )  # fmt: skip

@@ -95,6 +95,9 @@ class Meteor:
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
             )
+        # the pipes asked for above (Popen's are optional: it makes them only when asked)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         self._timed_out = False
         self._pending = False  # lines sent whose answers are not all read: the JVM cannot serve another use
         self._watchdog = threading.Timer(timeout_s, self._kill)
@@ -106,7 +109,7 @@ class Meteor:
         self._proc.kill()
 
     def _readline(self) -> str:
-        line = self._proc.stdout.readline().decode().strip()
+        line = self._stdout.readline().decode().strip()
         if not line:
             self._stderr.seek(0)
             why = "timed out" if self._timed_out else "ended"
@@ -114,8 +117,8 @@ class Meteor:
         return line
 
     def _send(self, text: str) -> None:
-        self._proc.stdin.write(text.encode())
-        self._proc.stdin.flush()
+        self._stdin.write(text.encode())
+        self._stdin.flush()
 
     def stats(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[str]:
         """METEOR's sufficient statistics per item (the answers to SCORE lines)."""
@@ -153,6 +156,7 @@ class Meteor:
         return corpus, scores
 
     def close(self) -> None:
+        """Ends the METEOR process, or keeps it for the next `Meteor()` (`keep_alive`)."""
         global _idle
         self._watchdog.cancel()
         if _keep and not (self._pending or self._timed_out) and self._proc.poll() is None:
@@ -161,7 +165,7 @@ class Meteor:
                     _idle = (self._proc, self._stderr)
                     return
         with contextlib.suppress(OSError):  # already closed by a dead JVM
-            self._proc.stdin.close()
+            self._stdin.close()
         self._proc.kill()
         self._proc.wait()
         self._stderr.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from vlx.metrics import calibration as cal
 from vlx.metrics import classification as cls
 from vlx.metrics.bootstrap import percentile_interval, resample_counts, resample_indices, weighted_mean
 from vlx.metrics.registry import ALL, row_metrics
+
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 # what comparison.json says of how its intervals and p-values were drawn
 METHOD = ("paired percentile bootstrap over the shared items (the same resamples score both runs); p: two-sided, "
@@ -67,9 +70,11 @@ def paired_difference(point_a: float | None, point_b: float | None, resampled_a:
     """One metric's difference B - A with its paired bootstrap interval and two-sided p-value.
 
     Args:
-        point_a, point_b: the metric of each run on the shared items (None or NaN: undefined).
-        resampled_a, resampled_b: the metric of each run on each resample (R,), the same resamples for both; NaN
-            where a resample leaves it undefined (left out).
+        point_a: the metric of run A on the shared items (None or NaN: undefined).
+        point_b: the same for run B.
+        resampled_a: the metric of run A on each resample (R,), the same resamples for both; NaN where a resample
+            leaves it undefined (left out).
+        resampled_b: the same for run B.
         level: the interval's coverage.
         n: the items the metric covers.
 
@@ -122,10 +127,13 @@ def classification_differences(
     scoring both.
 
     Args:
-        a, b: the runs' shared labelled items.
+        a: run A's shared labelled items.
+        b: run B's, in the same order.
         labels: the task's labels (empty for open answers: accuracy only).
         positive: the positive class (binary F1, AUROC, the Brier score of two labels), or None.
-        resamples, seed, level: the bootstrap.
+        resamples: bootstrap resamples.
+        seed: the bootstrap's seed.
+        level: the intervals' coverage.
         bins: ECE's bins (the baseline's `ece_bins`).
     """
     n = len(a.score)
@@ -171,7 +179,7 @@ def calibration_differences(a: LabelledItems, b: LabelledItems, labels: Sequence
         return {}
     inputs = {k: cal.calibration_inputs(r.gold, r.label_scores, labels, missing_as_zero=True)  # type: ignore[arg-type]
               for k, r in (("a", a), ("b", b))}  # fmt: skip
-    pos = list(labels).index(positive) if len(labels) == 2 and positive in labels else None
+    pos = list(labels).index(positive) if len(labels) == 2 and positive is not None and positive in labels else None
     ones = np.ones((1, len(a.score)), dtype=np.int32)
     statistics: dict[str, Callable[[cal.CalibrationInputs, np.ndarray], np.ndarray]] = {
         "ece": lambda x, c: cal.ece(x, c, bins), "brier": lambda x, c: cal.brier(x, c, pos), "nll": cal.nll}
@@ -190,8 +198,10 @@ def explanation_differences(items_a: Any, items_b: Any, right_a: np.ndarray, rig
     each run's own correctly labelled items among those drawn, and the `all_` ones on every item drawn.
 
     Args:
-        items_a, items_b: the runs' `vlx.metrics.text.ExplanationItems` on the shared scored items (same order).
-        right_a, right_b: whether each run labelled each item correctly.
+        items_a: run A's `vlx.metrics.text.ExplanationItems` on the shared scored items.
+        items_b: run B's, in the same order.
+        right_a: whether run A labelled each item correctly.
+        right_b: the same for run B.
         weights: (R, n) resample counts of the shared scored items.
         labelled: the task has gold labels (else only the `all_` scores).
         level: the intervals' coverage.
@@ -255,7 +265,7 @@ def judge_differences(scores_a: Sequence[float | None], scores_b: Sequence[float
     return out
 
 
-def row_metric_differences(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]],
+def row_metric_differences(rows_a: Sequence[Prediction], rows_b: Sequence[Prediction],
                            counts: np.ndarray, level: float) -> dict[str, Difference]:  # fmt: skip
     """The registry's row metrics (`Metric.item_score`) of both runs on the shared rows (same order) both score."""
     out = {}

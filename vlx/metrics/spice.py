@@ -112,6 +112,7 @@ def spice_per_item(
     why = spice_missing(jar)
     if why is None:
         path = Path(jar).expanduser() if jar else default_jar()
+        assert path is not None  # spice_missing found the jar
         try:
             return run_spice(path, candidates, references)
         except Exception as err:  # noqa: BLE001 - SPICE is optional: a JVM, memory or parse failure becomes a note

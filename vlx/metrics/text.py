@@ -80,6 +80,7 @@ def combined_name(key: str, with_spice: bool) -> str:
 
 
 def check_protocol(protocol: str) -> None:
+    """Refuses an unknown explanation protocol (ConfigError naming the choices)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"eval.protocol={protocol!r}: use coco (PTB-tokenised, as the COCO caption evaluation) or "
                           "evil (the raw strings, as e-ViL's released code)")  # fmt: skip
@@ -138,10 +139,12 @@ class ExplanationItems:
 
     @property
     def n(self) -> int:
+        """The number of items."""
         return len(self.candidates)
 
     @property
     def scale(self) -> float:
+        """The protocol's scale for explanation metrics (e-ViL's are x100)."""
         return EXPLANATION_SCALE.get(self.protocol.removesuffix(NO_JAVA), 1.0)
 
     @property
@@ -159,6 +162,7 @@ class ExplanationItems:
 
     @classmethod
     def from_rows(cls, protocol: str, rows: Sequence[dict[str, Any]], with_spice: bool) -> ExplanationItems:
+        """The items' statistics as the per-item rows of a previous run hold them."""
         width = len(rows[0]["meteor"]) if rows else 23
         return cls(protocol, [r["candidate"] for r in rows], [list(r["references"]) for r in rows],
                    np.asarray([r["bleu"] for r in rows], dtype=np.int64).reshape(len(rows), 10),
@@ -176,6 +180,7 @@ def open_meteor(n: int, java: bool = True) -> Meteor | None:
 
 
 def close_meteor(meteor: Meteor | None) -> None:
+    """Closes a METEOR process from `open_meteor` (None: nothing to close)."""
     if meteor is not None:
         meteor.close()
 
@@ -201,7 +206,8 @@ def score_items(
         meteor: an open METEOR process (`open_meteor`), also used later for corpus scores; None: no Java (no
             METEOR or SPICE, and `coco` tokenizes in Python): the items' protocol is named `<protocol>_no_java`.
         protocol: "coco" or "evil" (see the module docstring).
-        spice: try SPICE; spice_jar: `eval.spice_jar` (None = pycocoevalcap's copy).
+        spice: try SPICE.
+        spice_jar: `eval.spice_jar` (None = pycocoevalcap's copy).
         notes: gets plain sentences (SPICE skipped, empty strings).
         timings: gets seconds per step.
     """
@@ -226,7 +232,9 @@ def score_items(
     bleu = bleu_stats(cands, refs)
     timings["bleu"] = time.perf_counter() - start
     start = time.perf_counter()
-    met = stats_matrix(meteor.stats(cands, refs)) if cands and java else np.zeros((len(cands), 23 if java else 0))
+    met = np.zeros((len(cands), 23 if java else 0))
+    if cands and meteor is not None:
+        met = stats_matrix(meteor.stats(cands, refs))
     timings["meteor"] = time.perf_counter() - start
     start = time.perf_counter()
     from pycocoevalcap.rouge.rouge import Rouge
@@ -257,11 +265,12 @@ def score_items(
 
 def _harmonic_mean(values: Sequence[float | None]) -> float | None:
     """Harmonic mean; 0 if a value is 0 (its limit), None if one is missing, negative or there are none."""
-    if not values or any(v is None or math.isnan(v) or v < 0 for v in values):
+    present = [v for v in values if v is not None]
+    if not values or len(present) < len(values) or any(math.isnan(v) or v < 0 for v in present):
         return None
-    if any(v == 0 for v in values):
+    if any(v == 0 for v in present):
         return 0.0
-    return len(values) / sum(1.0 / v for v in values)
+    return len(present) / sum(1.0 / v for v in present)
 
 
 def _harmonic_rows(columns: Sequence[np.ndarray]) -> np.ndarray:
@@ -299,7 +308,7 @@ def corpus(
         else np.full(len(counts), np.nan),
         "rouge_l": weighted_mean(counts, items.rouge),
         "cider": weighted_mean(counts, cider_items),
-        "spice": weighted_mean(counts, items.spice) if with_spice else np.full(len(counts), np.nan),
+        "spice": weighted_mean(counts, items.spice) if items.spice is not None else np.full(len(counts), np.nan),
         "bertscore_f1": weighted_mean(counts, items.bertscore),
     }
     used = [k for k in EVIL_OVERLAP_KEYS if k != "spice" or with_spice]
@@ -333,7 +342,9 @@ def summarise(
         meteor: the open METEOR process.
         labelled: the task has labels to be right about; False (HatReD) leaves the correct-only scores None and
             `evil_global` out.
-        resamples, level, seed: the bootstrap.
+        resamples: bootstrap resamples (0: no intervals).
+        level: the intervals' coverage.
+        seed: the bootstrap's seed.
         notes: gets plain sentences.
 
     Returns:
@@ -431,8 +442,13 @@ def explanation_metrics(
         references: one or more reference explanations per item.
         correct: whether the item's label was predicted correctly; e-ViL scores explanations only on those items.
         settings: BERTScore settings.
-        protocol, spice, spice_jar: see `score_items`.
-        labelled, resamples, level, seed: see `summarise`.
+        protocol: "coco" or "evil" (`score_items`).
+        spice: try SPICE (`score_items`).
+        spice_jar: `eval.spice_jar` (`score_items`).
+        labelled: the task has labels to be right about (`summarise`).
+        resamples: bootstrap resamples (0: no intervals).
+        level: the intervals' coverage.
+        seed: the bootstrap's seed.
         timings: if given, filled with seconds per step.
         java: False scores without Java (see the module docstring).
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted_mean
 from vlx.metrics.registry import JSON, METRICS, NO_INTERVAL, Metric, row_metrics, shown
+
+if TYPE_CHECKING:
+    from vlx.run.records import Prediction
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class MetricValue:
 
     @property
     def metric(self) -> Metric | None:
+        """The registry's entry for this value, or None for a name it does not know."""
         return METRICS.get(self.name)
 
     def to_json(self) -> dict[str, Any]:
@@ -90,14 +94,16 @@ def format_table(values: Mapping[str, MetricValue]) -> str:
 
 
 def row_metric_values(
-    rows: Sequence[Mapping[str, Any]], *, resamples: int, level: float, seed: int
+    rows: Sequence[Prediction], *, resamples: int, level: float, seed: int
 ) -> dict[str, MetricValue]:
     """The registry's row metrics (`Metric.item_score`) of a run: each the mean over the rows it scores, with a
     percentile bootstrap interval over those rows (the draws of every other interval).
 
     Args:
         rows: the run's prediction rows.
-        resamples, level, seed: the bootstrap (resamples 0: no intervals).
+        resamples: bootstrap resamples (0: no intervals).
+        level: the intervals' coverage.
+        seed: the bootstrap's seed.
     """
     out = {}
     for metric in row_metrics():

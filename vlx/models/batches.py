@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
+
 _THREAD = threading.local()
 
 
-def token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+def token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Each text's token ids, without special tokens (answers and continuations after a prompt).
 
     A fast tokenizer's padding setting is state of its Rust object, set before each call; while the loader thread
@@ -114,7 +118,7 @@ def append_tokens(inputs: Any, extra: list[list[int]], pad_id: int, token_type: 
     return inputs
 
 
-def on_model(model: torch.nn.Module, inputs: Any) -> Any:
+def on_model(model: LoadedModel, inputs: Any) -> Any:
     """The processor's batch on the model's device, its pixels in the model's dtype (processors return float32)."""
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:

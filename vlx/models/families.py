@@ -39,7 +39,7 @@ def own_options(cls: type[HFAdapter]) -> set[str]:
     """The keyword options a family's class takes beyond every adapter's (LLaVA-NeXT's max_tiles)."""
 
     def params(c: type) -> set[str]:
-        return {p for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")}
+        return {p for p in inspect.signature(c).parameters if p not in ("self", "args", "kwargs")}
 
     return params(cls) - params(HFAdapter)
 

@@ -9,7 +9,7 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -18,6 +18,9 @@ from vlx import compat
 from vlx.errors import DataError
 from vlx.models.batches import append_tokens, encode, on_model, pad_left, static_cache_length, token_ids
 from vlx.models.fast import prefill
+
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
 
 # PaliGemma's detection/segmentation tokens are not "special" to the tokenizer, so skip_special_tokens keeps them
 _LOCATION_TOKENS = re.compile(r"<(?:loc\d{4}|seg\d{3})>")
@@ -38,7 +41,7 @@ def clean_answer(text: str) -> str:
     return _LOCATION_TOKENS.sub("", text).strip()
 
 
-def image_token(processor: Any, model: torch.nn.Module) -> int | None:
+def image_token(processor: Any, model: LoadedModel) -> int | None:
     """The id of the token that holds image features (the processor's, else the model config's), or None."""
     for owner in (processor, processor.tokenizer):
         if isinstance(getattr(owner, "image_token_id", None), int):
@@ -50,7 +53,7 @@ def image_token(processor: Any, model: torch.nn.Module) -> int | None:
     return None
 
 
-def context_length(model: torch.nn.Module) -> int | None:
+def context_length(model: LoadedModel) -> int | None:
     """The language model's context window in tokens (max_position_embeddings), where the config gives one."""
     config = model.config
     text_config = getattr(config, "text_config", None) or config
@@ -59,7 +62,7 @@ def context_length(model: torch.nn.Module) -> int | None:
 
 @torch.inference_mode()
 def generate_texts(
-    model: torch.nn.Module,
+    model: LoadedModel,
     processor: Any,
     prompts: list[str],
     images: list[Image.Image],

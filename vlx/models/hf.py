@@ -33,6 +33,8 @@ from vlx.tasks.items import Example
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
+    from vlx.models.loading import LoadedModel
+
 log = logging.getLogger(__name__)
 
 # written beside a trained adapter: what base, prompt and target it was trained with
@@ -52,7 +54,7 @@ class VLMAdapter(Protocol):
     # its config.json as transformers read it (model_type, the vision and text configs)
     config: PretrainedConfig
     # the transformers model (a peft model with a LoRA adapter), in eval mode: its dtype and devices, its weights
-    model: torch.nn.Module
+    model: LoadedModel
     # the checkpoint's processor, left-padding: its tokenizer, image processor and chat template
     processor: Any
     # whether generation decodes with a static cache and compiled step (prompts padded to PAD_MULTIPLE)
@@ -67,9 +69,11 @@ class VLMAdapter(Protocol):
         """What separates the end of a rendered prompt from the model's answer."""
         ...
 
-    def prepare_inference(self) -> None: ...
+    def prepare_inference(self) -> None:
+        """Gets the model ready to generate: compiled where asked, before the first batch."""
 
-    def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str: ...
+    def render_prompt(self, example: Example, instruction: str, demos: Sequence[Demo] = ()) -> str:
+        """The prompt text for `example` with the task's instruction, after the demonstrations."""
 
     def generate(
         self,
@@ -79,15 +83,19 @@ class VLMAdapter(Protocol):
         continuations: Sequence[str] | None = None,
         inputs: Any | None = None,
         **generation: Any,
-    ) -> Generation: ...
+    ) -> Generation:
+        """Decoded answers for a batch of prompts and their images (`inputs`: the batch already encoded)."""
 
-    def encode(self, prompts: list[str], images: list[Image.Image]) -> Any: ...
+    def encode(self, prompts: list[str], images: list[Image.Image]) -> Any:
+        """The processor's batch for prompts and their images."""
 
-    def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any: ...
+    def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> Any:
+        """A training batch: prompts and targets encoded, labels set on the target tokens only."""
 
     def score(
         self, prompts: list[str], images: list[Image.Image], answers: Sequence[str], inputs: Any | None = None
-    ) -> list[dict[str, float]]: ...
+    ) -> list[dict[str, float]]:
+        """Each prompt's probability of each answer, normalised over `answers`."""
 
 
 class HFAdapter:
@@ -114,7 +122,7 @@ class HFAdapter:
         processor_kwargs: keyword arguments for `AutoProcessor.from_pretrained` (e.g. Qwen-VL's max_pixels).
     """
 
-    model_class: ClassVar[type] = AutoModelForImageTextToText
+    model_class: ClassVar[type[Any]] = AutoModelForImageTextToText
     # the prompt format comes from the processor's chat template (PaliGemma's has none)
     uses_chat_template: ClassVar[bool] = True
     # `token_type_ids` of answer tokens appended after a prompt (PaliGemma: 1, its causal suffix)
@@ -274,10 +282,12 @@ class HFAdapter:
 
 
 def user_turn(text: str) -> dict[str, Any]:
+    """A chat-template user turn: one image, then `text`."""
     return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
 
 
 def assistant_turn(text: str) -> dict[str, Any]:
+    """A chat-template assistant turn holding `text`."""
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
@@ -302,7 +312,7 @@ def resolve_compile(setting: str | bool, architecture: str | None) -> bool:
     return setting
 
 
-def static_cache_generation(model: torch.nn.Module) -> dict[str, Any]:
+def static_cache_generation(model: LoadedModel) -> dict[str, Any]:
     """`generate` arguments for a static KV cache, with which transformers compiles the decode step (on a CPU too,
     when asked for explicitly: tests)."""
     return {"cache_implementation": "static", "compile_config": compat.compile_config_for(model.device)}
@@ -331,6 +341,7 @@ def check_trained_prompt(trained: str | None, prompt: str) -> None:
 
 
 def check_max_images(limit: Any) -> None:
+    """Refuses a model.max_images that is not a whole number >= 1 or null (ConfigError)."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"model.max_images={limit!r}: use a number of images >= 1, or null for no limit")
 

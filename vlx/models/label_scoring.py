@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -26,10 +26,13 @@ from vlx.models.batches import append_tokens, encode, on_model, pad_left, token_
 from vlx.models.fast import mrope
 from vlx.models.fast import prefill_scoring as shared_prefill
 
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
+
 
 @torch.inference_mode()
 def score_answers(
-    model: torch.nn.Module,
+    model: LoadedModel,
     processor: Any,
     prompts: list[str],
     images: list[Image.Image],
@@ -57,6 +60,7 @@ def score_answers(
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)
     tokenizer = processor.tokenizer
     answer_ids = token_ids(tokenizer, list(answers))
+    totals: torch.Tensor | None = None
     if shared_prefill.applies(model, inputs):
         totals = shared_prefill.score_in_one_forward(
             model, inputs, answer_ids, pad_to_multiple_of or 1, tokenizer.pad_token_id
@@ -64,7 +68,6 @@ def score_answers(
     else:
         if pad_to_multiple_of:
             inputs = pad_left(inputs, pad_to_multiple_of, tokenizer.pad_token_id)
-        totals = None
         if fast.allowed(model):
             totals = shared_prefill.score_on_a_cache(model, inputs, answer_ids)
         elif mrope.applies(model, inputs):
@@ -76,7 +79,7 @@ def score_answers(
 
 
 def score_per_answer(
-    model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]], pad_id: int, token_type: int
+    model: LoadedModel, inputs: Any, answer_ids: list[list[int]], pad_id: int, token_type: int
 ) -> torch.Tensor:
     """[B, n_answers] log-likelihoods from one full forward per answer over the left-padded prompts followed by its
     tokens; the logits are kept for the answer's positions only."""

@@ -21,7 +21,16 @@ from vlx.models import fast, processors
 from vlx.models.fast import attention, vision_windows
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    from peft import PeftModel
+    from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel, ProcessorMixin
+
+    class GenerativeModel(PreTrainedModel, GenerationMixin):
+        """What every image-text-to-text model class is (for the type checker only: transformers names no such
+        class)."""
+
+    # what `load_model` returns: a transformers model, bare or inside peft's wrapper (which passes on to the model
+    # inside what it does not have itself: its device, its config)
+    LoadedModel = GenerativeModel | PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +146,9 @@ def load_processor(
             log.info("torchvision does not import: loading %s without its video processor (images only)",
                      video.__name__)
             processor = processors.keep_video_settings(
-                processors.without_video(video).from_pretrained(checkpoint, config=config, **options),
+                processors.without_video(video).from_pretrained(  # type: ignore[arg-type]  # (a class is hashable: mypy reads its instances' __hash__)
+                    checkpoint, config=config, **options
+                ),
                 processors.video_settings(video, checkpoint, **options),
             )
         elif cls is not None:
@@ -149,7 +160,7 @@ def load_processor(
     return processor
 
 
-def processor_class(config: PretrainedConfig, trust_remote_code: bool = False) -> type | None:
+def processor_class(config: PretrainedConfig, trust_remote_code: bool = False) -> type[ProcessorMixin] | None:
     """transformers' processor class for the checkpoint's architecture, or None to load the processor with
     `AutoProcessor` as usual: for a checkpoint with code of its own, or an architecture transformers maps to no
     processor."""
@@ -158,14 +169,15 @@ def processor_class(config: PretrainedConfig, trust_remote_code: bool = False) -
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     try:
-        return PROCESSOR_MAPPING[type(config)]
+        # (transformers annotates the auto mappings' values as (slow, fast) pairs; the processor mapping's are classes)
+        return PROCESSOR_MAPPING[type(config)]  # type: ignore[return-value]
     except KeyError:  # not a transformers architecture: AutoProcessor says what it lacks
         return None
 
 
 def processor_without_torchvision(
     checkpoint: str, trust_remote_code: bool = False, config: PretrainedConfig | None = None
-) -> type | None:
+) -> type[ProcessorMixin] | None:
     """The processor class to load without its video part (`vlx.models.processors`), or None to load the processor
     as usual: where torchvision imports, for a checkpoint with code of its own, and for a processor with no video
     processor. `config`: the checkpoint's (read here when not given)."""
@@ -206,7 +218,7 @@ def resolve_attention(setting: str | None, architecture: str) -> str | None:
 
 
 def load_model(
-    model_class: type,
+    model_class: type[Any],
     checkpoint: str,
     config: PretrainedConfig,
     *,
@@ -216,7 +228,7 @@ def load_model(
     attn_implementation: str | None = "auto",
     adapter: str | None = None,
     trust_remote_code: bool = False,
-) -> torch.nn.Module:
+) -> LoadedModel:
     """Loads a model with `model_class.from_pretrained`, optionally 4/8-bit and with a LoRA adapter on top.
 
     Args:

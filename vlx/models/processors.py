@@ -17,7 +17,10 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 VIDEO = "video"
 
@@ -33,12 +36,12 @@ def torchvision_imports() -> bool:
     return True
 
 
-def video_attributes(processor_class: type) -> tuple[str, ...]:
+def video_attributes(processor_class: type[ProcessorMixin]) -> tuple[str, ...]:
     """The processor's sub-processors that are video processors (`video_processor`), in `get_attributes` order."""
     return tuple(name for name in processor_class.get_attributes() if VIDEO in name)
 
 
-def can_drop_video(processor_class: type) -> bool:
+def can_drop_video(processor_class: type[ProcessorMixin]) -> bool:
     """Whether `without_video` applies: the class has a video processor, and it comes after the other
     sub-processors (transformers' ProcessorMixin pairs the positional sub-processors with `get_attributes` in order,
     so only trailing ones can be left out)."""
@@ -48,7 +51,7 @@ def can_drop_video(processor_class: type) -> bool:
 
 
 @functools.cache
-def without_video(processor_class: type) -> type:
+def without_video(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """`processor_class` less its video processor: a subclass of the same name whose `get_attributes` leaves the
     video processor out, so that `from_pretrained` neither loads nor asks for it and the class's own `__init__`
     (which passes the video processor, None here, last) builds the rest as usual.
@@ -87,7 +90,7 @@ def keep_video_settings(processor: Any, settings: dict[str, dict[str, Any]]) -> 
     return processor
 
 
-def video_settings(processor_class: type, checkpoint: str, **options: Any) -> dict[str, dict[str, Any]]:
+def video_settings(processor_class: type[ProcessorMixin], checkpoint: str, **options: Any) -> dict[str, dict[str, Any]]:
     """The checkpoint's settings of each video processor of `processor_class` as saved (the nested sections of
     processor_config.json, else video_preprocessor_config.json), read without torchvision; `{}` where it has none."""
     from transformers.video_processing_utils import BaseVideoProcessor
@@ -109,10 +112,10 @@ def video_settings(processor_class: type, checkpoint: str, **options: Any) -> di
     return found
 
 
-def with_video_settings(processor_class: type, video_processor: dict[str, Any], **parts: Any) -> Any:
+def with_video_settings(processor_class: type[ProcessorMixin], video_processor: dict[str, Any], **parts: Any) -> Any:
     """A processor of `processor_class` built from `parts` (image processor, tokenizer, chat template, ...), its video
     processor given as settings (`video_processor_type` and the arguments it is built with) that `save_pretrained`
     writes as a real one's: the saved processor loads with its video processor where torchvision imports, and
     without it elsewhere (`without_video`), and building it needs no torchvision."""
-    processor = without_video(processor_class)(**parts)
+    processor = without_video(processor_class)(**parts)  # type: ignore[arg-type]  # (a class is hashable: mypy reads its instances' __hash__)
     return keep_video_settings(processor, {video_attributes(processor_class)[0]: video_processor})

@@ -73,6 +73,7 @@ class HostGuard:
         self.app, self.hosts = app, None if hosts is None else {h.lower() for h in hosts}
 
     def allowed(self, host: str) -> bool:
+        """Whether a Host header is allowed: one of `hosts`, or without them a loopback name (any port)."""
         host = host.lower()
         if self.hosts is not None:
             return host in self.hosts
@@ -80,6 +81,7 @@ class HostGuard:
         return (name if sep and port.isascii() and port.isdigit() else host) in LOOPBACK
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Answers 403 to an HTTP request whose Host header is not allowed; passes the others to the app."""
         if scope["type"] == "http" and not self.allowed(Headers(scope=scope).get("host", "")):
             await JSONResponse({"error": "this server answers only requests to the address it printed"},
                                status_code=403)(scope, receive, send)  # fmt: skip
@@ -213,9 +215,10 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
     async def image(request: Request) -> Response:
         text = request.path_params["index"]
         k = int(text) if text.isascii() and text.isdigit() else -1  # not int("²"): that raises
-        if not 0 <= k < len(data.images) or data.images[k] is None:
+        path = data.images[k] if 0 <= k < len(data.images) else None
+        if path is None:
             return Response("no such image", status_code=404)
-        return FileResponse(data.images[k])
+        return FileResponse(path)
 
     async def run_file(request: Request) -> Response:
         name = request.path_params["name"]

@@ -95,10 +95,12 @@ class RunDir:
 
     @property
     def predictions_file(self) -> Path:
+        """predictions.jsonl: one row per item."""
         return self.path / self.PREDICTIONS
 
     @property
     def predictions_csv(self) -> Path:
+        """predictions.csv: the rows as a spreadsheet."""
         return self.path / "predictions.csv"
 
     def shard_file(self, rank: int) -> Path:
@@ -106,18 +108,22 @@ class RunDir:
         return self.path / f"predictions.rank{rank}.jsonl"
 
     def shard_files(self) -> list[Path]:
+        """The ranks' shard files present, in rank order."""
         return sorted(self.path.glob("predictions.rank*.jsonl"))
 
     @property
     def summary_file(self) -> Path:
+        """summary.json: the run's settings and outcome."""
         return self.path / self.SUMMARY
 
     @property
     def manifest(self) -> Path:
+        """The run's manifest: what changes outputs, recorded once."""
         return self.path / self.MANIFEST
 
     @property
     def metrics_file(self) -> Path:
+        """metrics.json: eval's metric values."""
         return self.path / self.METRICS
 
     @property
@@ -127,10 +133,12 @@ class RunDir:
 
     @property
     def confusion_matrix_png(self) -> Path:
+        """The confusion matrix figure."""
         return self.path / "confusion_matrix.png"
 
     @property
     def reliability_png(self) -> Path:
+        """The reliability diagram (calibration) figure."""
         return self.path / "reliability.png"
 
     @property
@@ -140,23 +148,28 @@ class RunDir:
 
     @property
     def ratings_file(self) -> Path:
+        """ratings.jsonl: the human ratings of the review page."""
         return self.path / "ratings.jsonl"
 
     @property
     def review_sample(self) -> Path:
+        """The review page's sample of items."""
         return self.path / "review_sample.json"
 
     @property
     def error_file(self) -> Path:
+        """The error record a failed run leaves."""
         return self.path / self.ERROR
 
     def lock_file(self, rank: int = 0) -> Path:
+        """The lock a rank holds while it writes into the run."""
         # under a launcher every rank writes into the run directory: each holds its own lock, so that a second
         # launched run is refused on every rank (none waits at a barrier for ranks that were refused)
         return self.path / (".vlx.lock" if rank == 0 else f".vlx.rank{rank}.lock")
 
     @property
     def hydra_dir(self) -> Path:
+        """Hydra's folder of the run's config, overrides and hydra settings."""
         return self.path / ".hydra"
 
     @property
@@ -191,12 +204,15 @@ class RunDir:
 
     @property
     def judgements(self) -> Path:
+        """The folder of the judges' results, one folder per judge."""
         return self.path / self.JUDGEMENTS
 
     def judge_dir(self, judge: str) -> Path:
+        """One judge's folder."""
         return self.judgements / judge
 
     def verdicts_file(self, judge: str) -> Path:
+        """One judge's verdicts file."""
         return self.judge_dir(judge) / self.VERDICTS
 
     def judge_results_file(self, judge: str) -> Path:
@@ -208,14 +224,17 @@ class RunDir:
         return self.judge_dir(judge) / "judge_config.json"
 
     def judge_prompt_file(self, judge: str) -> Path:
+        """The prompt one judge was asked with, as rendered."""
         return self.judge_dir(judge) / "prompt.txt"
 
     # --- readers ---------------------------------------------------------------------------------------------------
 
     def has_predictions(self) -> bool:
+        """Whether the run has its predictions file."""
         return self.predictions_file.is_file()
 
     def prediction_store(self) -> JsonlStore:
+        """The store of the run's prediction rows."""
         return JsonlStore(self.predictions_file)
 
     def predictions(self, doing: str = "read") -> list[Prediction]:
@@ -253,6 +272,7 @@ class RunDir:
         return read_json(self.metrics_file, "written by stage=eval") if self.metrics_file.is_file() else {}
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Writes metrics.json."""
         write_json(self.metrics_file, metrics)
 
     def judge_names(self) -> list[str]:
@@ -277,6 +297,7 @@ class RunDir:
         return out
 
     def write_judge_results(self, judge: str, results: dict[str, Any]) -> None:
+        """Writes one judge's results file."""
         write_json(self.judge_results_file(judge), results)
 
     def results(self) -> dict[str, Any]:

@@ -51,12 +51,15 @@ class RunDirGuard(Callback):
     state: dict[str, Any] = {}
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        """Notes a single run's folder before the job starts."""
         self._note(Path(str(config.hydra.run.dir)), sweep=False, config=config)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Notes a sweep's folder before its jobs start."""
         self._note(Path(str(config.hydra.sweep.dir)), sweep=True, config=config)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        """Removes the empty literal `%j` folder submitit's local launcher leaves once every job has ended."""
         # submitit's local launcher makes its folder template itself, `%j` and all, in each job's controller (its
         # files go to .submitit/<job id>/): the empty literal folder is removed, one that holds anything is kept
         folder = str(config.hydra.get("launcher", {}).get("submitit_folder") or "")
@@ -82,7 +85,9 @@ class RunDirGuard(Callback):
 
 def _close_logs_in(folder: Path) -> None:
     """Closes and drops the log handlers writing into `folder` (the job's vlx.log), so nothing writes there again."""
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+    # (the manager's placeholders, for names only ever seen as a parent, hold no handlers)
+    loggers = [v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    for logger in [logging.getLogger(), *loggers]:
         for handler in list(getattr(logger, "handlers", [])):
             name = getattr(handler, "baseFilename", None)
             if name is not None and Path(name).is_relative_to(folder):

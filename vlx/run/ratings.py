@@ -159,8 +159,8 @@ def draw_sample(rows: Sequence[Prediction], size: int, seed: int = 0, balanced: 
         return ids
     rng = np.random.default_rng(seed)
     if not balanced:
-        chosen = set(rng.choice(len(ids), size=size, replace=False).tolist())
-        return [i for k, i in enumerate(ids) if k in chosen]
+        drawn = set(rng.choice(len(ids), size=size, replace=False).tolist())
+        return [i for k, i in enumerate(ids) if k in drawn]
     by_label: dict[str, list[int]] = defaultdict(list)
     for k, r in enumerate(rows):
         by_label[str(r.gold)].append(k)
@@ -240,7 +240,9 @@ def human_metrics(
         correct: id -> whether the item's label was predicted correctly, for the items of the run.
         judge: id -> the judge's item score (`vlx.judging.verdicts.read_verdicts`), where the run was judged.
         item_metrics: id -> {metric: per-item value} (ROUGE-L, BERTScore, ...), for the correlations.
-        resamples, level, seed: the bootstrap of the score intervals (over rated items).
+        resamples: bootstrap resamples of the score intervals (over rated items).
+        level: the intervals' coverage.
+        seed: the bootstrap's seed.
 
     Returns:
         human_score (S_E) and human_score_ci, all_human_score and its ci, human_n, all_human_n, human_raters,
@@ -279,9 +281,10 @@ def human_metrics(
         if len(set(given)) == 1:
             out["human_kappa"]["note"] = KAPPA_UNDEFINED
     if judge:
-        judged = [i for i in ids if judge.get(i) is not None]
+        scored = {i: s for i in ids if (s := judge.get(i)) is not None}
+        judged = list(scored)
         to_verdict = {s: v for v, s in VERDICT_SCORES.items()}
-        pairs = [([to_verdict[judge[i]] for i in judged if r in by_item[i]],
+        pairs = [([to_verdict[scored[i]] for i in judged if r in by_item[i]],
                   [by_item[i][r] for i in judged if r in by_item[i]]) for r in raters]  # fmt: skip
         pairs = [(j, h) for j, h in pairs if j]  # raters who rated a judged item
         kappas = [k for k in (cohen_kappa(j, h) for j, h in pairs) if k is not None]
@@ -291,7 +294,7 @@ def human_metrics(
             out["human_judge_kappa"]["note"] = (f"{len(pairs) - len(kappas)} of {len(pairs)} raters' kappas with the "
                                                 f"judge left out of the mean: {KAPPA_UNDEFINED}")  # fmt: skip
         index = {i: k for k, i in enumerate(ids)}
-        out["human_judge_spearman"] = _spearman([float(judge[i]) for i in judged], [mean[index[i]] for i in judged])
+        out["human_judge_spearman"] = _spearman([float(scored[i]) for i in judged], [mean[index[i]] for i in judged])
     if item_metrics:
         index = {i: k for k, i in enumerate(ids)}
         names = sorted({name for i in ids for name in item_metrics.get(i, {})})

@@ -156,6 +156,7 @@ class Prediction:
 
     @property
     def has_explanation(self) -> bool:
+        """Whether the row has a non-blank explanation."""
         return bool((self.explanation or "").strip())
 
 
@@ -195,6 +196,7 @@ class Verdict:
               "note")  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
+        """The verdict as a JSON-lines row (the file's field names)."""
         row: dict[str, Any] = {"id": self.id, "verdict": self.verdict, "score": self.score, "raw": self.raw,
                                "correct": self.correct, "pred": self.pred, "explanation": self.explanation,
                                "judge": self.judge, "prompt_version": self.prompt_version}  # fmt: skip
@@ -266,6 +268,7 @@ class RunInfo:
               "quant", "generation", "seed")  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
+        """The record as a JSON object (its field names)."""
         row = {name: getattr(self, name) for name in self.FIELDS}
         row["labels"] = list(self.labels)
         return {**row, **self.extra}

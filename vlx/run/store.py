@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 class Record(Protocol):
     """A row written as JSON: `vlx.run.records.Prediction`, `Verdict`."""
 
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-lines row."""
 
 
 def plain(row: Record | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -100,7 +100,7 @@ class AnswerFormat:
         return answer[len(stated) :].strip() if answer.startswith(stated) else None
 
 
-def _field(name: str, spec: str, conversion: str | None) -> str:
+def _field(name: str, spec: str | None, conversion: str | None) -> str:
     return "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
 
 
@@ -235,15 +235,20 @@ class Answered(Protocol):
     predictions.jsonl line as a dict), read through `answered`."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The item's id."""
     @property
-    def gold(self) -> str | None: ...
+    def gold(self) -> str | None:
+        """The gold label, None for an unlabelled item."""
     @property
-    def pred(self) -> str | None: ...
+    def pred(self) -> str | None:
+        """The answered label, None where the answer did not parse."""
     @property
-    def choices(self) -> Mapping[str, str] | None: ...
+    def choices(self) -> Mapping[str, str] | None:
+        """A multiple-choice item's {label: option text}, None for others."""
     @property
-    def answers(self) -> Sequence[str] | None: ...
+    def answers(self) -> Sequence[str] | None:
+        """An open question's accepted answers, None for others."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +343,7 @@ def text_probabilities(
     holder: dict[str, str] = {}
     for label, text in choices.items():
         holder.setdefault(text, label)
-    if gold in choices:
+    if gold is not None and gold in choices:
         holder[choices[gold]] = gold
     merged = {label: 0.0 for label in scores}
     for label, p in scores.items():

@@ -47,12 +47,15 @@ class EsnliVeTask(Task):
 
     @property
     def csv_path(self) -> Path:
+        """The split's e-SNLI-VE CSV file."""
         return self.csv_dir / f"esnlive_{self.split}.csv"
 
     def files(self) -> list[Path]:
+        """The split's data files (its CSV)."""
         return [self.csv_path]
 
     def read_examples(self) -> list[Example]:
+        """The split's items, read from its CSV."""
         return read_esnli_csv(self.csv_path, self.image_dir, self.labels, self.limit)
 
 

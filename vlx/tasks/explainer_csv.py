@@ -38,9 +38,11 @@ class ExplainerCsvTask(Task):
         self.image_dir = Path(image_dir) if image_dir is not None else self.path.parent
 
     def files(self) -> list[Path]:
+        """The task's data files (its CSV)."""
         return [self.path]
 
     def read_examples(self) -> list[Example]:
+        """The items of the CSV."""
         if not self.path.is_file():
             raise DataError(f"explainer CSV {self.path} not found; set task.path (columns image_path,hypothesis,exp)")
         examples = []

@@ -43,12 +43,15 @@ class HatefulMemesTask(Task):
 
     @property
     def jsonl_path(self) -> Path:
+        """The split's Hateful Memes JSON-lines file."""
         return self.data_dir / f"{self.split}.jsonl"
 
     def files(self) -> list[Path]:
+        """The split's data files (its JSON-lines file)."""
         return [self.jsonl_path]
 
     def read_examples(self) -> list[Example]:
+        """The split's items, read from its JSON-lines file."""
         return read_memes_jsonl(self.jsonl_path, self.data_dir, self.labels, self.limit)
 
 

@@ -194,5 +194,6 @@ class ShapesTask(EsnliVeTask):
         self.seed = seed
 
     def read_examples(self):
+        """The split's items, generated first where their files are missing."""
         generate_shapes(self.csv_dir, self.sizes, self.image_size, self.seed)
         return super().read_examples()

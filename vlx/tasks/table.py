@@ -126,6 +126,8 @@ class TableTask(Task):
             self.image_dir = local if local.is_dir() else local.parent
 
     def files(self) -> list[Path]:
+        """The split's table file (none for a `disk` folder or a hub dataset; the source as named where it is
+        missing)."""
         try:
             self._resolve()
         except DataError:  # no file for the split: prepare reports the missing source itself
@@ -133,6 +135,7 @@ class TableTask(Task):
         return [Path(self.source)] if self.format in ("csv", "json", "parquet") else []
 
     def read_examples(self) -> list[Example]:
+        """The split's items: the table read, filtered and turned into examples."""
         self._resolve()
         table = self._table()
         if self.split in self.unlabelled_splits:  # its files hold no answers: what it lacks of them is not asked for
@@ -172,7 +175,7 @@ class TableTask(Task):
     def _kept_rows(self, table: Any) -> list[int]:
         """The indices of the rows that pass `where` and `require` (all rows without them); what is left out is
         logged with its count."""
-        kept = range(len(table))
+        kept: Sequence[int] = range(len(table))
         if not self.where and not self.require:
             return list(kept)
         for column, value in self.where.items():
@@ -319,10 +322,11 @@ class TableTask(Task):
         values = row[self.columns["answers"]]
         values = values if isinstance(values, list) else [values]
         answers = [v.get("answer") if isinstance(v, dict) else v for v in values]
-        if not all(isinstance(a, str) for a in answers):
+        texts = [a for a in answers if isinstance(a, str)]
+        if len(texts) < len(answers):
             raise DataError(f"{where}: column {self.columns['answers']!r} holds {values!r}, not a list of answers "
                             f"(strings, or objects with an 'answer')")  # fmt: skip
-        return tuple(a.strip() for a in answers if a.strip())
+        return tuple(a.strip() for a in texts if a.strip())
 
     def _options(self, row: dict[str, Any], where: str) -> tuple[tuple[str, ...], str | None]:
         """A multiple-choice item's labels (the first len(choices) of task.labels) and its `{choices}` text."""
@@ -344,6 +348,7 @@ class TableTask(Task):
     def _image_path(self, value: Any, item_id: str, where: str) -> Path:
         """An item's image file: a path in the table (relative to image_dir), or the image stored inside the table
         written out to `image_cache` (once: a file already there is kept)."""
+        assert self.image_dir is not None  # `_resolve` set it before any row is read
         if isinstance(value, str) and value.strip():
             path = self._paths.get(value)
             if path is None:
@@ -432,7 +437,7 @@ def _content_digest(path: Path) -> tuple[str, bool]:
     return digest.hexdigest(), blank
 
 
-def _file_problem(path: Path, format: str) -> str | None:
+def _file_problem(path: Path, format: str | None) -> str | None:
     """The first line of a CSV or JSON-lines file that cannot be read (not UTF-8, a row of another width, not JSON),
     or a CSV without rows, as one line naming the file and line and what to do; None where none is found."""
     import csv

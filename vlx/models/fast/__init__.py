@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlx import compat
+
 # "<model_type>/<its language model's model_type>" -> why 1-D token positions are right for it. The language model
 # is part of the key: PaliGemma 2's Gemma 2 caps its attention logits, which SDPA cannot. Adding an entry needs its
 # tiny model in tests/test_fast_paths.py's FAST (one line there).
@@ -90,7 +92,7 @@ def architecture(config: Any) -> str:
 
 def model_architecture(model: Any) -> str | None:
     """`architecture` of a transformers model or of the one inside a peft model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = compat.base_model(model)
     config = getattr(base, "config", None)
     return architecture(config) if config is not None else None
 

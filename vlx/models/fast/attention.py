@@ -21,7 +21,7 @@ Importing this module registers the name with transformers (attention and mask f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AttentionInterface
@@ -29,6 +29,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from vlx import compat
+
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
 
 NAME = "sdpa_grouped"
 
@@ -122,7 +125,7 @@ def register(name: str = NAME, function: Any = grouped_sdpa_attention) -> None:
     PREFILL_AWARE.add(name)
 
 
-def prefill_aware(model: torch.nn.Module) -> bool:
+def prefill_aware(model: LoadedModel) -> bool:
     """Whether the model's language model attends through a function registered here."""
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     return compat.attention_implementation(config) in PREFILL_AWARE

@@ -27,6 +27,7 @@ BLOCK_SUFFIXES = ("DecoderLayer", "EncoderLayer")
 
 
 def is_block(module: torch.nn.Module) -> bool:
+    """Whether `module` is a decoder or vision block (its class name ends in one of BLOCK_SUFFIXES)."""
     return type(module).__name__.endswith(BLOCK_SUFFIXES)
 
 

@@ -22,7 +22,7 @@ For the architectures on `vlx.models.fast.MROPE_SCORING` only (tests/test_mrope_
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,8 +30,11 @@ from vlx.compat import cache_argument, output_cache, rope_index
 from vlx.models.batches import append_tokens, on_model
 from vlx.models.fast import MROPE_SCORING, model_architecture
 
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
 
-def applies(model: torch.nn.Module, inputs: Any) -> bool:
+
+def applies(model: LoadedModel, inputs: Any) -> bool:
     """An architecture on `MROPE_SCORING`, whose model has its rope-index function, and a batch with images or videos
     and the modality row that function reads (`mm_token_type_ids`); a batch without them the model positions as
     plain text, which the plain path does."""
@@ -44,7 +47,7 @@ def applies(model: torch.nn.Module, inputs: Any) -> bool:
 
 
 def positions_per_answer(
-    model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]], pad_id: int
+    model: LoadedModel, inputs: Any, answer_ids: list[list[int]], pad_id: int
 ) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
     """The prompts' 3-D positions [3, B, T] and, per answer, those of its tokens but the last [3, B, L - 1], from the
     model's rope-index function over each [prompt + answer] sequence as `score_per_answer` builds it; None where the
@@ -64,7 +67,7 @@ def positions_per_answer(
 
 
 def score_on_a_cache(
-    model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]], pad_id: int
+    model: LoadedModel, inputs: Any, answer_ids: list[list[int]], pad_id: int
 ) -> torch.Tensor | None:
     """[B, n_answers] log-likelihoods from one left-padded prefill with the KV cache on and a continuation per answer,
     at the model's own 3-D positions; None where those cannot be shared (`positions_per_answer`).

@@ -6,7 +6,7 @@ For the architectures on `vlx.models.fast.ALLOWED` only (see there why).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,8 +15,11 @@ from vlx.models.batches import pad_right, static_cache_length
 from vlx.models.fast import allowed
 from vlx.models.fast.attention import prefill_aware
 
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
 
-def applies(model: torch.nn.Module, inputs: Any, generation: dict[str, Any]) -> bool:
+
+def applies(model: LoadedModel, inputs: Any, generation: dict[str, Any]) -> bool:
     """Whether `generate_after_prefill` applies: an architecture on the allow-list, a causal prompt (no
     `token_type_ids`: PaliGemma's prefix and Gemma 3's images attend both ways), vlx's attention function, one sequence
     per prompt (beams would need the cache expanded) and a known length."""
@@ -31,7 +34,7 @@ def applies(model: torch.nn.Module, inputs: Any, generation: dict[str, Any]) -> 
 
 
 def generate_after_prefill(
-    model: torch.nn.Module, inputs: Any, pad_id: int, multiple: int, static: bool, **generation: Any
+    model: LoadedModel, inputs: Any, pad_id: int, multiple: int, static: bool, **generation: Any
 ) -> torch.Tensor:
     """`generate` for a causal model, its prompts prefilled by vlx: right-padded, without a mask, without a cache
     object in the decoder blocks (so that those run compiled, `compile_cache_free`); the keys and values go into a

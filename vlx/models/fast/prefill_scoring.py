@@ -15,7 +15,7 @@ short continuations instead of n full forwards.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,15 +24,18 @@ from vlx.models.batches import on_model, pad_right
 from vlx.models.fast import allowed
 from vlx.models.fast.attention import prefill_aware
 
+if TYPE_CHECKING:
+    from vlx.models.loading import LoadedModel
 
-def applies(model: torch.nn.Module, inputs: Any) -> bool:
+
+def applies(model: LoadedModel, inputs: Any) -> bool:
     """An architecture on the allow-list, a causal prompt (no `token_type_ids`: PaliGemma's prefix attends both
     ways, so its prompt cannot be right-padded without a mask) and vlx's attention function."""
     return allowed(model) and "token_type_ids" not in inputs and prefill_aware(model)
 
 
 def score_in_one_forward(
-    model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]], multiple: int, pad_id: int
+    model: LoadedModel, inputs: Any, answer_ids: list[list[int]], multiple: int, pad_id: int
 ) -> torch.Tensor:
     """[B, n_answers] log-likelihoods from one cache-free forward over the prompts, right-padded to a multiple of
     `multiple` positions, and the answers' tail."""
@@ -76,7 +79,7 @@ def score_in_one_forward(
     return torch.stack(totals, dim=1)
 
 
-def score_on_a_cache(model: torch.nn.Module, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
+def score_on_a_cache(model: LoadedModel, inputs: Any, answer_ids: list[list[int]]) -> torch.Tensor:
     """[B, n_answers] log-likelihoods from a left-padded prefill with the KV cache on and one continuation per
     answer."""
     inputs = on_model(model, inputs)

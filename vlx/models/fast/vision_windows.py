@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from vlx import compat
+
 NAME = "vlx_flash_windows"
 
 # model_type -> its vision tower's config key; each is proven by tests/test_fast_paths.py's equality test
@@ -45,11 +47,14 @@ def windows_attention(
 
     Args:
         module: the attention module (unused: transformers' signature).
-        query, key, value: [1, heads, tokens, head_dim].
+        query: [1, heads, tokens, head_dim].
+        key: the same shape.
+        value: the same shape.
         attention_mask: unused (these towers pass none).
         scaling: the softmax scale.
         dropout: attention dropout (0 at inference).
         cu_seq_lens_q: [spans + 1] cumulative bounds of the spans (the keys' are the same).
+        **kwargs: transformers' other arguments (unused).
 
     Returns:
         [1, tokens, heads, head_dim] (the layout transformers' attention functions return), and no weights.
@@ -72,6 +77,7 @@ def windows_attention(
 
 
 def register() -> None:
+    """Registers `windows_attention` with transformers under NAME."""
     AttentionInterface.register(NAME, windows_attention)
 
 
@@ -95,5 +101,5 @@ def install(model: torch.nn.Module) -> bool:
 
 
 def _config(model: torch.nn.Module) -> Any:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = compat.base_model(model)
     return getattr(base, "config", None)

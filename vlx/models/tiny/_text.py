@@ -7,7 +7,7 @@ import itertools
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 BPE_VOCAB_SIZE = 1000
 # Between two failure modes of LoRA on the shapes demo (docs/PERFORMANCE.md, "The tiny models' init range"):
@@ -165,7 +165,15 @@ def train_tokenizer(special_tokens: list[str], plain_tokens: tuple[str, ...] = (
     return tok
 
 
-def set_generation_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> None:
+def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token of the tokenizer's vocabulary (`convert_tokens_to_ids` of a single token)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(found, int):
+        raise ValueError(f"{token!r} is not one token of the tokenizer: {found!r}")
+    return found
+
+
+def set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> None:
     """Sets bos/eos/pad ids on the generation config, so batched `generate` pads without warnings.
 
     Args:

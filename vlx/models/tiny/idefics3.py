@@ -112,7 +112,7 @@ def build(out_dir: Path) -> None:
         tie_word_embeddings=False,
         initializer_range=INIT_RANGE,
     )
-    config = Idefics3Config(
+    config = Idefics3Config(  # type: ignore[call-arg]  # (transformers' signature leaves out pad_token_id, which the config takes and keeps)
         vision_config=vision_config,
         text_config=text_config,
         scale_factor=scale_factor,

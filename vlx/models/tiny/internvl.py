@@ -106,7 +106,7 @@ def build(out_dir: Path) -> None:
         layer_scale_init_value=0.1,
         initializer_range=INIT_RANGE,
     )
-    text_config = Qwen2Config(
+    text_config = Qwen2Config(  # type: ignore[call-arg]  # (transformers' signature leaves out head_dim, which the config takes and keeps)
         vocab_size=vocab_size,
         hidden_size=width,
         intermediate_size=4 * width,

@@ -44,7 +44,7 @@ def processor_and_vision() -> tuple[PaliGemmaProcessor, SiglipVisionConfig]:
     # Built before the model config: the processor adds the 1024 <locXXXX> and 128 <segXXX> tokens to the
     # tokenizer, and the embedding matrix has to cover them (the real vocabulary already contains them).
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    vision_config = SiglipVisionConfig(
+    vision_config = SiglipVisionConfig(  # type: ignore[call-arg]  # (transformers' signature leaves out projection_dim, which the config takes and keeps)
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,

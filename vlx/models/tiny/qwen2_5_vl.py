@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from vlx.models.processors import with_video_settings
-from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, train_tokenizer
+from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, token_id, train_tokenizer
 
 # The chat template of Qwen/Qwen2.5-VL-7B-Instruct (chat_template.json), verbatim: a default system prompt when the
 # conversation has none, "<|im_start|>{role}\n...<|im_end|>\n" per turn, each image as
@@ -151,8 +151,8 @@ def build(out_dir: Path) -> None:
         text_config=text_config,
         image_token_id=tokenizer.image_token_id,
         video_token_id=tokenizer.video_token_id,
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        vision_start_token_id=token_id(tokenizer, "<|vision_start|>"),
+        vision_end_token_id=token_id(tokenizer, "<|vision_end|>"),
         tie_word_embeddings=False,  # as in the 7B (the 3B ties them)
     )
     model = Qwen2_5_VLForConditionalGeneration(config)

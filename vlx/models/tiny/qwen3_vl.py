@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from vlx.models.processors import with_video_settings
-from vlx.models.tiny._text import INIT_RANGE, set_generation_ids
+from vlx.models.tiny._text import INIT_RANGE, set_generation_ids, token_id
 from vlx.models.tiny.qwen2_5_vl import qwen_tokenizer
 
 # The chat template of Qwen/Qwen3-VL-2B-Instruct (chat_template.json) without its tool-calling branches: unlike
@@ -136,8 +136,8 @@ def build(out_dir: Path) -> None:
         text_config=text_config,
         image_token_id=tokenizer.image_token_id,
         video_token_id=tokenizer.video_token_id,
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        vision_start_token_id=token_id(tokenizer, "<|vision_start|>"),
+        vision_end_token_id=token_id(tokenizer, "<|vision_end|>"),
         tie_word_embeddings=True,  # as in the 2B and 4B (the 8B unties them)
     )
     model = Qwen3VLForConditionalGeneration(config)
