@@ -59,8 +59,8 @@ from helpers import (
 from PIL import Image
 
 from vlx.__main__ import _user_problem, run_stage
-from vlx.engine.images import load_rgb
 from vlx.errors import ConfigError, DataError, Interrupted, VlxError
+from vlx.tasks.images import load_rgb
 
 TINY_RUN = ["model=tiny_llava", "task=shapes", "generation.max_new_tokens=4", "eval_after_infer=false"]
 # what a run logs as it loads the weights: absent from a run refused before that, present where one loads

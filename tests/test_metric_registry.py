@@ -113,8 +113,8 @@ def test_a_removed_metric_is_gone(make_cfg, tmp_path):
 def test_every_number_eval_writes_is_declared(make_cfg, tmp_path):
     """Labels, label scores and reference explanations: classification, calibration and explanation metrics; the
     judge's and the human raters' numbers from their own functions. Each scalar is a declared metric (or count)."""
+    from vlx.metrics.human import human_metrics
     from vlx.metrics.judge_scores import judge_scores
-    from vlx.run.ratings import human_metrics
 
     metrics = scored(make_cfg, tmp_path / "run", rows_of(12, 0, 0, refs=True, scores=True), resamples=10)
     verdicts = [Verdict("a", score=1.0, correct=True), Verdict("b", score=0.0, correct=False)]

@@ -15,7 +15,8 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from vlx.errors import DataError
-from vlx.run.ratings import KAPPA_UNDEFINED, RatingStore, cohen_kappa, draw_sample, fleiss_kappa, human_metrics
+from vlx.metrics.human import KAPPA_UNDEFINED, cohen_kappa, fleiss_kappa, human_metrics
+from vlx.run.ratings import RatingStore, draw_sample
 from vlx.run.records import Prediction
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vlx.engine.images import load_rgb
 from vlx.engine.shots import ShotSelector
 from vlx.errors import DataError
 from vlx.models.hf import VLMAdapter
 from vlx.tasks import Task
+from vlx.tasks.images import load_rgb
 from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)

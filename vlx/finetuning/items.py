@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlx.engine.images import load_rgb
 from vlx.errors import ConfigError
+from vlx.tasks.images import load_rgb
 from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)

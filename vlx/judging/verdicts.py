@@ -13,11 +13,7 @@ from pathlib import Path
 
 from vlx.errors import ConfigError
 from vlx.run.directory import RunDir
-from vlx.run.records import Verdict
-
-# e-ViL's scale, best first: verdict -> item score
-VERDICT_SCORES: dict[str, float] = {"yes": 1.0, "weak yes": 2 / 3, "weak no": 1 / 3, "no": 0.0}
-VERDICTS: tuple[str, ...] = tuple(VERDICT_SCORES)
+from vlx.run.records import VERDICT_SCORES, Verdict
 
 # --- reading the judge's answer ---------------------------------------------------------------------------------
 

@@ -39,10 +39,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from vlx.errors import DataError
-from vlx.judging.verdicts import VERDICTS
 from vlx.run.directory import RunDir
 from vlx.run.ratings import RatingStore
-from vlx.run.records import Prediction, RunInfo, Verdict
+from vlx.run.records import VERDICTS, Prediction, RunInfo, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -160,6 +160,12 @@ class Prediction:
         return bool((self.explanation or "").strip())
 
 
+# e-ViL's scale of an explanation (Kayser et al. 2021), for a judge's verdict and a human rating alike: each level
+# and its item score
+VERDICT_SCORES: dict[str, float] = {"yes": 1.0, "weak yes": 2 / 3, "weak no": 1 / 3, "no": 0.0}
+VERDICTS: tuple[str, ...] = tuple(VERDICT_SCORES)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One row of a judge's verdicts.jsonl: its verdict on a prediction's explanation.

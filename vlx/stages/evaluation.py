@@ -165,8 +165,9 @@ def _human(
 ) -> dict[str, Any]:
     """e-ViL's human score and agreement from the ratings stage=review collected."""
     from vlx.judging.verdicts import judge_names, read_verdicts
+    from vlx.metrics.human import human_metrics
     from vlx.metrics.text import run_item_metrics
-    from vlx.run.ratings import RatingStore, human_metrics
+    from vlx.run.ratings import RatingStore
 
     run = RunDir(run_dir)
     ratings = RatingStore(run.ratings_file).latest()

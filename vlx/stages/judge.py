@@ -38,23 +38,23 @@ from omegaconf import DictConfig, OmegaConf
 from vlx import distributed
 from vlx._runtime import set_cpu_threads
 from vlx.configs import config_dir, group_option
-from vlx.engine.images import check_images
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
 from vlx.errors import ConfigError, writing
 from vlx.judging.prompts import ANSWER_TEXTS, JUDGE_PROMPT_VERSION, JUDGE_PROMPTS, prompt_kind
-from vlx.judging.verdicts import VERDICTS, item_score, parse_verdict
+from vlx.judging.verdicts import item_score, parse_verdict
 from vlx.metrics.judge_scores import judge_scores
 from vlx.models.hf import VLMAdapter
 from vlx.models.loading import check_adapter_path, resolve_checkpoint
 from vlx.models.tiny import tiny_checkpoint
 from vlx.run.directory import RunDir, read_verdicts
 from vlx.run.lock import exclusive
-from vlx.run.records import Prediction, RunInfo, Verdict
+from vlx.run.records import VERDICTS, Prediction, RunInfo, Verdict
 from vlx.run.store import JsonlStore, check_writable, read_json, unique_rows, write_json
 from vlx.stages import evaluation
 from vlx.stages._common import build_quantization, resolved_config
 from vlx.tasks import Task
 from vlx.tasks.answers import Scoring, is_correct
+from vlx.tasks.images import check_images
 from vlx.tasks.items import Example
 from vlx.tracking import tracking
 

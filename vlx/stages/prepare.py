@@ -22,11 +22,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.engine.images import image_problems
 from vlx.errors import DataError
 from vlx.run.store import write_json
 from vlx.tasks import Task
 from vlx.tasks.catalog import task_from_config
+from vlx.tasks.images import image_problems
 from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vlx.engine.images import BAD_IMAGE_POLICIES, check_images
 from vlx.errors import ConfigError, DataError
 from vlx.tasks.answers import DEFAULT_ANSWER, AnswerFormat
+from vlx.tasks.images import BAD_IMAGE_POLICIES, check_images
 from vlx.tasks.items import Example, Split
 from vlx.tasks.parsing import parse_label, parse_open, with_aliases
 from vlx.tasks.references import check_matches, id_key, read_references
