@@ -225,7 +225,8 @@ def hydra_refusal(make_cfg, run: Path, *args: str) -> str:
     """The one line vlx says for what Hydra refuses to compose (an option or a key the judge's model lacks)."""
     with pytest.raises(Exception) as caught:  # noqa: PT011 - Hydra's own exception, whichever it raises
         judge_cfg(make_cfg, run, *args)
-    line = config_mistake(caught.value, Path(CONFIG_DIR), ["stage=judge", f"stage.run={run}", *args])
+    line = config_mistake(caught.value, Path(CONFIG_DIR), ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava",
+                                                          *args])  # as judge_cfg gives them
     assert line is not None, caught.value
     return line
 

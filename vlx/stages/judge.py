@@ -107,7 +107,7 @@ def judge_model(cfg: DictConfig) -> DictConfig:
     """
     node = cfg.judge_model
     if missing := sorted(OmegaConf.missing_keys(node)):
-        key = f"judge_model.{missing[0]}"
+        key = missing[0]  # the full key: judge_model.checkpoint
         raise ConfigError(f"judge_model={judge_option(cfg)}: {key} is not set; add {key}=... to the command (e.g. "
                           f"judge_model.checkpoint=<hub id or folder> for judge_model=hf)")  # fmt: skip
     return node
