@@ -227,7 +227,7 @@ class RunDir:
         """
         store = self.prediction_store()
         if not store.path.is_file():
-            raise ConfigError(f"run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
+            raise ConfigError(f"stage.run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
                               f"{doing} a run, pass the directory stage=infer wrote "
                               "(`stage.run=<run dir>`)")  # fmt: skip
         rows = read_predictions(store)

@@ -173,7 +173,7 @@ def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndar
     try:
         va, vb = read_verdicts(a["dir"], judge), read_verdicts(b["dir"], judge)
     except ConfigError as err:  # one run judged, or several judges and none named
-        notes.append(f"judge scores not compared: {err} (name the judge with judge=<name>)")
+        notes.append(f"judge scores not compared: {err} (name the judge with stage.judge=<name>)")
         return {}
     right_a, right_b = (np.asarray([is_correct(r["rows"][i], scoring=r["scoring"]) for i in ids]) for r in (a, b))
     return judge_differences([va.get(i) for i in ids], [vb.get(i) for i in ids], right_a, right_b, counts, level)

@@ -59,10 +59,10 @@ def columns(extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]
 def sweep_runs(sweep: Path) -> list[Path]:
     """The job directories of a multirun folder, in job order (0, 1, ..., 10)."""
     if not sweep.is_dir():
-        raise ConfigError(f"sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
+        raise ConfigError(f"stage.sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
     jobs = sweep_jobs(sweep)
     if not jobs:
-        raise ConfigError(f"sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
+        raise ConfigError(f"stage.sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
     return jobs
 
 
@@ -79,7 +79,7 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
         row["status"] = f"being written by another vlx run ({holder})"
         return row
     if (record := read_error_record(run)) is not None:
-        setting = overrides if overrides is not None else record.get("overrides")  # runs=[<a job's folder>]
+        setting = overrides if overrides is not None else record.get("overrides")  # stage.runs=[<a job's folder>]
         row["status"] = f"failed ({' '.join(map(str, setting or []))}): {record['error']}".replace(" (): ", ": ")
         row["failed"] = True
         return row
