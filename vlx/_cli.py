@@ -15,8 +15,8 @@ from vlx.configs import removed_key
 
 # Where `+key=value` adds a key that vlx reads: mappings handed whole to a library, which checks their keys (generate(),
 # BitsAndBytesConfig, peft's LoraConfig, AutoProcessor, TrainingArguments: vlx refuses one they do not take before the
-# weights load), the judge's model keys (stage=judge checks them against the judge's model YAML), mappings whose keys
-# are the user's own names (columns, labels, splits, files), and Hydra's own settings
+# weights load; the judge's model has its processor_kwargs as the model has), mappings whose keys are the user's own
+# names (columns, labels, splits, files), and Hydra's own settings
 OPEN_MAPPINGS = ("hydra", "generation", "quant", "lora", "model.processor_kwargs", "judge_model.processor_kwargs",
                  "finetune.trainer_args", "task.where", "task.aliases", "task.label_values", "task.split_names",
                  "task.release.splits", "task.release.sha256")  # fmt: skip
