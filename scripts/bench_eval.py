@@ -164,7 +164,7 @@ def _cell(metrics: dict, key: str) -> str:
 
 def write_run(folder: Path, cands: list[str], refs: list[list[str]], correct: list[bool]) -> None:
     """predictions.jsonl of these items (e-SNLI-VE labels; the label is right where `correct` says), for timing
-    `vlx stage=eval run=<folder> task=esnli`."""
+    `vlx stage=eval stage.run=<folder> task=esnli`."""
     import json
 
     labels = ("entailment", "contradiction", "neutral")

@@ -53,18 +53,18 @@ def finished_run(folder: Path, items: int) -> Path:
 
 
 def judge(run: Path, out: Path, overrides: list[str]) -> dict:
-    """`vlx stage=judge run=<run> ...` in this process (composed as the command line would be)."""
+    """`vlx stage=judge stage.run=<run> ...` in this process (composed as the command line would be)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from vlx.__main__ import expand_shorthands, run_stage
+    from vlx.__main__ import run_stage
     from vlx.configs import config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[*expand_shorthands(["stage=judge", f"run={run}", *overrides]),
+        cfg = compose("config", overrides=["stage=judge", f"stage.run={run}", *overrides,
                                            f"hydra.run.dir={out}", f"hydra.runtime.output_dir={out}"],
                       return_hydra_config=True)  # fmt: skip
     HydraConfig.instance().set_config(cfg)
@@ -94,7 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vlx-bench-judge-") as tmp:
         run = finished_run(Path(tmp) / "run", args.items)
-        common = [f"judge={args.judge}", f"cpu_threads={args.threads}", "eval.resamples=0",
+        common = [f"judge_model={args.judge}", f"cpu_threads={args.threads}", "eval.resamples=0",
                   f"stage.max_new_tokens={args.max_new_tokens}"]  # fmt: skip
         judge(run, Path(tmp) / "warm-up", [*common, "batch_size=1", "stage.judge_name=warm-up"])  # builds, warms
         results = []
@@ -107,7 +107,7 @@ def main() -> None:
 
     import torch
 
-    print(f"\n## judge throughput: {args.items} shapes items, judge={args.judge}\n")
+    print(f"\n## judge throughput: {args.items} shapes items, judge_model={args.judge}\n")
     print("| stage.decode | batch_size | items/s | s/item | unparsed | wall s (with loading) |")
     print("|---|---:|---:|---:|---:|---:|")
     for decode, size, out in results:

@@ -1,9 +1,9 @@
 """Times the review page on a large run: from `vlx stage=review` to a usable page, and the server's answers.
 
-    python scripts/bench_eval.py --write-run /tmp/bigrun && vlx stage=eval run=/tmp/bigrun task=esnli
+    python scripts/bench_eval.py --write-run /tmp/bigrun && vlx stage=eval stage.run=/tmp/bigrun task=esnli
     python scripts/bench_review.py /tmp/bigrun --ratings 300
 
-Starts the real server (`vlx stage=review run=<run> review.port=0`) in a subprocess, waits for its URL and for
+Starts the real server (`vlx stage=review stage.run=<run> review.port=0`) in a subprocess, waits for its URL and for
 the first page of items, then times each request the page makes (median and worst of --repeats), over HTTP. With
 --ratings N, N ratings are added first (to a copy of ratings.jsonl's place: the run gets a ratings file of its own
 that the script removes at the end). Prints a markdown table, the machine, the versions and the command.
@@ -67,7 +67,7 @@ def main() -> None:
                 "-m",
                 "vlx",
                 "stage=review",
-                f"run={args.run}",
+                f"stage.run={args.run}",
                 "review.port=0",
                 f"hydra.run.dir={log.with_suffix('')}",
             ],

@@ -100,7 +100,7 @@ class Report:
 
 
 class Server:
-    """`vlx stage=review run=<run>` in a subprocess, its output in `log`."""
+    """`vlx stage=review stage.run=<run>` in a subprocess, its output in `log`."""
 
     def __init__(self, run: Path, hydra_dir: Path, log: Path) -> None:
         self.run, self.hydra_dir, self.log = run, hydra_dir, log
@@ -113,7 +113,7 @@ class Server:
         with self.log.open("a") as out:
             self.offset = out.tell()
             env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-            self.proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"run={self.run}",
+            self.proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"stage.run={self.run}",
                                           "review.port=0", f"hydra.run.dir={self.hydra_dir}"], cwd=REPO,
                                          stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
         deadline = time.monotonic() + START_GUARD_S
@@ -200,9 +200,9 @@ def read_ratings(path: Path) -> tuple[list[dict[str, Any]] | None, list[str], st
 
 
 def run_eval(run: Path, hydra_dir: Path, resamples: int) -> tuple[int, str, dict[str, Any]]:
-    """`vlx stage=eval run=<run>`: exit code, output, metrics.json."""
+    """`vlx stage=eval stage.run=<run>`: exit code, output, metrics.json."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, "-m", "vlx", "stage=eval", f"run={run}", f"eval.resamples={resamples}",
+    res = subprocess.run([sys.executable, "-m", "vlx", "stage=eval", f"stage.run={run}", f"eval.resamples={resamples}",
                           f"hydra.run.dir={hydra_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=1800)  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text()) if res.returncode == 0 else {}

@@ -36,7 +36,7 @@ def main() -> None:
         shutil.copytree(args.run, copy, ignore=shutil.ignore_patterns("ratings.jsonl", "review_sample.json"))
         log = Path(tmp) / "serve.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"run={copy}", "review.port=0",
+            proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"stage.run={copy}", "review.port=0",
                                      f"hydra.run.dir={tmp}/hydra"], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             while not (match := re.search(r"vlx review: (http://\S+/)", log.read_text())):

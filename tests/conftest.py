@@ -29,7 +29,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from vlx.__main__ import CONFIG_DIR, expand_shorthands  # noqa: E402
+from vlx.__main__ import CONFIG_DIR  # noqa: E402
 from vlx.metrics import meteor  # noqa: E402
 
 torch.set_num_threads(1)
@@ -42,16 +42,15 @@ SHARED_ESNLI = Path(os.environ.get("VLX_ESNLIVE_DIR") or REPO.parent / "shared" 
 
 
 def compose_config(*overrides: str, run_dir: Path) -> DictConfig:
-    """conf/ composed with overrides (the CLI's shorthands too), the run directory `run_dir`; HydraConfig set."""
+    """conf/ composed with overrides (as a command line gives them), the run directory `run_dir`; HydraConfig set."""
     if not any(o.startswith("eval_after_infer=") for o in overrides):
         overrides = (*overrides, "eval_after_infer=false")  # scoring has tests of its own; keep the rest fast
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name="config",
-            # the CLI's shorthands too (shots=3 -> shots.k=3), so tests read like command lines
             overrides=[
-                *expand_shorthands(list(overrides)),
+                *overrides,
                 f"hydra.run.dir={run_dir}",
                 f"hydra.runtime.output_dir={run_dir}",
             ],

@@ -255,19 +255,20 @@ def test_vqax_is_scored_the_nlxgpt_way_and_under_protocol_evil_the_evil_way(make
         pred, explanation = build_task("vqax").parse(answers[row["id"]])
         edited.append({**row, "raw": answers[row["id"]], "pred": pred, "explanation": explanation})
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
-    metrics = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false"))
+    metrics = run_stage(make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false"))
     assert metrics["accuracy"] == pytest.approx(1 / 3)  # "Two" is right; orange (3 of 10) and "No" (1 of 10) are not
     assert metrics["any_answer_accuracy"] == pytest.approx(1.0)  # each is one annotator's answer
     assert metrics["n_explained_correct"] == 1 and metrics["n_explained_all"] == 3
     assert metrics["bleu4"] == pytest.approx(1.0)  # the right item's explanation is its reference
     assert metrics["all_bleu4"] < 1.0
-    evil = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false", "eval.protocol=evil"))
+    evil = run_stage(make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false",
+                              "eval.protocol=evil"))
     assert evil["accuracy"] == pytest.approx((1 + 1 + 1 / 3) / 3)  # orange: 3 annotators (1), two: 1, no: 1 of 10
     assert evil["n_explained_correct"] == 3 and evil["evil_weight"] == pytest.approx(1.0)
     written = json.loads((run / "metrics.json").read_text())
     assert written["scoring"]["vqa_rule"] == "evil" and any("e-ViL's rule" in n for n in written["notes"])
-    nlx = run_stage(make_cfg("stage=eval", f"run={run}", "eval.resamples=0", "eval.spice=false", "eval.protocol=evil",
-                             "eval.vqa_rule=nlxgpt"))  # fmt: skip
+    nlx = run_stage(make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false",
+                             "eval.protocol=evil", "eval.vqa_rule=nlxgpt"))  # fmt: skip
     assert nlx["accuracy"] == pytest.approx(1 / 3) and nlx["n_explained_correct"] == 1
 
 

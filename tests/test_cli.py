@@ -44,9 +44,9 @@ def test_missing_data_is_one_clear_message(tmp_path):
         (["task=esnli", "task.csv_dir={tmp}/absent"], "esnlive_test.csv not found"),
         (["task=esnli", f"task.csv_dir={SHARED_ESNLI}", "task.image_dir={tmp}/absent"],
          "task.image_dir='{tmp}/absent': no such folder"),
-        (["stage=eval", "run={tmp}/absent"], "run='{tmp}/absent': no such directory"),
-        (["resume={tmp}/absent"], "resume='{tmp}/absent': no such directory"),
-        (["stage=compare", "runs=[{tmp}/absent,{tmp}/absent]"], "runs='{tmp}/absent': no such directory"),
+        (["stage=eval", "stage.run={tmp}/absent"], "stage.run='{tmp}/absent': no such directory"),
+        (["stage.resume={tmp}/absent"], "stage.resume='{tmp}/absent': no such directory"),
+        (["stage=compare", "stage.runs=[{tmp}/absent,{tmp}/absent]"], "stage.runs='{tmp}/absent': no such directory"),
     ],
 )
 def test_missing_paths_are_refused_before_torch_is_imported(tmp_path, args, message):
@@ -131,7 +131,7 @@ def test_submitit_local_sweep_then_report(tmp_path):
         assert f"model={model}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
         assert (sweep / str(job) / "metrics.json").is_file()
     (sweep / "1" / "metrics.json").unlink()  # an unscored run is listed, not dropped
-    res = vlx("stage=report", f"sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
+    res = vlx("stage=report", f"stage.sweep={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
     assert res.returncode == 0, res.stderr[-3000:]
     table = (sweep / "results.md").read_text().splitlines()
     assert table[0].startswith("| Dataset | Split | Model | Shots | Fine-tuned | Quant | n | Accuracy")

@@ -96,7 +96,7 @@ def test_an_unwritable_sweep_directory_is_one_line(tmp_path):
 
 # --- `+key=value` adding a key vlx never reads --------------------------------------------------------------------
 
-ADDS = "generation, quant, lora, model.processor_kwargs, finetune.trainer_args, judge_model or hydra"
+ADDS = "generation, quant, lora, model.processor_kwargs, finetune.trainer_args or hydra"
 
 
 @contextlib.contextmanager
@@ -170,7 +170,8 @@ def test_adding_a_key_vlx_never_reads_is_named(args, message):
         (["lora=r64", "+lora.use_rslora=true"], "lora.use_rslora"),  # peft's LoraConfig
         (["+model.processor_kwargs.max_pixels=1000"], "model.processor_kwargs.max_pixels"),
         (["+finetune.trainer_args.optim=adamw_torch"], "finetune.trainer_args.optim"),
-        (["stage=judge", "judge=hf", "+judge_model.checkpoint=/models/x"], "judge_model.checkpoint"),
+        (["stage=judge", "judge_model=hf", "judge_model.checkpoint=/models/x"], "judge_model.checkpoint"),
+        (["stage=judge", "judge_model=hf", "+judge_model.processor_kwargs.max_pixels=1"], None),
         (["+optimized_metric=accuracy"], "optimized_metric"),  # what an optimising sweeper reads
         (["model=hf", "model.checkpoint=x", "+model.max_tiles=4"], "model.max_tiles"),  # a family's own option
         (["task=scienceqa", "+task.subset=x"], "task.subset"),  # the task class takes it; its YAML leaves it out
@@ -199,7 +200,9 @@ def test_the_keys_vlx_reads_unset_are_those_its_code_takes():
 
     family = set().union(*(params(cls) for cls in FAMILY_ADAPTERS.values())) - params(HFAdapter)
     assert {f"model.{p}" for p in family} == {k for k in READ_UNSET if k.startswith("model.")}
+    assert {f"judge_model.{p}" for p in family} == {k for k in READ_UNSET if k.startswith("judge_model.")}
     keys = set(known_keys(CONF, ["task=aokvqa"])) | set(known_keys(CONF, ["task=table"]))
+    keys |= set(known_keys(CONF, ["judge_model=llava"]))  # the judge's model, where stage=judge chooses one
     assert all(node == "hydra" or node in keys for node in OPEN_MAPPINGS)
 
 

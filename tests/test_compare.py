@@ -44,7 +44,7 @@ def run_rows(hit_rate: float, copy_rate: float, seed: int) -> list[dict]:
 def scored_run(make_cfg, folder: Path, rows: list[dict], *extra: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_stage(make_cfg("stage=eval", f"run={folder}", "task=esnli", f"eval.resamples={RESAMPLES}", *extra,
+    run_stage(make_cfg("stage=eval", f"stage.run={folder}", "task=esnli", f"eval.resamples={RESAMPLES}", *extra,
                        run_dir=folder / "eval"))  # fmt: skip
     return json.loads((folder / "metrics.json").read_text())
 
@@ -66,7 +66,7 @@ def two_runs(tmp_path_factory):
         verdicts = [{"id": r["id"], "score": [0.0, 1 / 3, 2 / 3, 1.0][(i + shift) % 4] if i % 9 else None}
                     for i, r in enumerate(rows)]  # fmt: skip
         (folder / "verdicts.jsonl").write_text("".join(json.dumps(v) + "\n" for v in verdicts))
-    returned = run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{root / 'B'}]",
+    returned = run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{root / 'B'}]",
                                   f"eval.resamples={RESAMPLES}", run_dir=root / "cmp"))  # fmt: skip
     result = json.loads((root / "cmp" / "comparison.json").read_text())
     yield {"root": root, "a": rows_a, "b": rows_b, "ma": metrics_a, "mb": metrics_b, "result": result,
@@ -154,7 +154,7 @@ def test_calibration_differences(two_runs):
 
 def test_identical_runs_differ_by_nothing(two_runs, tmp_path):
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=compare", f"runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=50",
+    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=50",
                                    run_dir=tmp_path))  # fmt: skip
     result = json.loads((tmp_path / "comparison.json").read_text())
     for key, m in result["metrics"].items():
@@ -171,15 +171,15 @@ def test_refuses_runs_that_cannot_be_paired(two_runs, tmp_path):
     metrics = json.loads((other / "metrics.json").read_text())
     (other / "metrics.json").write_text(json.dumps({**metrics, "split": "dev"}))
     with pytest.raises(ConfigError, match="different splits"):
-        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
     (other / "metrics.json").write_text(json.dumps({**metrics, "protocol": "evil", "explanation_scale": 100.0}))
     with pytest.raises(ConfigError, match="scored differently.*eval.protocol=coco"):
-        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c2"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c2"))
     with pytest.raises(ConfigError, match="needs two runs"):
-        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'}]", run_dir=tmp_path / "c3"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'}]", run_dir=tmp_path / "c3"))
     (other / "metrics.json").unlink()
     with pytest.raises(ConfigError, match="no metrics.json.*stage=eval"):
-        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c4"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c4"))
 
 
 def test_refuses_to_pair_different_items_under_the_same_ids(two_runs, tmp_path):
@@ -195,12 +195,12 @@ def test_refuses_to_pair_different_items_under_the_same_ids(two_runs, tmp_path):
     with pytest.raises(ConfigError, match=r"different items under the same ids: of 60 shared ids, 60 items \(x000: "
                                           r"image, gold; x001: image; x002: image; x003: image, gold; x004: image; "
                                           r"and 55 more\) differ .*Compare runs made over the same data"):  # fmt: skip
-        run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
     assert not (tmp_path / "c1" / "comparison.json").exists()
     texts = [{**r, "text": "another hypothesis"} if r["id"] == "x007" else r for r in two_runs["a"]]
     (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in texts))
     with pytest.raises(ConfigError, match=r"of 55 shared ids, 1 item \(x007: text\) differ"):
-        run_stage(make_cfg("stage=compare", f"runs=[{other},{root / 'B'}]", run_dir=tmp_path / "c2"))
+        run_stage(make_cfg("stage=compare", f"stage.runs=[{other},{root / 'B'}]", run_dir=tmp_path / "c2"))
 
 
 def test_judge_scores_compared_on_items_both_have_verdicts(two_runs):
@@ -225,7 +225,8 @@ def test_judge_scores_compared_on_items_both_have_verdicts(two_runs):
 
 def test_report_against_a_baseline(two_runs, tmp_path):
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=report", f"runs=[{root / 'A'},{root / 'B'}]", f"stage.baseline={root / 'A'}",
+    run_stage(two_runs["make_cfg"]("stage=report", f"stage.runs=[{root / 'A'},{root / 'B'}]",
+                                   f"stage.baseline={root / 'A'}",
                                    f"eval.resamples={RESAMPLES}", run_dir=tmp_path))  # fmt: skip
     table = (tmp_path / "results.md").read_text().splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
@@ -246,7 +247,7 @@ def test_comparison_and_calibration_reach_wandb(two_runs, tmp_path, monkeypatch)
 
     monkeypatch.setenv("WANDB_API_KEY", "local-0123456789abcdef0123456789abcdef01234567")
     root, make_cfg = two_runs["root"], two_runs["make_cfg"]
-    run_stage(make_cfg("stage=compare", f"runs=[{root / 'A'},{root / 'B'}]", "eval.resamples=50", "logger=wandb",
+    run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{root / 'B'}]", "eval.resamples=50", "logger=wandb",
                        run_dir=tmp_path / "cmp"))  # fmt: skip
     (folder,) = (tmp_path / "cmp" / "wandb").glob("offline-run-*")
     wandb_run(folder)
@@ -258,7 +259,7 @@ def test_comparison_and_calibration_reach_wandb(two_runs, tmp_path, monkeypatch)
     assert list((folder / "files" / "media" / "images").glob("comparison_plot_*.png"))
     scored = tmp_path / "A"
     shutil.copytree(root / "A", scored)
-    run_stage(make_cfg("stage=eval", f"run={scored}", "task=esnli", "eval.resamples=20", "logger=wandb",
+    run_stage(make_cfg("stage=eval", f"stage.run={scored}", "task=esnli", "eval.resamples=20", "logger=wandb",
                        run_dir=tmp_path / "ev"))  # fmt: skip
     (folder,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert wandb_run(folder)["summary"]["ece"] == json.loads((scored / "metrics.json").read_text())["ece"]
@@ -280,7 +281,7 @@ def test_plot_names_the_runs_and_centres_zero(two_runs, tmp_path):
     assert low == -high and high >= MIN_HALF_SPAN
     assert all(low <= m["ci"][0] <= m["ci"][1] <= high for m in result["metrics"].values() if m["ci"])
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=compare", f"runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=20",
+    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=20",
                                    run_dir=tmp_path))  # fmt: skip
     same = figure(json.loads((tmp_path / "comparison.json").read_text())).axes[0]
     assert same.get_xlim() == (-MIN_HALF_SPAN, MIN_HALF_SPAN)
@@ -309,7 +310,7 @@ def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path)
     says so by leaving them out, with no numpy warning on the way (CIDEr's idf of no items was log(0))."""
     wrong = [{**r, "pred": ESNLI[(ESNLI.index(r["gold"]) + 1) % 3]} for r in two_runs["a"]]
     scored_run(two_runs["make_cfg"], tmp_path / "W", wrong)
-    run_stage(two_runs["make_cfg"]("stage=compare", f"runs=[{tmp_path / 'W'},{two_runs['root'] / 'B'}]",
+    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{tmp_path / 'W'},{two_runs['root'] / 'B'}]",
                                    "eval.resamples=50", run_dir=tmp_path / "cmp"))  # fmt: skip
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert result["metrics"]["accuracy"]["a"] == 0 and "all_cider" in result["metrics"]
@@ -339,20 +340,20 @@ def test_a_run_still_being_written_is_refused_by_every_reader(two_runs, tmp_path
     with held_by_another_process(busy) as child:
         expected = rf"{busy} is being written by another vlx run \(pid {child.pid} .*\); wait for it to finish"
         for order in ([busy, idle], [idle, busy]):
-            cfg = make_cfg("stage=compare", f"runs=[{order[0]},{order[1]}]", "eval.resamples=50",
+            cfg = make_cfg("stage=compare", f"stage.runs=[{order[0]},{order[1]}]", "eval.resamples=50",
                            run_dir=tmp_path / "cmp")  # fmt: skip
             for call in (run_stage, compare.run):  # the early check, and the stage's own before it reads
                 with pytest.raises(ConfigError, match=expected) as refused:
                     call(cfg)
                 assert "\n" not in str(refused.value)
         assert not (tmp_path / "cmp" / "comparison.json").exists()
-        readers = [("stage=eval", "task=esnli"), ("stage=judge", "judge=tiny_llava"), ("stage=review",)]
+        readers = [("stage=eval", "task=esnli"), ("stage=judge", "judge_model=tiny_llava"), ("stage=review",)]
         for args in readers:
             with pytest.raises(ConfigError, match=expected):
-                run_stage(make_cfg(*args, f"run={busy}", run_dir=tmp_path / "reader"))
+                run_stage(make_cfg(*args, f"stage.run={busy}", run_dir=tmp_path / "reader"))
         with pytest.raises(ConfigError, match=expected):  # the review stage itself, not only the early check
-            review.run(make_cfg("stage=review", f"run={busy}", "review.port=0", run_dir=tmp_path / "reader"))
+            review.run(make_cfg("stage=review", f"stage.run={busy}", "review.port=0", run_dir=tmp_path / "reader"))
     assert {p: p.read_bytes() for p in busy.glob("*.json*")} == before
     # once the writer is gone, the same comparison runs
-    run_stage(make_cfg("stage=compare", f"runs=[{busy},{idle}]", "eval.resamples=50", run_dir=tmp_path / "cmp"))
+    run_stage(make_cfg("stage=compare", f"stage.runs=[{busy},{idle}]", "eval.resamples=50", run_dir=tmp_path / "cmp"))
     assert (tmp_path / "cmp" / "comparison.json").is_file()

@@ -16,13 +16,14 @@ from omegaconf import OmegaConf
 from vlx.__main__ import CONFIG_DIR
 from vlx.stages._common import resolved_config
 
-GROUPS = ["model", "task", "shots", "quant", "lora", "generation", "logger", "stage", "paths", "experiment", "finetune",
-          "eval"]  # fmt: skip
+GROUPS = ["model", "judge_model", "task", "fewshot", "quant", "lora", "generation", "logger", "stage", "paths",
+          "experiment", "finetune", "eval"]  # fmt: skip
 # options with a mandatory value (???) get one
 REQUIRED = {
     "task=explainer_csv": ["task.path=/data/correct.csv"],
     "task=table": ["task.source=/data/mine"],
     "model=hf": ["model.checkpoint=org/model"],
+    "judge_model=hf": ["judge_model.checkpoint=org/model"],
 }
 # arguments the stage passes at run time rather than through config
 RUNTIME_ARGS = {"quantization"}
@@ -70,7 +71,12 @@ def test_every_group_has_its_options():
     assert options("quant") == ["4bit", "nf4", "none"]
     assert options("lora") == ["none", "r64", "r64_lm"]
     assert options("logger") == ["none", "wandb"]
-    assert options("shots") == ["default"]
+    assert options("fewshot") == ["default"]
+    # the judge is any model: each option of conf/model is one of conf/judge_model, which includes it
+    assert options("judge_model") == options("model")
+    for option in options("judge_model"):
+        text = (Path(CONFIG_DIR) / "judge_model" / f"{option}.yaml").read_text()
+        assert f"  - /model/{option}@_here_" in text, option
     assert {"greedy", "seed_sampling"} <= set(options("generation"))
 
 
@@ -92,7 +98,7 @@ def test_option_composes_and_targets_bind(make_cfg, group, option):
 def test_defaults_are_the_seed_setup(make_cfg):
     cfg = make_cfg()
     assert cfg.model.checkpoint == "llava-hf/llava-v1.6-mistral-7b-hf"
-    assert cfg.task.name == "meme" and cfg.shots.k == 0 and not cfg.quant and not cfg.lora
+    assert cfg.task.name == "meme" and cfg.shots == 0 and not cfg.quant and not cfg.lora
     assert cfg.generation.do_sample is False
     assert cfg.model.trust_remote_code is False
 
@@ -161,16 +167,46 @@ def test_stage_modules_expose_run():
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        (["shots=2"], ["shots.k=2"]),
-        (["-m", "shots=0,3", "task=meme"], ["-m", "shots.k=0,3", "task=meme"]),
-        (["shots.k=1", "model=llava"], ["shots.k=1", "model=llava"]),
-        (["shots=default"], ["shots=default"]),
+        (["shots=2"], 2),
+        (["shots=0", "fewshot.strategy=fixed"], 0),
+        (["shots.k=1", "model=llava"], "shots.k=1: shots.k is now shots: write shots=<k>"),
+        (["shots.source=x"], "shots.source=x: shots.source is now fewshot.source"),
     ],
 )
-def test_shots_shorthand(given, expected):
-    from vlx.__main__ import expand_shorthands
+def test_shots_is_a_number_hydra_reads(make_cfg, given, expected):
+    """`shots=2` is the root key itself (Hydra reads the int; nothing rewrites the command line); the old spellings
+    of the shots group are refused with one line naming the new key."""
+    from vlx._cli import config_mistake
 
-    assert expand_shorthands(given) == expected
+    if isinstance(expected, int):
+        assert make_cfg(*given).shots == expected
+        return
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - Hydra's own exception
+        make_cfg(*given)
+    line = config_mistake(caught.value, Path(CONFIG_DIR), given)
+    assert line is not None and line.startswith(expected), line
+
+
+def test_the_schemas_choices_are_those_the_code_takes():
+    """vlx.config_schema writes the word settings' choices out (their modules import torch): the same as the code's."""
+    from vlx.config_schema import RULES
+    from vlx.engine.batches import BATCHING
+    from vlx.engine.decoding import DECODERS
+    from vlx.engine.shots import STRATEGIES
+    from vlx.metrics.explanations import EVIL_REFERENCES
+    from vlx.stages.judge import DECODES
+
+    assert RULES["batching"].choices == BATCHING and RULES["decode"].choices == DECODERS
+    assert RULES["fewshot.strategy"].choices == STRATEGIES and RULES["eval.evil_references"].choices == EVIL_REFERENCES
+    assert DECODES == ("generate", "score")
+
+
+def test_a_sweep_of_shots_is_hydras():
+    """`vlx -m shots=0,3`: a sweep Hydra reads as the ints 0 and 3, one job each."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override("shots=0,3")
+    assert list(override.sweep_iterator()) == [0, 3]
 
 
 def test_pyproject_ships_every_package_and_config_folder():

@@ -56,7 +56,7 @@ def esnli_eval(tmp_path_factory):
     write_predictions(run_dir, rows)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["stage=eval", f"run={run_dir}", "task=esnli", "eval.resamples=200",
+        cfg = compose("config", overrides=["stage=eval", f"stage.run={run_dir}", "task=esnli", "eval.resamples=200",
                                            f"hydra.run.dir={run_dir}/eval"], return_hydra_config=True)  # fmt: skip
     HydraConfig.instance().set_config(cfg)
     returned = run_stage(cfg)
@@ -119,7 +119,7 @@ def meme_rows(n=20, with_scores=True):
 
 
 def eval_cfg(make_cfg, run_dir, *extra):
-    return make_cfg("stage=eval", f"run={run_dir}", "task=meme", "eval.resamples=100", *extra,
+    return make_cfg("stage=eval", f"stage.run={run_dir}", "task=meme", "eval.resamples=100", *extra,
                     run_dir=run_dir / "eval")  # fmt: skip
 
 

@@ -4,8 +4,8 @@ where that can be known; nothing finished is lost, nothing the user made is over
 The cases, by what a user does:
 - the command line: a mistyped key, a group option that does not exist, an override Hydra cannot parse, a group given
   a number, a negative or impossible number of shots, a required key left unset, `task.limit=0` or `abc`, a seed
-  numpy refuses, `lora.r=0`, a `shots.source` its strategy would ignore, `resume=` or `run=` naming a missing
-  directory;
+  numpy refuses, `lora.r=0`, a `fewshot.source` its strategy would ignore, `stage.resume=` or `stage.run=` naming a
+  missing directory;
 - the data: images cut short, corrupt, over PIL's pixel limit, missing, changed while the run goes, in any PIL mode;
   CSV and jsonl files that are not UTF-8, a CSV that is empty or has rows with more or fewer fields than its header;
 - the run directory: two runs writing into one, a stale lock of a killed run, a read-only predictions file, a run
@@ -107,13 +107,13 @@ def test_an_impossible_setting_on_the_command_line_is_vlxs_one_line(tmp_path):
         (["shots=-1"], "shots=-1: use a number of demonstrations >= 0"),
         (["task.limit=0"], "task.limit=0: use a positive number of items"),
         (["task=explainer_csv", "shots=0"], "task.path is not set (task=explainer_csv needs it): add task.path=..."),
-        (["resume=/nonexistent/run"], "resume='/nonexistent/run': no such directory"),
-        (["stage=eval", "run=/nonexistent/run"], "run='/nonexistent/run': no such directory"),
+        (["stage.resume=/nonexistent/run"], "stage.resume='/nonexistent/run': no such directory"),
+        (["stage=eval", "stage.run=/nonexistent/run"], "stage.run='/nonexistent/run': no such directory"),
         (["shots=1000"], "few-shot k=1000 is larger than the pool"),
         (["seed=-1"], "seed=-1: use a whole number from 0 to 2**32 - 1"),
         (["seed=abc"], "seed='abc': use a whole number"),
         (["task.limit=abc"], "task.limit='abc': use a positive number of items"),
-        (["shots=2", "shots.source=/tmp"], "shots.source is read by shots.strategy=from_correct only"),
+        (["shots=2", "fewshot.source=/tmp"], "fewshot.source is read by fewshot.strategy=from_correct only"),
         (["stage=finetune", "task.split=train", "lora=r64", "lora.r=0"], "lora.r=0: use a positive rank"),
         # the inference after training: refused before the training, not after it
         (["stage=finetune", "task.split=train", "lora=r64", "finetune.infer_split=tset"], "esnlive_tset.csv not found"),
@@ -142,11 +142,11 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path):
 def test_eval_and_resume_accept_a_runs_root_or_its_infer_folder(make_cfg, tmp_path):
     root = tmp_path / "finetune-run"  # a fine-tune's or the demo's run: its predictions are in infer/
     run_stage(make_cfg(*TINY_RUN, "task.limit=2", run_dir=root / "infer"))
-    metrics = run_stage(make_cfg("stage=eval", f"run={root}", "eval.resamples=0", run_dir=tmp_path / "eval"))
+    metrics = run_stage(make_cfg("stage=eval", f"stage.run={root}", "eval.resamples=0", run_dir=tmp_path / "eval"))
     assert metrics["n"] == 2 and (root / "infer" / "metrics.json").is_file()
-    summary = run_stage(make_cfg(*TINY_RUN, "task.limit=3", f"resume={root}", run_dir=tmp_path / "elsewhere"))
+    summary = run_stage(make_cfg(*TINY_RUN, "task.limit=3", f"stage.resume={root}", run_dir=tmp_path / "elsewhere"))
     assert summary["new_items"] == 1 and len(lines(root / "infer" / "predictions.jsonl")) == 3
-    run_stage(make_cfg("stage=eval", f"run={root / 'infer' / 'predictions.jsonl'}", "eval.resamples=0",
+    run_stage(make_cfg("stage=eval", f"stage.run={root / 'infer' / 'predictions.jsonl'}", "eval.resamples=0",
                        run_dir=tmp_path / "eval2"))  # fmt: skip
     assert json.loads((root / "infer" / "metrics.json").read_text())["n"] == 3
 
@@ -365,12 +365,13 @@ def test_eval_refuses_two_different_predictions_for_one_id(make_cfg, tmp_path):
     path = tmp_path / "run" / "predictions.jsonl"
     rows = lines(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))  # the same row twice: counted once
-    metrics = run_stage(make_cfg("stage=eval", f"run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+    metrics = run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'run'}", "eval.resamples=0",
+                                 run_dir=tmp_path / "e"))
     assert metrics["n"] == 3
     other = {**rows[1], "pred": "neutral" if rows[1]["pred"] != "neutral" else "entailment"}
     path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, other]))
     with pytest.raises(DataError, match=rf"different predictions for the same id: {rows[1]['id']} \(rows 2 and 4\)"):
-        run_stage(make_cfg("stage=eval", f"run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+        run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e"))
 
 
 def test_a_read_only_predictions_file_is_refused_before_the_model_loads(make_cfg, tmp_path):
@@ -474,7 +475,8 @@ def test_a_full_disk_during_eval_names_the_file_in_one_line(tmp_path):
              "pred": "offensive", "explanation": "e", "raw": "r", "refs": []} for i in range(6)]  # fmt: skip
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot = _on_full_disk(run / "confusion_matrix.png")
-    res = run_vlx("stage=eval", f"run={run}", "task=meme", "eval.resamples=20", f"hydra.run.dir={tmp_path / 'ev'}")
+    res = run_vlx("stage=eval", f"stage.run={run}", "task=meme", "eval.resamples=20",
+                  f"hydra.run.dir={tmp_path / 'ev'}")
     output = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in output, output[-3000:]
     errors = [line for line in output.splitlines() if "[ERROR]" in line or line.startswith("vlx: error")]
@@ -492,7 +494,7 @@ def test_a_full_disk_names_the_file_in_eval_infer_and_judge(make_cfg, tmp_path):
     kept = metrics.read_bytes()
     _on_full_disk(run / f".metrics.json.{os.getpid()}")
     with pytest.raises(OSError) as err:
-        run_stage(make_cfg("stage=eval", f"run={run}", "task=shapes", "eval.resamples=20", "eval.java=false",
+        run_stage(make_cfg("stage=eval", f"stage.run={run}", "task=shapes", "eval.resamples=20", "eval.java=false",
                            run_dir=tmp_path / "ev"))  # fmt: skip
     assert _user_problem(err.value) == f"cannot write {metrics}: {DISK_FULL}" and metrics.read_bytes() == kept
     assert not os.path.lexists(run / f".metrics.json.{os.getpid()}")  # no half-written copy left behind
@@ -519,13 +521,13 @@ def test_broken_json_files_of_a_run_are_named(make_cfg, tmp_path):
         (run / "summary.json").write_text(json.dumps({"run": {"task": "shapes", "model": "tiny_llava"}}))
         (run / "metrics.json").write_text(json.dumps({"n": 3, "accuracy": 0.5}))
     (broken / "metrics.json").write_text('{"n": 3, "accur')  # cut short
-    metrics = run_stage(make_cfg("stage=report", f"runs=[{good},{broken},{gone}]", run_dir=tmp_path / "report"))
+    metrics = run_stage(make_cfg("stage=report", f"stage.runs=[{good},{broken},{gone}]", run_dir=tmp_path / "report"))
     assert metrics["runs"] == 3 and metrics["complete"] == 1
     table = (tmp_path / "report" / "results.md").read_text().splitlines()
     assert f"{broken / 'metrics.json'}: not valid JSON" in table[3] and "no such directory" in table[4]
     (good / "summary.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"summary.json: holds a JSON list, not an object"):
-        run_stage(make_cfg("stage=eval", f"run={good}", run_dir=tmp_path / "eval"))
+        run_stage(make_cfg("stage=eval", f"stage.run={good}", run_dir=tmp_path / "eval"))
 
 
 # --- signals ---------------------------------------------------------------------------------------------------
@@ -747,7 +749,8 @@ def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
     assert by_base != by_adapter  # the fine-tune changed the answers: the comparison means something
     with pytest.raises(ConfigError, match="already holds a merged model"):
         run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
-    metrics = run_stage(make_cfg("stage=eval", f"run={tmp_path / 'ft'}", "eval.resamples=0", run_dir=tmp_path / "e"))
+    metrics = run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'ft'}", "eval.resamples=0",
+                                 run_dir=tmp_path / "e"))
     assert metrics["n"] >= 1  # a fine-tune run's root: its infer/ is scored
 
 
@@ -789,7 +792,7 @@ def test_scores_without_java_are_named_so_and_equal_javas_where_the_tokenizers_a
     java_path = shell.which("java")
     monkeypatch.setenv("PATH", path_without_java(tmp_path))
     write_predictions(tmp_path / "a", rows)
-    cfg = ("stage=eval", f"run={tmp_path / 'a'}", "task=esnli", "eval.resamples=20")
+    cfg = ("stage=eval", f"stage.run={tmp_path / 'a'}", "task=esnli", "eval.resamples=20")
     with pytest.raises(ConfigError, match=re.escape(JAVA_LINE)):
         run_stage(make_cfg(*cfg, run_dir=tmp_path / "e1"))
     assert not (tmp_path / "a" / "metrics.json").exists()
@@ -804,7 +807,7 @@ def test_scores_without_java_are_named_so_and_equal_javas_where_the_tokenizers_a
         pytest.skip("no Java on this machine to compare with")
     monkeypatch.setenv("PATH", str(Path(java_path).parent) + os.pathsep + path_without_java(tmp_path))
     write_predictions(tmp_path / "b", rows)
-    run_stage(make_cfg("stage=eval", f"run={tmp_path / 'b'}", "task=esnli", "eval.resamples=20",
+    run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'b'}", "task=esnli", "eval.resamples=20",
                        run_dir=tmp_path / "e3"))  # fmt: skip
     with_java = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert with_java["protocol"] == "coco" and with_java["meteor"] is not None
@@ -884,8 +887,8 @@ def test_select_correct_reads_its_run_and_writes_into_its_own(make_cfg, tmp_path
     (run / "predictions.jsonl").write_text(json.dumps({"id": "a", "image": "/x/a.png", "text": "h", "gold": "neutral",
                                                        "pred": "neutral", "refs": ["because"]}) + "\n")  # fmt: skip
     with exclusive(run), pytest.raises(ConfigError, match=f"{run} is being written by another vlx run"):
-        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
+        run_stage(make_cfg("stage=select_correct", f"stage.run={run}", run_dir=tmp_path / "sel"))
     (run / ".vlx.lock").unlink()
-    result = run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel"))
+    result = run_stage(make_cfg("stage=select_correct", f"stage.run={run}", run_dir=tmp_path / "sel"))
     assert result["csv"] == str(tmp_path / "sel" / "correct.csv") and result["kept"] == 1
     assert sorted(p.name for p in run.iterdir()) == ["predictions.jsonl"]  # read, never written

@@ -31,7 +31,7 @@ def tiny_llava():
 
 
 def test_prompt_holds_demonstrations_then_the_query(make_cfg, tiny_llava):
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "shots=3", "shots.split=dev", "task.limit=2")
+    cfg = make_cfg("model=tiny_llava", "task=shapes", "shots=3", "fewshot.split=dev", "task.limit=2")
     task = instantiate(cfg.task)
     batch = task.load().examples
     selector = build_shot_selector(cfg, task)
@@ -55,7 +55,7 @@ def test_prompt_holds_demonstrations_then_the_query(make_cfg, tiny_llava):
 
 
 def test_demo_images_can_be_smaller_than_the_query(make_cfg, tiny_llava):
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "shots=2", "shots.split=dev", "task.limit=1")
+    cfg = make_cfg("model=tiny_llava", "task=shapes", "shots=2", "fewshot.split=dev", "task.limit=1")
     task = instantiate(cfg.task)
     batch = task.load().examples
     demos = [build_shot_selector(cfg, task).select(batch[0])]
@@ -81,7 +81,7 @@ def test_esnli_three_shots_is_one_per_class_from_another_split(make_cfg, tmp_pat
     esnli_from_shared(SHARED_ESNLI / "esnlive_dev.csv", tmp_path / "data", limit=40)
     csv_dir, image_dir, _ = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=4)
     cfg = make_cfg("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-                   "task.limit=4", "shots=3", "shots.split=dev", "generation.max_new_tokens=4")  # fmt: skip
+                   "task.limit=4", "shots=3", "fewshot.split=dev", "generation.max_new_tokens=4")  # fmt: skip
     summary = run_stage(cfg)
     rows = read_rows(tmp_path / "run")
     pool = {ex.id: ex for ex in instantiate(cfg.task, split="dev", limit=None).examples()}
@@ -108,8 +108,8 @@ def test_meme_two_shots_from_a_zero_shot_run_on_train(make_cfg, tmp_path):
     right = {"01007", "01021", "01014", "01028"}  # two of each class
     (tmp_path / "zero" / "predictions.jsonl").write_text("".join(
         json.dumps({**r, "pred": r["gold"] if r["id"] in right else None}) + "\n" for r in rows))  # fmt: skip
-    cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={data}", "shots=2", "shots.per_query=true",
-                   f"shots.source={tmp_path / 'zero'}", "generation.max_new_tokens=4")  # fmt: skip
+    cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={data}", "shots=2", "fewshot.per_query=true",
+                   f"fewshot.source={tmp_path / 'zero'}", "generation.max_new_tokens=4")  # fmt: skip
     run_stage(cfg)
     labels = {r["id"]: r["gold"] for r in rows}
     out = read_rows(tmp_path / "run")

@@ -172,7 +172,7 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
     ]
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     sel = tmp_path / "sel"
-    assert run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=sel)) == {
+    assert run_stage(make_cfg("stage=select_correct", f"stage.run={run}", run_dir=sel)) == {
         "kept": 1,
         "total": 2,
         "csv": str(sel / "correct.csv"),
@@ -182,7 +182,7 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
     # a run with nothing right writes no empty CSV (the explainer task would refuse it later)
     (run / "predictions.jsonl").write_text(json.dumps(rows[1]) + "\n")
     with pytest.raises(DataError, match="none of its 1 items was classified correctly"):
-        run_stage(make_cfg("stage=select_correct", f"run={run}", run_dir=tmp_path / "sel2"))
+        run_stage(make_cfg("stage=select_correct", f"stage.run={run}", run_dir=tmp_path / "sel2"))
     assert not (tmp_path / "sel2" / "correct.csv").exists()
 
 

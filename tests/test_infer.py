@@ -102,7 +102,7 @@ def test_skipped_images_are_in_the_summary(make_cfg, tmp_path):
 
 
 def test_paligemma_refuses_demonstrations_before_loading(make_cfg, no_model_loads):
-    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "shots.k=2")
+    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "shots=2")
     with pytest.raises(ConfigError, match=r"shots=2: PaliGemmaAdapter takes 1 image\(s\) per prompt"):
         run_stage(cfg)
 

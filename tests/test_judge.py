@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import lines, placeholder_image, wandb_run
 
-from vlx.__main__ import expand_shorthands, run_stage
+from vlx.__main__ import CONFIG_DIR, run_stage
+from vlx._cli import config_mistake
 from vlx.errors import ConfigError
 from vlx.judging.prompts import JUDGE_PROMPT_VERSION, JUDGE_PROMPTS, prompt_kind
 from vlx.judging.verdicts import VERDICT_SCORES, parse_verdict, read_verdicts
@@ -49,7 +50,8 @@ def finished_run(root: Path, n: int = 10) -> Path:
 
 
 def judge_cfg(make_cfg, run: Path, *extra: str, out: Path | None = None):
-    return make_cfg("stage=judge", f"run={run}", "judge=tiny_llava", "batch_size=3", "eval.resamples=50", *extra,
+    return make_cfg("stage=judge", f"stage.run={run}", "judge_model=tiny_llava", "batch_size=3",
+                    "eval.resamples=50", *extra,
                     run_dir=out or run.parent / "judge-run")  # fmt: skip
 
 
@@ -200,7 +202,7 @@ def test_refuses_to_continue_with_another_prompt_or_judge(make_cfg, tmp_path, mo
     with pytest.raises(ConfigError, match=r"prompt version 'evil-4level-v1'.*'evil-4level-v2'.*stage.judge_name"):
         run_stage(judge_cfg(make_cfg, run))
     monkeypatch.undo()
-    other = judge_cfg(make_cfg, run, "judge=tiny_paligemma", "stage.judge_name=tiny_llava")
+    other = judge_cfg(make_cfg, run, "judge_model=tiny_paligemma", "stage.judge_name=tiny_llava")
     with pytest.raises(ConfigError, match=r"other settings.*judge_model.checkpoint: '\S+llava_next' \(saved\)"):
         run_stage(other)
     with pytest.raises(ConfigError, match=r"max_new_tokens: 20 \(saved\) vs 5 \(now\)"):
@@ -213,20 +215,31 @@ def test_refuses_to_continue_with_another_prompt_or_judge(make_cfg, tmp_path, mo
         run_stage(judge_cfg(make_cfg, run))
 
 
+def hydra_refusal(make_cfg, run: Path, *args: str) -> str:
+    """The one line vlx says for what Hydra refuses to compose (an option or a key the judge's model lacks)."""
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - Hydra's own exception, whichever it raises
+        judge_cfg(make_cfg, run, *args)
+    line = config_mistake(caught.value, Path(CONFIG_DIR), ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava",
+                                                          *args])  # as judge_cfg gives them
+    assert line is not None, caught.value
+    return line
+
+
 def test_mistakes_are_named_before_the_judge_loads(make_cfg, tmp_path, no_model_loads):
     run = finished_run(tmp_path)
-    with pytest.raises(ConfigError, match=r"judge=tiny_lava: no such model option \(did you mean tiny_llava"):
-        run_stage(judge_cfg(make_cfg, run, "judge=tiny_lava"))
-    with pytest.raises(ConfigError, match=r"needs judge=<model>"):
-        run_stage(make_cfg("stage=judge", f"run={run}"))
-    with pytest.raises(ConfigError, match=r"judge_model.chekpoint: .*did you mean judge_model.checkpoint"):
-        run_stage(judge_cfg(make_cfg, run, "judge_model.chekpoint=/x"))
-    with pytest.raises(ConfigError, match=r"judge=tiny_llava: model.checkpoint='/nowhere': no such folder.*"
+    # the judge's model is the judge_model group: Hydra finds an option or a key it lacks, vlx says it in one line
+    assert re.match(r"judge_model=tiny_lava: no such option \(did you mean tiny_llava",
+                    hydra_refusal(make_cfg, run, "judge_model=tiny_lava"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"needs judge_model=<model>"):
+        run_stage(make_cfg("stage=judge", f"stage.run={run}"))
+    assert re.match(r"judge_model.chekpoint=/x: .*did you mean judge_model.checkpoint",
+                    hydra_refusal(make_cfg, run, "judge_model.chekpoint=/x"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"judge_model=tiny_llava: model.checkpoint='/nowhere': no such folder.*"
                                           r"judge_model.<key>"):  # fmt: skip
         run_stage(judge_cfg(make_cfg, run, "judge_model.checkpoint=/nowhere"))
     assert not (run / "judgements").exists()  # nothing written that the right judge could not continue
-    with pytest.raises(ConfigError, match=r"judge=hf: judge_model.checkpoint is not set"):
-        run_stage(judge_cfg(make_cfg, run, "judge=hf"))
+    with pytest.raises(ConfigError, match=r"judge_model=hf: judge_model.checkpoint is not set"):
+        run_stage(judge_cfg(make_cfg, run, "judge_model=hf"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no predictions.jsonl there"):
         run_stage(judge_cfg(make_cfg, tmp_path / "empty"))
@@ -237,12 +250,12 @@ def test_mistakes_are_named_before_the_judge_loads(make_cfg, tmp_path, no_model_
 
 
 def test_judge_model_keys_are_the_judges_yaml(make_cfg, tmp_path):
-    from vlx.stages.judge import judge_model
+    from vlx.stages.judge import judge_model, judge_option
 
-    assert expand_shorthands(["judge_model.dtype=float32", "+judge_model.x=1", "judge=llava"]) == [
-        "+judge_model.dtype=float32", "+judge_model.x=1", "judge=llava"]  # fmt: skip
-    overrides = ["judge=llava", "judge_model.checkpoint=/models/llava", "judge_model.max_tiles=1"]
+    # keys of the judge's YAML are set as a command line gives them, with no `+` and no rewriting
+    overrides = ["judge_model=llava", "judge_model.checkpoint=/models/llava", "judge_model.max_tiles=1"]
     cfg = judge_cfg(make_cfg, tmp_path, *overrides)
+    assert judge_option(cfg) == "llava"
     node = judge_model(cfg)
     assert (node.checkpoint, node.max_tiles, node._target_) == ("/models/llava", 1, "vlx.models.load_adapter")
     assert not node.trust_remote_code  # only when the config asks
@@ -270,11 +283,12 @@ def test_the_command_line(tmp_path):
     from helpers import run_vlx
 
     run = finished_run(tmp_path)
-    args = ["stage=judge", f"run={run}", "judge=tiny_llava", "judge_model.dtype=float32", "eval.resamples=0",
+    args = ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava", "judge_model.dtype=float32",
+            "eval.resamples=0",
             f"hydra.run.dir={tmp_path / 'judge-run'}"]  # fmt: skip
     done = run_vlx(*args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(lines(run / "judgements" / "tiny_llava" / "verdicts.jsonl")) == 10
-    wrong = run_vlx(*args[:2], "judge=tiny_lava", f"hydra.run.dir={tmp_path / 'refused'}")
+    wrong = run_vlx(*args[:2], "judge_model=tiny_lava", f"hydra.run.dir={tmp_path / 'refused'}")
     said = wrong.stdout + wrong.stderr
-    assert wrong.returncode == 2 and "judge=tiny_lava: no such model option" in said and "Traceback" not in said
+    assert wrong.returncode == 2 and "judge_model=tiny_lava: no such option" in said and "Traceback" not in said

@@ -91,9 +91,10 @@ def test_resume_refuses_weights_or_a_chat_template_changed_in_place(make_cfg, tm
     name = next(k for k in sorted(tensors) if "language_model" in k and tensors[k].dim() == 2)
     tensors[name] = tensors[name] + 1  # another training would change every value; one tensor is enough here
     save_file(tensors, weights, metadata=meta)
-    with pytest.raises(ConfigError, match=rf"resume={out}: the run was made with different settings \(saved -> now\)"
+    with pytest.raises(ConfigError,
+                       match=rf"stage.resume={out}: the run was made with different settings \(saved -> now\)"
                                           r": weights: sampled-sha256:\w+ -> sampled-sha256:\w+\. Rerun with"):
-        run_stage(make_cfg(*args, "task.limit=3", f"resume={out}", run_dir=tmp_path / "elsewhere"))
+        run_stage(make_cfg(*args, "task.limit=3", f"stage.resume={out}", run_dir=tmp_path / "elsewhere"))
     assert (out / "predictions.jsonl").read_bytes() == before
     weights.write_bytes(kept)
 
@@ -146,20 +147,20 @@ def _table_runs(make_cfg, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_compare_and_report_list_the_settings_that_differ(make_cfg, tmp_path):
     a, b = _table_runs(make_cfg, tmp_path)
-    run_stage(make_cfg("stage=compare", f"runs=[{a},{b}]", "eval.resamples=20", run_dir=tmp_path / "cmp"))
+    run_stage(make_cfg("stage=compare", f"stage.runs=[{a},{b}]", "eval.resamples=20", run_dir=tmp_path / "cmp"))
     found = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["settings_differences"]
     assert len(found) == 1 and found[0].startswith("prompt: \"[INST] <image>\\nAnswer")
     assert found[0].split(" -> ")[1].lstrip("'\"").startswith("[INST] <image>\\nLook.")
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Settings that differ (manifest.json, A -> B)\n\n- prompt: " in md
 
-    run_stage(make_cfg("stage=compare", f"runs=[{a},{a}]", "eval.resamples=20", run_dir=tmp_path / "same"))
+    run_stage(make_cfg("stage=compare", f"stage.runs=[{a},{a}]", "eval.resamples=20", run_dir=tmp_path / "same"))
     assert "The runs were made with the same settings." in (tmp_path / "same" / "comparison.md").read_text()
 
     old = tmp_path / "old"
     shutil.copytree(a, old)
     (old / "manifest.json").unlink()
-    run_stage(make_cfg("stage=report", f"runs=[{a},{b},{old}]", run_dir=tmp_path / "report"))
+    run_stage(make_cfg("stage=report", f"stage.runs=[{a},{b},{old}]", run_dir=tmp_path / "report"))
     lines = (tmp_path / "report" / "settings.md").read_text().splitlines()
     assert lines[0] == "# Settings that differ (manifest.json)"
     assert lines[2].startswith('- prompt (from character 15): "[INST] <image>\\nAnswer') and lines[2].endswith(" (B)")

@@ -57,7 +57,7 @@ def rows_of(n: int, seed: int, extra_words: int, refs: bool = False, scores: boo
 def scored(make_cfg, folder: Path, rows: list[dict], resamples: int = 50) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_stage(make_cfg("stage=eval", f"run={folder}", "task=esnli", f"eval.resamples={resamples}",
+    run_stage(make_cfg("stage=eval", f"stage.run={folder}", "task=esnli", f"eval.resamples={resamples}",
                        run_dir=folder / "eval"))  # fmt: skip
     return json.loads((folder / "metrics.json").read_text())
 
@@ -81,7 +81,7 @@ def test_a_metric_added_in_one_place_shows_everywhere(explanation_words, make_cf
     assert flat_metrics(metrics_a)["explanation_words"] == metrics_a["explanation_words"]
 
     # compare: the paired difference on the shared items both explain
-    run_stage(make_cfg("stage=compare", f"runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", "eval.resamples=50",
+    run_stage(make_cfg("stage=compare", f"stage.runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", "eval.resamples=50",
                        run_dir=tmp_path / "cmp"))  # fmt: skip
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     by_a = {r["id"]: Prediction.from_json(r) for r in rows_a}
@@ -94,7 +94,7 @@ def test_a_metric_added_in_one_place_shows_everywhere(explanation_words, make_cf
     assert "| explanation_words |" in (tmp_path / "cmp" / "comparison.md").read_text()
 
     # report: a column with each run's value
-    run_stage(make_cfg("stage=report", f"runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", run_dir=tmp_path / "rep"))
+    run_stage(make_cfg("stage=report", f"stage.runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", run_dir=tmp_path / "rep"))
     table = (tmp_path / "rep" / "results.md").read_text().splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     col = header.index("Explanation words")

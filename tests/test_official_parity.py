@@ -135,7 +135,7 @@ def hatred_crafted() -> list[dict]:
 
 
 def _eval(make_cfg, run_dir: Path, *overrides: str) -> dict:
-    run_stage(make_cfg("stage=eval", f"run={run_dir}", "eval.resamples=0", *overrides, run_dir=run_dir / "eval"))
+    run_stage(make_cfg("stage=eval", f"stage.run={run_dir}", "eval.resamples=0", *overrides, run_dir=run_dir / "eval"))
     return json.loads((run_dir / "metrics.json").read_text())
 
 

@@ -74,7 +74,8 @@ def test_eval_says_each_thing_once(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _esnli_rows()))
-    res = run_vlx("stage=eval", f"run={run}", "task=esnli", "eval.resamples=20", f"hydra.run.dir={tmp_path / 'e'}")
+    res = run_vlx("stage=eval", f"stage.run={run}", "task=esnli", "eval.resamples=20",
+                  f"hydra.run.dir={tmp_path / 'e'}")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     log = (tmp_path / "e" / "vlx.log").read_text()
     expected = 1 if spice_missing() else 0

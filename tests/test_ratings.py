@@ -190,7 +190,7 @@ def test_eval_reads_the_ratings(make_cfg, tmp_path):
     store = RatingStore(run / "ratings.jsonl")
     for k, r in enumerate(rows[:20]):
         store.add(r["id"], "ana", ["yes", "weak yes", "weak no", "no"][k % 4])
-    run_stage(make_cfg("stage=eval", f"run={run}", "task=esnli", "eval.resamples=50", run_dir=run / "eval"))
+    run_stage(make_cfg("stage=eval", f"stage.run={run}", "task=esnli", "eval.resamples=50", run_dir=run / "eval"))
     saved = json.loads((run / "metrics.json").read_text())
     right = [k for k, r in enumerate(rows[:20]) if r["pred"] == r["gold"]]
     assert saved["human_score"] == pytest.approx(np.mean([[1, 2 / 3, 1 / 3, 0][k % 4] for k in right]))

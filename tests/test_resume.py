@@ -68,7 +68,7 @@ def test_resume_key_continues_a_given_directory(make_cfg, tmp_path):
     run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=2", "generation.max_new_tokens=4",
                        run_dir=first))  # fmt: skip
     summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=4", "generation.max_new_tokens=4",
-                                 f"resume={first}", run_dir=tmp_path / "elsewhere"))  # fmt: skip
+                                 f"stage.resume={first}", run_dir=tmp_path / "elsewhere"))  # fmt: skip
     assert summary["new_items"] == 2 and len(rows(first)) == 4
 
 

@@ -242,7 +242,8 @@ def _url(log: Path) -> str | None:
 
 
 def _serve(run: Path, log: Path, port: int = 0):
-    proc = start_vlx("stage=review", f"run={run}", f"review.port={port}", f"hydra.run.dir={log.parent / log.stem}",
+    proc = start_vlx("stage=review", f"stage.run={run}", f"review.port={port}",
+                     f"hydra.run.dir={log.parent / log.stem}",
                      log=log)  # fmt: skip
     wait_for(lambda: _url(log) is not None, proc)
     return proc, _url(log)
@@ -368,17 +369,17 @@ def test_mistakes_are_named(make_cfg, tiny_run, tmp_path):
     from vlx.errors import ConfigError
     from vlx.stages.review import bind
 
-    with pytest.raises(ConfigError, match="needs run=<run dir>"):
+    with pytest.raises(ConfigError, match="needs stage.run=<run dir>"):
         run_stage(make_cfg("stage=review"))
     with pytest.raises(ConfigError, match="no predictions.jsonl there"):
-        run_stage(make_cfg("stage=review", f"run={tmp_path}"))
+        run_stage(make_cfg("stage=review", f"stage.run={tmp_path}"))
     with pytest.raises(ConfigError, match="review.sample=0"):
         review_data.load(tiny_run[0], sample=0)
     with pytest.raises(ConfigError, match="review.port=-3"):
         bind("127.0.0.1", -3)
     for empty in ("review.host=", "review.host=null"):
         with pytest.raises(ConfigError, match="review.host is empty"):
-            run_stage(make_cfg("stage=review", f"run={tiny_run[0]}", empty))
+            run_stage(make_cfg("stage=review", f"stage.run={tiny_run[0]}", empty))
     taken = bind("127.0.0.1", 0)
     try:
         with pytest.raises(ConfigError, match="cannot listen there"):

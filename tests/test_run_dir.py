@@ -118,7 +118,7 @@ def test_verdict_and_run_info_round_trip():
 
 
 def _report(make_cfg, runs: list[Path], out: Path) -> str:
-    run_stage(make_cfg("stage=report", f"runs=[{','.join(map(str, runs))}]", run_dir=out))
+    run_stage(make_cfg("stage=report", f"stage.runs=[{','.join(map(str, runs))}]", run_dir=out))
     return (out / "results.md").read_text()
 
 

@@ -31,11 +31,12 @@ def test_a_refused_job_does_not_stop_the_sweep_and_the_report_lists_it(tmp_path,
     assert not (sweep / "1" / "predictions.jsonl").exists()
     errors = [line for line in res.stderr.splitlines() if line.startswith("vlx: error:")]
     assert errors == [f"vlx: error: job 1 (task.limit=0): {LIMIT_0}",
-                      f"vlx: error: 1 of 3 sweep jobs failed; the others finished: vlx stage=report sweep={sweep}"]
+                      "vlx: error: 1 of 3 sweep jobs failed; the others finished: vlx stage=report "
+                      f"stage.sweep={sweep}"]
     assert "Traceback" not in res.stderr + res.stdout
 
     # the report: three rows, the failed one with its setting and its error
-    metrics = run_stage(make_cfg("stage=report", f"sweep={sweep}", run_dir=tmp_path / "report"))
+    metrics = run_stage(make_cfg("stage=report", f"stage.sweep={sweep}", run_dir=tmp_path / "report"))
     assert metrics == {"runs": 3, "complete": 0, "failed": 1}
     table = (sweep / "results.md").read_text().splitlines()
     assert len(table) == 5 and table[0].endswith("| Status | Run |")
@@ -45,7 +46,7 @@ def test_a_refused_job_does_not_stop_the_sweep_and_the_report_lists_it(tmp_path,
 
     # a job still being written by a vlx run is listed as such, not read half-written
     with exclusive(sweep / "2"):
-        run_stage(make_cfg("stage=report", f"sweep={sweep}", run_dir=tmp_path / "report2"))
+        run_stage(make_cfg("stage=report", f"stage.sweep={sweep}", run_dir=tmp_path / "report2"))
         row = (sweep / "results.md").read_text().splitlines()[4]
     assert f"| being written by another vlx run (pid {os.getpid()} on " in row and "tiny_llava" not in row
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -56,31 +55,16 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if name not in STAGES:
         raise VlxError(f"stage={name!r} is not a stage; choose one of {', '.join(STAGES)}")
     from vlx._runtime import quiet_progress_bars, route_library_logs, seed_everything, set_cpu_threads
+    from vlx.config_schema import check_config
     from vlx.stages._early import early_checks
 
+    check_config(cfg)  # every value vlx checks, against its rule, before anything is read or loaded
     early_checks(cfg)  # missing paths, a busy run directory, no Java: said before the seconds of heavy imports
     route_library_logs()  # each library warning once, in vlx.log too, not twice on the console
     quiet_progress_bars()
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=cfg.model.get("tiny") is not None)
     seed_everything(cfg.seed)
     return importlib.import_module(STAGES[name]).run(cfg)
-
-
-# `shots=2` / `shots=0,3` / `shots=-1`: Hydra reads a bare number as an int, which cannot name a config group option,
-# so the shorthand sets the number of shots inside the `shots` group instead (and validate() judges the number).
-_SHOTS_SHORTHAND = re.compile(r"^shots=(?!default$)(.+)$")
-
-
-# `judge_model.checkpoint=/models/x`: keys of the judge's model YAML, which the config holds only as the empty dict
-# `judge_model` (stage=judge reads and checks them against conf/model/<judge>.yaml), so Hydra is told to add them
-_JUDGE_MODEL_KEY = re.compile(r"^judge_model\.[^=]+=")
-
-
-def expand_shorthands(args: list[str]) -> list[str]:
-    """Rewrites `shots=<k>` (or a sweep of k) into `shots.k=<k>` and `judge_model.<key>=<value>` into
-    `+judge_model.<key>=<value>`; other arguments pass unchanged."""
-    args = [f"shots.k={m.group(1)}" if (m := _SHOTS_SHORTHAND.match(a)) else a for a in args]
-    return ["+" + a if _JUDGE_MODEL_KEY.match(a) else a for a in args]
 
 
 def _exit_code(err: KeyboardInterrupt) -> int:
@@ -181,7 +165,7 @@ def main() -> None:
     """The `vlx` console script and `python -m vlx`."""
     from vlx._cli import check_choices, config_mistake
 
-    args = expand_shorthands(sys.argv[1:])
+    args = sys.argv[1:]  # as Hydra reads them: nothing is rewritten
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.raiseExceptions = False  # a full disk: the log file's writes fail quietly, the console says why
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -223,7 +207,7 @@ def _sweep_failed(err: SweepJobFailed) -> None:
         sys.stderr.write(f"vlx: error: job {number} ({' '.join(overrides.get(job, []))}): {record['error']}\n")
     refused = all(record.get("kind") == "refused" for _, record in failed)
     if len(failed) < len(jobs):
-        summary = f"the others finished: vlx stage=report sweep={sweep}"
+        summary = f"the others finished: vlx stage=report stage.sweep={sweep}"
     elif refused and discard_refused_run():
         summary = "nothing was kept"
     else:

@@ -7,24 +7,24 @@ from __future__ import annotations
 import difflib
 import errno
 import inspect
-import re
 from pathlib import Path
 from typing import Any
 
+from vlx.config_schema import moved_key
 from vlx.configs import removed_key
 
 # Where `+key=value` adds a key that vlx reads: mappings handed whole to a library, which checks their keys (generate(),
 # BitsAndBytesConfig, peft's LoraConfig, AutoProcessor, TrainingArguments: vlx refuses one they do not take before the
-# weights load), the judge's model keys (stage=judge checks them against the judge's model YAML), mappings whose keys
-# are the user's own names (columns, labels, splits, files), and Hydra's own settings
-OPEN_MAPPINGS = ("hydra", "generation", "quant", "lora", "judge_model", "model.processor_kwargs",
+# weights load; the judge's model has its processor_kwargs as the model has), mappings whose keys are the user's own
+# names (columns, labels, splits, files), and Hydra's own settings
+OPEN_MAPPINGS = ("hydra", "generation", "quant", "lora", "model.processor_kwargs", "judge_model.processor_kwargs",
                  "finetune.trainer_args", "task.where", "task.aliases", "task.label_values", "task.split_names",
                  "task.release.splits", "task.release.sha256")  # fmt: skip
 # keys vlx reads that conf/ leaves unset: the metric Hydra's optimising sweepers are given, and a model family's own
 # options (its adapter class is known only once the checkpoint is read: LLaVA-NeXT's max_tiles under model=hf)
-READ_UNSET = ("optimized_metric", "model.max_tiles")
+READ_UNSET = ("optimized_metric", "model.max_tiles", "judge_model.max_tiles")
 # `+key=value` is told where it works
-_ADDS = "generation, quant, lora, model.processor_kwargs, finetune.trainer_args, judge_model or hydra"
+_ADDS = "generation, quant, lora, model.processor_kwargs, finetune.trainer_args or hydra"
 
 
 def _options(config_dir: Path, group: str) -> list[str]:
@@ -220,7 +220,7 @@ def _check_added_keys(config_dir: Path, parsed: list[tuple[str, Any]]) -> str | 
         return None
     for arg, override in added:
         key = override.key_or_group
-        if (line := removed_key(key)) is not None:
+        if (line := removed_key(key) or moved_key(key)) is not None:
             return f"{arg}: {line}"
         if any(_reads(key, config) for config in configs):
             continue
@@ -237,16 +237,15 @@ def check_choices(config_dir: Path, args: list[str]) -> str | None:
     before anything runs: an `experiment=<typo>` (an optional group: Hydra silently runs the defaults), a group
     given a number (`quant=4`) or, in a sweep, an option that does not exist, and a `+key=value` that adds a key vlx
     never reads."""
-    for arg in args:
-        match = re.match(r"^\+*(experiment)=(.+)$", arg)
-        if not match:
-            continue
-        group, value = match.groups()
-        options = _options(config_dir, group)
-        for choice in value.split(","):
-            if choice not in options and choice != "null":
-                return f"{arg}: there is no {group} {choice!r}{_did_you_mean(choice, options)}; {_one_of(options)}"
     parsed = _parsed(args)
+    for arg, override in parsed:
+        if override.key_or_group != "experiment":
+            continue
+        options = _options(config_dir, "experiment")
+        for choice in _values(override):
+            if choice is not None and choice not in options:
+                hint = _did_you_mean(str(choice), options)
+                return f"{arg}: there is no experiment {choice!r}{hint}; {_one_of(options)}"
     # options outside conf/ (hydra.searchpath, another config folder) are Hydra's to find
     all_options_here = not any(a.startswith(("hydra.searchpath", "-cp", "-cd", "--config")) for a in args)
     return _check_group_values(config_dir, parsed, all_options_here) or _check_added_keys(config_dir, parsed)
@@ -256,13 +255,14 @@ def config_mistake(err: BaseException, config_dir: Path, args: list[str]) -> str
     """One line for a mistake Hydra found while composing the config from `args` or making the run directory, or
     None for anything else."""
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
     text = str(err)
     if isinstance(err, MissingConfigException):
-        match = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
-        if match:
-            group, choice = match.groups()
-            options = list(getattr(err, "options", None) or _options(config_dir, group))
+        missing = str(err.missing_cfg_file or "")
+        if "/" in missing:  # an option of a group (`judge_model/tiny_lava`), and Hydra's list of the group's options
+            group, choice = missing.rsplit("/", 1)
+            options = list(err.options or _options(config_dir, group))
             return f"{group}={choice}: no such option{_did_you_mean(choice, options)}; {_one_of(options)}"
         return text.splitlines()[0]
     if isinstance(err, OverrideParseException):
@@ -272,9 +272,9 @@ def config_mistake(err: BaseException, config_dir: Path, args: list[str]) -> str
             "spaces, brackets or commas, e.g. 'task.prompt=\"Is it, or not?\"'"
         )
     if isinstance(err, HydraException):
-        match = re.search(r"Could not override '([^']+)'", text)
-        if match:
-            return _unknown_key(match.group(1), config_dir, args)
+        if isinstance(err.__cause__, OmegaConfBaseException) and text.startswith("Could not override"):
+            # Hydra's override of a key the config lacks: OmegaConf's error names it (full_key)
+            return _unknown_key(_overridden_key(err.__cause__, args), config_dir, args)
         return " ".join(line.strip() for line in text.splitlines() if line.strip())
     if isinstance(err, ValueError) and "Config group override must be a string" in text:
         return _check_group_values(config_dir, _parsed(args), all_options_here=False) or text
@@ -283,13 +283,35 @@ def config_mistake(err: BaseException, config_dir: Path, args: list[str]) -> str
     return run_dir_problem(err)
 
 
+def _overridden_key(err: Any, args: list[str]) -> str:
+    """The key of the override Hydra could not apply: the argument whose key holds OmegaConf's `full_key` (the
+    override `a.b.c` where `a.b` is missing names `a.b`)."""
+    full_key = str(getattr(err, "full_key", "") or "")
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")]
+    return next((k for k in keys if k == full_key), None) or next(
+        (k for k in keys if k.startswith(f"{full_key}.")), full_key)  # fmt: skip
+
+
+def _stages_with(key: str, config_dir: Path) -> list[str]:
+    """The stages whose option of the `stage` group has `key` (`run`)."""
+    from omegaconf import OmegaConf
+
+    return sorted(p.stem for p in (config_dir / "stage").glob("*.yaml") if key in OmegaConf.load(p))
+
+
 def _unknown_key(key: str, config_dir: Path, args: list[str]) -> str:
-    """`key=value` for a key the config does not have: `+key=value` where vlx reads it once added."""
+    """`key=value` for a key the config does not have: a key that moved (said where it lives now), a stage's key
+    given to another stage, `+key=value` where vlx reads it once added."""
     arg = next((a for a in args if a.split("=", 1)[0].lstrip("+~") == key), key)
-    if (line := removed_key(key)) is not None:
+    if (line := removed_key(key) or moved_key(key)) is not None:
         return f"{arg}: {line}"
     others = [a for a in args if a != arg]
     config = _compose(config_dir, [a for a in others if "=" in a and not a.startswith(("-", "hydra.", "hydra/"))])
+    if key.startswith("stage.") and (stages := _stages_with(key.split(".")[1], config_dir)):
+        stage = (config or {}).get("stage", {}).get("name", "this stage")
+        return f"{arg}: stage={stage} has no setting {key!r}; it is a setting of stage={', '.join(stages)}"
+    if key.startswith("judge_model.") and config is not None and config.get("judge_model") is None:
+        return f"{arg}: choose the judge first, judge_model=<a conf/model option> (stage=judge)"
     if config is not None and isinstance(config.get(key), dict):
         # `quant={a: 1}`: a group's keys given as a mapping, one of which it does not have
         return (f"{arg}: set {key}'s settings one at a time, {key}.<setting>=<value>; `vlx <your settings> --cfg "

@@ -18,10 +18,9 @@ def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        from vlx.errors import ConfigError
+    from vlx.config_schema import check_value
 
-        raise ConfigError(f"seed={seed!r}: use a whole number from 0 to 2**32 - 1 (numpy's range)")
+    check_value("seed", seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # every device's generator, CUDA's included
@@ -44,11 +43,10 @@ def cpu_threads(setting: int | str, tiny: bool) -> int | None:
     the CPUs this process may use. OMP_NUM_THREADS, when set, is the user's choice and is kept.
     """
     if setting != "auto":
-        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-            from vlx.errors import ConfigError
+        from vlx.config_schema import check_value
 
-            raise ConfigError(f"cpu_threads={setting!r}: use auto or a positive number of threads")
-        return setting
+        check_value("cpu_threads", setting)
+        return int(setting)
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     if tiny:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
 from vlx.errors import ConfigError
 
@@ -50,36 +50,29 @@ def config_dir() -> str:
 
 
 def group_option(group: str, name: str, **overrides: Any) -> DictConfig:
-    """`conf/<group>/<name>.yaml` with the options its defaults list names in the same group merged under it (as
-    Hydra composes them), `overrides` on top, and `${paths.*}` resolvable (the default paths; `paths.output_dir`,
-    which only a run has, left out).
+    """`conf/<group>/<name>.yaml` as Hydra composes it (its defaults list included), `overrides` on top, and
+    `${paths.*}` resolvable (the default paths; `paths.output_dir`, which only a run has, left out).
 
     Raises:
-        ConfigError: no such option.
+        ConfigError: no such option, or one Hydra cannot compose (named in Hydra's words).
     """
-    root = Path(config_dir())
-    node = _with_defaults(root / group, name, seen=())
-    paths = OmegaConf.load(root / "paths" / "default.yaml")
-    del paths["output_dir"]  # unresolved: it names Hydra's run directory
-    composed = OmegaConf.create({"paths": paths, group: node})
-    for key, value in overrides.items():  # a key's value replaced, as a command line's `task.sizes=...` does
-        composed[group][key] = value
-    return composed[group]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
 
-
-def _with_defaults(folder: Path, name: str, seen: tuple[str, ...]) -> DictConfig:
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise ConfigError(f"{folder.name}={name!r} is not an option; choose one of {options}")
-    if name in seen:
-        raise ConfigError(f"{path}: its defaults list comes back to itself ({' -> '.join((*seen, name))})")
-    node = OmegaConf.load(path)
-    merged = OmegaConf.create({})
-    own_placed = False
-    for entry in node.pop("defaults", []):
-        if entry == "_self_":
-            merged, own_placed = OmegaConf.merge(merged, node), True
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a run: the run's own search path
+            composed = compose("config", overrides=[f"{group}={name}"])
         else:
-            merged = OmegaConf.merge(merged, _with_defaults(folder, str(entry), (*seen, name)))
-    return merged if own_placed else OmegaConf.merge(merged, node)
+            with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+                composed = compose("config", overrides=[f"{group}={name}"])
+    except MissingConfigException as err:
+        options = ", ".join(err.options or [])
+        raise ConfigError(f"{group}={name!r} is not an option; choose one of {options}") from err
+    except HydraException as err:
+        raise ConfigError(f"{group}={name}: {' '.join(str(err).split())}") from err
+    with open_dict(composed):
+        del composed.paths["output_dir"]  # unresolved: it names Hydra's run directory
+        for key, value in overrides.items():  # a key's value replaced, as a command line's `task.sizes=...` does
+            composed[group][key] = value
+    return composed[group]

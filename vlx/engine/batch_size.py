@@ -55,7 +55,7 @@ CANDIDATES = 16
 GIB = 1024**3
 
 # what to do about an item that does not fit in memory alone
-MEMORY_ADVICE = ("Free the memory other processes hold, or use quant=nf4, fewer shots or shots.demo_image_size, a "
+MEMORY_ADVICE = ("Free the memory other processes hold, or use quant=nf4, fewer shots or fewshot.demo_image_size, a "
                  "lower generation.max_new_tokens, or a larger GPU")  # fmt: skip
 
 # how a failed allocation reads where it is not a torch.OutOfMemoryError: the CPU allocator (Linux and Windows), a

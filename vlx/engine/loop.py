@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlx.engine.batch_size import MEMORY_ADVICE, BatchChoice, choose_batch_size, is_out_of_memory, release_memory
-from vlx.engine.batches import BATCHING, Prepared, batching_order, prepare_batch, prompt_tokens, split_prepared
+from vlx.engine.batches import Prepared, batching_order, prepare_batch, prompt_tokens, split_prepared
 from vlx.engine.decoding import decode
 from vlx.engine.prefetch import prepared_batches
 from vlx.engine.shots import ShotSelector
@@ -42,12 +42,10 @@ def check_loop_settings(batch_size: Any, batching: Any, loader_workers: Any) -> 
     Raises:
         ConfigError: a setting out of range; the message names it and the values it takes.
     """
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"batch_size={batch_size!r}: use a positive integer or auto")
-    if batching not in BATCHING:
-        raise ConfigError(f"batching={batching!r}: use one of {', '.join(BATCHING)}")
-    if not isinstance(loader_workers, int) or loader_workers < 0:
-        raise ConfigError(f"loader_workers={loader_workers!r}: use 0 (a thread) or a number of processes")
+    from vlx.config_schema import check_value
+
+    for key, value in (("batch_size", batch_size), ("batching", batching), ("loader_workers", loader_workers)):
+        check_value(key, value)
 
 
 @dataclass(frozen=True)

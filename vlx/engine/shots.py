@@ -327,7 +327,7 @@ class ShotSelector:
         return [self.pool[i] for i in picked]
 
 
-def correct_ids_from_predictions(path: str | Path, key: str = "shots.source") -> set[str]:
+def correct_ids_from_predictions(path: str | Path, key: str = "fewshot.source") -> set[str]:
     """Ids of the rows a run predicted correctly (pred == gold), for the `from_correct` strategy.
 
     Args:

@@ -56,7 +56,7 @@ def load_adapter(
     Args:
         checkpoint: hub id or local folder written by `save_pretrained`.
         trust_remote_code: run code shipped with the checkpoint (only for checkpoints you trust).
-        shots: the demonstrations each prompt will hold (a stage's shots.k): refused before the processor and
+        shots: the demonstrations each prompt will hold (the root key shots): refused before the processor and
             weights load where the family's prompts cannot hold their images.
         **options: as `HFAdapter`'s; a family's own (LLaVA-NeXT's max_tiles) only for a checkpoint of that family,
             or null.

@@ -111,7 +111,7 @@ def generate_texts(
                 raise DataError(
                     f"item {name}: the prompt takes {lengths[i]} tokens ({image_tokens[i] if image_tokens else '?'} "
                     f"for images) + {generation.get('max_new_tokens', 20)} new tokens > the model's context of "
-                    f"{limit}. Use fewer shots, shots.demo_image_size, or smaller images."
+                    f"{limit}. Use fewer shots, fewshot.demo_image_size, or smaller images."
                 )
     inputs = on_model(model, inputs)
     tokenizer = processor.tokenizer

@@ -77,7 +77,7 @@ class RunDir:
 
         Args:
             given: what the user gave.
-            key: the setting it came from, for the message (`run`, `resume`, `shots.source`, ...).
+            key: the setting it came from, for the message (`run`, `resume`, `fewshot.source`, ...).
 
         Raises:
             ConfigError: no such folder.
@@ -246,8 +246,9 @@ class RunDir:
         """
         store = self.prediction_store()
         if not store.path.is_file():
-            raise ConfigError(f"run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
-                              f"{doing} a run, pass the directory stage=infer wrote (`run=<run dir>`)")  # fmt: skip
+            raise ConfigError(f"stage.run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
+                              f"{doing} a run, pass the directory stage=infer wrote "
+                              "(`stage.run=<run dir>`)")  # fmt: skip
         rows = read_predictions(store)
         if not rows:
             raise ConfigError(f"{store.path} is empty: nothing to {doing}")

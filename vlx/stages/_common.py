@@ -10,6 +10,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vlx.config_schema import check_section
 from vlx.errors import ConfigError
 
 
@@ -59,10 +60,7 @@ def check_generation(generation: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, sorted(known), n=2)
             hint = f" (did you mean {' or '.join('generation.' + c for c in close)}?)" if close else ""
             raise ConfigError(f"generation.{key} is not a setting of transformers' generate(){hint}")
-    for key in ("max_new_tokens", "num_beams"):
-        value = generation.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"generation.{key}={value!r}: use a positive whole number")
+    check_section("generation", generation)  # max_new_tokens, num_beams: vlx.config_schema's rules
     temperature = generation.get("temperature")
     if generation.get("do_sample") and isinstance(temperature, (int, float)) and temperature <= 0:
         raise ConfigError(f"generation.temperature={temperature!r}: sampling needs a temperature above 0")

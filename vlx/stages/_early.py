@@ -1,10 +1,10 @@
 """What a run can be refused for before its stage's module is imported: torch, transformers and datasets take
 seconds to import, tens of seconds on a loaded machine, and a missing folder should not wait for them.
 
-Checked here, with the same messages the stages give later: the run directories a command names (`run=`,
-`resume=`, `runs=`, `shots.source=`, `finetune.only_correct_from=`) exist; the directory a stage writes into, and
-the runs that eval, judge, review, select_correct and compare read, are not being written by another vlx run; the
-task's data files are there (and e-SNLI-VE's image folder); and Java is there where the infer run will score
+Checked here, with the same messages the stages give later: the run directories a command names (`stage.run=`,
+`stage.resume=`, `stage.runs=`, `fewshot.source=`, `finetune.only_correct_from=`) exist; the directory a stage writes
+into, and the runs that eval, judge, review, select_correct and compare read, are not being written by another vlx run;
+the task's data files are there (and e-SNLI-VE's image folder); and Java is there where the infer run will score
 explanations with it. Everything else is checked where it always was.
 """
 
@@ -19,7 +19,7 @@ from vlx.errors import DataError
 from vlx.run.directory import RunDir
 from vlx.run.lock import check_idle
 
-# stages that read the run named by `run=`
+# stages that read the run named by `stage.run=`
 _RUN_READERS = ("eval", "judge", "review", "select_correct")
 
 
@@ -31,16 +31,17 @@ def early_checks(cfg: DictConfig) -> None:
     """
     check_removed_keys(cfg)  # a key that is gone (model.prompt_template), added with + or from a user's YAML
     stage = cfg.stage.name
-    if stage in _RUN_READERS and cfg.get("run"):
-        check_run_idle(cfg.run, "run")
+    if stage in _RUN_READERS and cfg.stage.get("run"):
+        check_run_idle(cfg.stage.run, "stage.run")
     if stage == "compare":
-        for path in cfg.get("runs") or []:
-            check_run_idle(path, "runs")
+        for path in cfg.stage.get("runs") or []:
+            check_run_idle(path, "stage.runs")
     if stage == "infer":
-        out = RunDir.find(cfg.resume, "resume").path if cfg.get("resume") else Path(cfg.paths.output_dir)
+        resume = cfg.stage.get("resume")
+        out = RunDir.find(resume, "stage.resume").path if resume else Path(cfg.paths.output_dir)
         check_idle(out)
-        if cfg.shots.k and cfg.shots.get("source"):
-            RunDir.find(cfg.shots.source, "shots.source")
+        if cfg.shots and cfg.fewshot.get("source"):
+            RunDir.find(cfg.fewshot.source, "fewshot.source")
     if stage == "finetune" and cfg.finetune.get("only_correct_from"):
         RunDir.find(cfg.finetune.only_correct_from, "finetune.only_correct_from")
     if stage in ("infer", "finetune"):

@@ -72,10 +72,18 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
+def shot_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The demonstrations as one section, `k` (the root `shots`) and the `fewshot` group's keys: the shape of the
+    `shots` group before it split, so that a run made then compares equal (`shots.k`, `shots.strategy`, ...)."""
+    fewshot = OmegaConf.to_container(cfg.fewshot, resolve=True)
+    assert isinstance(fewshot, dict)
+    return {"k": cfg.shots, **fewshot}
+
+
 def output_config(cfg: DictConfig, keys: OutputKeys = INFER_KEYS) -> dict[str, Any]:
     """The resolved config keys that change outputs, flattened (`model.checkpoint`, `generation.top_p`, ...), and
     the stage that writes them."""
-    resolved = resolved_config(cfg)
+    resolved = {**resolved_config(cfg), "shots": shot_settings(cfg)}
     data = {s: resolved[s] for s in keys.sections if s in resolved}
     flat = {k: v for k, v in _flatten(data, "").items() if k not in keys.neutral}
     return {"stage.name": cfg.stage.name, **flat}
@@ -111,7 +119,7 @@ WARNED = ("versions", "batches")
 
 def check_manifest(out: Path, current: manifest.Manifest, has_outputs: bool, label: str) -> None:
     """Records the run's manifest, or, when outputs exist, refuses a manifest that differs from theirs (`label`
-    names the run directory in the message: `resume=<dir>` or the folder).
+    names the run directory in the message: `stage.resume=<dir>` or the folder).
 
     Raises:
         ConfigError: the outputs were made with another model, prompt or decoding (every difference listed).
@@ -147,7 +155,7 @@ def infer_manifest(cfg: DictConfig, model: Any, task: Any, selector: Any, first:
     sampling = bool(generation.get("do_sample"))
     return manifest.build(
         model, stage=cfg.stage.name, task={"name": task.name, "split": task.split}, seed=cfg.seed, prompt=prompt,
-        lora_adapter=cfg.model.adapter, shots=OmegaConf.to_container(cfg.shots, resolve=True), decode=cfg.decode,
+        lora_adapter=cfg.model.adapter, shots=shot_settings(cfg), decode=cfg.decode,
         generation=generation, batches={"batch_size": cfg.batch_size, "batching": cfg.batching} if sampling else None,
     )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """The compare stage: is run B better than run A on the items both answered? Paired tests of every metric.
 
-    vlx stage=compare 'runs=[outputs/A,outputs/B]'          # A is the baseline; differences are B - A
+    vlx stage=compare 'stage.runs=[outputs/A,outputs/B]'          # A is the baseline; differences are B - A
 
 Both runs must be scored (`stage=eval`) on the same task and split; the comparison uses the items whose id both
 runs predicted, and says how many. An id pairs only the same item: where the two runs' rows for one id differ in
@@ -61,7 +61,7 @@ def _load(run: Path) -> dict[str, Any]:
     check_idle(run)
     folder = RunDir(run)
     if not folder.metrics_file.is_file():
-        raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval run={run}")
+        raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval stage.run={run}")
     metrics = folder.results()
     rows = {r.id: r for r in folder.predictions("compare")}
     items_path = folder.explanation_items
@@ -87,7 +87,7 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
         fix = " ".join(f"eval.{k}={v}" for k, v in a["scoring"].record().items() if k != "seed")
         raise ConfigError(
             f"the runs' answers were scored by different rules ({a['scoring'].record()} in {a['dir']}, "
-            f"{b['scoring'].record()} in {b['dir']}): rescore one, e.g. vlx stage=eval run={b['dir']} {fix} "
+            f"{b['scoring'].record()} in {b['dir']}): rescore one, e.g. vlx stage=eval stage.run={b['dir']} {fix} "
             f"eval.seed={a['scoring'].seed}"
         )
 
@@ -137,7 +137,7 @@ def check_same_explanation_scoring(a: dict[str, Any], b: dict[str, Any]) -> None
                         (" eval.java=false" if protocol.endswith(NO_JAVA) else ""))  # fmt: skip
             raise ConfigError(f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
                               f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
-                              f"stage=eval run={b['dir']} {settings}")  # fmt: skip
+                              f"stage=eval stage.run={b['dir']} {settings}")  # fmt: skip
     model_a, model_b = (r["metrics"].get("bertscore", {}).get("model") for r in (a, b))
     if model_a != model_b:
         raise ConfigError(f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
@@ -173,7 +173,7 @@ def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndar
     try:
         va, vb = read_verdicts(a["dir"], judge), read_verdicts(b["dir"], judge)
     except ConfigError as err:  # one run judged, or several judges and none named
-        notes.append(f"judge scores not compared: {err} (name the judge with judge=<name>)")
+        notes.append(f"judge scores not compared: {err} (name the judge with stage.judge=<name>)")
         return {}
     right_a, right_b = (np.asarray([is_correct(r["rows"][i], scoring=r["scoring"]) for i in ids]) for r in (a, b))
     return judge_differences([va.get(i) for i in ids], [vb.get(i) for i in ids], right_a, right_b, counts, level)
@@ -268,7 +268,7 @@ def _cut(text: str) -> str:
 def run_labels(run_a: Path, run_b: Path) -> tuple[str, str, str, str]:
     """Names of two runs for the plot's title: (label A, label B, folder A, folder B).
 
-    A label is the overrides the run was made with that the other run lacks (`model=tiny_llava`, `shots.k=3`), so
+    A label is the overrides the run was made with that the other run lacks (`model=tiny_llava`, `shots=3`), so
     a sweep's jobs 0 and 1 are told apart by what was swept; where the overrides do not tell them apart (or were not
     recorded), the label is the end of the run's path that differs from the other's. The folders are those ends.
     """
@@ -343,15 +343,15 @@ def write(result: dict[str, Any], out: Path, stem: str = "comparison") -> tuple[
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    runs = [Path(r) for r in (cfg.runs or [])]
+    runs = [Path(r) for r in (cfg.stage.runs or [])]
     if len(runs) != 2:
-        raise ConfigError(f"stage=compare needs two runs, runs=[<baseline A>,<run B>]; got {len(runs)}")
+        raise ConfigError(f"stage=compare needs two runs, stage.runs=[<baseline A>,<run B>]; got {len(runs)}")
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     from vlx.stages.evaluation import check_settings
 
     check_settings(settings)
     out = run_dir(cfg)
-    result = compare_runs(runs[0], runs[1], settings, judge=cfg.get("judge"))
+    result = compare_runs(runs[0], runs[1], settings, judge=cfg.stage.judge)
     json_path, md_path, png = write(result, out)
     log.info("comparison of %d shared items -> %s\n%s", result["n_shared"], json_path, md_path.read_text())
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None

@@ -1,9 +1,9 @@
 """The eval stage: predictions.jsonl -> metrics.json (+ confusion matrix and reliability PNGs), comparable with
 published numbers.
 
-    vlx stage=eval run=outputs/2026-11-30/12-00-00
-    vlx stage=eval run=<run> eval.protocol=evil eval/bertscore=distilbert      # e-ViL's own code and BERTScore
-    vlx stage=eval run=<meme run> task.references=/data/hatred/train.jsonl     # Hateful Memes explanations (HatReD)
+    vlx stage=eval stage.run=outputs/2026-11-30/12-00-00
+    vlx stage=eval stage.run=<run> eval.protocol=evil eval/bertscore=distilbert   # e-ViL's own code and BERTScore
+    vlx stage=eval stage.run=<meme run> task.references=/data/hatred/train.jsonl  # Hateful Memes explanations (HatReD)
 
 Classification: accuracy, macro-F1, per-class P/R/F1, confusion matrix; for binary tasks AUROC (from label
 probabilities, when the predictions carry `scores`) and binary F1; with `scores`, calibration (ECE, Brier, NLL and
@@ -23,7 +23,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.errors import ConfigError, writing
+from vlx.config_schema import check_section
+from vlx.errors import writing
 from vlx.metrics.registry import LOG, WANDB, intervals_record, protocol_of
 from vlx.metrics.values import format_table, read_values, row_metric_values, scalars
 from vlx.run.directory import RunDir
@@ -42,26 +43,11 @@ log = logging.getLogger(__name__)
 
 def check_settings(settings: dict[str, Any]) -> None:
     """The `eval` settings that a run would otherwise find wrong only when it scores, at its end."""
-    resamples, level = settings.get("resamples"), settings.get("level")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
-        raise ConfigError(f"eval.resamples={resamples!r}: use 0 (no intervals) or a number of bootstrap resamples")
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ConfigError(f"eval.level={level!r}: use a coverage between 0 and 1, e.g. 0.95")
     from vlx.metrics.text import check_protocol
 
+    check_section("eval", {"resamples": None, "level": None, **settings})  # the two have no default
     check_protocol(protocol_of(settings))
-    from vlx.metrics.explanations import EVIL_REFERENCES
-
-    if settings.get("evil_references", "auto") not in EVIL_REFERENCES:
-        raise ConfigError(f"eval.evil_references={settings.get('evil_references')!r}: use one of "
-                          f"{', '.join(EVIL_REFERENCES)}")  # fmt: skip
-    if not isinstance(settings.get("java", True), bool):
-        raise ConfigError(f"eval.java={settings.get('java')!r}: use true (METEOR, SPICE and the official PTB "
-                          "tokenizer, all Java) or false (none of them: scores named <protocol>_no_java)")  # fmt: skip
     Scoring.from_settings("", settings)  # eval.vqa_rule and eval.unparsed
-    bins = settings.get("calibration_bins", 15)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ConfigError(f"eval.calibration_bins={bins!r}: use a number of equal-width bins >= 1, e.g. 15")
 
 
 def task_info(run_dir: Path, cfg: DictConfig) -> RunInfo:
@@ -218,8 +204,8 @@ def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> 
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Scores `cfg.run` (or this run's directory); returns the scalar metrics."""
-    run_dir = RunDir.find(cfg.run, "run").path if cfg.run else Path(cfg.paths.output_dir)
+    """Scores `stage.run` (or this run's directory); returns the scalar metrics."""
+    run_dir = RunDir.find(cfg.stage.run, "stage.run").path if cfg.stage.run else Path(cfg.paths.output_dir)
     settings = OmegaConf.to_container(cfg.eval, resolve=True)
     check_settings(settings)
     with exclusive(run_dir):  # not while an infer run still writes there

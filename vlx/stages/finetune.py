@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import Trainer, TrainingArguments
 
 from vlx import distributed
+from vlx.config_schema import check_value
 from vlx.engine.shots import correct_ids_from_predictions
 from vlx.errors import ConfigError, interrupted
 from vlx.finetuning.arguments import one_gpu_per_process, split_batch, trainer_arguments
@@ -69,22 +70,11 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.model.adapter is not None:
         raise ConfigError("model.adapter is set: fine-tuning starts a new adapter from the base; unset it")
-    if cfg.shots.k:
+    if cfg.shots:
         raise ConfigError("shots>0 has no meaning for fine-tuning; use shots=0")
-    ft = cfg.finetune
-    for key in ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
-        value = ft[key]
-        if not is_number(value) or value <= 0:  # NaN and inf too: NaN <= 0 is False
-            raise ConfigError(f"finetune.{key}={value!r}: use a positive number")
-    for key in ("weight_decay", "warmup_steps"):
-        value = ft[key]
-        if not is_number(value) or value < 0:
-            raise ConfigError(f"finetune.{key}={value!r}: use a number >= 0 (the seed's is {DEFAULTS[key]})")
+    ft = cfg.finetune  # each value against its rule: vlx.config_schema, before the stage runs
     if ft.save_strategy == "steps" and (not is_number(ft.save_steps) or ft.save_steps <= 0):
         raise ConfigError(f"finetune.save_steps={ft.save_steps!r}: use a positive number of steps")
-    workers = ft.dataloader_num_workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"finetune.dataloader_num_workers={workers!r}: use 0 (load in the main process) or more")
     steps, epochs = ft.max_steps, ft.epochs
     if (
         isinstance(steps, bool)
@@ -97,15 +87,11 @@ def validate(cfg: DictConfig) -> None:
             f"of steps > 0 (max_steps=-1 runs the epochs)"
         )
     lora = build_group("lora", cfg.lora)  # a setting peft.LoraConfig refuses, before any weights load
-    if isinstance(lora.r, bool) or not isinstance(lora.r, int) or lora.r < 1:  # peft refuses it only on the model
-        raise ConfigError(f"lora.r={lora.r!r}: use a positive rank (the seed's is 64)")
+    check_value("lora.r", lora.r)  # peft refuses it only on the model
     if ft.infer_split:  # what the inference after training needs, before hours of training
         check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
         if cfg.eval_after_infer:
             check_eval_settings(OmegaConf.to_container(cfg.eval, resolve=True))
-        limit = ft.get("infer_limit")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"finetune.infer_limit={limit!r}: use a positive number of items, or null for the split")
         examples = instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
         if cfg.eval_after_infer:  # scoring the explanations after training needs Java: said before hours of it
             check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in examples))

@@ -19,9 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx import distributed
-from vlx.engine.decoding import DECODERS
-from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
-from vlx.engine.shots import STRATEGIES, ShotSelector, correct_ids_from_predictions, minilm_embedder
+from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
+from vlx.engine.shots import ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.errors import ConfigError
 from vlx.metrics.coco import check_java
 from vlx.models.hf import VLMAdapter, check_images_per_prompt, check_trained_prompt
@@ -56,15 +55,8 @@ log = logging.getLogger(__name__)
 
 def validate(cfg: DictConfig) -> None:
     """Rules that span config fields, checked before any data or weights load."""
-    check_loop_settings(cfg.batch_size, cfg.batching, cfg.loader_workers)
-    if not isinstance(cfg.shots.k, int) or cfg.shots.k < 0:
-        raise ConfigError(f"shots={cfg.shots.k!r}: use a number of demonstrations >= 0")
-    if cfg.shots.strategy != "auto" and cfg.shots.strategy not in STRATEGIES:
-        raise ConfigError(f"shots.strategy={cfg.shots.strategy!r}: use auto or one of {', '.join(STRATEGIES)}")
-    if cfg.decode not in DECODERS:
-        raise ConfigError(f"decode={cfg.decode!r}: use one of {', '.join(DECODERS)}")
     # the family's own limit (PaliGemma's one image) is checked by load_adapter, once config.json names the family
-    check_images_per_prompt(cfg.model.get("max_images"), "the model (model.max_images)", cfg.shots.k)
+    check_images_per_prompt(cfg.model.get("max_images"), "the model (model.max_images)", cfg.shots)
     check_adapter_path(cfg.model.adapter)
     check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
     if cfg.eval_after_infer:
@@ -72,31 +64,32 @@ def validate(cfg: DictConfig) -> None:
 
 
 def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
-    """The demonstration selector for `cfg.shots` (None for zero-shot), its pool read from `shots.split`."""
-    shots = cfg.shots
-    if shots.k == 0:
+    """The demonstration selector for `cfg.shots` demonstrations drawn as `cfg.fewshot` says (None for zero-shot),
+    its pool read from `fewshot.split`."""
+    k, fewshot = cfg.shots, cfg.fewshot
+    if k == 0:
         return None
-    strategy = task.shot_strategy if shots.strategy == "auto" else shots.strategy
-    if shots.source is not None and strategy != "from_correct":  # it would be ignored: say so rather than guess
+    strategy = task.shot_strategy if fewshot.strategy == "auto" else fewshot.strategy
+    if fewshot.source is not None and strategy != "from_correct":  # it would be ignored: say so rather than guess
         raise ConfigError(
-            f"shots.source is read by shots.strategy=from_correct only, and this run's strategy is {strategy}: add "
-            f"shots.strategy=from_correct, or leave shots.source out"
+            f"fewshot.source is read by fewshot.strategy=from_correct only, and this run's strategy is {strategy}: "
+            f"add fewshot.strategy=from_correct, or leave fewshot.source out"
         )
-    if shots.split == task.split:
+    if fewshot.split == task.split:
         log.warning(
             "demonstrations come from the queries' own split %r (each query is kept out of its own)", task.split
         )
-    pool = instantiate(cfg.task, split=shots.split, limit=None).examples()
+    pool = instantiate(cfg.task, split=fewshot.split, limit=None).examples()
     if not any(ex.explanations for ex in pool):
         log.info("the %s pool has no explanations: demonstrations show the label alone (add task.references)",
-                 shots.split)  # fmt: skip
+                 fewshot.split)  # fmt: skip
     correct = None
-    if strategy == "from_correct" and shots.source is not None:
-        correct = correct_ids_from_predictions(shots.source)
-    log.info("few-shot: k=%d, strategy %s, pool %s (%d items)", shots.k, strategy, shots.split, len(pool))
+    if strategy == "from_correct" and fewshot.source is not None:
+        correct = correct_ids_from_predictions(fewshot.source)
+    log.info("few-shot: k=%d, strategy %s, pool %s (%d items)", k, strategy, fewshot.split, len(pool))
     return ShotSelector(
-        pool, task.labels, shots.k, strategy, seed=shots.seed, per_query=shots.per_query, correct_ids=correct,
-        ids=list(shots.ids), balanced=shots.balanced, embed=minilm_embedder() if strategy == "similar" else None,
+        pool, task.labels, k, strategy, seed=fewshot.seed, per_query=fewshot.per_query, correct_ids=correct,
+        ids=list(fewshot.ids), balanced=fewshot.balanced, embed=minilm_embedder() if strategy == "similar" else None,
     )  # fmt: skip
 
 
@@ -177,9 +170,9 @@ def run_info(cfg: DictConfig, task: Task) -> RunInfo:
         model=choices.get("model", cfg.model._target_),
         checkpoint=cfg.model.checkpoint,
         adapter=cfg.model.adapter,
-        shots=cfg.shots.k,
-        shot_strategy=(task.shot_strategy if cfg.shots.strategy == "auto" else cfg.shots.strategy)
-        if cfg.shots.k
+        shots=cfg.shots,
+        shot_strategy=(task.shot_strategy if cfg.fewshot.strategy == "auto" else cfg.fewshot.strategy)
+        if cfg.shots
         else None,
         quant=choices.get("quant", "none" if not cfg.quant else "custom"),
         generation=choices.get("generation"),
@@ -190,7 +183,8 @@ def run_info(cfg: DictConfig, task: Task) -> RunInfo:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Runs the model over the task split; returns the summary (also in summary.json)."""
     validate(cfg)
-    out = RunDir.find(cfg.resume, "resume").path if cfg.get("resume") else run_dir(cfg)
+    resume = cfg.stage.get("resume")
+    out = RunDir.find(resume, "stage.resume").path if resume else run_dir(cfg)
     with exclusive(out):  # one writer per run directory
         task = build_task(cfg)
         split = task.load()  # every file, row and image checked before the model loads
@@ -256,7 +250,7 @@ def load_model(cfg: DictConfig, task: Task) -> VLMAdapter:
     the shots), with a warning where the task's prompt is not the one an adapter was trained with."""
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
     model: VLMAdapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant),
-                                                               shots=cfg.shots.k)  # fmt: skip
+                                                               shots=cfg.shots)  # fmt: skip
     check_trained_prompt(model.trained_prompt, task.prompt)
     return model
 
@@ -281,11 +275,11 @@ def predict(
     # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or compared
     # with the record of the predictions already made
     check_manifest(out, infer_manifest(cfg, model, task, selector, first), done_before > 0,
-                   f"resume={cfg.resume}" if cfg.get("resume") else str(out))  # fmt: skip
+                   f"stage.resume={cfg.stage.resume}" if cfg.stage.get("resume") else str(out))  # fmt: skip
     settings = LoopSettings(
         decode=cfg.decode, generation=OmegaConf.to_container(cfg.generation, resolve=True), batch_size=cfg.batch_size,
         batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers, on_bad_image=task.on_bad_image,
-        selector=selector, demo_image_size=cfg.shots.demo_image_size,
+        selector=selector, demo_image_size=cfg.fewshot.demo_image_size,
     )  # fmt: skip
 
     def row(answer: Answer) -> Prediction:

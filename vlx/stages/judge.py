@@ -1,8 +1,8 @@
 """The judge stage: a local model judges the explanations of a finished run on e-ViL's four-level scale.
 
-    vlx stage=judge run=outputs/2026-11-30/12-00-00 judge=llava quant=4bit      # LLaVA-v1.6-Mistral-7B, 4-bit
-    vlx stage=judge run=<run dir> judge=hf judge_model.checkpoint=/models/my-vlm # any model vlx loads
-    vlx stage=judge run=<run dir> judge=tiny_llava                                # a tiny model, to try it on a CPU
+    vlx stage=judge stage.run=outputs/2026-11-30/12-00-00 judge_model=llava quant=4bit   # LLaVA-v1.6-Mistral-7B, 4-bit
+    vlx stage=judge stage.run=<run dir> judge_model=hf judge_model.checkpoint=/models/x  # any model vlx loads
+    vlx stage=judge stage.run=<run dir> judge_model=tiny_llava                           # a tiny model, on a CPU
 
 For every prediction the judge sees the item's image, its text, the predicted label and the explanation, and is
 asked whether the explanation justifies the label: yes / weak yes / weak no / no (`vlx.judging.prompts`). Its
@@ -24,7 +24,6 @@ supported.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import re
 from collections.abc import Iterator
@@ -37,8 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx import distributed
 from vlx._runtime import set_cpu_threads
-from vlx.configs import config_dir, group_option
-from vlx.engine.loop import Answer, LoopResult, LoopSettings, check_loop_settings, run_batches
+from vlx.config_schema import RULES
+from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
 from vlx.errors import ConfigError, writing
 from vlx.judging.prompts import ANSWER_TEXTS, JUDGE_PROMPT_VERSION, JUDGE_PROMPTS, prompt_kind
 from vlx.judging.verdicts import item_score, parse_verdict
@@ -51,7 +50,7 @@ from vlx.run.lock import exclusive
 from vlx.run.records import VERDICTS, Prediction, RunInfo, Verdict
 from vlx.run.store import JsonlStore, check_writable, read_json, unique_rows, write_json
 from vlx.stages import evaluation
-from vlx.stages._common import build_quantization, resolved_config
+from vlx.stages._common import build_quantization, config_choices, resolved_config
 from vlx.tasks import Task
 from vlx.tasks.answers import Scoring, is_correct
 from vlx.tasks.images import check_images
@@ -60,7 +59,7 @@ from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
 
-DECODES = ("generate", "score")
+DECODES = RULES["stage.decode"].choices  # generate | score
 # judge model keys that change no verdict (placement and how attention is computed: same outputs, as for infer)
 NEUTRAL_MODEL_KEYS = frozenset({"device_map", "attn_implementation", "compile"})
 # the W&B table: each verdict beside its prediction
@@ -70,61 +69,42 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def validate(cfg: DictConfig) -> None:
     """Settings checked before anything is read or loaded."""
-    if not cfg.get("run"):
-        raise ConfigError("stage=judge needs run=<run dir>: the directory of a finished infer run to judge")
-    if not cfg.get("judge"):
+    if not cfg.stage.get("run"):
+        raise ConfigError("stage=judge needs stage.run=<run dir>: the directory of a finished infer run to judge")
+    if not cfg.get("judge_model"):
         raise ConfigError(
-            "stage=judge needs judge=<model>: the conf/model option that judges, e.g. judge=llava quant=4bit "
-            "(judge=tiny_llava tries it on a CPU)"
+            "stage=judge needs judge_model=<model>: the conf/model option that judges, e.g. judge_model=llava "
+            "quant=4bit (judge_model=tiny_llava tries it on a CPU)"
         )
     if distributed.world_size() > 1:  # every rank would judge every item into the one verdicts file
         raise ConfigError(
             "stage=judge runs in one process: start it with `vlx ...`, not under accelerate launch or torchrun "
             "(judge_model.device_map=auto already spreads a judge too large for one GPU over several)"
         )
-    check_loop_settings(cfg.batch_size, cfg.batching, cfg.loader_workers)
-    stage = cfg.stage
-    if stage.decode not in DECODES:
-        raise ConfigError(f"stage.decode={stage.decode!r}: use one of {', '.join(DECODES)}")
-    tokens = stage.max_new_tokens
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise ConfigError(f"stage.max_new_tokens={tokens!r}: use a positive whole number")
+    stage = cfg.stage  # its values against their rules: vlx.config_schema, before the stage runs
     if stage.judge_name is not None and not _NAME.match(str(stage.judge_name)):
         raise ConfigError(f"stage.judge_name={stage.judge_name!r}: use a folder name (letters, digits, . _ -)")
     evaluation.check_settings(OmegaConf.to_container(cfg.eval, resolve=True))
 
 
+def judge_option(cfg: DictConfig) -> str:
+    """The `judge_model` option that judges (llava), as Hydra recorded the choice."""
+    return config_choices().get("judge_model") or str(cfg.judge_model.get("_target_", "judge_model"))
+
+
 def judge_model(cfg: DictConfig) -> DictConfig:
-    """The judge's model config: conf/model/<judge>.yaml (with its defaults), `judge_model.*` on top, resolved
-    against this run's `paths`.
+    """The judge's model config, as Hydra composed it: conf/judge_model/<option>.yaml (conf/model/<option>.yaml),
+    `judge_model.*` from the command line on top (Hydra refuses a key the option does not have).
 
     Raises:
-        ConfigError: no such model option, or a `judge_model` key that the option does not have.
+        ConfigError: a required key of the option (`???`: judge_model.checkpoint under judge_model=hf) not set.
     """
-    name = str(cfg.judge)
-    options = sorted(p.stem for p in (Path(config_dir()) / "model").glob("*.yaml"))
-    if name not in options:
-        close = difflib.get_close_matches(name, options, n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ConfigError(f"judge={name}: no such model option{hint}; choose one of {', '.join(options)} (conf/model)")
-    own = group_option("model", name)
-    given = cfg.get("judge_model")
-    overrides = OmegaConf.to_container(given, resolve=True) if given else {}
-    for key in overrides:
-        if key not in own:
-            close = difflib.get_close_matches(key, list(own), n=2)
-            hint = f" (did you mean {' or '.join('judge_model.' + c for c in close)}?)" if close else ""
-            raise ConfigError(f"judge_model.{key}: judge={name} has no setting {key!r}{hint}; its settings are "
-                              f"those of conf/model/{name}.yaml")  # fmt: skip
-    # under the name the command line sets its keys with, so that a message about one of them names it so
-    root = OmegaConf.create({"paths": OmegaConf.to_container(cfg.paths, resolve=True),
-                             "judge_model": OmegaConf.to_container(own, resolve=False)})  # fmt: skip
-    for key, value in overrides.items():
-        root.judge_model[key] = value
-    if missing := sorted(OmegaConf.missing_keys(root)):  # full keys: judge_model.checkpoint
-        raise ConfigError(f"judge={name}: {missing[0]} is not set; add {missing[0]}=... to the command (e.g. "
-                          f"judge_model.checkpoint=<hub id or folder> for judge=hf)")  # fmt: skip
-    return root.judge_model
+    node = cfg.judge_model
+    if missing := sorted(OmegaConf.missing_keys(node)):
+        key = missing[0]  # the full key: judge_model.checkpoint
+        raise ConfigError(f"judge_model={judge_option(cfg)}: {key} is not set; add {key}=... to the command (e.g. "
+                          f"judge_model.checkpoint=<hub id or folder> for judge_model=hf)")  # fmt: skip
+    return node
 
 
 @contextlib.contextmanager
@@ -134,7 +114,7 @@ def as_judge(option: str) -> Iterator[None]:
         yield
     except ConfigError as err:
         raise ConfigError(
-            f"judge={option}: {err} (for the judge, a model.<key> named here is judge_model.<key>)"
+            f"judge_model={option}: {err} (for the judge, a model.<key> named here is judge_model.<key>)"
         ) from err
 
 
@@ -156,18 +136,18 @@ def read_predictions(run_path: Path) -> tuple[list[Prediction], RunInfo]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Judges `cfg.run` with `cfg.judge`; returns judge.json's scalar numbers."""
+    """Judges `stage.run` with `judge_model`; returns judge.json's scalar numbers."""
     validate(cfg)
-    run_path = RunDir.find(cfg.run, "run").path
+    run_path = RunDir.find(cfg.stage.run, "stage.run").path
     model_cfg = judge_model(cfg)
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=model_cfg.get("tiny") is not None)  # the judge's size
-    with as_judge(str(cfg.judge)):  # a folder that is not there: before anything is read or written
+    with as_judge(judge_option(cfg)):  # a folder that is not there: before anything is read or written
         check_adapter_path(model_cfg.get("adapter"))
         checkpoint = str(model_cfg.checkpoint)
         if model_cfg.get("tiny") is not None:  # the tiny model's own folder: built there first
             checkpoint = tiny_checkpoint(checkpoint, model_cfg.tiny, model_cfg.tiny_dir)
         resolve_checkpoint(checkpoint)
-    name = str(cfg.stage.judge_name or cfg.judge)
+    name = str(cfg.stage.judge_name or judge_option(cfg))
     with exclusive(run_path):  # not while an infer run still writes its predictions
         rows, info = read_predictions(run_path)
     folder = RunDir(run_path).judge_dir(name)
@@ -338,7 +318,7 @@ def load_judge(cfg: DictConfig, name: str, model_cfg: DictConfig, items: int) ->
     spec = OmegaConf.to_container(model_cfg, resolve=True)
     log.info("judge %s: %s (%s), %d items to judge", name, spec["checkpoint"], spec["_target_"], items)
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
-    with as_judge(str(cfg.judge)):
+    with as_judge(judge_option(cfg)):
         model = instantiate(spec, _partial_=True)(quantization=build_quantization(cfg.quant))
     return model
 
@@ -413,7 +393,7 @@ def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: Di
     summary: dict[str, Any] = {
         "judge": name,
         "judge_model": {
-            "option": str(cfg.judge),
+            "option": judge_option(cfg),
             "checkpoint": spec.get("checkpoint"),
             "adapter": spec.get("adapter"),
             "class": spec.get("_target_"),

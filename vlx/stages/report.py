@@ -1,8 +1,8 @@
 """The report stage: every run of a sweep in one table (markdown + CSV), with a bar chart per metric.
 
-    vlx stage=report sweep=multirun/2026-11-30/12-00-00
-    vlx stage=report 'runs=[outputs/2026-11-30/12-00-00,outputs/2026-11-30/13-00-00]'
-    vlx stage=report sweep=multirun/... stage.baseline=outputs/zero-shot     # every run tested against a baseline
+    vlx stage=report stage.sweep=multirun/2026-11-30/12-00-00
+    vlx stage=report 'stage.runs=[outputs/2026-11-30/12-00-00,outputs/2026-11-30/13-00-00]'
+    vlx stage=report stage.sweep=multirun/... stage.baseline=outputs/zero-shot     # every run tested against a baseline
 
 A run without metrics.json is listed with its status, never dropped: a sweep job that failed (its error.json) as
 `failed (<its overrides>): <error>`, one that a vlx run is still writing as such. With `stage.baseline`, every scored
@@ -59,10 +59,10 @@ def columns(extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]
 def sweep_runs(sweep: Path) -> list[Path]:
     """The job directories of a multirun folder, in job order (0, 1, ..., 10)."""
     if not sweep.is_dir():
-        raise ConfigError(f"sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
+        raise ConfigError(f"stage.sweep={str(sweep)!r}: no such directory; pass a multirun/<date>/<time> folder")
     jobs = sweep_jobs(sweep)
     if not jobs:
-        raise ConfigError(f"sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
+        raise ConfigError(f"stage.sweep={str(sweep)!r} holds no runs (no job folders with .hydra/ or summary.json)")
     return jobs
 
 
@@ -79,7 +79,7 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
         row["status"] = f"being written by another vlx run ({holder})"
         return row
     if (record := read_error_record(run)) is not None:
-        setting = overrides if overrides is not None else record.get("overrides")  # runs=[<a job's folder>]
+        setting = overrides if overrides is not None else record.get("overrides")  # stage.runs=[<a job's folder>]
         row["status"] = f"failed ({' '.join(map(str, setting or []))}): {record['error']}".replace(" (): ", ": ")
         row["failed"] = True
         return row
@@ -98,7 +98,7 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     if metrics.is_file():
         row["status"] = "ok"
     elif summary.is_file():
-        row["status"] = "missing metrics.json (score it: vlx stage=eval run=<dir>)"
+        row["status"] = "missing metrics.json (score it: vlx stage=eval stage.run=<dir>)"
     else:
         row["status"] = "missing summary.json and metrics.json (the run did not finish)"
     row["run.adapter"] = "yes" if row.get("run.adapter") else ("no" if "run.task" in row else None)
@@ -220,14 +220,15 @@ def write_settings(out: Path, runs: list[Path]) -> Path | None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Builds the table; returns {"runs": n, "complete": n with metrics, "failed": n sweep jobs that failed}."""
-    if cfg.sweep:
-        runs, out = sweep_runs(Path(cfg.sweep)), Path(cfg.sweep)
+    stage = cfg.stage
+    if stage.sweep:
+        runs, out = sweep_runs(Path(stage.sweep)), Path(stage.sweep)
         overrides = distinguishing_overrides(runs)
-    elif cfg.runs:
-        runs, out = [Path(r) for r in cfg.runs], run_dir(cfg)
+    elif stage.runs:
+        runs, out = [Path(r) for r in stage.runs], run_dir(cfg)
         overrides = {}
     else:
-        raise ConfigError("stage=report needs sweep=<multirun dir> or runs=[<run dir>,...]")
+        raise ConfigError("stage=report needs stage.sweep=<multirun dir> or stage.runs=[<run dir>,...]")
     rows = [collect(r, overrides.get(r)) for r in runs]
     judges = judge_columns(rows)
     extra: list[str] = []

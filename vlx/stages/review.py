@@ -1,7 +1,7 @@
 """The review stage: a local web page to read a run's predictions and rate its explanations.
 
-    vlx stage=review run=outputs/2026-11-30/12-00-00                    # http://127.0.0.1:8765/
-    vlx stage=review run=<run dir> review.sample=300 review.port=0      # rate a balanced sample; any free port
+    vlx stage=review stage.run=outputs/2026-11-30/12-00-00                    # http://127.0.0.1:8765/
+    vlx stage=review stage.run=<run dir> review.sample=300 review.port=0      # rate a balanced sample; any free port
 
 The page (`vlx.review`) shows each item's image, text, gold and predicted label, explanation, references, per-item
 scores, label probabilities and the judge's verdict; filters and a clickable confusion matrix choose the items.
@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vlx.config_schema import check_value
 from vlx.errors import ConfigError
 from vlx.run.directory import RunDir
 from vlx.run.lock import check_idle
@@ -29,8 +30,7 @@ log = logging.getLogger(__name__)
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: any free one), so the URL printed is the one that works."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-        raise ConfigError(f"review.port={port!r}: use a port number, or 0 for any free port")
+    check_value("review.port", port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,11 +71,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from vlx.review import data
     from vlx.review.app import allowed_hosts, create_app
 
-    if not cfg.run:
-        raise ConfigError("stage=review needs run=<run dir> (a directory written by stage=infer)")
+    if not cfg.stage.run:
+        raise ConfigError("stage=review needs stage.run=<run dir> (a directory written by stage=infer)")
     settings = cfg.review
     bind_host = check_host(settings.host)
-    run_dir = RunDir.find(cfg.run, "run").path
+    run_dir = RunDir.find(cfg.stage.run, "stage.run").path
     check_idle(run_dir)  # not while an infer run still writes the predictions (nor eval its scores)
     start = time.perf_counter()
     review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,

@@ -1,6 +1,6 @@
 """The seed's filter as a stage: the items an infer run classified correctly, as an explainer training CSV.
 
-vlx stage=select_correct run=<infer run on the train split>       # -> <this run's dir>/correct.csv
+vlx stage=select_correct stage.run=<infer run on the train split>       # -> <this run's dir>/correct.csv
 vlx stage=finetune task=explainer_csv task.path=<this run's dir>/correct.csv ...
 
 The infer run is only read (nothing is written into it); the CSV goes into this run's own directory, and the log
@@ -29,11 +29,11 @@ CORRECT_CSV = "correct.csv"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Writes <this run's dir>/correct.csv (id, image_path, hypothesis, exp) from the rows of `cfg.run` with
+    """Writes <this run's dir>/correct.csv (id, image_path, hypothesis, exp) from the rows of `stage.run` with
     pred == gold and a reference; returns the counts and the CSV's path."""
-    if not cfg.run:
-        raise ConfigError("stage=select_correct needs run=<infer run dir>")
-    run = RunDir.find(cfg.run, "run")
+    if not cfg.stage.run:
+        raise ConfigError("stage=select_correct needs stage.run=<infer run dir>")
+    run = RunDir.find(cfg.stage.run, "stage.run")
     run_path = run.path
     if not run.has_predictions():
         raise ConfigError(f"{run.predictions_file} not found: pass the directory of an infer run")

@@ -39,7 +39,7 @@ class Task:
         answer: the answer format (`vlx.tasks.answers.AnswerFormat`), e.g. "{Label}. {explanation}".
         aliases: other surface forms per label that the answer parser accepts (added to vlx's own).
         positive: the positive class of a binary task (AUROC, binary F1); None for multi-class tasks.
-        shot_strategy: the demonstration strategy `shots.strategy=auto` picks.
+        shot_strategy: the demonstration strategy `fewshot.strategy=auto` picks.
         limit: the first N items only (None: all).
         on_bad_image: fail (before any model loads) or skip (listed in the log and summary).
         references: a jsonl of reference explanations to use instead of the data's (`vlx.tasks.references`).
