@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO, SHARED_ESNLI
-from helpers import cli_env, esnli_from_shared, meme_items, model_options, write_memes
+from helpers import cli_env, esnli_from_shared, meme_items, model_options, one_error_line, write_memes
 from helpers import run_vlx as vlx
 
 
@@ -140,3 +141,37 @@ def test_submitit_local_sweep_then_report(tmp_path):
     with (sweep / "results.csv").open() as f:
         assert len(f.read().splitlines()) == 3
     assert (sweep / "results_accuracy.png").is_file()
+
+
+def test_a_new_stage_is_its_yaml_and_its_module(tmp_path):
+    """Adding a stage touches two files, neither of them vlx's: a conf/stage YAML naming the module, and the module
+    with its run(cfg); `hydra.searchpath` finds the YAML, the Python path the module. It runs with vlx's config,
+    checks and run directory like any stage, and reads the prediction engine's public pieces (here, the task)."""
+    (tmp_path / "conf" / "stage").mkdir(parents=True)
+    (tmp_path / "conf" / "stage" / "count_labels.yaml").write_text(
+        "name: count_labels\nmodule: my_stages.count_labels\n# its own setting, read as stage.label\nlabel: entailment\n"
+    )
+    (tmp_path / "my_stages").mkdir()
+    (tmp_path / "my_stages" / "__init__.py").write_text("")
+    (tmp_path / "my_stages" / "count_labels.py").write_text(
+        "import json\n"
+        "from pathlib import Path\n"
+        "from hydra.utils import instantiate\n\n\n"
+        "def run(cfg):\n"
+        "    items = instantiate(cfg.task).load().examples\n"
+        "    found = {'items': len(items), 'with_label': sum(ex.label == cfg.stage.label for ex in items)}\n"
+        "    Path(cfg.paths.output_dir, 'counts.json').write_text(json.dumps(found))\n"
+        "    return found\n"
+    )
+    out = tmp_path / "run"
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    res = vlx("stage=count_labels", "task=shapes", "task.limit=12", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+               f"hydra.run.dir={out}", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["items"] == 12 and 0 < counts["with_label"] < 12, counts
+    # a YAML that names no module is one line, naming the file to mend
+    (tmp_path / "conf" / "stage" / "broken.yaml").write_text("name: broken\n")
+    res = vlx("stage=broken", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={tmp_path / 'b'}",
+               env=env)  # fmt: skip
+    assert res.returncode != 0 and "conf/stage/broken.yaml) names no module" in one_error_line(res)
