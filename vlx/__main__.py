@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig
@@ -125,8 +125,11 @@ def _fail_sweep_job(err: Exception, problem: str | None) -> None:
         log.error("%s", problem, exc_info=err)
     else:
         log.error("%s", problem)
+    # HydraConfig.get() is annotated as the HydraConf dataclass but gives its DictConfig, whose get() reads the job
+    # number as None where Hydra left it unset (MISSING) rather than raising
+    job = cast(DictConfig, hydra_cfg.job)
     write_error_record(Path(hydra_cfg.runtime.output_dir), problem, refused=refused,
-                       overrides=[str(o) for o in hydra_cfg.overrides.task], job=hydra_cfg.job.get("num"))  # fmt: skip
+                       overrides=[str(o) for o in hydra_cfg.overrides.task], job=job.get("num"))  # fmt: skip
     raise SweepJobFailed(problem, refused=refused, sweep_dir=str(Path(hydra_cfg.sweep.dir).absolute())) from err
 
 

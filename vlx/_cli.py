@@ -57,13 +57,14 @@ def _compose(config_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
     """The config `overrides` compose (unresolved), or None where they do not compose."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+
+    from vlx.config_data import plain_dict
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
-        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+        return plain_dict(cfg, "the config", resolve=False)
     except Exception:  # noqa: BLE001 - another mistake in the arguments, which Hydra names itself
         return None
     finally:
@@ -161,8 +162,8 @@ def _task_parameters(task: dict[str, Any]) -> set[str]:
         return set()
     names = set()
     for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            params = inspect.signature(klass.__init__).parameters.values()
+        if (init := vars(klass).get("__init__")) is not None:  # the class's own, not one it inherits
+            params = inspect.signature(init).parameters.values()
             names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
     if isinstance(task.get("columns"), dict):
         from vlx.tasks.table import COLUMN_ROLES
@@ -204,7 +205,8 @@ def _compositions(config_dir: Path, parsed: list[tuple[str, Any]]) -> list[dict[
     variants = [firsts] + [[*firsts[:i], f"{key}={value}", *firsts[i + 1:]]
                            for i, (key, values) in enumerate(swept) for value in values[1:]]  # fmt: skip
     configs = [_compose(config_dir, fixed + variant) for variant in variants]
-    return None if any(c is None for c in configs) else configs  # type: ignore[misc]
+    composed = [c for c in configs if c is not None]
+    return composed if len(composed) == len(configs) else None
 
 
 def _check_added_keys(config_dir: Path, parsed: list[tuple[str, Any]]) -> str | None:
@@ -375,11 +377,12 @@ def missing_value(err: BaseException, choices: dict[str, str]) -> str | None:
     """One line for a required setting (`???` in conf/) that the command did not give."""
     from omegaconf.errors import MissingMandatoryValue
 
-    while err is not None and not isinstance(err, MissingMandatoryValue):
-        err = err.__cause__ or err.__context__
-    if err is None:
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, MissingMandatoryValue):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
         return None
-    key = getattr(err, "full_key", "") or "a required setting"
+    key = getattr(cause, "full_key", "") or "a required setting"
     group = key.split(".", 1)[0]
     needed_by = f" ({group}={choices[group]} needs it)" if group in choices else ""
     return f"{key} is not set{needed_by}: add {key}=... to the command"

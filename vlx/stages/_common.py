@@ -10,6 +10,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vlx.config_data import plain_dict
 from vlx.config_schema import check_section
 from vlx.errors import ConfigError
 
@@ -23,10 +24,8 @@ def run_dir(cfg: DictConfig) -> Path:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as plain data (for W&B and summaries); Hydra's own node left out."""
     # Hydra's node is left out: some of its keys (hydra.job.num) exist only inside sweeps
-    keys = [key for key in cfg if key != "hydra"]
-    data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
-    assert isinstance(data, dict)
-    return data
+    keys = [str(key) for key in cfg if key != "hydra"]
+    return plain_dict(OmegaConf.masked_copy(cfg, keys), "the config")
 
 
 def build_group(group: str, node: DictConfig) -> Any:

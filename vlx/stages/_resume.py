@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlx.config_data import plain_dict
 from vlx.errors import ConfigError
 from vlx.run import manifest
 from vlx.run.store import read_json, write_json
@@ -75,8 +76,7 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 def shot_settings(cfg: DictConfig) -> dict[str, Any]:
     """The demonstrations as one section, `k` (the root `shots`) and the `fewshot` group's keys: the shape of the
     `shots` group before it split, so that a run made then compares equal (`shots.k`, `shots.strategy`, ...)."""
-    fewshot = OmegaConf.to_container(cfg.fewshot, resolve=True)
-    assert isinstance(fewshot, dict)
+    fewshot = plain_dict(cfg.fewshot, "fewshot")
     return {"k": cfg.shots, **fewshot}
 
 
@@ -150,8 +150,7 @@ def infer_manifest(cfg: DictConfig, model: Any, task: Any, selector: Any, first:
     demos = selector.select(first) if selector is not None else []
     prompt = model.render_prompt(first, task.instruction(first), [(task.instruction(d), task.demo_answer(d))
                                                                   for d in demos])  # fmt: skip
-    generation = OmegaConf.to_container(cfg.generation, resolve=True)
-    assert isinstance(generation, dict)
+    generation = plain_dict(cfg.generation, "generation")
     sampling = bool(generation.get("do_sample"))
     return manifest.build(
         model, stage=cfg.stage.name, task={"name": task.name, "split": task.split}, seed=cfg.seed, prompt=prompt,

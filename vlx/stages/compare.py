@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlx.config_data import plain_dict
 from vlx.errors import ConfigError, writing
 from vlx.metrics.bootstrap import resample_counts
 from vlx.metrics.paired import (
@@ -335,6 +336,8 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
 
 
 def write(result: dict[str, Any], out: Path, stem: str = "comparison") -> tuple[Path, Path, Path | None]:
+    """Writes `result` into the folder `out` as `<stem>.json`, `<stem>.md` and, where a metric has an interval to
+    draw, `<stem>.png`; returns the three paths (the plot's None where none was drawn)."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", result)
     with writing(out / f"{stem}.md"):
@@ -343,10 +346,17 @@ def write(result: dict[str, Any], out: Path, stem: str = "comparison") -> tuple[
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Compares the two runs of `stage.runs` (baseline A, then B) on the items both hold, writes comparison.json,
+    .md and .png into this run's directory, and returns the shared item count and each metric's difference B - A.
+
+    Raises:
+        ConfigError: `stage.runs` does not name exactly two runs, an `eval` setting breaks its rule, or the runs
+            cannot be compared (not scored, of different tasks, splits or scoring rules, or items that differ).
+    """
     runs = [Path(r) for r in (cfg.stage.runs or [])]
     if len(runs) != 2:
         raise ConfigError(f"stage=compare needs two runs, stage.runs=[<baseline A>,<run B>]; got {len(runs)}")
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings = plain_dict(cfg.eval, "eval")
     from vlx.stages.evaluation import check_settings
 
     check_settings(settings)
@@ -354,7 +364,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result = compare_runs(runs[0], runs[1], settings, judge=cfg.stage.judge)
     json_path, md_path, png = write(result, out)
     log.info("comparison of %d shared items -> %s\n%s", result["n_shared"], json_path, md_path.read_text())
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"compare-{out.name}") as tracker:
         columns = ["metric", "a", "b", "difference", "ci_low", "ci_high", "p_value", "n"]
         tracker.log_table(

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlx.config_data import plain_dict
 from vlx.config_schema import check_section
 from vlx.errors import writing
 from vlx.metrics.registry import LOG, WANDB, intervals_record, protocol_of
@@ -206,11 +207,11 @@ def log_to_tracker(tracker: Tracker, metrics: dict[str, Any], run_dir: Path) -> 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Scores `stage.run` (or this run's directory); returns the scalar metrics."""
     run_dir = RunDir.find(cfg.stage.run, "stage.run").path if cfg.stage.run else Path(cfg.paths.output_dir)
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings = plain_dict(cfg.eval, "eval")
     check_settings(settings)
     with exclusive(run_dir):  # not while an infer run still writes there
         info = task_info(run_dir, cfg)
-        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+        logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
         with tracking(logger_cfg, resolved_config(cfg), name=f"eval-{run_dir.name}") as tracker:
             metrics = evaluate(run_dir, info, settings, references=cfg.task.get("references"))
             log_to_tracker(tracker, metrics, run_dir)

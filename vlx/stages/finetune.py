@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from transformers import Trainer, TrainingArguments
 
 from vlx import distributed
+from vlx.config_data import plain_dict
 from vlx.config_schema import check_value
 from vlx.engine.shots import correct_ids_from_predictions
 from vlx.errors import ConfigError, interrupted
@@ -64,6 +65,12 @@ log = logging.getLogger(__name__)
 
 
 def validate(cfg: DictConfig) -> None:
+    """Rules that span config fields, checked before any weights load: a LoRA preset, no adapter and no shots, a
+    training length, and (with finetune.infer_split) what the inference after training needs, its split included.
+
+    Raises:
+        ConfigError: a setting breaks one of these rules; the message names it and what to use.
+    """
     if not cfg.lora:
         raise ConfigError(
             "stage=finetune needs LoRA settings: lora=r64 (or lora=r64_lm); full fine-tuning is not offered"
@@ -89,9 +96,9 @@ def validate(cfg: DictConfig) -> None:
     lora = build_group("lora", cfg.lora)  # a setting peft.LoraConfig refuses, before any weights load
     check_value("lora.r", lora.r)  # peft refuses it only on the model
     if ft.infer_split:  # what the inference after training needs, before hours of training
-        check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
+        check_generation(plain_dict(cfg.generation, "generation"))
         if cfg.eval_after_infer:
-            check_eval_settings(OmegaConf.to_container(cfg.eval, resolve=True))
+            check_eval_settings(plain_dict(cfg.eval, "eval"))
         examples = instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
         if cfg.eval_after_infer:  # scoring the explanations after training needs Java: said before hours of it
             check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in examples))
@@ -202,7 +209,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
              len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
     main = distributed.is_main()
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and main else None
+    logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger and main else None
     arguments = trainer_arguments(ft, per_device, accumulation, checkpoints, cfg.seed, report=bool(logger_cfg))
     adapter = build_model(cfg)
     check_manifest(out, finetune_manifest(cfg, adapter, task), started, str(out))  # the base model as loaded
@@ -253,7 +260,7 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
             "split": task.split,
             "items": len(items),
             "quant": config_choices().get("quant"),
-            "lora": OmegaConf.to_container(cfg.lora, resolve=True),
+            "lora": plain_dict(cfg.lora, "lora"),
         }
         write_json(adapter_dir / ADAPTER_META, meta)
         metrics = {

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vlx import distributed
+from vlx.config_data import plain_dict
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
 from vlx.engine.shots import ShotSelector, correct_ids_from_predictions, minilm_embedder
 from vlx.errors import ConfigError
@@ -58,9 +59,9 @@ def validate(cfg: DictConfig) -> None:
     # the family's own limit (PaliGemma's one image) is checked by load_adapter, once config.json names the family
     check_images_per_prompt(cfg.model.get("max_images"), "the model (model.max_images)", cfg.shots)
     check_adapter_path(cfg.model.adapter)
-    check_generation(OmegaConf.to_container(cfg.generation, resolve=True))
+    check_generation(plain_dict(cfg.generation, "generation"))
     if cfg.eval_after_infer:
-        evaluation.check_settings(OmegaConf.to_container(cfg.eval, resolve=True))
+        evaluation.check_settings(plain_dict(cfg.eval, "eval"))
 
 
 def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
@@ -196,7 +197,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         shard = JsonlStore(run.shard_file(distributed.rank())) if parallel() else store
         todo, everyone = items_to_run(cfg, out, store, shard, split.examples)
         selector = build_shot_selector(cfg, task) if todo else None  # its checks (k, the pool) before the model loads
-        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger and distributed.is_main() else None
+        logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger and distributed.is_main() else None
         with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
             start = time.perf_counter()
             done_before = len(split.examples) - everyone
@@ -277,7 +278,7 @@ def predict(
     check_manifest(out, infer_manifest(cfg, model, task, selector, first), done_before > 0,
                    f"stage.resume={cfg.stage.resume}" if cfg.stage.get("resume") else str(out))  # fmt: skip
     settings = LoopSettings(
-        decode=cfg.decode, generation=OmegaConf.to_container(cfg.generation, resolve=True), batch_size=cfg.batch_size,
+        decode=cfg.decode, generation=plain_dict(cfg.generation, "generation"), batch_size=cfg.batch_size,
         batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers, on_bad_image=task.on_bad_image,
         selector=selector, demo_image_size=cfg.fewshot.demo_image_size,
     )  # fmt: skip
@@ -315,7 +316,7 @@ def log_done(summary: dict[str, Any], out: Path) -> None:
 
 def evaluate_run(cfg: DictConfig, task: Task, out: Path, tracker: Tracker) -> dict[str, Any]:
     """eval_after_infer: the run scored (metrics.json, and the tracker), as flat numbers for the summary."""
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings = plain_dict(cfg.eval, "eval")
     metrics = evaluation.evaluate(out, run_info(cfg, task), settings)
     evaluation.log_to_tracker(tracker, metrics, out)
     return evaluation.flat_metrics(metrics)
@@ -353,6 +354,7 @@ def check_done_same_items(finished: dict[str, Prediction], examples: list[Exampl
 
 
 def parallel() -> bool:
+    """Whether this process is one of several ranks (under a launcher), which share the split between them."""
     return distributed.world_size() > 1
 
 
@@ -373,6 +375,7 @@ def finished_rows(out: Path, store: JsonlStore, shard: JsonlStore) -> dict[str, 
 
 
 def shard_files(out: Path) -> list[Path]:
+    """The ranks' own prediction files in the run directory `out`, in rank order (merged when the run ends)."""
     return RunDir(out).shard_files()
 
 

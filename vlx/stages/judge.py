@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx import distributed
 from vlx._runtime import set_cpu_threads
+from vlx.config_data import plain_dict
 from vlx.config_schema import RULES
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, run_batches
 from vlx.errors import ConfigError, writing
@@ -84,7 +85,7 @@ def validate(cfg: DictConfig) -> None:
     stage = cfg.stage  # its values against their rules: vlx.config_schema, before the stage runs
     if stage.judge_name is not None and not _NAME.match(str(stage.judge_name)):
         raise ConfigError(f"stage.judge_name={stage.judge_name!r}: use a folder name (letters, digits, . _ -)")
-    evaluation.check_settings(OmegaConf.to_container(cfg.eval, resolve=True))
+    evaluation.check_settings(plain_dict(cfg.eval, "eval"))
 
 
 def judge_option(cfg: DictConfig) -> str:
@@ -151,8 +152,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with exclusive(run_path):  # not while an infer run still writes its predictions
         rows, info = read_predictions(run_path)
     folder = RunDir(run_path).judge_dir(name)
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
-    config = {**resolved_config(cfg), "judge_model": OmegaConf.to_container(model_cfg, resolve=True)}
+    logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
+    config = {**resolved_config(cfg), "judge_model": plain_dict(model_cfg, "judge_model")}
     with exclusive(folder), tracking(logger_cfg, config, name=f"judge-{run_path.name}-{name}") as tracker:
         summary, verdicts = judge_run(cfg, run_path, folder, name, model_cfg, rows, info)
         tracker.log_summary(summary)
@@ -165,8 +166,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def output_config(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str) -> dict[str, Any]:
     """What makes the verdicts (judge_config.json): a stopped judge run continues only with the same."""
-    model = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in NEUTRAL_MODEL_KEYS}
-    quant = OmegaConf.to_container(cfg.quant, resolve=True) if cfg.quant else None
+    model = {k: v for k, v in plain_dict(model_cfg, "judge_model").items() if k not in NEUTRAL_MODEL_KEYS}
+    quant = plain_dict(cfg.quant, "quant") if cfg.quant else None
     return {"judge": name, "prompt_version": JUDGE_PROMPT_VERSION, "prompt": prompt, "decode": cfg.stage.decode,
             "max_new_tokens": cfg.stage.max_new_tokens, "judge_model": model, "quant": quant}  # fmt: skip
 
@@ -315,7 +316,7 @@ def items_to_judge(
 
 def load_judge(cfg: DictConfig, name: str, model_cfg: DictConfig, items: int) -> VLMAdapter:
     """The judge's adapter, quantized as `cfg.quant` says."""
-    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    spec = plain_dict(model_cfg, "judge_model")
     log.info("judge %s: %s (%s), %d items to judge", name, spec["checkpoint"], spec["_target_"], items)
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
     with as_judge(judge_option(cfg)):
@@ -363,8 +364,7 @@ def finish_verdicts(store: JsonlStore, rows: list[Prediction]) -> list[Verdict]:
 def as_eval(verdicts: list[Verdict], rows: list[Prediction], cfg: DictConfig, info: RunInfo) -> list[Verdict]:
     """The verdicts with `correct` as eval counts it, under the run's own scoring rule (VQA-X's soft score,
     ScienceQA's guesses): S_E covers those items. The verdict rows keep what was judged."""
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
-    assert isinstance(settings, dict)
+    settings = plain_dict(cfg.eval, "eval")
     scoring = Scoring.from_settings(str(info.task or cfg.task.name), settings)
     by_id = {r.id: r for r in rows}
     return [replace(v, correct=is_correct(by_id[v.id], scoring=scoring)) if v.correct is not None
@@ -375,11 +375,11 @@ def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: Di
               info: RunInfo, kind: str, asked_now: int, seconds: float,
               skipped: list[dict[str, str]]) -> dict[str, Any]:  # fmt: skip
     """judge.json: the scores with their intervals, the counts, the judge and the prompt, throughput."""
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    settings = plain_dict(cfg.eval, "eval")
     asked = [r for r in verdicts if r.raw is not None]
     unparsed = [r for r in asked if r.verdict is None]
     counts = {v: sum(r.verdict == v for r in verdicts) for v in VERDICTS}
-    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    spec = plain_dict(model_cfg, "judge_model")
     notes = []
     if unparsed:
         notes.append(f"{len(unparsed)} of {len(asked)} answers say no verdict that vlx can read: they are left out "
@@ -398,7 +398,7 @@ def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: Di
             "adapter": spec.get("adapter"),
             "class": spec.get("_target_"),
         },
-        "quant": OmegaConf.to_container(cfg.quant, resolve=True) if cfg.quant else None,
+        "quant": plain_dict(cfg.quant, "quant") if cfg.quant else None,
         "prompt_version": JUDGE_PROMPT_VERSION,
         "prompt_kind": kind,
         "decode": cfg.stage.decode,

@@ -20,8 +20,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlx.config_data import plain_dict
 from vlx.errors import DataError
 from vlx.run.store import write_json
 from vlx.tasks import Task
@@ -42,8 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         DataError: a file, row or image is missing or broken (after the table and prepare.json are written).
     """
     node = cfg.task.get("release")
-    release = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    assert isinstance(release, dict)
+    release = plain_dict(node, "task.release") if node is not None else {}
     splits = list(cfg.stage.get("splits") or release.get("splits") or [cfg.task.split])
     if not release:
         log.info("task %r has no known official release: checking its files, columns, labels, ids and images only "
@@ -128,6 +128,7 @@ def _repeated_ids(examples: list[Example]) -> str | None:
 
 
 def sha256(path: Path) -> str:
+    """The SHA-256 of the file at `path`, as hex, read in 1 MiB blocks so that an archive of GBs is never held."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

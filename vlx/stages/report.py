@@ -19,8 +19,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlx.config_data import plain_dict
 from vlx.errors import ConfigError, DataError, writing
 from vlx.metrics.registry import NO_SPICE, REPORT, shown
 from vlx.metrics.values import MetricValue, read_values
@@ -163,7 +164,7 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | No
     values = [v.value for v in have]
     errors = None
     if all(v.interval for v in have):
-        errors = [[v.value - v.interval[0] for v in have], [v.interval[1] - v.value for v in have]]  # type: ignore
+        errors = [[v.value - v.interval[0] for v in have], [v.interval[1] - v.value for v in have]]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(have) + 2), 3.5))
     ax.bar(range(len(have)), values, yerr=errors, capsize=3, color="#4c72b0")
     ax.set_xticks(range(len(have)), names, rotation=30, ha="right", fontsize=8)
@@ -234,7 +235,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     extra: list[str] = []
     if cfg.stage.get("baseline"):
         baseline = Path(cfg.stage.baseline)
-        settings = OmegaConf.to_container(cfg.eval, resolve=True)
+        settings = plain_dict(cfg.eval, "eval")
         extra = against_baseline(rows, baseline, list(cfg.stage.baseline_metrics), settings, out)
     md, csv_path = write_tables(rows, out, judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
     settings_md = write_settings(out, runs)
@@ -244,7 +245,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     failed = sum(bool(r.get("failed")) for r in rows)
     log.info("report of %d runs (%d scored, %d failed) -> %s, %s, %d plots\n%s", len(rows), complete, failed, md,
              csv_path, len(plots), md.read_text() + differ)  # fmt: skip
-    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None
+    logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
         every = columns(judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
         tracker.log_table("results", [t for t, _ in every], [[plain(r.get(k)) for _, k in every] for r in rows])
