@@ -149,7 +149,8 @@ def test_a_new_stage_is_its_yaml_and_its_module(tmp_path):
     checks and run directory like any stage, and reads the prediction engine's public pieces (here, the task)."""
     (tmp_path / "conf" / "stage").mkdir(parents=True)
     (tmp_path / "conf" / "stage" / "count_labels.yaml").write_text(
-        "name: count_labels\nmodule: my_stages.count_labels\n# its own setting, read as stage.label\nlabel: entailment\n"
+        "name: count_labels\nmodule: my_stages.count_labels\n"
+        "# its own setting, read as stage.label\nlabel: entailment\n"
     )
     (tmp_path / "my_stages").mkdir()
     (tmp_path / "my_stages" / "__init__.py").write_text("")
