@@ -43,8 +43,10 @@ def main() -> None:
 
     from vlx.metrics.classification import classification_metrics
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-          f"{args.resamples} resamples, {args.repeats} repeats")  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+        f"{args.resamples} resamples, {args.repeats} repeats"
+    )
     print("| items | median s | slowest s |")
     print("| ---: | ---: | ---: |")
     for n in args.items:

@@ -34,23 +34,49 @@ def spin(stop: multiprocessing.Event) -> None:
 
 def run_demo(out: Path, seed: int, threads: str, env: dict[str, str]) -> dict:
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "vlx", "experiment=demo", f"seed={seed}", f"cpu_threads={threads}",
-                          f"hydra.run.dir={out}"], cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlx",
+            "experiment=demo",
+            f"seed={seed}",
+            f"cpu_threads={threads}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     if res.returncode:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
     metrics = json.loads((out / "infer" / "metrics.json").read_text())
     train = json.loads((out / "train_summary.json").read_text())
-    return {"accuracy": metrics["accuracy"], "all_bleu4": metrics["all_bleu4"], "steps": train["steps"],
-            "first_loss": train["first_loss"], "last_loss": train["last_loss"], "seconds": seconds}  # fmt: skip
+    return {
+        "accuracy": metrics["accuracy"],
+        "all_bleu4": metrics["all_bleu4"],
+        "steps": train["steps"],
+        "first_loss": train["first_loss"],
+        "last_loss": train["last_loss"],
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", nargs="+", default=["1", "2"], help="cpu_threads values (auto, 1, 2, ...)")
-    parser.add_argument("--busy", type=int, nargs="?", const=1, default=0, metavar="N",
-                        help="keep N cores (default 1) busy with other processes meanwhile")  # fmt: skip
+    parser.add_argument(
+        "--busy",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="keep N cores (default 1) busy with other processes meanwhile",
+    )
     parser.add_argument("--cold", action="store_true", help="every run builds the tiny model and the data itself")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temporary folder)")
     args = parser.parse_args()
@@ -58,9 +84,21 @@ def main() -> None:
     env = {**os.environ, "VLX_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("OMP_NUM_THREADS", None)  # cpu_threads decides
     if not args.cold:  # build the tiny model and the demo's data once, outside the timed runs
-        subprocess.run([sys.executable, "-m", "vlx", "experiment=demo", "finetune.max_steps=1",
-                        "finetune.infer_split=null", f"hydra.run.dir={root / 'warm-up'}"], cwd=REPO, env=env,
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vlx",
+                "experiment=demo",
+                "finetune.max_steps=1",
+                "finetune.infer_split=null",
+                f"hydra.run.dir={root / 'warm-up'}",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     stop = multiprocessing.Event()
     spinners = [multiprocessing.Process(target=spin, args=(stop,), daemon=True) for _ in range(args.busy)]
     for spinner in spinners:
@@ -78,8 +116,11 @@ def main() -> None:
                 if "error" in r:
                     print(f"| {seed} | {threads} | failed: {r['error']} | | | | |", flush=True)
                     continue
-                print(f"| {seed} | {threads} | {r['accuracy']:.3f} | {r['all_bleu4']:.3f} | {r['steps']} | "
-                      f"{r['first_loss']:.2f} -> {r['last_loss']:.3f} | {r['seconds']:.0f} |", flush=True)  # fmt: skip
+                print(
+                    f"| {seed} | {threads} | {r['accuracy']:.3f} | {r['all_bleu4']:.3f} | {r['steps']} | "
+                    f"{r['first_loss']:.2f} -> {r['last_loss']:.3f} | {r['seconds']:.0f} |",
+                    flush=True,
+                )
     finally:
         stop.set()
         for spinner in spinners:

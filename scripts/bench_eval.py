@@ -123,9 +123,16 @@ def main() -> None:
     results = {}
     for protocol in args.protocols:
         timings: dict[str, float] = {}
-        metrics, notes = explanation_metrics(cands, refs, correct, BertScoreSettings(batch_size=args.batch_size),
-                                             protocol=protocol, resamples=args.resamples, seed=args.seed,
-                                             timings=timings)  # fmt: skip
+        metrics, notes = explanation_metrics(
+            cands,
+            refs,
+            correct,
+            BertScoreSettings(batch_size=args.batch_size),
+            protocol=protocol,
+            resamples=args.resamples,
+            seed=args.seed,
+            timings=timings,
+        )
         results[protocol] = (metrics, notes, timings)
     process_s = time.perf_counter() - t_process
 
@@ -139,10 +146,25 @@ def main() -> None:
         print(f"| {step} | " + " | ".join(f"{t.get(step, float('nan')):.1f}" for _, _, t in results.values()) + " |")
     print(f"| whole script (imports, CSV, items, every protocol) | {process_s:.1f} |")
 
-    print("\n| metric | " + " | ".join(f"{p} (correct items) [95% CI]" for p in results) + " |\n|---|"
-          + "---:|" * len(results))  # fmt: skip
-    keys = ("bleu4", "meteor", "rouge_l", "cider", "spice", "bertscore_f1", "evil_avg_overlap_no_spice",
-            "evil_avg_all_no_spice", "evil_global_no_spice", "all_bleu4", "all_cider")  # fmt: skip
+    print(
+        "\n| metric | "
+        + " | ".join(f"{p} (correct items) [95% CI]" for p in results)
+        + " |\n|---|"
+        + "---:|" * len(results)
+    )
+    keys = (
+        "bleu4",
+        "meteor",
+        "rouge_l",
+        "cider",
+        "spice",
+        "bertscore_f1",
+        "evil_avg_overlap_no_spice",
+        "evil_avg_all_no_spice",
+        "evil_global_no_spice",
+        "all_bleu4",
+        "all_cider",
+    )
     for key in keys:
         print(f"| {key} | " + " | ".join(_cell(m, key) for m, _, _ in results.values()) + " |")
     for protocol, (metrics, notes, _) in results.items():
@@ -173,8 +195,21 @@ def write_run(folder: Path, cands: list[str], refs: list[list[str]], correct: li
         for i, (cand, group, right) in enumerate(zip(cands, refs, correct, strict=True)):
             gold = labels[i % 3]
             pred = gold if right else labels[(i + 1) % 3]
-            f.write(json.dumps({"id": f"t{i:05d}", "image": f"{i}.jpg", "text": "h", "gold": gold, "pred": pred,
-                                "explanation": cand, "raw": f"{pred}. {cand}", "refs": group}) + "\n")  # fmt: skip
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"t{i:05d}",
+                        "image": f"{i}.jpg",
+                        "text": "h",
+                        "gold": gold,
+                        "pred": pred,
+                        "explanation": cand,
+                        "raw": f"{pred}. {cand}",
+                        "refs": group,
+                    }
+                )
+                + "\n"
+            )
 
 
 if __name__ == "__main__":

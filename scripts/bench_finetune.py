@@ -82,9 +82,15 @@ def compose(model: str, model_dir: Path, overrides: list[str]):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        base = ["stage=finetune", f"model={model}", f"model.checkpoint={model_dir}", "task=shapes", "task.split=train",
-                "task.prompt='explain en {text}'",  # the seed's PaliGemma prefix, as the measured runs trained on
-                "lora=r64"]  # fmt: skip
+        base = [
+            "stage=finetune",
+            f"model={model}",
+            f"model.checkpoint={model_dir}",
+            "task=shapes",
+            "task.split=train",
+            "task.prompt='explain en {text}'",  # the seed's PaliGemma prefix, as the measured runs trained on
+            "lora=r64",
+        ]
         return hydra_compose("config", overrides=[*base, *overrides])
 
 
@@ -132,19 +138,33 @@ def run_variant(model: str, model_dir: Path, overrides: list[str], warmup: int, 
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
 
-    args = TrainingArguments(output_dir="/tmp/bench_ft", max_steps=warmup + steps,
-                             per_device_train_batch_size=ft.per_device_batch_size,
-                             gradient_accumulation_steps=ft.gradient_accumulation_steps, learning_rate=2e-4,
-                             bf16=use_bf16("auto"), save_strategy="no", report_to="none", logging_steps=1,
-                             remove_unused_columns=False, dataloader_num_workers=workers, seed=0)  # fmt: skip
+    args = TrainingArguments(
+        output_dir="/tmp/bench_ft",
+        max_steps=warmup + steps,
+        per_device_train_batch_size=ft.per_device_batch_size,
+        gradient_accumulation_steps=ft.gradient_accumulation_steps,
+        learning_rate=2e-4,
+        bf16=use_bf16("auto"),
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        remove_unused_columns=False,
+        dataloader_num_workers=workers,
+        seed=0,
+    )
     trainer = Trainer(model=adapter.model, args=args, train_dataset=items, data_collator=collator, callbacks=[Clock()])
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = marks[-1] - marks[warmup]  # marks[0] is the start, marks[k] the end of step k
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")
-    result = {"samples_per_s": steps * per_step / seconds, "peak_gib": peak_gib,
-              "warmup_s": marks[warmup] - marks[0],
-              "text_tokens": text_tokens, "loss_first": losses[0], "loss_last": losses[-1]}  # fmt: skip
+    result = {
+        "samples_per_s": steps * per_step / seconds,
+        "peak_gib": peak_gib,
+        "warmup_s": marks[warmup] - marks[0],
+        "text_tokens": text_tokens,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+    }
     del trainer, adapter
     gc.collect()
     if gpu:
@@ -156,8 +176,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="paligemma")
     parser.add_argument("--model-dir", type=Path, help="default /tmp/paligemma-3b, with --tiny /tmp/vlx-tiny-<model>")
-    parser.add_argument("--tiny", action="store_true",
-                        help="vlx's tiny model of the architecture, on the CPU or GPU: checks that the variants run")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="vlx's tiny model of the architecture, on the CPU or GPU: checks that the variants run",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps not timed")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps timed")
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run (default all)")
@@ -172,8 +195,10 @@ def main() -> None:
     else:
         args.model_dir = args.model_dir or Path("/tmp/paligemma-3b")
         if not (args.model_dir / "config.json").is_file():
-            subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model],
-                            str(args.model_dir)], check=True)  # fmt: skip
+            subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model], str(args.model_dir)],
+                check=True,
+            )
     rows = []
     failed = []
     for i, (name, overrides) in enumerate(VARIANTS):
@@ -194,15 +219,19 @@ def main() -> None:
     import transformers
 
     device = torch.cuda.get_device_name() if gpu else "CPU"
-    print(f"\n{device} | torch {torch.__version__} | transformers {transformers.__version__} | "
-          f"peft {__import__('peft').__version__} | bitsandbytes {__import__('bitsandbytes').__version__}")  # fmt: skip
+    print(
+        f"\n{device} | torch {torch.__version__} | transformers {transformers.__version__} | "
+        f"peft {__import__('peft').__version__} | bitsandbytes {__import__('bitsandbytes').__version__}"
+    )
     print(f"command: {' '.join(sys.argv)}\n")
     print("| variant | samples/s | vs seed | peak GiB | warm-up steps s | text tokens | loss first -> last |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
-        print(f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['warmup_s']:.0f} | "
-              f"{r['text_tokens']} | {r['loss_first']:.2f} -> {r['loss_last']:.2f} |")  # fmt: skip
+        print(
+            f"| {name} | {r['samples_per_s']:.2f} | {ratio} | {r['peak_gib']:.1f} | {r['warmup_s']:.0f} | "
+            f"{r['text_tokens']} | {r['loss_first']:.2f} -> {r['loss_last']:.2f} |"
+        )
     if failed:
         sys.exit(f"variants {failed} failed")
 

@@ -126,8 +126,12 @@ def switched(what: str | None):
 
 
 # --model: vlx's model config and scripts/full_size_model.py's architecture
-MODELS = {"llava": "llava-v1.6-mistral-7b", "paligemma": "paligemma-3b-448", "qwen2_5_vl": "qwen2.5-vl-7b",
-          "gemma3": "gemma-3-4b"}
+MODELS = {
+    "llava": "llava-v1.6-mistral-7b",
+    "paligemma": "paligemma-3b-448",
+    "qwen2_5_vl": "qwen2.5-vl-7b",
+    "gemma3": "gemma-3-4b",
+}
 
 
 def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: int, overrides: list[str]):
@@ -139,9 +143,19 @@ def compose(model: str, model_dir: Path, csv_dir: Path, image_dir: Path, limit: 
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return hydra_compose("config", overrides=[
-            f"model={model}", f"model.checkpoint={model_dir}", "task=esnli", f"task.csv_dir={csv_dir}",
-            f"task.image_dir={image_dir}", "task.split=test", f"task.limit={limit}", *overrides])  # fmt: skip
+        return hydra_compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                f"model.checkpoint={model_dir}",
+                "task=esnli",
+                f"task.csv_dir={csv_dir}",
+                f"task.image_dir={image_dir}",
+                "task.split=test",
+                f"task.limit={limit}",
+                *overrides,
+            ],
+        )
 
 
 def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
@@ -154,8 +168,9 @@ def write_images(csv_dir: Path, image_dir: Path, limit: int) -> None:
             Image.new("RGB", (500, 375), (40 + i % 200, 90, 160)).save(image_dir / name, quality=90)
 
 
-def run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None,
-                busy: bool = False) -> dict:
+def run_variant(
+    cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None, busy: bool = False
+) -> dict:
     with switched(what):
         return _run_variant(cfg, batch, how, seed_loop, samples, tokens, what, busy)
 
@@ -169,8 +184,11 @@ class KernelTime:
     def seconds(self) -> float:
         if self.trace is None:
             return float("nan")
-        spans = sorted((e.time_range.start, e.time_range.end) for e in self.trace.events()
-                       if e.device_type == torch.autograd.DeviceType.CUDA)  # fmt: skip
+        spans = sorted(
+            (e.time_range.start, e.time_range.end)
+            for e in self.trace.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA
+        )
         busy, end = 0.0, float("-inf")
         for start, stop in spans:
             if stop > end:
@@ -195,8 +213,9 @@ def gpu_busy(on: bool):
     kernels.trace = trace
 
 
-def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None,
-                 busy: bool = False) -> dict:
+def _run_variant(
+    cfg, batch: int, how: str, seed_loop: bool, samples: int, tokens: int, what: str | None, busy: bool = False
+) -> dict:
     from hydra.utils import instantiate
 
     from vlx.engine.batches import build_inputs
@@ -243,14 +262,23 @@ def _run_variant(cfg, batch: int, how: str, seed_loop: bool, samples: int, token
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     assert new_tokens <= {tokens}, f"every generate variant must produce {tokens} new tokens, got {new_tokens}"
-    result = {"samples_per_s": len(timed) / seconds, "s_per_sample": seconds / len(timed), "warmup_s": warmup_s,
-              "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-              "image_tokens": sum(image_tokens) / len(image_tokens) if image_tokens else None}  # fmt: skip
+    result = {
+        "samples_per_s": len(timed) / seconds,
+        "s_per_sample": seconds / len(timed),
+        "warmup_s": warmup_s,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "image_tokens": sum(image_tokens) / len(image_tokens) if image_tokens else None,
+    }
     if busy:
         result["gpu_busy"] = kernels.seconds() / seconds
     if prompt_tokens:
-        result["floor"] = floor(adapter.model, batch, sum(prompt_tokens) / len(prompt_tokens), result["image_tokens"],
-                                tokens if how == "generate" else 0)  # fmt: skip
+        result["floor"] = floor(
+            adapter.model,
+            batch,
+            sum(prompt_tokens) / len(prompt_tokens),
+            result["image_tokens"],
+            tokens if how == "generate" else 0,
+        )
     adapter = None  # free the weights before the next variant loads
     gc.collect()
     torch.cuda.empty_cache()
@@ -327,8 +355,11 @@ def profile(cfg, batch: int, tokens: int) -> None:
 
     prepared = prepare_batch(adapter, task, None, queue, 0, batch, None)
     adapter.generate(prepared.prompts, prepared.images, inputs=prepared.inputs, **generation)  # compile, warm up
-    figures = {"preparing the batch (CPU, one process)": best(lambda: prepare_batch(adapter, task, None, queue, 0,
-                                                                                     batch, None))}  # fmt: skip
+    figures = {
+        "preparing the batch (CPU, one process)": best(
+            lambda: prepare_batch(adapter, task, None, queue, 0, batch, None)
+        )
+    }
     inputs = prepared.inputs.to(adapter.model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(adapter.model.dtype)
     base = adapter.model.get_base_model() if hasattr(adapter.model, "get_base_model") else adapter.model
@@ -383,8 +414,10 @@ def profile(cfg, batch: int, tokens: int) -> None:
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
             wall = timed(fn)
         busy = sum(e.self_device_time_total for e in trace.key_averages()) / 1e6
-        print(f"\nkernels of one {name}: {wall * 1000:.0f} ms wall (under the profiler), GPU busy in kernels "
-              f"{busy / wall:.0%}; top 12 by GPU time:")  # fmt: skip
+        print(
+            f"\nkernels of one {name}: {wall * 1000:.0f} ms wall (under the profiler), GPU busy in kernels "
+            f"{busy / wall:.0%}; top 12 by GPU time:"
+        )
         print(trace.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
@@ -408,19 +441,27 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="timed items per batched variant")
     parser.add_argument("--seed-samples", type=int, default=8, help="timed items for the seed's way (slow)")
     parser.add_argument("--tokens", type=int, default=40, help="new tokens forced per item")
-    parser.add_argument("--floor", type=float,
-                        help="compute floor in samples/s for every row (default: each row's own, from its batch, "
-                             "prompt and image tokens: `floor`)")  # fmt: skip
+    parser.add_argument(
+        "--floor",
+        type=float,
+        help="compute floor in samples/s for every row (default: each row's own, from its batch, "
+        "prompt and image tokens: `floor`)",
+    )
     parser.add_argument("--only", type=int, nargs="*", help="variant numbers to run, in this order")
     parser.add_argument("--profile", action="store_true", help="also time one batch's preparing, prefill and decode")
-    parser.add_argument("--busy", action="store_true",
-                        help="report each variant's GPU-busy fraction over its timed loop (under torch's profiler)")
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="report each variant's GPU-busy fraction over its timed loop (under torch's profiler)",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_infer needs a CUDA GPU")
     if not (args.model_dir / "config.json").is_file():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model],
-                        str(args.model_dir)], check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "full_size_model.py"), MODELS[args.model], str(args.model_dir)],
+            check=True,
+        )
     limit = 32 + max(args.samples, args.seed_samples)
     write_images(args.csv_dir, args.image_dir, limit)
     rows = []
@@ -442,11 +483,15 @@ def main() -> None:
     import transformers
 
     seed = next((r for i, _, r in rows if i == 0), None)
-    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
-          f"bitsandbytes {_version('bitsandbytes')}")  # fmt: skip
+    print(
+        f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers {transformers.__version__} | "
+        f"bitsandbytes {_version('bitsandbytes')}"
+    )
     print(f"command: {' '.join(sys.argv)}; {args.tokens} new tokens forced\n")
-    print("| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s "
-          "| GPU busy |")
+    print(
+        "| variant | samples/s | s/sample | vs seed | peak GiB | image tokens/sample | of floor | warm-up s "
+        "| GPU busy |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for _, name, r in rows:
         ratio = f"{r['samples_per_s'] / seed['samples_per_s']:.1f}x" if seed else ""
@@ -454,8 +499,10 @@ def main() -> None:
         limit = args.floor or r.get("floor")
         floor = f"{r['samples_per_s'] / limit:.0%} of {limit:.0f}" if limit else ""
         busy = f"{r['gpu_busy']:.0%}" if "gpu_busy" in r else ""
-        print(f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
-              f"{tokens} | {floor} | {r['warmup_s']:.0f} | {busy} |")  # fmt: skip
+        print(
+            f"| {name} | {r['samples_per_s']:.2f} | {r['s_per_sample']:.3f} | {ratio} | {r['peak_gib']:.1f} | "
+            f"{tokens} | {floor} | {r['warmup_s']:.0f} | {busy} |"
+        )
 
 
 if __name__ == "__main__":

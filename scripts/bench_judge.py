@@ -42,9 +42,18 @@ def finished_run(folder: Path, items: int) -> Path:
     for i, ex in enumerate(task.load().examples):
         pred = ex.label if i % 10 < 7 else next(label for label in task.labels if label != ex.label)
         explanation = ex.explanations[0] if ex.explanations else ""
-        rows.append({"id": ex.id, "image": str(ex.image), "text": ex.text, "gold": ex.label, "pred": pred,
-                     "explanation": explanation, "raw": f"{pred.capitalize()}. {explanation}",
-                     "refs": list(ex.explanations)})  # fmt: skip
+        rows.append(
+            {
+                "id": ex.id,
+                "image": str(ex.image),
+                "text": ex.text,
+                "gold": ex.label,
+                "pred": pred,
+                "explanation": explanation,
+                "raw": f"{pred.capitalize()}. {explanation}",
+                "refs": list(ex.explanations),
+            }
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     info = {"task": task.name, "split": task.split, "labels": list(task.labels), "model": "hand-made"}
@@ -64,9 +73,17 @@ def judge(run: Path, out: Path, overrides: list[str]) -> dict:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=["stage=judge", f"stage.run={run}", *overrides,
-                                           f"hydra.run.dir={out}", f"hydra.runtime.output_dir={out}"],
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "config",
+            overrides=[
+                "stage=judge",
+                f"stage.run={run}",
+                *overrides,
+                f"hydra.run.dir={out}",
+                f"hydra.runtime.output_dir={out}",
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
@@ -94,15 +111,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vlx-bench-judge-") as tmp:
         run = finished_run(Path(tmp) / "run", args.items)
-        common = [f"judge_model={args.judge}", f"cpu_threads={args.threads}", "eval.resamples=0",
-                  f"stage.max_new_tokens={args.max_new_tokens}"]  # fmt: skip
+        common = [
+            f"judge_model={args.judge}",
+            f"cpu_threads={args.threads}",
+            "eval.resamples=0",
+            f"stage.max_new_tokens={args.max_new_tokens}",
+        ]
         judge(run, Path(tmp) / "warm-up", [*common, "batch_size=1", "stage.judge_name=warm-up"])  # builds, warms
         results = []
         for decode in args.decodes:
             for size in args.batch_sizes:
                 name = f"{decode}-b{size}"
-                out = judge(run, Path(tmp) / name, [*common, f"batch_size={size}", f"stage.decode={decode}",
-                                                    f"stage.judge_name={name}"])  # fmt: skip
+                out = judge(
+                    run,
+                    Path(tmp) / name,
+                    [*common, f"batch_size={size}", f"stage.decode={decode}", f"stage.judge_name={name}"],
+                )
                 results.append((decode, size, out))
 
     import torch
@@ -113,8 +137,10 @@ def main() -> None:
     for decode, size, out in results:
         rate = out["items_per_s"]
         print(f"| {decode} | {size} | {rate:.2f} | {1 / rate:.3f} | {out['unparsed']} | {out['wall_s']:.1f} |")
-    print(f"\nmachine: {os.cpu_count()} cores, {cpu_name()}, {platform.platform()}; torch threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"\nmachine: {os.cpu_count()} cores, {cpu_name()}, {platform.platform()}; torch threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"versions: {versions()}")
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
 

@@ -57,8 +57,17 @@ def launcher(kind: str, gpus: int) -> list[str]:
     if gpus == 1:
         return [sys.executable, "-m", "vlx"]
     if kind == "accelerate":
-        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={gpus}",
-                "--num_machines=1", "--dynamo_backend=no", "-m", "vlx"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            f"--num_processes={gpus}",
+            "--num_machines=1",
+            "--dynamo_backend=no",
+            "-m",
+            "vlx",
+        ]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "vlx"]
 
 
@@ -71,9 +80,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6, help="steps left out of the throughput")
     parser.add_argument("--logging-steps", type=int, default=1, help="fine-tuning: optimizer steps per log entry")
     parser.add_argument("--loader-workers", type=int, default=0, help="fine-tuning: DataLoader worker processes")
-    parser.add_argument("--profile-steps", type=int, nargs=2, metavar=("FIRST", "LAST"),
-                        help="fine-tuning: profile these optimizer steps (finetune.profile_steps) and print the GPU's "
-                             "busy fraction")  # fmt: skip
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        nargs=2,
+        metavar=("FIRST", "LAST"),
+        help="fine-tuning: profile these optimizer steps (finetune.profile_steps) and print the GPU's busy fraction",
+    )
     parser.add_argument(
         "--accumulation",
         type=int,
@@ -104,19 +117,30 @@ def main() -> None:
             )
     rows = []
     if "finetune" not in args.skip:
-        common = ["stage=finetune", "model=paligemma", f"model.checkpoint={models['paligemma-3b-448']}",
-                  "task=shapes", "task.split=train", f"task.limit={args.micro_batch * args.accumulation * args.steps}",
-                  "lora=r64", "finetune=fast", f"finetune.per_device_batch_size={args.micro_batch}",
-                  f"finetune.gradient_accumulation_steps={args.accumulation}",
-                  f"finetune.max_steps={args.steps}", f"finetune.logging_steps={args.logging_steps}",
-                  f"finetune.dataloader_num_workers={args.loader_workers}", "finetune.save_strategy=no",
-                  "eval_after_infer=false"]  # fmt: skip
+        common = [
+            "stage=finetune",
+            "model=paligemma",
+            f"model.checkpoint={models['paligemma-3b-448']}",
+            "task=shapes",
+            "task.split=train",
+            f"task.limit={args.micro_batch * args.accumulation * args.steps}",
+            "lora=r64",
+            "finetune=fast",
+            f"finetune.per_device_batch_size={args.micro_batch}",
+            f"finetune.gradient_accumulation_steps={args.accumulation}",
+            f"finetune.max_steps={args.steps}",
+            f"finetune.logging_steps={args.logging_steps}",
+            f"finetune.dataloader_num_workers={args.loader_workers}",
+            "finetune.save_strategy=no",
+            "eval_after_infer=false",
+        ]
         if args.compile_mode:
             common.append(f"finetune.compile_mode={args.compile_mode}")
         if args.profile_steps:
             common.append(f"finetune.profile_steps=[{args.profile_steps[0]},{args.profile_steps[1]}]")
-        variants = [("1 GPU", 1, [])] + [(f"{args.gpus} GPUs, {name}", args.gpus, overrides)
-                                         for name, *overrides in args.ddp_variant or [["ddp"]]]  # fmt: skip
+        variants = [("1 GPU", 1, [])] + [
+            (f"{args.gpus} GPUs, {name}", args.gpus, overrides) for name, *overrides in args.ddp_variant or [["ddp"]]
+        ]
         curves, adapters = {}, {}
         for index, (name, gpus, overrides) in enumerate(variants):
             out = work / f"finetune-{index}"
@@ -143,17 +167,29 @@ def main() -> None:
             if one and name != "1 GPU":
                 worst = max(abs(a - b) / abs(a) for a, b in zip(one, curve, strict=True))
                 same = "the same tensors and shapes" if adapters[name] == adapters["1 GPU"] else "DIFFERENT tensors"
-                print(f"  largest relative difference per step from 1 GPU: {worst:.2%}; adapter: {same} "
-                      f"({len(adapters[name])} tensors)")  # fmt: skip
+                print(
+                    f"  largest relative difference per step from 1 GPU: {worst:.2%}; adapter: {same} "
+                    f"({len(adapters[name])} tensors)"
+                )
     if "infer" not in args.skip:
         from bench_infer import write_images
 
         images = work / "images"
         write_images(args.csv_dir, images, args.items)
-        common = ["model=llava", f"model.checkpoint={models['llava-v1.6-mistral-7b']}", "model.compile=false",
-                  "task=esnli", f"task.csv_dir={args.csv_dir}", f"task.image_dir={images}", "task.split=test",
-                  f"task.limit={args.items}", "batch_size=32", "generation.max_new_tokens=40",
-                  "+generation.min_new_tokens=40", "eval_after_infer=false"]  # fmt: skip
+        common = [
+            "model=llava",
+            f"model.checkpoint={models['llava-v1.6-mistral-7b']}",
+            "model.compile=false",
+            "task=esnli",
+            f"task.csv_dir={args.csv_dir}",
+            f"task.image_dir={images}",
+            "task.split=test",
+            f"task.limit={args.items}",
+            "batch_size=32",
+            "generation.max_new_tokens=40",
+            "+generation.min_new_tokens=40",
+            "eval_after_infer=false",
+        ]
         answers = {}
         for gpus in (1, args.gpus):
             out = work / f"infer-{gpus}gpu"

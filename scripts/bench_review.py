@@ -56,8 +56,12 @@ def main() -> None:
         raise SystemExit(f"{ratings} exists: run on a run without ratings (the script adds and removes its own)")
     if args.ratings:
         rows = [json.loads(line) for line in (args.run / "predictions.jsonl").read_text().splitlines()[: args.ratings]]
-        ratings.write_text("".join(json.dumps({"id": r["id"], "rater": "bench", "verdict": "yes", "score": 1.0,
-                                               "time": 0}) + "\n" for r in rows))  # fmt: skip
+        ratings.write_text(
+            "".join(
+                json.dumps({"id": r["id"], "rater": "bench", "verdict": "yes", "score": 1.0, "time": 0}) + "\n"
+                for r in rows
+            )
+        )
     start = time.perf_counter()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "vlx-bench-review.log"
     with log.open("w") as out:
@@ -101,8 +105,10 @@ def main() -> None:
             ratings.unlink()
     items = sum(1 for _ in (args.run / "predictions.jsonl").open())
     print(f"\n## review page: {items} items, {args.ratings} ratings\n")
-    print(f"from `vlx stage=review` to its URL: {to_url:.2f} s; to a usable page (page, run info, first items): "
-          f"{usable:.2f} s\n")  # fmt: skip
+    print(
+        f"from `vlx stage=review` to its URL: {to_url:.2f} s; to a usable page (page, run info, first items): "
+        f"{usable:.2f} s\n"
+    )
     print("| request | median (ms) | worst (ms) | bytes |\n|---|---:|---:|---:|")
     for name, median, worst, size in table:
         print(f"| {name} | {1000 * median:.1f} | {1000 * worst:.1f} | {size:,} |")

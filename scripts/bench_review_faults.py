@@ -113,9 +113,21 @@ class Server:
         with self.log.open("a") as out:
             self.offset = out.tell()
             env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-            self.proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"stage.run={self.run}",
-                                          "review.port=0", f"hydra.run.dir={self.hydra_dir}"], cwd=REPO,
-                                         stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vlx",
+                    "stage=review",
+                    f"stage.run={self.run}",
+                    "review.port=0",
+                    f"hydra.run.dir={self.hydra_dir}",
+                ],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + START_GUARD_S
         while time.monotonic() < deadline:
             match = re.search(r"vlx review: http://127\.0\.0\.1:(\d+)/", self.output())
@@ -150,8 +162,9 @@ class Server:
                 self.kill()
         return self.proc.returncode
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                timeout: float = 30) -> tuple[int | None, str]:  # fmt: skip
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30
+    ) -> tuple[int | None, str]:
         """One request as the page sends it (same origin); (status, body), status None where the connection broke."""
         origin = f"http://127.0.0.1:{self.port}"
         headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
@@ -202,9 +215,22 @@ def read_ratings(path: Path) -> tuple[list[dict[str, Any]] | None, list[str], st
 def run_eval(run: Path, hydra_dir: Path, resamples: int) -> tuple[int, str, dict[str, Any]]:
     """`vlx stage=eval stage.run=<run>`: exit code, output, metrics.json."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, "-m", "vlx", "stage=eval", f"stage.run={run}", f"eval.resamples={resamples}",
-                          f"hydra.run.dir={hydra_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=1800)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlx",
+            "stage=eval",
+            f"stage.run={run}",
+            f"eval.resamples={resamples}",
+            f"hydra.run.dir={hydra_dir}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     metrics = json.loads((run / "metrics.json").read_text()) if res.returncode == 0 else {}
     return res.returncode, res.stdout + res.stderr, metrics
 
@@ -215,18 +241,35 @@ def item_ids(run: Path) -> list[str]:
 
 def copy_run(source: Path, dest: Path) -> Path:
     """The run's files without its ratings, lock and sample (the case starts from no ratings)."""
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("ratings.jsonl", ".vlx.lock", "review_sample.json",
-                                                                "*.png"))  # fmt: skip
+    shutil.copytree(
+        source, dest, ignore=shutil.ignore_patterns("ratings.jsonl", ".vlx.lock", "review_sample.json", "*.png")
+    )
     return dest
 
 
 def make_tiny_run(dest: Path) -> Path:
     """12 shapes items through tiny LLaVA, scored (what tests/test_review.py rates)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    res = subprocess.run([sys.executable, "-m", "vlx", "model=tiny_llava", "task=shapes", "task.limit=12",
-                          "decode=score_then_explain", "generation.max_new_tokens=12", "eval_after_infer=true",
-                          "eval.resamples=20", f"hydra.run.dir={dest}"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=1800)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlx",
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=12",
+            "decode=score_then_explain",
+            "generation.max_new_tokens=12",
+            "eval_after_infer=true",
+            "eval.resamples=20",
+            f"hydra.run.dir={dest}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if res.returncode != 0:
         raise SystemExit(f"could not make the tiny run: {(res.stdout + res.stderr)[-2000:]}")
     return dest
@@ -234,8 +277,11 @@ def make_tiny_run(dest: Path) -> Path:
 
 def server_lines(text: str) -> str:
     """The server's output beyond its start lines, in a table cell."""
-    keep = [line for line in text.splitlines() if line.strip() and "vlx review: http" not in line
-            and "review of " not in line]  # fmt: skip
+    keep = [
+        line
+        for line in text.splitlines()
+        if line.strip() and "vlx review: http" not in line and "review of " not in line
+    ]
     if not keep:
         return "nothing"
     shown = "; ".join(line[line.find("- ") + 2 :] if line.startswith("[20") else line for line in keep[:4])
@@ -250,12 +296,15 @@ def server_lines(text: str) -> str:
 def tmpfs(size_kib: int) -> Iterator[Path | None]:
     """A tmpfs of `size_kib` mounted on a fresh folder (None where this process cannot mount), unmounted after."""
     where = Path(tempfile.mkdtemp(prefix="vlx-fulldisk-"))
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         where.rmdir()
-        print(f"cannot mount a tmpfs ({res.stderr.strip() or 'mount failed'}): the full-disk cases need root",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"cannot mount a tmpfs ({res.stderr.strip() or 'mount failed'}): the full-disk cases need root",
+            file=sys.stderr,
+        )
         yield None
         return
     try:
@@ -294,8 +343,13 @@ def seed_ratings(path: Path, items: list[str], left: int) -> list[dict[str, Any]
     rows: list[dict[str, Any]] = []
 
     def line(k: int, rater: str = "seed") -> tuple[dict[str, Any], bytes]:
-        row = {"id": items[k % len(items)], "rater": rater, "verdict": VERDICTS[k % 4], "score": 1.0,
-               "time": 1000000000.001 + k}  # fmt: skip
+        row = {
+            "id": items[k % len(items)],
+            "rater": rater,
+            "verdict": VERDICTS[k % 4],
+            "score": 1.0,
+            "time": 1000000000.001 + k,
+        }
         return row, (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
     shortest = len(line(0)[1])
@@ -316,8 +370,13 @@ def seed_ratings(path: Path, items: list[str], left: int) -> list[dict[str, Any]
 
 def line_length(item: str, rater: str, verdict: str) -> int:
     """The bytes of the line the server writes for this rating (its time with 3 decimals, as it mostly has)."""
-    row = {"id": item, "rater": rater, "verdict": verdict, "score": 1.0 if verdict == "yes" else 0.0,
-           "time": 1796684197.463}  # fmt: skip
+    row = {
+        "id": item,
+        "rater": rater,
+        "verdict": verdict,
+        "score": 1.0 if verdict == "yes" else 0.0,
+        "time": 1796684197.463,
+    }
     return len((json.dumps(row, ensure_ascii=False) + "\n").encode())
 
 
@@ -334,15 +393,29 @@ def check_kept(report: Report, case: str, path: Path, posts: list[Post], seeds: 
     refused = {(p.item, p.rater, p.verdict) for p in posts if p.status not in (200, None)}
     kept_refused = [h for h in have if h[:3] in refused and h not in saved]
     named = all(str(path) in w for w in warnings)
-    report.add(case, "ratings file read (page's and eval's reader)",
-               f"{len(rows)} ratings ({len(seeds)} earlier + {len(saved)} answered 200), {len(lost)} lost, "
-               f"{len(kept_refused)} refused-but-kept; {len(warnings)} warning(s)"
-               + (f": {warnings[0][:160]}" if warnings else ""),
-               not lost and not kept_refused and len(have) == len(want) and named)  # fmt: skip
+    report.add(
+        case,
+        "ratings file read (page's and eval's reader)",
+        f"{len(rows)} ratings ({len(seeds)} earlier + {len(saved)} answered 200), {len(lost)} lost, "
+        f"{len(kept_refused)} refused-but-kept; {len(warnings)} warning(s)"
+        + (f": {warnings[0][:160]}" if warnings else ""),
+        not lost and not kept_refused and len(have) == len(want) and named,
+    )
 
 
-def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Path, hydra_on_disk: bool, left: int,
-                   posts_full: int, posts_after: int, do_eval: bool, resamples: int) -> bool:  # fmt: skip
+def full_disk_case(
+    report: Report,
+    case: str,
+    source: Path,
+    work: Path,
+    disk: Path,
+    hydra_on_disk: bool,
+    left: int,
+    posts_full: int,
+    posts_after: int,
+    do_eval: bool,
+    resamples: int,
+) -> bool:
     """One full-disk case; `hydra_on_disk`: the server's Hydra folder (its log) on the full disk too; `left`: the
     bytes left in the ratings file's last page when the ratings begin (0: its length less one, so that the first
     rating is cut just before its newline). Returns whether the first rating on the full disk was refused (False:
@@ -357,11 +430,14 @@ def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Pa
         filler = fill(disk, free_pages=0)
         started = server.start()
         out = server.output()
-        report.add(case, "start on a full disk", (f"started (port {server.port})" if started else
-                   f"exit {server.proc.returncode}") + f"; output: {server_lines(out)}",
-                   "Traceback" not in out and (started or (len(out.strip().splitlines()) == 1
-                                                           and str(disk) in out)))  # one line naming the file
-        # fmt: skip
+        report.add(
+            case,
+            "start on a full disk",
+            (f"started (port {server.port})" if started else f"exit {server.proc.returncode}")
+            + f"; output: {server_lines(out)}",
+            "Traceback" not in out and (started or (len(out.strip().splitlines()) == 1 and str(disk) in out)),
+        )  # one line naming the file
+
         server.kill() if started else None
         filler.unlink()
         shutil.rmtree(hydra_dir, ignore_errors=True)
@@ -369,9 +445,12 @@ def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Pa
         filler = fill(disk, free_pages=1)
     try:
         started = server.start()
-        report.add(case, "start" + (" (disk with one free page)" if not hydra_on_disk else ""),
-                   f"{'started' if started else 'did not start'}; output: {server_lines(server.output())}",
-                   started)  # fmt: skip
+        report.add(
+            case,
+            "start" + (" (disk with one free page)" if not hydra_on_disk else ""),
+            f"{'started' if started else 'did not start'}; output: {server_lines(server.output())}",
+            started,
+        )
         if not started:
             return True
         if hydra_on_disk:  # the disk fills while the server runs
@@ -379,9 +458,13 @@ def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Pa
         if not left:
             left = line_length(items[0], "full", VERDICTS[0]) - 1
         seeds = seed_ratings(run / "ratings.jsonl", items, left)
-        report.add(case, "disk before the ratings", f"{free_bytes(disk)} bytes free on the disk; ratings.jsonl "
-                   f"{(run / 'ratings.jsonl').stat().st_size} bytes, {len(seeds)} earlier ratings, "
-                   f"{PAGE - (run / 'ratings.jsonl').stat().st_size} bytes left in its page")  # fmt: skip
+        report.add(
+            case,
+            "disk before the ratings",
+            f"{free_bytes(disk)} bytes free on the disk; ratings.jsonl "
+            f"{(run / 'ratings.jsonl').stat().st_size} bytes, {len(seeds)} earlier ratings, "
+            f"{PAGE - (run / 'ratings.jsonl').stat().st_size} bytes left in its page",
+        )
         before = len(server.output())
         posts: list[Post] = []
         for k in range(posts_full):
@@ -389,37 +472,56 @@ def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Pa
             posts.append(post)
             page, _ = server.request("GET", "/api/items?rater=full&limit=50")
             size = (run / "ratings.jsonl").stat().st_size
-            report.add(case, f"rating {k + 1} on the full disk",
-                       f"{post.status} {post.body[:200]}; then GET items {page}; ratings.jsonl {size} bytes",
-                       post.status in (200, 507) and page == 200)  # fmt: skip
+            report.add(
+                case,
+                f"rating {k + 1} on the full disk",
+                f"{post.status} {post.body[:200]}; then GET items {page}; ratings.jsonl {size} bytes",
+                post.status in (200, 507) and page == 200,
+            )
         out = server.output()[before:]
-        report.add(case, "server output while full", server_lines(out),
-                   "Traceback" not in out and str(run / "ratings.jsonl") in out)  # fmt: skip
+        report.add(
+            case,
+            "server output while full",
+            server_lines(out),
+            "Traceback" not in out and str(run / "ratings.jsonl") in out,
+        )
         check_kept(report, case, run / "ratings.jsonl", posts, seeds)
         filler.unlink()
         report.add(case, "filler deleted", f"{free_bytes(disk)} bytes free")
         after = []
         for k in range(posts_after):
             after.append(server.rate(items[(k + 5) % len(items)], "after", VERDICTS[k % 4]))
-        report.add(case, f"{posts_after} ratings after freeing space", ", ".join(str(p.status) for p in after),
-                   all(p.status == 200 for p in after))  # fmt: skip
+        report.add(
+            case,
+            f"{posts_after} ratings after freeing space",
+            ", ".join(str(p.status) for p in after),
+            all(p.status == 200 for p in after),
+        )
         pages = [server.request("GET", p)[0] for p in ("/", "/api/run", "/api/items?rater=full&limit=50")]
         report.add(case, "page, run info, items", ", ".join(map(str, pages)), pages == [200, 200, 200])
         check_kept(report, case, run / "ratings.jsonl", posts + after, seeds)
     finally:
         code = server.stop()
     out = server.output()
-    report.add(case, "Ctrl-C", f"exit {code}; last line: {out.strip().splitlines()[-1][-200:] if out.strip() else ''}",
-               code == 0 and "Traceback" not in out)  # fmt: skip
+    report.add(
+        case,
+        "Ctrl-C",
+        f"exit {code}; last line: {out.strip().splitlines()[-1][-200:] if out.strip() else ''}",
+        code == 0 and "Traceback" not in out,
+    )
     if do_eval:
         rows, _, _ = read_ratings(run / "ratings.jsonl")
         pairs = len({(r["rater"], r["id"]) for r in rows or []})
         code, text, metrics = run_eval(run, work / f"eval-{slug}", resamples)
         cut = [line for line in text.splitlines() if "cut short" in line]
-        report.add(case, "stage=eval", f"exit {code}; human_ratings {metrics.get('human_ratings')} (want {pairs}); "
-                   f"all_human_score {metrics.get('all_human_score')}; {len(cut)} warning line(s)"
-                   + (f": {cut[0][cut[0].find('- ') + 2:][:160]}" if cut else ""),
-                   code == 0 and metrics.get("human_ratings") == pairs)  # fmt: skip
+        report.add(
+            case,
+            "stage=eval",
+            f"exit {code}; human_ratings {metrics.get('human_ratings')} (want {pairs}); "
+            f"all_human_score {metrics.get('all_human_score')}; {len(cut)} warning line(s)"
+            + (f": {cut[0][cut[0].find('- ') + 2 :][:160]}" if cut else ""),
+            code == 0 and metrics.get("human_ratings") == pairs,
+        )
     shutil.rmtree(run)
     return not posts or posts[0].status != 200
 
@@ -427,8 +529,9 @@ def full_disk_case(report: Report, case: str, source: Path, work: Path, disk: Pa
 # --- kill -9 --------------------------------------------------------------------------------------------------------
 
 
-def kill_round(server: Server, posts: dict[str, list[Post]], items: list[str], per_client: int, target: int,
-               delay: float) -> int:  # fmt: skip
+def kill_round(
+    server: Server, posts: dict[str, list[Post]], items: list[str], per_client: int, target: int, delay: float
+) -> int:
     """One rater per thread posting `per_client` ratings while the server is killed with SIGKILL `delay` seconds
     after the `target`-th answer; a rater stops at its first request without an answer. The answers counted then."""
     answered = [0]
@@ -461,8 +564,17 @@ def kill_round(server: Server, posts: dict[str, list[Post]], items: list[str], p
     return killed_at
 
 
-def kill_cases(report: Report, source: Path, work: Path, rounds: int, clients: int, per_client: int, seed: int,
-               do_eval: bool, resamples: int) -> None:  # fmt: skip
+def kill_cases(
+    report: Report,
+    source: Path,
+    work: Path,
+    rounds: int,
+    clients: int,
+    per_client: int,
+    seed: int,
+    do_eval: bool,
+    resamples: int,
+) -> None:
     run = copy_run(source, work / "run-kill")
     items = item_ids(run)
     rng = random.Random(seed)
@@ -470,22 +582,26 @@ def kill_cases(report: Report, source: Path, work: Path, rounds: int, clients: i
     for number in range(1, rounds + 1):
         server = Server(run, work / "hydra-kill", work / "kill.log")
         if not server.start():
-            report.add("kill -9", f"round {number}", f"the server did not start: {server_lines(server.output())}",
-                       False)  # fmt: skip
+            report.add(
+                "kill -9", f"round {number}", f"the server did not start: {server_lines(server.output())}", False
+            )
             return
         target = rng.randint(1, clients * per_client - 1)
         sizes = {rater: len(mine) for rater, mine in posts.items()}
         answered = kill_round(server, posts, items, per_client, target, rng.uniform(0, 0.005))
-        new = [p for rater, mine in posts.items() for p in mine[sizes[rater]:]]
+        new = [p for rater, mine in posts.items() for p in mine[sizes[rater] :]]
         statuses = {}
         for p in new:
             statuses[p.status] = statuses.get(p.status, 0) + 1
         ended = server.output()
-        report.add("kill -9", f"round {number}",
-                   f"killed after {answered} answers (aimed at {target}); answers: "
-                   + ", ".join(f"{k if k is not None else 'no answer'} x{v}" for k, v in statuses.items())
-                   + ("; Traceback in output" if "Traceback" in ended else ""),
-                   set(statuses) <= {200, None} and "Traceback" not in ended)  # fmt: skip
+        report.add(
+            "kill -9",
+            f"round {number}",
+            f"killed after {answered} answers (aimed at {target}); answers: "
+            + ", ".join(f"{k if k is not None else 'no answer'} x{v}" for k, v in statuses.items())
+            + ("; Traceback in output" if "Traceback" in ended else ""),
+            set(statuses) <= {200, None} and "Traceback" not in ended,
+        )
 
     rows, warnings, error = read_ratings(run / "ratings.jsonl")
     if rows is None:
@@ -498,8 +614,11 @@ def kill_cases(report: Report, source: Path, work: Path, rounds: int, clients: i
         mine = [r for r in rows if r["rater"] == rater]
         j = 0
         for p in ps:
-            here = j < len(mine) and (mine[j]["id"], mine[j]["verdict"]) == (p.item, p.verdict) \
-                and (p.time is None or mine[j]["time"] == p.time)  # fmt: skip
+            here = (
+                j < len(mine)
+                and (mine[j]["id"], mine[j]["verdict"]) == (p.item, p.verdict)
+                and (p.time is None or mine[j]["time"] == p.time)
+            )
             if here:
                 kept_unanswered += p.status is None
                 latest[(rater, p.item)] = p.verdict
@@ -508,34 +627,54 @@ def kill_cases(report: Report, source: Path, work: Path, rounds: int, clients: i
                 lost += 1
         extra += len(mine) - j
     others = [r for r in rows if r["rater"] not in posts]
-    report.add("kill -9", "every rating answered 200 is in ratings.jsonl, in order",
-               f"{total} answered 200: {lost} lost; {len(rows)} lines read, {extra + len(others)} unexplained; "
-               f"{unanswered} requests got no answer (in flight at a kill), {kept_unanswered} of them written",
-               lost == 0 and extra == 0 and not others)  # fmt: skip
+    report.add(
+        "kill -9",
+        "every rating answered 200 is in ratings.jsonl, in order",
+        f"{total} answered 200: {lost} lost; {len(rows)} lines read, {extra + len(others)} unexplained; "
+        f"{unanswered} requests got no answer (in flight at a kill), {kept_unanswered} of them written",
+        lost == 0 and extra == 0 and not others,
+    )
     from vlx.run.ratings import RatingStore
 
     counted = RatingStore(run / "ratings.jsonl").latest()
-    report.add("kill -9", "the last rating per rater and item counts",
-               f"{len(counted)} (rater, item) pairs; {sum(counted.get(k) != v for k, v in latest.items())} differ",
-               counted == latest)  # fmt: skip
+    report.add(
+        "kill -9",
+        "the last rating per rater and item counts",
+        f"{len(counted)} (rater, item) pairs; {sum(counted.get(k) != v for k, v in latest.items())} differ",
+        counted == latest,
+    )
     ends = (run / "ratings.jsonl").read_bytes().endswith(b"\n")
     cut = len(warnings)
-    report.add("kill -9", "cut lines", f"{cut} cut line(s) skipped" + (f": {warnings[0][:160]}" if warnings else "")
-               + f"; file ends with a newline: {ends}", all(str(run) in w for w in warnings))
+    report.add(
+        "kill -9",
+        "cut lines",
+        f"{cut} cut line(s) skipped"
+        + (f": {warnings[0][:160]}" if warnings else "")
+        + f"; file ends with a newline: {ends}",
+        all(str(run) in w for w in warnings),
+    )
     server = Server(run, work / "hydra-kill", work / "kill.log")
     if server.start():
         answers = [server.request("GET", p) for p in ("/", "/api/run", "/api/items?rater=rater0&rated=yes&limit=500")]
         rated = json.loads(answers[2][1])["total"] if answers[2][0] == 200 else None
         want = len({i for (r, i) in latest if r == "rater0"})
-        report.add("kill -9", "page after the kills", f"{', '.join(str(a[0]) for a in answers)}; rater0 has "
-                   f"{rated} items rated (want {want})", [a[0] for a in answers] == [200] * 3 and rated == want)
+        report.add(
+            "kill -9",
+            "page after the kills",
+            f"{', '.join(str(a[0]) for a in answers)}; rater0 has {rated} items rated (want {want})",
+            [a[0] for a in answers] == [200] * 3 and rated == want,
+        )
         code = server.stop()
         report.add("kill -9", "Ctrl-C", f"exit {code}", code == 0)
     if do_eval:
         code, text, metrics = run_eval(run, work / "eval-kill", resamples)
-        report.add("kill -9", "stage=eval", f"exit {code}; human_ratings {metrics.get('human_ratings')} (want "
-                   f"{len(latest)}); all_human_score {metrics.get('all_human_score')}",
-                   code == 0 and metrics.get("human_ratings") == len(latest))  # fmt: skip
+        report.add(
+            "kill -9",
+            "stage=eval",
+            f"exit {code}; human_ratings {metrics.get('human_ratings')} (want "
+            f"{len(latest)}); all_human_score {metrics.get('all_human_score')}",
+            code == 0 and metrics.get("human_ratings") == len(latest),
+        )
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
@@ -565,8 +704,11 @@ def main(argv: list[str] | None = None) -> int:
     source = args.run or make_tiny_run(work / "tiny-run")
     report = Report()
     if args.cases in ("all", "full-disk"):
-        cases = (("full disk", False, 250), ("full disk, log there too", True, 250),
-                 ("full disk, cut before a newline", False, 0))  # fmt: skip
+        cases = (
+            ("full disk", False, 250),
+            ("full disk, log there too", True, 250),
+            ("full disk, cut before a newline", False, 0),
+        )
         for case, hydra_on_disk, left in cases:
             for _ in range(5):  # the cut before a newline misses where the rating's time has fewer decimals: again
                 attempt = Report()
@@ -574,21 +716,45 @@ def main(argv: list[str] | None = None) -> int:
                     if disk is None:
                         report.add(case, "skipped", "cannot mount a tmpfs here (needs root)")
                         break
-                    hit = full_disk_case(attempt, case, source, work, disk, hydra_on_disk, left, args.posts_full,
-                                         args.posts_after, not args.no_eval, args.resamples)  # fmt: skip
+                    hit = full_disk_case(
+                        attempt,
+                        case,
+                        source,
+                        work,
+                        disk,
+                        hydra_on_disk,
+                        left,
+                        args.posts_full,
+                        args.posts_after,
+                        not args.no_eval,
+                        args.resamples,
+                    )
                 if hit or left:
                     break
             report.rows += attempt.rows if disk is not None else []
             if disk is None:
                 break
     if args.cases in ("all", "kill"):
-        kill_cases(report, source, work, args.rounds, args.clients, args.per_client, args.seed, not args.no_eval,
-                   args.resamples)  # fmt: skip
-    print(f"\n## review server under faults: {len(report.failed)} of {sum(r.ok is not None for r in report.rows)} "
-          f"checks failed\n")  # fmt: skip
+        kill_cases(
+            report,
+            source,
+            work,
+            args.rounds,
+            args.clients,
+            args.per_client,
+            args.seed,
+            not args.no_eval,
+            args.resamples,
+        )
+    print(
+        f"\n## review server under faults: {len(report.failed)} of {sum(r.ok is not None for r in report.rows)} "
+        f"checks failed\n"
+    )
     print(report.table())
-    print(f"\nmachine: {os.cpu_count()} cores, {platform.platform()}; python {platform.python_version()}; "
-          f"work folder {work}")  # fmt: skip
+    print(
+        f"\nmachine: {os.cpu_count()} cores, {platform.platform()}; python {platform.python_version()}; "
+        f"work folder {work}"
+    )
     print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
     return 1 if report.failed else 0
 

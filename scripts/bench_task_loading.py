@@ -24,8 +24,15 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "esnlive" / "esnlive_test.csv"
 
 # the e-SNLI-VE CSV as a table task: the columns of its header, its labels from conf/task/esnli.yaml
-TABLE = {"columns": {"id": "pairID", "image": "Flickr30kID", "text": "hypothesis", "label": "gold_label",
-                     "explanations": ["explanation"]}}  # fmt: skip
+TABLE = {
+    "columns": {
+        "id": "pairID",
+        "image": "Flickr30kID",
+        "text": "hypothesis",
+        "label": "gold_label",
+        "explanations": ["explanation"],
+    }
+}
 
 CHILD = """
 import json, sys, time
@@ -47,8 +54,13 @@ print(json.dumps({"seconds": seconds, "items": len(examples)}))
 
 def timed(kind: str, csv_path: Path, cache: Path) -> dict:
     env = {"HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", CHILD, kind, str(csv_path), json.dumps(TABLE)], env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(csv_path), json.dumps(TABLE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -81,18 +93,23 @@ def main() -> None:
 
     from vlx.tasks import build_task
 
-    esnli = build_task("esnli", csv_dir=str(args.csv.parent), image_dir=str(args.csv.parent),
-                       split=args.csv.stem.split("_")[-1])  # fmt: skip
-    table = build_task("table", source=str(args.csv), image_dir=str(args.csv.parent), labels=list(esnli.labels),
-                       **TABLE)  # fmt: skip
+    esnli = build_task(
+        "esnli", csv_dir=str(args.csv.parent), image_dir=str(args.csv.parent), split=args.csv.stem.split("_")[-1]
+    )
+    table = build_task(
+        "table", source=str(args.csv), image_dir=str(args.csv.parent), labels=list(esnli.labels), **TABLE
+    )
     a, b = esnli.examples(), table.examples()
     same = [(e.id, e.image, e.text, e.label, e.explanations) for e in a] == [
         (e.id, e.image, e.text, e.label, e.explanations) for e in b
     ]
     print(f"{args.csv}: {len(a)} items; the two readers give the same items: {same}")
 
-    rows = {"e-SNLI-VE reader (csv module)": [], "table task, first run (empty cache)": [],
-            "table task, second run (cached Arrow)": []}  # fmt: skip
+    rows = {
+        "e-SNLI-VE reader (csv module)": [],
+        "table task, first run (empty cache)": [],
+        "table task, second run (cached Arrow)": [],
+    }
     for _ in range(args.repeats):
         rows["e-SNLI-VE reader (csv module)"].append(timed("reader", args.csv, Path(tempfile.mkdtemp()))["seconds"])
         cache = Path(tempfile.mkdtemp())

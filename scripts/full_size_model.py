@@ -35,15 +35,38 @@ def paligemma_3b_448(tiny: Path):
     processor.image_processor.image_seq_length = 1024
     processor.image_seq_length = 1024  # (448 / 14)^2 image tokens
     tok = processor.tokenizer
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                                num_attention_heads=16, image_size=448, patch_size=14, projection_dim=2048,
-                                vision_use_head=False)  # fmt: skip
-    text = GemmaConfig(vocab_size=257216, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
-                       num_attention_heads=8, num_key_value_heads=1, head_dim=256, max_position_embeddings=8192,
-                       hidden_activation="gelu_pytorch_tanh", bos_token_id=tok.bos_token_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
-    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
-                             vocab_size=257216, projection_dim=2048, hidden_size=2048)  # fmt: skip
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=448,
+        patch_size=14,
+        projection_dim=2048,
+        vision_use_head=False,
+    )
+    text = GemmaConfig(
+        vocab_size=257216,
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=18,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        max_position_embeddings=8192,
+        hidden_activation="gelu_pytorch_tanh",
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.image_token_id,
+        vocab_size=257216,
+        projection_dim=2048,
+        hidden_size=2048,
+    )
     return PaliGemmaForConditionalGeneration, config, processor
 
 
@@ -63,16 +86,38 @@ def llava_v16_mistral_7b(tiny: Path):
     processor.image_processor.image_grid_pinpoints = pinpoints
     processor.patch_size = 14
     tok = processor.tokenizer
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768)  # fmt: skip
-    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, sliding_window=None,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)  # fmt: skip
-    config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
-                             image_grid_pinpoints=pinpoints, vision_feature_layer=-2,
-                             vision_feature_select_strategy="default")  # fmt: skip
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    )
+    text = MistralConfig(
+        vocab_size=32064,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        sliding_window=None,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.image_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
     return LlavaNextForConditionalGeneration, config, processor
 
 
@@ -83,18 +128,41 @@ def qwen2_5_vl_7b(tiny: Path):
 
     processor = AutoProcessor.from_pretrained(tiny, min_pixels=200704, max_pixels=1003520)
     tok = processor.tokenizer
-    vision = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
-              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
-              "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}  # fmt: skip
-    text = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-            "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-            "bos_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id}  # fmt: skip
-    config = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
-                              video_token_id=tok.video_token_id, tie_word_embeddings=False,
-                              vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-                              vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))  # fmt: skip
+    vision = {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+    }
+    text = {
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 128000,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        "bos_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    config = Qwen2_5_VLConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tok.image_token_id,
+        video_token_id=tok.video_token_id,
+        tie_word_embeddings=False,
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+    )
     return Qwen2_5_VLForConditionalGeneration, config, processor
 
 
@@ -114,31 +182,57 @@ def gemma_3_4b(tiny: Path):
     tok = small.tokenizer
     image_processor = small.image_processor
     image_processor.size = {"height": 896, "width": 896}
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, chat_template=small.chat_template,
-                                image_seq_length=256)  # fmt: skip
-    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                                image_size=896, patch_size=14, vision_use_head=False)  # fmt: skip
+    processor = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tok, chat_template=small.chat_template, image_seq_length=256
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=896,
+        patch_size=14,
+        vision_use_head=False,
+    )
     layers = 34
-    text = Gemma3TextConfig(vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=layers,
-                            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-                            sliding_window=1024,
-                            layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
-                                         for i in range(layers)],
-                            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-                                             "full_attention": {"rope_type": "linear", "factor": 8.0,
-                                                                "rope_theta": 1_000_000.0}},
-                            max_position_embeddings=131_072, bos_token_id=tok.bos_token_id,
-                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
-    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=256,
-                          boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
-                          image_token_index=tok.image_token_id, tie_word_embeddings=True)  # fmt: skip
+    text = Gemma3TextConfig(
+        vocab_size=262208,
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=1024,
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+        },
+        max_position_embeddings=131_072,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=256,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+        image_token_index=tok.image_token_id,
+        tie_word_embeddings=True,
+    )
     return Gemma3ForConditionalGeneration, config, processor
 
 
-ARCHITECTURES = {"paligemma-3b-448": ("paligemma", paligemma_3b_448),
-                 "gemma-3-4b": ("gemma3", gemma_3_4b),
-                 "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b),
-                 "qwen2.5-vl-7b": ("qwen2_5_vl", qwen2_5_vl_7b)}  # fmt: skip
+ARCHITECTURES = {
+    "paligemma-3b-448": ("paligemma", paligemma_3b_448),
+    "gemma-3-4b": ("gemma3", gemma_3_4b),
+    "llava-v1.6-mistral-7b": ("llava_next", llava_v16_mistral_7b),
+    "qwen2.5-vl-7b": ("qwen2_5_vl", qwen2_5_vl_7b),
+}
 
 
 def main() -> None:

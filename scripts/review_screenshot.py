@@ -18,8 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def main() -> None:
@@ -36,8 +42,19 @@ def main() -> None:
         shutil.copytree(args.run, copy, ignore=shutil.ignore_patterns("ratings.jsonl", "review_sample.json"))
         log = Path(tmp) / "serve.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "vlx", "stage=review", f"stage.run={copy}", "review.port=0",
-                                     f"hydra.run.dir={tmp}/hydra"], stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vlx",
+                    "stage=review",
+                    f"stage.run={copy}",
+                    "review.port=0",
+                    f"hydra.run.dir={tmp}/hydra",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             while not (match := re.search(r"vlx review: (http://\S+/)", log.read_text())):
                 if proc.poll() is not None:

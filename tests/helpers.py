@@ -194,8 +194,15 @@ def run_vlx(*args: str, cwd=None, **popen) -> subprocess.CompletedProcess:
     """`vlx ARGS` as a user types it, in a subprocess; its exit code and output. It is killed only when it hangs
     (HANG_GUARD_S; a `timeout` given here can lengthen that, never shorten it: a slow machine is no failure)."""
     guard = max(HANG_GUARD_S, popen.pop("timeout", 0) or 0)
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd or REPO, env=popen.pop("env", cli_env()),
-                          capture_output=True, text=True, timeout=guard, **popen)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "vlx", *args],
+        cwd=cwd or REPO,
+        env=popen.pop("env", cli_env()),
+        capture_output=True,
+        text=True,
+        timeout=guard,
+        **popen,
+    )
 
 
 def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
@@ -203,16 +210,24 @@ def start_vlx(*args: str, log: Path, **popen) -> subprocess.Popen:
     out = log.open("w")
     # Ctrl-C as from a terminal: a shell that starts the test run in the background (`nohup ... &`) passes SIGINT
     # on ignored, and Python then never turns it into KeyboardInterrupt (a run then ignored the tests' Ctrl-C)
-    return subprocess.Popen([sys.executable, "-m", "vlx", *args], cwd=REPO, env=popen.pop("env", cli_env()),
-                            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_terminal_signals, **popen)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlx", *args],
+        cwd=REPO,
+        env=popen.pop("env", cli_env()),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_terminal_signals,
+        **popen,
+    )
 
 
 def _terminal_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None,
-             hang_guard_s: float = POLL_HANG_GUARD_S) -> None:  # fmt: skip
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen | None = None, hang_guard_s: float = POLL_HANG_GUARD_S
+) -> None:
     """Polls until `condition()` holds; fails if `proc` ends first, or after `hang_guard_s` (a hang, not slowness:
     a slow machine only makes the wait longer)."""
     deadline = time.monotonic() + hang_guard_s
@@ -228,8 +243,12 @@ def lines(path: Path) -> list[dict]:
 
 def build_wheel(out_dir: Path) -> Path:
     """A wheel of this checkout, as `pip wheel .` builds it."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(out_dir)],
-                   check=True, capture_output=True, timeout=HANG_GUARD_S)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO), "-w", str(out_dir)],
+        check=True,
+        capture_output=True,
+        timeout=HANG_GUARD_S,
+    )
     (built,) = out_dir.glob("vlx-*.whl")
     return built
 
@@ -244,8 +263,22 @@ def install_wheel(wheel: Path, venv: Path) -> Path:
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     site.mkdir(parents=True, exist_ok=True)
     (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
-                    "-q", str(wheel)], check=True, capture_output=True, timeout=HANG_GUARD_S)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=HANG_GUARD_S,
+    )
     return site
 
 
@@ -268,8 +301,13 @@ def shipped_configs() -> list[Path]:
     there (an unpacked source archive holds only what ships)."""
     conf = REPO / "conf"
     try:
-        tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--", "conf"], capture_output=True,
-                                 text=True, check=True, timeout=HANG_GUARD_S).stdout  # fmt: skip
+        tracked = subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--", "conf"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=HANG_GUARD_S,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):  # no git, or not a git checkout
         return sorted(p.relative_to(conf) for p in conf.rglob("*.yaml"))
     paths = [REPO / name for name in tracked.split("\0") if name.endswith(".yaml")]

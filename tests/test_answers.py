@@ -59,8 +59,15 @@ def test_the_tasks_format_reaches_demonstrations_targets_and_parsing():
 
 
 def test_label_scoring_states_the_label_in_the_tasks_format(make_cfg, tmp_path):
-    run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "decode=score",
-                       "task.answer='Answer: {label}; {explanation}'"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=3",
+            "decode=score",
+            "task.answer='Answer: {label}; {explanation}'",
+        )
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert all(r["raw"] == f"Answer: {r['pred']};" for r in rows)  # the scored label's answer, in the format
     assert all(r["explanation"] == "" for r in rows)

@@ -84,16 +84,27 @@ def test_real_allocation_failures_count_as_out_of_memory_and_other_errors_do_not
 
 def test_auto_on_a_cpu_is_the_default_and_says_so(make_cfg, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="vlx.engine.batch_size"):
-        summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "batch_size=auto",
-                                     "generation.max_new_tokens=4"))  # fmt: skip
+        summary = run_stage(
+            make_cfg(
+                "model=tiny_llava", "task=shapes", "task.limit=3", "batch_size=auto", "generation.max_new_tokens=4"
+            )
+        )
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["batch_size"] == CPU_BATCH_SIZE == summary["batch_size"]
     assert written["batch"]["setting"] == "auto" and written["batch"]["chosen"] == CPU_BATCH_SIZE
     assert written["batch"]["final"] == CPU_BATCH_SIZE and "probe" not in written["batch"]
     assert "on a CPU, the default" in written["batch"]["how"]
     assert any(f"batch_size=auto: {CPU_BATCH_SIZE} on a CPU" in r.getMessage() for r in caplog.records)
-    set_size = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "batch_size=2",
-                                  "generation.max_new_tokens=4", run_dir=tmp_path / "set"))  # fmt: skip
+    set_size = run_stage(
+        make_cfg(
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=3",
+            "batch_size=2",
+            "generation.max_new_tokens=4",
+            run_dir=tmp_path / "set",
+        )
+    )
     assert set_size["batch"] == {"setting": 2, "chosen": 2, "how": "batch_size=2 as set", "final": 2}
 
 
@@ -139,8 +150,14 @@ runpy.run_module("vlx", run_name="__main__", alter_sys=True)
 """
 WORDS = ["the", "cat", "sat", "on", "a", "red", "mat", "near", "blue", "shapes", "and", "green", "circles"]
 # eager attention keeps [batch, 4 heads, T, T] float32 weights: at ~1,700 tokens about 120 MB per item
-LONG_RUN = ["model=tiny_llava", "model.attn_implementation=eager", "task=table", "batch_size=8",
-            "generation.max_new_tokens=2", "eval_after_infer=false"]  # fmt: skip
+LONG_RUN = [
+    "model=tiny_llava",
+    "model.attn_implementation=eager",
+    "task=table",
+    "batch_size=8",
+    "generation.max_new_tokens=2",
+    "eval_after_infer=false",
+]
 
 
 def write_items(folder: Path, extra_words: int | None = None) -> None:
@@ -152,16 +169,22 @@ def write_items(folder: Path, extra_words: int | None = None) -> None:
         writer.writerow(["id", "image", "text", "label", "explanation"])
         for i, n in enumerate(lengths):
             placeholder_image(folder / "img" / f"{i}.png")
-            writer.writerow([f"t{i}", f"img/{i}.png", " ".join(WORDS[j % len(WORDS)] for j in range(n)), "neutral",
-                             "x"])  # fmt: skip
+            writer.writerow(
+                [f"t{i}", f"img/{i}.png", " ".join(WORDS[j % len(WORDS)] for j in range(n)), "neutral", "x"]
+            )
 
 
 def capped_vlx(run: Path, data: Path, *args: str, limit: int = 0) -> tuple[subprocess.CompletedProcess, int]:
     """`vlx LONG_RUN ...` in a subprocess under an address-space cap (0: none); its result and peak (bytes)."""
     env = cli_env(MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1", VLX_TEST_AS_LIMIT=str(limit))  # one malloc arena
-    proc = subprocess.run([sys.executable, "-c", DRIVER, *LONG_RUN, f"task.source={data}", f"hydra.run.dir={run}",
-                           *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, *LONG_RUN, f"task.source={data}", f"hydra.run.dir={run}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     peaks = re.findall(r"VMPEAK (\d+)", proc.stderr)
     assert peaks, proc.stderr[-3000:]
     return proc, int(peaks[-1]) * 1024
@@ -203,8 +226,11 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_the_predictions_are_uncha
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert rows(run) == capped["reference"]  # ids, answers, order: the same file
     log = (run / "vlx.log").read_text()
-    halvings = re.findall(r"out of memory on a batch of (\d+) items \(from (\S+)\): retrying it in halves, batch "
-                          r"size now (\d+)", log)  # fmt: skip
+    halvings = re.findall(
+        r"out of memory on a batch of (\d+) items \(from (\S+)\): retrying it in halves, batch "
+        r"size now (\d+)",
+        log,
+    )
     assert halvings == [("8", "t0", "4"), ("4", "t0", "2")]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["batch_size"] == 2 and summary["batch"]["chosen"] == 8 and summary["batch"]["final"] == 2
@@ -223,9 +249,12 @@ def test_an_item_that_does_not_fit_alone_is_one_line_naming_it(capped, tmp_path)
     output = proc.stdout + proc.stderr
     errors = [line for line in output.splitlines() if "does not fit" in line]
     assert len(errors) == 1, output[-3000:]
-    assert re.search(r"test.csv:10: item t8 does not fit in memory even alone \(\d+ prompt tokens, images "
-                     r"included, \+ 2 new tokens; DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-                     r"\d+ bytes.*\)\. Free the memory other processes hold, or use quant=nf4", errors[0])
+    assert re.search(
+        r"test.csv:10: item t8 does not fit in memory even alone \(\d+ prompt tokens, images "
+        r"included, \+ 2 new tokens; DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+        r"\d+ bytes.*\)\. Free the memory other processes hold, or use quant=nf4",
+        errors[0],
+    )
     assert "Traceback" not in output
     assert answers(rows(run)) == answers(capped["reference"])  # (the data is in another folder: image paths differ)
 
@@ -241,8 +270,9 @@ def needs_cuda() -> None:
 @pytest.mark.gpu
 def test_auto_probes_the_gpu_and_records_what_it_chose(make_cfg, tmp_path):
     needs_cuda()
-    summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=24", "batch_size=auto",
-                                 "generation.max_new_tokens=8"))  # fmt: skip
+    summary = run_stage(
+        make_cfg("model=tiny_llava", "task=shapes", "task.limit=24", "batch_size=auto", "generation.max_new_tokens=8")
+    )
     batch = json.loads((tmp_path / "run" / "summary.json").read_text())["batch"]
     assert summary["items"] == 24 and batch["setting"] == "auto"
     # the tiny model fits any batch of the queue: the probe tries 1, 2 and then the whole queue (the limit)
@@ -276,6 +306,7 @@ def test_a_gpu_batch_that_runs_out_of_memory_is_halved_and_the_predictions_are_u
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert rows(tmp_path / "halved") == rows(tmp_path / "8")
     assert summary["batch"]["chosen"] == 8 and summary["batch_size"] == summary["batch"]["final"] < 8
-    assert "out of memory on a batch of 8 items (from t0): retrying it in halves" in (
-        tmp_path / "halved" / "vlx.log").read_text()
-
+    assert (
+        "out of memory on a batch of 8 items (from t0): retrying it in halves"
+        in (tmp_path / "halved" / "vlx.log").read_text()
+    )

@@ -114,8 +114,11 @@ def test_gemma3_full_size_architecture_and_its_floor(tmp_path):
         model = model_class(config)
     assert 4.2e9 < sum(p.numel() for p in model.parameters()) < 4.4e9
     turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "A dog runs."}]}]
-    batch = processor(text=[processor.apply_chat_template(turn, add_generation_prompt=True)],
-                      images=[Image.new("RGB", (500, 375))], return_tensors="pt")  # fmt: skip
+    batch = processor(
+        text=[processor.apply_chat_template(turn, add_generation_prompt=True)],
+        images=[Image.new("RGB", (500, 375))],
+        return_tensors="pt",
+    )
     assert int((batch["input_ids"] == config.image_token_index).sum()) == 256
     assert batch["pixel_values"].shape[-2:] == (896, 896)
     assert bench.vision_patches(config, 256) == 4096
@@ -135,7 +138,8 @@ def test_gpu_busy_time_counts_overlapping_kernels_once():
     def event(start, end, device=cuda):
         return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), device_type=device)
 
-    trace = SimpleNamespace(events=lambda: [event(0, 100), event(50, 150), event(300, 400), event(0, 1000, cpu),
-                                            event(320, 350)])  # fmt: skip
+    trace = SimpleNamespace(
+        events=lambda: [event(0, 100), event(50, 150), event(300, 400), event(0, 1000, cpu), event(320, 350)]
+    )
     assert bench.KernelTime(trace).seconds() == pytest.approx(250e-6)
     assert math.isnan(bench.KernelTime().seconds())

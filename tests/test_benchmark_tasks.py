@@ -60,8 +60,11 @@ def test_aokvqa_reads_the_official_json_and_coco_paths(tmp_path):
     assert task.demo_answer(examples[0]) == "D. He's smoking while riding."
     assert task.parse("D. He is smoking.", examples[0]) == ("D", "He is smoking.")
     # the test split is released without answers or rationales
-    hidden = [{k: v for k, v in item.items() if k not in ("correct_choice_idx", "direct_answers", "rationales")}
-              | {"split": "test"} for item in AOKVQA]  # fmt: skip
+    hidden = [
+        {k: v for k, v in item.items() if k not in ("correct_choice_idx", "direct_answers", "rationales")}
+        | {"split": "test"}
+        for item in AOKVQA
+    ]
     (data / "aokvqa_v1p0_test.json").write_text(json.dumps(hidden))
     for item in hidden:
         image(coco / "test2017" / f"{item['image_id']:012d}.jpg")
@@ -76,12 +79,22 @@ def test_aokvqa_reads_the_official_json_and_coco_paths(tmp_path):
 
 
 def problem(split: str, choices: list[str], answer: int, with_image: bool = True) -> dict:
-    return {"question": f"Which of these is {choices[answer]}?", "choices": choices, "answer": answer,
-            "hint": "Look at the picture.", "image": "image.png" if with_image else None, "task": "closed choice",
-            "grade": "grade4", "subject": "natural science", "topic": "science-and-engineering-practices",
-            "category": "Designing experiments", "skill": "Identify control and experimental groups",
-            "lecture": "Experiments have variables.", "solution": f"The answer is {choices[answer]}.",
-            "split": split}  # fmt: skip
+    return {
+        "question": f"Which of these is {choices[answer]}?",
+        "choices": choices,
+        "answer": answer,
+        "hint": "Look at the picture.",
+        "image": "image.png" if with_image else None,
+        "task": "closed choice",
+        "grade": "grade4",
+        "subject": "natural science",
+        "topic": "science-and-engineering-practices",
+        "category": "Designing experiments",
+        "skill": "Identify control and experimental groups",
+        "lecture": "Experiments have variables.",
+        "solution": f"The answer is {choices[answer]}.",
+        "split": split,
+    }
 
 
 SCIENCEQA = {
@@ -126,8 +139,14 @@ def test_scienceqa_keeps_one_splits_image_questions(tmp_path, caplog):
 
 def test_an_item_with_more_options_than_labels_is_named(tmp_path):
     folder = write_scienceqa(tmp_path)
-    task = build_task("scienceqa", source=folder / "problems.json", image_dir=folder / "images", split="dev",
-                      labels=["A", "B", "C"], label_values={0: "A", 1: "B", 2: "C"})  # fmt: skip
+    task = build_task(
+        "scienceqa",
+        source=folder / "problems.json",
+        image_dir=folder / "images",
+        split="dev",
+        labels=["A", "B", "C"],
+        label_values={0: "A", 1: "B", 2: "C"},
+    )
     with pytest.raises(DataError, match=r"problems\.json row 5: 5 options, but task.labels names only 3"):
         task.load()
 
@@ -140,8 +159,14 @@ def test_multiple_choice_scores_each_item_over_its_own_options(make_cfg, tmp_pat
     from vlx.engine.batches import build_inputs
 
     folder = write_scienceqa(tmp_path)
-    overrides = ("model=tiny_llava", "task=scienceqa", f"task.source={folder}/problems.json",
-                 f"task.image_dir={folder}/images", "decode=score", "batch_size=2")  # fmt: skip
+    overrides = (
+        "model=tiny_llava",
+        "task=scienceqa",
+        f"task.source={folder}/problems.json",
+        f"task.image_dir={folder}/images",
+        "decode=score",
+        "batch_size=2",
+    )
     summary = run_stage(make_cfg(*overrides))
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert summary["items"] == 2 and [r["gold"] for r in rows] == ["C", "A"]
@@ -181,9 +206,18 @@ def test_hatred_is_a_task_of_explanations(make_cfg, tmp_path):
     assert examples[0].image == memes / "01456.png"
     assert task.demo_answer(examples[1]) == "The meme compares black people to animals."  # no label to state
 
-    summary = run_stage(make_cfg("model=tiny_paligemma", "task=hatred", f"task.source='{annotations}/fhm_{{split}}"
-                                 "_reasonings.jsonl'", f"task.image_dir={memes}", "generation.max_new_tokens=8",
-                                 "eval_after_infer=true", "eval.resamples=0", "eval.spice=false"))  # fmt: skip
+    summary = run_stage(
+        make_cfg(
+            "model=tiny_paligemma",
+            "task=hatred",
+            f"task.source='{annotations}/fhm_{{split}}_reasonings.jsonl'",
+            f"task.image_dir={memes}",
+            "generation.max_new_tokens=8",
+            "eval_after_infer=true",
+            "eval.resamples=0",
+            "eval.spice=false",
+        )
+    )
     assert summary["items"] == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_with_references"] == 2 and metrics["n_explained_all"] == 2  # scored against its references
@@ -221,8 +255,7 @@ def write_vqax(root: Path) -> tuple[Path, Path]:
 
 def test_vqax_reads_open_questions_with_every_answer_and_explanation(tmp_path):
     data, coco = write_vqax(tmp_path)
-    task = build_task("vqax", source=f"{data}/vqaX_{{split}}.json",
-                      image_dir={"test": str(coco / "val2014")})  # fmt: skip
+    task = build_task("vqax", source=f"{data}/vqaX_{{split}}.json", image_dir={"test": str(coco / "val2014")})
     examples = task.load().examples
     assert [e.id for e in examples] == list(VQAX) and task.open_answers
     assert [e.label for e in examples] == ["red", "2", "yes"]  # the most common answer
@@ -248,8 +281,11 @@ def test_vqax_is_scored_the_nlxgpt_way_and_under_protocol_evil_the_evil_way(make
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert summary["items"] == 3 and [r["answers"][0] for r in rows] == ["red", "2", "yes"]
 
-    answers = {"262284001": "Orange because stop signs are red", "393225000": "Two because there are two dogs lying "
-               "on the bed", "458752003": "No because he is frowning"}  # fmt: skip
+    answers = {
+        "262284001": "Orange because stop signs are red",
+        "393225000": "Two because there are two dogs lying on the bed",
+        "458752003": "No because he is frowning",
+    }
     edited = []
     for row in rows:  # the model's answers replaced by known ones
         pred, explanation = build_task("vqax").parse(answers[row["id"]])
@@ -261,14 +297,23 @@ def test_vqax_is_scored_the_nlxgpt_way_and_under_protocol_evil_the_evil_way(make
     assert metrics["n_explained_correct"] == 1 and metrics["n_explained_all"] == 3
     assert metrics["bleu4"] == pytest.approx(1.0)  # the right item's explanation is its reference
     assert metrics["all_bleu4"] < 1.0
-    evil = run_stage(make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false",
-                              "eval.protocol=evil"))
+    evil = run_stage(
+        make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false", "eval.protocol=evil")
+    )
     assert evil["accuracy"] == pytest.approx((1 + 1 + 1 / 3) / 3)  # orange: 3 annotators (1), two: 1, no: 1 of 10
     assert evil["n_explained_correct"] == 3 and evil["evil_weight"] == pytest.approx(1.0)
     written = json.loads((run / "metrics.json").read_text())
     assert written["scoring"]["vqa_rule"] == "evil" and any("e-ViL's rule" in n for n in written["notes"])
-    nlx = run_stage(make_cfg("stage=eval", f"stage.run={run}", "eval.resamples=0", "eval.spice=false",
-                             "eval.protocol=evil", "eval.vqa_rule=nlxgpt"))  # fmt: skip
+    nlx = run_stage(
+        make_cfg(
+            "stage=eval",
+            f"stage.run={run}",
+            "eval.resamples=0",
+            "eval.spice=false",
+            "eval.protocol=evil",
+            "eval.vqa_rule=nlxgpt",
+        )
+    )
     assert nlx["accuracy"] == pytest.approx(1 / 3) and nlx["n_explained_correct"] == 1
 
 

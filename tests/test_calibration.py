@@ -278,8 +278,17 @@ def test_intervals_reproduce_and_contain_the_point_value():
 def test_metrics_dict_and_notes():
     gold, scores = _random_case(np.random.default_rng(9), 100, MEMES)
     metrics, notes = calibration_metrics(gold, scores, MEMES, positive="offensive", bins=10, resamples=50)
-    assert list(metrics) == ["ece", "ece_ci", "ece_bins", "ece_bin_rule", "brier", "brier_ci", "nll", "nll_ci",
-                             "calibration"]  # fmt: skip
+    assert list(metrics) == [
+        "ece",
+        "ece_ci",
+        "ece_bins",
+        "ece_bin_rule",
+        "brier",
+        "brier_ci",
+        "nll",
+        "nll_ci",
+        "calibration",
+    ]
     assert metrics["ece_bins"] == 10 and metrics["ece_bin_rule"] == "(lo, hi]"
     table = metrics["calibration"]["bins"]
     assert len(table) == 10 and sum(row["count"] for row in table) == len(gold)
@@ -289,16 +298,18 @@ def test_metrics_dict_and_notes():
     assert any("'offensive'" in note and "brier_score_loss" in note for note in notes)
     assert any("argmax" in note and "(j/10, (j+1)/10]" in note and "torchmetrics" in note for note in notes)
     assert any("below 2.2e-16" in note for note in notes)  # EDGE_SCORES has a 0 for some gold labels
-    _, multi = calibration_metrics(*_random_case(np.random.default_rng(9), 50, NLI), NLI, positive="neutral",
-                                   resamples=0)  # fmt: skip
+    _, multi = calibration_metrics(
+        *_random_case(np.random.default_rng(9), 50, NLI), NLI, positive="neutral", resamples=0
+    )
     assert any("multi-class" in note and "'neutral' is not used" in note for note in multi)
 
 
 def test_missing_as_zero_scores_own_options():
     # a multiple-choice item with two of three options: the third counts as 0
     letters = ["A", "B", "C"]
-    inputs = calibration_inputs(["A", "C"], [{"A": 0.9, "B": 0.1}, {"A": 0.2, "B": 0.3, "C": 0.5}], letters,
-                                missing_as_zero=True)  # fmt: skip
+    inputs = calibration_inputs(
+        ["A", "C"], [{"A": 0.9, "B": 0.1}, {"A": 0.2, "B": 0.3, "C": 0.5}], letters, missing_as_zero=True
+    )
     assert inputs.probs.tolist() == [[0.9, 0.1, 0.0], [0.2, 0.3, 0.5]]
     assert inputs.hit.tolist() == [True, True]
     with pytest.raises(DataError, match=r"item 0: scores has no probability for 'C'"):

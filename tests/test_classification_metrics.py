@@ -259,8 +259,9 @@ def test_accuracy_ci_is_the_percentile_bootstrap_of_its_level():
     gold, pred, _ = _binary_case(5, n=120)
     correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=float)
     for level in (0.95, 0.5):
-        metrics, _ = classification_metrics(gold, pred, MEMES, positive="offensive", resamples=300, level=level,
-                                            seed=11)  # fmt: skip
+        metrics, _ = classification_metrics(
+            gold, pred, MEMES, positive="offensive", resamples=300, level=level, seed=11
+        )
         rng = np.random.default_rng(11)
         accuracies = [correct[rng.integers(0, len(correct), size=len(correct))].mean() for _ in range(300)]
         expected = np.quantile(accuracies, [(1 - level) / 2, 1 - (1 - level) / 2])

@@ -43,8 +43,10 @@ def test_missing_data_is_one_clear_message(tmp_path):
     ("args", "message"),
     [
         (["task=esnli", "task.csv_dir={tmp}/absent"], "esnlive_test.csv not found"),
-        (["task=esnli", f"task.csv_dir={SHARED_ESNLI}", "task.image_dir={tmp}/absent"],
-         "task.image_dir='{tmp}/absent': no such folder"),
+        (
+            ["task=esnli", f"task.csv_dir={SHARED_ESNLI}", "task.image_dir={tmp}/absent"],
+            "task.image_dir='{tmp}/absent': no such folder",
+        ),
         (["stage=eval", "stage.run={tmp}/absent"], "stage.run='{tmp}/absent': no such directory"),
         (["stage.resume={tmp}/absent"], "stage.resume='{tmp}/absent': no such directory"),
         (["stage=compare", "stage.runs=[{tmp}/absent,{tmp}/absent]"], "stage.runs='{tmp}/absent': no such directory"),
@@ -56,9 +58,23 @@ def test_missing_paths_are_refused_before_torch_is_imported(tmp_path, args, mess
     if "esnlive" in str(args) and not SHARED_ESNLI.is_dir():
         pytest.skip("../shared/data/esnlive is not beside the repo")
     args = [a.format(tmp=tmp_path) for a in args]
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "vlx", "model=tiny_llava", *args,
-                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
-                         env=cli_env(), timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "vlx",
+            "model=tiny_llava",
+            *args,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     output = res.stdout + res.stderr
     errors = [line for line in output.splitlines() if "[ERROR]" in line or line.startswith("vlx: error:")]
@@ -74,9 +90,17 @@ def test_esnli_test_split_limit_30_from_the_command_line(tmp_path):
         pytest.skip("../shared/data/esnlive is not beside the repo")
     csv_dir, image_dir, rows = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=30)
     out = tmp_path / "run"
-    res = vlx("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-              "task.split=test", "task.limit=30", f"hydra.run.dir={out}", "batch_size=8",
-              "eval_after_infer=false")  # fmt: skip
+    res = vlx(
+        "model=tiny_llava",
+        "task=esnli",
+        f"task.csv_dir={csv_dir}",
+        f"task.image_dir={image_dir}",
+        "task.split=test",
+        "task.limit=30",
+        f"hydra.run.dir={out}",
+        "batch_size=8",
+        "eval_after_infer=false",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == [r["pairID"] for r in rows]
@@ -89,9 +113,16 @@ def test_four_combination_sweep(tmp_path):
     """Hydra's basic launcher: one run per combination of two models and two tasks, in one process."""
     write_memes(tmp_path / "data" / "hateful_memes", "dev_seen", meme_items(3))
     sweep = tmp_path / "sweep"
-    res = vlx("-m", "model=tiny_llava,tiny_paligemma", "task=shapes,meme", "task.limit=3",
-              f"paths.data_dir={tmp_path / 'data'}", "generation.max_new_tokens=4", "eval_after_infer=false",
-              f"hydra.sweep.dir={sweep}")  # fmt: skip
+    res = vlx(
+        "-m",
+        "model=tiny_llava,tiny_paligemma",
+        "task=shapes,meme",
+        "task.limit=3",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "generation.max_new_tokens=4",
+        "eval_after_infer=false",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     for job, (model, task) in enumerate(itertools.product(("tiny_llava", "tiny_paligemma"), ("shapes", "meme"))):
@@ -105,8 +136,12 @@ def test_placeholder_script_makes_a_runnable_esnli_folder(tmp_path):
         pytest.skip("../shared/data/esnlive is not beside the repo")
     script = REPO / "scripts" / "placeholder_images.py"
     csv_path = SHARED_ESNLI / "esnlive_dev.csv"
-    res = subprocess.run([sys.executable, str(script), "esnli", str(csv_path), str(tmp_path), "--limit", "20"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, str(script), "esnli", str(csv_path), str(tmp_path), "--limit", "20"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     made = sorted(p.name for p in tmp_path.iterdir())
     assert res.stdout.strip() == f"wrote {len(made)} placeholder images under {tmp_path}"
     from vlx.tasks import build_task
@@ -120,9 +155,18 @@ def test_submitit_local_sweep_then_report(tmp_path):
     """A two-job sweep through submitit's local launcher (the cluster launcher's interface), one run per model and
     each scored, then the report of its runs (the basic launcher's sweeps: test_four_combination_sweep)."""
     sweep = tmp_path / "sweep"
-    res = vlx("-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "model=tiny_llava,tiny_paligemma",
-              "task=shapes", "task.limit=4", "generation.max_new_tokens=6", "eval.resamples=50",
-              f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
+    res = vlx(
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.cpus_per_task=1",
+        "model=tiny_llava,tiny_paligemma",
+        "task=shapes",
+        "task.limit=4",
+        "generation.max_new_tokens=6",
+        "eval.resamples=50",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     submitted = list((sweep / ".submitit").glob("*/*_submitted.pkl"))  # the jobs went through submitit
     assert len(submitted) == 2 and all(p.name == f"{p.parent.name}_submitted.pkl" for p in submitted)
@@ -166,13 +210,20 @@ def test_a_new_stage_is_its_yaml_and_its_module(tmp_path):
     )
     out = tmp_path / "run"
     env = cli_env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
-    res = vlx("stage=count_labels", "task=shapes", "task.limit=12", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-               f"hydra.run.dir={out}", env=env)  # fmt: skip
+    res = vlx(
+        "stage=count_labels",
+        "task=shapes",
+        "task.limit=12",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        f"hydra.run.dir={out}",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     counts = json.loads((out / "counts.json").read_text())
     assert counts["items"] == 12 and 0 < counts["with_label"] < 12, counts
     # a YAML that names no module is one line, naming the file to mend
     (tmp_path / "conf" / "stage" / "broken.yaml").write_text("name: broken\n")
-    res = vlx("stage=broken", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={tmp_path / 'b'}",
-               env=env)  # fmt: skip
+    res = vlx(
+        "stage=broken", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={tmp_path / 'b'}", env=env
+    )
     assert res.returncode != 0 and "conf/stage/broken.yaml) names no module" in one_error_line(res)

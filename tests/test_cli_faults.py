@@ -38,8 +38,9 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path):
     with unwritable(run):
         res = run_vlx(*TINY_RUN, f"hydra.run.dir={run}")
     assert res.returncode == 2, res.stderr[-3000:]
-    assert one_error_line(res) == (f"vlx: error: cannot write {run / 'vlx.log'} ({_reason()}): chmod u+w {run}, or "
-                                   "choose another hydra.run.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot write {run / 'vlx.log'} ({_reason()}): chmod u+w {run}, or choose another hydra.run.dir"
+    )
     assert run.is_dir() and not any(run.iterdir())  # the user's folder is left as it was
 
 
@@ -51,8 +52,9 @@ def test_a_read_only_log_file_is_one_line(tmp_path):
         res = run_vlx(*TINY_RUN, f"hydra.run.dir={run}")
     assert res.returncode == 2, res.stderr[-3000:]
     log = run / "vlx.log"
-    assert one_error_line(res) == (f"vlx: error: cannot write {log} ({_reason()}): chmod u+w {log}, or choose another "
-                                   "hydra.run.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot write {log} ({_reason()}): chmod u+w {log}, or choose another hydra.run.dir"
+    )
     assert log.read_text() == "an earlier run's log\n"
 
 
@@ -62,8 +64,9 @@ def test_a_folder_where_the_log_file_goes_is_one_line(tmp_path):
     (run / "vlx.log").mkdir(parents=True)
     res = run_vlx(*TINY_RUN, f"hydra.run.dir={run}")
     assert res.returncode == 2, res.stderr[-3000:]
-    assert one_error_line(res) == (f"vlx: error: cannot write {run / 'vlx.log'}: it is a folder; move it away or "
-                                   "choose another hydra.run.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot write {run / 'vlx.log'}: it is a folder; move it away or choose another hydra.run.dir"
+    )
 
 
 def test_a_file_where_the_run_folder_goes_is_one_line(tmp_path):
@@ -72,8 +75,10 @@ def test_a_file_where_the_run_folder_goes_is_one_line(tmp_path):
     blocker.write_text("x")
     res = run_vlx(*TINY_RUN, f"hydra.run.dir={blocker / 'run'}")
     assert res.returncode == 2, res.stderr[-3000:]
-    assert one_error_line(res) == (f"vlx: error: cannot make the folder {blocker / 'run'}: {blocker} is a file; move "
-                                   "it away or choose another hydra.run.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot make the folder {blocker / 'run'}: {blocker} is a file; move "
+        "it away or choose another hydra.run.dir"
+    )
     assert blocker.read_text() == "x"
 
 
@@ -84,14 +89,18 @@ def test_an_unwritable_sweep_directory_is_one_line(tmp_path):
     with unwritable(sweep):
         res = run_vlx("-m", *TINY_RUN, f"hydra.sweep.dir={sweep}")
     assert res.returncode == 2, res.stderr[-3000:]
-    assert one_error_line(res) == (f"vlx: error: cannot write {sweep / 'multirun.yaml'} ({_reason()}): chmod u+w "
-                                   f"{sweep}, or choose another hydra.sweep.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot write {sweep / 'multirun.yaml'} ({_reason()}): chmod u+w "
+        f"{sweep}, or choose another hydra.sweep.dir"
+    )
     (sweep / "0").mkdir()
     with unwritable(sweep / "0"):
         res = run_vlx("-m", *TINY_RUN, f"hydra.sweep.dir={sweep}")
     assert res.returncode == 2, res.stderr[-3000:]
-    assert one_error_line(res) == (f"vlx: error: cannot write {sweep / '0' / 'vlx.log'} ({_reason()}): chmod u+w "
-                                   f"{sweep / '0'}, or choose another hydra.sweep.dir")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: cannot write {sweep / '0' / 'vlx.log'} ({_reason()}): chmod u+w "
+        f"{sweep / '0'}, or choose another hydra.sweep.dir"
+    )
 
 
 # --- `+key=value` adding a key vlx never reads --------------------------------------------------------------------
@@ -103,8 +112,12 @@ ADDS = "generation, quant, lora, model.processor_kwargs, finetune.trainer_args o
 def full_disk(folder: Path) -> Iterator[Path]:
     """A real full disk at `folder`: a 64 KiB tmpfs filled up (root only; skipped where mounting is not allowed)."""
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode:  # fmt: skip
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("a real full disk needs a tmpfs, which only root can mount (and not in every container)")
     try:
         filler = folder / "filler"
@@ -209,8 +222,10 @@ def test_the_keys_vlx_reads_unset_are_those_its_code_takes():
 def test_a_key_that_needs_a_plus_says_so():
     res = run_vlx("model=tiny_llava", "generation.num_beams=2", "--cfg", "job")
     assert res.returncode == 2
-    assert one_error_line(res) == ("vlx: error: generation.num_beams=2: generation.num_beams is not set unless added; "
-                                   "write +generation.num_beams=2")  # fmt: skip
+    assert one_error_line(res) == (
+        "vlx: error: generation.num_beams=2: generation.num_beams is not set unless added; "
+        "write +generation.num_beams=2"
+    )
 
 
 # --- a config group given a number ------------------------------------------------------------------------------
@@ -220,16 +235,19 @@ def test_a_group_given_a_number_names_that_argument():
     """`quant=4` was reported as `model=tiny_llava: model takes the name of an option` (the first group argument)."""
     res = run_vlx("model=tiny_llava", "task=shapes", "quant=4", "--cfg", "job")
     assert res.returncode == 2
-    assert one_error_line(res) == f"vlx: error: quant=4: quant takes the name of an option (did you mean 4bit?): " \
-                                  f"{QUANT_OPTIONS}"  # fmt: skip
+    assert (
+        one_error_line(res) == f"vlx: error: quant=4: quant takes the name of an option (did you mean 4bit?): "
+        f"{QUANT_OPTIONS}"
+    )
 
 
 def test_a_sweep_giving_a_group_a_number_is_refused_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_vlx("-m", *TINY_RUN, "quant=4,8", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 2
-    assert one_error_line(res) == (f"vlx: error: quant=4,8: quant takes the name of an option, not 4 (did you mean "
-                                   f"4bit?): {QUANT_OPTIONS}")  # fmt: skip
+    assert one_error_line(res) == (
+        f"vlx: error: quant=4,8: quant takes the name of an option, not 4 (did you mean 4bit?): {QUANT_OPTIONS}"
+    )
     assert not sweep.exists()
 
 
@@ -238,8 +256,9 @@ def test_a_sweep_naming_an_option_that_does_not_exist_is_refused_before_any_job(
     sweep = tmp_path / "sweep"
     res = run_vlx("-m", "model=tiny_llava,tiny_palligemma", *TINY_RUN[1:], f"hydra.sweep.dir={sweep}")
     assert res.returncode == 2
-    assert one_error_line(res).startswith("vlx: error: model=tiny_llava,tiny_palligemma: there is no model "
-                                          "'tiny_palligemma' (did you mean tiny_paligemma")  # fmt: skip
+    assert one_error_line(res).startswith(
+        "vlx: error: model=tiny_llava,tiny_palligemma: there is no model 'tiny_palligemma' (did you mean tiny_paligemma"
+    )
     assert not sweep.exists()
 
 

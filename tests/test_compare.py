@@ -35,17 +35,35 @@ def run_rows(hit_rate: float, copy_rate: float, seed: int) -> list[dict]:
         p = rng.dirichlet(p * 20)
         p[[ESNLI.index(pred), int(np.argmax(p))]] = p[[int(np.argmax(p)), ESNLI.index(pred)]]  # pred stays argmax
         expl = REFS[i].lower() if rng.random() < copy_rate else REFS[(i + 7) % 300]
-        rows.append({"id": f"x{i:03d}", "image": f"{i}.jpg", "text": "h", "gold": gold, "pred": pred,
-                     "explanation": expl, "raw": f"{pred}. {expl}", "refs": [REFS[i]],
-                     "scores": {label: float(v) for label, v in zip(ESNLI, p, strict=True)}})  # fmt: skip
+        rows.append(
+            {
+                "id": f"x{i:03d}",
+                "image": f"{i}.jpg",
+                "text": "h",
+                "gold": gold,
+                "pred": pred,
+                "explanation": expl,
+                "raw": f"{pred}. {expl}",
+                "refs": [REFS[i]],
+                "scores": {label: float(v) for label, v in zip(ESNLI, p, strict=True)},
+            }
+        )
     return rows
 
 
 def scored_run(make_cfg, folder: Path, rows: list[dict], *extra: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_stage(make_cfg("stage=eval", f"stage.run={folder}", "task=esnli", f"eval.resamples={RESAMPLES}", *extra,
-                       run_dir=folder / "eval"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=eval",
+            f"stage.run={folder}",
+            "task=esnli",
+            f"eval.resamples={RESAMPLES}",
+            *extra,
+            run_dir=folder / "eval",
+        )
+    )
     return json.loads((folder / "metrics.json").read_text())
 
 
@@ -63,14 +81,30 @@ def two_runs(tmp_path_factory):
     for name, rows, shift in (("A", rows_a, 0), ("B", rows_b, 1)):  # verdicts as stage=judge writes them
         folder = root / name / "judgements" / "tiny_llava"
         folder.mkdir(parents=True)
-        verdicts = [{"id": r["id"], "score": [0.0, 1 / 3, 2 / 3, 1.0][(i + shift) % 4] if i % 9 else None}
-                    for i, r in enumerate(rows)]  # fmt: skip
+        verdicts = [
+            {"id": r["id"], "score": [0.0, 1 / 3, 2 / 3, 1.0][(i + shift) % 4] if i % 9 else None}
+            for i, r in enumerate(rows)
+        ]
         (folder / "verdicts.jsonl").write_text("".join(json.dumps(v) + "\n" for v in verdicts))
-    returned = run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{root / 'B'}]",
-                                  f"eval.resamples={RESAMPLES}", run_dir=root / "cmp"))  # fmt: skip
+    returned = run_stage(
+        make_cfg(
+            "stage=compare",
+            f"stage.runs=[{root / 'A'},{root / 'B'}]",
+            f"eval.resamples={RESAMPLES}",
+            run_dir=root / "cmp",
+        )
+    )
     result = json.loads((root / "cmp" / "comparison.json").read_text())
-    yield {"root": root, "a": rows_a, "b": rows_b, "ma": metrics_a, "mb": metrics_b, "result": result,
-           "returned": returned, "make_cfg": make_cfg}  # fmt: skip
+    yield {
+        "root": root,
+        "a": rows_a,
+        "b": rows_b,
+        "ma": metrics_a,
+        "mb": metrics_b,
+        "result": result,
+        "returned": returned,
+        "make_cfg": make_cfg,
+    }
     GlobalHydra.instance().clear()
 
 
@@ -154,8 +188,11 @@ def test_calibration_differences(two_runs):
 
 def test_identical_runs_differ_by_nothing(two_runs, tmp_path):
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=50",
-                                   run_dir=tmp_path))  # fmt: skip
+    run_stage(
+        two_runs["make_cfg"](
+            "stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=50", run_dir=tmp_path
+        )
+    )
     result = json.loads((tmp_path / "comparison.json").read_text())
     for key, m in result["metrics"].items():
         assert m["difference"] == 0 and m["ci"] == [0.0, 0.0] and m["p_value"] == 1.0, key
@@ -189,12 +226,17 @@ def test_refuses_to_pair_different_items_under_the_same_ids(two_runs, tmp_path):
     root, make_cfg = two_runs["root"], two_runs["make_cfg"]
     other = tmp_path / "other"
     shutil.copytree(root / "A", other)
-    changed = [{**r, "image": f"elsewhere/{i}.jpg", "gold": ESNLI[(i + 1) % 3] if i % 3 == 0 else r["gold"]}
-               for i, r in enumerate(two_runs["a"])]  # fmt: skip
+    changed = [
+        {**r, "image": f"elsewhere/{i}.jpg", "gold": ESNLI[(i + 1) % 3] if i % 3 == 0 else r["gold"]}
+        for i, r in enumerate(two_runs["a"])
+    ]
     (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
-    with pytest.raises(ConfigError, match=r"different items under the same ids: of 60 shared ids, 60 items \(x000: "
-                                          r"image, gold; x001: image; x002: image; x003: image, gold; x004: image; "
-                                          r"and 55 more\) differ .*Compare runs made over the same data"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"different items under the same ids: of 60 shared ids, 60 items \(x000: "
+        r"image, gold; x001: image; x002: image; x003: image, gold; x004: image; "
+        r"and 55 more\) differ .*Compare runs made over the same data",
+    ):
         run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{other}]", run_dir=tmp_path / "c1"))
     assert not (tmp_path / "c1" / "comparison.json").exists()
     texts = [{**r, "text": "another hypothesis"} if r["id"] == "x007" else r for r in two_runs["a"]]
@@ -225,9 +267,15 @@ def test_judge_scores_compared_on_items_both_have_verdicts(two_runs):
 
 def test_report_against_a_baseline(two_runs, tmp_path):
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=report", f"stage.runs=[{root / 'A'},{root / 'B'}]",
-                                   f"stage.baseline={root / 'A'}",
-                                   f"eval.resamples={RESAMPLES}", run_dir=tmp_path))  # fmt: skip
+    run_stage(
+        two_runs["make_cfg"](
+            "stage=report",
+            f"stage.runs=[{root / 'A'},{root / 'B'}]",
+            f"stage.baseline={root / 'A'}",
+            f"eval.resamples={RESAMPLES}",
+            run_dir=tmp_path,
+        )
+    )
     table = (tmp_path / "results.md").read_text().splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert "accuracy vs baseline" in header and "evil_avg_all vs baseline" in header
@@ -247,8 +295,15 @@ def test_comparison_and_calibration_reach_wandb(two_runs, tmp_path, monkeypatch)
 
     monkeypatch.setenv("WANDB_API_KEY", "local-0123456789abcdef0123456789abcdef01234567")
     root, make_cfg = two_runs["root"], two_runs["make_cfg"]
-    run_stage(make_cfg("stage=compare", f"stage.runs=[{root / 'A'},{root / 'B'}]", "eval.resamples=50", "logger=wandb",
-                       run_dir=tmp_path / "cmp"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=compare",
+            f"stage.runs=[{root / 'A'},{root / 'B'}]",
+            "eval.resamples=50",
+            "logger=wandb",
+            run_dir=tmp_path / "cmp",
+        )
+    )
     (folder,) = (tmp_path / "cmp" / "wandb").glob("offline-run-*")
     wandb_run(folder)
     (table,) = (folder / "files" / "media" / "table").glob("comparison_*.table.json")
@@ -259,8 +314,16 @@ def test_comparison_and_calibration_reach_wandb(two_runs, tmp_path, monkeypatch)
     assert list((folder / "files" / "media" / "images").glob("comparison_plot_*.png"))
     scored = tmp_path / "A"
     shutil.copytree(root / "A", scored)
-    run_stage(make_cfg("stage=eval", f"stage.run={scored}", "task=esnli", "eval.resamples=20", "logger=wandb",
-                       run_dir=tmp_path / "ev"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=eval",
+            f"stage.run={scored}",
+            "task=esnli",
+            "eval.resamples=20",
+            "logger=wandb",
+            run_dir=tmp_path / "ev",
+        )
+    )
     (folder,) = (tmp_path / "ev" / "wandb").glob("offline-run-*")
     assert wandb_run(folder)["summary"]["ece"] == json.loads((scored / "metrics.json").read_text())["ece"]
     assert list((folder / "files" / "media" / "images").glob("reliability_diagram_*.png"))
@@ -281,8 +344,11 @@ def test_plot_names_the_runs_and_centres_zero(two_runs, tmp_path):
     assert low == -high and high >= MIN_HALF_SPAN
     assert all(low <= m["ci"][0] <= m["ci"][1] <= high for m in result["metrics"].values() if m["ci"])
     root = two_runs["root"]
-    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=20",
-                                   run_dir=tmp_path))  # fmt: skip
+    run_stage(
+        two_runs["make_cfg"](
+            "stage=compare", f"stage.runs=[{root / 'A'},{root / 'A'}]", "eval.resamples=20", run_dir=tmp_path
+        )
+    )
     same = figure(json.loads((tmp_path / "comparison.json").read_text())).axes[0]
     assert same.get_xlim() == (-MIN_HALF_SPAN, MIN_HALF_SPAN)
     assert {tuple(line.get_xdata()) for line in same.get_lines() if line.get_marker() == "o"} == {(0.0,)}
@@ -297,7 +363,8 @@ def test_run_labels_say_what_a_sweep_changed(tmp_path):
     for job, k in (("0", 0), ("1", 3)):
         (sweep / job / ".hydra").mkdir(parents=True)
         (sweep / job / ".hydra" / "overrides.yaml").write_text(
-            f"- model=tiny_llava\n- shots.k={k}\n- hydra.run.dir=/x/{job}\n")
+            f"- model=tiny_llava\n- shots.k={k}\n- hydra.run.dir=/x/{job}\n"
+        )
     assert run_labels(sweep / "0", sweep / "1") == ("shots.k=0", "shots.k=3", "10-11-12/0", "10-11-12/1")
     (tmp_path / "p" / "run").mkdir(parents=True)
     (tmp_path / "q" / "run").mkdir(parents=True)
@@ -310,8 +377,14 @@ def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path)
     says so by leaving them out, with no numpy warning on the way (CIDEr's idf of no items was log(0))."""
     wrong = [{**r, "pred": ESNLI[(ESNLI.index(r["gold"]) + 1) % 3]} for r in two_runs["a"]]
     scored_run(two_runs["make_cfg"], tmp_path / "W", wrong)
-    run_stage(two_runs["make_cfg"]("stage=compare", f"stage.runs=[{tmp_path / 'W'},{two_runs['root'] / 'B'}]",
-                                   "eval.resamples=50", run_dir=tmp_path / "cmp"))  # fmt: skip
+    run_stage(
+        two_runs["make_cfg"](
+            "stage=compare",
+            f"stage.runs=[{tmp_path / 'W'},{two_runs['root'] / 'B'}]",
+            "eval.resamples=50",
+            run_dir=tmp_path / "cmp",
+        )
+    )
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert result["metrics"]["accuracy"]["a"] == 0 and "all_cider" in result["metrics"]
 
@@ -319,8 +392,10 @@ def test_a_run_with_no_label_right_compares_without_warnings(two_runs, tmp_path)
 @contextlib.contextmanager
 def held_by_another_process(run: Path):
     """`run`'s lock held by a child process, as an infer run still writing there holds it, until the block ends."""
-    code = ("import sys, time; from pathlib import Path; from vlx.run.lock import exclusive\n"
-            "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n")  # fmt: skip
+    code = (
+        "import sys, time; from pathlib import Path; from vlx.run.lock import exclusive\n"
+        "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "held"
@@ -340,8 +415,9 @@ def test_a_run_still_being_written_is_refused_by_every_reader(two_runs, tmp_path
     with held_by_another_process(busy) as child:
         expected = rf"{busy} is being written by another vlx run \(pid {child.pid} .*\); wait for it to finish"
         for order in ([busy, idle], [idle, busy]):
-            cfg = make_cfg("stage=compare", f"stage.runs=[{order[0]},{order[1]}]", "eval.resamples=50",
-                           run_dir=tmp_path / "cmp")  # fmt: skip
+            cfg = make_cfg(
+                "stage=compare", f"stage.runs=[{order[0]},{order[1]}]", "eval.resamples=50", run_dir=tmp_path / "cmp"
+            )
             for call in (run_stage, compare.run):  # the early check, and the stage's own before it reads
                 with pytest.raises(ConfigError, match=expected) as refused:
                     call(cfg)

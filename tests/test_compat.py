@@ -85,8 +85,13 @@ def test_the_bitsandbytes_quantizer_says_whether_it_compiles(tmp_path_factory):
     from transformers import BitsAndBytesConfig
 
     folder = ensure_tiny_model("paligemma", tmp_path_factory.getbasetemp() / "compat" / "paligemma")
-    adapter = load_adapter(str(folder), dtype="float32", device_map="cpu", compile=False,
-                           quantization=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))  # fmt: skip
+    adapter = load_adapter(
+        str(folder),
+        dtype="float32",
+        device_map="cpu",
+        compile=False,
+        quantization=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+    )
     quantizer = adapter.model.hf_quantizer
     assert quantizer.is_compileable is False  # transformers' own answer, which allow_quantized_compile overrides
     compat.allow_quantized_compile(adapter.model)

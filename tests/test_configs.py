@@ -16,8 +16,21 @@ from omegaconf import OmegaConf
 from vlx.__main__ import CONFIG_DIR
 from vlx.stages._common import resolved_config
 
-GROUPS = ["model", "judge_model", "task", "fewshot", "quant", "lora", "generation", "logger", "stage", "paths",
-          "experiment", "finetune", "eval"]  # fmt: skip
+GROUPS = [
+    "model",
+    "judge_model",
+    "task",
+    "fewshot",
+    "quant",
+    "lora",
+    "generation",
+    "logger",
+    "stage",
+    "paths",
+    "experiment",
+    "finetune",
+    "eval",
+]
 # options with a mandatory value (???) get one
 REQUIRED = {
     "task=explainer_csv": ["task.path=/data/correct.csv"],
@@ -118,8 +131,14 @@ def test_quant_presets_build_the_seed_settings(make_cfg):
 
 def test_seed_sampling_is_the_seeds_settings(make_cfg):
     gen = OmegaConf.to_container(make_cfg("generation=seed_sampling").generation)
-    assert gen == {"do_sample": True, "max_new_tokens": 32, "temperature": 1.2, "repetition_penalty": 1.5,
-                   "top_p": 0.9, "top_k": 50}  # fmt: skip
+    assert gen == {
+        "do_sample": True,
+        "max_new_tokens": 32,
+        "temperature": 1.2,
+        "repetition_penalty": 1.5,
+        "top_p": 0.9,
+        "top_k": 50,
+    }
 
 
 def test_model_checkpoint_can_point_anywhere(make_cfg):
@@ -133,8 +152,17 @@ REAL_MODELS = [name for name in options("model") if name != "hf" and not name.st
 
 
 def test_the_listed_families_ship_a_yaml():
-    assert {"llava", "paligemma", "paligemma2", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3", "llava_onevision",
-            "internvl"} <= set(REAL_MODELS)  # fmt: skip
+    assert {
+        "llava",
+        "paligemma",
+        "paligemma2",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "gemma3",
+        "idefics3",
+        "llava_onevision",
+        "internvl",
+    } <= set(REAL_MODELS)
 
 
 @pytest.mark.parametrize("name", REAL_MODELS)
@@ -217,8 +245,11 @@ def test_pyproject_ships_every_package_and_config_folder():
     settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     code = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "vlx").rglob("__init__.py")}
     # setuptools takes any folder of shipped files as a package, and warns about one that is not listed
-    data = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "vlx").rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc")}  # fmt: skip
+    data = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "vlx").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc")
+    }
     folders = {folder.parts for p in shipped_configs() for folder in p.parents}
     conf = {".".join(("vlx", "conf", *parts)) for parts in folders}
     assert set(settings["packages"]) == code | data | conf

@@ -14,8 +14,14 @@ from helpers import HANG_GUARD_S, cli_env
 @pytest.mark.slow
 def test_demo_learns_to_classify_and_explain(installed_vlx, tmp_path):
     out = tmp_path / "demo"
-    res = subprocess.run([str(installed_vlx), "experiment=demo", f"hydra.run.dir={out}"], cwd=tmp_path,
-                         env=cli_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
+    res = subprocess.run(
+        [str(installed_vlx), "experiment=demo", f"hydra.run.dir={out}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "infer" / "metrics.json").read_text())
     train = json.loads((out / "train_summary.json").read_text())

@@ -37,8 +37,18 @@ def esnli_rows(n=24, seed=0):
         pred = gold if rng.random() < 0.6 else (None if rng.random() < 0.3 else ESNLI[(i + 1) % 3])
         ref = EXPLANATIONS[i % len(EXPLANATIONS)]
         cand = ref if i % 4 == 0 else " ".join(reversed(ref.split())) if i % 4 == 1 else EXPLANATIONS[(i + 2) % 6]
-        rows.append({"id": f"p{i}", "image": f"{i}.jpg", "text": "h", "gold": gold, "pred": pred,
-                     "explanation": cand, "raw": f"{pred}. {cand}", "refs": [ref]})  # fmt: skip
+        rows.append(
+            {
+                "id": f"p{i}",
+                "image": f"{i}.jpg",
+                "text": "h",
+                "gold": gold,
+                "pred": pred,
+                "explanation": cand,
+                "raw": f"{pred}. {cand}",
+                "refs": [ref],
+            }
+        )
     return rows
 
 
@@ -56,8 +66,17 @@ def esnli_eval(tmp_path_factory):
     write_predictions(run_dir, rows)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["stage=eval", f"stage.run={run_dir}", "task=esnli", "eval.resamples=200",
-                                           f"hydra.run.dir={run_dir}/eval"], return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "config",
+            overrides=[
+                "stage=eval",
+                f"stage.run={run_dir}",
+                "task=esnli",
+                "eval.resamples=200",
+                f"hydra.run.dir={run_dir}/eval",
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     returned = run_stage(cfg)
     GlobalHydra.instance().clear()
@@ -70,8 +89,9 @@ def test_classification_equals_sklearn(esnli_eval):
     pred = [r["pred"] or "unparsed" for r in rows]
     assert metrics["n"] == 24
     assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, pred))
-    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, pred, labels=list(ESNLI), average="macro",
-                                                          zero_division=0))  # fmt: skip
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(gold, pred, labels=list(ESNLI), average="macro", zero_division=0)
+    )
     assert metrics["unparsed_rate"] == pytest.approx(sum(r["pred"] is None for r in rows) / 24)
     low, high = metrics["accuracy_ci"]
     assert low <= metrics["accuracy"] <= high
@@ -109,9 +129,16 @@ def meme_rows(n=20, with_scores=True):
     for i in range(n):
         gold = ("not offensive", "offensive")[i % 2]
         p_off = float(np.clip((0.7 if gold == "offensive" else 0.35) + rng.normal(0, 0.2), 0.01, 0.99))
-        row = {"id": f"{i:05d}", "image": f"img/{i:05d}.png", "text": "t", "gold": gold,
-               "pred": "offensive" if p_off > 0.5 else "not offensive", "explanation": f"it mocks group {i % 3}",
-               "raw": "r", "refs": []}  # fmt: skip
+        row = {
+            "id": f"{i:05d}",
+            "image": f"img/{i:05d}.png",
+            "text": "t",
+            "gold": gold,
+            "pred": "offensive" if p_off > 0.5 else "not offensive",
+            "explanation": f"it mocks group {i % 3}",
+            "raw": "r",
+            "refs": [],
+        }
         if with_scores:
             row["scores"] = {"offensive": p_off, "not offensive": 1 - p_off}
         rows.append(row)
@@ -119,8 +146,9 @@ def meme_rows(n=20, with_scores=True):
 
 
 def eval_cfg(make_cfg, run_dir, *extra):
-    return make_cfg("stage=eval", f"stage.run={run_dir}", "task=meme", "eval.resamples=100", *extra,
-                    run_dir=run_dir / "eval")  # fmt: skip
+    return make_cfg(
+        "stage=eval", f"stage.run={run_dir}", "task=meme", "eval.resamples=100", *extra, run_dir=run_dir / "eval"
+    )
 
 
 def test_meme_auroc_and_binary_f1_from_label_probabilities(make_cfg, tmp_path):
@@ -129,8 +157,9 @@ def test_meme_auroc_and_binary_f1_from_label_probabilities(make_cfg, tmp_path):
     metrics = run_stage(eval_cfg(make_cfg, tmp_path / "r"))
     y = [r["gold"] == "offensive" for r in rows]
     assert metrics["auroc"] == pytest.approx(roc_auc_score(y, [r["scores"]["offensive"] for r in rows]))
-    assert metrics["binary_f1"] == pytest.approx(f1_score([r["gold"] for r in rows], [r["pred"] for r in rows],
-                                                           pos_label="offensive"))  # fmt: skip
+    assert metrics["binary_f1"] == pytest.approx(
+        f1_score([r["gold"] for r in rows], [r["pred"] for r in rows], pos_label="offensive")
+    )
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert any("no reference explanations" in n for n in saved["notes"]) and "bleu4" not in saved
 
@@ -147,9 +176,20 @@ def test_hatred_references_score_the_memes_that_have_them(make_cfg, tmp_path):
     rows = meme_rows()
     write_predictions(tmp_path / "r", rows)
     hatred = tmp_path / "hatred.jsonl"  # HatReD's own format: integer id without zeros, img, target, reasonings
-    hatred.write_text("".join(json.dumps({"id": i, "img": f"{i:05d}.png", "target": ["group"],
-                                          "reasonings": [f"it mocks group {i % 3}", "it insults a group"]}) + "\n"
-                              for i in range(1, 20, 2)))  # fmt: skip
+    hatred.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "img": f"{i:05d}.png",
+                    "target": ["group"],
+                    "reasonings": [f"it mocks group {i % 3}", "it insults a group"],
+                }
+            )
+            + "\n"
+            for i in range(1, 20, 2)
+        )
+    )
     run_stage(eval_cfg(make_cfg, tmp_path / "r", f"task.references={hatred}"))
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["n_with_references"] == 10 and saved["n_without_references"] == 10
@@ -168,7 +208,8 @@ def test_a_references_file_matching_no_item_is_refused(make_cfg, tmp_path):
     assert str(refused.value) == (
         f"task.references={str(other)!r} matches none of the 20 items of run {tmp_path / 'r'} (ids 00000, 00001, "
         f"00002, ...); its 5 ids (pair0, pair1, pair2, ...). Give the references of this task and split (ids match "
-        f"without leading zeros), or leave task.references out")  # fmt: skip
+        f"without leading zeros), or leave task.references out"
+    )
     assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "confusion_matrix.png").exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"id": 1, "reasonings": []}\n')
@@ -181,12 +222,15 @@ def test_a_references_file_for_some_items_warns_with_the_counts(make_cfg, tmp_pa
     warning with the counts (and in metrics.json)."""
     write_predictions(tmp_path / "r", meme_rows())
     some = tmp_path / "some.jsonl"
-    some.write_text("".join(json.dumps({"id": i, "explanations": [f"it mocks group {i % 3}"]}) + "\n"
-                            for i in range(3)))  # fmt: skip
+    some.write_text(
+        "".join(json.dumps({"id": i, "explanations": [f"it mocks group {i % 3}"]}) + "\n" for i in range(3))
+    )
     with caplog.at_level("WARNING", logger="vlx.tasks.references"):
         run_stage(eval_cfg(make_cfg, tmp_path / "r", f"task.references={some}"))
-    assert f"task.references={some} has explanations for 3 of the 20 items of run {tmp_path / 'r'}; the other 17 " \
-           "are left out of the explanation metrics" in caplog.text
+    assert (
+        f"task.references={some} has explanations for 3 of the 20 items of run {tmp_path / 'r'}; the other 17 "
+        "are left out of the explanation metrics" in caplog.text
+    )
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["n_with_references"] == 3 and saved["n_without_references"] == 17
 
@@ -204,14 +248,18 @@ def test_an_infer_tasks_references_matching_no_item_are_warned_about(tmp_path, c
     with caplog.at_level("WARNING", logger="vlx.tasks.references"):
         task = build_task("meme", data_dir=tmp_path / "memes", split="dev_seen", references=str(other))
         assert not any(ex.explanations for ex in task.load().examples)
-    assert (f"task.references={str(other)!r} matches none of the 4 items (ids 01000, 01007, 01014, ...); its 1 id "
-            "(x1): their explanations cannot be scored") in caplog.text
+    assert (
+        f"task.references={str(other)!r} matches none of the 4 items (ids 01000, 01007, 01014, ...); its 1 id "
+        "(x1): their explanations cannot be scored"
+    ) in caplog.text
 
 
 def test_references_formats_and_errors(tmp_path):
     path = tmp_path / "refs.jsonl"
-    path.write_text('{"id": 1456, "img": "01456.png", "target": ["x"], "reasonings": ["r1", "r2"]}\n'
-                    '{"id": "00042", "explanations": ["e1"]}\n{"id": "abc", "explanations": "single"}\n')  # fmt: skip
+    path.write_text(
+        '{"id": 1456, "img": "01456.png", "target": ["x"], "reasonings": ["r1", "r2"]}\n'
+        '{"id": "00042", "explanations": ["e1"]}\n{"id": "abc", "explanations": "single"}\n'
+    )
     assert read_references(path) == {"1456": ("r1", "r2"), "42": ("e1",), "abc": ("single",)}
     path.write_text('{"id": 1, "explanations": ["a"]}\n{"id": 2, "reasonings": 5}\n')
     with pytest.raises(VlxError, match=r"refs\.jsonl:2: expected 'reasonings'"):
@@ -232,8 +280,14 @@ def test_missing_run_is_a_clear_error(make_cfg, tmp_path):
 
 
 def test_infer_scores_its_run_at_the_end(make_cfg, tmp_path):
-    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "task.limit=6", "generation.max_new_tokens=12",
-                   "eval_after_infer=true", "eval.resamples=50")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_paligemma",
+        "task=shapes",
+        "task.limit=6",
+        "generation.max_new_tokens=12",
+        "eval_after_infer=true",
+        "eval.resamples=50",
+    )
     summary = run_stage(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n"] == 6 and summary["accuracy"] == metrics["accuracy"]
@@ -274,8 +328,10 @@ def test_calibration_from_label_probabilities_and_judge_keys_kept(make_cfg, tmp_
 
 def test_bad_eval_settings_are_named(make_cfg, tmp_path):
     write_predictions(tmp_path / "r", meme_rows(4))
-    for setting, message in (("eval.protocol=bleu", "eval.protocol='bleu'"),
-                             ("eval.calibration_bins=0", "eval.calibration_bins=0"),
-                             ("eval.evil_references=some", "eval.evil_references='some'")):  # fmt: skip
+    for setting, message in (
+        ("eval.protocol=bleu", "eval.protocol='bleu'"),
+        ("eval.calibration_bins=0", "eval.calibration_bins=0"),
+        ("eval.evil_references=some", "eval.evil_references='some'"),
+    ):
         with pytest.raises(VlxError, match=message):
             run_stage(eval_cfg(make_cfg, tmp_path / "r", setting))

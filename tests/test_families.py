@@ -94,8 +94,17 @@ def test_model_hf_picks_the_family_class(family, adapter):
 def test_zero_shot_inference_gives_the_task_labels(family, make_cfg, tmp_path):
     """The infer stage end to end (score, then the explanation generated after the chosen label)."""
     arch, _ = family
-    summary = run_stage(make_cfg("model=tiny", f"model.tiny={arch}", "task=shapes", "task.limit=4", "batch_size=2",
-                                 "decode=score_then_explain", "generation.max_new_tokens=4"))  # fmt: skip
+    summary = run_stage(
+        make_cfg(
+            "model=tiny",
+            f"model.tiny={arch}",
+            "task=shapes",
+            "task.limit=4",
+            "batch_size=2",
+            "decode=score_then_explain",
+            "generation.max_new_tokens=4",
+        )
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert summary["items"] == 4 and summary["parsed"] == 1.0
     assert all(r["pred"] in ("entailment", "contradiction", "neutral") for r in rows)
@@ -123,8 +132,9 @@ def brute_force_scores(adapter, prompt: str, image: Image.Image) -> dict[str, fl
     totals = []
     for answer in ANSWERS:
         ids = tokenizer(adapter.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-        inputs = append_tokens(encode(adapter.processor, [prompt], [image]), [ids], tokenizer.pad_token_id,
-                               adapter.answer_token_type)  # fmt: skip
+        inputs = append_tokens(
+            encode(adapter.processor, [prompt], [image]), [ids], tokenizer.pad_token_id, adapter.answer_token_type
+        )
         with torch.inference_mode():
             logits = adapter.model(**on_model(adapter.model, inputs)).logits[0].float()
         logps = torch.log_softmax(logits[-len(ids) - 1 : -1], dim=-1)
@@ -241,8 +251,11 @@ def test_the_merged_model_predicts_what_the_adapter_does(family, adapter, traine
     prompts = prompts_of(adapter, TEXTS)
     pictures = [images(1, size)[0] for size in SIZES]
     settings = {"do_sample": False, "max_new_tokens": 6, "min_new_tokens": 6}
-    expected = load_adapter(str(folder), dtype="float32", device_map="cpu", compile=False,
-                            adapter=str(trained[3])).generate(prompts, pictures, **settings).texts  # fmt: skip
+    expected = (
+        load_adapter(str(folder), dtype="float32", device_map="cpu", compile=False, adapter=str(trained[3]))
+        .generate(prompts, pictures, **settings)
+        .texts
+    )
     again = load_adapter(str(tmp_path / "merged"), dtype="float32", device_map="cpu", compile=False)
     assert again.generate(prompts, pictures, **settings).texts == expected
     assert expected != adapter.generate(prompts, pictures, **settings).texts  # the adapter changed the answers
@@ -254,17 +267,31 @@ def test_the_stages_run_a_generic_family_end_to_end(make_cfg, tmp_path, arch):
     the collator's answer-only labels), inference with the adapter (score, then explanation), the merge, and the
     merged model's inference giving the adapter's predictions."""
     model = ["model=tiny", f"model.tiny={arch}"]
-    train = ["task=shapes", "task.split=train", "task.limit=8", "lora=r64_lm", "finetune.per_device_batch_size=4",
-             "finetune.gradient_accumulation_steps=1", "finetune.max_steps=2", "finetune.save_strategy=no",
-             "finetune.logging_steps=1"]  # fmt: skip
+    train = [
+        "task=shapes",
+        "task.split=train",
+        "task.limit=8",
+        "lora=r64_lm",
+        "finetune.per_device_batch_size=4",
+        "finetune.gradient_accumulation_steps=1",
+        "finetune.max_steps=2",
+        "finetune.save_strategy=no",
+        "finetune.logging_steps=1",
+    ]
     metrics = run_stage(make_cfg("stage=finetune", *model, *train, "quant=nf4", run_dir=tmp_path / "ft"))
     assert metrics["steps"] == 2 and metrics["first_loss"] > 0
     adapter = tmp_path / "ft" / "adapter"
-    infer = ["task=shapes", "task.limit=4", "decode=score_then_explain", "generation.max_new_tokens=4",
-             "model.dtype=float32"]  # fmt: skip
+    infer = [
+        "task=shapes",
+        "task.limit=4",
+        "decode=score_then_explain",
+        "generation.max_new_tokens=4",
+        "model.dtype=float32",
+    ]
     run_stage(make_cfg(*model, f"model.adapter={adapter}", *infer, run_dir=tmp_path / "with_adapter"))
-    run_stage(make_cfg("stage=merge", *model, f"model.adapter={adapter}", "model.dtype=float32",
-                       run_dir=tmp_path / "m"))  # fmt: skip
+    run_stage(
+        make_cfg("stage=merge", *model, f"model.adapter={adapter}", "model.dtype=float32", run_dir=tmp_path / "m")
+    )
     run_stage(make_cfg(*model, f"model.checkpoint={tmp_path / 'm' / 'merged'}", *infer, run_dir=tmp_path / "merged"))
 
     def rows(run: str) -> list[dict]:

@@ -100,8 +100,7 @@ def test_causal_attention_with_a_tail_equals_one_masked_sdpa():
     full = torch.ones(total, total, dtype=torch.bool).tril().expand(batch, 1, total, total).clone()
     full[:, :, head:] = tail_mask
     expected, _ = sdpa_attention_forward(Heads(heads // kv_heads), query, key, value, full, scaling=0.3)
-    got, _ = grouped_sdpa_attention(Heads(heads // kv_heads), query, key, value, None, scaling=0.3,
-                                    tail_mask=tail_mask)  # fmt: skip
+    got, _ = grouped_sdpa_attention(Heads(heads // kv_heads), query, key, value, None, scaling=0.3, tail_mask=tail_mask)
     assert got.shape == (batch, total, heads, dim)
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -116,8 +115,11 @@ def test_vlx_prefill_generates_what_transformers_generate_does(static):
         cfg = compose("config", overrides=["model=tiny_llava", "model.dtype=float32", "model.compile=false"])
     GlobalHydra.instance().clear()
     adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
-    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200)),
-              Image.new("RGB", (90, 30), (30, 200, 30))]  # fmt: skip
+    images = [
+        Image.new("RGB", (56, 40), (200, 30, 30)),
+        Image.new("RGB", (30, 60), (30, 30, 200)),
+        Image.new("RGB", (90, 30), (30, 200, 30)),
+    ]
     texts = ["Red.", "A blue one, far in the back of a long hall with many doors.", "Green"]
     prompts = [adapter.render_prompt(Example("q", None, t, None), f"Is '{t}' true?") for t in texts]
     settings = {"do_sample": False, "max_new_tokens": 10, "min_new_tokens": 10}
@@ -140,8 +142,17 @@ def test_pad_left_keeps_rows_right_aligned():
 
 def answers(make_cfg, tmp_path, name: str, *overrides: str) -> list[str]:
     out = tmp_path / name
-    run_stage(make_cfg("task=shapes", "task.limit=6", "batch_size=3", "generation.max_new_tokens=8",
-                       "model.dtype=float32", *overrides, run_dir=out))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "task=shapes",
+            "task.limit=6",
+            "batch_size=3",
+            "generation.max_new_tokens=8",
+            "model.dtype=float32",
+            *overrides,
+            run_dir=out,
+        )
+    )
     return [json.loads(line)["raw"] for line in (out / "predictions.jsonl").read_text().splitlines()]
 
 
@@ -173,8 +184,9 @@ def test_compiled_decoding_generates_what_eager_does(make_cfg, tmp_path, compile
     """model.compile=true: static cache, compiled decode step, prompts padded to 64 tokens (after label scoring)."""
     eager = answers(make_cfg, tmp_path, "eager", "model=tiny_llava", "model.compile=false", "decode=score_then_explain")
     assert not compiled_decode_steps  # eager decoding does not go through it
-    compiled = answers(make_cfg, tmp_path, "compiled", "model=tiny_llava", "model.compile=true",
-                       "decode=score_then_explain")  # fmt: skip
+    compiled = answers(
+        make_cfg, tmp_path, "compiled", "model=tiny_llava", "model.compile=true", "decode=score_then_explain"
+    )
     assert compiled == eager and any(eager)
     assert compiled_decode_steps  # the decode steps ran compiled, not eagerly
     summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
@@ -217,8 +229,9 @@ def test_static_decoding_compiles_once_for_prompts_of_several_widths():
     assert static_cache_length(STATIC_CACHE_MULTIPLE, {"max_new_tokens": 1}) == 2 * STATIC_CACHE_MULTIPLE
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["model=tiny", "model.tiny=qwen2_5_vl", "model.dtype=float32",
-                                           "model.compile=true"])  # fmt: skip
+        cfg = compose(
+            "config", overrides=["model=tiny", "model.tiny=qwen2_5_vl", "model.dtype=float32", "model.compile=true"]
+        )
     GlobalHydra.instance().clear()
     adapter = instantiate(cfg.model, _partial_=True)(quantization=None)
     image = Image.new("RGB", (56, 40), (200, 30, 30))
@@ -243,8 +256,15 @@ def test_compiled_prefill_on_cuda_generates_what_transformers_does(make_cfg, tmp
     generate (sdpa, not compiled), float32: the same labels and explanations."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    theirs = answers(make_cfg, tmp_path, "hf", "model=tiny_llava", "model.compile=false",
-                     "model.attn_implementation=sdpa", "decode=score_then_explain")  # fmt: skip
+    theirs = answers(
+        make_cfg,
+        tmp_path,
+        "hf",
+        "model=tiny_llava",
+        "model.compile=false",
+        "model.attn_implementation=sdpa",
+        "decode=score_then_explain",
+    )
     ours = answers(make_cfg, tmp_path, "vlx", "model=tiny_llava", "model.compile=true", "decode=score_then_explain")
     assert ours == theirs and any(theirs)
 
@@ -266,9 +286,19 @@ def test_max_tiles_cuts_llava_image_tokens(make_cfg, tmp_path):
     tokens = {}
     for tiles in ("null", 2, 1):
         out = tmp_path / f"tiles{tiles}"
-        run_stage(make_cfg("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-                           "task.split=test", "task.limit=4", "generation.max_new_tokens=4", f"model.max_tiles={tiles}",
-                           run_dir=out))  # fmt: skip
+        run_stage(
+            make_cfg(
+                "model=tiny_llava",
+                "task=esnli",
+                f"task.csv_dir={csv_dir}",
+                f"task.image_dir={image_dir}",
+                "task.split=test",
+                "task.limit=4",
+                "generation.max_new_tokens=4",
+                f"model.max_tiles={tiles}",
+                run_dir=out,
+            )
+        )
         summary = json.loads((out / "summary.json").read_text())
         assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
         tokens[tiles] = summary["image_tokens_mean"]
@@ -302,5 +332,6 @@ def test_flash_attention_without_its_package_is_a_config_error(make_cfg):
     if importlib.util.find_spec("flash_attn") is not None:
         pytest.skip("flash-attn is installed here")
     with pytest.raises(ConfigError, match="needs the flash-attn package"):
-        run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=1",
-                           "model.attn_implementation=flash_attention_2"))  # fmt: skip
+        run_stage(
+            make_cfg("model=tiny_llava", "task=shapes", "task.limit=1", "model.attn_implementation=flash_attention_2")
+        )

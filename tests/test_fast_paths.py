@@ -22,12 +22,20 @@ from vlx.models.tiny import ensure_tiny_model
 from vlx.tasks.items import Example
 
 # allow-list entry -> the tiny model whose equality tests back it
-FAST = {"llava_next/mistral": "llava_next", "paligemma/gemma": "paligemma", "internvl/qwen2": "internvl",
-        "llava_onevision/qwen2": "llava_onevision", "idefics3/llama": "idefics3", "gemma3/gemma3_text": "gemma3"}
+FAST = {
+    "llava_next/mistral": "llava_next",
+    "paligemma/gemma": "paligemma",
+    "internvl/qwen2": "internvl",
+    "llava_onevision/qwen2": "llava_onevision",
+    "idefics3/llama": "idefics3",
+    "gemma3/gemma3_text": "gemma3",
+}
 # the same, as model settings (the family's own tiny YAML where there is one)
 OWN_YAML = {"llava_next": "tiny_llava", "paligemma": "tiny_paligemma"}
-FAST_MODELS = {tiny: [f"model={OWN_YAML[tiny]}"] if tiny in OWN_YAML else ["model=tiny", f"model.tiny={tiny}"]
-               for tiny in FAST.values()}  # fmt: skip
+FAST_MODELS = {
+    tiny: [f"model={OWN_YAML[tiny]}"] if tiny in OWN_YAML else ["model=tiny", f"model.tiny={tiny}"]
+    for tiny in FAST.values()
+}
 
 
 def test_every_allowed_architecture_has_its_equality_tests():

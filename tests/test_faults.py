@@ -146,8 +146,14 @@ def test_eval_and_resume_accept_a_runs_root_or_its_infer_folder(make_cfg, tmp_pa
     assert metrics["n"] == 2 and (root / "infer" / "metrics.json").is_file()
     summary = run_stage(make_cfg(*TINY_RUN, "task.limit=3", f"stage.resume={root}", run_dir=tmp_path / "elsewhere"))
     assert summary["new_items"] == 1 and len(lines(root / "infer" / "predictions.jsonl")) == 3
-    run_stage(make_cfg("stage=eval", f"stage.run={root / 'infer' / 'predictions.jsonl'}", "eval.resamples=0",
-                       run_dir=tmp_path / "eval2"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=eval",
+            f"stage.run={root / 'infer' / 'predictions.jsonl'}",
+            "eval.resamples=0",
+            run_dir=tmp_path / "eval2",
+        )
+    )
     assert json.loads((root / "infer" / "metrics.json").read_text())["n"] == 3
 
 
@@ -329,8 +335,9 @@ def test_one_writer_per_run_directory_and_a_dead_writer_is_taken_over(tmp_path):
     first = start_vlx(*args, log=tmp_path / "first.log")
     predictions = run / "predictions.jsonl"
     try:
-        wait_for(lambda: holder_pid(run) == first.pid and predictions.is_file() and b"\n" in predictions.read_bytes(),
-                 first)  # fmt: skip
+        wait_for(
+            lambda: holder_pid(run) == first.pid and predictions.is_file() and b"\n" in predictions.read_bytes(), first
+        )
         # paused while it holds the lock, so that it is still writing however slowly the second starts (a refusal
         # comes before any weights load: no LOADING below, whatever the clock says)
         first.send_signal(signal.SIGSTOP)
@@ -365,8 +372,9 @@ def test_eval_refuses_two_different_predictions_for_one_id(make_cfg, tmp_path):
     path = tmp_path / "run" / "predictions.jsonl"
     rows = lines(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:1]))  # the same row twice: counted once
-    metrics = run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'run'}", "eval.resamples=0",
-                                 run_dir=tmp_path / "e"))
+    metrics = run_stage(
+        make_cfg("stage=eval", f"stage.run={tmp_path / 'run'}", "eval.resamples=0", run_dir=tmp_path / "e")
+    )
     assert metrics["n"] == 3
     other = {**rows[1], "pred": "neutral" if rows[1]["pred"] != "neutral" else "entailment"}
     path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, other]))
@@ -471,12 +479,24 @@ def test_a_full_disk_during_eval_names_the_file_in_one_line(tmp_path):
     """`vlx stage=eval` on a disk that fills up while it writes its plot: one line naming the file, exit 2."""
     run = tmp_path / "run"
     run.mkdir()
-    rows = [{"id": f"{i:05d}", "image": f"{i}.png", "text": "t", "gold": ("not offensive", "offensive")[i % 2],
-             "pred": "offensive", "explanation": "e", "raw": "r", "refs": []} for i in range(6)]  # fmt: skip
+    rows = [
+        {
+            "id": f"{i:05d}",
+            "image": f"{i}.png",
+            "text": "t",
+            "gold": ("not offensive", "offensive")[i % 2],
+            "pred": "offensive",
+            "explanation": "e",
+            "raw": "r",
+            "refs": [],
+        }
+        for i in range(6)
+    ]
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot = _on_full_disk(run / "confusion_matrix.png")
-    res = run_vlx("stage=eval", f"stage.run={run}", "task=meme", "eval.resamples=20",
-                  f"hydra.run.dir={tmp_path / 'ev'}")
+    res = run_vlx(
+        "stage=eval", f"stage.run={run}", "task=meme", "eval.resamples=20", f"hydra.run.dir={tmp_path / 'ev'}"
+    )
     output = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in output, output[-3000:]
     errors = [line for line in output.splitlines() if "[ERROR]" in line or line.startswith("vlx: error")]
@@ -494,8 +514,16 @@ def test_a_full_disk_names_the_file_in_eval_infer_and_judge(make_cfg, tmp_path):
     kept = metrics.read_bytes()
     _on_full_disk(run / f".metrics.json.{os.getpid()}")
     with pytest.raises(OSError) as err:
-        run_stage(make_cfg("stage=eval", f"stage.run={run}", "task=shapes", "eval.resamples=20", "eval.java=false",
-                           run_dir=tmp_path / "ev"))  # fmt: skip
+        run_stage(
+            make_cfg(
+                "stage=eval",
+                f"stage.run={run}",
+                "task=shapes",
+                "eval.resamples=20",
+                "eval.java=false",
+                run_dir=tmp_path / "ev",
+            )
+        )
     assert _user_problem(err.value) == f"cannot write {metrics}: {DISK_FULL}" and metrics.read_bytes() == kept
     assert not os.path.lexists(run / f".metrics.json.{os.getpid()}")  # no half-written copy left behind
 
@@ -543,8 +571,14 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
     run = tmp_path / "run"
-    proc = start_vlx(*TINY_RUN, "task.limit=60", "batch_size=2", "generation.max_new_tokens=40",
-                     f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
+    proc = start_vlx(
+        *TINY_RUN,
+        "task.limit=60",
+        "batch_size=2",
+        "generation.max_new_tokens=40",
+        f"hydra.run.dir={run}",
+        log=tmp_path / "out.log",
+    )
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(lines(run / "predictions.jsonl")) >= 4, proc)
     proc.send_signal(signum)
     assert proc.wait(timeout=HANG_GUARD_S) == code
@@ -558,8 +592,15 @@ def test_ctrl_c_and_sigterm_say_how_far_the_run_got(tmp_path, signum, code):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc (Linux)")
 def test_loader_workers_die_with_a_killed_parent(tmp_path):
     run = tmp_path / "run"
-    proc = start_vlx(*TINY_RUN, "task.limit=200", "batch_size=2", "loader_workers=2", "generation.max_new_tokens=40",
-                     f"hydra.run.dir={run}", log=tmp_path / "out.log")  # fmt: skip
+    proc = start_vlx(
+        *TINY_RUN,
+        "task.limit=200",
+        "batch_size=2",
+        "loader_workers=2",
+        "generation.max_new_tokens=40",
+        f"hydra.run.dir={run}",
+        log=tmp_path / "out.log",
+    )
     wait_for(lambda: (run / "predictions.jsonl").is_file() and len(children(proc.pid)) >= 2, proc)
     workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
@@ -612,14 +653,16 @@ def test_a_users_checkpoint_is_loaded_as_it_is_never_rebuilt(make_cfg, tmp_path)
     )
     assert adapter.checkpoint == str(mine) and digest(mine) == before
     with pytest.raises(VlxError, match=rf"model.checkpoint='{tmp_path / 'missing'}': no such folder"):
-        instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'missing'}").model,
-                    _partial_=True)(quantization=None)  # fmt: skip
+        instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'missing'}").model, _partial_=True)(
+            quantization=None
+        )
     assert not (tmp_path / "missing").exists()
     (tmp_path / "no-weights").mkdir()
     (tmp_path / "no-weights" / "config.json").write_text("{}")
     with pytest.raises(VlxError, match="no weights"):
-        instantiate(make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'no-weights'}").model,
-                    _partial_=True)(quantization=None)  # fmt: skip
+        instantiate(
+            make_cfg("model=tiny_paligemma", f"model.checkpoint={tmp_path / 'no-weights'}").model, _partial_=True
+        )(quantization=None)
 
 
 def test_the_factory_never_replaces_a_folder_it_did_not_make(tmp_path):
@@ -652,10 +695,20 @@ def test_a_broken_adapter_record_is_named(tmp_path):
         trained_prompt(str(tmp_path), "unused")
 
 
-FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
-            "task.split=train", "task.limit=16", "lora=r64",
-            "finetune.per_device_batch_size=4", "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3",
-            "finetune.logging_steps=1", "finetune.target=label_and_explanation"]  # fmt: skip
+FINETUNE = [
+    "stage=finetune",
+    "model=tiny_paligemma",
+    "task=shapes",
+    "task.prompt='explain en {text}'",
+    "task.split=train",
+    "task.limit=16",
+    "lora=r64",
+    "finetune.per_device_batch_size=4",
+    "finetune.gradient_accumulation_steps=1",
+    "finetune.learning_rate=2e-3",
+    "finetune.logging_steps=1",
+    "finetune.target=label_and_explanation",
+]
 
 
 class StopAt:
@@ -709,8 +762,11 @@ def test_finetune_resumes_from_the_last_complete_checkpoint(make_cfg, tmp_path, 
     metrics = run_stage(make_cfg(*args))
     assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 2
     assert sorted(p.name for p in checkpoints.iterdir()) == [
-        "checkpoint-2", "checkpoint-4", "checkpoint-6", "incomplete-checkpoint-4"
-    ]  # fmt: skip
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-6",
+        "incomplete-checkpoint-4",
+    ]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     logged = [h for h in summary["log_history"] if "loss" in h]
     assert [h["step"] for h in logged] == [1, 2, 3, 4, 5, 6]  # the whole training, not the part after the resume
@@ -731,14 +787,27 @@ def test_a_finished_finetune_run_again_trains_nothing(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
-    run_stage(make_cfg(*FINETUNE, "finetune.max_steps=8", "finetune.save_strategy=no", "finetune.infer_split=test",
-                       "finetune.infer_limit=4", run_dir=tmp_path / "ft"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            *FINETUNE,
+            "finetune.max_steps=8",
+            "finetune.save_strategy=no",
+            "finetune.infer_split=test",
+            "finetune.infer_limit=4",
+            run_dir=tmp_path / "ft",
+        )
+    )
     adapter = tmp_path / "ft" / "adapter"
     run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
     merged = tmp_path / "m" / "merged"
     assert json.loads((merged / "vlx_adapter.json").read_text())["prompt_template"] == "explain en {text}"
-    common = ["model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'", "task.limit=12",
-              "generation.max_new_tokens=12"]  # fmt: skip
+    common = [
+        "model=tiny_paligemma",
+        "task=shapes",
+        "task.prompt='explain en {text}'",
+        "task.limit=12",
+        "generation.max_new_tokens=12",
+    ]
     run_stage(make_cfg(*common, f"model.adapter={adapter}", run_dir=tmp_path / "with-adapter"))
     run_stage(make_cfg(*common, f"model.checkpoint={merged}", run_dir=tmp_path / "with-merged"))
     run_stage(make_cfg(*common, run_dir=tmp_path / "base"))
@@ -749,15 +818,17 @@ def test_a_merged_model_infers_as_its_adapter_did(make_cfg, tmp_path):
     assert by_base != by_adapter  # the fine-tune changed the answers: the comparison means something
     with pytest.raises(ConfigError, match="already holds a merged model"):
         run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", run_dir=tmp_path / "m"))
-    metrics = run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'ft'}", "eval.resamples=0",
-                                 run_dir=tmp_path / "e"))
+    metrics = run_stage(
+        make_cfg("stage=eval", f"stage.run={tmp_path / 'ft'}", "eval.resamples=0", run_dir=tmp_path / "e")
+    )
     assert metrics["n"] >= 1  # a fine-tune run's root: its infer/ is scored
 
 
 # --- a machine without Java; refused runs leave nothing behind --------------------------------------------------
 
-JAVA_LINE = ("there is no `java` on PATH: install a JRE (e.g. `apt-get install default-jre-headless`), or add "
-             "eval.java=false")
+JAVA_LINE = (
+    "there is no `java` on PATH: install a JRE (e.g. `apt-get install default-jre-headless`), or add eval.java=false"
+)
 
 
 def path_without_java(tmp_path: Path) -> str:
@@ -773,8 +844,14 @@ def path_without_java(tmp_path: Path) -> str:
 def test_an_infer_run_without_java_is_refused_before_the_model_loads(tmp_path):
     """Its explanations would be scored with Java at the end: said at once, and the run directory is not left."""
     run = tmp_path / "runs" / "run"
-    res = run_vlx("model=tiny_llava", "task=shapes", "task.limit=4", "generation.max_new_tokens=4",
-                  f"hydra.run.dir={run}", env=cli_env(PATH=path_without_java(tmp_path)))  # fmt: skip
+    res = run_vlx(
+        "model=tiny_llava",
+        "task=shapes",
+        "task.limit=4",
+        "generation.max_new_tokens=4",
+        f"hydra.run.dir={run}",
+        env=cli_env(PATH=path_without_java(tmp_path)),
+    )
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert JAVA_LINE in one_error_line(res)
     assert LOADING not in res.stdout + res.stderr
@@ -801,14 +878,18 @@ def test_scores_without_java_are_named_so_and_equal_javas_where_the_tokenizers_a
     assert no_java["protocol"] == "coco_no_java" and no_java["explanation_scale"] == 1.0
     assert no_java["meteor"] is None and no_java["all_meteor"] is None and no_java["spice"] is None
     assert no_java["evil_avg_all_no_spice"] is None and no_java["evil_global_no_spice"] is None
-    assert any("scored without Java (eval.java=false)" in note and "not the official one" in note
-               for note in no_java["notes"])  # fmt: skip
+    assert any(
+        "scored without Java (eval.java=false)" in note and "not the official one" in note for note in no_java["notes"]
+    )
     if java_path is None:
         pytest.skip("no Java on this machine to compare with")
     monkeypatch.setenv("PATH", str(Path(java_path).parent) + os.pathsep + path_without_java(tmp_path))
     write_predictions(tmp_path / "b", rows)
-    run_stage(make_cfg("stage=eval", f"stage.run={tmp_path / 'b'}", "task=esnli", "eval.resamples=20",
-                       run_dir=tmp_path / "e3"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=eval", f"stage.run={tmp_path / 'b'}", "task=esnli", "eval.resamples=20", run_dir=tmp_path / "e3"
+        )
+    )
     with_java = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert with_java["protocol"] == "coco" and with_java["meteor"] is not None
     for key in ("bleu4", "rouge_l", "cider", "all_bleu4", "all_rouge_l", "all_cider", "accuracy"):
@@ -817,10 +898,14 @@ def test_scores_without_java_are_named_so_and_equal_javas_where_the_tokenizers_a
 
 # what Stanford's PTBTokenizer (-preserveLines -lowerCase) and pycocoevalcap's punctuation filter made of these
 PTB_SAMPLES = [
-    ("He doesn't (really) like \"it\"; can't you see? A t-shirt costs $3.50, Mr. Smith's U.S. cats' toys... ok!",
-     "he does n't -lrb- really -rrb- like it ca n't you see a t-shirt costs $ 3.50 mr. smith 's u.s. cats toys ok"),
-    ("I'm here, they're there & we've gone -- 50% off [sic] {x} a/b 2:30 e-mail@x.com",
-     "i 'm here they 're there & we 've gone 50 % off -lsb- sic -rsb- -lcb- x -rcb- a/b 2:30 e-mail@x.com"),
+    (
+        "He doesn't (really) like \"it\"; can't you see? A t-shirt costs $3.50, Mr. Smith's U.S. cats' toys... ok!",
+        "he does n't -lrb- really -rrb- like it ca n't you see a t-shirt costs $ 3.50 mr. smith 's u.s. cats toys ok",
+    ),
+    (
+        "I'm here, they're there & we've gone -- 50% off [sic] {x} a/b 2:30 e-mail@x.com",
+        "i 'm here they 're there & we 've gone 50 % off -lsb- sic -rsb- -lcb- x -rcb- a/b 2:30 e-mail@x.com",
+    ),
     ("One cannot be both dressed and nude simultaneously.", "one can not be both dressed and nude simultaneously"),
     ("Yes,The booths are very colorful", "yes the booths are very colorful"),
 ]
@@ -884,8 +969,12 @@ def test_select_correct_reads_its_run_and_writes_into_its_own(make_cfg, tmp_path
 
     run = tmp_path / "clf"
     run.mkdir()
-    (run / "predictions.jsonl").write_text(json.dumps({"id": "a", "image": "/x/a.png", "text": "h", "gold": "neutral",
-                                                       "pred": "neutral", "refs": ["because"]}) + "\n")  # fmt: skip
+    (run / "predictions.jsonl").write_text(
+        json.dumps(
+            {"id": "a", "image": "/x/a.png", "text": "h", "gold": "neutral", "pred": "neutral", "refs": ["because"]}
+        )
+        + "\n"
+    )
     with exclusive(run), pytest.raises(ConfigError, match=f"{run} is being written by another vlx run"):
         run_stage(make_cfg("stage=select_correct", f"stage.run={run}", run_dir=tmp_path / "sel"))
     (run / ".vlx.lock").unlink()

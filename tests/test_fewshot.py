@@ -89,8 +89,10 @@ def test_fixed_and_similar_are_deterministic_and_seed_free():
     fixed = ["p2-1", "p0-0", "p1-3"]
     for seed in (0, 1, 2):
         assert ids(ShotSelector(pool, ESNLI, 3, "fixed", seed=seed, ids=fixed).select(QUERY)) == fixed
-    chosen = [ids(ShotSelector(pool, ESNLI, 2, "similar", seed=seed, balanced=False, embed=fake_embed).select(QUERY))
-              for seed in (0, 7)]  # fmt: skip
+    chosen = [
+        ids(ShotSelector(pool, ESNLI, 2, "similar", seed=seed, balanced=False, embed=fake_embed).select(QUERY))
+        for seed in (0, 7)
+    ]
     assert chosen[0] == chosen[1] and len(chosen[0]) == 2  # the nearest items, whatever the seed
 
 

@@ -80,8 +80,16 @@ def test_esnli_three_shots_is_one_per_class_from_another_split(make_cfg, tmp_pat
         pytest.skip("../shared/data/esnlive is not beside the repo")
     esnli_from_shared(SHARED_ESNLI / "esnlive_dev.csv", tmp_path / "data", limit=40)
     csv_dir, image_dir, _ = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "data", limit=4)
-    cfg = make_cfg("model=tiny_llava", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-                   "task.limit=4", "shots=3", "fewshot.split=dev", "generation.max_new_tokens=4")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=esnli",
+        f"task.csv_dir={csv_dir}",
+        f"task.image_dir={image_dir}",
+        "task.limit=4",
+        "shots=3",
+        "fewshot.split=dev",
+        "generation.max_new_tokens=4",
+    )
     summary = run_stage(cfg)
     rows = read_rows(tmp_path / "run")
     pool = {ex.id: ex for ex in instantiate(cfg.task, split="dev", limit=None).examples()}
@@ -100,16 +108,30 @@ def test_meme_two_shots_from_a_zero_shot_run_on_train(make_cfg, tmp_path):
     data = tmp_path / "memes"
     write_memes(data, "train", meme_items(12))
     write_memes(data, "dev_seen", meme_items(3))
-    source = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={data}", "task.split=train",
-                      "generation.max_new_tokens=4", run_dir=tmp_path / "zero")  # fmt: skip
+    source = make_cfg(
+        "model=tiny_llava",
+        "task=meme",
+        f"task.data_dir={data}",
+        "task.split=train",
+        "generation.max_new_tokens=4",
+        run_dir=tmp_path / "zero",
+    )
     run_stage(source)
     # what the zero-shot run got right decides the pool; fix it (a random model is right by chance only)
     rows = read_rows(tmp_path / "zero")
     right = {"01007", "01021", "01014", "01028"}  # two of each class
-    (tmp_path / "zero" / "predictions.jsonl").write_text("".join(
-        json.dumps({**r, "pred": r["gold"] if r["id"] in right else None}) + "\n" for r in rows))  # fmt: skip
-    cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={data}", "shots=2", "fewshot.per_query=true",
-                   f"fewshot.source={tmp_path / 'zero'}", "generation.max_new_tokens=4")  # fmt: skip
+    (tmp_path / "zero" / "predictions.jsonl").write_text(
+        "".join(json.dumps({**r, "pred": r["gold"] if r["id"] in right else None}) + "\n" for r in rows)
+    )
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=meme",
+        f"task.data_dir={data}",
+        "shots=2",
+        "fewshot.per_query=true",
+        f"fewshot.source={tmp_path / 'zero'}",
+        "generation.max_new_tokens=4",
+    )
     run_stage(cfg)
     labels = {r["id"]: r["gold"] for r in rows}
     out = read_rows(tmp_path / "run")

@@ -26,10 +26,18 @@ def on(model, batch):
 
 # float32 and no bf16 autocast: the comparisons below are exact on any device
 EXACT = ["model.dtype=float32", "finetune.bf16=false"]
-FAST = ["task=shapes", "task.prompt='explain en {text}'",  # the seed's PaliGemma prefix
-        "task.split=train", "task.limit=16", "lora=r64", "finetune.per_device_batch_size=4",
-        "finetune.gradient_accumulation_steps=1", "finetune.learning_rate=2e-3", "finetune.logging_steps=1",
-        "finetune.save_strategy=no"]  # fmt: skip
+FAST = [
+    "task=shapes",
+    "task.prompt='explain en {text}'",  # the seed's PaliGemma prefix
+    "task.split=train",
+    "task.limit=16",
+    "lora=r64",
+    "finetune.per_device_batch_size=4",
+    "finetune.gradient_accumulation_steps=1",
+    "finetune.learning_rate=2e-3",
+    "finetune.logging_steps=1",
+    "finetune.save_strategy=no",
+]
 
 
 @pytest.mark.parametrize("model", ["tiny_paligemma", "tiny_llava"])
@@ -45,8 +53,14 @@ def test_lora_loss_falls_and_adapter_reloads_to_the_same_logits(make_cfg, tmp_pa
         return built[-1]
 
     monkeypatch.setattr(finetune, "build_model", keep)
-    cfg = make_cfg("stage=finetune", f"model={model}", *FAST, *EXACT, "finetune.max_steps=12",
-                   "finetune.target=label_and_explanation")  # fmt: skip
+    cfg = make_cfg(
+        "stage=finetune",
+        f"model={model}",
+        *FAST,
+        *EXACT,
+        "finetune.max_steps=12",
+        "finetune.target=label_and_explanation",
+    )
     metrics = run_stage(cfg)
     history = json.loads((tmp_path / "run" / "train_summary.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -92,8 +106,11 @@ def test_llava_loss_is_on_the_assistant_turn_only(make_cfg):
 
 def test_paligemma_loss_is_on_the_suffix_only(make_cfg):
     adapter = instantiate(make_cfg("model=tiny_paligemma").model, _partial_=True)(quantization=None)
-    batch = adapter.training_batch([Image.new("RGB", (56, 56))] * 2, ["explain en A.", "explain en A longer one."],
-                                   ["Neutral. No.", "Contradiction. The picture shows a cat."])  # fmt: skip
+    batch = adapter.training_batch(
+        [Image.new("RGB", (56, 56))] * 2,
+        ["explain en A.", "explain en A longer one."],
+        ["Neutral. No.", "Contradiction. The picture shows a cat."],
+    )
     tok = adapter.processor.tokenizer
     decoded = [tok.decode(row[row != -100]) for row in batch["labels"]]
     assert decoded == ["Neutral. No.<eos>", "Contradiction. The picture shows a cat.<eos>"]
@@ -127,8 +144,14 @@ def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_
             if state.global_step == 3:
                 raise KeyboardInterrupt("killed")
 
-    args = ["stage=finetune", "model=tiny_paligemma", *FAST[:-1], "finetune.max_steps=6",
-            "finetune.save_strategy=steps", "finetune.save_steps=2"]  # fmt: skip
+    args = [
+        "stage=finetune",
+        "model=tiny_paligemma",
+        *FAST[:-1],
+        "finetune.max_steps=6",
+        "finetune.save_strategy=steps",
+        "finetune.save_steps=2",
+    ]
     original = finetune.StatsTrainer
 
     class Crashing(original):  # killed after step 3 (its checkpoint-2 is on disk)
@@ -154,11 +177,14 @@ def test_resume_after_an_interrupted_run_ends_with_the_same_steps(make_cfg, tmp_
 def test_only_correct_items_are_trained_on(make_cfg, tmp_path):
     source = tmp_path / "clf"
     source.mkdir()
-    rows = [{"id": f"train-{i // 3:05d}.png#{i}{'ecn'[i % 3]}", "gold": "neutral", "pred": "neutral" if i < 5 else None}
-            for i in range(16)]  # fmt: skip
+    rows = [
+        {"id": f"train-{i // 3:05d}.png#{i}{'ecn'[i % 3]}", "gold": "neutral", "pred": "neutral" if i < 5 else None}
+        for i in range(16)
+    ]
     (source / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1",
-                   f"finetune.only_correct_from={source}")  # fmt: skip
+    cfg = make_cfg(
+        "stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1", f"finetune.only_correct_from={source}"
+    )
     assert run_stage(cfg)["train_items"] == 5
 
 
@@ -187,23 +213,50 @@ def test_select_correct_writes_the_seed_csv(make_cfg, tmp_path):
 
 
 def test_adapter_inference_and_merge(make_cfg, tmp_path):
-    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
-                       "finetune.warmup_steps=0", run_dir=tmp_path / "ft"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=finetune",
+            "model=tiny_paligemma",
+            *FAST,
+            "finetune.max_steps=4",
+            "finetune.warmup_steps=0",
+            run_dir=tmp_path / "ft",
+        )
+    )
     adapter = tmp_path / "ft" / "adapter"
-    summary = run_stage(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "task=shapes", "task.limit=3",
-                                 "generation=seed_sampling", run_dir=tmp_path / "inf"))  # fmt: skip
+    summary = run_stage(
+        make_cfg(
+            "model=tiny_paligemma",
+            f"model.adapter={adapter}",
+            "task=shapes",
+            "task.limit=3",
+            "generation=seed_sampling",
+            run_dir=tmp_path / "inf",
+        )
+    )
     assert summary["items"] == 3
     rows = [json.loads(x) for x in (tmp_path / "inf" / "predictions.jsonl").read_text().splitlines()]
     assert all("<loc" not in r["raw"] and "<eos>" not in r["raw"] for r in rows)
     with pytest.raises(ConfigError, match="refuses a 4-bit"):
-        run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "quant=nf4",
-                           run_dir=tmp_path / "m4"))  # fmt: skip
-    run_stage(make_cfg("stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "model.dtype=float32",
-                       run_dir=tmp_path / "m"))  # fmt: skip
+        run_stage(
+            make_cfg(
+                "stage=merge", "model=tiny_paligemma", f"model.adapter={adapter}", "quant=nf4", run_dir=tmp_path / "m4"
+            )
+        )
+    run_stage(
+        make_cfg(
+            "stage=merge",
+            "model=tiny_paligemma",
+            f"model.adapter={adapter}",
+            "model.dtype=float32",
+            run_dir=tmp_path / "m",
+        )
+    )
     from transformers import PaliGemmaForConditionalGeneration
 
-    peft_model = instantiate(make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "model.dtype=float32").model,
-                             _partial_=True)(quantization=None)  # fmt: skip
+    peft_model = instantiate(
+        make_cfg("model=tiny_paligemma", f"model.adapter={adapter}", "model.dtype=float32").model, _partial_=True
+    )(quantization=None)
     device = peft_model.model.device
     merged = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "m" / "merged").to(device).eval()
     ids = torch.tensor([[2, 50, 60, 70]], device=device)
@@ -239,7 +292,7 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
         ]
     ):
         items.append(TrainItem(str(i), tmp_path / f"{i}.png", text, target))
-        Image.new("RGB", (56, 40 + 10 * i), (200, 40 * i, 30)).save(items[-1].image)  # fmt: skip
+        Image.new("RGB", (56, 40 + 10 * i), (200, 40 * i, 30)).save(items[-1].image)
     results = []
     for only in (False, True):
         batch = on(adapter.model, Collator(adapter, target_logits_only=only)(items))
@@ -258,8 +311,10 @@ def test_target_only_logits_give_the_same_loss_and_gradients(make_cfg, tmp_path,
 
 
 # finetune.compile's allow-list: the fast paths' and vlx.models.fast.COMPILED_TRAINING
-TRAINING_COMPILED = {**FAST_MODELS,
-                     **{tiny: ["model=tiny", f"model.tiny={tiny}"] for tiny in ("qwen2_5_vl", "qwen3_vl")}}  # fmt: skip
+TRAINING_COMPILED = {
+    **FAST_MODELS,
+    **{tiny: ["model=tiny", f"model.tiny={tiny}"] for tiny in ("qwen2_5_vl", "qwen3_vl")},
+}
 
 
 def test_every_compiled_training_architecture_has_its_equality_test():
@@ -274,10 +329,12 @@ def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path, mo
     from vlx.stages.finetune import build_model
 
     torch._dynamo.reset()  # graphs compiled for another model of the same blocks would be reused
-    adapter = build_model(make_cfg("stage=finetune", *TRAINING_COMPILED[model], "lora=r64", "lora.lora_dropout=0",
-                                   *EXACT))  # fmt: skip
-    items = [TrainItem(str(i), tmp_path / f"{i}.png", f"explain en A shape {i}.", "Neutral. " + "so " * i)
-             for i in range(3)]  # fmt: skip
+    adapter = build_model(
+        make_cfg("stage=finetune", *TRAINING_COMPILED[model], "lora=r64", "lora.lora_dropout=0", *EXACT)
+    )
+    items = [
+        TrainItem(str(i), tmp_path / f"{i}.png", f"explain en A shape {i}.", "Neutral. " + "so " * i) for i in range(3)
+    ]
     for i, item in enumerate(items):
         Image.new("RGB", (56, 56), (60 * i, 90, 30)).save(item.image)
     batch = on(adapter.model, Collator(adapter)(items))
@@ -301,8 +358,16 @@ def test_compiled_blocks_give_the_same_loss_and_gradients(make_cfg, tmp_path, mo
 
 def test_profile_steps_record_where_the_steps_time_went(make_cfg, tmp_path):
     out = tmp_path / "ft"
-    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=3",
-                       "finetune.profile_steps=[2,3]", run_dir=out))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=finetune",
+            "model=tiny_paligemma",
+            *FAST,
+            "finetune.max_steps=3",
+            "finetune.profile_steps=[2,3]",
+            run_dir=out,
+        )
+    )
     summary = json.loads((out / "profile.json").read_text())
     assert summary["steps"] == [2, 3] and summary["wall_s_per_step"] > 0
     assert summary["device_busy_fraction"] is None and summary["device_idle_while"] is None  # no GPU here
@@ -333,8 +398,15 @@ def test_compile_mode_is_checked_before_the_model_loads(make_cfg, no_model_loads
 @pytest.mark.parametrize("steps", ["[3]", "[0,2]", "[3,2]", "[2,9]"])
 def test_profile_steps_are_checked(make_cfg, steps):
     with pytest.raises(ConfigError, match="finetune.profile_steps"):
-        run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
-                           f"finetune.profile_steps={steps}"))  # fmt: skip
+        run_stage(
+            make_cfg(
+                "stage=finetune",
+                "model=tiny_paligemma",
+                *FAST,
+                "finetune.max_steps=4",
+                f"finetune.profile_steps={steps}",
+            )
+        )
 
 
 def test_device_time_counts_overlapping_kernels_once():
@@ -353,19 +425,31 @@ def test_trainer_args_reach_the_trainer(make_cfg, tmp_path, monkeypatch):
     seen, real = [], finetune.one_gpu_per_process
     monkeypatch.setattr(finetune, "one_gpu_per_process", lambda args: seen.append(args) or real(args))
     out = tmp_path / "ft"
-    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=4",
-                       "finetune.logging_steps=2", "+finetune.trainer_args.logging_first_step=false",
-                       "+finetune.trainer_args.max_grad_norm=0.5", run_dir=out))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=finetune",
+            "model=tiny_paligemma",
+            *FAST,
+            "finetune.max_steps=4",
+            "finetune.logging_steps=2",
+            "+finetune.trainer_args.logging_first_step=false",
+            "+finetune.trainer_args.max_grad_norm=0.5",
+            run_dir=out,
+        )
+    )
     history = json.loads((out / "train_summary.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [2, 4]
     assert seen[0].max_grad_norm == 0.5 and seen[0].logging_first_step is False
 
 
-@pytest.mark.parametrize(("key", "message"), [
-    ("learning_rate=1e-3", "vlx sets learning_rate from finetune.learning_rate"),
-    ("max_grad_nrom=0.3", "not a field of transformers' TrainingArguments \\(did you mean max_grad_norm"),
-    ("remove_unused_columns=true", "vlx's collator needs False"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("learning_rate=1e-3", "vlx sets learning_rate from finetune.learning_rate"),
+        ("max_grad_nrom=0.3", "not a field of transformers' TrainingArguments \\(did you mean max_grad_norm"),
+        ("remove_unused_columns=true", "vlx's collator needs False"),
+    ],
+)
 def test_trainer_args_are_checked_before_the_model_loads(make_cfg, key, message, no_model_loads):
     with pytest.raises(ConfigError, match=message):
         run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, f"+finetune.trainer_args.{key}"))
@@ -378,8 +462,10 @@ def test_fsdp_words_become_fsdp2_settings_and_the_blocks_are_sharded(make_cfg):
 
     assert fsdp_arguments(None) == {}
     assert fsdp_arguments("full_shard auto_wrap") == {"fsdp": True, "fsdp_config": {"reshard_after_forward": True}}
-    assert fsdp_arguments("shard_grad_op offload")["fsdp_config"] == {"reshard_after_forward": False,
-                                                                     "cpu_offload": True}  # fmt: skip
+    assert fsdp_arguments("shard_grad_op offload")["fsdp_config"] == {
+        "reshard_after_forward": False,
+        "cpu_offload": True,
+    }
     with pytest.raises(ConfigError, match="'hybrid_shard' is not one of full_shard"):
         fsdp_arguments("hybrid_shard")
     # accelerate shards these classes; PaliGemma's own _no_split_modules names one that its model lacks
@@ -403,11 +489,24 @@ def test_one_process_trains_on_one_gpu_whatever_it_sees(tmp_path, caplog):
     assert "2 GPUs visible to one process" in caplog.text
 
 
-@pytest.mark.parametrize("setting", [
-    "learning_rate=nan", "learning_rate=inf", "learning_rate=0", "learning_rate=-1e-4", "logging_steps=nan",
-    "weight_decay=nan", "weight_decay=inf", "weight_decay=-0.1", "warmup_steps=-5", "warmup_steps=nan",
-    "dataloader_num_workers=-1", "save_steps=-1", "epochs=nan",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "learning_rate=nan",
+        "learning_rate=inf",
+        "learning_rate=0",
+        "learning_rate=-1e-4",
+        "logging_steps=nan",
+        "weight_decay=nan",
+        "weight_decay=inf",
+        "weight_decay=-0.1",
+        "warmup_steps=-5",
+        "warmup_steps=nan",
+        "dataloader_num_workers=-1",
+        "save_steps=-1",
+        "epochs=nan",
+    ],
+)
 def test_settings_that_cannot_train_are_refused_before_the_model_loads(make_cfg, setting, no_model_loads):
     extra = ["finetune.save_strategy=steps"] if setting.startswith("save_steps") else []
     extra += ["finetune.max_steps=-1"] if setting.startswith("epochs") else ["finetune.max_steps=2"]
@@ -417,8 +516,9 @@ def test_settings_that_cannot_train_are_refused_before_the_model_loads(make_cfg,
 
 
 def test_a_lora_target_matching_no_module_is_one_line(make_cfg, tmp_path):
-    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1",
-                   "lora.target_modules=[nowhere_proj]")  # fmt: skip
+    cfg = make_cfg(
+        "stage=finetune", "model=tiny_paligemma", *FAST, "finetune.max_steps=1", "lora.target_modules=[nowhere_proj]"
+    )
     with pytest.raises(ConfigError, match=r"lora.target_modules=.*nowhere_proj.*matches no module.*q_proj"):
         run_stage(cfg)
     assert not (tmp_path / "run" / "adapter").exists()
@@ -432,11 +532,22 @@ def test_a_diverging_training_stops_and_saves_no_adapter(make_cfg, tmp_path):
 
     from vlx.errors import VlxError
 
-    fast = [a for a in FAST if a.split("=")[0] not in ("finetune.learning_rate", "finetune.save_strategy",
-                                                        "finetune.logging_steps")]  # fmt: skip
-    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", *fast, "finetune.learning_rate=2e4",
-                   "finetune.logging_steps=5", "finetune.warmup_steps=0", "finetune.max_steps=6",
-                   "finetune.save_strategy=steps", "finetune.save_steps=1")  # fmt: skip
+    fast = [
+        a
+        for a in FAST
+        if a.split("=")[0] not in ("finetune.learning_rate", "finetune.save_strategy", "finetune.logging_steps")
+    ]
+    cfg = make_cfg(
+        "stage=finetune",
+        "model=tiny_paligemma",
+        *fast,
+        "finetune.learning_rate=2e4",
+        "finetune.logging_steps=5",
+        "finetune.warmup_steps=0",
+        "finetune.max_steps=6",
+        "finetune.save_strategy=steps",
+        "finetune.save_steps=1",
+    )
     with pytest.raises(VlxError, match=r"not finite .* at step \d of 6: .*finetune.learning_rate \(now 20000.0") as err:
         run_stage(cfg)
     run = tmp_path / "run"

@@ -50,8 +50,9 @@ def test_infer_writes_every_prediction(make_cfg, tmp_path, model, task):
     for row in rows:
         assert set(row) >= {"id", "image", "text", "gold", "pred", "explanation", "raw"}
         assert (row["pred"], row["explanation"]) == parse_answer(task, row["raw"])
-        assert row["gold"] in (("not offensive", "offensive") if task == "meme" else
-                               ("entailment", "contradiction", "neutral"))  # fmt: skip
+        assert row["gold"] in (
+            ("not offensive", "offensive") if task == "meme" else ("entailment", "contradiction", "neutral")
+        )
     with (out / "predictions.csv").open() as f:
         reader = csv.DictReader(f)
         expected = ["img_path", "explanation"] if task == "meme" else ["img_path", "hypothesis", "explanation"]
@@ -68,8 +69,14 @@ def test_generation_is_deterministic_and_batch_size_independent(make_cfg, tmp_pa
     """Greedy answers do not depend on how items are batched (left padding done right)."""
     answers = {}
     for bs in (1, 3):
-        cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=4", f"batch_size={bs}",
-                       "generation.max_new_tokens=8", run_dir=tmp_path / f"bs{bs}")  # fmt: skip
+        cfg = make_cfg(
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=4",
+            f"batch_size={bs}",
+            "generation.max_new_tokens=8",
+            run_dir=tmp_path / f"bs{bs}",
+        )
         run_stage(cfg)
         answers[bs] = [r["raw"] for r in read_rows(tmp_path / f"bs{bs}")]
     assert answers[1] == answers[3]
@@ -92,8 +99,13 @@ def test_rerun_into_the_same_directory_skips_finished_items(make_cfg, tmp_path):
 def test_skipped_images_are_in_the_summary(make_cfg, tmp_path):
     write_memes(tmp_path / "memes", "dev_seen", meme_items(3))
     (tmp_path / "memes" / "img" / "01007.png").unlink()
-    cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={tmp_path / 'memes'}", "task.on_bad_image=skip",
-                   "generation.max_new_tokens=3")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=meme",
+        f"task.data_dir={tmp_path / 'memes'}",
+        "task.on_bad_image=skip",
+        "generation.max_new_tokens=3",
+    )
     summary = run_stage(cfg)
     assert summary["skipped"] == 1 and summary["items"] == 2
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -140,8 +152,15 @@ def test_nf4_on_gpu(make_cfg, tmp_path, model):
     if not SHARED_ESNLI.is_dir():
         pytest.skip("../shared/data/esnlive is not beside the repo")
     csv_dir, image_dir, rows = esnli_from_shared(SHARED_ESNLI / "esnlive_test.csv", tmp_path / "esnli", limit=30)
-    cfg = make_cfg(f"model={model}", "task=esnli", f"task.csv_dir={csv_dir}", f"task.image_dir={image_dir}",
-                   "task.limit=30", "quant=nf4", "batch_size=16")  # fmt: skip
+    cfg = make_cfg(
+        f"model={model}",
+        "task=esnli",
+        f"task.csv_dir={csv_dir}",
+        f"task.image_dir={image_dir}",
+        "task.limit=30",
+        "quant=nf4",
+        "batch_size=16",
+    )
     run_stage(cfg)
     assert [r["id"] for r in read_rows(tmp_path / "run")] == [r["pairID"] for r in rows]
 
@@ -152,8 +171,15 @@ def test_length_batching_changes_no_output_and_keeps_dataset_order(make_cfg, tmp
     write_memes(tmp_path / "memes", "dev_seen", meme_items(9))  # three image shapes
     answers = {}
     for how in ("length", "dataset"):
-        cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={tmp_path / 'memes'}", f"batching={how}",
-                       "batch_size=4", "generation.max_new_tokens=6", run_dir=tmp_path / how)  # fmt: skip
+        cfg = make_cfg(
+            "model=tiny_llava",
+            "task=meme",
+            f"task.data_dir={tmp_path / 'memes'}",
+            f"batching={how}",
+            "batch_size=4",
+            "generation.max_new_tokens=6",
+            run_dir=tmp_path / how,
+        )
         run_stage(cfg)
         rows = read_rows(tmp_path / how)
         assert [r["id"] for r in rows] == [f"{1000 + i * 7:05d}" for i in range(9)]
@@ -175,8 +201,14 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(make_cfg, tmp_path, mo
         return real(self, prompts, *args, **kwargs)
 
     monkeypatch.setattr(LlavaNextAdapter, "generate", generate)
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=7", "batch_size=auto", "generation.max_new_tokens=4",
-                   f"loader_workers={workers}")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=shapes",
+        "task.limit=7",
+        "batch_size=auto",
+        "generation.max_new_tokens=4",
+        f"loader_workers={workers}",
+    )
     summary = run_stage(cfg)
     assert summary["batch_size"] == 2 and summary["items"] == 7
     rows = read_rows(tmp_path / "run")

@@ -36,23 +36,46 @@ def finished_run(root: Path, n: int = 10) -> Path:
         gold = LABELS[i % 3]
         pred = gold if i % 4 != 3 else LABELS[(i + 1) % 3]
         explanation = f"The picture shows a {colour} {shape}."
-        rows.append({"id": f"item-{i:02d}", "image": str(image), "text": f"There is a {colour} {shape}.",
-                     "gold": gold, "pred": pred, "explanation": explanation,
-                     "raw": f"{pred.capitalize()}. {explanation}", "refs": [explanation], "demos": []})  # fmt: skip
+        rows.append(
+            {
+                "id": f"item-{i:02d}",
+                "image": str(image),
+                "text": f"There is a {colour} {shape}.",
+                "gold": gold,
+                "pred": pred,
+                "explanation": explanation,
+                "raw": f"{pred.capitalize()}. {explanation}",
+                "refs": [explanation],
+                "demos": [],
+            }
+        )
     rows[5]["pred"] = None  # an answer whose label the parser could not read
     rows[6]["explanation"] = ""  # a label without an explanation
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    info = {"task": "shapes", "split": "test", "labels": LABELS, "model": "tiny_llava", "checkpoint": "x",
-            "adapter": None, "shots": 0}  # fmt: skip
+    info = {
+        "task": "shapes",
+        "split": "test",
+        "labels": LABELS,
+        "model": "tiny_llava",
+        "checkpoint": "x",
+        "adapter": None,
+        "shots": 0,
+    }
     (run / "summary.json").write_text(json.dumps({"items": n, "run": info}))
     (run / "metrics.json").write_text(json.dumps({"accuracy": 0.7, "bleu4": 0.25, "notes": ["kept"]}))
     return run
 
 
 def judge_cfg(make_cfg, run: Path, *extra: str, out: Path | None = None):
-    return make_cfg("stage=judge", f"stage.run={run}", "judge_model=tiny_llava", "batch_size=3",
-                    "eval.resamples=50", *extra,
-                    run_dir=out or run.parent / "judge-run")  # fmt: skip
+    return make_cfg(
+        "stage=judge",
+        f"stage.run={run}",
+        "judge_model=tiny_llava",
+        "batch_size=3",
+        "eval.resamples=50",
+        *extra,
+        run_dir=out or run.parent / "judge-run",
+    )
 
 
 # --- the parser ---------------------------------------------------------------------------------------------------
@@ -100,8 +123,17 @@ def test_score_is_evils_mean_over_correctly_labelled_items():
     def row(verdict, correct):
         return Verdict(id="x", score=None if verdict is None else VERDICT_SCORES[verdict], correct=correct)
 
-    rows = [row("yes", True), row("weak yes", True), row("weak no", True), row("no", True), row("yes", True),
-            row("no", False), row("yes", False), row(None, True), row(None, False)]  # fmt: skip
+    rows = [
+        row("yes", True),
+        row("weak yes", True),
+        row("weak no", True),
+        row("no", True),
+        row("yes", True),
+        row("no", False),
+        row("yes", False),
+        row(None, True),
+        row(None, False),
+    ]
     scores = judge_scores(rows, resamples=200, level=0.9, seed=1)
     assert scores["judge_score"] == pytest.approx((1 + 2 / 3 + 1 / 3 + 0 + 1) / 5)  # S_E = 3/5
     assert scores["judge_n"] == 5  # the unread answers are left out, not guessed
@@ -126,8 +158,9 @@ def test_judge_writes_a_verdict_for_every_item(make_cfg, tmp_path):
     asked = [v for v in verdicts if "note" not in v]
     assert len(asked) == 8 and all(isinstance(v["raw"], str) for v in asked)  # the judge's text, kept
     for v in asked:
-        assert v["verdict"] == parse_verdict(v["raw"]) and v["score"] == (None if v["verdict"] is None else
-                                                                         VERDICT_SCORES[v["verdict"]])  # fmt: skip
+        assert v["verdict"] == parse_verdict(v["raw"]) and v["score"] == (
+            None if v["verdict"] is None else VERDICT_SCORES[v["verdict"]]
+        )
     unasked = {v["id"]: v for v in verdicts if "note" in v}
     assert unasked["item-05"]["verdict"] is None and unasked["item-05"]["raw"] is None  # no label to justify
     assert unasked["item-06"]["verdict"] == "no" and unasked["item-06"]["score"] == 0.0  # no explanation
@@ -219,8 +252,9 @@ def hydra_refusal(make_cfg, run: Path, *args: str) -> str:
     """The one line vlx says for what Hydra refuses to compose (an option or a key the judge's model lacks)."""
     with pytest.raises(Exception) as caught:  # noqa: PT011 - Hydra's own exception, whichever it raises
         judge_cfg(make_cfg, run, *args)
-    line = config_mistake(caught.value, Path(CONFIG_DIR), ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava",
-                                                          *args])  # as judge_cfg gives them
+    line = config_mistake(
+        caught.value, Path(CONFIG_DIR), ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava", *args]
+    )  # as judge_cfg gives them
     assert line is not None, caught.value
     return line
 
@@ -228,14 +262,21 @@ def hydra_refusal(make_cfg, run: Path, *args: str) -> str:
 def test_mistakes_are_named_before_the_judge_loads(make_cfg, tmp_path, no_model_loads):
     run = finished_run(tmp_path)
     # the judge's model is the judge_model group: Hydra finds an option or a key it lacks, vlx says it in one line
-    assert re.match(r"judge_model=tiny_lava: no such option \(did you mean tiny_llava",
-                    hydra_refusal(make_cfg, run, "judge_model=tiny_lava"))  # fmt: skip
+    assert re.match(
+        r"judge_model=tiny_lava: no such option \(did you mean tiny_llava",
+        hydra_refusal(make_cfg, run, "judge_model=tiny_lava"),
+    )
     with pytest.raises(ConfigError, match=r"needs judge_model=<model>"):
         run_stage(make_cfg("stage=judge", f"stage.run={run}"))
-    assert re.match(r"judge_model.chekpoint=/x: .*did you mean judge_model.checkpoint",
-                    hydra_refusal(make_cfg, run, "judge_model.chekpoint=/x"))  # fmt: skip
-    with pytest.raises(ConfigError, match=r"judge_model=tiny_llava: model.checkpoint='/nowhere': no such folder.*"
-                                          r"judge_model.<key>"):  # fmt: skip
+    assert re.match(
+        r"judge_model.chekpoint=/x: .*did you mean judge_model.checkpoint",
+        hydra_refusal(make_cfg, run, "judge_model.chekpoint=/x"),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"judge_model=tiny_llava: model.checkpoint='/nowhere': no such folder.*"
+        r"judge_model.<key>",
+    ):
         run_stage(judge_cfg(make_cfg, run, "judge_model.checkpoint=/nowhere"))
     assert not (run / "judgements").exists()  # nothing written that the right judge could not continue
     with pytest.raises(ConfigError, match=r"judge_model=hf: judge_model.checkpoint is not set"):
@@ -283,9 +324,14 @@ def test_the_command_line(tmp_path):
     from helpers import run_vlx
 
     run = finished_run(tmp_path)
-    args = ["stage=judge", f"stage.run={run}", "judge_model=tiny_llava", "judge_model.dtype=float32",
-            "eval.resamples=0",
-            f"hydra.run.dir={tmp_path / 'judge-run'}"]  # fmt: skip
+    args = [
+        "stage=judge",
+        f"stage.run={run}",
+        "judge_model=tiny_llava",
+        "judge_model.dtype=float32",
+        "eval.resamples=0",
+        f"hydra.run.dir={tmp_path / 'judge-run'}",
+    ]
     done = run_vlx(*args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(lines(run / "judgements" / "tiny_llava" / "verdicts.jsonl")) == 10

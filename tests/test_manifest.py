@@ -78,9 +78,12 @@ def test_resume_refuses_weights_or_a_chat_template_changed_in_place(make_cfg, tm
     template = model_copy / "chat_template.jinja"
     original = template.read_text()
     template.write_text(original.replace("[INST] ", "[INST] Please: "))
-    with pytest.raises(ConfigError, match=r"the run was made with different settings \(saved -> now\): prompt: "
-                                          r"[\"']\[INST\] <image>\\nAnswer.*[\"'] \(from character 7\) -> "
-                                          r"[\"']\[INST\] Please: "):
+    with pytest.raises(
+        ConfigError,
+        match=r"the run was made with different settings \(saved -> now\): prompt: "
+        r"[\"']\[INST\] <image>\\nAnswer.*[\"'] \(from character 7\) -> "
+        r"[\"']\[INST\] Please: ",
+    ):
         run_stage(make_cfg(*args, "task.limit=3", run_dir=out))
     template.write_text(original)
 
@@ -91,9 +94,11 @@ def test_resume_refuses_weights_or_a_chat_template_changed_in_place(make_cfg, tm
     name = next(k for k in sorted(tensors) if "language_model" in k and tensors[k].dim() == 2)
     tensors[name] = tensors[name] + 1  # another training would change every value; one tensor is enough here
     save_file(tensors, weights, metadata=meta)
-    with pytest.raises(ConfigError,
-                       match=rf"stage.resume={out}: the run was made with different settings \(saved -> now\)"
-                                          r": weights: sampled-sha256:\w+ -> sampled-sha256:\w+\. Rerun with"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"stage.resume={out}: the run was made with different settings \(saved -> now\)"
+        r": weights: sampled-sha256:\w+ -> sampled-sha256:\w+\. Rerun with",
+    ):
         run_stage(make_cfg(*args, "task.limit=3", f"stage.resume={out}", run_dir=tmp_path / "elsewhere"))
     assert (out / "predictions.jsonl").read_bytes() == before
     weights.write_bytes(kept)
@@ -134,11 +139,23 @@ def _table_runs(make_cfg, tmp_path: Path) -> tuple[Path, Path]:
     data.mkdir()
     Image.new("RGB", (40, 30), (220, 30, 30)).save(data / "red.png")
     Image.new("RGB", (30, 40), (30, 30, 220)).save(data / "blue.png")
-    (data / "test.csv").write_text("img,hypothesis,gold\nred.png,A red circle.,entailment\n"
-                                   "blue.png,A green square.,contradiction\nred.png,It is wood.,neutral\n")  # fmt: skip
-    args = ["model=tiny_llava", "task=table", f"task.source={data}", "task.columns.image=img",
-            "task.columns.text=hypothesis", "task.columns.label=gold", "task.columns.id=null",
-            "task.columns.explanations=[]", "decode=score", "eval_after_infer=true", "eval.resamples=20"]  # fmt: skip
+    (data / "test.csv").write_text(
+        "img,hypothesis,gold\nred.png,A red circle.,entailment\n"
+        "blue.png,A green square.,contradiction\nred.png,It is wood.,neutral\n"
+    )
+    args = [
+        "model=tiny_llava",
+        "task=table",
+        f"task.source={data}",
+        "task.columns.image=img",
+        "task.columns.text=hypothesis",
+        "task.columns.label=gold",
+        "task.columns.id=null",
+        "task.columns.explanations=[]",
+        "decode=score",
+        "eval_after_infer=true",
+        "eval.resamples=20",
+    ]
     a, b = tmp_path / "A", tmp_path / "B"
     run_stage(make_cfg(*args, run_dir=a))
     run_stage(make_cfg(*args, "task.prompt='Look. Does {hypothesis} hold?'", run_dir=b))
@@ -149,7 +166,7 @@ def test_compare_and_report_list_the_settings_that_differ(make_cfg, tmp_path):
     a, b = _table_runs(make_cfg, tmp_path)
     run_stage(make_cfg("stage=compare", f"stage.runs=[{a},{b}]", "eval.resamples=20", run_dir=tmp_path / "cmp"))
     found = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["settings_differences"]
-    assert len(found) == 1 and found[0].startswith("prompt: \"[INST] <image>\\nAnswer")
+    assert len(found) == 1 and found[0].startswith('prompt: "[INST] <image>\\nAnswer')
     assert found[0].split(" -> ")[1].lstrip("'\"").startswith("[INST] <image>\\nLook.")
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "## Settings that differ (manifest.json, A -> B)\n\n- prompt: " in md
@@ -169,11 +186,22 @@ def test_compare_and_report_list_the_settings_that_differ(make_cfg, tmp_path):
 
 
 def test_differences_are_one_readable_line_per_key():
-    base = Manifest(stage="infer", model="m", weights="sampled-sha256:1", dtype="bfloat16", prompt="Q: " + "x" * 200,
-                    generation={"max_new_tokens": 4}, versions={"torch": "2.13.0"})  # fmt: skip
-    other = dataclasses.replace(base, dtype="float16", prompt="Q: " + "x" * 100 + "y" * 100,
-                                generation={"max_new_tokens": 8, "do_sample": True},
-                                versions={"torch": "2.14.1"})  # fmt: skip
+    base = Manifest(
+        stage="infer",
+        model="m",
+        weights="sampled-sha256:1",
+        dtype="bfloat16",
+        prompt="Q: " + "x" * 200,
+        generation={"max_new_tokens": 4},
+        versions={"torch": "2.13.0"},
+    )
+    other = dataclasses.replace(
+        base,
+        dtype="float16",
+        prompt="Q: " + "x" * 100 + "y" * 100,
+        generation={"max_new_tokens": 8, "do_sample": True},
+        versions={"torch": "2.14.1"},
+    )
     assert manifest.differences(base, other, skip=("versions",)) == [
         "dtype: bfloat16 -> float16",
         f"prompt: '...{'x' * 60}...' (from character 103) -> '...{'x' * 20}{'y' * 40}...'",
@@ -216,9 +244,19 @@ def test_adapter_fingerprint_reads_every_byte(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_records_the_base_and_its_lora_settings(make_cfg, tmp_path):
-    run_stage(make_cfg("stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=4",
-                       "lora=r64", "finetune.per_device_batch_size=4", "finetune.max_steps=1",
-                       "finetune.save_strategy=no"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=finetune",
+            "model=tiny_paligemma",
+            "task=shapes",
+            "task.split=train",
+            "task.limit=4",
+            "lora=r64",
+            "finetune.per_device_batch_size=4",
+            "finetune.max_steps=1",
+            "finetune.save_strategy=no",
+        )
+    )
     m = manifest.read(tmp_path / "run")
     assert m.stage == "finetune" and m.weights.startswith("sampled-sha256:") and m.prompt is None
     assert m.training["lora.r"] == 64 and m.training["finetune.learning_rate"] and m.seed == 0

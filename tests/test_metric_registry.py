@@ -28,8 +28,7 @@ def words(row) -> float | None:
 @pytest.fixture
 def explanation_words():
     """A metric declared by a test, the way a plugin would: one `Metric` with a function over prediction rows."""
-    metric = Metric("explanation_words", "Explanation words", higher_is_better=None, interval=ITEMS,
-                    item_score=words)  # fmt: skip
+    metric = Metric("explanation_words", "Explanation words", higher_is_better=None, interval=ITEMS, item_score=words)
     with registry.registered(metric):
         yield metric
     assert "explanation_words" not in METRICS
@@ -42,8 +41,15 @@ def rows_of(n: int, seed: int, extra_words: int, refs: bool = False, scores: boo
         gold = ESNLI[i % 3]
         pred = gold if rng.random() < 0.6 else ESNLI[(i + 1) % 3]
         expl = " ".join(REFS[i].split()[: 3 + i % 4 + extra_words]) if i % 5 else ""  # every 5th: none
-        row = {"id": f"x{i:03d}", "image": f"{i}.jpg", "text": "h", "gold": gold, "pred": pred, "explanation": expl,
-               "raw": f"{pred}. {expl}"}  # fmt: skip
+        row = {
+            "id": f"x{i:03d}",
+            "image": f"{i}.jpg",
+            "text": "h",
+            "gold": gold,
+            "pred": pred,
+            "explanation": expl,
+            "raw": f"{pred}. {expl}",
+        }
         if refs:
             row["refs"] = [REFS[i]]
         if scores:
@@ -57,8 +63,11 @@ def rows_of(n: int, seed: int, extra_words: int, refs: bool = False, scores: boo
 def scored(make_cfg, folder: Path, rows: list[dict], resamples: int = 50) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_stage(make_cfg("stage=eval", f"stage.run={folder}", "task=esnli", f"eval.resamples={resamples}",
-                       run_dir=folder / "eval"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=eval", f"stage.run={folder}", "task=esnli", f"eval.resamples={resamples}", run_dir=folder / "eval"
+        )
+    )
     return json.loads((folder / "metrics.json").read_text())
 
 
@@ -81,8 +90,14 @@ def test_a_metric_added_in_one_place_shows_everywhere(explanation_words, make_cf
     assert flat_metrics(metrics_a)["explanation_words"] == metrics_a["explanation_words"]
 
     # compare: the paired difference on the shared items both explain
-    run_stage(make_cfg("stage=compare", f"stage.runs=[{tmp_path / 'A'},{tmp_path / 'B'}]", "eval.resamples=50",
-                       run_dir=tmp_path / "cmp"))  # fmt: skip
+    run_stage(
+        make_cfg(
+            "stage=compare",
+            f"stage.runs=[{tmp_path / 'A'},{tmp_path / 'B'}]",
+            "eval.resamples=50",
+            run_dir=tmp_path / "cmp",
+        )
+    )
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     by_a = {r["id"]: Prediction.from_json(r) for r in rows_a}
     by_b = {r["id"]: Prediction.from_json(r) for r in rows_b}
@@ -99,7 +114,9 @@ def test_a_metric_added_in_one_place_shows_everywhere(explanation_words, make_cf
     header = [c.strip() for c in table[0].strip("|").split("|")]
     col = header.index("Explanation words")
     assert [line.strip("|").split("|")[col].strip() for line in table[2:4]] == [
-        f"{metrics_a['explanation_words']:.4f}", f"{metrics_b['explanation_words']:.4f}"]  # fmt: skip
+        f"{metrics_a['explanation_words']:.4f}",
+        f"{metrics_b['explanation_words']:.4f}",
+    ]
 
 
 def test_a_removed_metric_is_gone(make_cfg, tmp_path):
@@ -130,8 +147,16 @@ def test_every_number_eval_writes_is_declared(make_cfg, tmp_path):
 
 def test_metric_values_read_old_files_and_write_the_same_keys():
     """metrics.json's `<name>` and `<name>_ci` as written before the registry: read back, written the same."""
-    old = {"n": 3, "accuracy": 0.5, "accuracy_ci": [0.25, 0.75], "ece": 0.1, "ece_ci": None, "protocol": "coco",
-           "intervals": {"level": 0.9}, "some_newer_key": 1.0}  # fmt: skip
+    old = {
+        "n": 3,
+        "accuracy": 0.5,
+        "accuracy_ci": [0.25, 0.75],
+        "ece": 0.1,
+        "ece_ci": None,
+        "protocol": "coco",
+        "intervals": {"level": 0.9},
+        "some_newer_key": 1.0,
+    }
     values = read_values(old)
     assert list(values) == ["n", "accuracy", "ece"]  # table order, undeclared keys left to their readers
     assert values["accuracy"] == MetricValue("accuracy", 0.5, (0.25, 0.75), 3, 0.9, ITEMS)

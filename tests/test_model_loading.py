@@ -99,8 +99,11 @@ def test_the_checkpoint_picks_the_class(arch):
     adapter = load_adapter(str(tiny(arch)), **OPTIONS)
     expected = FAMILY_ADAPTERS.get(adapter.config.model_type, HFAdapter)
     assert type(adapter) is expected
-    assert type(adapter).__name__ == {"llava_next": "LlavaNextAdapter", "paligemma": "PaliGemmaAdapter",
-                                      "paligemma2": "PaliGemmaAdapter"}.get(arch, "HFAdapter")  # fmt: skip
+    assert type(adapter).__name__ == {
+        "llava_next": "LlavaNextAdapter",
+        "paligemma": "PaliGemmaAdapter",
+        "paligemma2": "PaliGemmaAdapter",
+    }.get(arch, "HFAdapter")
 
 
 def test_a_family_option_for_another_family_is_refused():
@@ -113,8 +116,12 @@ def test_a_family_option_for_another_family_is_refused():
 def test_tiny_knobs_are_not_in_the_production_path():
     """`tiny`/`tiny_dir` are the tiny models' loader's alone; the adapter classes, load_adapter and
     resolve_checkpoint take what a real checkpoint needs."""
-    production = [HFAdapter.__init__, load_adapter, resolve_checkpoint,
-                  *(cls.__init__ for cls in FAMILY_ADAPTERS.values())]  # fmt: skip
+    production = [
+        HFAdapter.__init__,
+        load_adapter,
+        resolve_checkpoint,
+        *(cls.__init__ for cls in FAMILY_ADAPTERS.values()),
+    ]
     for function in production:
         assert not {"tiny", "tiny_dir"} & set(inspect.signature(function).parameters), function
     assert {"tiny", "tiny_dir"} <= set(inspect.signature(load_tiny_adapter).parameters)
@@ -139,9 +146,22 @@ PROTOCOL_MEMBERS = [name for name in dir(VLMAdapter) if not name.startswith("_")
 
 def test_the_protocol_declares_what_the_stages_use():
     """The members the stages and the prediction engine read of a loaded model."""
-    assert {"model", "processor", "checkpoint", "config", "compiled", "max_images", "answer_prefix",
-            "trained_prompt", "prepare_inference", "render_prompt", "generate", "score", "encode",
-            "training_batch"} <= set(PROTOCOL_MEMBERS)  # fmt: skip
+    assert {
+        "model",
+        "processor",
+        "checkpoint",
+        "config",
+        "compiled",
+        "max_images",
+        "answer_prefix",
+        "trained_prompt",
+        "prepare_inference",
+        "render_prompt",
+        "generate",
+        "score",
+        "encode",
+        "training_batch",
+    } <= set(PROTOCOL_MEMBERS)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
@@ -202,8 +222,9 @@ def test_the_finetune_trains_on_task_prompt(make_cfg):
 
     from vlx.finetuning.items import training_items
 
-    cfg = make_cfg("stage=finetune", "task=shapes", "task.split=train", "task.limit=3",
-                   "task.prompt='explain en {text}'")
+    cfg = make_cfg(
+        "stage=finetune", "task=shapes", "task.split=train", "task.limit=3", "task.prompt='explain en {text}'"
+    )
     task = instantiate(cfg.task)
     items = training_items(task.examples(), "explanation", task.instruction)
     assert [i.text for i in items] == [f"explain en {ex.text}" for ex in task.examples()]

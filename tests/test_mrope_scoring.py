@@ -56,30 +56,77 @@ def config(architecture: str):
     """A config of the tiny checkpoints' shape (vlx/models/tiny): 64 wide, 2 layers each, grouped-query attention,
     the real patch, merge and M-RoPE settings, weights of std 0.2 (so outputs depend visibly on positions)."""
     tok = TOKENIZER
-    ids = {"image_token_id": tok.image_token_id, "video_token_id": tok.video_token_id,
-           "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
-           "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>")}
-    text = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": tok.pad_token_id,
-            "bos_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "initializer_range": 0.2}
+    ids = {
+        "image_token_id": tok.image_token_id,
+        "video_token_id": tok.video_token_id,
+        "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
+    }
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "initializer_range": 0.2,
+    }
     if architecture == "qwen2_vl/qwen2_vl_text":
-        vision = {"depth": 2, "embed_dim": 64, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 1, "patch_size": 14,
-                  "spatial_merge_size": 2, "temporal_patch_size": 2, "initializer_range": 0.2}
+        vision = {
+            "depth": 2,
+            "embed_dim": 64,
+            "hidden_size": 64,
+            "num_heads": 4,
+            "mlp_ratio": 1,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "initializer_range": 0.2,
+        }
         rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
         return Qwen2VLConfig(vision_config=vision, text_config={**text, "rope_parameters": rope}, **ids)
     if architecture == "qwen2_5_vl/qwen2_5_vl_text":
-        vision = {"hidden_size": 64, "intermediate_size": 64, "depth": 2, "num_heads": 4, "patch_size": 14,
-                  "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [1],
-                  "tokens_per_second": 2, "out_hidden_size": 64, "initializer_range": 0.2}
+        vision = {
+            "hidden_size": 64,
+            "intermediate_size": 64,
+            "depth": 2,
+            "num_heads": 4,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+            "tokens_per_second": 2,
+            "out_hidden_size": 64,
+            "initializer_range": 0.2,
+        }
         rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
-        return Qwen2_5_VLConfig(vision_config=vision, text_config={**text, "rope_parameters": rope},
-                                tie_word_embeddings=False, **ids)
-    vision = {"hidden_size": 64, "intermediate_size": 64, "depth": 2, "num_heads": 4, "patch_size": 16,
-              "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
-              "deepstack_visual_indexes": [0], "out_hidden_size": 64, "initializer_range": 0.2}
+        return Qwen2_5_VLConfig(
+            vision_config=vision, text_config={**text, "rope_parameters": rope}, tie_word_embeddings=False, **ids
+        )
+    vision = {
+        "hidden_size": 64,
+        "intermediate_size": 64,
+        "depth": 2,
+        "num_heads": 4,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 64,
+        "deepstack_visual_indexes": [0],
+        "out_hidden_size": 64,
+        "initializer_range": 0.2,
+    }
     rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
-    return Qwen3VLConfig(vision_config=vision, text_config={**text, "head_dim": 16, "rope_parameters": rope},
-                         tie_word_embeddings=True, **ids)  # fmt: skip
+    return Qwen3VLConfig(
+        vision_config=vision,
+        text_config={**text, "head_dim": 16, "rope_parameters": rope},
+        tie_word_embeddings=True,
+        **ids,
+    )
 
 
 CLASSES = {
@@ -115,8 +162,12 @@ def model(request, tmp_path_factory):
 
 def ids_of(model) -> dict[str, int]:
     config = model.config
-    return {"image": config.image_token_id, "start": config.vision_start_token_id, "end": config.vision_end_token_id,
-            "pad": TOKENIZER.pad_token_id}  # fmt: skip
+    return {
+        "image": config.image_token_id,
+        "start": config.vision_start_token_id,
+        "end": config.vision_end_token_id,
+        "pad": TOKENIZER.pad_token_id,
+    }
 
 
 def batch_of(model, prompts) -> BatchFeature:
@@ -140,9 +191,15 @@ def batch_of(model, prompts) -> BatchFeature:
     width = max(len(r) for r in rows)
     input_ids = torch.tensor([[special["pad"]] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return BatchFeature({"input_ids": input_ids, "attention_mask": mask,
-                         "mm_token_type_ids": (input_ids == special["image"]).long(),
-                         "pixel_values": torch.cat(pixels), "image_grid_thw": torch.tensor(grids)})  # fmt: skip
+    return BatchFeature(
+        {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "mm_token_type_ids": (input_ids == special["image"]).long(),
+            "pixel_values": torch.cat(pixels),
+            "image_grid_thw": torch.tensor(grids),
+        }
+    )
 
 
 def plain(model, inputs) -> torch.Tensor:
@@ -185,8 +242,10 @@ def positions_from_the_mask(inputs, answer_ids, pad_id):
     width = inputs["input_ids"].shape[1]
     prompt = filled(inputs)
     rows = inputs["input_ids"].shape[0]
-    follow = [filled(append_tokens(copy.copy(inputs), [ids] * rows, pad_id))[..., width : width + len(ids) - 1]
-              for ids in answer_ids]  # fmt: skip
+    follow = [
+        filled(append_tokens(copy.copy(inputs), [ids] * rows, pad_id))[..., width : width + len(ids) - 1]
+        for ids in answer_ids
+    ]
     return prompt, follow
 
 
@@ -218,9 +277,13 @@ def test_the_rope_index_is_the_models_own(model):
 
 def test_a_batch_without_images_takes_the_plain_path(model):
     """Text alone: the model positions it without its rope-index function, as the plain path lets it."""
-    text = BatchFeature({"input_ids": torch.tensor([[0, 11, 12], [13, 14, 15]]),
-                         "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
-                         "mm_token_type_ids": torch.zeros(2, 3, dtype=torch.long)})  # fmt: skip
+    text = BatchFeature(
+        {
+            "input_ids": torch.tensor([[0, 11, 12], [13, 14, 15]]),
+            "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
+            "mm_token_type_ids": torch.zeros(2, 3, dtype=torch.long),
+        }
+    )
     assert not mrope.applies(model, text)
     assert mrope.applies(model, batch_of(model, PROMPTS))
 

@@ -13,16 +13,30 @@ from helpers import HANG_GUARD_S
 
 
 def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone",
-               "-m", "vlx", *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--standalone",
+        "-m",
+        "vlx",
+        *args,
+    ]
     done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 def single(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=REPO, env={**cli_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vlx", *args],
+        cwd=REPO,
+        env={**cli_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -31,8 +45,14 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
 
 
-INFER = ["model=tiny_llava", "task=shapes", "task.limit=9", "batch_size=2", "generation.max_new_tokens=6",
-         "eval_after_infer=false"]  # fmt: skip
+INFER = [
+    "model=tiny_llava",
+    "task=shapes",
+    "task.limit=9",
+    "batch_size=2",
+    "generation.max_new_tokens=6",
+    "eval_after_infer=false",
+]
 
 
 @pytest.mark.slow
@@ -97,10 +117,23 @@ def ddp_kind() -> str:
 
 
 # float32, no LoRA dropout: one and two processes then compute the same steps
-FINETUNE = ["stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=32", "lora=r64",
-            "lora.lora_dropout=0", "model.dtype=float32", "finetune.bf16=false", "finetune.max_steps=6",
-            "finetune.per_device_batch_size=2", "finetune.gradient_accumulation_steps=2",
-            "finetune.learning_rate=2e-3", "finetune.logging_steps=1", "finetune.save_strategy=no"]  # fmt: skip
+FINETUNE = [
+    "stage=finetune",
+    "model=tiny_paligemma",
+    "task=shapes",
+    "task.split=train",
+    "task.limit=32",
+    "lora=r64",
+    "lora.lora_dropout=0",
+    "model.dtype=float32",
+    "finetune.bf16=false",
+    "finetune.max_steps=6",
+    "finetune.per_device_batch_size=2",
+    "finetune.gradient_accumulation_steps=2",
+    "finetune.learning_rate=2e-3",
+    "finetune.logging_steps=1",
+    "finetune.save_strategy=no",
+]
 
 
 @pytest.mark.slow
@@ -112,8 +145,13 @@ def test_ddp_finetune_matches_one_process_and_infers_with_its_adapter(tmp_path):
         assert "'device_map': 'sequential'" in done.stdout + done.stderr
         assert "GPUs visible to one process: training on cuda:0 only" in done.stdout + done.stderr  # no DataParallel
     # then data-parallel inference with the adapter it trained, in the same run
-    torchrun(*FINETUNE, "finetune.infer_split=test", "finetune.infer_limit=5", "generation.max_new_tokens=6",
-             f"hydra.run.dir={tmp_path / 'two'}")  # fmt: skip
+    torchrun(
+        *FINETUNE,
+        "finetune.infer_split=test",
+        "finetune.infer_limit=5",
+        "generation.max_new_tokens=6",
+        f"hydra.run.dir={tmp_path / 'two'}",
+    )
     one, two = history(tmp_path / "one"), history(tmp_path / "two")
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
     assert two["distributed"] == ddp_kind() and one["distributed"] == "NO"

@@ -65,8 +65,18 @@ def esnli_crafted(n: int = 300) -> list[dict]:
             ref.replace(" ", "  ", 1),
         )[i % 7]
         raw = f"{pred.capitalize()}. {expl}" if pred else f"I cannot tell. {expl}"
-        out.append({"id": row["pairID"], "image": row["Flickr30kID"], "text": row["hypothesis"], "gold": gold,
-                    "pred": pred, "explanation": expl, "raw": raw, "refs": [ref] if ref else []})  # fmt: skip
+        out.append(
+            {
+                "id": row["pairID"],
+                "image": row["Flickr30kID"],
+                "text": row["hypothesis"],
+                "gold": gold,
+                "pred": pred,
+                "explanation": expl,
+                "raw": raw,
+                "refs": [ref] if ref else [],
+            }
+        )
     return out
 
 
@@ -87,9 +97,19 @@ def meme_scored() -> list[dict]:
         p = meme_probability(i, item["label"])
         scores = {"not offensive": 1 - p, "offensive": p}
         pred = most_probable(scores)
-        out.append({"id": Path(item["img"]).stem, "image": item["img"], "text": item["text"],
-                    "gold": MEME_LABELS[item["label"]], "pred": pred, "scores": scores, "explanation": "",
-                    "raw": pred.capitalize() + ".", "refs": []})  # fmt: skip
+        out.append(
+            {
+                "id": Path(item["img"]).stem,
+                "image": item["img"],
+                "text": item["text"],
+                "gold": MEME_LABELS[item["label"]],
+                "pred": pred,
+                "scores": scores,
+                "explanation": "",
+                "raw": pred.capitalize() + ".",
+                "refs": [],
+            }
+        )
     return out
 
 
@@ -99,9 +119,18 @@ def meme_generated() -> list[dict]:
     for i, item in enumerate(_memes()):
         p = meme_probability(i, item["label"])
         pred = None if i % 12 == 5 else MEME_LABELS[int(p > 0.5)]
-        out.append({"id": Path(item["img"]).stem, "image": item["img"], "text": item["text"],
-                    "gold": MEME_LABELS[item["label"]], "pred": pred, "explanation": "",
-                    "raw": pred.capitalize() + "." if pred else "It depends.", "refs": []})  # fmt: skip
+        out.append(
+            {
+                "id": Path(item["img"]).stem,
+                "image": item["img"],
+                "text": item["text"],
+                "gold": MEME_LABELS[item["label"]],
+                "pred": pred,
+                "explanation": "",
+                "raw": pred.capitalize() + "." if pred else "It depends.",
+                "refs": [],
+            }
+        )
     return out
 
 
@@ -123,14 +152,31 @@ def hatred_crafted() -> list[dict]:
         gold = MEME_LABELS[item["label"]]
         if mid in refs:
             first, words = refs[mid][0], refs[mid][0].split()
-            expl = (first, refs[mid][-1], "This meme " + first, " ".join(words[:2] + words[3:]),
-                    first.removesuffix("."), "", refs[order[(order.index(mid) + 7) % len(order)]][0])[k % 7]
+            expl = (
+                first,
+                refs[mid][-1],
+                "This meme " + first,
+                " ".join(words[:2] + words[3:]),
+                first.removesuffix("."),
+                "",
+                refs[order[(order.index(mid) + 7) % len(order)]][0],
+            )[k % 7]
             pred = "not offensive" if k % 5 == 4 else "offensive"
             k += 1
         else:
             expl, pred = "it is not offensive", gold
-        out.append({"id": mid, "image": item["img"], "text": item["text"], "gold": gold, "pred": pred,
-                    "explanation": expl, "raw": f"{pred.capitalize()}. {expl}", "refs": []})  # fmt: skip
+        out.append(
+            {
+                "id": mid,
+                "image": item["img"],
+                "text": item["text"],
+                "gold": gold,
+                "pred": pred,
+                "explanation": expl,
+                "raw": f"{pred.capitalize()}. {expl}",
+                "refs": [],
+            }
+        )
     return out
 
 
@@ -147,8 +193,15 @@ def _eval(make_cfg, run_dir: Path, *overrides: str) -> dict:
 # get_nlg_scores calls it for e-SNLI-VE (gt_expl: the first explanation, eViL_data's expl[0]), with PyPI's
 # pycocoevalcap 1.2 as its `cococaption.pycocoevalcap`. SPICE (CoreNLP 3.6.0) and BERTScore (distilbert-base-uncased)
 # need downloads and did not run.
-EVIL = {"task_score": 0.7, "nlg_weight": 0.7, "n_correct": 210, "Bleu_4": 0.6311108105797928,
-        "METEOR": 0.451463196286586, "ROUGE_L": 0.6547920061728854, "CIDEr": 5.817080603685829}  # fmt: skip
+EVIL = {
+    "task_score": 0.7,
+    "nlg_weight": 0.7,
+    "n_correct": 210,
+    "Bleu_4": 0.6311108105797928,
+    "METEOR": 0.451463196286586,
+    "ROUGE_L": 0.6547920061728854,
+    "CIDEr": 5.817080603685829,
+}
 # get_average_nlg on those with SPICE = 0.3 and BERTScore = 0.7 given, and eUG.py's global_score = avg_all * weight
 EVIL_COMBINED = {"avg_overlap": 0.551917242921814, "avg_all": 0.6172006532054739, "global_score": 0.4320404572438317}
 
@@ -157,8 +210,9 @@ EVIL_COMBINED = {"avg_overlap": 0.551917242921814, "avg_all": 0.6172006532054739
 def test_esnli_evil_protocol_equals_evils_code(make_cfg, tmp_path):
     _need(ESNLI_CSV)
     rows = esnli_crafted()
-    metrics = _eval(make_cfg, _write_run(tmp_path / "esnli", rows), "task=esnli", "eval.protocol=evil",
-                    "eval.spice=false")  # fmt: skip
+    metrics = _eval(
+        make_cfg, _write_run(tmp_path / "esnli", rows), "task=esnli", "eval.protocol=evil", "eval.spice=false"
+    )
     assert metrics["n"] == 300 and metrics["unparsed_rate"] == 0.1
     assert metrics["accuracy"] == EVIL["task_score"] and metrics["evil_weight"] == EVIL["nlg_weight"]
     assert metrics["n_explained_correct"] == EVIL["n_correct"] and metrics["evil_references"] == "first reference"
@@ -180,8 +234,9 @@ def test_esnli_combined_scores_equal_get_average_nlg():
     rows = esnli_crafted()
     meteor = open_meteor(len(rows))
     try:
-        items = score_items([r["explanation"] for r in rows], [r["refs"] for r in rows], None, meteor,
-                            protocol="evil", spice=False)  # fmt: skip
+        items = score_items(
+            [r["explanation"] for r in rows], [r["refs"] for r in rows], None, meteor, protocol="evil", spice=False
+        )
         items.spice, items.bertscore = np.full(items.n, 0.3), np.full(items.n, 0.7)
         out = summarise(items, [r["pred"] == r["gold"] for r in rows], meteor, resamples=0)
     finally:
@@ -241,21 +296,34 @@ def test_meme_unparsed_answers_follow_the_stated_rule(make_cfg, tmp_path):
 # unseeded bootstrap, seeded 0 here: the exact mean is 0.7245645204191811), meteor (NLTK's, best reference) and
 # bertscore (roberta-large rescaled: needs a download, so its try/except gave 0.0). Measured with
 # `python run_hatred.py` (evaluate 0.4.6, nltk 3.10.4 with WordNet 3.0, rouge_score 0.1.2).
-HATRED = {"bleu": 0.7030019050158735, "rougeL": 0.724759925279612, "meteor": 0.716785734757493,
-          "harmonic-mean": 0.7137151271865603}  # fmt: skip
+HATRED = {
+    "bleu": 0.7030019050158735,
+    "rougeL": 0.724759925279612,
+    "meteor": 0.716785734757493,
+    "harmonic-mean": 0.7137151271865603,
+}
 # vlx on the same items and references, protocol coco (PTB tokens; pycocoevalcap BLEU-4, METEOR 1.5, ROUGE-L with
 # beta 1.2): the all_ scores are HatReD's set (every meme with references); the others only the memes predicted
 # hateful. Not HatReD's numbers: a different BLEU tokenisation and brevity rule, METEOR 1.5 against NLTK's METEOR,
 # ROUGE-L's beta 1.2 against F1.
-VLX_HATRED = {"all_bleu4": 0.7057273142242346, "all_meteor": 0.48319850806277925, "all_rouge_l": 0.725626739551822,
-              "all_cider": 6.541148650003948}  # fmt: skip
+VLX_HATRED = {
+    "all_bleu4": 0.7057273142242346,
+    "all_meteor": 0.48319850806277925,
+    "all_rouge_l": 0.725626739551822,
+    "all_cider": 6.541148650003948,
+}
 
 
 @pytest.mark.slow  # Java (PTB tokenizer, METEOR) and a BERTScore model
 def test_hatred_references_score_hatreds_items(make_cfg, tmp_path):
     _need(MEMES_DEV, HATRED_TEST)
-    metrics = _eval(make_cfg, _write_run(tmp_path / "hatred", hatred_crafted()), "task=meme",
-                    f"task.references={HATRED_TEST}", "eval.spice=false")  # fmt: skip
+    metrics = _eval(
+        make_cfg,
+        _write_run(tmp_path / "hatred", hatred_crafted()),
+        "task=meme",
+        f"task.references={HATRED_TEST}",
+        "eval.spice=false",
+    )
     assert metrics["n_with_references"] == 246 and metrics["n_explained_all"] == 246
     assert metrics["n_explained_correct"] == 246 - 246 // 5 and metrics["protocol"] == "coco"
     for key, value in VLX_HATRED.items():

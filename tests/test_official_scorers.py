@@ -157,8 +157,16 @@ def test_aokvqa_eval_stage_counts_the_other_copy_and_sums_its_probability(tmp_pa
     del first["scores"]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     info = RunInfo.from_json({"task": "aokvqa", "split": "dev", "labels": ["A", "B", "C", "D"], "positive": None})
-    settings = {"resamples": 0, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
-                "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
+    settings = {
+        "resamples": 0,
+        "level": 0.95,
+        "seed": 0,
+        "spice": False,
+        "bertscore": {},
+        "protocol": "coco",
+        "vqa_rule": "auto",
+        "unparsed": "auto",
+    }
     metrics = evaluate(tmp_path, info, settings)
     assert 100 * metrics["accuracy"] == pytest.approx(56.59388646288209, abs=1e-9)
     assert metrics["scoring"] == {"vqa_rule": "nlxgpt", "unparsed": "wrong", "seed": 0}
@@ -204,8 +212,16 @@ def test_scienceqa_eval_stage_guesses_by_default_and_names_both_accuracies(tmp_p
     rows = [{**r, "refs": []} for r in scienceqa_rows()]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     info = RunInfo(task="scienceqa", split="test", labels=("A", "B", "C", "D", "E"), positive=None)
-    settings = {"resamples": 0, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
-                "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
+    settings = {
+        "resamples": 0,
+        "level": 0.95,
+        "seed": 0,
+        "spice": False,
+        "bertscore": {},
+        "protocol": "coco",
+        "vqa_rule": "auto",
+        "unparsed": "auto",
+    }
     metrics = evaluate(tmp_path, info, settings)
     guessed_right = sum(answer_score(r, Scoring(unparsed="guess")) for r in rows if r["pred"] is None)
     assert metrics["scoring"]["unparsed"] == "guess" and metrics["guessed"] == 6
@@ -232,17 +248,29 @@ def test_vqax_gold_and_accepted_answers_equal_nlxgpts_for_every_test_item():
     accepted = json.loads(need(DATA / "vqax" / "vqa_answers_test.json").read_text())
     assert len(examples) == len(gold) == 1968
     assert {ex.id: ex.label for ex in examples} == gold
-    assert {ex.id: sorted(accepted_answers(ex.answers)) for ex in examples} == {k: sorted(v) for k, v in
-                                                                               accepted.items()}  # fmt: skip
+    assert {ex.id: sorted(accepted_answers(ex.answers)) for ex in examples} == {
+        k: sorted(v) for k, v in accepted.items()
+    }
     item = next(ex for ex in examples if ex.id == "559312002")
     assert item.answers.count("none") == 9 and item.label == "0"  # VQA's number map: none -> 0
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("None", "0"), ("Two", "2"), ("the dog's", "dog's"), ("Yes!", "yes"), ("dont", "don't"), ("1,000", "1000"),
-    ("black/white", "black white"), ("black / white", "black white"), ("3.5", "3.5"), ("U.S.A.", "usa"),
-    ("a, b", "b"),  # the comma is dropped when written apart ("a, b" -> "a b"), then the article "a"
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("None", "0"),
+        ("Two", "2"),
+        ("the dog's", "dog's"),
+        ("Yes!", "yes"),
+        ("dont", "don't"),
+        ("1,000", "1000"),
+        ("black/white", "black white"),
+        ("black / white", "black white"),
+        ("3.5", "3.5"),
+        ("U.S.A.", "usa"),
+        ("a, b", "b"),  # the comma is dropped when written apart ("a, b" -> "a b"), then the article "a"
+    ],
+)
 def test_vqa_answer_processing_matches_prep_ans(text, expected):
     """Values printed by NLX-GPT's prep_ans for each text (/tmp/official/run_official.py)."""
     assert normalize_answer(text) == expected
@@ -282,8 +310,9 @@ def test_vqax_evil_explanation_scores_equal_nlg_eval():
     correct = [is_correct(r, scoring=Scoring(vqa_rule="evil")) for r in rows]
     meteor = open_meteor(len(rows))
     try:
-        items = score_items([r["explanation"] for r in rows], [r["refs"] for r in rows], None, meteor, protocol="evil",
-                            spice=False)  # fmt: skip
+        items = score_items(
+            [r["explanation"] for r in rows], [r["refs"] for r in rows], None, meteor, protocol="evil", spice=False
+        )
         out = summarise(items, correct, meteor, resamples=0)
     finally:
         meteor.close()
@@ -303,11 +332,21 @@ def test_compare_scores_answers_by_the_rule_eval_used_and_refuses_mixed_rules(tm
 
     rows = [{**r, "refs": []} for r in scienceqa_rows()]
     info = RunInfo(task="scienceqa", split="test", labels=("A", "B", "C", "D", "E"), positive=None)
-    settings = {"resamples": 20, "level": 0.95, "seed": 0, "spice": False, "bertscore": {}, "protocol": "coco",
-                "vqa_rule": "auto", "unparsed": "auto"}  # fmt: skip
+    settings = {
+        "resamples": 20,
+        "level": 0.95,
+        "seed": 0,
+        "spice": False,
+        "bertscore": {},
+        "protocol": "coco",
+        "vqa_rule": "auto",
+        "unparsed": "auto",
+    }
     runs = {}
-    for name, answer_rows in (("a", rows), ("b", [{**r, "pred": None} if i % 5 == 0 else r
-                                                  for i, r in enumerate(rows)])):  # fmt: skip
+    for name, answer_rows in (
+        ("a", rows),
+        ("b", [{**r, "pred": None} if i % 5 == 0 else r for i, r in enumerate(rows)]),
+    ):
         runs[name] = tmp_path / name
         runs[name].mkdir()
         (runs[name] / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in answer_rows))

@@ -44,8 +44,13 @@ def test_library_warnings_are_said_once_through_the_root_logger(tmp_path):
     (the hub's retry warnings came out twice); transformers only through its own, so never into vlx.log. Routed,
     each says it once, through the root logger's handlers (Hydra's console and vlx.log)."""
     env = {"CI": "", "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-c", LIBRARY_LOGS], capture_output=True, text=True,
-                         timeout=HANG_GUARD_S, env={**os.environ, **env})  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", LIBRARY_LOGS],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={**os.environ, **env},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.splitlines()[-1])
     # before: the duplication the routing removes
@@ -54,15 +59,28 @@ def test_library_warnings_are_said_once_through_the_root_logger(tmp_path):
     assert sorted(stderr) == ["before datasets", "before huggingface_hub", "before transformers"]
     # after: each library's warning once, on the root logger's handlers only
     assert sorted(m for m in out["root"] if m.startswith("after")) == [
-        "after datasets", "after huggingface_hub", "after transformers"]  # fmt: skip
+        "after datasets",
+        "after huggingface_hub",
+        "after transformers",
+    ]
     assert not [line for line in stderr if line.startswith("after")]
 
 
 def _esnli_rows(n: int = 9) -> list[dict]:
     refs = ["a man rides a bike outside", "the dog runs on the grass", "two women talk at a table"]
-    return [{"id": f"p{i}", "image": f"{i}.jpg", "text": "h", "gold": ESNLI[i % 3],
-             "pred": ESNLI[i % 3] if i % 2 else ESNLI[(i + 1) % 3], "explanation": refs[(i + i // 3) % 3],
-             "raw": "", "refs": [refs[i % 3]]} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "id": f"p{i}",
+            "image": f"{i}.jpg",
+            "text": "h",
+            "gold": ESNLI[i % 3],
+            "pred": ESNLI[i % 3] if i % 2 else ESNLI[(i + 1) % 3],
+            "explanation": refs[(i + i // 3) % 3],
+            "raw": "",
+            "refs": [refs[i % 3]],
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.slow
@@ -74,8 +92,9 @@ def test_eval_says_each_thing_once(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _esnli_rows()))
-    res = run_vlx("stage=eval", f"stage.run={run}", "task=esnli", "eval.resamples=20",
-                  f"hydra.run.dir={tmp_path / 'e'}")
+    res = run_vlx(
+        "stage=eval", f"stage.run={run}", "task=esnli", "eval.resamples=20", f"hydra.run.dir={tmp_path / 'e'}"
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     log = (tmp_path / "e" / "vlx.log").read_text()
     expected = 1 if spice_missing() else 0

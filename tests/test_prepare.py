@@ -20,8 +20,15 @@ needs_shared = pytest.mark.skipif(not SHARED_ESNLI.is_dir(), reason="../shared/d
 @needs_shared
 def test_the_official_dev_split_with_every_image_passes(make_cfg, tmp_path):
     _, image_dir, _ = esnli_from_shared(SHARED_ESNLI / "esnlive_dev.csv", tmp_path, limit=14339)  # every row's image
-    result = run_stage(make_cfg("stage=prepare", "task=esnli", f"task.csv_dir={SHARED_ESNLI}",
-                                f"task.image_dir={image_dir}", "stage.splits=[dev]"))  # fmt: skip
+    result = run_stage(
+        make_cfg(
+            "stage=prepare",
+            "task=esnli",
+            f"task.csv_dir={SHARED_ESNLI}",
+            f"task.image_dir={image_dir}",
+            "stage.splits=[dev]",
+        )
+    )
     (dev,) = result["splits"]
     assert result["ok"] and dev["ok"] and dev["problems"] == []
     assert dev["rows"] == dev["expected_rows"] == 14339
@@ -58,8 +65,9 @@ def test_missing_files_images_and_a_changed_file_are_named(make_cfg, tmp_path):
 
 def test_a_hateful_memes_folder_is_checked_as_its_yaml_reads_it(make_cfg, tmp_path):
     write_memes(tmp_path, "dev_seen", meme_items(6))
-    result = run_stage(make_cfg("stage=prepare", "task=meme", f"task.data_dir={tmp_path}", "stage.splits=[dev_seen]",
-                                "task.limit=6"))  # fmt: skip
+    result = run_stage(
+        make_cfg("stage=prepare", "task=meme", f"task.data_dir={tmp_path}", "stage.splits=[dev_seen]", "task.limit=6")
+    )
     assert result["ok"] and result["splits"][0]["rows"] == 6 and result["splits"][0]["images"] == 6
     (tmp_path / "img" / "01007.png").unlink()
     placeholder_image(tmp_path / "img" / "01014.png").write_bytes(b"GIF89a no image")
@@ -69,8 +77,13 @@ def test_a_hateful_memes_folder_is_checked_as_its_yaml_reads_it(make_cfg, tmp_pa
 
 # --- tasks without an official release: what their own files can tell -------------------------------------------
 
-MINE_COLUMNS = ("task.columns.id=pair", "task.columns.image=picture", "task.columns.text=claim",
-                "task.columns.label=verdict", "task.columns.explanations=[why]")  # fmt: skip
+MINE_COLUMNS = (
+    "task.columns.id=pair",
+    "task.columns.image=picture",
+    "task.columns.text=claim",
+    "task.columns.label=verdict",
+    "task.columns.explanations=[why]",
+)
 
 
 def write_mine(folder: Path, n: int = 6, split: str = "test") -> Path:
@@ -119,7 +132,9 @@ def test_shapes_is_checked_without_a_release(make_cfg):
     result = run_stage(make_cfg("stage=prepare", "task=shapes", "stage.splits=[dev,test]"))
     assert result["ok"] and not result["release_known"]
     assert [(s["split"], s["rows"], s["images_missing"], s["images_broken"]) for s in result["splits"]] == [
-        ("dev", 60, 0, 0), ("test", 60, 0, 0)]  # fmt: skip
+        ("dev", 60, 0, 0),
+        ("test", 60, 0, 0),
+    ]
 
 
 def test_a_task_yaml_of_ones_own_through_the_search_path(tmp_path):
@@ -132,8 +147,13 @@ def test_a_task_yaml_of_ones_own_through_the_search_path(tmp_path):
         f"source: {data}\nimage_dir: {data / 'images'}\n"
         "columns: {id: pair, image: picture, text: claim, label: verdict, explanations: [why]}\n"
     )
-    res = run_vlx("stage=prepare", "task=mine", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    res = run_vlx(
+        "stage=prepare",
+        "task=mine",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     output = res.stdout + res.stderr
     assert res.returncode == 0 and "Traceback" not in output, output[-3000:]
     assert "task 'mine' has no known official release" in output

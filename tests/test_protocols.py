@@ -69,8 +69,12 @@ def test_evil_protocol_is_evils_code(evil_direct):
         assert got[key] == pytest.approx(100 * evil_direct[key], abs=1e-8), key
     assert got["meteor"] == pytest.approx(100 * evil_direct["meteor"], abs=1e-12)
     # the figures measured independently when the difference was found (issue 17)
-    assert (round(evil_direct["bleu4"], 3), round(evil_direct["meteor"], 3), round(evil_direct["rouge_l"], 3),
-            round(evil_direct["cider"], 2)) == (0.786, 0.613, 0.778, 6.93)  # fmt: skip
+    assert (
+        round(evil_direct["bleu4"], 3),
+        round(evil_direct["meteor"], 3),
+        round(evil_direct["rouge_l"], 3),
+        round(evil_direct["cider"], 2),
+    ) == (0.786, 0.613, 0.778, 6.93)
 
 
 def test_coco_protocol_tokenises_first(coco_direct):
@@ -131,8 +135,9 @@ def test_resampled_corpus_scores_equal_pycocoevalcap_on_the_resample(protocol, p
     finally:
         meteor.close()
     scale = 100.0 if protocol == "evil" else 1.0
-    _, per_item = Cider().compute_score({i: r for i, r in enumerate(items.references)},
-                                        {i: [c] for i, c in enumerate(items.candidates)})  # fmt: skip
+    _, per_item = Cider().compute_score(
+        {i: r for i, r in enumerate(items.references)}, {i: [c] for i, c in enumerate(items.candidates)}
+    )
     assert got["cider"][0] == pytest.approx(scale * per_item.mean(), abs=1e-9)
     for r, row in enumerate(draws, start=1):
         drawn = np.repeat(np.arange(n), row)
@@ -159,8 +164,9 @@ def test_cider_items_under_any_set_equal_pycocoevalcap():
     rng = np.random.default_rng(3)
     for weights in (np.ones(n), (rng.random(n) < 0.6).astype(float), np.bincount(rng.integers(0, n, n), minlength=n)):
         drawn = np.repeat(np.arange(n), weights.astype(int))
-        _, want = Cider().compute_score({k: refs[i] for k, i in enumerate(drawn)},
-                                        {k: [cands[i]] for k, i in enumerate(drawn)})  # fmt: skip
+        _, want = Cider().compute_score(
+            {k: refs[i] for k, i in enumerate(drawn)}, {k: [cands[i]] for k, i in enumerate(drawn)}
+        )
         assert cider.item_scores(weights)[drawn] == pytest.approx(want, abs=1e-9)
     assert CiderItems(["a b"], [["c d"]]).item_scores(np.ones(1)) == pytest.approx([0.0])
 

@@ -102,8 +102,10 @@ def test_a_write_the_disk_cuts_short_is_undone(tmp_path, caplog, room):
 
 
 def test_sample_is_seeded_and_balanced():
-    rows = [Prediction(id=f"i{k}", gold="entailment" if k < 70 else "neutral" if k < 95 else "contradiction")
-            for k in range(100)]  # fmt: skip
+    rows = [
+        Prediction(id=f"i{k}", gold="entailment" if k < 70 else "neutral" if k < 95 else "contradiction")
+        for k in range(100)
+    ]
     sample = draw_sample(rows, 30, seed=1)
     assert sample == draw_sample(rows, 30, seed=1) and sample != draw_sample(rows, 30, seed=2)
     golds = [next(r.gold for r in rows if r.id == i) for i in sample]
@@ -121,8 +123,18 @@ def test_kappas_equal_the_references():
     b = [x if rng.random() < 0.6 else verdicts[rng.integers(0, 4)] for x in a]
     assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
     # Fleiss (1971) as worked on Wikipedia's "Fleiss' kappa" page: 10 items, 14 raters, 5 categories -> 0.210
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1], [7, 7, 0, 0, 0],
-             [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]  # fmt: skip
+    table = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     assert fleiss_kappa(np.asarray(table)) == pytest.approx(0.20993, abs=1e-5)
     assert fleiss_kappa(np.asarray([[2, 0], [1, 0]])) is None  # unequal numbers of raters
 
@@ -138,22 +150,32 @@ def test_kappa_of_a_single_category_is_undefined_as_in_the_references():
     # different single categories are defined: chance agreement 0, kappa 0, as scikit-learn's
     assert cohen_kappa(same, ["no"] * 5) == pytest.approx(cohen_kappa_score(same, ["no"] * 5)) == 0
     correct = {i: True for i in "abc"}
-    two = human_metrics({(r, i): "yes" for r in ("ana", "bob") for i in "abc"}, correct, resamples=0,
-                        judge={i: 1.0 for i in "abc"})  # fmt: skip
+    two = human_metrics(
+        {(r, i): "yes" for r in ("ana", "bob") for i in "abc"}, correct, resamples=0, judge={i: 1.0 for i in "abc"}
+    )
     assert two["human_kappa"]["value"] is None and "undefined" in two["human_kappa"]["note"]
     assert two["human_judge_kappa"]["value"] is None and "2 of 2 raters" in two["human_judge_kappa"]["note"]
     three = human_metrics({(r, i): "no" for r in ("ana", "bob", "cy") for i in "abc"}, correct, resamples=0)
     assert three["human_kappa"] == {"method": "Fleiss", "items": 3, "value": None, "note": KAPPA_UNDEFINED}
-    mixed = human_metrics({("ana", "a"): "yes", ("bob", "a"): "yes", ("ana", "b"): "no", ("bob", "b"): "yes"},
-                          correct, resamples=0)  # fmt: skip
+    mixed = human_metrics(
+        {("ana", "a"): "yes", ("bob", "a"): "yes", ("ana", "b"): "no", ("bob", "b"): "yes"}, correct, resamples=0
+    )
     assert "note" not in mixed["human_kappa"] and mixed["human_kappa"]["value"] == pytest.approx(
-        cohen_kappa_score(["yes", "no"], ["yes", "yes"]))  # fmt: skip
+        cohen_kappa_score(["yes", "no"], ["yes", "yes"])
+    )
 
 
 def test_human_score_is_evils_s_e():
     correct = {"a": True, "b": True, "c": False, "d": True, "e": True}
-    ratings = {("ana", "a"): "yes", ("ana", "b"): "weak no", ("ana", "c"): "no", ("bob", "a"): "weak yes",
-               ("bob", "b"): "weak no", ("bob", "c"): "yes", ("ana", "d"): "no"}  # fmt: skip
+    ratings = {
+        ("ana", "a"): "yes",
+        ("ana", "b"): "weak no",
+        ("ana", "c"): "no",
+        ("bob", "a"): "weak yes",
+        ("bob", "b"): "weak no",
+        ("bob", "c"): "yes",
+        ("ana", "d"): "no",
+    }
     judge = {"a": 1.0, "b": 1 / 3, "c": 2 / 3, "d": 0.0, "e": 1.0}
     metrics = {"a": {"rouge_l": 0.9}, "b": {"rouge_l": 0.4}, "c": {"rouge_l": 0.5}, "d": {"rouge_l": 0.1}}
     out = human_metrics(ratings, correct, judge=judge, item_metrics=metrics, resamples=200)
@@ -164,8 +186,9 @@ def test_human_score_is_evils_s_e():
     low, high = out["human_score_ci"]
     assert low <= out["human_score"] <= high
     assert out["human_kappa"]["method"] == "Cohen" and out["human_kappa"]["items"] == 3
-    assert out["human_kappa"]["value"] == pytest.approx(cohen_kappa_score(["yes", "weak no", "no"],
-                                                                          ["weak yes", "weak no", "yes"]))  # fmt: skip
+    assert out["human_kappa"]["value"] == pytest.approx(
+        cohen_kappa_score(["yes", "weak no", "no"], ["weak yes", "weak no", "yes"])
+    )
     rho = spearmanr([0.9, 0.4, 0.5, 0.1], [item[i] for i in "abcd"]).statistic
     assert out["human_metric_spearman"]["rouge_l"]["rho"] == pytest.approx(rho)
     judge_rho = spearmanr([1.0, 1 / 3, 2 / 3, 0.0], [item[i] for i in "abcd"]).statistic

@@ -22,10 +22,21 @@ def rows(run_dir):
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(make_cfg, tmp_path):
     out, reference = tmp_path / "run", tmp_path / "uninterrupted"
-    args = ["model=tiny_llava", "task=shapes", "task.limit=60", "batch_size=2", "generation.max_new_tokens=48",
-            "eval_after_infer=false"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    args = [
+        "model=tiny_llava",
+        "task=shapes",
+        "task.limit=60",
+        "batch_size=2",
+        "generation.max_new_tokens=48",
+        "eval_after_infer=false",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     predictions = out / "predictions.jsonl"
     try:
         wait_for(lambda: predictions.is_file() and len(predictions.read_bytes().splitlines()) >= 6, proc)
@@ -36,8 +47,14 @@ def test_sigkill_then_rerun_gives_every_id_once_and_keeps_earlier_rows(make_cfg,
     n_before = len(before.splitlines())
     assert 6 <= n_before < 60, "the run was not stopped midway"
 
-    again = subprocess.run([sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "vlx", *args, f"hydra.run.dir={out}"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     whole = before[: before.rfind(b"\n") + 1]  # a line cut by the kill is the only thing dropped
     earlier = [json.loads(line) for line in whole.decode().splitlines()]
@@ -65,10 +82,17 @@ def test_resume_refuses_other_settings(make_cfg, tmp_path):
 
 def test_resume_key_continues_a_given_directory(make_cfg, tmp_path):
     first = tmp_path / "first"
-    run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=2", "generation.max_new_tokens=4",
-                       run_dir=first))  # fmt: skip
-    summary = run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=4", "generation.max_new_tokens=4",
-                                 f"stage.resume={first}", run_dir=tmp_path / "elsewhere"))  # fmt: skip
+    run_stage(make_cfg("model=tiny_llava", "task=shapes", "task.limit=2", "generation.max_new_tokens=4", run_dir=first))
+    summary = run_stage(
+        make_cfg(
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=4",
+            "generation.max_new_tokens=4",
+            f"stage.resume={first}",
+            run_dir=tmp_path / "elsewhere",
+        )
+    )
     assert summary["new_items"] == 2 and len(rows(first)) == 4
 
 
@@ -127,10 +151,20 @@ TABLE_ROWS = [
 
 def _table_args(folder, *extra):
     # no id column: the ids are row numbers, so an inserted row shifts which item each id means
-    return ["model=tiny_llava", "task=table", f"task.source={folder}", "task.columns.image=img",
-            "task.columns.text=hypothesis", "task.columns.label=gold", "task.columns.id=null",
-            "task.columns.explanations=[]", "decode=score", "batch_size=2",
-            "eval_after_infer=false", *extra]  # fmt: skip
+    return [
+        "model=tiny_llava",
+        "task=table",
+        f"task.source={folder}",
+        "task.columns.image=img",
+        "task.columns.text=hypothesis",
+        "task.columns.label=gold",
+        "task.columns.id=null",
+        "task.columns.explanations=[]",
+        "decode=score",
+        "batch_size=2",
+        "eval_after_infer=false",
+        *extra,
+    ]
 
 
 def test_resume_refuses_finished_rows_whose_item_changed_in_the_data(make_cfg, tmp_path):
@@ -142,15 +176,21 @@ def test_resume_refuses_finished_rows_whose_item_changed_in_the_data(make_cfg, t
     assert [r["id"] for r in rows(out)] == ["1", "2", "3"]
 
     _table(data, [TABLE_ROWS[0], {**TABLE_ROWS[1], "gold": "neutral"}, TABLE_ROWS[2]])  # a corrected label
-    with pytest.raises(ConfigError, match=r"run holds finished predictions for 1 item \(2: gold\) .*the data "
-                                          r"changed.*Run into a new directory, or restore the data"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"run holds finished predictions for 1 item \(2: gold\) .*the data "
+        r"changed.*Run into a new directory, or restore the data",
+    ):
         run_stage(make_cfg(*_table_args(data), run_dir=out))
     assert (out / "predictions.jsonl").read_bytes() == before
 
     inserted = {"img": "blue.png", "hypothesis": "A new first row.", "gold": "neutral"}
     _table(data, [inserted, *TABLE_ROWS])  # every id now means the row before it
-    with pytest.raises(ConfigError, match=r"for 3 items \(1: image, text, gold; 2: image, text, gold; 3: image, "
-                                          r"text, gold\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"for 3 items \(1: image, text, gold; 2: image, text, gold; 3: image, "
+        r"text, gold\)",
+    ):
         run_stage(make_cfg(*_table_args(data), run_dir=out))
     assert (out / "predictions.jsonl").read_bytes() == before
 

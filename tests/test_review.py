@@ -18,8 +18,14 @@ from vlx.review import data as review_data
 from vlx.review.app import MAX_BODY, allowed_hosts, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]  # fmt: skip
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +38,18 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("review")
     run = root / "run"
-    run_stage(compose_config("model=tiny_llava", "task=shapes", "task.limit=12", "decode=score_then_explain",
-                             "generation.max_new_tokens=12", "eval_after_infer=true", "eval.resamples=20",
-                             run_dir=run))  # fmt: skip
+    run_stage(
+        compose_config(
+            "model=tiny_llava",
+            "task=shapes",
+            "task.limit=12",
+            "decode=score_then_explain",
+            "generation.max_new_tokens=12",
+            "eval_after_infer=true",
+            "eval.resamples=20",
+            run_dir=run,
+        )
+    )
     GlobalHydra.instance().clear()
     rows = lines(run / "predictions.jsonl")
     judge = run / "judgements" / "tiny_llava"
@@ -59,8 +74,11 @@ def test_run_and_items_api(client, tiny_run):
     api, run = client
     _, rows = tiny_run
     info = api.get("/api/run").json()
-    assert info["items"] == 12 and info["task"] == "shapes" and info["labels"] == ["entailment", "contradiction",
-                                                                                     "neutral"]  # fmt: skip
+    assert (
+        info["items"] == 12
+        and info["task"] == "shapes"
+        and info["labels"] == ["entailment", "contradiction", "neutral"]
+    )
     assert info["confusion_matrix"]["cols"][-1] == "unparsed" and info["has_scores"] and info["judged"]
     assert {"bleu4", "rouge_l", "cider", "bertscore_f1"} <= set(info["item_metrics"])
     page = api.get("/api/items", params={"limit": 5}).json()
@@ -216,10 +234,21 @@ def test_image_route_serves_only_images(tiny_run, tmp_path):
     assert api.get("/image/2").headers["content-type"] == "image/png"
 
 
-@pytest.mark.parametrize("url", ["/static/../../../../etc/passwd", "/static/..%2f..%2f..%2fetc%2fpasswd",
-                                 "/static/%2e%2e/%2e%2e/pyproject.toml", "/image/-1", "/image/12", "/image/..%2f0",
-                                 "/files/predictions.jsonl", "/files/..%2fmetrics.json", "/files/%2fetc%2fpasswd",
-                                 "/../../etc/passwd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/static/../../../../etc/passwd",
+        "/static/..%2f..%2f..%2fetc%2fpasswd",
+        "/static/%2e%2e/%2e%2e/pyproject.toml",
+        "/image/-1",
+        "/image/12",
+        "/image/..%2f0",
+        "/files/predictions.jsonl",
+        "/files/..%2fmetrics.json",
+        "/files/%2fetc%2fpasswd",
+        "/../../etc/passwd",
+    ],
+)
 def test_no_url_reaches_other_files(client, url):
     api, _ = client
     answer = api.get(url)
@@ -242,9 +271,9 @@ def _url(log: Path) -> str | None:
 
 
 def _serve(run: Path, log: Path, port: int = 0):
-    proc = start_vlx("stage=review", f"stage.run={run}", f"review.port={port}",
-                     f"hydra.run.dir={log.parent / log.stem}",
-                     log=log)  # fmt: skip
+    proc = start_vlx(
+        "stage=review", f"stage.run={run}", f"review.port={port}", f"hydra.run.dir={log.parent / log.stem}", log=log
+    )
     wait_for(lambda: _url(log) is not None, proc)
     return proc, _url(log)
 
@@ -279,8 +308,7 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
     proc, url = _serve(copy, tmp_path / "serve1.log")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS,
-                                        timeout=POLL_HANG_GUARD_S * 1000)  # fmt: skip
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS, timeout=POLL_HANG_GUARD_S * 1000)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.set_default_timeout(POLL_HANG_GUARD_S * 1000)  # Playwright's 30 s: too short a hang guard when busy
             page.goto(url)
@@ -341,8 +369,23 @@ def test_fault_script_runs_its_kill_case(tiny_run, tmp_path, capsys):
     spec.loader.exec_module(script)
     args = script.parser().parse_args([])
     assert (args.cases, args.rounds, args.clients, args.per_client, args.disk_kib) == ("all", 10, 4, 200, 512)
-    code = script.main(["--run", str(tiny_run[0]), "--cases", "kill", "--rounds", "1", "--clients", "2",
-                        "--per-client", "10", "--no-eval", "--work", str(tmp_path / "work")])  # fmt: skip
+    code = script.main(
+        [
+            "--run",
+            str(tiny_run[0]),
+            "--cases",
+            "kill",
+            "--rounds",
+            "1",
+            "--clients",
+            "2",
+            "--per-client",
+            "10",
+            "--no-eval",
+            "--work",
+            str(tmp_path / "work"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "| kill -9 | round 1 | killed after " in out and "0 lost" in out and "**FAIL**" not in out, out

@@ -78,8 +78,9 @@ def test_infer_writes_the_rows_it_always_wrote(tmp_path):
     task = build_task("shapes", sizes={"test": 3}, cache_dir=tmp_path, split="test")
     example = task.examples()[0]
     answer = f"{example.label.capitalize()}. Because the picture shows it."
-    row = prediction(task, example, answer, [], {example.label: 0.9, "neutral" if example.label != "neutral" else
-                                                 "entailment": 0.1}).to_json()  # fmt: skip
+    row = prediction(
+        task, example, answer, [], {example.label: 0.9, "neutral" if example.label != "neutral" else "entailment": 0.1}
+    ).to_json()
     assert list(row) == ["id", "image", "text", "gold", "pred", "explanation", "raw", "refs", "demos", "scores"]
     assert row["id"] == example.id and row["image"] == str(example.image) and row["gold"] == example.label
     assert row["pred"] == example.label and row["explanation"] == "Because the picture shows it."
@@ -105,14 +106,35 @@ def test_a_bad_row_names_its_file_and_line(tmp_path, line, message):
 
 
 def test_verdict_and_run_info_round_trip():
-    verdict = {"id": "1", "verdict": "weak yes", "score": 2 / 3, "raw": "Weak yes", "correct": True, "pred": "a",
-               "explanation": "e", "judge": "j", "prompt_version": "v1", "probs": {"yes": 0.5}}  # fmt: skip
+    verdict = {
+        "id": "1",
+        "verdict": "weak yes",
+        "score": 2 / 3,
+        "raw": "Weak yes",
+        "correct": True,
+        "pred": "a",
+        "explanation": "e",
+        "judge": "j",
+        "prompt_version": "v1",
+        "probs": {"yes": 0.5},
+    }
     assert Verdict.from_json(verdict, "v:1").to_json() == verdict
     with pytest.raises(DataError, match=r"^v:3: 'correct' must be true, false or null"):
         Verdict.from_json({**verdict, "correct": "yes"}, "v:3")
-    info = {"task": "shapes", "split": "test", "labels": ["a", "b"], "positive": None, "model": "tiny_llava",
-            "checkpoint": "x", "adapter": None, "shots": 2, "shot_strategy": "balanced", "quant": "none",
-            "generation": "greedy", "seed": 0}  # fmt: skip
+    info = {
+        "task": "shapes",
+        "split": "test",
+        "labels": ["a", "b"],
+        "positive": None,
+        "model": "tiny_llava",
+        "checkpoint": "x",
+        "adapter": None,
+        "shots": 2,
+        "shot_strategy": "balanced",
+        "quant": "none",
+        "generation": "greedy",
+        "seed": 0,
+    }
     assert list(RunInfo.from_json(info).to_json().items()) == list(info.items())
     assert RunInfo.from_json({"task": "esnli"}).labels == ()  # an older summary: what is missing is empty
 
@@ -149,8 +171,15 @@ def test_old_layout_judge_keys_in_metrics_are_still_reported(make_cfg, tmp_path)
     """A metrics.json written when the judge merged its numbers into it (and no judge.json beside it) still shows
     the judge's score in the report."""
     run = finished_run(tmp_path)
-    old = {"accuracy": 0.7, "judge_score": 0.625, "judge_score_ci": [0.5, 0.75], "judge_n": 8,
-           "all_judge_score": 0.5, "judge_model": "llava", "judge_prompt_version": "evil-4level-v1"}  # fmt: skip
+    old = {
+        "accuracy": 0.7,
+        "judge_score": 0.625,
+        "judge_score_ci": [0.5, 0.75],
+        "judge_n": 8,
+        "all_judge_score": 0.5,
+        "judge_model": "llava",
+        "judge_prompt_version": "evil-4level-v1",
+    }
     (run / "metrics.json").write_text(json.dumps(old))
     results = RunDir(run).results()
     assert results["judge_score"] == 0.625 and results["judges"]["llava"]["judge_n"] == 8

@@ -70,8 +70,10 @@ def test_shared_prefill_equals_a_full_forward_per_answer(adapter):
 
 
 def test_scores_do_not_depend_on_batching(adapter):
-    images = [Image.new("RGB", size, colour) for size, colour in
-              [((56, 40), (200, 30, 30)), ((30, 60), (30, 30, 200)), ((50, 50), (30, 160, 40))]]  # fmt: skip
+    images = [
+        Image.new("RGB", size, colour)
+        for size, colour in [((56, 40), (200, 30, 30)), ((30, 60), (30, 30, 200)), ((50, 50), (30, 160, 40))]
+    ]
     prompts = [prompt_for(adapter, t) for t in ["A red one.", "There is a blue square in the middle.", "Green."]]
     together = adapter.score(prompts, images, ANSWERS)
     for prompt, image, row in zip(prompts, images, together, strict=True):
@@ -82,8 +84,14 @@ def test_scores_do_not_depend_on_batching(adapter):
 
 def test_meme_label_scoring_gives_auroc(make_cfg, tmp_path):
     write_memes(tmp_path / "memes", "dev_seen", meme_items(8))
-    cfg = make_cfg("model=tiny_llava", "task=meme", f"task.data_dir={tmp_path / 'memes'}", "decode=score",
-                   "eval_after_infer=true", "eval.resamples=50")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=meme",
+        f"task.data_dir={tmp_path / 'memes'}",
+        "decode=score",
+        "eval_after_infer=true",
+        "eval.resamples=50",
+    )
     run_stage(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 8
@@ -98,8 +106,9 @@ def test_meme_label_scoring_gives_auroc(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("model", ["tiny_llava", "tiny_paligemma"])
 def test_score_then_explain_states_the_label_then_explains(make_cfg, tmp_path, model):
-    cfg = make_cfg(f"model={model}", "task=shapes", "task.limit=3", "decode=score_then_explain",
-                   "generation.max_new_tokens=6")  # fmt: skip
+    cfg = make_cfg(
+        f"model={model}", "task=shapes", "task.limit=3", "decode=score_then_explain", "generation.max_new_tokens=6"
+    )
     run_stage(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3
@@ -135,17 +144,23 @@ def test_one_forward_scoring_equals_a_cache_and_continuations(adapter):
 
     if "token_type_ids" in adapter.encode([prompt_for(adapter, "x")], [Image.new("RGB", (30, 30))]):
         pytest.skip("PaliGemma's prefix attends both ways: it always scores on a cache")
-    images = [Image.new("RGB", (56, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200)),
-              Image.new("RGB", (90, 30), (30, 200, 30))]  # fmt: skip
+    images = [
+        Image.new("RGB", (56, 40), (200, 30, 30)),
+        Image.new("RGB", (30, 60), (30, 30, 200)),
+        Image.new("RGB", (90, 30), (30, 200, 30)),
+    ]
     prompts = [prompt_for(adapter, t) for t in ["Red.", "A blue one, far in the back of a long hall.", "Green"]]
     tokenizer = adapter.processor.tokenizer
-    answer_ids = [tokenizer(a, add_special_tokens=False)["input_ids"]
-                  for a in ["yes", "no it is not", "maybe, though nobody can say for sure"]]  # fmt: skip
+    answer_ids = [
+        tokenizer(a, add_special_tokens=False)["input_ids"]
+        for a in ["yes", "no it is not", "maybe, though nobody can say for sure"]
+    ]
     assert len({len(ids) for ids in answer_ids}) == 3 and max(len(ids) for ids in answer_ids) > 4
     inputs = encode(adapter.processor, prompts, images)
     with torch.no_grad():
-        one = fast_scoring.score_in_one_forward(adapter.model, copy.copy(inputs), answer_ids, 64,
-                                                tokenizer.pad_token_id)  # fmt: skip
+        one = fast_scoring.score_in_one_forward(
+            adapter.model, copy.copy(inputs), answer_ids, 64, tokenizer.pad_token_id
+        )
         cached = fast_scoring.score_on_a_cache(adapter.model, copy.copy(inputs), answer_ids)
     assert one.shape == (3, 3)
     assert torch.allclose(one, cached, atol=1e-4), (one, cached)

@@ -51,8 +51,11 @@ def test_bad_line_in_the_middle_is_named(tmp_path):
 
 
 def test_csv_has_exactly_the_given_columns(tmp_path):
-    write_csv(tmp_path / "p.csv", [{"img_path": "x.png", "explanation": "e, with comma", "extra": 1}],
-              ["img_path", "explanation"])  # fmt: skip
+    write_csv(
+        tmp_path / "p.csv",
+        [{"img_path": "x.png", "explanation": "e, with comma", "extra": 1}],
+        ["img_path", "explanation"],
+    )
     assert (tmp_path / "p.csv").read_text().splitlines() == ["img_path,explanation", 'x.png,"e, with comma"']
 
 

@@ -19,8 +19,15 @@ LIMIT_0 = "task.limit=0: use a positive number of items, or null for the whole s
 
 def test_a_refused_job_does_not_stop_the_sweep_and_the_report_lists_it(tmp_path, make_cfg):
     sweep = tmp_path / "sweep"
-    res = vlx("-m", "model=tiny_llava", "task=shapes", "task.limit=2,0,3", "generation.max_new_tokens=2",
-              "eval_after_infer=false", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    res = vlx(
+        "-m",
+        "model=tiny_llava",
+        "task=shapes",
+        "task.limit=2,0,3",
+        "generation.max_new_tokens=2",
+        "eval_after_infer=false",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     for job, n in (("0", 2), ("2", 3)):  # the jobs before and after the refused one both ran
         assert len((sweep / job / "predictions.jsonl").read_text().splitlines()) == n
@@ -30,9 +37,10 @@ def test_a_refused_job_does_not_stop_the_sweep_and_the_report_lists_it(tmp_path,
     assert "task.limit=0" in record["overrides"] and "model=tiny_llava" in record["overrides"]
     assert not (sweep / "1" / "predictions.jsonl").exists()
     errors = [line for line in res.stderr.splitlines() if line.startswith("vlx: error:")]
-    assert errors == [f"vlx: error: job 1 (task.limit=0): {LIMIT_0}",
-                      "vlx: error: 1 of 3 sweep jobs failed; the others finished: vlx stage=report "
-                      f"stage.sweep={sweep}"]
+    assert errors == [
+        f"vlx: error: job 1 (task.limit=0): {LIMIT_0}",
+        f"vlx: error: 1 of 3 sweep jobs failed; the others finished: vlx stage=report stage.sweep={sweep}",
+    ]
     assert "Traceback" not in res.stderr + res.stdout
 
     # the report: three rows, the failed one with its setting and its error
@@ -56,9 +64,11 @@ def test_a_sweep_whose_every_job_is_refused_leaves_nothing(tmp_path):
     res = vlx("-m", "model=tiny_llava", "task=shapes", "task.limit=0,-1", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 2, res.stderr[-3000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("vlx: error:")]
-    assert errors == [f"vlx: error: job 0 (task.limit=0): {LIMIT_0}",
-                      f"vlx: error: job 1 (task.limit=-1): {LIMIT_0.replace('=0', '=-1')}",
-                      "vlx: error: 2 of 2 sweep jobs failed; nothing was kept"]  # fmt: skip
+    assert errors == [
+        f"vlx: error: job 0 (task.limit=0): {LIMIT_0}",
+        f"vlx: error: job 1 (task.limit=-1): {LIMIT_0.replace('=0', '=-1')}",
+        "vlx: error: 2 of 2 sweep jobs failed; nothing was kept",
+    ]
     assert not (tmp_path / "multirun").exists()
 
 
@@ -81,7 +91,9 @@ def test_a_failed_job_that_was_a_bug_makes_the_sweep_exit_1_and_keeps_its_folder
         _sweep_failed(SweepJobFailed(LIMIT_0, refused=True, sweep_dir=str(sweep)))
     assert exit_.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"vlx: error: job 0 (task.limit=0): {LIMIT_0}", "vlx: error: job 1 (task.limit=4): ZeroDivisionError: oops",
-        f"vlx: error: 2 of 2 sweep jobs failed; each job's vlx.log under {sweep} says more"]  # fmt: skip
+        f"vlx: error: job 0 (task.limit=0): {LIMIT_0}",
+        "vlx: error: job 1 (task.limit=4): ZeroDivisionError: oops",
+        f"vlx: error: 2 of 2 sweep jobs failed; each job's vlx.log under {sweep} says more",
+    ]
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1"]
     RunDirGuard.state.clear()

@@ -24,10 +24,20 @@ ROWS = [
     {"uid": "a3", "img": "red.png", "hypothesis": "It is made of wood.", "premise": "a drawing", "gold": "neutral",
      "why": "Cannot tell.", "why2": "Unknown material."},
 ]  # fmt: skip
-FEW_COLUMNS = ["task.columns.id=uid", "task.columns.image=img", "task.columns.label=gold", "task.columns.text=null",
-               "task.columns.explanations=null"]  # fmt: skip
-COLUMNS = ["task.columns.id=uid", "task.columns.image=img", "task.columns.text=hypothesis", "task.columns.label=gold",
-           "task.columns.explanations=[why,why2]"]  # fmt: skip
+FEW_COLUMNS = [
+    "task.columns.id=uid",
+    "task.columns.image=img",
+    "task.columns.label=gold",
+    "task.columns.text=null",
+    "task.columns.explanations=null",
+]
+COLUMNS = [
+    "task.columns.id=uid",
+    "task.columns.image=img",
+    "task.columns.text=hypothesis",
+    "task.columns.label=gold",
+    "task.columns.explanations=[why,why2]",
+]
 
 
 def write_images(folder: Path) -> None:
@@ -51,8 +61,12 @@ def task_of(make_cfg, *overrides: str):
 def test_a_csv_table_is_a_task(make_cfg, tmp_path):
     write_images(tmp_path / "data")
     write_csv(tmp_path / "data" / "test.csv", ROWS)
-    task = task_of(make_cfg, f"task.source={tmp_path}/data", *COLUMNS,
-                   "task.prompt='Premise {premise}; does \"{hypothesis}\" hold?'")  # fmt: skip
+    task = task_of(
+        make_cfg,
+        f"task.source={tmp_path}/data",
+        *COLUMNS,
+        "task.prompt='Premise {premise}; does \"{hypothesis}\" hold?'",
+    )
     examples = task.load().examples
     assert [e.id for e in examples] == ["a1", "a2", "a3"]
     assert [e.label for e in examples] == ["entailment", "contradiction", "neutral"]
@@ -67,17 +81,29 @@ def test_a_csv_table_is_a_task(make_cfg, tmp_path):
 
 def test_json_lines_with_label_values_and_list_explanations(make_cfg, tmp_path):
     write_images(tmp_path / "imgs")
-    rows = [{"id": 7, "image": "red.png", "question": "Red?", "y": 1, "refs": ["It is red.", "Red."]},
-            {"id": 8, "image": "blue.png", "question": "Red?", "y": 0, "refs": []}]  # fmt: skip
+    rows = [
+        {"id": 7, "image": "red.png", "question": "Red?", "y": 1, "refs": ["It is red.", "Red."]},
+        {"id": 8, "image": "blue.png", "question": "Red?", "y": 0, "refs": []},
+    ]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    task = task_of(make_cfg, f"task.source='{tmp_path}/{{split}}.jsonl'", f"task.image_dir={tmp_path}/imgs",
-                   "task.split=dev", "task.columns.text=question", "task.columns.label=y",
-                   "task.columns.explanations=refs", "task.labels=[not offensive,offensive]",
-                   "task.label_values={0: not offensive, 1: offensive}", "task.positive=offensive",
-                   "task.aliases={offensive: [hateful]}")  # fmt: skip
+    task = task_of(
+        make_cfg,
+        f"task.source='{tmp_path}/{{split}}.jsonl'",
+        f"task.image_dir={tmp_path}/imgs",
+        "task.split=dev",
+        "task.columns.text=question",
+        "task.columns.label=y",
+        "task.columns.explanations=refs",
+        "task.labels=[not offensive,offensive]",
+        "task.label_values={0: not offensive, 1: offensive}",
+        "task.positive=offensive",
+        "task.aliases={offensive: [hateful]}",
+    )
     examples = task.load().examples
     assert [(e.id, e.label, e.explanations) for e in examples] == [
-        ("7", "offensive", ("It is red.", "Red.")), ("8", "not offensive", ())]  # fmt: skip
+        ("7", "offensive", ("It is red.", "Red.")),
+        ("8", "not offensive", ()),
+    ]
     assert examples[0].source.endswith("dev.jsonl row 1")
     assert task.parse("This meme is hateful.")[0] == "offensive"  # the task's own alias
 
@@ -90,8 +116,18 @@ def test_parquet_and_save_to_disk_folders(make_cfg, tmp_path):
     table.to_parquet(str(tmp_path / "test.parquet"))
     datasets.DatasetDict({"validation": table}).save_to_disk(str(tmp_path / "saved"))
     from_parquet = task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load().examples
-    from_disk = task_of(make_cfg, f"task.source={tmp_path}/saved", f"task.image_dir={tmp_path}", "task.split=dev",
-                        "task.split_names={dev: validation}", *COLUMNS).load().examples  # fmt: skip
+    from_disk = (
+        task_of(
+            make_cfg,
+            f"task.source={tmp_path}/saved",
+            f"task.image_dir={tmp_path}",
+            "task.split=dev",
+            "task.split_names={dev: validation}",
+            *COLUMNS,
+        )
+        .load()
+        .examples
+    )
     assert [e.id for e in from_parquet] == [e.id for e in from_disk] == ["a1", "a2", "a3"]
     assert from_disk[2].explanations == ("Cannot tell.", "Unknown material.")
 
@@ -118,8 +154,11 @@ def test_errors_name_the_column_the_row_and_the_placeholder(make_cfg, tmp_path):
 def test_a_table_task_runs_through_the_infer_stage(make_cfg, tmp_path):
     write_images(tmp_path / "data")
     write_csv(tmp_path / "data" / "test.csv", ROWS)
-    summary = run_stage(make_cfg("model=tiny_llava", "task=table", f"task.source={tmp_path}/data",
-                                 *COLUMNS, "decode=score", "batch_size=2"))  # fmt: skip
+    summary = run_stage(
+        make_cfg(
+            "model=tiny_llava", "task=table", f"task.source={tmp_path}/data", *COLUMNS, "decode=score", "batch_size=2"
+        )
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert summary["items"] == 3 and summary["parsed"] == 1.0
     assert [r["id"] for r in rows] == ["a1", "a2", "a3"] and [r["gold"] for r in rows] == [r["gold"] for r in ROWS]
@@ -137,13 +176,26 @@ def test_images_stored_in_the_table_are_written_out_once(make_cfg, tmp_path):
     Image.new("RGB", (30, 40), (30, 30, 220)).save(blue)
     table = datasets.Dataset.from_dict(
         {"qid": ["q/1", "q#2"], "picture": [str(red), str(blue)], "question": ["Red?"] * 2, "answer": ["yes", "no"]},
-        features=datasets.Features({"qid": datasets.Value("string"), "picture": datasets.Image(),
-                                    "question": datasets.Value("string"), "answer": datasets.Value("string")}),
-    )  # fmt: skip
+        features=datasets.Features(
+            {
+                "qid": datasets.Value("string"),
+                "picture": datasets.Image(),
+                "question": datasets.Value("string"),
+                "answer": datasets.Value("string"),
+            }
+        ),
+    )
     datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hub_like"))
-    overrides = [f"task.source={tmp_path}/hub_like", f"task.image_cache={tmp_path}/cache", "task.columns.id=qid",
-                 "task.columns.image=picture", "task.columns.text=question", "task.columns.label=answer",
-                 "task.columns.explanations=null", "task.labels=[yes,no]"]  # fmt: skip
+    overrides = [
+        f"task.source={tmp_path}/hub_like",
+        f"task.image_cache={tmp_path}/cache",
+        "task.columns.id=qid",
+        "task.columns.image=picture",
+        "task.columns.text=question",
+        "task.columns.label=answer",
+        "task.columns.explanations=null",
+        "task.labels=[yes,no]",
+    ]
     examples = task_of(make_cfg, *overrides).load().examples
     assert [e.label for e in examples] == ["yes", "no"]
     assert examples[0].image.read_bytes() == red.read_bytes() and examples[1].image.read_bytes() == blue.read_bytes()
@@ -185,9 +237,19 @@ def test_the_esnli_test_csv_as_a_table_task_gives_the_readers_items():
     from vlx.tasks import build_task
 
     reader = build_task("esnli", csv_dir=SHARED_ESNLI, image_dir=SHARED_ESNLI, split="test")
-    table = build_task("table", source=str(SHARED_ESNLI / "esnlive_test.csv"), image_dir=str(SHARED_ESNLI),
-                       labels=list(reader.labels), columns={"id": "pairID", "image": "Flickr30kID",
-                       "text": "hypothesis", "label": "gold_label", "explanations": ["explanation"]})  # fmt: skip
+    table = build_task(
+        "table",
+        source=str(SHARED_ESNLI / "esnlive_test.csv"),
+        image_dir=str(SHARED_ESNLI),
+        labels=list(reader.labels),
+        columns={
+            "id": "pairID",
+            "image": "Flickr30kID",
+            "text": "hypothesis",
+            "label": "gold_label",
+            "explanations": ["explanation"],
+        },
+    )
     a, b = reader.examples(), table.examples()
     assert len(a) == 14740
     assert [(e.id, e.image, e.text, e.label, e.explanations, e.source) for e in a] == [
@@ -203,7 +265,10 @@ def test_a_table_changed_with_its_time_kept_is_read_anew(make_cfg, tmp_path):
     write_csv(path, ROWS)
     before = path.stat()
     assert [e.label for e in task_of(make_cfg, f"task.source={tmp_path}", *COLUMNS).load().examples] == [
-        "entailment", "contradiction", "neutral"]  # fmt: skip
+        "entailment",
+        "contradiction",
+        "neutral",
+    ]
     fixed = [dict(ROWS[0], gold="neutral"), ROWS[1], dict(ROWS[2], gold="entailment")]  # same size, other labels
     write_csv(path, fixed)
     import os

@@ -90,8 +90,9 @@ def test_shapes_is_deterministic_balanced_and_in_esnli_format(tmp_path):
     assert text == (b / "esnlive_train.csv").read_text()
     assert (a / "images" / "train-00004.png").read_bytes() == (b / "images" / "train-00004.png").read_bytes()
     assert text != (c / "esnlive_train.csv").read_text()
-    task = build_task("shapes", sizes={"train": 30, "test": 9}, image_size=32, seed=3, csv_dir=a,
-                      image_dir=a / "images")  # fmt: skip
+    task = build_task(
+        "shapes", sizes={"train": 30, "test": 9}, image_size=32, seed=3, csv_dir=a, image_dir=a / "images"
+    )
     task.split = "train"
     examples = task.load().examples
     assert len(examples) == 30
@@ -128,8 +129,11 @@ def test_missing_csv_folder_names_it(tmp_path):
 
 
 def test_missing_column_names_file_and_column(tmp_path):
-    write_esnli_csv(tmp_path / "esnlive_test.csv", [["0", "p1", "a.jpg", "h", "neutral"]], header=["", "pairID",
-                    "Flickr30kID", "hypothesis", "gold_label"])  # fmt: skip
+    write_esnli_csv(
+        tmp_path / "esnlive_test.csv",
+        [["0", "p1", "a.jpg", "h", "neutral"]],
+        header=["", "pairID", "Flickr30kID", "hypothesis", "gold_label"],
+    )
     with pytest.raises(DataError, match=r"esnlive_test\.csv: missing column\(s\) explanation"):
         esnli(tmp_path, tmp_path).load()
 

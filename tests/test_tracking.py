@@ -18,8 +18,15 @@ from vlx.tracking import tracking
 @pytest.mark.slow
 def test_offline_wandb_run_is_written(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "local-0123456789abcdef0123456789abcdef01234567")
-    cfg = make_cfg("model=tiny_llava", "task=shapes", "task.limit=3", "logger=wandb", "generation.max_new_tokens=4",
-                   "eval_after_infer=true", "eval.resamples=20")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_llava",
+        "task=shapes",
+        "task.limit=3",
+        "logger=wandb",
+        "generation.max_new_tokens=4",
+        "eval_after_infer=true",
+        "eval.resamples=20",
+    )
     run_stage(cfg)
     (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     run = wandb_run(folder)
@@ -45,8 +52,16 @@ def test_offline_wandb_run_is_written(make_cfg, tmp_path, monkeypatch):
 def test_a_run_longer_than_log_images_logs_every_row(make_cfg, tmp_path):
     """wandb types a table column by its first value: images in the first rows, then path strings, made it refuse
     the table (and stop the run before scoring) from row log_images + 1 on."""
-    cfg = make_cfg("model=tiny_paligemma", "task=shapes", "task.limit=7", "logger=wandb", "logger.log_images=2",
-                   "generation.max_new_tokens=3", "eval_after_infer=true", "eval.resamples=0")  # fmt: skip
+    cfg = make_cfg(
+        "model=tiny_paligemma",
+        "task=shapes",
+        "task.limit=7",
+        "logger=wandb",
+        "logger.log_images=2",
+        "generation.max_new_tokens=3",
+        "eval_after_infer=true",
+        "eval.resamples=0",
+    )
     run_stage(cfg)
     (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     (table,) = (folder / "files" / "media" / "table").glob("predictions_*.table.json")
@@ -88,8 +103,14 @@ def test_no_logger_opens_nothing(tmp_path):
         "run_stage(cfg)\n"
         "print('wandb imported:', 'wandb' in sys.modules)\n"
     )
-    res = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, env=cli_env(),
-                         capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "wandb imported: False" in res.stdout
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 2
@@ -97,10 +118,20 @@ def test_no_logger_opens_nothing(tmp_path):
 
 
 def test_finetune_reports_its_loss_curve_to_wandb(make_cfg, tmp_path):
-    cfg = make_cfg("stage=finetune", "model=tiny_paligemma", "task=shapes", "task.split=train", "task.limit=8",
-                   "lora=r64", "finetune.max_steps=3", "finetune.per_device_batch_size=4",
-                   "finetune.gradient_accumulation_steps=1", "finetune.logging_steps=1", "finetune.save_strategy=no",
-                   "logger=wandb")  # fmt: skip
+    cfg = make_cfg(
+        "stage=finetune",
+        "model=tiny_paligemma",
+        "task=shapes",
+        "task.split=train",
+        "task.limit=8",
+        "lora=r64",
+        "finetune.max_steps=3",
+        "finetune.per_device_batch_size=4",
+        "finetune.gradient_accumulation_steps=1",
+        "finetune.logging_steps=1",
+        "finetune.save_strategy=no",
+        "logger=wandb",
+    )
     run_stage(cfg)
     (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     run = wandb_run(folder)

@@ -26,8 +26,10 @@ def test_every_architecture_but_qwen2_vl_has_its_equality_test():
 def photos() -> list[Image.Image]:
     """Noise pictures of three sizes (grids of different shapes, windows cut at the edges)."""
     sizes = [(500, 375), (300, 420), (640, 480)]
-    return [Image.fromarray(np.random.RandomState(i).randint(0, 255, (h, w, 3), dtype=np.uint8))
-            for i, (w, h) in enumerate(sizes)]  # fmt: skip
+    return [
+        Image.fromarray(np.random.RandomState(i).randint(0, 255, (h, w, 3), dtype=np.uint8))
+        for i, (w, h) in enumerate(sizes)
+    ]
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))
@@ -56,9 +58,12 @@ def test_image_features_and_tokens_equal_sdpa_per_span(pair):
     ours, plain = pair
     images = photos()
     turn = [{"type": "image"}, {"type": "text", "text": "{}"}]
-    prompts = [ours.processor.apply_chat_template([{"role": "user", "content": [turn[0], {**turn[1], "text": t}]}],
-                                                  add_generation_prompt=True)
-               for t in ("a dog runs", "two cats sit on a mat", "x")]  # fmt: skip
+    prompts = [
+        ours.processor.apply_chat_template(
+            [{"role": "user", "content": [turn[0], {**turn[1], "text": t}]}], add_generation_prompt=True
+        )
+        for t in ("a dog runs", "two cats sit on a mat", "x")
+    ]
     inputs = encode(ours.processor, prompts, images)
     assert len({tuple(g) for g in inputs["image_grid_thw"].tolist()}) >= 2  # images of different shapes
     expected, got = features(plain, inputs), features(ours, inputs)
@@ -75,8 +80,10 @@ def test_spans_attend_to_themselves_alone():
     q, k, v = (torch.randn(1, 4, 30, 8) for _ in range(3))
     bounds = torch.tensor([0, 8, 16, 21, 29, 30])
     got, _ = vision_windows.windows_attention(None, q, k, v, scaling=0.35, cu_seq_lens_q=bounds)
-    pieces = [torch.nn.functional.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], scale=0.35)
-              for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]  # fmt: skip
+    pieces = [
+        torch.nn.functional.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], scale=0.35)
+        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    ]
     expected = torch.cat(pieces, dim=2).transpose(1, 2)  # [1, tokens, heads, dim]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     whole, _ = vision_windows.windows_attention(None, q, k, v, scaling=0.35, cu_seq_lens_q=None)

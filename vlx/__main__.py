@@ -36,7 +36,6 @@ CONFIG_DIR = config_dir()
 # stage name -> module exposing run(cfg) -> dict
 
 
-
 def run_stage(cfg: DictConfig) -> dict[str, Any]:
     """Runs the configured stage and returns its metrics (tests call this directly)."""
     module = stage_module(cfg.stage)
@@ -62,8 +61,10 @@ def stage_module(stage: DictConfig) -> Any:
     """
     name, path = stage.get("name"), stage.get("module")
     if not path:
-        raise VlxError(f"stage={name}: its config (conf/stage/{name}.yaml) names no module; add `module: <package."
-                       f"module>` whose run(cfg) the stage is")  # fmt: skip
+        raise VlxError(
+            f"stage={name}: its config (conf/stage/{name}.yaml) names no module; add `module: <package."
+            f"module>` whose run(cfg) the stage is"
+        )
     try:
         module = importlib.import_module(str(path))
     except ImportError as err:
@@ -128,8 +129,13 @@ def _fail_sweep_job(err: Exception, problem: str | None) -> None:
     # HydraConfig.get() is annotated as the HydraConf dataclass but gives its DictConfig, whose get() reads the job
     # number as None where Hydra left it unset (MISSING) rather than raising
     job = cast(DictConfig, hydra_cfg.job)
-    write_error_record(Path(hydra_cfg.runtime.output_dir), problem, refused=refused,
-                       overrides=[str(o) for o in hydra_cfg.overrides.task], job=job.get("num"))  # fmt: skip
+    write_error_record(
+        Path(hydra_cfg.runtime.output_dir),
+        problem,
+        refused=refused,
+        overrides=[str(o) for o in hydra_cfg.overrides.task],
+        job=job.get("num"),
+    )
     raise SweepJobFailed(problem, refused=refused, sweep_dir=str(Path(hydra_cfg.sweep.dir).absolute())) from err
 
 

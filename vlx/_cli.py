@@ -17,9 +17,21 @@ from vlx.configs import removed_key
 # BitsAndBytesConfig, peft's LoraConfig, AutoProcessor, TrainingArguments: vlx refuses one they do not take before the
 # weights load; the judge's model has its processor_kwargs as the model has), mappings whose keys are the user's own
 # names (columns, labels, splits, files), and Hydra's own settings
-OPEN_MAPPINGS = ("hydra", "generation", "quant", "lora", "model.processor_kwargs", "judge_model.processor_kwargs",
-                 "finetune.trainer_args", "task.where", "task.aliases", "task.label_values", "task.split_names",
-                 "task.release.splits", "task.release.sha256")  # fmt: skip
+OPEN_MAPPINGS = (
+    "hydra",
+    "generation",
+    "quant",
+    "lora",
+    "model.processor_kwargs",
+    "judge_model.processor_kwargs",
+    "finetune.trainer_args",
+    "task.where",
+    "task.aliases",
+    "task.label_values",
+    "task.split_names",
+    "task.release.splits",
+    "task.release.sha256",
+)
 # keys vlx reads that conf/ leaves unset: the metric Hydra's optimising sweepers are given, and a model family's own
 # options (its adapter class is known only once the checkpoint is read: LLaVA-NeXT's max_tiles under model=hf)
 READ_UNSET = ("optimized_metric", "model.max_tiles", "judge_model.max_tiles")
@@ -145,8 +157,12 @@ def _check_group_values(config_dir: Path, parsed: list[tuple[str, Any]], all_opt
                 continue  # the group's keys given as a mapping, which Hydra merges into it
             if not isinstance(value, str):
                 return _not_a_name(arg, group, value, override.is_sweep_override(), config_dir)
-            if (override.is_sweep_override() and all_options_here and not group.startswith("hydra/")
-                    and value not in (options := _options(config_dir, group))):  # fmt: skip
+            if (
+                override.is_sweep_override()
+                and all_options_here
+                and not group.startswith("hydra/")
+                and value not in (options := _options(config_dir, group))
+            ):
                 return f"{arg}: there is no {group} {value!r}{_close_options(value, options)}; {_one_of(options)}"
     return None
 
@@ -185,7 +201,7 @@ def _reads(key: str, config: dict[str, Any]) -> bool:
     if any(key.startswith(f"{node}.") and node in keys for node in OPEN_MAPPINGS):
         return True
     task = config.get("task")
-    return key.startswith("task.") and isinstance(task, dict) and key[len("task."):] in _task_parameters(task)
+    return key.startswith("task.") and isinstance(task, dict) and key[len("task.") :] in _task_parameters(task)
 
 
 def _compositions(config_dir: Path, parsed: list[tuple[str, Any]]) -> list[dict[str, Any]] | None:
@@ -202,8 +218,11 @@ def _compositions(config_dir: Path, parsed: list[tuple[str, Any]]) -> list[dict[
         elif key in groups and (values := [v for v in _values(override) if isinstance(v, str)]):
             swept.append((key, values))
     firsts = [f"{key}={values[0]}" for key, values in swept]
-    variants = [firsts] + [[*firsts[:i], f"{key}={value}", *firsts[i + 1:]]
-                           for i, (key, values) in enumerate(swept) for value in values[1:]]  # fmt: skip
+    variants = [firsts] + [
+        [*firsts[:i], f"{key}={value}", *firsts[i + 1 :]]
+        for i, (key, values) in enumerate(swept)
+        for value in values[1:]
+    ]
     configs = [_compose(config_dir, fixed + variant) for variant in variants]
     composed = [c for c in configs if c is not None]
     return composed if len(composed) == len(configs) else None
@@ -228,9 +247,11 @@ def _check_added_keys(config_dir: Path, parsed: list[tuple[str, Any]]) -> str | 
             continue
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         siblings = [k for k in _flat_keys(configs[0]) if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
-        return (f"{arg}: vlx has no setting {key!r}{_did_you_mean(key, siblings)} and would never read it. "
-                f"`vlx <your settings> --cfg job` prints every setting; + adds only keys vlx reads, such as any under "
-                f"{_ADDS}")  # fmt: skip
+        return (
+            f"{arg}: vlx has no setting {key!r}{_did_you_mean(key, siblings)} and would never read it. "
+            f"`vlx <your settings> --cfg job` prints every setting; + adds only keys vlx reads, such as any under "
+            f"{_ADDS}"
+        )
     return None
 
 
@@ -291,7 +312,8 @@ def _overridden_key(err: Any, args: list[str]) -> str:
     full_key = str(getattr(err, "full_key", "") or "")
     keys = [a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")]
     return next((k for k in keys if k == full_key), None) or next(
-        (k for k in keys if k.startswith(f"{full_key}.")), full_key)  # fmt: skip
+        (k for k in keys if k.startswith(f"{full_key}.")), full_key
+    )
 
 
 def _stages_with(key: str, config_dir: Path) -> list[str]:
@@ -316,8 +338,10 @@ def _unknown_key(key: str, config_dir: Path, args: list[str]) -> str:
         return f"{arg}: choose the judge first, judge_model=<a conf/model option> (stage=judge)"
     if config is not None and isinstance(config.get(key), dict):
         # `quant={a: 1}`: a group's keys given as a mapping, one of which it does not have
-        return (f"{arg}: set {key}'s settings one at a time, {key}.<setting>=<value>; `vlx <your settings> --cfg "
-                "job` prints them")  # fmt: skip
+        return (
+            f"{arg}: set {key}'s settings one at a time, {key}.<setting>=<value>; `vlx <your settings> --cfg "
+            "job` prints them"
+        )
     if config is not None and _reads(key, config):
         return f"{arg}: {key} is not set unless added; write +{arg.lstrip('+~')}"
     keys = known_keys(config_dir, others)
@@ -325,8 +349,10 @@ def _unknown_key(key: str, config_dir: Path, args: list[str]) -> str:
     siblings = [k for k in keys if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
     if not parent:
         siblings += _groups(config_dir)
-    return (f"{arg}: vlx has no setting {key!r}{_did_you_mean(key, siblings)}. `vlx <your settings> --cfg job` "
-            "prints every setting")  # fmt: skip
+    return (
+        f"{arg}: vlx has no setting {key!r}{_did_you_mean(key, siblings)}. `vlx <your settings> --cfg job` "
+        "prints every setting"
+    )
 
 
 def _blocking_file(path: Path) -> Path:
@@ -366,8 +392,9 @@ def run_dir_problem(err: BaseException) -> str | None:
     if err.errno == errno.EISDIR:
         return f"cannot write {path}: it is a folder; move it away or choose another {setting}"
     if err.errno in (errno.ENOTDIR, errno.EEXIST):
-        return (f"cannot make the folder {path}: {_blocking_file(path)} is a file; move it away or choose another "
-                f"{setting}")  # fmt: skip
+        return (
+            f"cannot make the folder {path}: {_blocking_file(path)} is a file; move it away or choose another {setting}"
+        )
     if err.errno == errno.EROFS:
         return f"cannot write {path}: the file system is read-only; choose another {setting}"
     return os_error_message(err) or f"cannot write {path} ({err.strerror or err}); choose another {setting}"

@@ -55,8 +55,9 @@ def rope_index(model: torch.nn.Module) -> Callable[[Any], torch.Tensor] | None:
     def positions(batch: Any) -> torch.Tensor:
         extra = {k: batch[k] for k in optional if batch.get(k) is not None}
         ids = batch["input_ids"]
-        return function(ids, mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=batch["attention_mask"],
-                        **extra)[0]  # fmt: skip
+        return function(
+            ids, mm_token_type_ids=batch["mm_token_type_ids"], attention_mask=batch["attention_mask"], **extra
+        )[0]
 
     return positions
 

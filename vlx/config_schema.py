@@ -56,8 +56,10 @@ _MOVED_HOW = {
     "resume": "stage.resume=<run dir> (stage=infer)",
     "runs": "stage.runs=[<run>,<run>] (stage=compare and stage=report)",
     "sweep": "stage.sweep=<multirun dir> (stage=report)",
-    "judge": ("judge_model=<model option> for stage=judge (its keys: judge_model.<key>=...); stage.judge=<judge> "
-              "for stage=compare"),  # fmt: skip
+    "judge": (
+        "judge_model=<model option> for stage=judge (its keys: judge_model.<key>=...); stage.judge=<judge> "
+        "for stage=compare"
+    ),
     "shots.k": "shots=<k>",
 }
 
@@ -70,7 +72,7 @@ def moved_key(key: str) -> str | None:
         return f"{key} is now {MOVED_KEYS[key]}: write {_MOVED_HOW[key]}"
     for old, new in MOVED_KEYS.items():
         if old.endswith(".") and key.startswith(old):
-            now = new + key[len(old):]
+            now = new + key[len(old) :]
             return f"{key} is now {now} (the {old[:-1]} group is now {new[:-1]}, and the number of shots is shots=<k>)"
     return None
 
@@ -136,8 +138,11 @@ RULES: dict[str, Rule] = {
     "eval.resamples": Rule("use 0 (no intervals) or a number of bootstrap resamples", low=0),
     "eval.level": Rule("use a coverage between 0 and 1, e.g. 0.95", whole=False, low=0, high=1, exclusive=True),
     "eval.evil_references": Rule(choices=("auto", "all", "first")),
-    "eval.java": Rule("use true (METEOR, SPICE and the official PTB tokenizer, all Java) or false (none of them: "
-                      "scores named <protocol>_no_java)", boolean=True),  # fmt: skip
+    "eval.java": Rule(
+        "use true (METEOR, SPICE and the official PTB tokenizer, all Java) or false (none of them: "
+        "scores named <protocol>_no_java)",
+        boolean=True,
+    ),
     "eval.calibration_bins": Rule("use a number of equal-width bins >= 1, e.g. 15", low=1),
     "review.port": Rule("use a port number, or 0 for any free port", low=0, high=65535),
     "stage.max_new_tokens": Rule(_POSITIVE, low=1),  # stage=judge
@@ -172,7 +177,7 @@ def check_section(section: str, values: Mapping[str, Any]) -> None:
         ConfigError: the first value refused.
     """
     for key in RULES:
-        if key.startswith(f"{section}.") and (name := key[len(section) + 1:]) in values:
+        if key.startswith(f"{section}.") and (name := key[len(section) + 1 :]) in values:
             check_value(key, values[name])
 
 

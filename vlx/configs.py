@@ -11,8 +11,10 @@ from vlx.errors import ConfigError
 
 # keys that are gone, each with the one line that says what replaced it: a user's old override is refused with it,
 # never dropped (the README's migration table lists the same)
-_PROMPT = ("the model is asked with task.prompt alone, in training too; write 'task.prompt=\"<your prompt>\"' ({text} "
-           "is the item's text; where the old template had {prompt}, write the task's prompt text)")  # fmt: skip
+_PROMPT = (
+    "the model is asked with task.prompt alone, in training too; write 'task.prompt=\"<your prompt>\"' ({text} "
+    "is the item's text; where the old template had {prompt}, write the task's prompt text)"
+)
 REMOVED_KEYS = {
     "model.prompt_template": f"model.prompt_template is gone: {_PROMPT}",
     "finetune.prompt_template": f"finetune.prompt_template is gone: {_PROMPT}",

@@ -93,9 +93,13 @@ def read_csv_rows(path: Path, columns: tuple[str, ...], header_hint: str = "") -
             if not fields:
                 continue  # a blank line
             if len(fields) > len(header):
-                raise DataError(f"{where}: the row has {len(fields)} fields, more than the header's {len(header)}; "
-                                f"quote a field that holds a ',' (\"a, b\"), or fix the row")  # fmt: skip
+                raise DataError(
+                    f"{where}: the row has {len(fields)} fields, more than the header's {len(header)}; "
+                    f"quote a field that holds a ',' (\"a, b\"), or fix the row"
+                )
             if len(fields) < len(header):
-                raise DataError(f"{where}: the row has {len(fields)} fields, fewer than the header's {len(header)}; "
-                                "add the missing fields (an empty field still takes its comma), or fix the row")
+                raise DataError(
+                    f"{where}: the row has {len(fields)} fields, fewer than the header's {len(header)}; "
+                    "add the missing fields (an empty field still takes its comma), or fix the row"
+                )
             yield reader.line_num, dict(zip(header, fields, strict=True))

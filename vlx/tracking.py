@@ -97,8 +97,17 @@ class WandbTracker(Tracker):
         """Logs a W&B table."""
         import wandb
 
-        self.run.log({key: wandb.Table(columns=list(columns), data=[[None if v is None else str(v) if not
-                      isinstance(v, (int, float)) else v for v in row] for row in data])})  # fmt: skip
+        self.run.log(
+            {
+                key: wandb.Table(
+                    columns=list(columns),
+                    data=[
+                        [None if v is None else str(v) if not isinstance(v, (int, float)) else v for v in row]
+                        for row in data
+                    ],
+                )
+            }
+        )
 
     def log_predictions(self, rows: Sequence[Prediction], images: int = 0) -> None:
         """A table of predictions whose first `images` rows carry their image, and those images with captions.

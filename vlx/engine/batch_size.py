@@ -55,13 +55,20 @@ CANDIDATES = 16
 GIB = 1024**3
 
 # what to do about an item that does not fit in memory alone
-MEMORY_ADVICE = ("Free the memory other processes hold, or use quant=nf4, fewer shots or fewshot.demo_image_size, a "
-                 "lower generation.max_new_tokens, or a larger GPU")  # fmt: skip
+MEMORY_ADVICE = (
+    "Free the memory other processes hold, or use quant=nf4, fewer shots or fewshot.demo_image_size, a "
+    "lower generation.max_new_tokens, or a larger GPU"
+)
 
 # how a failed allocation reads where it is not a torch.OutOfMemoryError: the CPU allocator (Linux and Windows), a
 # cuBLAS workspace, the CUDA runtime
-_OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
-                 "CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory", "CUDA out of memory")  # fmt: skip
+_OOM_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory",
+    "CUDA out of memory",
+)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -152,14 +159,21 @@ def probe(attempt: Callable[[int], None], devices: list[torch.device], limit: in
         release_memory()  # here, not in the except block: its traceback held the try's tensors
         peaks = [torch.cuda.max_memory_allocated(b.device) for b in budgets]
         # the share of its device's budget the batch took (the fullest device's): above 1 it does not fit
-        share = None if failed else max((p - b.base) / max(b.ceiling - b.base, 1) for p, b in zip(peaks, budgets,
-                                                                                                  strict=True))
+        share = (
+            None
+            if failed
+            else max((p - b.base) / max(b.ceiling - b.base, 1) for p, b in zip(peaks, budgets, strict=True))
+        )
         fits = share is not None and share <= 1
-        tries.append({"size": size, "fits": fits, "out_of_memory": failed,
-                      "peak_gib": [round(p / GIB, 2) for p in peaks]})  # fmt: skip
-        log.info("batch_size=auto: %d x the worst item %s (peak GiB %s)", size,
-                 "fits" if fits else "runs out of memory" if failed else "is over the budget",
-                 ", ".join(f"{p / GIB:.1f} of {b.ceiling / GIB:.1f}" for p, b in zip(peaks, budgets, strict=True)))
+        tries.append(
+            {"size": size, "fits": fits, "out_of_memory": failed, "peak_gib": [round(p / GIB, 2) for p in peaks]}
+        )
+        log.info(
+            "batch_size=auto: %d x the worst item %s (peak GiB %s)",
+            size,
+            "fits" if fits else "runs out of memory" if failed else "is over the budget",
+            ", ".join(f"{p / GIB:.1f} of {b.ceiling / GIB:.1f}" for p, b in zip(peaks, budgets, strict=True)),
+        )
         return share
 
     return search(measure, limit), tries
@@ -259,17 +273,22 @@ def choose_batch_size(
         return BatchChoice(setting, int(setting), f"batch_size={setting} as set")
     devices = cuda_devices(model.model) if isinstance(getattr(model, "model", None), torch.nn.Module) else []
     if not devices:
-        line = (f"batch_size=auto: {CPU_BATCH_SIZE} on a CPU, the default (no GPU memory to fill; "
-                f"batch_size=N sets another)")  # fmt: skip
+        line = (
+            f"batch_size=auto: {CPU_BATCH_SIZE} on a CPU, the default (no GPU memory to fill; "
+            f"batch_size=N sets another)"
+        )
         log.info(line)
         return BatchChoice(setting, CPU_BATCH_SIZE, line)
     limit = min(PROBE_LIMIT, len(queue))
     began = time.perf_counter()
     found = worst_item(model, task, selector, queue, demo_image_size) if limit > 1 else None
     if found is None:
-        line = (f"batch_size=auto: {limit} (the whole queue)" if limit <= 1 else
-                f"batch_size=auto: {CPU_BATCH_SIZE}, the default (no item of the queue could be prepared to probe)")
-        size = limit if limit <= 1 else CPU_BATCH_SIZE  # fmt: skip
+        line = (
+            f"batch_size=auto: {limit} (the whole queue)"
+            if limit <= 1
+            else f"batch_size=auto: {CPU_BATCH_SIZE}, the default (no item of the queue could be prepared to probe)"
+        )
+        size = limit if limit <= 1 else CPU_BATCH_SIZE
         log.info(line)
         return BatchChoice(setting, size, line)
     worst, tokens = found
@@ -281,8 +300,13 @@ def choose_batch_size(
     def attempt(n: int) -> None:
         decode(how, model, task, prepare_batch(model, task, selector, [worst] * n, 0, n, demo_image_size), probing)
 
-    log.info("batch_size=auto: probing with copies of item %s (%d prompt tokens, images included), decode=%s%s",
-             worst.id, tokens, how, f", {probing['max_new_tokens']} new tokens" if how != "score" else "")  # fmt: skip
+    log.info(
+        "batch_size=auto: probing with copies of item %s (%d prompt tokens, images included), decode=%s%s",
+        worst.id,
+        tokens,
+        how,
+        f", {probing['max_new_tokens']} new tokens" if how != "score" else "",
+    )
     size, tries = probe(attempt, devices, limit)
     seconds = time.perf_counter() - began
     if size == 0:
@@ -291,8 +315,10 @@ def choose_batch_size(
             f"left on {', '.join(map(str, devices))} even alone, keeping {FREE_KEPT:.0%} of it free. {MEMORY_ADVICE}"
         )
     cap = " (the most it tries)" if size == limit else ""
-    line = (f"batch_size=auto: {size}{cap}, the largest batch of copies of the worst item found ({worst.id}, {tokens} "
-            f"prompt tokens) that fits {', '.join(map(str, devices))} leaving {FREE_KEPT:.0%} of the free memory "
-            f"free; {len(tries)} tries in {seconds:.1f} s")  # fmt: skip
+    line = (
+        f"batch_size=auto: {size}{cap}, the largest batch of copies of the worst item found ({worst.id}, {tokens} "
+        f"prompt tokens) that fits {', '.join(map(str, devices))} leaving {FREE_KEPT:.0%} of the free memory "
+        f"free; {len(tries)} tries in {seconds:.1f} s"
+    )
     log.info(line)
     return BatchChoice(setting, size, line, tries, {"id": worst.id, "prompt_tokens": tokens}, seconds)

@@ -91,8 +91,7 @@ def prepare_batch(
             model.encode(*build_inputs(model, task, [example], [shots], demo_image_size))
         except Exception as err:  # noqa: BLE001 - named in the message or the skipped list
             problem = str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
-            skipped.append({"id": example.id, "image": str(example.image), "source": example.source,
-                            "reason": problem})  # fmt: skip
+            skipped.append({"id": example.id, "image": str(example.image), "source": example.source, "reason": problem})
         else:
             kept.append((example, shots))
     if not skipped:
@@ -119,8 +118,9 @@ def split_prepared(model: VLMAdapter, batch: Prepared, at: int) -> tuple[Prepare
 
     def part(items: slice, images: list[Image.Image]) -> Prepared:
         examples, prompts = batch.examples[items], batch.prompts[items]
-        return Prepared(batch.start, len(examples), examples, batch.demos[items], prompts, images,
-                        model.encode(prompts, images), [])  # fmt: skip
+        return Prepared(
+            batch.start, len(examples), examples, batch.demos[items], prompts, images, model.encode(prompts, images), []
+        )
 
     return part(slice(None, at), batch.images[:cut]), part(slice(at, None), batch.images[cut:])
 

@@ -30,18 +30,21 @@ def decode(
         return result.texts, [None] * len(ids), result
     options = [task.options(ex) for ex in batch.examples]
     labels = list(dict.fromkeys(label for item in options for label in item))  # every label an item of it may take
-    scored = model.score(batch.prompts, batch.images, [task.label_text(label) for label in labels],
-                         inputs=batch.inputs)  # fmt: skip
-    scores = [_over(row, [task.label_text(label) for label in item], item) for row, item in zip(scored, options,
-              strict=True)]  # fmt: skip
+    scored = model.score(batch.prompts, batch.images, [task.label_text(label) for label in labels], inputs=batch.inputs)
+    scores = [
+        _over(row, [task.label_text(label) for label in item], item) for row, item in zip(scored, options, strict=True)
+    ]
     # an option repeated under two letters is one answer: its copies' probabilities are summed (A-OKVQA)
-    chosen = [task.stated(most_probable(s, dict(zip(ex.options, ex.choices, strict=True)) if ex.choices else None))
-              for s, ex in zip(scores, batch.examples, strict=True)]  # fmt: skip
+    chosen = [
+        task.stated(most_probable(s, dict(zip(ex.options, ex.choices, strict=True)) if ex.choices else None))
+        for s, ex in zip(scores, batch.examples, strict=True)
+    ]
     if how == "score":
         return chosen, scores, None
     forced = [model.answer_prefix + c for c in chosen]
-    result = model.generate(batch.prompts, batch.images, ids=ids, continuations=forced, inputs=batch.inputs,
-                            **generation)  # fmt: skip
+    result = model.generate(
+        batch.prompts, batch.images, ids=ids, continuations=forced, inputs=batch.inputs, **generation
+    )
     return [f"{c} {t}".strip() for c, t in zip(chosen, result.texts, strict=True)], scores, result
 
 

@@ -151,12 +151,30 @@ def run_batches(
     before = len(done)
     total = before + len(queue) if total is None else total
     done_before = before if done_before is None else done_before
-    result.choice = choose_batch_size(settings.batch_size, model, task, queue, settings.decode, settings.generation,
-                                      selector=settings.selector, demo_image_size=settings.demo_image_size)  # fmt: skip
+    result.choice = choose_batch_size(
+        settings.batch_size,
+        model,
+        task,
+        queue,
+        settings.decode,
+        settings.generation,
+        selector=settings.selector,
+        demo_image_size=settings.demo_image_size,
+    )
     result.batch_size = result.choice.size
-    batches = predict_batches(model, task, queue, result.choice.size, settings.decode, settings.generation,
-                              selector=settings.selector, seed=settings.seed, demo_image_size=settings.demo_image_size,
-                              workers=settings.workers, on_bad_image=settings.on_bad_image)  # fmt: skip
+    batches = predict_batches(
+        model,
+        task,
+        queue,
+        result.choice.size,
+        settings.decode,
+        settings.generation,
+        selector=settings.selector,
+        seed=settings.seed,
+        demo_image_size=settings.demo_image_size,
+        workers=settings.workers,
+        on_bad_image=settings.on_bad_image,
+    )
     bar = tqdm(total=len(queue), desc=desc, unit="item", dynamic_ncols=True)
     try:
         for batch in batches:
@@ -202,8 +220,10 @@ class Decoded:
 
     def answered(self) -> list[Answer]:
         """Each item of the batch with its demonstrations, answer and label probabilities."""
-        return [Answer(ex, demos, text, scores) for ex, demos, text, scores in zip(self.examples, self.demos,
-                self.answers, self.scores, strict=True)]  # fmt: skip
+        return [
+            Answer(ex, demos, text, scores)
+            for ex, demos, text, scores in zip(self.examples, self.demos, self.answers, self.scores, strict=True)
+        ]
 
 
 def predict_batches(
@@ -282,8 +302,13 @@ def _decode_fitting(
         return
     release_memory()  # here, not in the except block: its traceback held the failed batch's tensors
     size[0] = (n + 1) // 2
-    log.warning("out of memory on a batch of %d items (from %s): retrying it in halves, batch size now %d (nothing "
-                "of it was written)", n, batch.examples[0].id, size[0])  # fmt: skip
+    log.warning(
+        "out of memory on a batch of %d items (from %s): retrying it in halves, batch size now %d (nothing "
+        "of it was written)",
+        n,
+        batch.examples[0].id,
+        size[0],
+    )
     for part in split_prepared(model, batch, size[0]):
         yield from _decode_fitting(how, model, task, part, generation, seed, size)
 

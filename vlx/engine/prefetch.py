@@ -70,10 +70,14 @@ def prepared_batches(prepare: Prepare[T], start: int, size: int, total: int, wor
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' threads do not survive a fork
         loader = torch.utils.data.DataLoader(
-            _BatchPlan(prepare, start, size, total), batch_size=None, collate_fn=_as_is, num_workers=workers,
-            multiprocessing_context="fork", prefetch_factor=2,
+            _BatchPlan(prepare, start, size, total),
+            batch_size=None,
+            collate_fn=_as_is,
+            num_workers=workers,
+            multiprocessing_context="fork",
+            prefetch_factor=2,
             worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
-        )  # fmt: skip
+        )
         for batch in loader:
             if isinstance(batch, _Failed):
                 raise batch.error

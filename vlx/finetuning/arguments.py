@@ -65,8 +65,9 @@ FROM_FINETUNE_KEYS = {
 REQUIRED = {"remove_unused_columns": False}
 
 
-def trainer_arguments(ft: DictConfig, per_device: int, accumulation: int, checkpoints: Path, seed: int,
-                      report: bool) -> dict[str, Any]:  # fmt: skip
+def trainer_arguments(
+    ft: DictConfig, per_device: int, accumulation: int, checkpoints: Path, seed: int, report: bool
+) -> dict[str, Any]:
     """transformers' TrainingArguments for this run: vlx's finetune keys (the micro-batch and accumulation already
     split over the processes), vlx's defaults, then `finetune.trainer_args` (any other TrainingArguments field,
     e.g. `+finetune.trainer_args.max_grad_norm=0.3`).
@@ -108,8 +109,9 @@ def trainer_arguments(ft: DictConfig, per_device: int, accumulation: int, checkp
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     for key, value in extra.items():
         if key in FROM_FINETUNE_KEYS:
-            raise ConfigError(f"finetune.trainer_args.{key}: vlx sets {key} from {FROM_FINETUNE_KEYS[key]}; "
-                              f"set that instead")  # fmt: skip
+            raise ConfigError(
+                f"finetune.trainer_args.{key}: vlx sets {key} from {FROM_FINETUNE_KEYS[key]}; set that instead"
+            )
         if key in REQUIRED and value != REQUIRED[key]:
             raise ConfigError(f"finetune.trainer_args.{key}={value!r}: vlx's collator needs {REQUIRED[key]!r}")
         if key not in fields:
@@ -142,8 +144,10 @@ def fsdp_arguments(setting: str | None) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for word in str(setting).split():
         if word not in FSDP_WORDS:
-            raise ConfigError(f"finetune.fsdp={setting!r}: {word!r} is not one of {', '.join(FSDP_WORDS)} (for "
-                              f"FSDP1's other strategies, set +finetune.trainer_args.fsdp_config)")  # fmt: skip
+            raise ConfigError(
+                f"finetune.fsdp={setting!r}: {word!r} is not one of {', '.join(FSDP_WORDS)} (for "
+                f"FSDP1's other strategies, set +finetune.trainer_args.fsdp_config)"
+            )
         config.update(FSDP_WORDS[word])
     return {"fsdp": True, "fsdp_config": config}
 
@@ -153,8 +157,12 @@ def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
     nn.DataParallel, which multiplies the batch of every step by the GPUs (the config's effective batch is lost) and
     is slower than one process per GPU. Before the Trainer is made: it reads the batch size once."""
     if args.n_gpu > 1:
-        log.warning("%d GPUs visible to one process: training on %s only; for all of them, one process per GPU: "
-                    "accelerate launch --num_processes=%d -m vlx stage=finetune ...", args.n_gpu, args.device,
-                    args.n_gpu)  # fmt: skip
+        log.warning(
+            "%d GPUs visible to one process: training on %s only; for all of them, one process per GPU: "
+            "accelerate launch --num_processes=%d -m vlx stage=finetune ...",
+            args.n_gpu,
+            args.device,
+            args.n_gpu,
+        )
         compat.train_on_one_gpu(args)
     return args

@@ -21,6 +21,7 @@ TARGETS = ("explanation", "label_and_explanation")
 @dataclass(frozen=True)
 class TrainItem:
     """One training item: an image, the prompt's text and the answer the model learns."""
+
     id: str
     image: Path
     text: str  # the model's input text: task.prompt for the item (the seed's `explain en {hypothesis}`)

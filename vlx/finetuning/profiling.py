@@ -87,11 +87,17 @@ class StepProfiler(TrainerCallback):
         steps = self.last - self.first + 1
         if on_gpu:
             events = profiler.events()
-            spans = [(e.time_range.start, e.time_range.end) for e in events
-                     if e.device_type == torch.autograd.DeviceType.CUDA]  # fmt: skip
+            spans = [
+                (e.time_range.start, e.time_range.end)
+                for e in events
+                if e.device_type == torch.autograd.DeviceType.CUDA
+            ]
             busy = covered_seconds(spans)
-            top = [(e.name, e.time_range.start, e.time_range.end) for e in events
-                   if e.device_type == torch.autograd.DeviceType.CPU and e.cpu_parent is None]  # fmt: skip
+            top = [
+                (e.name, e.time_range.start, e.time_range.end)
+                for e in events
+                if e.device_type == torch.autograd.DeviceType.CPU and e.cpu_parent is None
+            ]
             idle = {name: round(seconds / steps, 4) for name, seconds in idle_while(idle_gaps(spans), top).items()}
         summary = {
             "steps": [self.first, self.last],

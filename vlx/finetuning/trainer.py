@@ -64,10 +64,12 @@ class StatsTrainer(Trainer):
         weights = torch.stack([torch.isfinite(p).all() for p in local]).all() if local else None
         loss = self.loss_finite
         self.loss_finite = None
-        flags = torch.stack([
-            (loss if loss is not None else torch.tensor(True)).to(self.args.device),
-            (weights if weights is not None else torch.tensor(True)).to(self.args.device),
-        ]).to(torch.int32)  # fmt: skip
+        flags = torch.stack(
+            [
+                (loss if loss is not None else torch.tensor(True)).to(self.args.device),
+                (weights if weights is not None else torch.tensor(True)).to(self.args.device),
+            ]
+        ).to(torch.int32)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
         loss_ok, weights_ok = flags.tolist()

@@ -93,8 +93,10 @@ def chosen_judge(run_dir: str | Path, judge: str | None = None) -> str:
     if judge is None or judge not in names:
         have = f"it has verdicts of {', '.join(names)}" if names else "it has no verdicts"
         what = "which judge's verdicts to read" if judge is None and names else f"no verdicts of judge {judge!r}"
-        raise ConfigError(f"{run}: {what} ({have}); judge it with `vlx stage=judge stage.run={run} judge_model=<model>`"
-                          + (", or name one of them" if names else ""))  # fmt: skip
+        raise ConfigError(
+            f"{run}: {what} ({have}); judge it with `vlx stage=judge stage.run={run} judge_model=<model>`"
+            + (", or name one of them" if names else "")
+        )
     return judge
 
 

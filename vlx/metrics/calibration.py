@@ -445,12 +445,23 @@ def plot_reliability(calibration_bins: Sequence[Mapping[str, Any]], path: str | 
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     # the diagonal on top of the bars (zorder), so it shows where each bar should end
     top.plot([0, 1], [0, 1], linestyle="--", color="black", label="perfect calibration", zorder=3)
-    top.bar(centre[filled], accuracy[filled], width=width[filled], color="tab:blue", edgecolor="black",
-            label="accuracy")  # fmt: skip
+    top.bar(
+        centre[filled], accuracy[filled], width=width[filled], color="tab:blue", edgecolor="black", label="accuracy"
+    )
     gap_low = np.minimum(accuracy, confidence)[filled]
     gap = np.abs(accuracy - confidence)[filled]
-    top.bar(centre[filled], gap, bottom=gap_low, width=width[filled], color="tab:red", alpha=0.45, hatch="//",
-            edgecolor="darkred", label="gap to mean confidence", zorder=2)  # fmt: skip
+    top.bar(
+        centre[filled],
+        gap,
+        bottom=gap_low,
+        width=width[filled],
+        color="tab:red",
+        alpha=0.45,
+        hatch="//",
+        edgecolor="darkred",
+        label="gap to mean confidence",
+        zorder=2,
+    )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")

@@ -42,8 +42,12 @@ def _flat(
             gid.append(vocab.setdefault(gram, len(vocab)))
             order.append(len(gram) - 1)
             tf.append(count)
-    return (np.asarray(owner, dtype=np.int64), np.asarray(gid, dtype=np.int64), np.asarray(order, dtype=np.int64),
-            np.asarray(tf, dtype=float))  # fmt: skip
+    return (
+        np.asarray(owner, dtype=np.int64),
+        np.asarray(gid, dtype=np.int64),
+        np.asarray(order, dtype=np.int64),
+        np.asarray(tf, dtype=float),
+    )
 
 
 class CiderItems:

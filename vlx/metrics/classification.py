@@ -87,7 +87,8 @@ def classification_metrics(
         notes.append(
             f"{int(missed.sum())} of {n} predictions ({missed.mean():.1%}) could not be parsed; "
             + (f"{guessed} got a random option, scored as predictions; " if guessed else "")
-            + ("the rest " if guessed else "they ") + "count as wrong"
+            + ("the rest " if guessed else "they ")
+            + "count as wrong"
             + (f" (and, for binary F1, as not predicting {positive!r})" if positive is not None else "")
             + "."
         )
@@ -133,10 +134,14 @@ def open_answer_metrics(
     answer) and `any_answer_accuracy_ci`. There is no label set, so no F1 or confusion matrix."""
     hits, anyhits = np.asarray(correct, dtype=float), np.asarray(any_answer, dtype=bool)
     ci = _ci_runner(len(hits), resamples, level, seed)
-    return {"n": len(hits), "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
-            "accuracy": float(hits.mean()) if len(hits) else None, "accuracy_ci": ci(accuracy_statistic(hits)),
-            "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None,
-            "any_answer_accuracy_ci": ci(accuracy_statistic(anyhits))}  # fmt: skip
+    return {
+        "n": len(hits),
+        "unparsed_rate": float(np.mean(unparsed)) if len(hits) else 0.0,
+        "accuracy": float(hits.mean()) if len(hits) else None,
+        "accuracy_ci": ci(accuracy_statistic(hits)),
+        "any_answer_accuracy": float(anyhits.mean()) if len(hits) else None,
+        "any_answer_accuracy_ci": ci(accuracy_statistic(anyhits)),
+    }
 
 
 def _check_inputs(
@@ -276,8 +281,10 @@ def _per_class_cis(
         "recall": np.divide(tp, gold, out=np.zeros_like(tp), where=gold > 0),
         "f1": np.divide(2 * tp, predicted + gold, out=np.zeros_like(tp), where=predicted + gold > 0),
     }
-    return {label: {name: percentile_interval(v[:, i], level) if resamples else None for name, v in values.items()}
-            for i, label in enumerate(labels)}  # fmt: skip
+    return {
+        label: {name: percentile_interval(v[:, i], level) if resamples else None for name, v in values.items()}
+        for i, label in enumerate(labels)
+    }
 
 
 def _f1_from_counts(matrix: np.ndarray) -> np.ndarray:

@@ -19,7 +19,6 @@ EVIL_REFERENCES = ("auto", "all", "first")
 EVIL_ALL_REFERENCES = ("vqax",)
 
 
-
 def evil_references(refs: list[str], task: str, settings: Mapping[str, Any]) -> list[str]:
     """The references e-ViL's code scores an item against: all for VQA-X, the first elsewhere (`[[x] for x in
     gt_expl]`); `eval.evil_references` overrides. coco uses them all."""
@@ -32,9 +31,13 @@ def evil_references(refs: list[str], task: str, settings: Mapping[str, Any]) -> 
 
 
 def rows_explanation_scores(
-    pool: Sequence[Prediction], refs: Mapping[str, Sequence[str]], scoring: Scoring, task: str,
-    settings: Mapping[str, Any], labelled: bool,
-) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:  # fmt: skip
+    pool: Sequence[Prediction],
+    refs: Mapping[str, Sequence[str]],
+    scoring: Scoring,
+    task: str,
+    settings: Mapping[str, Any],
+    labelled: bool,
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
     """The explanation metrics of the rows that have reference explanations, and how many have none.
 
     Args:
@@ -51,23 +54,35 @@ def rows_explanation_scores(
     scored = [r for r in pool if refs.get(r.id)]
     out: dict[str, Any] = {"n_with_references": len(scored), "n_without_references": len(pool) - len(scored)}
     if not scored:
-        return out, ["no reference explanations: explanation metrics skipped (Hateful Memes ships none; give "
-                     "HatReD's with task.references=<jsonl>)"], []  # fmt: skip
+        return (
+            out,
+            [
+                "no reference explanations: explanation metrics skipped (Hateful Memes ships none; give "
+                "HatReD's with task.references=<jsonl>)"
+            ],
+            [],
+        )
     notes = [] if labelled else ["no gold labels: explanations are scored on all items (all_*), none counts as correct"]
     correct = [is_correct(r, scoring=scoring) for r in scored]
     text, text_notes, items = explanation_scores(scored, refs, correct, task, settings, labelled)
     out.update(text)
     notes += text_notes
     if out["n_without_references"]:
-        notes.append(f"{out['n_without_references']} items have no reference explanation and are left out of the "
-                     "explanation metrics (evil_global uses the accuracy of the scored items)")  # fmt: skip
+        notes.append(
+            f"{out['n_without_references']} items have no reference explanation and are left out of the "
+            "explanation metrics (evil_global uses the accuracy of the scored items)"
+        )
     return out, notes, items
 
 
 def explanation_scores(
-    scored: Sequence[Prediction], refs: Mapping[str, Sequence[str]], correct: Sequence[bool], task: str,
-    settings: Mapping[str, Any], labelled: bool,
-) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:  # fmt: skip
+    scored: Sequence[Prediction],
+    refs: Mapping[str, Sequence[str]],
+    correct: Sequence[bool],
+    task: str,
+    settings: Mapping[str, Any],
+    labelled: bool,
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
     """The explanation metrics of the scored rows under the configured protocol.
 
     Args:
@@ -94,25 +109,40 @@ def explanation_scores(
     bert = BertScoreSettings(**settings["bertscore"])
     meteor = open_meteor(len(scored), settings.get("java", True))
     try:
-        items = score_items([r.explanation or "" for r in scored],
-                            [evil_references(list(refs[r.id]), task, settings) for r in scored],
-                            bert, meteor, protocol=protocol, spice=settings["spice"],
-                            spice_jar=settings.get("spice_jar"), notes=notes)  # fmt: skip
-        out = summarise(items, correct, meteor, labelled=labelled, resamples=settings["resamples"],
-                        level=settings["level"], seed=settings["seed"], notes=notes)  # fmt: skip
+        items = score_items(
+            [r.explanation or "" for r in scored],
+            [evil_references(list(refs[r.id]), task, settings) for r in scored],
+            bert,
+            meteor,
+            protocol=protocol,
+            spice=settings["spice"],
+            spice_jar=settings.get("spice_jar"),
+            notes=notes,
+        )
+        out = summarise(
+            items,
+            correct,
+            meteor,
+            labelled=labelled,
+            resamples=settings["resamples"],
+            level=settings["level"],
+            seed=settings["seed"],
+            notes=notes,
+        )
     finally:
         close_meteor(meteor)
     out["bertscore"] = bertscore_record(bert)
     if protocol == "evil":
         how = "all references" if len(evil_references(["a", "b"], task, settings)) > 1 else "first reference"
         out["evil_references"] = how
-        notes.append(f"protocol evil: raw strings (no tokenizer), {how} per item, explanation scores x100, as "
-                     "e-ViL's nlg_eval.py")  # fmt: skip
+        notes.append(
+            f"protocol evil: raw strings (no tokenizer), {how} per item, explanation scores x100, as "
+            "e-ViL's nlg_eval.py"
+        )
         if bert.model != "distilbert-base-uncased":
             notes.append(
                 f"e-ViL's BERTScore is distilbert-base-uncased (eval/bertscore=distilbert); this run used "
                 f"{out['bertscore']['model']}, so bertscore_f1 and evil_avg_all differ from e-ViL's"
             )
-    rows = [{"id": r.id, "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(),
-            strict=True)]  # fmt: skip
+    rows = [{"id": r.id, "correct": c, **item} for r, c, item in zip(scored, correct, items.to_rows(), strict=True)]
     return out, notes, rows

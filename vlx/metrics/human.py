@@ -23,8 +23,11 @@ from vlx.metrics.bootstrap import percentile_interval, resample_counts, weighted
 from vlx.run.records import VERDICT_SCORES, VERDICTS
 
 # metrics.json's note beside a kappa of None where the ratings used a single category
-KAPPA_UNDEFINED = ("undefined: every rating compared is the same category, so chance agreement is 1 and kappa is "
-                   "0 / 0 (scikit-learn's cohen_kappa_score and statsmodels' fleiss_kappa give NaN)")  # fmt: skip
+KAPPA_UNDEFINED = (
+    "undefined: every rating compared is the same category, so chance agreement is 1 and kappa is "
+    "0 / 0 (scikit-learn's cohen_kappa_score and statsmodels' fleiss_kappa give NaN)"
+)
+
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     """Cohen's kappa of two raters' categories on the same items, as scikit-learn's `cohen_kappa_score`.
@@ -42,6 +45,7 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     if expected == 1:  # only when both used one and the same category (then observed == 1 too)
         return None
     return (observed - expected) / (1 - expected)
+
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:
     """Fleiss' kappa of a (items, categories) table of how many raters chose each category, every item rated by the
@@ -65,6 +69,7 @@ def fleiss_kappa(counts: np.ndarray) -> float | None:
         return None
     return float((p_bar - p_e) / (1 - p_e))
 
+
 def _spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, Any] | None:
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
@@ -72,6 +77,7 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, Any] | None:
 
     result = spearmanr(x, y)
     return {"rho": float(result.statistic), "p_value": float(result.pvalue), "n": len(x)}
+
 
 def human_metrics(
     ratings: Mapping[tuple[str, str], str],
@@ -102,8 +108,10 @@ def human_metrics(
 
     unknown = sorted({i for _, i in ratings} - set(correct))
     if unknown:
-        raise DataError(f"ratings name items the run does not have ({', '.join(unknown[:5])}): ratings.jsonl "
-                        "belongs to another run, or the predictions changed")  # fmt: skip
+        raise DataError(
+            f"ratings name items the run does not have ({', '.join(unknown[:5])}): ratings.jsonl "
+            "belongs to another run, or the predictions changed"
+        )
     by_item: dict[str, dict[str, str]] = defaultdict(dict)
     for (rater, item), verdict in ratings.items():
         by_item[item][rater] = verdict
@@ -116,8 +124,9 @@ def human_metrics(
     for prefix, mask in (("", right), ("all_", np.ones(len(ids), dtype=bool))):
         out[f"{prefix}human_n"] = int(mask.sum())
         out[f"{prefix}human_score"] = float(mean[mask].mean()) if mask.any() else None
-        out[f"{prefix}human_score_ci"] = (percentile_interval(weighted_mean(draws * mask, mean), level)
-                                          if mask.any() and resamples else None)  # fmt: skip
+        out[f"{prefix}human_score_ci"] = (
+            percentile_interval(weighted_mean(draws * mask, mean), level) if mask.any() and resamples else None
+        )
     both = [i for i in ids if len(by_item[i]) == len(raters)]
     if len(raters) >= 2:
         given = [v for i in both for v in by_item[i].values()]
@@ -133,15 +142,25 @@ def human_metrics(
         scored = {i: s for i in ids if (s := judge.get(i)) is not None}
         judged = list(scored)
         to_verdict = {s: v for v, s in VERDICT_SCORES.items()}
-        pairs = [([to_verdict[scored[i]] for i in judged if r in by_item[i]],
-                  [by_item[i][r] for i in judged if r in by_item[i]]) for r in raters]  # fmt: skip
+        pairs = [
+            (
+                [to_verdict[scored[i]] for i in judged if r in by_item[i]],
+                [by_item[i][r] for i in judged if r in by_item[i]],
+            )
+            for r in raters
+        ]
         pairs = [(j, h) for j, h in pairs if j]  # raters who rated a judged item
         kappas = [k for k in (cohen_kappa(j, h) for j, h in pairs) if k is not None]
-        out["human_judge_kappa"] = {"method": "Cohen, judge against each rater, averaged", "items": len(judged),
-                                    "value": float(np.mean(kappas)) if kappas else None}  # fmt: skip
+        out["human_judge_kappa"] = {
+            "method": "Cohen, judge against each rater, averaged",
+            "items": len(judged),
+            "value": float(np.mean(kappas)) if kappas else None,
+        }
         if len(kappas) < len(pairs):
-            out["human_judge_kappa"]["note"] = (f"{len(pairs) - len(kappas)} of {len(pairs)} raters' kappas with the "
-                                                f"judge left out of the mean: {KAPPA_UNDEFINED}")  # fmt: skip
+            out["human_judge_kappa"]["note"] = (
+                f"{len(pairs) - len(kappas)} of {len(pairs)} raters' kappas with the "
+                f"judge left out of the mean: {KAPPA_UNDEFINED}"
+            )
         index = {i: k for k, i in enumerate(ids)}
         out["human_judge_spearman"] = _spearman([float(scored[i]) for i in judged], [mean[index[i]] for i in judged])
     if item_metrics:
@@ -150,9 +169,11 @@ def human_metrics(
         out["human_metric_spearman"] = {}
         for name in names:
             have = [i for i in ids if _finite(item_metrics.get(i, {}).get(name))]
-            out["human_metric_spearman"][name] = _spearman([float(item_metrics[i][name]) for i in have],
-                                                           [mean[index[i]] for i in have])  # fmt: skip
+            out["human_metric_spearman"][name] = _spearman(
+                [float(item_metrics[i][name]) for i in have], [mean[index[i]] for i in have]
+            )
     return out
+
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

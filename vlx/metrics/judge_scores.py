@@ -27,8 +27,9 @@ def mean_with_interval(
     return float(array.mean()), percentile_interval(resampled, level)
 
 
-def judge_scores(verdicts: Sequence[Verdict], resamples: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def judge_scores(
+    verdicts: Sequence[Verdict], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
     """e-ViL's explanation score from verdicts (`score`: the item's score or None, `correct`: whether its label
     was right, None without a gold label).
 

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from vlx.run.records import Prediction
 
 # what comparison.json says of how its intervals and p-values were drawn
-METHOD = ("paired percentile bootstrap over the shared items (the same resamples score both runs); p: two-sided, "
-          "bootstrap distribution of B - A centred on the observed difference")  # fmt: skip
+METHOD = (
+    "paired percentile bootstrap over the shared items (the same resamples score both runs); p: two-sided, "
+    "bootstrap distribution of B - A centred on the observed difference"
+)
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,22 @@ class Difference:
 
     def to_json(self) -> dict[str, Any]:
         """comparison.json's form: {"a", "b", "difference", "ci": [low, high] or null, "p_value", "n"}."""
-        return {"a": self.a, "b": self.b, "difference": self.difference,
-                "ci": list(self.ci) if self.ci is not None else None, "p_value": self.p_value, "n": self.n}  # fmt: skip
+        return {
+            "a": self.a,
+            "b": self.b,
+            "difference": self.difference,
+            "ci": list(self.ci) if self.ci is not None else None,
+            "p_value": self.p_value,
+            "n": self.n,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Difference:
         """Reads `to_json`'s form back (a comparison.json's metric)."""
         ci = data.get("ci")
-        return cls(data["a"], data["b"], data["difference"], (ci[0], ci[1]) if ci else None, data.get("p_value"),
-                   data["n"])  # fmt: skip
+        return cls(
+            data["a"], data["b"], data["difference"], (ci[0], ci[1]) if ci else None, data.get("p_value"), data["n"]
+        )
 
 
 def index_draws(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -65,8 +74,9 @@ def index_draws(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.stack(list(resample_indices(n, resamples, seed))) if resamples else np.zeros((0, n), dtype=np.int64)
 
 
-def paired_difference(point_a: float | None, point_b: float | None, resampled_a: np.ndarray,
-                      resampled_b: np.ndarray, level: float, n: int) -> Difference | None:  # fmt: skip
+def paired_difference(
+    point_a: float | None, point_b: float | None, resampled_a: np.ndarray, resampled_b: np.ndarray, level: float, n: int
+) -> Difference | None:
     """One metric's difference B - A with its paired bootstrap interval and two-sided p-value.
 
     Args:
@@ -98,8 +108,13 @@ def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, Any]:
     only_a = int(np.count_nonzero(right_a & ~right_b))
     only_b = int(np.count_nonzero(right_b & ~right_a))
     p = 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-    return {"only_a_right": only_a, "only_b_right": only_b, "both_right": int(np.count_nonzero(right_a & right_b)),
-            "both_wrong": int(np.count_nonzero(~right_a & ~right_b)), "p_value": p}  # fmt: skip
+    return {
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "both_right": int(np.count_nonzero(right_a & right_b)),
+        "both_wrong": int(np.count_nonzero(~right_a & ~right_b)),
+        "p_value": p,
+    }
 
 
 @dataclass(frozen=True)
@@ -120,9 +135,16 @@ class LabelledItems:
 
 
 def classification_differences(
-    a: LabelledItems, b: LabelledItems, labels: Sequence[str], positive: str | None, *, resamples: int, seed: int,
-    level: float, bins: int = 15,
-) -> dict[str, Difference]:  # fmt: skip
+    a: LabelledItems,
+    b: LabelledItems,
+    labels: Sequence[str],
+    positive: str | None,
+    *,
+    resamples: int,
+    seed: int,
+    level: float,
+    bins: int = 15,
+) -> dict[str, Difference]:
     """Accuracy (and, for label tasks, macro-F1, binary F1, AUROC, ECE, Brier, NLL) of both runs, each resample
     scoring both.
 
@@ -144,8 +166,14 @@ def classification_differences(
     def add(key: str, fa: cls.Statistic | None, fb: cls.Statistic | None) -> None:
         if fa is None or fb is None:
             return
-        result = paired_difference(fa(every), fb(every), np.asarray([_nan(fa(d)) for d in draws]),
-                                   np.asarray([_nan(fb(d)) for d in draws]), level, n)  # fmt: skip
+        result = paired_difference(
+            fa(every),
+            fb(every),
+            np.asarray([_nan(fa(d)) for d in draws]),
+            np.asarray([_nan(fb(d)) for d in draws]),
+            level,
+            n,
+        )
         if result is not None:
             out[key] = result
 
@@ -164,36 +192,65 @@ def classification_differences(
 
         def auroc(run: LabelledItems, c: np.ndarray) -> cls.Statistic | None:
             values = [cls.positive_score(s, positive) for s in run.label_scores]
-            return None if any(math.isnan(v) for v in values) else cls.auroc_statistic(c // (k + 1) == pos,
-                                                                                        np.asarray(values))  # fmt: skip
+            return (
+                None
+                if any(math.isnan(v) for v in values)
+                else cls.auroc_statistic(c // (k + 1) == pos, np.asarray(values))
+            )
 
         add("auroc", auroc(a, cells["a"]), auroc(b, cells["b"]))
     out.update(calibration_differences(a, b, labels, positive, resample_counts(n, resamples, seed), level, bins))
     return out
 
 
-def calibration_differences(a: LabelledItems, b: LabelledItems, labels: Sequence[str], positive: str | None,
-                            counts: np.ndarray, level: float, bins: int) -> dict[str, Difference]:  # fmt: skip
+def calibration_differences(
+    a: LabelledItems,
+    b: LabelledItems,
+    labels: Sequence[str],
+    positive: str | None,
+    counts: np.ndarray,
+    level: float,
+    bins: int,
+) -> dict[str, Difference]:
     """ECE, Brier and NLL differences where both runs have label scores on every shared item ({} otherwise)."""
     if any(s is None for run in (a, b) for s in run.label_scores):
         return {}
-    inputs = {k: cal.calibration_inputs(r.gold, r.label_scores, labels, missing_as_zero=True)  # type: ignore[arg-type]
-              for k, r in (("a", a), ("b", b))}  # fmt: skip
+    inputs = {
+        k: cal.calibration_inputs(r.gold, r.label_scores, labels, missing_as_zero=True)  # type: ignore[arg-type]
+        for k, r in (("a", a), ("b", b))
+    }
     pos = list(labels).index(positive) if len(labels) == 2 and positive is not None and positive in labels else None
     ones = np.ones((1, len(a.score)), dtype=np.int32)
     statistics: dict[str, Callable[[cal.CalibrationInputs, np.ndarray], np.ndarray]] = {
-        "ece": lambda x, c: cal.ece(x, c, bins), "brier": lambda x, c: cal.brier(x, c, pos), "nll": cal.nll}
+        "ece": lambda x, c: cal.ece(x, c, bins),
+        "brier": lambda x, c: cal.brier(x, c, pos),
+        "nll": cal.nll,
+    }
     out = {}
     for key, fn in statistics.items():
-        result = paired_difference(float(fn(inputs["a"], ones)[0]), float(fn(inputs["b"], ones)[0]),
-                                   fn(inputs["a"], counts), fn(inputs["b"], counts), level, len(a.score))  # fmt: skip
+        result = paired_difference(
+            float(fn(inputs["a"], ones)[0]),
+            float(fn(inputs["b"], ones)[0]),
+            fn(inputs["a"], counts),
+            fn(inputs["b"], counts),
+            level,
+            len(a.score),
+        )
         if result is not None:
             out[key] = result
     return out
 
 
-def explanation_differences(items_a: Any, items_b: Any, right_a: np.ndarray, right_b: np.ndarray,
-                            weights: np.ndarray, *, labelled: bool, level: float) -> dict[str, Difference]:  # fmt: skip
+def explanation_differences(
+    items_a: Any,
+    items_b: Any,
+    right_a: np.ndarray,
+    right_b: np.ndarray,
+    weights: np.ndarray,
+    *,
+    labelled: bool,
+    level: float,
+) -> dict[str, Difference]:
     """Every explanation metric of both runs on their shared scored items, resampled together: e-ViL's scores on
     each run's own correctly labelled items among those drawn, and the `all_` ones on every item drawn.
 
@@ -226,8 +283,14 @@ def explanation_differences(items_a: Any, items_b: Any, right_a: np.ndarray, rig
                         values[k][avg_all] * (rows @ right[k]) / rows.sum(1)
                     )
             for key in values["a"]:
-                result = paired_difference(_point(values["a"][key]), _point(values["b"][key]), values["a"][key][1:],
-                                           values["b"][key][1:], level, n)  # fmt: skip
+                result = paired_difference(
+                    _point(values["a"][key]),
+                    _point(values["b"][key]),
+                    values["a"][key][1:],
+                    values["b"][key][1:],
+                    level,
+                    n,
+                )
                 if result is not None:
                     out[prefix + key] = result
     finally:
@@ -235,20 +298,32 @@ def explanation_differences(items_a: Any, items_b: Any, right_a: np.ndarray, rig
     return out
 
 
-def mean_differences(scores_a: Sequence[float | None], scores_b: Sequence[float | None], counts: np.ndarray,
-                     level: float) -> Difference | None:  # fmt: skip
+def mean_differences(
+    scores_a: Sequence[float | None], scores_b: Sequence[float | None], counts: np.ndarray, level: float
+) -> Difference | None:
     """The difference of two runs' means of an item score over the items both score (neither None)."""
     keep, sa, sb = _both_scored(scores_a, scores_b)
     if not keep.any():
         return None
     ones = np.ones((1, len(keep)))
-    return paired_difference(_point(weighted_mean(ones * keep, sa)), _point(weighted_mean(ones * keep, sb)),
-                             weighted_mean(counts * keep, sa), weighted_mean(counts * keep, sb), level,
-                             int(keep.sum()))  # fmt: skip
+    return paired_difference(
+        _point(weighted_mean(ones * keep, sa)),
+        _point(weighted_mean(ones * keep, sb)),
+        weighted_mean(counts * keep, sa),
+        weighted_mean(counts * keep, sb),
+        level,
+        int(keep.sum()),
+    )
 
 
-def judge_differences(scores_a: Sequence[float | None], scores_b: Sequence[float | None], right_a: np.ndarray,
-                      right_b: np.ndarray, counts: np.ndarray, level: float) -> dict[str, Difference]:  # fmt: skip
+def judge_differences(
+    scores_a: Sequence[float | None],
+    scores_b: Sequence[float | None],
+    right_a: np.ndarray,
+    right_b: np.ndarray,
+    counts: np.ndarray,
+    level: float,
+) -> dict[str, Difference]:
     """The judge score (mean e-ViL verdict score) of both runs on the items both have verdicts for: `judge_score`
     on each run's own correctly labelled ones, `all_judge_score` on all of them."""
     keep, sa, sb = _both_scored(scores_a, scores_b)
@@ -257,29 +332,37 @@ def judge_differences(scores_a: Sequence[float | None], scores_b: Sequence[float
         return out
     ones = np.ones((1, len(keep)))
     for prefix, ma, mb in (("", keep & right_a, keep & right_b), (ALL, keep, keep)):
-        result = paired_difference(_point(weighted_mean(ones * ma, sa)), _point(weighted_mean(ones * mb, sb)),
-                                   weighted_mean(counts * ma, sa), weighted_mean(counts * mb, sb), level,
-                                   int(keep.sum()))  # fmt: skip
+        result = paired_difference(
+            _point(weighted_mean(ones * ma, sa)),
+            _point(weighted_mean(ones * mb, sb)),
+            weighted_mean(counts * ma, sa),
+            weighted_mean(counts * mb, sb),
+            level,
+            int(keep.sum()),
+        )
         if result is not None:
             out[prefix + "judge_score"] = result
     return out
 
 
-def row_metric_differences(rows_a: Sequence[Prediction], rows_b: Sequence[Prediction],
-                           counts: np.ndarray, level: float) -> dict[str, Difference]:  # fmt: skip
+def row_metric_differences(
+    rows_a: Sequence[Prediction], rows_b: Sequence[Prediction], counts: np.ndarray, level: float
+) -> dict[str, Difference]:
     """The registry's row metrics (`Metric.item_score`) of both runs on the shared rows (same order) both score."""
     out = {}
     for metric in row_metrics():
         assert metric.item_score is not None
-        result = mean_differences([metric.item_score(r) for r in rows_a],
-                                  [metric.item_score(r) for r in rows_b], counts, level)  # fmt: skip
+        result = mean_differences(
+            [metric.item_score(r) for r in rows_a], [metric.item_score(r) for r in rows_b], counts, level
+        )
         if result is not None:
             out[metric.name] = result
     return out
 
 
-def _both_scored(scores_a: Sequence[float | None],
-                 scores_b: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _both_scored(
+    scores_a: Sequence[float | None], scores_b: Sequence[float | None]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which items both runs score, and each run's scores with 0 where either is None."""
     keep = np.asarray([x is not None and y is not None for x, y in zip(scores_a, scores_b, strict=True)], dtype=bool)
     sa = np.asarray([x if k else 0.0 for x, k in zip(scores_a, keep, strict=True)], dtype=float)

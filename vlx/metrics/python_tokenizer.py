@@ -16,13 +16,36 @@ import re
 from collections.abc import Sequence
 
 # what pycocoevalcap's PTBTokenizer leaves out of the tokens (tokenizer/ptbtokenizer.py's PUNCTUATIONS)
-PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
-                          "--", "...", ";"])  # fmt: skip
+PUNCTUATIONS = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
 # the PTB's names of brackets; lower-cased by -lowerCase after pycocoevalcap's filter is no longer able to match them
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 # words whose final period belongs to them (PTBLexer's abbreviation lists, the common ones)
-_ABBREVIATIONS = frozenset(("mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "vs", "etc", "inc", "corp", "ltd",
-                            "mt", "ft", "gen", "lt", "sgt", "capt", "rev"))  # fmt: skip
+_ABBREVIATIONS = frozenset(
+    (
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "st",
+        "jr",
+        "sr",
+        "prof",
+        "vs",
+        "etc",
+        "inc",
+        "corp",
+        "ltd",
+        "mt",
+        "ft",
+        "gen",
+        "lt",
+        "sgt",
+        "capt",
+        "rev",
+    )
+)
 # words the PTB lexer splits in two, and where
 _SPLIT_WORDS = {"cannot": 3, "gonna": 3, "gotta": 3, "wanna": 3, "gimme": 3, "lemme": 3}
 _CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$", re.IGNORECASE)

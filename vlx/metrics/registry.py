@@ -56,7 +56,6 @@ NO_JAVA = "_no_java"  # the suffix of a protocol scored without Java (eval.java=
 ALL = "all_"  # the prefix of an explanation, judge or human score over every item, not the correct ones only
 
 
-
 def protocol_of(settings: Mapping[str, Any]) -> str:
     """`eval.protocol` of the eval settings (coco where a caller's settings leave it out)."""
     return str(settings.get("protocol", DEFAULT_PROTOCOL))
@@ -117,15 +116,22 @@ def _count(name: str, shows: frozenset[str] = frozenset({JSON, WANDB})) -> Metri
 def _explanation(name: str, title: str, shows: frozenset[str], interval: str = CORRECT_ITEMS) -> Metric:
     """An e-ViL score on the correctly labelled items, or (an `all_` name) on every scored item."""
     every = name.startswith(ALL)
-    return Metric(name, f"{title} (all items)" if every else title,
-                  interval=SCORED_ITEMS if every and interval == CORRECT_ITEMS else interval, shows=shows,
-                  scale=EXPLANATION_SCALE, n_key="n_explained_all" if every else "n_explained_correct")  # fmt: skip
+    return Metric(
+        name,
+        f"{title} (all items)" if every else title,
+        interval=SCORED_ITEMS if every and interval == CORRECT_ITEMS else interval,
+        shows=shows,
+        scale=EXPLANATION_SCALE,
+        n_key="n_explained_all" if every else "n_explained_correct",
+    )
 
 
 def _combined(name: str, title: str, shows: frozenset[str], interval: str = CORRECT_ITEMS) -> tuple[Metric, Metric]:
     """An e-ViL combined score, with SPICE and without (`_no_spice`)."""
-    return (_explanation(name, title, shows, interval),
-            _explanation(name + NO_SPICE, f"{title} (no SPICE)", shows, interval))  # fmt: skip
+    return (
+        _explanation(name, title, shows, interval),
+        _explanation(name + NO_SPICE, f"{title} (no SPICE)", shows, interval),
+    )
 
 
 _TABLE = frozenset({LOG, JSON, COMPARE, WANDB})  # every place but the report's columns
@@ -138,8 +144,13 @@ _DECLARED: tuple[Metric, ...] = (
     # classification (vlx.metrics.classification)
     Metric("accuracy", "Accuracy", n_key="n"),
     Metric("any_answer_accuracy", "Any-answer accuracy", shows=frozenset({JSON, WANDB}), n_key="n"),
-    Metric("accuracy_unparsed_wrong", "Accuracy (unparsed wrong)", interval=NO_INTERVAL,
-           shows=frozenset({JSON, WANDB}), n_key="n"),  # fmt: skip
+    Metric(
+        "accuracy_unparsed_wrong",
+        "Accuracy (unparsed wrong)",
+        interval=NO_INTERVAL,
+        shows=frozenset({JSON, WANDB}),
+        n_key="n",
+    ),
     Metric("macro_f1", "Macro-F1", n_key="n"),
     Metric("auroc", "AUROC", n_key="n"),
     Metric("binary_f1", "Binary F1", n_key="n"),
@@ -160,8 +171,9 @@ _DECLARED: tuple[Metric, ...] = (
     *_combined("evil_avg_overlap", "e-ViL avg overlap", _QUIET),
     *_combined("evil_avg_all", "e-ViL avg all", _TABLE),
     *_combined("evil_global", "e-ViL global", EVERYWHERE, interval=GLOBAL),
-    Metric("evil_weight", "e-ViL weight", higher_is_better=None, interval=NO_INTERVAL,
-           shows=frozenset({LOG, JSON, WANDB})),  # fmt: skip
+    Metric(
+        "evil_weight", "e-ViL weight", higher_is_better=None, interval=NO_INTERVAL, shows=frozenset({LOG, JSON, WANDB})
+    ),
     # the same on every scored item
     _explanation(ALL + "bleu4", "BLEU-4", _TABLE),
     _explanation(ALL + "meteor", "METEOR", _TABLE),
@@ -189,8 +201,7 @@ _DECLARED: tuple[Metric, ...] = (
     _count(ALL + "human_n"),
     _count("human_ratings"),
     # last in the tables: how many answers could not be parsed
-    Metric("unparsed_rate", "Unparsed", higher_is_better=False, shows=frozenset({LOG, JSON, REPORT, WANDB}),
-           n_key="n"),  # fmt: skip
+    Metric("unparsed_rate", "Unparsed", higher_is_better=False, shows=frozenset({LOG, JSON, REPORT, WANDB}), n_key="n"),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _DECLARED}

@@ -80,15 +80,27 @@ def spice_missing(jar: str | None = None) -> str | None:
 
 def run_spice(jar: Path, candidates: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
     """Per-item SPICE F-scores (NaN where SPICE gives none), from one run of the jar."""
-    data = [{"image_id": i, "test": c, "refs": list(r)} for i, (c, r) in enumerate(zip(candidates, references,
-            strict=True))]  # fmt: skip
+    data = [
+        {"image_id": i, "test": c, "refs": list(r)} for i, (c, r) in enumerate(zip(candidates, references, strict=True))
+    ]
     cache = Path(tempfile.gettempdir()) / "vlx-spice-cache"  # SPICE's parse cache: reruns skip CoreNLP
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vlx-spice-") as tmp:
         source, target = Path(tmp) / "in.json", Path(tmp) / "out.json"
         source.write_text(json.dumps(data))
-        cmd = [shutil.which("java") or "java", "-jar", "-Xmx8G", str(jar), str(source), "-cache", str(cache),
-               "-out", str(target), "-subset", "-silent"]  # fmt: skip
+        cmd = [
+            shutil.which("java") or "java",
+            "-jar",
+            "-Xmx8G",
+            str(jar),
+            str(source),
+            "-cache",
+            str(cache),
+            "-out",
+            str(target),
+            "-subset",
+            "-silent",
+        ]
         proc = subprocess.run(cmd, cwd=jar.parent, capture_output=True, check=False)
         if proc.returncode != 0 or not target.is_file():
             raise RuntimeError(f"SPICE exited with {proc.returncode}: {proc.stderr.decode()[-1500:]}")

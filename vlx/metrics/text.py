@@ -82,8 +82,10 @@ def combined_name(key: str, with_spice: bool) -> str:
 def check_protocol(protocol: str) -> None:
     """Refuses an unknown explanation protocol (ConfigError naming the choices)."""
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"eval.protocol={protocol!r}: use coco (PTB-tokenised, as the COCO caption evaluation) or "
-                          "evil (the raw strings, as e-ViL's released code)")  # fmt: skip
+        raise ConfigError(
+            f"eval.protocol={protocol!r}: use coco (PTB-tokenised, as the COCO caption evaluation) or "
+            "evil (the raw strings, as e-ViL's released code)"
+        )
 
 
 def protocol_text(
@@ -154,23 +156,37 @@ class ExplanationItems:
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One JSON-able row per item (what `from_rows` reads back)."""
-        return [{"candidate": c, "references": r, "bleu": b.tolist(), "meteor": m.tolist(), "rouge_l": float(ro),
-                 "bertscore_f1": float(f), "spice": None if self.spice is None or math.isnan(self.spice[i]) else
-                 float(self.spice[i])}
-                for i, (c, r, b, m, ro, f) in enumerate(zip(self.candidates, self.references, self.bleu, self.meteor,
-                                                            self.rouge, self.bertscore, strict=True))]  # fmt: skip
+        return [
+            {
+                "candidate": c,
+                "references": r,
+                "bleu": b.tolist(),
+                "meteor": m.tolist(),
+                "rouge_l": float(ro),
+                "bertscore_f1": float(f),
+                "spice": None if self.spice is None or math.isnan(self.spice[i]) else float(self.spice[i]),
+            }
+            for i, (c, r, b, m, ro, f) in enumerate(
+                zip(self.candidates, self.references, self.bleu, self.meteor, self.rouge, self.bertscore, strict=True)
+            )
+        ]
 
     @classmethod
     def from_rows(cls, protocol: str, rows: Sequence[dict[str, Any]], with_spice: bool) -> ExplanationItems:
         """The items' statistics as the per-item rows of a previous run hold them."""
         width = len(rows[0]["meteor"]) if rows else 23
-        return cls(protocol, [r["candidate"] for r in rows], [list(r["references"]) for r in rows],
-                   np.asarray([r["bleu"] for r in rows], dtype=np.int64).reshape(len(rows), 10),
-                   np.asarray([r["meteor"] for r in rows], dtype=float).reshape(len(rows), width),
-                   np.asarray([r["rouge_l"] for r in rows], dtype=float),
-                   np.asarray([r["bertscore_f1"] for r in rows], dtype=float),
-                   np.asarray([math.nan if r["spice"] is None else r["spice"] for r in rows], dtype=float)
-                   if with_spice else None)  # fmt: skip
+        return cls(
+            protocol,
+            [r["candidate"] for r in rows],
+            [list(r["references"]) for r in rows],
+            np.asarray([r["bleu"] for r in rows], dtype=np.int64).reshape(len(rows), 10),
+            np.asarray([r["meteor"] for r in rows], dtype=float).reshape(len(rows), width),
+            np.asarray([r["rouge_l"] for r in rows], dtype=float),
+            np.asarray([r["bertscore_f1"] for r in rows], dtype=float),
+            np.asarray([math.nan if r["spice"] is None else r["spice"] for r in rows], dtype=float)
+            if with_spice
+            else None,
+        )
 
 
 def open_meteor(n: int, java: bool = True) -> Meteor | None:
@@ -222,8 +238,7 @@ def score_items(
     raw_c, raw_r = prepare(candidates, references)  # whitespace collapsed, nothing else
     empty_c = sum(1 for c in raw_c if not c)
     if empty_c:
-        notes.append(f"{empty_c} of {len(cands)} candidate explanations are empty; each scores 0 (raw) on every "
-                     "metric")  # fmt: skip
+        notes.append(f"{empty_c} of {len(cands)} candidate explanations are empty; each scores 0 (raw) on every metric")
     empty_r = sum(1 for group in raw_r if not any(group))
     if empty_r:
         notes.append(f"{empty_r} of {len(cands)} items have only empty references")
@@ -246,8 +261,10 @@ def score_items(
     start = time.perf_counter()
     spice_items = spice_per_item(cands, refs, notes, spice_jar) if spice and cands and java else None
     if spice_items is not None and np.isnan(spice_items).any():
-        notes.append(f"spice: {int(np.isnan(spice_items).sum())} items have no SPICE score, so SPICE is NaN (as in "
-                     "pycocoevalcap) and left out of the combined scores")  # fmt: skip
+        notes.append(
+            f"spice: {int(np.isnan(spice_items).sum())} items have no SPICE score, so SPICE is NaN (as in "
+            "pycocoevalcap) and left out of the combined scores"
+        )
     timings["spice"] = time.perf_counter() - start
     start = time.perf_counter()
     f1 = np.full(len(cands), np.nan)
@@ -256,11 +273,18 @@ def score_items(
         f1 = bertscore_cleaned(raw_c, raw_r, settings, setup)
     timings["bertscore"] = time.perf_counter() - start
     if not java:
-        notes.append("scored without Java (eval.java=false): no METEOR or SPICE, so e-ViL's combined scores are None"
-                     + ("; tokenized by vlx's Python imitation of the PTB tokenizer, not the official one" if
-                        protocol == "coco" else "") + f"; the protocol is named {protocol}{NO_JAVA}")  # fmt: skip
-    return ExplanationItems(protocol if java else protocol + NO_JAVA, cands, refs, bleu, met, rouge_items, f1,
-                            spice_items)  # fmt: skip
+        notes.append(
+            "scored without Java (eval.java=false): no METEOR or SPICE, so e-ViL's combined scores are None"
+            + (
+                "; tokenized by vlx's Python imitation of the PTB tokenizer, not the official one"
+                if protocol == "coco"
+                else ""
+            )
+            + f"; the protocol is named {protocol}{NO_JAVA}"
+        )
+    return ExplanationItems(
+        protocol if java else protocol + NO_JAVA, cands, refs, bleu, met, rouge_items, f1, spice_items
+    )
 
 
 def _harmonic_mean(values: Sequence[float | None]) -> float | None:
@@ -303,8 +327,9 @@ def corpus(
     out = {
         "bleu4": np.asarray(
             [corpus_bleu4(s) if c.sum() else np.nan for s, c in zip(counts @ items.bleu, counts, strict=True)]
-        ),  # fmt: skip
-        "meteor": corpus_scores(meteor, items.meteor, counts) if meteor is not None and items.java
+        ),
+        "meteor": corpus_scores(meteor, items.meteor, counts)
+        if meteor is not None and items.java
         else np.full(len(counts), np.nan),
         "rouge_l": weighted_mean(counts, items.rouge),
         "cider": weighted_mean(counts, cider_items),
@@ -359,8 +384,13 @@ def summarise(
         raise DataError(f"{items.n} candidate explanations but {len(mask)} correctness flags")
     n, with_spice = items.n, items.spice is not None
     idx_correct = np.flatnonzero(mask)
-    out: dict[str, Any] = {"protocol": items.protocol, "explanation_scale": items.scale, "evil_spice": with_spice,
-                           "n_explained_correct": int(len(idx_correct)), "n_explained_all": n}  # fmt: skip
+    out: dict[str, Any] = {
+        "protocol": items.protocol,
+        "explanation_scale": items.scale,
+        "evil_spice": with_spice,
+        "n_explained_correct": int(len(idx_correct)),
+        "n_explained_all": n,
+    }
     names = [*METRIC_KEYS, combined_name("evil_avg_overlap", with_spice), combined_name("evil_avg_all", with_spice)]
     used = [k for k in EVIL_OVERLAP_KEYS if k != "spice" or with_spice]
     # without labels (HatReD) no item is correct: the e-ViL scores are None, the all_ ones cover every item
@@ -381,8 +411,10 @@ def summarise(
     if labelled and n:
         _global(out, items, mask, meteor, resamples, level, seed)
     if labelled and n and not len(idx_correct):
-        notes.append("no item has a correctly predicted label: the e-ViL explanation scores (correct items only) are "
-                     "undefined; the all_ scores cover every item")  # fmt: skip
+        notes.append(
+            "no item has a correctly predicted label: the e-ViL explanation scores (correct items only) are "
+            "undefined; the all_ scores cover every item"
+        )
     if not with_spice and items.java:
         notes.append(
             "SPICE did not run, so e-ViL's combined scores are means of METEOR, ROUGE-L and CIDEr (and BERTScore): "
@@ -394,9 +426,14 @@ def summarise(
 
 
 def _global(
-    out: dict[str, Any], items: ExplanationItems, mask: np.ndarray, meteor: Meteor | None, resamples: int, level: float,
+    out: dict[str, Any],
+    items: ExplanationItems,
+    mask: np.ndarray,
+    meteor: Meteor | None,
+    resamples: int,
+    level: float,
     seed: int,
-) -> None:  # fmt: skip
+) -> None:
     """e-ViL's global score, accuracy x avg_all, and its interval: the bootstrap draws over all scored items, and
     each resample's accuracy multiplies the avg_all of its own correctly labelled items (the `all_` version: of all
     its items)."""
@@ -463,11 +500,21 @@ def explanation_metrics(
         raise DataError(f"{len(candidates)} candidate explanations but {len(correct)} correctness flags")
     meteor = open_meteor(len(candidates), java)
     try:
-        items = score_items(candidates, references, settings, meteor, protocol=protocol, spice=spice,
-                            spice_jar=spice_jar, notes=notes, timings=timings)  # fmt: skip
+        items = score_items(
+            candidates,
+            references,
+            settings,
+            meteor,
+            protocol=protocol,
+            spice=spice,
+            spice_jar=spice_jar,
+            notes=notes,
+            timings=timings,
+        )
         start = time.perf_counter()
-        out = summarise(items, correct, meteor, labelled=labelled, resamples=resamples, level=level, seed=seed,
-                        notes=notes)  # fmt: skip
+        out = summarise(
+            items, correct, meteor, labelled=labelled, resamples=resamples, level=level, seed=seed, notes=notes
+        )
         timings["corpus_and_intervals"] = time.perf_counter() - start
     finally:
         close_meteor(meteor)
@@ -475,9 +522,14 @@ def explanation_metrics(
     if not candidates:
         notes.append("no items to score: explanation metrics are undefined")
     timings["total"] = time.perf_counter() - t_total
-    logger.info("explanation metrics (%s) on %d items (%d correct) in %.1f s: %s", protocol, len(candidates),
-                out["n_explained_correct"], timings["total"],
-                ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total"))  # fmt: skip
+    logger.info(
+        "explanation metrics (%s) on %d items (%d correct) in %.1f s: %s",
+        protocol,
+        len(candidates),
+        out["n_explained_correct"],
+        timings["total"],
+        ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total"),
+    )
     return out, notes
 
 
@@ -510,8 +562,12 @@ def item_metrics(items: ExplanationItems) -> dict[str, np.ndarray]:
     """Per-item scores on the protocol's scale (what a human rating is correlated with, what the review page sorts
     by): sentence BLEU-4 (the corpus formula on the item alone), ROUGE-L, CIDEr (the scored items' document
     frequencies), BERTScore F1 and SPICE where it ran. METEOR is left out: an item's score needs a METEOR process."""
-    out = {"bleu4": np.asarray([corpus_bleu4(row) for row in items.bleu], dtype=float), "rouge_l": items.rouge,
-           "cider": items.cider.item_scores(np.ones(items.n)), "bertscore_f1": items.bertscore}  # fmt: skip
+    out = {
+        "bleu4": np.asarray([corpus_bleu4(row) for row in items.bleu], dtype=float),
+        "rouge_l": items.rouge,
+        "cider": items.cider.item_scores(np.ones(items.n)),
+        "bertscore_f1": items.bertscore,
+    }
     if items.spice is not None:
         out["spice"] = items.spice
     return {k: np.asarray(v, dtype=float) * items.scale for k, v in out.items()}
@@ -528,5 +584,4 @@ def run_item_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, dict[str,
     if not rows:
         return {}
     table = item_metrics(ExplanationItems.from_rows(metrics["protocol"], rows, bool(metrics.get("evil_spice"))))
-    return {str(r["id"]): {k: float(v[i]) for k, v in table.items() if math.isfinite(v[i])}
-            for i, r in enumerate(rows)}  # fmt: skip
+    return {str(r["id"]): {k: float(v[i]) for k, v in table.items() if math.isfinite(v[i])} for i, r in enumerate(rows)}

@@ -76,16 +76,22 @@ def read_values(metrics: Mapping[str, Any], where: str = JSON) -> dict[str, Metr
             continue
         ci = metrics.get(f"{metric.name}_ci")
         n = metrics.get(metric.count_key) if metric.count_key else None
-        out[metric.name] = MetricValue(metric.name, metrics[metric.name], (float(ci[0]), float(ci[1])) if ci else None,
-                                       n if isinstance(n, int) else None, level if ci else None,
-                                       metric.interval)  # fmt: skip
+        out[metric.name] = MetricValue(
+            metric.name,
+            metrics[metric.name],
+            (float(ci[0]), float(ci[1])) if ci else None,
+            n if isinstance(n, int) else None,
+            level if ci else None,
+            metric.interval,
+        )
     return out
 
 
 def scalars(values: Mapping[str, MetricValue]) -> dict[str, float]:
     """The numbers among the values (what W&B's summary shows and a sweeper optimises); None left out."""
-    return {k: v.value for k, v in values.items()
-            if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}  # fmt: skip
+    return {
+        k: v.value for k, v in values.items() if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)
+    }
 
 
 def format_table(values: Mapping[str, MetricValue]) -> str:
@@ -93,9 +99,7 @@ def format_table(values: Mapping[str, MetricValue]) -> str:
     return "\n".join(f"  {k:<14} {v.text()}" for k, v in values.items() if v.value is not None)
 
 
-def row_metric_values(
-    rows: Sequence[Prediction], *, resamples: int, level: float, seed: int
-) -> dict[str, MetricValue]:
+def row_metric_values(rows: Sequence[Prediction], *, resamples: int, level: float, seed: int) -> dict[str, MetricValue]:
     """The registry's row metrics (`Metric.item_score`) of a run: each the mean over the rows it scores, with a
     percentile bootstrap interval over those rows (the draws of every other interval).
 
@@ -117,6 +121,7 @@ def row_metric_values(
         if resamples and metric.interval != NO_INTERVAL:
             found = percentile_interval(weighted_mean(resample_counts(len(values), resamples, seed), values), level)
             interval = (found[0], found[1]) if found else None
-        out[metric.name] = MetricValue(metric.name, float(values.mean()), interval, len(values),
-                                       level if interval else None, metric.interval)  # fmt: skip
+        out[metric.name] = MetricValue(
+            metric.name, float(values.mean()), interval, len(values), level if interval else None, metric.interval
+        )
     return out

@@ -29,7 +29,6 @@ FAMILY_ADAPTERS: dict[str, type[HFAdapter]] = {
 }
 
 
-
 def adapter_class(model_type: str | None) -> type[HFAdapter]:
     """The adapter class for an architecture's model_type (`FAMILY_ADAPTERS`, else `HFAdapter`)."""
     return FAMILY_ADAPTERS.get(model_type or "", HFAdapter)

@@ -97,8 +97,9 @@ def generate_texts(
     """
     inputs = encode(processor, prompts, images) if inputs is None else copy.copy(inputs)  # ours to change
     if continuations is not None:
-        inputs = append_tokens(inputs, token_ids(processor.tokenizer, continuations), processor.tokenizer.pad_token_id,
-                               answer_token_type)  # fmt: skip
+        inputs = append_tokens(
+            inputs, token_ids(processor.tokenizer, continuations), processor.tokenizer.pad_token_id, answer_token_type
+        )
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     image_token_id = image_token(processor, model)
     image_tokens = (inputs["input_ids"] == image_token_id).sum(dim=1).tolist() if image_token_id is not None else []
@@ -118,8 +119,9 @@ def generate_texts(
     if prefill.applies(model, inputs, generation):
         static = generation.pop("cache_implementation", None) == "static"
         multiple = pad_to_multiple_of or 1
-        new_tokens = prefill.generate_after_prefill(model, inputs, tokenizer.pad_token_id, multiple, static,
-                                                    **generation)  # fmt: skip
+        new_tokens = prefill.generate_after_prefill(
+            model, inputs, tokenizer.pad_token_id, multiple, static, **generation
+        )
     else:
         if pad_to_multiple_of:
             inputs = pad_left(inputs, pad_to_multiple_of, tokenizer.pad_token_id)

@@ -236,9 +236,16 @@ class HFAdapter:
         `inputs`: the batch from `encode`, when already made."""
         self.prepare_inference()
         prefix = self.answer_prefix
-        scored = score_answers(self.model, self.processor, prompts, images, [prefix + a for a in answers],
-                               inputs=inputs, pad_to_multiple_of=PAD_MULTIPLE if self.compiled else None,
-                               answer_token_type=self.answer_token_type)  # fmt: skip
+        scored = score_answers(
+            self.model,
+            self.processor,
+            prompts,
+            images,
+            [prefix + a for a in answers],
+            inputs=inputs,
+            pad_to_multiple_of=PAD_MULTIPLE if self.compiled else None,
+            answer_token_type=self.answer_token_type,
+        )
         return [{a: row[prefix + a] for a in answers} for row in scored]
 
     def training_batch(self, images: list[Image.Image], texts: list[str], targets: list[str]) -> BatchFeature:
@@ -276,9 +283,18 @@ class HFAdapter:
         if self.compiled:
             generation = {**static_cache_generation(self.model), **generation}
             pad_to = PAD_MULTIPLE
-        return generate_texts(self.model, self.processor, prompts, images, ids=ids, continuations=continuations,
-                              pad_to_multiple_of=pad_to, inputs=inputs, answer_token_type=self.answer_token_type,
-                              **generation)  # fmt: skip
+        return generate_texts(
+            self.model,
+            self.processor,
+            prompts,
+            images,
+            ids=ids,
+            continuations=continuations,
+            pad_to_multiple_of=pad_to,
+            inputs=inputs,
+            answer_token_type=self.answer_token_type,
+            **generation,
+        )
 
 
 def user_turn(text: str) -> dict[str, Any]:
@@ -336,8 +352,13 @@ def check_trained_prompt(trained: str | None, prompt: str) -> None:
     """Says (a warning) when the model was fine-tuned on another task.prompt than the one it is asked with now: its
     answers then come from a prompt it never saw in training. The run goes on: asking otherwise can be the point."""
     if trained is not None and trained != prompt:
-        log.warning("this model was fine-tuned with task.prompt=%r (its vlx_adapter.json) and is asked with %r; "
-                    "to ask as it was trained, add task.prompt=%r", trained, prompt, trained)  # fmt: skip
+        log.warning(
+            "this model was fine-tuned with task.prompt=%r (its vlx_adapter.json) and is asked with %r; "
+            "to ask as it was trained, add task.prompt=%r",
+            trained,
+            prompt,
+            trained,
+        )
 
 
 def check_max_images(limit: Any) -> None:

@@ -143,8 +143,9 @@ def load_processor(
     cls = processor_class(config, trust_remote_code)
     with cannot_load("model.checkpoint", checkpoint), needs_torchvision(checkpoint):
         if (video := processor_without_torchvision(checkpoint, trust_remote_code, config)) is not None:
-            log.info("torchvision does not import: loading %s without its video processor (images only)",
-                     video.__name__)
+            log.info(
+                "torchvision does not import: loading %s without its video processor (images only)", video.__name__
+            )
             processor = processors.keep_video_settings(
                 processors.without_video(video).from_pretrained(  # type: ignore[arg-type]  # (a class is hashable: mypy reads its instances' __hash__)
                     checkpoint, config=config, **options
@@ -154,8 +155,9 @@ def load_processor(
         elif cls is not None:
             processor = cls.from_pretrained(checkpoint, config=config, **options)
         else:
-            processor = AutoProcessor.from_pretrained(checkpoint, config=config, trust_remote_code=trust_remote_code,
-                                                      **options)  # fmt: skip
+            processor = AutoProcessor.from_pretrained(
+                checkpoint, config=config, trust_remote_code=trust_remote_code, **options
+            )
     processor.tokenizer.padding_side = "left"
     return processor
 
@@ -267,8 +269,12 @@ def load_model(
         kwargs["device_map"] = placement
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-    log.info("loading %s from %s (%s)", model_class.__name__, checkpoint,
-             {k: str(v) for k, v in kwargs.items() if k != "config"})  # fmt: skip
+    log.info(
+        "loading %s from %s (%s)",
+        model_class.__name__,
+        checkpoint,
+        {k: str(v) for k, v in kwargs.items() if k != "config"},
+    )
     with cannot_load("model.checkpoint", checkpoint):
         model = model_class.from_pretrained(checkpoint, **kwargs)
     if attn_implementation is None and vision_windows.install(model):  # `auto`: transformers' SDPA, then this

@@ -82,8 +82,9 @@ class HostGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Answers 403 to an HTTP request whose Host header is not allowed; passes the others to the app."""
         if scope["type"] == "http" and not self.allowed(Headers(scope=scope).get("host", "")):
-            await JSONResponse({"error": "this server answers only requests to the address it printed"},
-                               status_code=403)(scope, receive, send)  # fmt: skip
+            await JSONResponse(
+                {"error": "this server answers only requests to the address it printed"}, status_code=403
+            )(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -157,17 +158,26 @@ def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, A
     data_row = row.to_json()  # the page's JSON: the file's fields as they are
     view = {key: data_row.get(key) for key in ITEM_FIELDS}
     verdict = data.judge.get(item)
-    view.update({"index": k, "image": f"image/{k}" if data.images[k] is not None else None,
-                 "image_name": Path(row.image or "").name, "metrics": data.item_metrics.get(item, {}),
-                 "judge": None if verdict is None else {"verdict": verdict.verdict, "score": verdict.score,
-                                                        "judge": verdict.judge, "raw": verdict.raw},
-                 "rating": rated.get(item), "in_sample": item in data.in_sample,
-                 "correct": row.gold is not None and row.pred == row.gold})  # fmt: skip
+    view.update(
+        {
+            "index": k,
+            "image": f"image/{k}" if data.images[k] is not None else None,
+            "image_name": Path(row.image or "").name,
+            "metrics": data.item_metrics.get(item, {}),
+            "judge": None
+            if verdict is None
+            else {"verdict": verdict.verdict, "score": verdict.score, "judge": verdict.judge, "raw": verdict.raw},
+            "rating": rated.get(item),
+            "in_sample": item in data.in_sample,
+            "correct": row.gold is not None and row.pred == row.gold,
+        }
+    )
     return view
 
 
-def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
-               hosts: Collection[str] | None = None) -> Starlette:  # fmt: skip
+def create_app(
+    data: ReviewData, on_ready: Callable[[], None] | None = None, hosts: Collection[str] | None = None
+) -> Starlette:
     """The Starlette app serving `data`.
 
     Args:
@@ -187,18 +197,33 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
 
     async def run_info(request: Request) -> Response:
         metrics = data.metrics
-        headline = {k: metrics.get(k) for k in ("accuracy", "macro_f1", "auroc", "ece", "bleu4", "bertscore_f1",
-                    "judge_score", "human_score") if isinstance(metrics.get(k), (int, float))}  # fmt: skip
+        headline = {
+            k: metrics.get(k)
+            for k in ("accuracy", "macro_f1", "auroc", "ece", "bleu4", "bertscore_f1", "judge_score", "human_score")
+            if isinstance(metrics.get(k), (int, float))
+        }
         labels = list(data.info.labels or metrics.get("confusion_matrix", {}).get("rows") or [])
         raters = sorted({who for who, _ in data.store.latest()})
         names = sorted({n for m in data.item_metrics.values() for n in m})
-        return JSONResponse({"run": str(data.run_dir), "task": data.info.task or metrics.get("task"),
-                             "split": data.info.split or metrics.get("split"), "model": data.info.model,
-                             "labels": labels, "items": len(data.rows), "sample": len(data.sample),
-                             "metrics": headline, "confusion_matrix": metrics.get("confusion_matrix"),
-                             "item_metrics": names, "has_scores": any(r.scores for r in data.rows),
-                             "judged": bool(data.judge), "raters": raters, "verdicts": list(VERDICTS),
-                             "files": [p.name for p in RunDir(data.run_dir).plots if p.is_file()]})  # fmt: skip
+        return JSONResponse(
+            {
+                "run": str(data.run_dir),
+                "task": data.info.task or metrics.get("task"),
+                "split": data.info.split or metrics.get("split"),
+                "model": data.info.model,
+                "labels": labels,
+                "items": len(data.rows),
+                "sample": len(data.sample),
+                "metrics": headline,
+                "confusion_matrix": metrics.get("confusion_matrix"),
+                "item_metrics": names,
+                "has_scores": any(r.scores for r in data.rows),
+                "judged": bool(data.judge),
+                "raters": raters,
+                "verdicts": list(VERDICTS),
+                "files": [p.name for p in RunDir(data.run_dir).plots if p.is_file()],
+            }
+        )
 
     async def items(request: Request) -> Response:
         query = request.query_params
@@ -207,9 +232,14 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
         if query.get("sort"):
             chosen.sort(key=_sort_key(data, query["sort"]), reverse=query.get("order") == "desc")
         offset, limit = _int(query.get("offset"), 0), min(_int(query.get("limit"), 50), 500)
-        return JSONResponse({"total": len(chosen), "offset": offset,
-                             "items": [item_view(data, k, rated) for k in chosen[offset : offset + limit]],
-                             "rated_in_sample": sum(i in rated for i in data.sample)})  # fmt: skip
+        return JSONResponse(
+            {
+                "total": len(chosen),
+                "offset": offset,
+                "items": [item_view(data, k, rated) for k in chosen[offset : offset + limit]],
+                "rated_in_sample": sum(i in rated for i in data.sample),
+            }
+        )
 
     async def image(request: Request) -> Response:
         text = request.path_params["index"]
@@ -257,15 +287,23 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
             return JSONResponse({"error": str(err)}, status_code=400)
         except OSError as err:
             if not failing:  # once until a rating is saved again, not a line per click on a full disk
-                log.warning("%s: a rating could not be saved (%s); the page tells the rater so, and ratings are "
-                            "refused until there is room: free some space (the ratings saved so far are kept)",
-                            data.store.path, err.strerror or err)  # fmt: skip
+                log.warning(
+                    "%s: a rating could not be saved (%s); the page tells the rater so, and ratings are "
+                    "refused until there is room: free some space (the ratings saved so far are kept)",
+                    data.store.path,
+                    err.strerror or err,
+                )
             failing.append(err)
-            return JSONResponse({"error": f"{data.store.path}: the rating could not be saved ({err.strerror}); "
-                                          "it was not kept"}, status_code=507)  # fmt: skip
+            return JSONResponse(
+                {"error": f"{data.store.path}: the rating could not be saved ({err.strerror}); it was not kept"},
+                status_code=507,
+            )
         if failing:
-            log.info("%s: ratings are saved again (%d were refused meanwhile; their raters were told)",
-                     data.store.path, len(failing))  # fmt: skip
+            log.info(
+                "%s: ratings are saved again (%d were refused meanwhile; their raters were told)",
+                data.store.path,
+                len(failing),
+            )
             failing.clear()
         return JSONResponse(row)
 
@@ -290,8 +328,12 @@ def create_app(data: ReviewData, on_ready: Callable[[], None] | None = None,
 
     from starlette.middleware import Middleware
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={DataError: data_error},
-                     middleware=[Middleware(HostGuard, hosts=hosts)])  # fmt: skip
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={DataError: data_error},
+        middleware=[Middleware(HostGuard, hosts=hosts)],
+    )
 
 
 def _int(value: str | None, default: int) -> int:

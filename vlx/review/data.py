@@ -28,8 +28,10 @@ def judge_verdicts(run_dir: Path, judge: str | None) -> dict[str, Verdict]:
     names = judge_names(run_dir)
     if not names or (judge is None and len(names) > 1):
         if len(names) > 1:
-            log.info("the run has several judges (%s): name one with review.judge=<name> to show its verdicts",
-                     ", ".join(names))  # fmt: skip
+            log.info(
+                "the run has several judges (%s): name one with review.judge=<name> to show its verdicts",
+                ", ".join(names),
+            )
         return {}
     return {v.id: v for v in run_verdicts(run_dir, judge)}
 
@@ -79,8 +81,9 @@ def sample_ids(run_dir: Path, rows: list[Prediction], size: int | None, seed: in
     return ids
 
 
-def load(run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: bool = True,
-         judge: str | None = None) -> ReviewData:  # fmt: skip
+def load(
+    run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: bool = True, judge: str | None = None
+) -> ReviewData:
     """The run's predictions, metrics, per-item scores, judge verdicts and the sample to rate."""
     run = RunDir(run_dir)
     rows = run.predictions("review")
@@ -90,5 +93,13 @@ def load(run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: b
     missing = sum(i is None for i in images)
     if missing:
         log.info("%d of %d items have no image file here (the page shows their file name)", missing, len(rows))
-    return ReviewData(run_dir, rows, images, metrics, info, run_item_metrics(run.explanation_items, metrics),
-                      judge_verdicts(run_dir, judge), sample_ids(run_dir, rows, sample, seed, balanced))  # fmt: skip
+    return ReviewData(
+        run_dir,
+        rows,
+        images,
+        metrics,
+        info,
+        run_item_metrics(run.explanation_items, metrics),
+        judge_verdicts(run_dir, judge),
+        sample_ids(run_dir, rows, sample, seed, balanced),
+    )

@@ -246,9 +246,11 @@ class RunDir:
         """
         store = self.prediction_store()
         if not store.path.is_file():
-            raise ConfigError(f"stage.run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
-                              f"{doing} a run, pass the directory stage=infer wrote "
-                              "(`stage.run=<run dir>`)")  # fmt: skip
+            raise ConfigError(
+                f"stage.run={str(self.path)!r}: no predictions.jsonl there ({store.path} not found); to "
+                f"{doing} a run, pass the directory stage=infer wrote "
+                "(`stage.run=<run dir>`)"
+            )
         rows = read_predictions(store)
         if not rows:
             raise ConfigError(f"{store.path} is empty: nothing to {doing}")
@@ -326,8 +328,11 @@ class RunDir:
 def judge_headline(results: dict[str, Any]) -> dict[str, Any]:
     """A judge.json's numbers as readers show them (and as metrics.json held them before)."""
     out = {k: results.get(k) for k in JUDGE_HEADLINE}
-    out.update(judge_model=results.get("judge"), judge_prompt_version=results.get("prompt_version"),
-               judge_unparsed=results.get("unparsed"))  # fmt: skip
+    out.update(
+        judge_model=results.get("judge"),
+        judge_prompt_version=results.get("prompt_version"),
+        judge_unparsed=results.get("unparsed"),
+    )
     return out
 
 

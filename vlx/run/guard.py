@@ -37,9 +37,12 @@ def _only_bookkeeping(folder: Path, sweep: bool = False, job: bool = False) -> b
             if sweep and (_only_bookkeeping(entry, job=True) or name == ".submitit"):
                 continue  # .submitit/: submitit's launcher's own files of the jobs (their pickles and console logs)
             return False
-        elif not (name.endswith(".log") or (name.startswith(".vlx") and name.endswith(".lock")) or
-                  (sweep and name == "multirun.yaml") or
-                  (job and entry == run.error_file and refused(folder))):  # fmt: skip
+        elif not (
+            name.endswith(".log")
+            or (name.startswith(".vlx") and name.endswith(".lock"))
+            or (sweep and name == "multirun.yaml")
+            or (job and entry == run.error_file and refused(folder))
+        ):
             return False
     return True
 

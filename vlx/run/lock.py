@@ -66,8 +66,12 @@ def exclusive(run_dir: Path) -> Iterator[Path]:
                 ) from None
         if previous.strip():
             log.info("%s: taking over the lock left by %s, which is no longer running", run_dir, _holder(previous))
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(["vlx", *sys.argv[1:]])}  # fmt: skip
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(["vlx", *sys.argv[1:]]),
+        }
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(info) + "\n")
@@ -105,5 +109,6 @@ def check_idle(run_dir: Path) -> None:
         ConfigError: a live process holds the directory (named in the message).
     """
     if (holder := writer(run_dir)) is not None:
-        raise ConfigError(f"{run_dir} is being written by another vlx run ({holder}); wait for it to finish, or stop "
-                          f"it")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir} is being written by another vlx run ({holder}); wait for it to finish, or stop it"
+        )

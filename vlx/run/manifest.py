@@ -311,8 +311,11 @@ def pair_lines(run_a: Path, run_b: Path) -> list[str]:
     (a, why_a), (b, why_b) = _read_or_note(run_a), _read_or_note(run_b)
     if a is not None and b is not None:
         return differences(a, b)
-    return [why or f"{run} has no {MANIFEST} ({NONE_NOTE})" for run, m, why in ((run_a, a, why_a), (run_b, b, why_b))
-            if m is None]  # fmt: skip
+    return [
+        why or f"{run} has no {MANIFEST} ({NONE_NOTE})"
+        for run, m, why in ((run_a, a, why_a), (run_b, b, why_b))
+        if m is None
+    ]
 
 
 def spread_lines(runs: dict[str, Path]) -> list[str]:

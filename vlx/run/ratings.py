@@ -55,8 +55,13 @@ class RatingStore:
             raise DataError("a rating needs a rater name")
         if len(rater) > MAX_RATER:
             raise DataError(f"a rater name is at most {MAX_RATER} characters (this one has {len(rater)})")
-        row = {"id": str(item_id), "rater": rater, "verdict": verdict, "score": VERDICT_SCORES[verdict],
-               "time": round(time.time(), 3)}  # fmt: skip
+        row = {
+            "id": str(item_id),
+            "rater": rater,
+            "verdict": verdict,
+            "score": VERDICT_SCORES[verdict],
+            "time": round(time.time(), 3),
+        }
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -97,16 +102,21 @@ class RatingStore:
                 if number == last or err.reason == "unexpected end of data":
                     self._set_aside(number)
                     continue
-                raise DataError(f"{self.path}:{number}: not UTF-8 text (byte {err.start + 1}); fix or delete that "
-                                "line") from err  # fmt: skip
+                raise DataError(
+                    f"{self.path}:{number}: not UTF-8 text (byte {err.start + 1}); fix or delete that line"
+                ) from err
             except (json.JSONDecodeError, RecursionError) as err:
                 if number == last or (isinstance(err, json.JSONDecodeError) and _cut_short(text, err)):
                     self._set_aside(number)
                     continue
                 msg = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deep"
                 raise DataError(f"{self.path}:{number}: not a JSON line ({msg}); fix or delete that line") from err
-            if not isinstance(row, dict) or row.get("verdict") not in VERDICT_SCORES or not row.get("id") \
-                    or not row.get("rater"):  # fmt: skip
+            if (
+                not isinstance(row, dict)
+                or row.get("verdict") not in VERDICT_SCORES
+                or not row.get("id")
+                or not row.get("rater")
+            ):
                 raise DataError(f"{self.path}:{number}: a rating needs id, rater and one of {', '.join(VERDICTS)}")
             rows.append(row)
         return rows
@@ -115,8 +125,12 @@ class RatingStore:
         warned = self.__dict__.setdefault("_warned", set())
         if number not in warned:  # once per line, not on every page request
             warned.add(number)
-            log.warning("%s:%d: a rating cut short by an interrupted write (a kill or a full disk); left out, the "
-                        "other ratings count", self.path, number)  # fmt: skip
+            log.warning(
+                "%s:%d: a rating cut short by an interrupted write (a kill or a full disk); left out, the "
+                "other ratings count",
+                self.path,
+                number,
+            )
 
     def latest(self) -> dict[tuple[str, str], str]:
         """(rater, id) -> the verdict that counts (the last one given)."""
@@ -137,8 +151,11 @@ def _cut_short(text: str, err: json.JSONDecodeError) -> bool:
     """Whether a line is the start of a JSON object that stops part-way (what a cut write leaves), not a line that
     is wrong in the middle."""
     body = text.rstrip()
-    return body.startswith("{") and (err.msg.startswith("Unterminated string") or err.pos >= len(body)) \
-        or not body.strip("\x00")  # fmt: skip
+    return (
+        body.startswith("{")
+        and (err.msg.startswith("Unterminated string") or err.pos >= len(body))
+        or not body.strip("\x00")
+    )
 
 
 def draw_sample(rows: Sequence[Prediction], size: int, seed: int = 0, balanced: bool = True) -> list[str]:
@@ -161,5 +178,3 @@ def draw_sample(rows: Sequence[Prediction], size: int, seed: int = 0, balanced: 
             if pools[label] and len(chosen) < size:
                 chosen.add(int(pools[label].pop()))
     return [i for k, i in enumerate(ids) if k in chosen]
-
-

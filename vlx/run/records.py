@@ -17,8 +17,9 @@ from vlx.errors import DataError
 
 
 def _fail(where: str, key: str, want: str, value: Any) -> DataError:
-    return DataError(f"{where}: {key!r} must be {want}, not {value!r}; fix or delete that line (or rerun the stage "
-                     f"that writes it)")  # fmt: skip
+    return DataError(
+        f"{where}: {key!r} must be {want}, not {value!r}; fix or delete that line (or rerun the stage that writes it)"
+    )
 
 
 def _label(data: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -105,15 +106,35 @@ class Prediction:
     scores: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    FIELDS = ("id", "image", "text", "gold", "pred", "explanation", "raw", "refs", "demos", "choices", "answers",
-              "scores")  # fmt: skip
+    FIELDS = (
+        "id",
+        "image",
+        "text",
+        "gold",
+        "pred",
+        "explanation",
+        "raw",
+        "refs",
+        "demos",
+        "choices",
+        "answers",
+        "scores",
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The row as stage=infer writes it: the nine fields every row has, then `choices`, `answers` and `scores`
         where the item has them."""
-        row: dict[str, Any] = {"id": self.id, "image": self.image, "text": self.text, "gold": self.gold,
-                               "pred": self.pred, "explanation": self.explanation, "raw": self.raw,
-                               "refs": list(self.refs), "demos": list(self.demos)}  # fmt: skip
+        row: dict[str, Any] = {
+            "id": self.id,
+            "image": self.image,
+            "text": self.text,
+            "gold": self.gold,
+            "pred": self.pred,
+            "explanation": self.explanation,
+            "raw": self.raw,
+            "refs": list(self.refs),
+            "demos": list(self.demos),
+        }
         if self.choices:
             row["choices"] = dict(self.choices)
         if self.answers:
@@ -198,14 +219,33 @@ class Verdict:
     note: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    FIELDS = ("id", "verdict", "score", "raw", "correct", "pred", "explanation", "judge", "prompt_version", "probs",
-              "note")  # fmt: skip
+    FIELDS = (
+        "id",
+        "verdict",
+        "score",
+        "raw",
+        "correct",
+        "pred",
+        "explanation",
+        "judge",
+        "prompt_version",
+        "probs",
+        "note",
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The verdict as a JSON-lines row (the file's field names)."""
-        row: dict[str, Any] = {"id": self.id, "verdict": self.verdict, "score": self.score, "raw": self.raw,
-                               "correct": self.correct, "pred": self.pred, "explanation": self.explanation,
-                               "judge": self.judge, "prompt_version": self.prompt_version}  # fmt: skip
+        row: dict[str, Any] = {
+            "id": self.id,
+            "verdict": self.verdict,
+            "score": self.score,
+            "raw": self.raw,
+            "correct": self.correct,
+            "pred": self.pred,
+            "explanation": self.explanation,
+            "judge": self.judge,
+            "prompt_version": self.prompt_version,
+        }
         if self.probs is not None:
             row["probs"] = dict(self.probs)
         if self.note is not None:
@@ -270,8 +310,20 @@ class RunInfo:
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    FIELDS = ("task", "split", "labels", "positive", "model", "checkpoint", "adapter", "shots", "shot_strategy",
-              "quant", "generation", "seed")  # fmt: skip
+    FIELDS = (
+        "task",
+        "split",
+        "labels",
+        "positive",
+        "model",
+        "checkpoint",
+        "adapter",
+        "shots",
+        "shot_strategy",
+        "quant",
+        "generation",
+        "seed",
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object (its field names)."""

@@ -20,6 +20,7 @@ from vlx.run.directory import RunDir
 
 log = logging.getLogger(__name__)
 
+
 class SweepJobFailed(Exception):
     """A sweep job that failed, raised so that Hydra's launcher goes on with the next job (it catches Exception, not
     SystemExit); its record is in the job's folder. `refused`: a problem the user can mend (vlx's exit 2), else a
@@ -35,8 +36,13 @@ class SweepJobFailed(Exception):
 
 def write_error_record(job_dir: Path, message: str, refused: bool, overrides: list[str], job: int | None) -> None:
     """`<job dir>/error.json`, whole or not at all (a kill mid-write leaves no half record)."""
-    record = {"error": message, "kind": "refused" if refused else "error", "job": job, "overrides": overrides,
-              "time": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    record = {
+        "error": message,
+        "kind": "refused" if refused else "error",
+        "job": job,
+        "overrides": overrides,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     path = RunDir(job_dir).error_file
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:

@@ -96,8 +96,11 @@ def _sample_safetensors(path: Path, digest: Any) -> None:
 
 def adapter_fingerprint(folder: Path) -> str | None:
     """A full sha256 of an adapter folder's weights and adapter_config.json (`sha256:<hex>`), or None without them."""
-    files = [folder / "adapter_config.json", *sorted(folder.glob("adapter_model*.safetensors")),
-             *sorted(folder.glob("adapter_model*.bin"))]  # fmt: skip
+    files = [
+        folder / "adapter_config.json",
+        *sorted(folder.glob("adapter_model*.safetensors")),
+        *sorted(folder.glob("adapter_model*.bin")),
+    ]
     files = [p for p in files if p.is_file()]
     if not files:
         return None

@@ -74,8 +74,10 @@ def _check_task(cfg: DictConfig, java: bool) -> None:
     if any(not path.exists() for path in task.files()):
         task.read_examples()  # raises the task's own message for what is missing (task=shapes generates its files)
     if isinstance(task, EsnliVeTask) and not Path(task.image_dir).is_dir():
-        raise DataError(f"task.image_dir={str(task.image_dir)!r}: no such folder; set task.image_dir to the folder "
-                        f"of the images (for e-SNLI-VE, flickr30k-images)")  # fmt: skip
+        raise DataError(
+            f"task.image_dir={str(task.image_dir)!r}: no such folder; set task.image_dir to the folder "
+            f"of the images (for e-SNLI-VE, flickr30k-images)"
+        )
     use_java = cfg.eval.get("java", True)
     if java and use_java and java_missing():  # reading the items is paid only on a machine without Java
         check_java(use_java, needed=any(ex.explanations for ex in task.examples()))

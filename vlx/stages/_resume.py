@@ -100,8 +100,11 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
     if path.is_file() and has_outputs:
         saved = prompt_as_today(read_json(path, "written when the run began"))
         names = sorted(set(saved) | set(current))
-        diff = [f"{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)" for k in names
-                if saved.get(k) != current.get(k)]  # fmt: skip
+        diff = [
+            f"{k}: {saved.get(k)!r} (saved) vs {current.get(k)!r} (now)"
+            for k in names
+            if saved.get(k) != current.get(k)
+        ]
         if diff:
             what = "predictions" if keys is INFER_KEYS else "checkpoints"
             raise ConfigError(
@@ -129,42 +132,59 @@ def check_manifest(out: Path, current: manifest.Manifest, has_outputs: bool, lab
         return
     saved = manifest.read(out)
     if saved is None:
-        log.info("%s has no %s (a run from before vlx recorded them): checked against %s only", out,
-                 manifest.MANIFEST, RUN_CONFIG)  # fmt: skip
+        log.info(
+            "%s has no %s (a run from before vlx recorded them): checked against %s only",
+            out,
+            manifest.MANIFEST,
+            RUN_CONFIG,
+        )
         return
     refused = manifest.differences(saved, current, skip=WARNED)
     if refused:
         raise ConfigError(
-            f"{label}: the run was made with different settings (saved -> now): " + "; ".join(refused)
+            f"{label}: the run was made with different settings (saved -> now): "
+            + "; ".join(refused)
             + ". Rerun with the same settings, or write into a new directory"
-        )  # fmt: skip
+        )
     warned = manifest.differences(saved, current, only=WARNED)
     if warned:
-        log.warning("%s: continued with other library versions or batches than its first part (saved -> now): %s",
-                    label, "; ".join(warned))  # fmt: skip
+        log.warning(
+            "%s: continued with other library versions or batches than its first part (saved -> now): %s",
+            label,
+            "; ".join(warned),
+        )
 
 
 def infer_manifest(cfg: DictConfig, model: Any, task: Any, selector: Any, first: Any) -> manifest.Manifest:
     """The manifest of an infer run: the loaded model `model`, the task, and the prompt rendered for the split's
     first item `first` with its demonstrations from `selector` (None for zero-shot), as the batches render it."""
     demos = selector.select(first) if selector is not None else []
-    prompt = model.render_prompt(first, task.instruction(first), [(task.instruction(d), task.demo_answer(d))
-                                                                  for d in demos])  # fmt: skip
+    prompt = model.render_prompt(
+        first, task.instruction(first), [(task.instruction(d), task.demo_answer(d)) for d in demos]
+    )
     generation = plain_dict(cfg.generation, "generation")
     sampling = bool(generation.get("do_sample"))
     return manifest.build(
-        model, stage=cfg.stage.name, task={"name": task.name, "split": task.split}, seed=cfg.seed, prompt=prompt,
-        lora_adapter=cfg.model.adapter, shots=shot_settings(cfg), decode=cfg.decode,
-        generation=generation, batches={"batch_size": cfg.batch_size, "batching": cfg.batching} if sampling else None,
-    )  # fmt: skip
+        model,
+        stage=cfg.stage.name,
+        task={"name": task.name, "split": task.split},
+        seed=cfg.seed,
+        prompt=prompt,
+        lora_adapter=cfg.model.adapter,
+        shots=shot_settings(cfg),
+        decode=cfg.decode,
+        generation=generation,
+        batches={"batch_size": cfg.batch_size, "batching": cfg.batching} if sampling else None,
+    )
 
 
 def finetune_manifest(cfg: DictConfig, adapter: Any, task: Any) -> manifest.Manifest:
     """The manifest of a fine-tune: the base model as loaded, the task, the LoRA and training settings."""
     settings = output_config(cfg, FINETUNE_KEYS)
     training = {k: v for k, v in settings.items() if k.startswith(("lora.", "finetune."))}
-    return manifest.build(adapter, stage=cfg.stage.name, task={"name": task.name, "split": task.split},
-                          seed=cfg.seed, training=training)  # fmt: skip
+    return manifest.build(
+        adapter, stage=cfg.stage.name, task={"name": task.name, "split": task.split}, seed=cfg.seed, training=training
+    )
 
 
 def prompt_as_today(saved: dict[str, Any]) -> dict[str, Any]:

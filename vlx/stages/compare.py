@@ -52,6 +52,7 @@ from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
 
+
 def _load(run: Path) -> dict[str, Any]:
     """A scored run: its metrics.json, its predictions by id, and its explanation items by id.
 
@@ -82,8 +83,9 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
                 f"{key}={a['metrics'].get(key)!r}, {b['dir']} has {key}={b['metrics'].get(key)!r}"
             )
     # the seed matters only to the guesses for unparsed answers
-    rule_a, rule_b = ({**r["scoring"].record(), **({} if r["scoring"].unparsed == "guess" else {"seed": None})}
-                      for r in (a, b))  # fmt: skip
+    rule_a, rule_b = (
+        {**r["scoring"].record(), **({} if r["scoring"].unparsed == "guess" else {"seed": None})} for r in (a, b)
+    )
     if rule_a != rule_b:
         fix = " ".join(f"eval.{k}={v}" for k, v in a["scoring"].record().items() if k != "seed")
         raise ConfigError(
@@ -108,19 +110,32 @@ def check_same_items(ids: list[str], a: dict[str, Any], b: dict[str, Any]) -> No
 def labelled_items(run: dict[str, Any], ids: list[str]) -> LabelledItems:
     """A run's answers on the shared labelled items `ids`, as the paired tests take them."""
     rows = [run["rows"][i] for i in ids]
-    return LabelledItems(np.asarray([answer_score(r, run["scoring"]) for r in rows]), [r.gold for r in rows],
-                         [counted_label(r, run["scoring"]) for r in rows], [r.scores for r in rows])  # fmt: skip
+    return LabelledItems(
+        np.asarray([answer_score(r, run["scoring"]) for r in rows]),
+        [r.gold for r in rows],
+        [counted_label(r, run["scoring"]) for r in rows],
+        [r.scores for r in rows],
+    )
 
 
-def _classification(lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int,
-                    level: float) -> tuple[dict[str, Difference], dict[str, Any] | None]:  # fmt: skip
+def _classification(
+    lab: list[str], a: dict[str, Any], b: dict[str, Any], resamples: int, seed: int, level: float
+) -> tuple[dict[str, Difference], dict[str, Any] | None]:
     """The label metrics' differences on the shared labelled items `lab`, and McNemar's test."""
     if not lab:
         return {}, None
     items_a, items_b = labelled_items(a, lab), labelled_items(b, lab)
     labels = list(a["metrics"].get("confusion_matrix", {}).get("rows") or [])
-    found = classification_differences(items_a, items_b, labels, _positive(a), resamples=resamples, seed=seed,
-                                       level=level, bins=int(a["metrics"].get("ece_bins") or 15))  # fmt: skip
+    found = classification_differences(
+        items_a,
+        items_b,
+        labels,
+        _positive(a),
+        resamples=resamples,
+        seed=seed,
+        level=level,
+        bins=int(a["metrics"].get("ece_bins") or 15),
+    )
     return found, mcnemar(items_a.score > 0, items_b.score > 0)
 
 
@@ -134,19 +149,25 @@ def check_same_explanation_scoring(a: dict[str, Any], b: dict[str, Any]) -> None
     for key in ("protocol", "explanation_scale"):
         if a["metrics"].get(key) != b["metrics"].get(key):
             protocol = str(a["metrics"].get("protocol"))  # coco_no_java: eval.protocol=coco eval.java=false
-            settings = (f"eval.protocol={protocol.removesuffix(NO_JAVA)}" +
-                        (" eval.java=false" if protocol.endswith(NO_JAVA) else ""))  # fmt: skip
-            raise ConfigError(f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
-                              f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
-                              f"stage=eval stage.run={b['dir']} {settings}")  # fmt: skip
+            settings = f"eval.protocol={protocol.removesuffix(NO_JAVA)}" + (
+                " eval.java=false" if protocol.endswith(NO_JAVA) else ""
+            )
+            raise ConfigError(
+                f"the runs' explanations were scored differently ({key} {a['metrics'].get(key)!r} in "
+                f"{a['dir']}, {b['metrics'].get(key)!r} in {b['dir']}): rescore one, e.g. vlx "
+                f"stage=eval stage.run={b['dir']} {settings}"
+            )
     model_a, model_b = (r["metrics"].get("bertscore", {}).get("model") for r in (a, b))
     if model_a != model_b:
-        raise ConfigError(f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
-                          "rescore one with the other's eval/bertscore")  # fmt: skip
+        raise ConfigError(
+            f"the runs' BERTScore models differ ({model_a} in {a['dir']}, {model_b} in {b['dir']}): "
+            "rescore one with the other's eval/bertscore"
+        )
 
 
-def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray,
-                  level: float) -> dict[str, Difference]:  # fmt: skip
+def _explanations(
+    ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray, level: float
+) -> dict[str, Difference]:
     """Every explanation metric of both runs on the shared scored items, resampled together."""
     from vlx.metrics.text import ExplanationItems
 
@@ -157,15 +178,23 @@ def _explanations(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: 
     pos = np.searchsorted(np.asarray(ids), np.asarray(shared))
     weights = counts[:, pos] if len(shared) < len(ids) else counts
     spice = bool(a["metrics"].get("evil_spice")) and bool(b["metrics"].get("evil_spice"))
-    items_a, items_b = (ExplanationItems.from_rows(r["metrics"]["protocol"], [r["items"][i] for i in shared], spice)
-                        for r in (a, b))  # fmt: skip
+    items_a, items_b = (
+        ExplanationItems.from_rows(r["metrics"]["protocol"], [r["items"][i] for i in shared], spice) for r in (a, b)
+    )
     right_a, right_b = (np.asarray([bool(r["items"][i]["correct"]) for i in shared]) for r in (a, b))
     labelled = a["metrics"].get("n_explained_correct") is not None and a["metrics"].get("accuracy") is not None
     return explanation_differences(items_a, items_b, right_a, right_b, weights, labelled=labelled, level=level)
 
 
-def _judge(ids: list[str], a: dict[str, Any], b: dict[str, Any], counts: np.ndarray, level: float,
-           judge: str | None, notes: list[str]) -> dict[str, Difference]:  # fmt: skip
+def _judge(
+    ids: list[str],
+    a: dict[str, Any],
+    b: dict[str, Any],
+    counts: np.ndarray,
+    level: float,
+    judge: str | None,
+    notes: list[str],
+) -> dict[str, Difference]:
     """The judge score (mean e-ViL verdict score) of both runs on the items both have verdicts for."""
     from vlx.judging.verdicts import judge_names, read_verdicts
 
@@ -198,28 +227,49 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     found.update(_judge(ids, a, b, counts, level, judge, notes))
     found.update(row_metric_differences([a["rows"][i] for i in ids], [b["rows"][i] for i in ids], counts, level))
     metrics = {k: d.to_json() for k, d in in_table_order(found, COMPARE).items()}
-    return {"a": str(run_a), "b": str(run_b), "task": a["metrics"].get("task"), "split": a["metrics"].get("split"),
-            "n_a": len(a["rows"]), "n_b": len(b["rows"]), "n_shared": len(ids),
-            "protocol": a["metrics"].get("protocol"), "resamples": resamples, "level": level, "seed": seed,
-            "method": METHOD, "metrics": metrics, "mcnemar": test, "notes": notes,
-            "settings_differences": manifest.pair_lines(run_a, run_b)}  # fmt: skip
+    return {
+        "a": str(run_a),
+        "b": str(run_b),
+        "task": a["metrics"].get("task"),
+        "split": a["metrics"].get("split"),
+        "n_a": len(a["rows"]),
+        "n_b": len(b["rows"]),
+        "n_shared": len(ids),
+        "protocol": a["metrics"].get("protocol"),
+        "resamples": resamples,
+        "level": level,
+        "seed": seed,
+        "method": METHOD,
+        "metrics": metrics,
+        "mcnemar": test,
+        "notes": notes,
+        "settings_differences": manifest.pair_lines(run_a, run_b),
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
     """comparison.md: one row per metric."""
     pct = f"{result['level']:.0%}"
-    lines = [f"# {result['b']} vs {result['a']} (baseline)", "",
-             f"{result['task']} {result['split'] or ''}: {result['n_shared']} shared items ({result['n_a']} in A, "
-             f"{result['n_b']} in B); {result['resamples']} paired bootstrap resamples, seed {result['seed']}.", "",
-             f"| metric | A | B | B - A | {pct} CI | p |", "|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    lines = [
+        f"# {result['b']} vs {result['a']} (baseline)",
+        "",
+        f"{result['task']} {result['split'] or ''}: {result['n_shared']} shared items ({result['n_a']} in A, "
+        f"{result['n_b']} in B); {result['resamples']} paired bootstrap resamples, seed {result['seed']}.",
+        "",
+        f"| metric | A | B | B - A | {pct} CI | p |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
     for key, m in result["metrics"].items():
         ci = f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]" if m["ci"] else ""
         p = f"{m['p_value']:.4f}" if m["p_value"] is not None else ""
         lines.append(f"| {key} | {m['a']:.4f} | {m['b']:.4f} | {m['difference']:+.4f} | {ci} | {p} |")
     if result["mcnemar"]:
         t = result["mcnemar"]
-        lines += ["", f"McNemar's exact test (accuracy): {t['only_a_right']} items only A gets right, "
-                  f"{t['only_b_right']} only B; p = {t['p_value']:.4g}."]  # fmt: skip
+        lines += [
+            "",
+            f"McNemar's exact test (accuracy): {t['only_a_right']} items only A gets right, "
+            f"{t['only_b_right']} only B; p = {t['p_value']:.4g}.",
+        ]
     lines += [f"- {note}" for note in result.get("notes", [])]
     if lower := lower_is_better(result["metrics"]):
         lines += ["", f"Lower is better for {', '.join(lower)}."]
@@ -308,8 +358,9 @@ def figure(result: dict[str, Any]) -> Any | None:
     ci_high = np.asarray([m["ci"][1] for _, m in rows], dtype=float)
     # errorbar wants distances from the point; an interval a rounding error off the point must not go negative
     low, high = np.maximum(diffs - ci_low, 0), np.maximum(ci_high - diffs, 0)
-    colors = ["#c44e52" if m["p_value"] is not None and m["p_value"] < 1 - result["level"] else "#4c72b0"
-              for _, m in rows]  # fmt: skip
+    colors = [
+        "#c44e52" if m["p_value"] is not None and m["p_value"] < 1 - result["level"] else "#4c72b0" for _, m in rows
+    ]
     for row, diff, lo, hi, color in zip(y, diffs, low, high, colors, strict=True):  # errorbar takes one colour
         ax.errorbar(diff, row, xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="grey", linewidth=0.8)
@@ -320,8 +371,9 @@ def figure(result: dict[str, Any]) -> Any | None:
     label_a, label_b, folder_a, folder_b = run_labels(Path(result["a"]), Path(result["b"]))
     where = "" if (label_a, label_b) == (folder_a, folder_b) else f"{folder_b} vs {folder_a}; "
     task = " ".join(str(v) for v in (result.get("task"), result.get("split")) if v)
-    ax.set_title(f"B: {label_b}  vs  A: {label_a} (baseline)\n{where}{task}, {result['n_shared']} shared items",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"B: {label_b}  vs  A: {label_a} (baseline)\n{where}{task}, {result['n_shared']} shared items", fontsize=9
+    )
     return fig
 
 

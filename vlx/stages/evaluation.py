@@ -42,6 +42,7 @@ from vlx.tracking import Tracker, tracking
 
 log = logging.getLogger(__name__)
 
+
 def check_settings(settings: dict[str, Any]) -> None:
     """The `eval` settings that a run would otherwise find wrong only when it scores, at its end."""
     from vlx.metrics.text import check_protocol
@@ -62,9 +63,7 @@ def task_info(run_dir: Path, cfg: DictConfig) -> RunInfo:
     return RunInfo(task=task.name, labels=tuple(task.labels), positive=task.positive)
 
 
-def evaluate(
-    run_dir: Path, info: RunInfo, settings: dict[str, Any], references: str | None = None
-) -> dict[str, Any]:
+def evaluate(run_dir: Path, info: RunInfo, settings: dict[str, Any], references: str | None = None) -> dict[str, Any]:
     """Scores a run's predictions; writes metrics.json and confusion_matrix.png into run_dir.
 
     Args:
@@ -93,19 +92,22 @@ def evaluate(
     if labelled and not labels:  # open answers (VQA-X): scored by eval.vqa_rule
         _add(metrics, notes, open_answer_scores(labelled, scoring, **boot))
     elif labelled:
-        _add(metrics, notes, label_scores(labelled, labels, positive, scoring, source=str(run.predictions_file),
-                                          **boot))  # fmt: skip
+        _add(
+            metrics, notes, label_scores(labelled, labels, positive, scoring, source=str(run.predictions_file), **boot)
+        )
         _plot_confusion_matrix(run_dir, info, metrics["confusion_matrix"])
-        _add(metrics, notes, calibration_scores(labelled, labels, positive,
-                                                bins=settings.get("calibration_bins", 15), **boot))  # fmt: skip
+        _add(
+            metrics,
+            notes,
+            calibration_scores(labelled, labels, positive, bins=settings.get("calibration_bins", 15), **boot),
+        )
         if "calibration" in metrics:
             _plot_reliability(run_dir, info, metrics["calibration"]["bins"])
     else:
         notes.append("no gold labels in the predictions: classification metrics skipped")
 
     # a task without gold labels (HatReD: every meme is hateful) has its explanations scored on all items (all_*)
-    *found, items = rows_explanation_scores(labelled or rows, refs, scoring, str(info.task), settings,
-                                            bool(labelled))  # fmt: skip
+    *found, items = rows_explanation_scores(labelled or rows, refs, scoring, str(info.task), settings, bool(labelled))
     _add(metrics, notes, found)
     if items:
         JsonlStore(run.explanation_items).rewrite(items)  # the per-item statistics, for stage=compare
@@ -161,12 +163,20 @@ def _human(
     judges = judge_names(run_dir)
     judge = read_verdicts(run_dir, judges[0]) if len(judges) == 1 else None
     scoring = Scoring.from_settings(metrics["task"], settings)
-    out = human_metrics(ratings, {r.id: is_correct(r, scoring=scoring) for r in rows}, judge=judge,
-                        item_metrics=run_item_metrics(run.explanation_items, metrics), resamples=settings["resamples"],
-                        level=settings["level"], seed=settings["seed"])  # fmt: skip
-    notes.append(f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "
-                 "e-ViL's S_E (mean of yes 1, weak yes 2/3, weak no 1/3, no 0 over the rated items whose label is "
-                 "right, raters averaged per item)")  # fmt: skip
+    out = human_metrics(
+        ratings,
+        {r.id: is_correct(r, scoring=scoring) for r in rows},
+        judge=judge,
+        item_metrics=run_item_metrics(run.explanation_items, metrics),
+        resamples=settings["resamples"],
+        level=settings["level"],
+        seed=settings["seed"],
+    )
+    notes.append(
+        f"human ratings: {out['human_ratings']} by {len(out['human_raters'])} raters; human_score is "
+        "e-ViL's S_E (mean of yes 1, weak yes 2/3, weak no 1/3, no 0 over the rated items whose label is "
+        "right, raters averaged per item)"
+    )
     return out
 
 

@@ -123,8 +123,11 @@ def build_model(cfg: DictConfig) -> Any:
     # non-reentrant checkpointing: the reentrant kind breaks DDP's gradient hooks for LoRA
     checkpointing = {"use_reentrant": False}
     if quantization is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.finetune.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs=checkpointing)  # fmt: skip
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.finetune.gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
     elif cfg.finetune.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
@@ -151,8 +154,10 @@ def get_peft_model_or_explain(get_peft_model: Any, model: Any, lora: Any) -> Any
     try:
         return get_peft_model(model, lora)
     except NoMatchingPeftModuleError:
-        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                        if isinstance(module, torch.nn.Linear)} - {"lm_head"})  # fmt: skip
+        names = sorted(
+            {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+            - {"lm_head"}
+        )
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
         raise ConfigError(
             f"lora.target_modules={lora.target_modules!r} matches no module of {type(model).__name__}: name some of "
@@ -206,8 +211,16 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     items = training_items(task.load().examples, ft.target, task.instruction, only, answer=task.answer)
     processes = distributed.world_size()
     per_device, accumulation = split_batch(ft.per_device_batch_size, ft.gradient_accumulation_steps, processes)
-    log.info("fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
-             len(items), task.name, task.split, ft.target, processes, per_device, accumulation)  # fmt: skip
+    log.info(
+        "fine-tuning on %d items of %s/%s, target %s; %d process(es) x micro-batch %d x accumulation %d",
+        len(items),
+        task.name,
+        task.split,
+        ft.target,
+        processes,
+        per_device,
+        accumulation,
+    )
     main = distributed.is_main()
     logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger and main else None
     arguments = trainer_arguments(ft, per_device, accumulation, checkpoints, cfg.seed, report=bool(logger_cfg))
@@ -222,14 +235,19 @@ def train(cfg: DictConfig, out: Path, profile: tuple[int, int] | None) -> dict[s
     with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
         args = one_gpu_per_process(TrainingArguments(**arguments))
         trainer = StatsTrainer(
-            model=adapter.model, args=args, train_dataset=items,
+            model=adapter.model,
+            args=args,
+            train_dataset=items,
             data_collator=Collator(adapter, target_logits_only=ft.target_logits_only),
             samples_per_step=per_device * accumulation * processes,
-        )  # fmt: skip
+        )
         if ft.get("fsdp") and not trainer.is_fsdp_enabled:
-            log.warning("finetune.fsdp=%r is not applied: accelerate shards with FSDP on GPUs only, so this run (%s) "
-                        "keeps a full copy of the model per process, as DDP does", ft.fsdp,
-                        trainer.accelerator.distributed_type.value)  # fmt: skip
+            log.warning(
+                "finetune.fsdp=%r is not applied: accelerate shards with FSDP on GPUs only, so this run (%s) "
+                "keeps a full copy of the model per process, as DDP does",
+                ft.fsdp,
+                trainer.accelerator.distributed_type.value,
+            )
         if profile:
             suffix = f".rank{distributed.rank()}" if processes > 1 else ""
             trainer.add_callback(StepProfiler(*profile, out, suffix=suffix))

@@ -82,16 +82,25 @@ def build_shot_selector(cfg: DictConfig, task: Task) -> ShotSelector | None:
         )
     pool = instantiate(cfg.task, split=fewshot.split, limit=None).examples()
     if not any(ex.explanations for ex in pool):
-        log.info("the %s pool has no explanations: demonstrations show the label alone (add task.references)",
-                 fewshot.split)  # fmt: skip
+        log.info(
+            "the %s pool has no explanations: demonstrations show the label alone (add task.references)", fewshot.split
+        )
     correct = None
     if strategy == "from_correct" and fewshot.source is not None:
         correct = correct_ids_from_predictions(fewshot.source)
     log.info("few-shot: k=%d, strategy %s, pool %s (%d items)", k, strategy, fewshot.split, len(pool))
     return ShotSelector(
-        pool, task.labels, k, strategy, seed=fewshot.seed, per_query=fewshot.per_query, correct_ids=correct,
-        ids=list(fewshot.ids), balanced=fewshot.balanced, embed=minilm_embedder() if strategy == "similar" else None,
-    )  # fmt: skip
+        pool,
+        task.labels,
+        k,
+        strategy,
+        seed=fewshot.seed,
+        per_query=fewshot.per_query,
+        correct_ids=correct,
+        ids=list(fewshot.ids),
+        balanced=fewshot.balanced,
+        embed=minilm_embedder() if strategy == "similar" else None,
+    )
 
 
 def in_dataset_order(rows: list[Prediction], examples: list[Example]) -> list[Prediction]:
@@ -201,8 +210,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with tracking(logger_cfg, resolved_config(cfg), name=out.name) as tracker:
             start = time.perf_counter()
             done_before = len(split.examples) - everyone
-            loop = (predict(cfg, task, todo, shard, selector, len(split.examples), done_before, out, split.examples[0])
-                    if todo else None)  # fmt: skip
+            loop = (
+                predict(cfg, task, todo, shard, selector, len(split.examples), done_before, out, split.examples[0])
+                if todo
+                else None
+            )
             if parallel():
                 distributed.barrier()  # every rank has finished its share
                 if not distributed.is_main():
@@ -224,8 +236,10 @@ def build_task(cfg: DictConfig) -> Task:
     """The task of `cfg.task`, refused where the decoding cannot answer it (scores need labels)."""
     task: Task = instantiate(cfg.task)
     if task.open_answers and cfg.decode != "generate":
-        raise ConfigError(f"decode={cfg.decode}: task {task.name!r} has open answers (task.labels is empty), so "
-                          f"there are no labels to score; use decode=generate")  # fmt: skip
+        raise ConfigError(
+            f"decode={cfg.decode}: task {task.name!r} has open answers (task.labels is empty), so "
+            f"there are no labels to score; use decode=generate"
+        )
     return task
 
 
@@ -250,8 +264,9 @@ def load_model(cfg: DictConfig, task: Task) -> VLMAdapter:
     """The adapter of `cfg.model`, quantized as `cfg.quant` says (`load_adapter` refuses a family that cannot take
     the shots), with a warning where the task's prompt is not the one an adapter was trained with."""
     # partial first: Hydra would turn the BitsAndBytesConfig (a dataclass) into a config node
-    model: VLMAdapter = instantiate(cfg.model, _partial_=True)(quantization=build_quantization(cfg.quant),
-                                                               shots=cfg.shots)  # fmt: skip
+    model: VLMAdapter = instantiate(cfg.model, _partial_=True)(
+        quantization=build_quantization(cfg.quant), shots=cfg.shots
+    )
     check_trained_prompt(model.trained_prompt, task.prompt)
     return model
 
@@ -270,24 +285,49 @@ def predict(
     """Loads the model, records its manifest in `out` (or checks it against the one of the rows already there),
     and appends a prediction row per item of `todo` to `shard`, batch by batch. `first`: the split's first item,
     whose rendered prompt the manifest holds."""
-    log.info("model %s (%s), %d items to run%s", cfg.model.checkpoint, cfg.model._target_, len(todo),
-             f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "")  # fmt: skip
+    log.info(
+        "model %s (%s), %d items to run%s",
+        cfg.model.checkpoint,
+        cfg.model._target_,
+        len(todo),
+        f" (rank {distributed.rank()} of {distributed.world_size()})" if parallel() else "",
+    )
     model = load_model(cfg, task)
     # what the outputs depend on, as loaded (weights, resolved dtype, the rendered prompt): recorded, or compared
     # with the record of the predictions already made
-    check_manifest(out, infer_manifest(cfg, model, task, selector, first), done_before > 0,
-                   f"stage.resume={cfg.stage.resume}" if cfg.stage.get("resume") else str(out))  # fmt: skip
+    check_manifest(
+        out,
+        infer_manifest(cfg, model, task, selector, first),
+        done_before > 0,
+        f"stage.resume={cfg.stage.resume}" if cfg.stage.get("resume") else str(out),
+    )
     settings = LoopSettings(
-        decode=cfg.decode, generation=plain_dict(cfg.generation, "generation"), batch_size=cfg.batch_size,
-        batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers, on_bad_image=task.on_bad_image,
-        selector=selector, demo_image_size=cfg.fewshot.demo_image_size,
-    )  # fmt: skip
+        decode=cfg.decode,
+        generation=plain_dict(cfg.generation, "generation"),
+        batch_size=cfg.batch_size,
+        batching=cfg.batching,
+        seed=cfg.seed,
+        workers=cfg.loader_workers,
+        on_bad_image=task.on_bad_image,
+        selector=selector,
+        demo_image_size=cfg.fewshot.demo_image_size,
+    )
 
     def row(answer: Answer) -> Prediction:
         return prediction(task, answer.example, answer.text, answer.demos, answer.scores)
 
-    return run_batches(model, task, todo, shard, row, settings, desc=f"infer {task.name}/{task.split}",
-                       total=total, done_before=done_before, rows_name="predictions")  # fmt: skip
+    return run_batches(
+        model,
+        task,
+        todo,
+        shard,
+        row,
+        settings,
+        desc=f"infer {task.name}/{task.split}",
+        total=total,
+        done_before=done_before,
+        rows_name="predictions",
+    )
 
 
 def finish_predictions(out: Path, store: JsonlStore, examples: list[Example], task: Task) -> list[Prediction]:
@@ -309,9 +349,15 @@ def log_done(summary: dict[str, Any], out: Path) -> None:
     rate = "n/a" if summary["items_per_s"] is None else f"{summary['items_per_s']:.2f}"
     log.info(
         "done: %d items, %.1f%% parsed, accuracy %s, %s items/s, %s prompt tokens/item (%s image), %d skipped: %s",
-        summary["items"], 100 * summary["parsed"], accuracy, rate, _mean(summary, "prompt_tokens_mean"),
-        _mean(summary, "image_tokens_mean"), summary["skipped"], out,
-    )  # fmt: skip
+        summary["items"],
+        100 * summary["parsed"],
+        accuracy,
+        rate,
+        _mean(summary, "prompt_tokens_mean"),
+        _mean(summary, "image_tokens_mean"),
+        summary["skipped"],
+        out,
+    )
 
 
 def evaluate_run(cfg: DictConfig, task: Task, out: Path, tracker: Tracker) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def judge_model(cfg: DictConfig) -> DictConfig:
     node = cfg.judge_model
     if missing := sorted(OmegaConf.missing_keys(node)):
         key = missing[0]  # the full key: judge_model.checkpoint
-        raise ConfigError(f"judge_model={judge_option(cfg)}: {key} is not set; add {key}=... to the command (e.g. "
-                          f"judge_model.checkpoint=<hub id or folder> for judge_model=hf)")  # fmt: skip
+        raise ConfigError(
+            f"judge_model={judge_option(cfg)}: {key} is not set; add {key}=... to the command (e.g. "
+            f"judge_model.checkpoint=<hub id or folder> for judge_model=hf)"
+        )
     return node
 
 
@@ -158,9 +160,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary, verdicts = judge_run(cfg, run_path, folder, name, model_cfg, rows, info)
         tracker.log_summary(summary)
         by_id = {r.id: r for r in rows}
-        tracker.log_table("judge_verdicts", TABLE_COLUMNS, [
-            [v.id, by_id[v.id].text, by_id[v.id].gold, v.pred, v.explanation, v.verdict, v.score, v.raw]
-            for v in verdicts])  # fmt: skip
+        tracker.log_table(
+            "judge_verdicts",
+            TABLE_COLUMNS,
+            [
+                [v.id, by_id[v.id].text, by_id[v.id].gold, v.pred, v.explanation, v.verdict, v.score, v.raw]
+                for v in verdicts
+            ],
+        )
     return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -168,8 +175,15 @@ def output_config(cfg: DictConfig, name: str, model_cfg: DictConfig, prompt: str
     """What makes the verdicts (judge_config.json): a stopped judge run continues only with the same."""
     model = {k: v for k, v in plain_dict(model_cfg, "judge_model").items() if k not in NEUTRAL_MODEL_KEYS}
     quant = plain_dict(cfg.quant, "quant") if cfg.quant else None
-    return {"judge": name, "prompt_version": JUDGE_PROMPT_VERSION, "prompt": prompt, "decode": cfg.stage.decode,
-            "max_new_tokens": cfg.stage.max_new_tokens, "judge_model": model, "quant": quant}  # fmt: skip
+    return {
+        "judge": name,
+        "prompt_version": JUDGE_PROMPT_VERSION,
+        "prompt": prompt,
+        "decode": cfg.stage.decode,
+        "max_new_tokens": cfg.stage.max_new_tokens,
+        "judge_model": model,
+        "quant": quant,
+    }
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -181,18 +195,22 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_continuable(run: RunDir, name: str, done: list[Verdict], current: dict[str, Any],
-                      predictions: dict[str, Prediction]) -> None:  # fmt: skip
+def check_continuable(
+    run: RunDir, name: str, done: list[Verdict], current: dict[str, Any], predictions: dict[str, Prediction]
+) -> None:
     """Refuses to add verdicts to a file made by another judge, prompt or setting, or of other predictions.
 
     Raises:
         ConfigError: the differences, and what to do.
     """
     folder, verdicts = run.judge_dir(name), run.verdicts_file(name)
-    remedy = (f"judge with the same settings, write the new verdicts under another name with "
-              f"stage.judge_name=<name>, or delete {folder} to judge again")  # fmt: skip
-    other = next((r for r in done if r.prompt_version != current["prompt_version"]
-                  or r.judge != current["judge"]), None)  # fmt: skip
+    remedy = (
+        f"judge with the same settings, write the new verdicts under another name with "
+        f"stage.judge_name=<name>, or delete {folder} to judge again"
+    )
+    other = next(
+        (r for r in done if r.prompt_version != current["prompt_version"] or r.judge != current["judge"]), None
+    )
     if other is not None:
         raise ConfigError(
             f"{verdicts} holds verdicts of judge {other.judge!r} with prompt version "
@@ -202,30 +220,56 @@ def check_continuable(run: RunDir, name: str, done: list[Verdict], current: dict
     path = run.judge_config_file(name)
     if done and path.is_file():  # (a run that stopped before its first verdict left nothing to continue)
         saved, now = _flat(read_json(path, "written when the judging began")), _flat(current)
-        diff = [("prompt: its text differs (see prompt.txt)" if k == "prompt" else
-                 f"{k}: {saved.get(k)!r} (saved) vs {now.get(k)!r} (now)")
-                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]  # fmt: skip
+        diff = [
+            (
+                "prompt: its text differs (see prompt.txt)"
+                if k == "prompt"
+                else f"{k}: {saved.get(k)!r} (saved) vs {now.get(k)!r} (now)"
+            )
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        ]
         if diff:
-            raise ConfigError(f"{folder} holds verdicts made with other settings, so they cannot be continued: "
-                              + "; ".join(diff) + f". To go on: {remedy}")  # fmt: skip
+            raise ConfigError(
+                f"{folder} holds verdicts made with other settings, so they cannot be continued: "
+                + "; ".join(diff)
+                + f". To go on: {remedy}"
+            )
     now = {i: (r.pred, r.explanation) for i, r in predictions.items()}
     changed = [r.id for r in done if now.get(r.id) != (r.pred, r.explanation)]
     if changed:
         shown = ", ".join(map(str, changed[:5])) + (", ..." if len(changed) > 5 else "")
-        raise ConfigError(f"{verdicts} judged predictions that are no longer the run's ({len(changed)} "
-                          f"items: {shown}); delete {folder} to judge the run's predictions again")  # fmt: skip
+        raise ConfigError(
+            f"{verdicts} judged predictions that are no longer the run's ({len(changed)} "
+            f"items: {shown}); delete {folder} to judge the run's predictions again"
+        )
 
 
-def verdict(item: Prediction, name: str, answer: str | None, probs: dict[str, float] | None = None,
-            said: str | None = None, note: str | None = None) -> Verdict:  # fmt: skip
+def verdict(
+    item: Prediction,
+    name: str,
+    answer: str | None,
+    probs: dict[str, float] | None = None,
+    said: str | None = None,
+    note: str | None = None,
+) -> Verdict:
     """The judge's verdict on `item`: read from the judge's `answer` (or `said`, for items not put to it), its
     e-ViL score, the raw answer, and what was judged."""
     if answer is not None:
         said = parse_verdict(answer)
-    return Verdict(id=item.id, verdict=said, score=item_score(said), raw=answer,
-                   correct=is_correct(item) if item.gold is not None else None, pred=item.pred,
-                   explanation=item.explanation, judge=name, prompt_version=JUDGE_PROMPT_VERSION, probs=probs,
-                   note=note)  # fmt: skip
+    return Verdict(
+        id=item.id,
+        verdict=said,
+        score=item_score(said),
+        raw=answer,
+        correct=is_correct(item) if item.gold is not None else None,
+        pred=item.pred,
+        explanation=item.explanation,
+        judge=name,
+        prompt_version=JUDGE_PROMPT_VERSION,
+        probs=probs,
+        note=note,
+    )
 
 
 def unasked(item: Prediction, name: str) -> Verdict | None:
@@ -241,9 +285,14 @@ def unasked(item: Prediction, name: str) -> Verdict | None:
 def as_example(item: Prediction, line: int, source: Path) -> Example:
     """A prediction as the item the judge is asked about: its image and text, the label and explanation as fields of
     the judge's prompt."""
-    return Example(id=item.id, image=Path(str(item.image)), text=item.text or "", label=None,
-                   source=f"{source}:{line}", fields=(("pred", str(item.pred)),
-                                                      ("explanation", str(item.explanation).strip())))  # fmt: skip
+    return Example(
+        id=item.id,
+        image=Path(str(item.image)),
+        text=item.text or "",
+        label=None,
+        source=f"{source}:{line}",
+        fields=(("pred", str(item.pred)), ("explanation", str(item.explanation).strip())),
+    )
 
 
 def judge_run(
@@ -270,21 +319,39 @@ def judge_run(
         store.append(rules)
     loop = ask(cfg, name, model, prompt, store, todo, rows) if model is not None else LoopResult()
     ordered = finish_verdicts(store, rows)
-    summary = summarize(as_eval(ordered, rows, cfg, info), cfg, name, model_cfg, info, kind, len(todo), loop.seconds,
-                        skipped + loop.skipped)  # fmt: skip
+    summary = summarize(
+        as_eval(ordered, rows, cfg, info),
+        cfg,
+        name,
+        model_cfg,
+        info,
+        kind,
+        len(todo),
+        loop.seconds,
+        skipped + loop.skipped,
+    )
     if loop.batch_size is not None:
         summary["batch_size"] = loop.batch_size
     run.write_judge_results(name, summary)
     score = "n/a" if summary["judge_score"] is None else f"{summary['judge_score']:.3f}"
-    log.info("judge %s: judge_score %s on %d correctly labelled items, all_judge_score %s on %d; %d unparsed; %s",
-             name, score, summary["judge_n"], _fmt(summary["all_judge_score"]), summary["all_judge_n"],
-             summary["unparsed"], folder)  # fmt: skip
+    log.info(
+        "judge %s: judge_score %s on %d correctly labelled items, all_judge_score %s on %d; %d unparsed; %s",
+        name,
+        score,
+        summary["judge_n"],
+        _fmt(summary["all_judge_score"]),
+        summary["all_judge_n"],
+        summary["unparsed"],
+        folder,
+    )
     return summary, ordered
 
 
 # what to do about a judged item whose image is missing or undecodable
-BAD_IMAGE_REMEDY = ("The judge needs the images the run predicted on: put them back at that path, or run with "
-                    "task.on_bad_image=skip to leave such items unjudged")  # fmt: skip
+BAD_IMAGE_REMEDY = (
+    "The judge needs the images the run predicted on: put them back at that path, or run with "
+    "task.on_bad_image=skip to leave such items unjudged"
+)
 
 
 def open_verdicts(run: RunDir, name: str, current: dict[str, Any], rows: list[Prediction]) -> JsonlStore:
@@ -327,28 +394,49 @@ def load_judge(cfg: DictConfig, name: str, model_cfg: DictConfig, items: int) ->
 def judge_task(name: str, prompt: str) -> Task:
     """The judge's question as a task: its prompt is the question about each item, its labels the four verdicts,
     each answered as ANSWER_TEXTS writes it (what decode=score scores)."""
-    questions = Task(name=f"judge-{name}", split="verdicts", labels=VERDICTS, prompt=prompt,
-                     answer="{Label} {explanation}")  # fmt: skip
+    questions = Task(
+        name=f"judge-{name}", split="verdicts", labels=VERDICTS, prompt=prompt, answer="{Label} {explanation}"
+    )
     assert all(questions.label_text(v) == ANSWER_TEXTS[v] for v in VERDICTS)
     return questions
 
 
-def ask(cfg: DictConfig, name: str, model: VLMAdapter, prompt: str, store: JsonlStore, todo: list[Example],
-        rows: list[Prediction]) -> LoopResult:  # fmt: skip
+def ask(
+    cfg: DictConfig,
+    name: str,
+    model: VLMAdapter,
+    prompt: str,
+    store: JsonlStore,
+    todo: list[Example],
+    rows: list[Prediction],
+) -> LoopResult:
     """Puts `todo` to the judge batch by batch, appending each batch's verdicts to `store` (greedy: one answer)."""
     by_id = {r.id: r for r in rows}
     settings = LoopSettings(
-        decode=cfg.stage.decode, generation={"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)},
-        batch_size=cfg.batch_size, batching=cfg.batching, seed=cfg.seed, workers=cfg.loader_workers,
+        decode=cfg.stage.decode,
+        generation={"do_sample": False, "max_new_tokens": int(cfg.stage.max_new_tokens)},
+        batch_size=cfg.batch_size,
+        batching=cfg.batching,
+        seed=cfg.seed,
+        workers=cfg.loader_workers,
         on_bad_image=cfg.task.get("on_bad_image", "fail"),
-    )  # fmt: skip
+    )
 
     def row(answer: Answer) -> Verdict:
         return verdict(by_id[answer.example.id], name, answer.text, answer.scores)
 
-    return run_batches(model, judge_task(name, prompt), todo, store, row, settings, desc=f"judge {name}",
-                       total=len(rows), in_this_run="answered by the judge in this run",
-                       rows_name="verdicts")  # fmt: skip
+    return run_batches(
+        model,
+        judge_task(name, prompt),
+        todo,
+        store,
+        row,
+        settings,
+        desc=f"judge {name}",
+        total=len(rows),
+        in_this_run="answered by the judge in this run",
+        rows_name="verdicts",
+    )
 
 
 def finish_verdicts(store: JsonlStore, rows: list[Prediction]) -> list[Verdict]:
@@ -367,13 +455,23 @@ def as_eval(verdicts: list[Verdict], rows: list[Prediction], cfg: DictConfig, in
     settings = plain_dict(cfg.eval, "eval")
     scoring = Scoring.from_settings(str(info.task or cfg.task.name), settings)
     by_id = {r.id: r for r in rows}
-    return [replace(v, correct=is_correct(by_id[v.id], scoring=scoring)) if v.correct is not None
-            and v.id in by_id else v for v in verdicts]  # fmt: skip
+    return [
+        replace(v, correct=is_correct(by_id[v.id], scoring=scoring)) if v.correct is not None and v.id in by_id else v
+        for v in verdicts
+    ]
 
 
-def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: DictConfig,
-              info: RunInfo, kind: str, asked_now: int, seconds: float,
-              skipped: list[dict[str, str]]) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    verdicts: list[Verdict],
+    cfg: DictConfig,
+    name: str,
+    model_cfg: DictConfig,
+    info: RunInfo,
+    kind: str,
+    asked_now: int,
+    seconds: float,
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
     """judge.json: the scores with their intervals, the counts, the judge and the prompt, throughput."""
     settings = plain_dict(cfg.eval, "eval")
     asked = [r for r in verdicts if r.raw is not None]
@@ -382,11 +480,15 @@ def summarize(verdicts: list[Verdict], cfg: DictConfig, name: str, model_cfg: Di
     spec = plain_dict(model_cfg, "judge_model")
     notes = []
     if unparsed:
-        notes.append(f"{len(unparsed)} of {len(asked)} answers say no verdict that vlx can read: they are left out "
-                     f"of the scores (their raw text is in {RunDir.VERDICTS})")  # fmt: skip
+        notes.append(
+            f"{len(unparsed)} of {len(asked)} answers say no verdict that vlx can read: they are left out "
+            f"of the scores (their raw text is in {RunDir.VERDICTS})"
+        )
     if not any(r.correct is not None for r in verdicts):
-        notes.append("no gold labels: judge_score (correctly labelled items, e-ViL's S_E) is undefined; "
-                     "all_judge_score covers every judged item")  # fmt: skip
+        notes.append(
+            "no gold labels: judge_score (correctly labelled items, e-ViL's S_E) is undefined; "
+            "all_judge_score covers every judged item"
+        )
     empty = sum((r.note or "").startswith("empty explanation") for r in verdicts)
     if empty:
         notes.append(f"{empty} items have an empty explanation: scored no without asking the judge")

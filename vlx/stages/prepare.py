@@ -46,12 +46,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     release = plain_dict(node, "task.release") if node is not None else {}
     splits = list(cfg.stage.get("splits") or release.get("splits") or [cfg.task.split])
     if not release:
-        log.info("task %r has no known official release: checking its files, columns, labels, ids and images only "
-                 "(no row counts or checksums to compare), split%s %s", cfg.task.name, "s" * (len(splits) > 1),
-                 ", ".join(map(str, splits)))  # fmt: skip
+        log.info(
+            "task %r has no known official release: checking its files, columns, labels, ids and images only "
+            "(no row counts or checksums to compare), split%s %s",
+            cfg.task.name,
+            "s" * (len(splits) > 1),
+            ", ".join(map(str, splits)),
+        )
     reports = [check_split(task_from_config(cfg.task, split=split), release) for split in splits]
-    result = {"task": cfg.task.name, "release_known": bool(release), "where": release.get("where"),
-              "splits": reports, "ok": all(r["ok"] for r in reports)}  # fmt: skip
+    result = {
+        "task": cfg.task.name,
+        "release_known": bool(release),
+        "where": release.get("where"),
+        "splits": reports,
+        "ok": all(r["ok"] for r in reports),
+    }
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "prepare.json", result)
@@ -68,8 +77,16 @@ def check_split(task: Task, release: dict[str, Any]) -> dict[str, Any]:
     the problems found, each with what to do."""
     expected = ((release.get("splits") or {}).get(task.split) or {}).get("rows")
     checksums = release.get("sha256") or {}
-    report: dict[str, Any] = {"split": task.split, "files": [], "rows": None, "expected_rows": expected,
-                              "images": 0, "images_missing": 0, "images_broken": 0, "problems": []}  # fmt: skip
+    report: dict[str, Any] = {
+        "split": task.split,
+        "files": [],
+        "rows": None,
+        "expected_rows": expected,
+        "images": 0,
+        "images_missing": 0,
+        "images_broken": 0,
+        "problems": [],
+    }
     problems: list[str] = report["problems"]
     for path in task.files():
         entry: dict[str, Any] = {"path": str(path), "present": path.is_file(), "sha256": None, "checksum": "unknown"}
@@ -77,8 +94,10 @@ def check_split(task: Task, release: dict[str, Any]) -> dict[str, Any]:
             entry["sha256"] = sha256(path)
             entry["checksum"] = "ok" if entry["sha256"] == checksums[path.name] else "mismatch"
             if entry["checksum"] == "mismatch":
-                problems.append(f"{path}: sha256 {entry['sha256']} is not the release's {checksums[path.name]}; "
-                                f"the file is damaged or another version: get it again")  # fmt: skip
+                problems.append(
+                    f"{path}: sha256 {entry['sha256']} is not the release's {checksums[path.name]}; "
+                    f"the file is damaged or another version: get it again"
+                )
         report["files"].append(entry)
     try:
         examples = task.examples()
@@ -91,8 +110,9 @@ def check_split(task: Task, release: dict[str, Any]) -> dict[str, Any]:
     if repeated:
         problems.append(repeated)
     if expected is not None and task.limit is None and len(examples) != expected:
-        problems.append(f"{len(examples)} items where the release has {expected}: a partial or other version of "
-                        f"the data")  # fmt: skip
+        problems.append(
+            f"{len(examples)} items where the release has {expected}: a partial or other version of the data"
+        )
     paths = list(dict.fromkeys(ex.image for ex in examples))
     found = image_problems(paths, min_for_bar=1)
     missing = [p for p, why in found.items() if why is not None and why.startswith("missing")]
@@ -100,12 +120,16 @@ def check_split(task: Task, release: dict[str, Any]) -> dict[str, Any]:
     report.update(images=len(paths), images_missing=len(missing), images_broken=len(broken))
     if missing:
         named = ", ".join(str(p) for p in missing[:NAMED_IMAGES]) + (", ..." if len(missing) > NAMED_IMAGES else "")
-        problems.append(f"{len(missing)} of {len(paths)} images are missing ({named}); check the image folder "
-                        f"setting (task.image_dir / task.data_dir)")  # fmt: skip
+        problems.append(
+            f"{len(missing)} of {len(paths)} images are missing ({named}); check the image folder "
+            f"setting (task.image_dir / task.data_dir)"
+        )
     if broken:
         named = "; ".join(f"{p}: {found[p]}" for p in broken[:NAMED_IMAGES])
-        problems.append(f"{len(broken)} of {len(paths)} images do not decode ({named}); get them again, or run "
-                        f"with task.on_bad_image=skip")  # fmt: skip
+        problems.append(
+            f"{len(broken)} of {len(paths)} images do not decode ({named}); get them again, or run "
+            f"with task.on_bad_image=skip"
+        )
     report["ok"] = not problems
     return report
 
@@ -143,8 +167,18 @@ def format_reports(reports: list[dict[str, Any]]) -> str:
     for r in reports:
         sums = {f["checksum"] for f in r["files"]} or {"unknown"}
         checksum = "mismatch" if "mismatch" in sums else "ok" if sums == {"ok"} else "unknown"
-        lines.append((r["split"], _n(r["rows"]), _n(r["expected_rows"]), str(r["images"]), str(r["images_missing"]),
-                      str(r["images_broken"]), checksum, "ok" if r["ok"] else "INCOMPLETE"))  # fmt: skip
+        lines.append(
+            (
+                r["split"],
+                _n(r["rows"]),
+                _n(r["expected_rows"]),
+                str(r["images"]),
+                str(r["images_missing"]),
+                str(r["images_broken"]),
+                checksum,
+                "ok" if r["ok"] else "INCOMPLETE",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 

@@ -117,8 +117,14 @@ def judge_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     several = any(sum(k.startswith("judge.") and k.endswith(".judge_score") for k in r) > 1 for r in rows)
     if not several:
         return []
-    names = sorted({k[len("judge.") : -len(".judge_score")] for r in rows for k in r
-                    if k.startswith("judge.") and k.endswith(".judge_score")})  # fmt: skip
+    names = sorted(
+        {
+            k[len("judge.") : -len(".judge_score")]
+            for r in rows
+            for k in r
+            if k.startswith("judge.") and k.endswith(".judge_score")
+        }
+    )
     return [(f"Judge S_E ({name})", f"judge.{name}.judge_score") for name in names]
 
 
@@ -159,8 +165,11 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"{r.get('run.task')}/{r.get('run.model')}/k={r.get('run.shots')}" for r in rows
-             if isinstance(r.get(metric), MetricValue) and r[metric].value is not None]  # fmt: skip
+    names = [
+        f"{r.get('run.task')}/{r.get('run.model')}/k={r.get('run.shots')}"
+        for r in rows
+        if isinstance(r.get(metric), MetricValue) and r[metric].value is not None
+    ]
     values = [v.value for v in have]
     errors = None
     if all(v.interval for v in have):
@@ -176,8 +185,9 @@ def plot_metric(rows: list[dict[str, Any]], metric: str, out: Path) -> Path | No
     return path
 
 
-def against_baseline(rows: list[dict[str, Any]], baseline: Path, metrics: list[str], settings: dict[str, Any],
-                     out: Path) -> list[str]:  # fmt: skip
+def against_baseline(
+    rows: list[dict[str, Any]], baseline: Path, metrics: list[str], settings: dict[str, Any], out: Path
+) -> list[str]:
     """Compares every scored run with the baseline; adds a "vs baseline" cell per metric to its row.
 
     Returns:
@@ -243,8 +253,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
     complete = sum(r["status"] == "ok" for r in rows)
     failed = sum(bool(r.get("failed")) for r in rows)
-    log.info("report of %d runs (%d scored, %d failed) -> %s, %s, %d plots\n%s", len(rows), complete, failed, md,
-             csv_path, len(plots), md.read_text() + differ)  # fmt: skip
+    log.info(
+        "report of %d runs (%d scored, %d failed) -> %s, %s, %d plots\n%s",
+        len(rows),
+        complete,
+        failed,
+        md,
+        csv_path,
+        len(plots),
+        md.read_text() + differ,
+    )
     logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
         every = columns(judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])

@@ -38,8 +38,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        raise ConfigError(f"review.host={host} review.port={port}: cannot listen there ({err.strerror}); choose "
-                          "another port (review.port=0 takes any free one)") from err  # fmt: skip
+        raise ConfigError(
+            f"review.host={host} review.port={port}: cannot listen there ({err.strerror}); choose "
+            "another port (review.port=0 takes any free one)"
+        ) from err
     sock.listen(128)
     return sock
 
@@ -51,16 +53,20 @@ def check_host(host: Any) -> str:
 
     text = "" if host is None else str(host).strip()
     if not text:
-        raise ConfigError("review.host is empty: name the address to listen on (127.0.0.1, the default, for this "
-                          "machine only; 0.0.0.0 for every interface)")  # fmt: skip
+        raise ConfigError(
+            "review.host is empty: name the address to listen on (127.0.0.1, the default, for this "
+            "machine only; 0.0.0.0 for every interface)"
+        )
     try:
         loopback = ipaddress.ip_address(text.strip("[]")).is_loopback
     except ValueError:
         loopback = text.lower() == "localhost"
     if not loopback:
-        log.warning("review.host=%s: the page and every rating are reachable from other machines on the network (no "
-                    "password); use review.host=127.0.0.1 (an SSH tunnel reaches it) unless the network is trusted",
-                    text)  # fmt: skip
+        log.warning(
+            "review.host=%s: the page and every rating are reachable from other machines on the network (no "
+            "password); use review.host=127.0.0.1 (an SSH tunnel reaches it) unless the network is trusted",
+            text,
+        )
     return text.strip("[]")
 
 
@@ -78,14 +84,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = RunDir.find(cfg.stage.run, "stage.run").path
     check_idle(run_dir)  # not while an infer run still writes the predictions (nor eval its scores)
     start = time.perf_counter()
-    review = data.load(run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced,
-                       judge=settings.judge)  # fmt: skip
+    review = data.load(
+        run_dir, sample=settings.sample, seed=settings.seed, balanced=settings.balanced, judge=settings.judge
+    )
     sock = bind(bind_host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     url = f"http://{shown}:{port}/"
-    log.info("review of %s: %d items (%d to rate), loaded in %.2f s", run_dir, len(review.rows), len(review.sample),
-             time.perf_counter() - start)  # fmt: skip
+    log.info(
+        "review of %s: %d items (%d to rate), loaded in %.2f s",
+        run_dir,
+        len(review.rows),
+        len(review.sample),
+        time.perf_counter() - start,
+    )
 
     def ready() -> None:  # the address, once the server answers and handles Ctrl-C itself
         print(f"vlx review: {url}  (ratings go to {review.store.path}; Ctrl-C stops)", flush=True)

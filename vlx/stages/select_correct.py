@@ -47,8 +47,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     with exclusive(Path(cfg.paths.output_dir)) as out_dir:
         out = out_dir / CORRECT_CSV
-        write_csv(out, [{"id": r.id, "image_path": r.image, "hypothesis": r.text, "exp": r.refs[0]}
-                        for r in kept], ["id", *EXPLAINER_COLUMNS])  # fmt: skip
-    log.info("%d of %d items of %s were classified correctly (and have a reference) -> %s; train on them with "
-             "task=explainer_csv task.path=%s", len(kept), len(rows), run_path, out, out)  # fmt: skip
+        write_csv(
+            out,
+            [{"id": r.id, "image_path": r.image, "hypothesis": r.text, "exp": r.refs[0]} for r in kept],
+            ["id", *EXPLAINER_COLUMNS],
+        )
+    log.info(
+        "%d of %d items of %s were classified correctly (and have a reference) -> %s; train on them with "
+        "task=explainer_csv task.path=%s",
+        len(kept),
+        len(rows),
+        run_path,
+        out,
+        out,
+    )
     return {"kept": len(kept), "total": len(rows), "csv": str(out)}

@@ -18,8 +18,10 @@ from vlx.tasks.references import check_matches, id_key, read_references
 log = logging.getLogger(__name__)
 
 # what to do about an item whose image is missing or undecodable
-BAD_IMAGE_REMEDY = ("Fix the path (task.image_dir / task.data_dir) or the file, or run with task.on_bad_image=skip "
-                    "to leave such items out (they are listed in the log).")
+BAD_IMAGE_REMEDY = (
+    "Fix the path (task.image_dir / task.data_dir) or the file, or run with task.on_bad_image=skip "
+    "to leave such items out (they are listed in the log)."
+)
 
 
 class Task:

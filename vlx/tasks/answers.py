@@ -40,14 +40,20 @@ class AnswerFormat:
         unknown = sorted(set(fields) - {*_LABEL_FIELDS, "explanation"})
         hint = 'e.g. task.answer="{Label}. {explanation}"'
         if unknown:
-            raise ConfigError(f"task.answer={self.template!r} names {unknown}; it may name only {{label}} or "
-                              f"{{Label}}, and {{explanation}} ({hint})")  # fmt: skip
+            raise ConfigError(
+                f"task.answer={self.template!r} names {unknown}; it may name only {{label}} or "
+                f"{{Label}}, and {{explanation}} ({hint})"
+            )
         if len(labels) != 1 or fields.count("explanation") != 1:
-            raise ConfigError(f"task.answer={self.template!r} needs one label ({{label}} or {{Label}}) and one "
-                              f"{{explanation}} ({hint})")  # fmt: skip
+            raise ConfigError(
+                f"task.answer={self.template!r} needs one label ({{label}} or {{Label}}) and one "
+                f"{{explanation}} ({hint})"
+            )
         if fields.index("explanation") < fields.index(labels[0]):
-            raise ConfigError(f"task.answer={self.template!r}: the label must come before the explanation (label "
-                              f"scoring reads the label first, then the explanation follows it)")  # fmt: skip
+            raise ConfigError(
+                f"task.answer={self.template!r}: the label must come before the explanation (label "
+                f"scoring reads the label first, then the explanation follows it)"
+            )
 
     def _split(self) -> tuple[str, str, str]:
         """The template as (up to and with the label, between label and explanation, after the explanation)."""
@@ -114,8 +120,20 @@ _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 # takes `count`, so at most 32 periods go: kept so that even such an answer is processed as theirs is
 _PERIOD = re.compile(r"\.(?!\d)")
 _PERIODS_REMOVED = 32
-_MANUAL_MAP = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-               "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
+_MANUAL_MAP = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 # VQA's contractions table: an apostrophe-less word -> its written form (entries with capitals never match, as the
 # words are lower-cased first; they are left out)
@@ -237,15 +255,19 @@ class Answered(Protocol):
     @property
     def id(self) -> str:
         """The item's id."""
+
     @property
     def gold(self) -> str | None:
         """The gold label, None for an unlabelled item."""
+
     @property
     def pred(self) -> str | None:
         """The answered label, None where the answer did not parse."""
+
     @property
     def choices(self) -> Mapping[str, str] | None:
         """A multiple-choice item's {label: option text}, None for others."""
+
     @property
     def answers(self) -> Sequence[str] | None:
         """An open question's accepted answers, None for others."""
@@ -310,8 +332,7 @@ def answer_score(row: Answered | Mapping[str, Any], scoring: Scoring = DEFAULT_S
     return float(pred == gold)
 
 
-def is_correct(row: Answered | Mapping[str, Any], any_answer: bool = False,
-               scoring: Scoring = DEFAULT_SCORING) -> bool:  # fmt: skip
+def is_correct(row: Answered | Mapping[str, Any], any_answer: bool = False, scoring: Scoring = DEFAULT_SCORING) -> bool:
     """Whether a prediction got its item right (`answer_score` above 0). With `any_answer`, an open answer is
     right when any annotator gave it."""
     item = answered(row)

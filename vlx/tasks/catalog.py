@@ -19,8 +19,9 @@ def build_task(name: str, **overrides: Any) -> Task:
         ConfigError: no such task, or a setting the task refuses.
         DataError: as the task's constructor raises it.
     """
-    return task_from_config(group_option("task", name, **{k: str(v) if hasattr(v, "__fspath__") else v
-                                                          for k, v in overrides.items()}))  # fmt: skip
+    return task_from_config(
+        group_option("task", name, **{k: str(v) if hasattr(v, "__fspath__") else v for k, v in overrides.items()})
+    )
 
 
 def task_from_config(node: DictConfig, **overrides: Any) -> Task:

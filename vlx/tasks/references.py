@@ -60,8 +60,9 @@ def _first(ids: Sequence[str], shown: int = 3) -> str:
     return ", ".join(ids[:shown]) + (", ..." if len(ids) > shown else "")
 
 
-def check_matches(item_ids: Sequence[str | int], refs: dict[str, tuple[str, ...]], source: str | Path,
-                  items: str, refuse: bool = True) -> int:  # fmt: skip
+def check_matches(
+    item_ids: Sequence[str | int], refs: dict[str, tuple[str, ...]], source: str | Path, items: str, refuse: bool = True
+) -> int:
     """How many of the items have references in the file; none is refused, some is a warning with the counts.
 
     Args:
@@ -77,18 +78,32 @@ def check_matches(item_ids: Sequence[str | int], refs: dict[str, tuple[str, ...]
     """
     matched = sum(id_key(i) in refs for i in item_ids)
     if not matched and item_ids:
-        theirs = (f"its {len(refs)} id{'s' if len(refs) != 1 else ''} ({_first(sorted(refs))})" if refs
-                  else "it holds no explanations")  # fmt: skip
+        theirs = (
+            f"its {len(refs)} id{'s' if len(refs) != 1 else ''} ({_first(sorted(refs))})"
+            if refs
+            else "it holds no explanations"
+        )
         found = f"task.references={str(source)!r} matches none of {items} (ids {_first([str(i) for i in item_ids])}); "
         if refuse:
-            raise DataError(f"{found}{theirs}. Give the references of this task and split (ids match without leading "
-                            f"zeros), or leave task.references out")  # fmt: skip
-        log.warning("%s%s: their explanations cannot be scored (give this split's references, or score the run "
-                    "later with stage=eval task.references=<its file>)", found, theirs)  # fmt: skip
+            raise DataError(
+                f"{found}{theirs}. Give the references of this task and split (ids match without leading "
+                f"zeros), or leave task.references out"
+            )
+        log.warning(
+            "%s%s: their explanations cannot be scored (give this split's references, or score the run "
+            "later with stage=eval task.references=<its file>)",
+            found,
+            theirs,
+        )
         return 0
     if not refuse:
         return matched
     if matched < len(item_ids):
-        log.warning("task.references=%s has explanations for %d of %s; the other %d are left out of the "
-                    "explanation metrics", source, matched, items, len(item_ids) - matched)  # fmt: skip
+        log.warning(
+            "task.references=%s has explanations for %d of %s; the other %d are left out of the explanation metrics",
+            source,
+            matched,
+            items,
+            len(item_ids) - matched,
+        )
     return matched

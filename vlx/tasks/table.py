@@ -110,8 +110,9 @@ class TableTask(Task):
         self.choice_separator = choice_separator
         if isinstance(image_dir, Mapping):
             if split not in image_dir:
-                raise ConfigError(f"task.image_dir names a folder for the splits {', '.join(image_dir)}, not for "
-                                  f"{split!r}; add one")  # fmt: skip
+                raise ConfigError(
+                    f"task.image_dir names a folder for the splits {', '.join(image_dir)}, not for {split!r}; add one"
+                )
             image_dir = image_dir[split]
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.image_cache = Path(image_cache) if image_cache is not None else None
@@ -139,16 +140,25 @@ class TableTask(Task):
         self._resolve()
         table = self._table()
         if self.split in self.unlabelled_splits:  # its files hold no answers: what it lacks of them is not asked for
-            present = {role: column if column in table.column_names else None for role, column in self.columns.items()
-                       if role in ("label", "answers")}  # fmt: skip
+            present = {
+                role: column if column in table.column_names else None
+                for role, column in self.columns.items()
+                if role in ("label", "answers")
+            }
             explanations = [c for c in self.columns["explanations"] if c in table.column_names]
             self.columns = {**self.columns, **present, "explanations": explanations}
         missing = [c for c in self._needed_columns() if c not in table.column_names]
         if missing:
-            roles = [role for role, col in self.columns.items() if col in missing or (isinstance(col, list) and
-                     set(col) & set(missing))]  # fmt: skip
-            fix = (f"set task.columns.{roles[0]} to the column that holds it" if roles else
-                   "fix the column names in task.columns.image, task.where or task.require")  # fmt: skip
+            roles = [
+                role
+                for role, col in self.columns.items()
+                if col in missing or (isinstance(col, list) and set(col) & set(missing))
+            ]
+            fix = (
+                f"set task.columns.{roles[0]} to the column that holds it"
+                if roles
+                else "fix the column names in task.columns.image, task.where or task.require"
+            )
             raise DataError(
                 f"{self.source}: no column {', '.join(repr(c) for c in missing)} (its columns: "
                 f"{', '.join(table.column_names)}); {fix}"
@@ -185,8 +195,9 @@ class TableTask(Task):
         for column in self.require:
             values = table[column]
             before, kept = len(kept), [i for i in kept if _present(values[i])]
-            log.info("%s: left out %d of %d rows without %s (task.require)", self.source, before - len(kept), before,
-                     column)  # fmt: skip
+            log.info(
+                "%s: left out %d of %d rows without %s (task.require)", self.source, before - len(kept), before, column
+            )
         return list(kept)
 
     def _table(self) -> Any:
@@ -204,15 +215,16 @@ class TableTask(Task):
             if self.format == "hub":
                 return self._hub_table()
             if not Path(self.source).is_file():
-                raise DataError(f"task {self.name!r}: {self.source} not found; set task.source (a file per split, "
-                                f"with {{split}} for the split's name)")  # fmt: skip
+                raise DataError(
+                    f"task {self.name!r}: {self.source} not found; set task.source (a file per split, "
+                    f"with {{split}} for the split's name)"
+                )
             if self.keyed is not None:
                 return _keyed_table(Path(self.source), self.keyed)
             digest, blank = _content_digest(Path(self.source))
             if blank:
                 rows = "a header line, then one line per item" if self.format == "csv" else "its items"
-                raise DataError(f"{self.source} is empty; write {rows} into it, or set task.source to the split's "
-                                f"file")  # fmt: skip
+                raise DataError(f"{self.source} is empty; write {rows} into it, or set task.source to the split's file")
             if self.format == "csv":
                 # before `datasets` reads it: pandas takes a first row with one field too many as an index column
                 # and fills a short row with empty cells, so the fault would surface as a wrong label or none
@@ -227,16 +239,23 @@ class TableTask(Task):
                 if self.format == "csv":
                     # every cell as written: no "NA" or "None" turned into a missing value, no id 01456 into 1456
                     delimiter = "\t" if self.source.endswith(".tsv") else ","
-                    options |= {"delimiter": delimiter, "keep_default_na": False, "features": _text_columns(
-                        Path(self.source), delimiter)}  # fmt: skip
+                    options |= {
+                        "delimiter": delimiter,
+                        "keep_default_na": False,
+                        "features": _text_columns(Path(self.source), delimiter),
+                    }
                 return datasets.load_dataset(self.format, data_files={"rows": self.source}, split="rows", **options)
             except Exception as err:  # the file's first fault, by line, where it can be found
                 problem = _file_problem(Path(self.source), self.format)
                 if problem:
                     raise DataError(problem) from err
                 raise
-        except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError,
-                datasets.exceptions.DatasetGenerationError) as err:  # fmt: skip
+        except (
+            FileNotFoundError,
+            ValueError,
+            datasets.exceptions.DatasetNotFoundError,
+            datasets.exceptions.DatasetGenerationError,
+        ) as err:
             generation = isinstance(err, datasets.exceptions.DatasetGenerationError)
             cause = err.__cause__ if generation and err.__cause__ else err
             reason = " ".join(str(cause).split())[:300]
@@ -275,8 +294,10 @@ class TableTask(Task):
         columns = self.columns
         item_id = str(row[columns["id"]]).strip() if columns.get("id") else str(index + 1)
         if columns.get("id") and (row[columns["id"]] is None or not item_id):
-            raise DataError(f"{where}: the id (column {columns['id']!r}) is empty; give every row an id, or set "
-                            f"task.columns.id=null to number the rows")  # fmt: skip
+            raise DataError(
+                f"{where}: the id (column {columns['id']!r}) is empty; give every row an id, or set "
+                f"task.columns.id=null to number the rows"
+            )
         if "{" in columns["image"]:
             image = self._image_path(_fill(columns["image"], {"split": self.data_split, **row}, where), item_id, where)
         else:
@@ -291,8 +312,10 @@ class TableTask(Task):
             value = row[columns["label"]]
             label = self.label_values.get(str(value), str(value).strip() if value is not None else None)
             if label not in (options or self.labels):
-                raise DataError(f"{where}: label {value!r} is not one of {', '.join(options or self.labels)}; add "
-                                f"it to task.labels or task.label_values, or fix the row")  # fmt: skip
+                raise DataError(
+                    f"{where}: label {value!r} is not one of {', '.join(options or self.labels)}; add "
+                    f"it to task.labels or task.label_values, or fix the row"
+                )
         explanations: list[str] = []
         for column in columns.get("explanations") or []:
             value = row[column]
@@ -324,8 +347,10 @@ class TableTask(Task):
         answers = [v.get("answer") if isinstance(v, dict) else v for v in values]
         texts = [a for a in answers if isinstance(a, str)]
         if len(texts) < len(answers):
-            raise DataError(f"{where}: column {self.columns['answers']!r} holds {values!r}, not a list of answers "
-                            f"(strings, or objects with an 'answer')")  # fmt: skip
+            raise DataError(
+                f"{where}: column {self.columns['answers']!r} holds {values!r}, not a list of answers "
+                f"(strings, or objects with an 'answer')"
+            )
         return tuple(a.strip() for a in texts if a.strip())
 
     def _options(self, row: dict[str, Any], where: str) -> tuple[tuple[str, ...], str | None]:
@@ -336,8 +361,10 @@ class TableTask(Task):
         if not isinstance(choices, list) or not choices:
             raise DataError(f"{where}: column {self.columns['choices']!r} holds {choices!r}, not a list of options")
         if len(choices) > len(self.labels):
-            raise DataError(f"{where}: {len(choices)} options, but task.labels names only {len(self.labels)}; list "
-                            f"as many labels (letters) as the most options an item has")  # fmt: skip
+            raise DataError(
+                f"{where}: {len(choices)} options, but task.labels names only {len(self.labels)}; list "
+                f"as many labels (letters) as the most options an item has"
+            )
         options = self.labels[: len(choices)]
         text = self.choice_separator.join(
             self.choice_format.format(label=label, choice=str(choice).strip())
@@ -358,8 +385,10 @@ class TableTask(Task):
             return self.image_dir / value["path"]
         if isinstance(value, dict) and value.get("bytes"):
             if self.image_cache is None:
-                raise DataError(f"{where}: the table holds the image itself; set task.image_cache to a folder where "
-                                f"vlx may write it as a file")  # fmt: skip
+                raise DataError(
+                    f"{where}: the table holds the image itself; set task.image_cache to a folder where "
+                    f"vlx may write it as a file"
+                )
             suffix = Path(value.get("path") or "").suffix or ".png"
             digest = hashlib.sha256(item_id.encode()).hexdigest()[:20]
             path = self.image_cache / f"{self.name}-{self.split}" / f"{digest}{suffix}"
@@ -369,17 +398,23 @@ class TableTask(Task):
                 partial.write_bytes(value["bytes"])
                 os.replace(partial, path)  # whole or absent, also for a run cut short
             return path
-        raise DataError(f"{where}: column {self.columns['image']!r} holds {type(value).__name__}, neither an image "
-                        f"path nor an image; set task.columns.image to the column of images")  # fmt: skip
+        raise DataError(
+            f"{where}: column {self.columns['image']!r} holds {type(value).__name__}, neither an image "
+            f"path nor an image; set task.columns.image to the column of images"
+        )
 
     def _check_prompt(self, columns: list[str]) -> None:
         unknown = sorted(_template_fields(self.prompt) - set(columns) - {"text", "hypothesis", "choices"})
         if unknown:
-            raise ConfigError(f"task.prompt names {{{unknown[0]}}}, which is no column of {self.source} (its "
-                              f"columns: {', '.join(columns)})")  # fmt: skip
+            raise ConfigError(
+                f"task.prompt names {{{unknown[0]}}}, which is no column of {self.source} (its "
+                f"columns: {', '.join(columns)})"
+            )
         if "choices" in _template_fields(self.prompt) and not self.columns.get("choices") and "choices" not in columns:
-            raise ConfigError("task.prompt names {choices}, but task.columns.choices is not set: name the column of "
-                              "each item's options")  # fmt: skip
+            raise ConfigError(
+                "task.prompt names {choices}, but task.columns.choices is not set: name the column of "
+                "each item's options"
+            )
 
 
 def _check_columns(columns: Mapping[str, Any]) -> dict[str, Any]:
@@ -420,8 +455,10 @@ def _fill_source(source: str, split: str) -> str:
         return source
     others = sorted(fields - {"split"})
     if others:
-        raise ConfigError(f"task.source={source!r} names {{{others[0]}}}: only {{split}} is filled in (with the "
-                          f"split's name); write that part of the path out")  # fmt: skip
+        raise ConfigError(
+            f"task.source={source!r} names {{{others[0]}}}: only {{split}} is filled in (with the "
+            f"split's name); write that part of the path out"
+        )
     return source.replace("{split}", split)
 
 
@@ -448,8 +485,10 @@ def _file_problem(path: Path, format: str | None) -> str | None:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                return (f"{path}:{number}: byte {raw[err.start]:#04x} is not UTF-8 text; save the file as UTF-8 "
-                        f"(e.g. iconv -f latin1 -t utf-8)")  # fmt: skip
+                return (
+                    f"{path}:{number}: byte {raw[err.start]:#04x} is not UTF-8 text; save the file as UTF-8 "
+                    f"(e.g. iconv -f latin1 -t utf-8)"
+                )
     if format == "csv":
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -461,13 +500,17 @@ def _file_problem(path: Path, format: str | None) -> str | None:
                     continue
                 rows += 1
                 if len(row) > len(header):
-                    return (f"{path}:{reader.line_num}: the row has {len(row)} fields, more than the header's "
-                            f"{len(header)}; quote a field that holds a {delimiter!r} (\"a, b\"), or fix the "
-                            f"row")  # fmt: skip
+                    return (
+                        f"{path}:{reader.line_num}: the row has {len(row)} fields, more than the header's "
+                        f'{len(header)}; quote a field that holds a {delimiter!r} ("a, b"), or fix the '
+                        f"row"
+                    )
                 if len(row) < len(header):
-                    return (f"{path}:{reader.line_num}: the row has {len(row)} fields, fewer than the header's "
-                            f"{len(header)}; add the missing fields (an empty field still takes its "
-                            f"{'tab' if delimiter == chr(9) else 'comma'}), or fix the row")  # fmt: skip
+                    return (
+                        f"{path}:{reader.line_num}: the row has {len(row)} fields, fewer than the header's "
+                        f"{len(header)}; add the missing fields (an empty field still takes its "
+                        f"{'tab' if delimiter == chr(9) else 'comma'}), or fix the row"
+                    )
         if not rows:
             return f"{path} has a header line but no rows; add the split's items, one line each"
     elif path.suffix.lower() == ".jsonl":
@@ -501,8 +544,10 @@ def _keyed_table(path: Path, key_column: str) -> Any:
 
     items = read_json(path)
     if not isinstance(items, dict) or not all(isinstance(v, dict) for v in items.values()):
-        raise DataError(f"{path}: task.keyed is set, but the file is not one JSON object of items keyed by id; "
-                        f"set task.keyed=null for a file of rows")  # fmt: skip
+        raise DataError(
+            f"{path}: task.keyed is set, but the file is not one JSON object of items keyed by id; "
+            f"set task.keyed=null for a file of rows"
+        )
     return datasets.Dataset.from_list([{key_column: key, **item} for key, item in items.items()])
 
 
@@ -516,8 +561,10 @@ def _split_source(source: str, split: str) -> str:
         if (folder / f"{split}{extension}").is_file():
             return str(folder / f"{split}{extension}")
     names = ", ".join(f"{split}{e}" for e in _EXTENSIONS)
-    raise DataError(f"{folder} holds no file for the {split!r} split ({names}) and is no save_to_disk folder; set "
-                    f"task.source to the file, or task.split (task.split_names) to a split it has")  # fmt: skip
+    raise DataError(
+        f"{folder} holds no file for the {split!r} split ({names}) and is no save_to_disk folder; set "
+        f"task.source to the file, or task.split (task.split_names) to a split it has"
+    )
 
 
 def _guess_format(source: str) -> str:

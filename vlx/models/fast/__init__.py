@@ -44,7 +44,7 @@ ALLOWED: dict[str, str] = {
 REFUSED: dict[str, str] = {
     "paligemma/gemma2": "Gemma 2 caps its attention logits, which SDPA cannot (transformers refuses SDPA for it)",
     "qwen2_5_vl/qwen2_5_vl_text": "M-RoPE: 3-D positions over time, height and width, which vlx's prefill and "
-                                  "one-forward scoring build as 1-D token positions",
+    "one-forward scoring build as 1-D token positions",
     "qwen3_vl/qwen3_vl_text": "M-RoPE: 3-D positions, as Qwen2.5-VL's",
 }
 

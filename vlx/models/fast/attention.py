@@ -65,13 +65,15 @@ def grouped_sdpa_attention(
     batch, heads, length, dim = query.shape
     per_head_mask = attention_mask is not None and attention_mask.shape[1] != 1
     if groups == 1 or length != 1 or dropout or per_head_mask or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)  # fmt: skip
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
     # query head h uses KV head h // groups (transformers' repeat_kv order), so heads fold as [H_kv, groups]
     grouped = query.reshape(batch, heads // groups, groups, dim)
     if decode_kernel == "sdpa":
-        out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask,
-                                                               scale=scaling)  # fmt: skip
+        out = torch.nn.functional.scaled_dot_product_attention(
+            grouped, key, value, attn_mask=attention_mask, scale=scaling
+        )
     else:
         scores = torch.matmul(grouped, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
         if attention_mask is not None:  # [B, 1, 1, S]: True (or 0.0) where a position may be attended
@@ -106,10 +108,19 @@ def _causal_with_tail(
     """Causal attention over the first S - T positions (no mask: the fast kernel), and the last T queries under
     `tail` [B, 1, T, S] (True = may attend). Returns [B, S, H, D]."""
     head = query.shape[2] - tail.shape[2]
-    front, _ = sdpa_attention_forward(module, query[:, :, :head], key[:, :, :head], value[:, :, :head], None,
-                                      scaling=scaling, is_causal=True, **kwargs)  # fmt: skip
-    back, _ = sdpa_attention_forward(module, query[:, :, head:], key, value, tail, scaling=scaling, is_causal=False,
-                                     **kwargs)  # fmt: skip
+    front, _ = sdpa_attention_forward(
+        module,
+        query[:, :, :head],
+        key[:, :, :head],
+        value[:, :, :head],
+        None,
+        scaling=scaling,
+        is_causal=True,
+        **kwargs,
+    )
+    back, _ = sdpa_attention_forward(
+        module, query[:, :, head:], key, value, tail, scaling=scaling, is_causal=False, **kwargs
+    )
     return torch.cat([front, back], dim=1), None
 
 

@@ -53,8 +53,9 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None) -> dict[str,
             name = type(module).__name__
             counts[name] = counts.get(name, 0) + 1
     if not counts:
-        log.warning("compile: no %s blocks found in %s; nothing compiled", "/".join(BLOCK_SUFFIXES),
-                    type(model).__name__)  # fmt: skip
+        log.warning(
+            "compile: no %s blocks found in %s; nothing compiled", "/".join(BLOCK_SUFFIXES), type(model).__name__
+        )
     log.info("compiled blocks: %s", counts)
     return counts
 

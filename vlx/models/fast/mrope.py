@@ -66,9 +66,7 @@ def positions_per_answer(
     return prompt, follow
 
 
-def score_on_a_cache(
-    model: LoadedModel, inputs: Any, answer_ids: list[list[int]], pad_id: int
-) -> torch.Tensor | None:
+def score_on_a_cache(model: LoadedModel, inputs: Any, answer_ids: list[list[int]], pad_id: int) -> torch.Tensor | None:
     """[B, n_answers] log-likelihoods from one left-padded prefill with the KV cache on and a continuation per answer,
     at the model's own 3-D positions; None where those cannot be shared (`positions_per_answer`).
 
@@ -96,8 +94,13 @@ def score_on_a_cache(
         if len(ids) > 1:
             follow = torch.tensor(ids[:-1], device=device).expand(batch, -1)  # [B, L-1]
             mask = torch.cat([prompt_mask, torch.ones_like(follow)], dim=1)
-            step = model(input_ids=follow, attention_mask=mask, position_ids=positions.to(device), use_cache=True,
-                         **{cache_arg: cache})  # fmt: skip
+            step = model(
+                input_ids=follow,
+                attention_mask=mask,
+                position_ids=positions.to(device),
+                use_cache=True,
+                **{cache_arg: cache},
+            )
             logps = torch.log_softmax(step.logits.float(), dim=-1)  # [B, L-1, V]
             target = torch.tensor(ids[1:], device=device).expand(batch, -1)
             logp = logp + logps.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(dim=-1)

@@ -28,8 +28,11 @@ from vlx import compat
 NAME = "vlx_flash_windows"
 
 # model_type -> its vision tower's config key; each is proven by tests/test_fast_paths.py's equality test
-ARCHITECTURES: dict[str, str] = {"qwen2_vl": "vision_config", "qwen2_5_vl": "vision_config",
-                                 "qwen3_vl": "vision_config"}  # fmt: skip
+ARCHITECTURES: dict[str, str] = {
+    "qwen2_vl": "vision_config",
+    "qwen2_5_vl": "vision_config",
+    "qwen3_vl": "vision_config",
+}
 
 
 def windows_attention(

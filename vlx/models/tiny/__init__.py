@@ -33,8 +33,15 @@ except ImportError:  # pragma: no cover
 
 from vlx.models.tiny.loading import load_tiny_adapter, tiny_checkpoint
 
-__all__ = ["ARCHITECTURES", "TINY_ARCHITECTURES", "build_tiny_model", "ensure_tiny_model", "load_tiny_adapter",
-           "missing_requirements", "tiny_checkpoint"]  # fmt: skip
+__all__ = [
+    "ARCHITECTURES",
+    "TINY_ARCHITECTURES",
+    "build_tiny_model",
+    "ensure_tiny_model",
+    "load_tiny_adapter",
+    "missing_requirements",
+    "tiny_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 

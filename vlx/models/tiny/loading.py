@@ -25,8 +25,11 @@ def tiny_checkpoint(checkpoint: str, tiny: str, tiny_dir: str) -> str:
     if path.resolve() != Path(tiny_dir).expanduser().resolve():
         return checkpoint
     # said once per load, so that a tiny zero-shot run's near-random labels and unparsed answers read as expected
-    log.info("model.tiny=%s: vlx's tiny test model with random weights, not a trained checkpoint; without a "
-             "fine-tuned adapter (vlx experiment=demo trains one) its answers are random", tiny)  # fmt: skip
+    log.info(
+        "model.tiny=%s: vlx's tiny test model with random weights, not a trained checkpoint; without a "
+        "fine-tuned adapter (vlx experiment=demo trains one) its answers are random",
+        tiny,
+    )
     return str(ensure_tiny_model(tiny, path))
 
 
