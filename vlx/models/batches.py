@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 _THREAD = threading.local()
 

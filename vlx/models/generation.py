@@ -20,7 +20,7 @@ from vlx.models.batches import append_tokens, encode, on_model, pad_left, static
 from vlx.models.fast import prefill
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 # PaliGemma's detection/segmentation tokens are not "special" to the tokenizer, so skip_special_tokens keeps them
 _LOCATION_TOKENS = re.compile(r"<(?:loc\d{4}|seg\d{3})>")

@@ -33,7 +33,7 @@ from vlx.tasks.items import Example
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 log = logging.getLogger(__name__)
 

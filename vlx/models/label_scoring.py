@@ -27,7 +27,7 @@ from vlx.models.fast import mrope
 from vlx.models.fast import prefill_scoring as shared_prefill
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 
 @torch.inference_mode()

@@ -21,16 +21,9 @@ from vlx.models import fast, processors
 from vlx.models.fast import attention, vision_windows
 
 if TYPE_CHECKING:
-    from peft import PeftModel
-    from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel, ProcessorMixin
+    from transformers import PretrainedConfig, ProcessorMixin
 
-    class GenerativeModel(PreTrainedModel, GenerationMixin):
-        """What every image-text-to-text model class is (for the type checker only: transformers names no such
-        class)."""
-
-    # what `load_model` returns: a transformers model, bare or inside peft's wrapper (which passes on to the model
-    # inside what it does not have itself: its device, its config)
-    LoadedModel = GenerativeModel | PeftModel
+    from vlx.models.types import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from vlx import compat
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 NAME = "sdpa_grouped"
 

@@ -31,7 +31,7 @@ from vlx.models.batches import append_tokens, on_model
 from vlx.models.fast import MROPE_SCORING, model_architecture
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 
 def applies(model: LoadedModel, inputs: Any) -> bool:

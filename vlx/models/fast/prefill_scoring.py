@@ -25,7 +25,7 @@ from vlx.models.fast import allowed
 from vlx.models.fast.attention import prefill_aware
 
 if TYPE_CHECKING:
-    from vlx.models.loading import LoadedModel
+    from vlx.models.types import LoadedModel
 
 
 def applies(model: LoadedModel, inputs: Any) -> bool:
