@@ -7,6 +7,7 @@ Hydra composes conf/, then the stage named by `stage` runs. Stage modules are im
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -38,7 +39,7 @@ CONFIG_DIR = config_dir()
 
 def run_stage(cfg: DictConfig) -> dict[str, Any]:
     """Runs the configured stage and returns its metrics (tests call this directly)."""
-    module = stage_module(cfg.stage)
+    path = stage_module_path(cfg.stage)  # (found, not imported: a stage's imports are the heavy ones)
     from vlx._runtime import quiet_progress_bars, route_library_logs, seed_everything, set_cpu_threads
     from vlx.config_schema import check_config
     from vlx.stages._early import early_checks
@@ -49,15 +50,15 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     quiet_progress_bars()
     set_cpu_threads(cfg.get("cpu_threads", "auto"), tiny=cfg.model.get("tiny") is not None)
     seed_everything(cfg.seed)
-    return module.run(cfg)
+    return stage_module(cfg.stage, path).run(cfg)
 
 
-def stage_module(stage: DictConfig) -> Any:
+def stage_module_path(stage: DictConfig) -> str:
     """The module whose `run(cfg)` the stage is: `module` in its conf/stage YAML (a new stage is that YAML and its
-    module, vlx's or anyone's on the Python path).
+    module, vlx's or anyone's on the Python path), found on the path but not imported yet.
 
     Raises:
-        VlxError: the YAML names no module, or one that cannot be imported or has no `run`.
+        VlxError: the YAML names no module, or one that is not on the Python path.
     """
     name, path = stage.get("name"), stage.get("module")
     if not path:
@@ -66,11 +67,25 @@ def stage_module(stage: DictConfig) -> Any:
             f"module>` whose run(cfg) the stage is"
         )
     try:
-        module = importlib.import_module(str(path))
-    except ImportError as err:
-        raise VlxError(f"stage={name}: stage.module={path} cannot be imported ({err})") from err
+        found = importlib.util.find_spec(str(path))
+    except ImportError as err:  # its package is missing
+        found, why = None, f" ({err})"
+    else:
+        why = ""
+    if found is None:
+        raise VlxError(f"stage={name}: stage.module={path} is not on the Python path{why}")
+    return str(path)
+
+
+def stage_module(stage: DictConfig, path: str) -> Any:
+    """The stage's module (`stage_module_path`), imported.
+
+    Raises:
+        VlxError: the module has no run(cfg) function.
+    """
+    module = importlib.import_module(path)
     if not callable(getattr(module, "run", None)):
-        raise VlxError(f"stage={name}: {path} has no run(cfg) function")
+        raise VlxError(f"stage={stage.get('name')}: {path} has no run(cfg) function")
     return module
 
 
