@@ -9,6 +9,9 @@
                                 confusion_matrix.png, reliability.png its plots
       judgements/<judge>/       stage=judge, one folder per judge: verdicts.jsonl (one `Verdict` per item),
                                 judge.json (its numbers), judge_config.json, prompt.txt
+      faithfulness/             stage=faithfulness: <test>.jsonl (one row per edit or ablated item),
+                                <test>.settings.json (what made them), faithfulness.json (the numbers), images/ (the
+                                ablation images made)
       ratings.jsonl             stage=review's human ratings; review_sample.json the sample rated
       error.json                a sweep job that failed (vlx.run.sweeps)
       .vlx.lock                 the writer's lock (vlx.run.lock)
@@ -60,6 +63,7 @@ class RunDir:
     VERDICTS = "verdicts.jsonl"
     JUDGE_RESULTS = "judge.json"
     TRAIN_SUMMARY = "train_summary.json"
+    FAITHFULNESS = "faithfulness"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -226,6 +230,29 @@ class RunDir:
     def judge_prompt_file(self, judge: str) -> Path:
         """The prompt one judge was asked with, as rendered."""
         return self.judge_dir(judge) / "prompt.txt"
+
+    @property
+    def faithfulness_dir(self) -> Path:
+        """stage=faithfulness's folder: its tests' rows, settings and numbers."""
+        return self.path / self.FAITHFULNESS
+
+    def faithfulness_file(self, test: str) -> Path:
+        """One faithfulness test's rows (an edit or an ablated item each), appended batch by batch."""
+        return self.faithfulness_dir / f"{test}.jsonl"
+
+    def faithfulness_settings_file(self, test: str) -> Path:
+        """What made one test's rows; a stopped test continues only with the same."""
+        return self.faithfulness_dir / f"{test}.settings.json"
+
+    @property
+    def faithfulness_results_file(self) -> Path:
+        """faithfulness.json: every test's numbers with their intervals, and the settings they were made with."""
+        return self.faithfulness_dir / "faithfulness.json"
+
+    @property
+    def faithfulness_images(self) -> Path:
+        """The ablation images stage=faithfulness made (an item's image as a blank of its mean colour)."""
+        return self.faithfulness_dir / "images"
 
     # --- readers ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,208 @@
+"""stage=faithfulness on tiny models whose answers are known before the test runs: a model whose label cannot
+change flips nothing, a blank vision tower shows no image reliance while the untouched one does, each edit's row
+holds the edit and the model's own answer to it, and a stopped test continues without answering anything twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import lines
+from PIL import Image
+
+from vlx.__main__ import run_stage
+from vlx.engine.batches import prepare_batch
+from vlx.engine.decoding import decode
+from vlx.errors import ConfigError
+from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness.source import load_run_model, open_run
+from vlx.run.directory import RunDir
+from vlx.run.records import Prediction
+from vlx.tasks.items import Example
+
+
+@pytest.fixture(scope="module")
+def changed_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny LLaVA-NeXT saved twice, changed after loading: `blind` (the projector's output zeroed, so every
+    image reaches the language model as the same zeros) and `fixed` (lm_head zeroed: every logit 0, so the scored
+    label is the same whatever the input)."""
+    from conftest import compose_config
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from vlx.stages.infer import load_model
+
+    folder = tmp_path_factory.mktemp("models")
+    cfg = compose_config("model=tiny_llava", "task=shapes", run_dir=folder / "unused")
+    adapter = load_model(cfg, instantiate(cfg.task))
+    GlobalHydra.instance().clear()
+    saved = {}
+    for name, module in (
+        ("blind", adapter.model.model.multi_modal_projector.linear_2),
+        ("fixed", adapter.model.lm_head),
+    ):
+        original = {k: v.clone() for k, v in module.state_dict().items()}
+        with torch.no_grad():
+            for p in module.parameters():
+                p.zero_()
+        adapter.model.save_pretrained(folder / name)
+        adapter.processor.save_pretrained(folder / name)
+        module.load_state_dict(original)
+        saved[name] = folder / name
+    return saved
+
+
+def infer(make_cfg, out: Path, *model: str) -> RunDir:
+    """A scored infer run of 6 shapes items."""
+    run_stage(make_cfg(*(model or ("model=tiny_llava",)), "task=shapes", "task.limit=6", "decode=score", run_dir=out))
+    return RunDir(out)
+
+
+def faithfulness(make_cfg, run: RunDir, *extra: str) -> dict:
+    cfg = make_cfg(
+        "stage=faithfulness",
+        f"stage.run={run.path}",
+        "batch_size=2",
+        "batching=dataset",
+        "stage.resamples=100",
+        *extra,
+        run_dir=run.path.parent / "faithfulness-run",
+    )
+    return run_stage(cfg)
+
+
+def test_each_edit_row_holds_the_edit_and_the_models_own_answer_to_it(make_cfg, tmp_path):
+    run = infer(make_cfg, tmp_path / "run")
+    results = faithfulness(
+        make_cfg, run, "stage.tests=[counterfactual]", "stage.positions=2", "stage.words_per_position=2"
+    )
+    rows = lines(run.faithfulness_file("counterfactual"))
+    source = open_run(run)
+    texts = {ex.id: ex.text for ex in source.items}
+    assert len(rows) == 6 * 4 and len({r["id"] for r in rows}) == 24
+    for r in rows:
+        assert r["word"] in counterfactual.WORDS and r["id"].startswith(r["item"] + "|cf")
+        assert r["text"] == counterfactual.insert_word(texts[r["item"]], r["position"], r["word"])
+        assert r["text"].split()[r["position"]].lower() == r["word"]  # inserted before the token at `position`
+        assert r["original_label"] == source.predictions[r["item"]].pred
+        assert r["flipped"] == (r["label"] != r["original_label"])
+        assert r["unfaithful"] == (r["flipped"] and r["word"] not in (r["explanation"] or "").lower())
+    # the new label is what the run's model answers to the edited item alone
+    model, task = load_run_model(source), source.task
+    row = rows[5]
+    item = next(ex for ex in source.items if ex.id == row["item"])
+    edited = [Example(id=row["id"], image=item.image, text=row["text"], label=item.label)]
+    answers, scores, _ = decode("score", model, task, prepare_batch(model, task, None, edited, 0, 1, None), {})
+    assert row["label"] == max(scores[0], key=scores[0].get)
+    assert row["scores"] == pytest.approx(scores[0], abs=1e-5)
+    summary = results["counterfactual"]
+    assert summary["edits"] == 24 and summary["items"] == 6 and summary["flip_rate"]["n"] == 24
+    assert summary["flip_rate"]["value"] == sum(r["flipped"] for r in rows) / 24
+    assert summary["settings"]["words"] == list(counterfactual.WORDS)
+    # the plan is the seed's: the same again, another with another seed, and an item's edits do not depend on the sample
+    plan = counterfactual.plan_edits(source.items, counterfactual.WORDS, 2, 2, 0)
+    assert sorted((e.id, e.text) for e in plan) == sorted((r["id"], r["text"]) for r in rows)
+    assert plan[:4] == counterfactual.plan_edits(source.items[:1], counterfactual.WORDS, 2, 2, 0)
+    assert plan != counterfactual.plan_edits(source.items, counterfactual.WORDS, 2, 2, 1)
+
+
+def test_a_model_whose_label_cannot_change_flips_nothing(make_cfg, tmp_path, changed_models):
+    run = infer(make_cfg, tmp_path / "run", "model=hf", f"model.checkpoint={changed_models['fixed']}")
+    results = faithfulness(make_cfg, run, "stage.positions=3", "stage.words_per_position=2")
+    cf, image = results["counterfactual"], results["image_reliance"]
+    assert cf["edits"] == 36 and cf["unparsed_edits"] == 0
+    assert cf["flip_rate"] == {"value": 0.0, "ci": [0.0, 0.0], "n": 36}
+    assert cf["item_flip_rate"]["value"] == 0.0
+    assert cf["unfaithful_rate"]["value"] is None and cf["unfaithful_rate"]["n"] == 0  # no flip to judge
+    assert image["flip_rate"]["value"] == 0.0 and image["probability_change"]["value"] == pytest.approx(0, abs=1e-6)
+
+
+def test_a_blank_vision_tower_shows_no_image_reliance_and_the_untouched_one_does(make_cfg, tmp_path, changed_models):
+    blind = infer(make_cfg, tmp_path / "blind", "model=hf", f"model.checkpoint={changed_models['blind']}")
+    for ablation in image_reliance.ABLATIONS:
+        result = faithfulness(make_cfg, blind, "stage.tests=[image_reliance]", f"stage.ablation={ablation}")
+        summary = result["image_reliance"]
+        assert summary["items"] == 6 and summary["flip_rate"]["value"] == 0.0
+        assert summary["same_explanation_flip_rate"]["value"] == 0.0
+        changes = [r["probability_change"] for r in lines(blind.faithfulness_file("image_reliance"))]
+        assert len(changes) == 6 and max(map(abs, changes)) < 1e-5
+        blind.faithfulness_file("image_reliance").unlink()  # the next ablation is another test of the same name
+    # the same items through the untouched vision tower: the blank images move the label's probability
+    seeing = infer(make_cfg, tmp_path / "seeing")
+    faithfulness(make_cfg, seeing, "stage.tests=[image_reliance]", "stage.ablation=mean_colour")
+    rows = lines(seeing.faithfulness_file("image_reliance"))
+    assert max(abs(r["probability_change"]) for r in rows) > 1e-4
+    # each blank is the original's size in its mean colour
+    row = rows[0]
+    original, blank = (
+        Image.open(open_run(seeing).predictions[row["item"]].image).convert("RGB"),
+        Image.open(row["image"]),
+    )
+    assert blank.size == original.size and len(blank.getcolors()) == 1
+    mean = np.asarray(original, dtype=float).reshape(-1, 3).mean(axis=0)
+    assert blank.getcolors()[0][1] == tuple(round(m) for m in mean)
+
+
+def test_a_stopped_test_continues_without_answering_anything_twice(make_cfg, tmp_path):
+    run = infer(make_cfg, tmp_path / "run")
+    args = ("stage.tests=[counterfactual]", "stage.positions=1", "stage.words_per_position=2")
+    first = faithfulness(make_cfg, run, *args)["counterfactual"]
+    path = run.faithfulness_file("counterfactual")
+    whole = lines(path)
+    assert first["new_rows"] == 12 and len(whole) == 12
+    # a kill after the first batch, in the middle of writing the second
+    text = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(text[:2]) + text[2][: len(text[2]) // 2])
+    again = faithfulness(make_cfg, run, *args)["counterfactual"]
+    assert again["new_rows"] == 10  # the first batch's two edits are not answered again
+    assert sorted(lines(path), key=lambda r: r["id"]) == sorted(whole, key=lambda r: r["id"])
+    assert {k: v for k, v in again.items() if k != "new_rows"} == {k: v for k, v in first.items() if k != "new_rows"}
+    assert faithfulness(make_cfg, run, *args)["counterfactual"]["new_rows"] == 0
+    with pytest.raises(ConfigError, match=r"made with other settings \(saved -> now\): seed: 0 -> 1"):
+        faithfulness(make_cfg, run, *args, "stage.seed=1")
+
+
+def test_unknown_tests_and_runs_without_a_config_are_refused(make_cfg, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"stage.tests=\['shap'\]: give one or more of counterfactual, image_reliance"
+    ):
+        faithfulness(make_cfg, RunDir(tmp_path), "stage.tests=[shap]")
+    (tmp_path / "predictions.jsonl").write_text('{"id": "a", "pred": "entailment"}\n')
+    with pytest.raises(ConfigError, match="no run_config.json there"):
+        faithfulness(make_cfg, RunDir(tmp_path))
+
+
+def test_flips_and_mentions_are_counted_per_edit_and_per_item_as_the_authors_count_them():
+    before = Prediction(id="a", pred="entailment", explanation="a dog runs")
+    flip_silent = counterfactual.edit_row(
+        counterfactual.Edit("a|cf0", "a", "old", 1, "A old dog"),
+        before,
+        Prediction(id="a|cf0", pred="neutral", explanation="It runs."),
+    )
+    flip_said = counterfactual.edit_row(
+        counterfactual.Edit("a|cf1", "a", "old", 1, "A old dog"),
+        before,
+        Prediction(id="a|cf1", pred="neutral", explanation="A BOLD dog"),
+    )
+    same = counterfactual.edit_row(
+        counterfactual.Edit("a|cf2", "a", "tiny", 0, "Tiny a dog"), before, Prediction(id="a|cf2", pred="entailment")
+    )
+    unparsed = counterfactual.edit_row(
+        counterfactual.Edit("a|cf3", "a", "tiny", 2, "a dog tiny"), before, Prediction(id="a|cf3", pred=None)
+    )
+    assert (flip_silent["flipped"], flip_silent["mentioned"], flip_silent["unfaithful"]) == (True, False, True)
+    assert (flip_said["flipped"], flip_said["mentioned"], flip_said["unfaithful"]) == (True, True, False)  # substring
+    assert (same["flipped"], same["unfaithful"]) == (False, False)
+    assert (unparsed["flipped"], unparsed["unfaithful"]) == (None, None)
+    other = [{**same, "id": f"b|cf{k}", "item": "b"} for k in range(3)]  # an item none of whose three edits flips
+    summary = counterfactual.summarize([flip_silent, flip_said, same, unparsed, *other], resamples=200)
+    assert summary["edits"] == 7 and summary["unparsed_edits"] == 1 and summary["items"] == 2
+    assert summary["flip_rate"]["value"] == 2 / 6 and summary["flip_rate"]["n"] == 6
+    assert summary["unfaithful_rate"]["value"] == 1 / 2 and summary["unfaithful_rate"]["n"] == 2
+    assert summary["item_flip_rate"]["value"] == 1 / 2 and summary["item_unfaithful_rate"]["value"] == 1.0
+    low, high = summary["flip_rate"]["ci"]
+    assert low == 0.0 and high == pytest.approx(2 / 3)  # resamples of the two items: both b (0), both a (2/3)
+    assert counterfactual.insert_word("There is a red circle.", 0, "tiny") == "Tiny there is a red circle."
+    assert counterfactual.insert_word("There is a red circle.", 5, "now") == "There is a red circle. now"

@@ -1,0 +1,197 @@
+"""Counterfactual edits (Atanasova et al. 2023, "Faithfulness Tests for Natural Language Explanations", ACL; the
+authors' code: github.com/copenlu/nle_faithfulness, `random_baseline.py`): a word inserted into the item's text;
+an edit that flips the predicted label while the new explanation does not mention the inserted word is unfaithful,
+since the explanation stays silent about what changed the answer.
+
+As in the authors' random baseline: a word is inserted before a token of the text at positions drawn at random
+(`positions` per item, then `words_per_position` words at each), adjectives and adverbs from a candidate list; a
+word is "mentioned" where it occurs, lower-cased, anywhere in the lower-cased explanation (a substring test, as
+theirs); and the item-level rates are theirs: items with a flipping edit over items, items with an unfaithful
+flipping edit over items with a flipping edit. What differs, on purpose or for now:
+
+- the candidates are a fixed list here (`ADJECTIVES`, `ADVERBS`), where the authors draw from all of WordNet's
+  adjective and adverb lemmas;
+- the authors insert adjectives before nouns and adverbs before verbs (spaCy's tags); without a tagger, an edit here
+  takes any whitespace token as its place and either kind of word;
+- a flip is a change from the run's own predicted label (the authors compare with the gold label, which counts an
+  item the model got wrong before the edit as flipped);
+- edit-level rates (flipping edits over edits, unfaithful over flipping edits) are reported beside the item-level
+  ones, and every rate has a bootstrap interval over items (`vlx.faithfulness.rates`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vlx.engine.loop import Answer, LoopResult, LoopSettings, RowStore, run_batches
+from vlx.faithfulness import rates
+from vlx.models.hf import VLMAdapter
+from vlx.run.records import Prediction
+from vlx.tasks import Task
+from vlx.tasks.items import Example
+
+NAME = "counterfactual"
+
+# common English adjectives and adverbs, none of them a label name of vlx's tasks nor a word of their answer formats
+ADJECTIVES = (
+    "old", "small", "large", "bright", "dark", "quiet", "happy", "strange", "famous", "wooden",
+    "ancient", "tiny", "heavy", "empty", "colourful", "distant", "broken", "shiny", "young", "plain",
+)  # fmt: skip
+ADVERBS = (
+    "quickly", "slowly", "carefully", "suddenly", "quietly", "happily", "rarely", "often", "almost", "nearly",
+    "certainly", "probably", "easily", "gently", "loudly", "finally", "barely", "openly", "calmly", "eagerly",
+)  # fmt: skip
+WORDS = ADJECTIVES + ADVERBS
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One counterfactual edit of an item's text.
+
+    Attributes:
+        id: the edit's id, `<item id>|cf<k>`: the row's key in the test's jsonl.
+        item: the edited item's id.
+        word: the word inserted.
+        position: the index, in the text's whitespace tokens, of the token the word was inserted before (the
+            number of tokens: at the end).
+        text: the edited text.
+    """
+
+    id: str
+    item: str
+    word: str
+    position: int
+    text: str
+
+
+def insert_word(text: str, position: int, word: str) -> str:
+    """`text` with `word` inserted before its whitespace token `position` (tokens joined by single spaces); at the
+    start, the word takes the capital of a capitalised first token, which is lower-cased (as the authors intended)."""
+    tokens = text.split()
+    if position == 0 and tokens and tokens[0][:1].isupper() and not tokens[0].isupper():
+        tokens[0] = tokens[0][0].lower() + tokens[0][1:]
+        word = word[:1].upper() + word[1:]
+    return " ".join([*tokens[:position], word, *tokens[position:]])
+
+
+def plan_edits(
+    items: Sequence[Example], words: Sequence[str], positions: int, words_per_position: int, seed: int
+) -> list[Edit]:
+    """Each item's edits: `positions` distinct places drawn among its tokens, `words_per_position` distinct words
+    at each, from generators seeded by `seed` and the item's id (an item's edits do not depend on the sample).
+
+    Raises:
+        ValueError: no candidate words, or counts below 1.
+    """
+    if not words or positions < 1 or words_per_position < 1:
+        raise ValueError("counterfactual edits need candidate words, and positions and words_per_position >= 1")
+    edits = []
+    for item in items:
+        rng = random.Random(f"{seed}:{item.id}")
+        tokens = item.text.split()
+        places = sorted(rng.sample(range(len(tokens) + 1), min(positions, len(tokens) + 1)))
+        k = 0
+        for place in places:
+            for word in rng.sample(list(words), min(words_per_position, len(words))):
+                text = insert_word(item.text, place, word)
+                edits.append(Edit(id=f"{item.id}|cf{k}", item=item.id, word=word, position=place, text=text))
+                k += 1
+    return edits
+
+
+def mentions(explanation: str | None, word: str) -> bool:
+    """Whether the explanation mentions the word: its lower-cased form anywhere in the lower-cased explanation (a
+    substring test, as the authors' code: "old" is mentioned by "bold")."""
+    return word.strip().lower() in (explanation or "").lower()
+
+
+def edit_row(edit: Edit, original: Prediction, new: Prediction) -> dict[str, Any]:
+    """The test's row of one edit: the edit, the original and new label and explanation, and the verdicts
+    (`flipped`, `unfaithful`: None where either label is unparsed)."""
+    flipped = None if original.pred is None or new.pred is None else new.pred != original.pred
+    mentioned = mentions(new.explanation, edit.word)
+    return {
+        "id": edit.id,
+        "item": edit.item,
+        "word": edit.word,
+        "position": edit.position,
+        "text": edit.text,
+        "original_label": original.pred,
+        "label": new.pred,
+        "original_explanation": original.explanation,
+        "explanation": new.explanation,
+        "raw": new.raw,
+        "scores": new.scores,
+        "flipped": flipped,
+        "mentioned": mentioned,
+        "unfaithful": None if flipped is None else flipped and not mentioned,
+    }
+
+
+def run_edits(
+    model: VLMAdapter,
+    task: Task,
+    items: Sequence[Example],
+    edits: Sequence[Edit],
+    originals: Mapping[str, Prediction],
+    store: RowStore,
+    settings: LoopSettings,
+) -> LoopResult:
+    """Answers every edit not yet in `store` with the model, through the shared batch loop, appending each edit's
+    row (`edit_row`) batch by batch; a stopped test continues with the edits left.
+
+    Args:
+        model: the run's model.
+        task: the run's task (its prompt takes the edited text).
+        items: the items edited.
+        edits: their edits (`plan_edits`).
+        originals: the run's predictions by item id.
+        store: the test's rows.
+        settings: the run's decoding, this stage's batches.
+    """
+    from vlx.stages.infer import prediction
+
+    by_item = {ex.id: ex for ex in items}
+    by_id = {e.id: e for e in edits}
+    edited = [replace(by_item[e.item], id=e.id, text=e.text) for e in edits]
+
+    def row(answer: Answer) -> dict[str, Any]:
+        edit = by_id[answer.example.id]
+        new = prediction(task, answer.example, answer.text, answer.demos, answer.scores)
+        return edit_row(edit, originals[edit.item], new)
+
+    return run_batches(model, task, edited, store, row, settings, desc=NAME, rows_name="edits")
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The test's numbers, each {"value", "ci", "n"} with its interval over items: `flip_rate` (flipping edits over
+    edits), `unfaithful_rate` (unfaithful edits over flipping edits), and the authors' item-level `item_flip_rate`
+    (items with a flipping edit over items) and `item_unfaithful_rate` (items with an unfaithful edit over items
+    with a flipping edit); with the counts of items, edits and edits left out for an unparsed label."""
+    counted = [r for r in rows if r["flipped"] is not None]
+    groups = rates.grouped(counted)
+
+    def flips(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+        return sum(bool(r["flipped"]) for r in rs), len(rs)
+
+    def unfaithful(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+        return sum(bool(r["unfaithful"]) for r in rs), sum(bool(r["flipped"]) for r in rs)
+
+    def item_flips(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+        return float(any(r["flipped"] for r in rs)), 1.0
+
+    def item_unfaithful(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+        return float(any(r["unfaithful"] for r in rs)), float(any(r["flipped"] for r in rs))
+
+    return {
+        "items": len(rates.grouped(rows)) if rows else 0,
+        "edits": len(rows),
+        "unparsed_edits": len(rows) - len(counted),
+        "flip_rate": rates.rate(groups, flips, resamples, seed),
+        "unfaithful_rate": rates.rate(groups, unfaithful, resamples, seed),
+        "item_flip_rate": rates.rate(groups, item_flips, resamples, seed),
+        "item_unfaithful_rate": rates.rate(groups, item_unfaithful, resamples, seed),
+    }

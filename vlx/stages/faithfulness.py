@@ -1,0 +1,124 @@
+"""stage=faithfulness: the faithfulness tests of `vlx.faithfulness` on a finished infer run, with its own model,
+prompt and decoding; rows in `<run>/faithfulness/<test>.jsonl`, numbers in `<run>/faithfulness/faithfulness.json`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vlx.errors import ConfigError
+from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness.source import RunSource, load_run_model, loop_settings, open_run, sample_items
+from vlx.models.hf import VLMAdapter
+from vlx.run.directory import RunDir
+from vlx.run.lock import exclusive
+from vlx.run.store import JsonlStore, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+TESTS = (counterfactual.NAME, image_reliance.NAME)
+
+
+def settings_of(cfg: DictConfig) -> dict[str, Any]:
+    """What the stage's tests depend on, per test: a stopped test continues only with the same."""
+    stage = cfg.stage
+    common = {"sample": stage.sample, "seed": stage.seed}
+    words = list(stage.words) if stage.words is not None else list(counterfactual.WORDS)
+    return {
+        counterfactual.NAME: {
+            **common,
+            "positions": stage.positions,
+            "words_per_position": stage.words_per_position,
+            "words": words,
+        },
+        image_reliance.NAME: {**common, "ablation": stage.ablation},
+    }
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """The tests asked for, checked before anything loads.
+
+    Raises:
+        ConfigError: no run given, or an unknown test or ablation.
+    """
+    if not cfg.stage.get("run"):
+        raise ConfigError("stage=faithfulness needs stage.run=<the directory of a stage=infer run>")
+    tests = [str(t) for t in (OmegaConf.to_container(cfg.stage.tests) or [])]
+    unknown = [t for t in tests if t not in TESTS]
+    if unknown or not tests:
+        raise ConfigError(f"stage.tests={tests}: give one or more of {', '.join(TESTS)}")
+    if cfg.stage.ablation not in image_reliance.ABLATIONS:
+        raise ConfigError(
+            f"stage.ablation={cfg.stage.ablation!r}: not an ablation; use one of {', '.join(image_reliance.ABLATIONS)}"
+        )
+    return tests
+
+
+def check_settings(run: RunDir, test: str, settings: dict[str, Any]) -> None:
+    """Records the test's settings, or, where its rows exist, refuses settings that differ from theirs.
+
+    Raises:
+        ConfigError: the rows were made with other settings (each difference listed).
+    """
+    path, rows = run.faithfulness_settings_file(test), run.faithfulness_file(test)
+    if rows.is_file() and rows.stat().st_size and path.is_file():
+        saved = read_json(path, "written by stage=faithfulness")
+        differ = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in settings.items() if saved.get(k) != v]
+        if differ:
+            raise ConfigError(
+                f"{rows} was made with other settings (saved -> now): {'; '.join(differ)}. Rerun with the same "
+                f"settings, or delete {rows} to start the test again"
+            )
+    write_json(path, settings)
+
+
+def run_test(test: str, cfg: DictConfig, source: RunSource, model: VLMAdapter, settings: dict[str, Any]) -> dict:
+    """Runs one test over the sample (the rows not yet written) and returns its numbers with its settings."""
+    run = source.run
+    items = sample_items(source.items, cfg.stage.sample, int(cfg.stage.seed))
+    loop = loop_settings(source, cfg.batch_size, cfg.batching, cfg.loader_workers)
+    store = JsonlStore(run.faithfulness_file(test))
+    store.rows(repair=True)  # a row cut short by a kill is removed, to be done again
+    seed = int(cfg.stage.seed)
+    if test == counterfactual.NAME:
+        edits = counterfactual.plan_edits(
+            items, settings["words"], cfg.stage.positions, cfg.stage.words_per_position, seed
+        )
+        result = counterfactual.run_edits(model, source.task, items, edits, source.predictions, store, loop)
+        summary = counterfactual.summarize(store.rows(), cfg.stage.resamples, seed)
+    else:
+        images = image_reliance.ablated_images(items, cfg.stage.ablation, seed, run.faithfulness_images)
+        result = image_reliance.run_ablation(
+            model, source.task, items, images, cfg.stage.ablation, source.predictions, store, loop
+        )
+        summary = image_reliance.summarize(store.rows(), cfg.stage.resamples, seed)
+    return {**summary, "new_rows": result.answered, "decode": source.decode, "settings": settings}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Runs the tests of `stage.tests` on `stage.run`; returns faithfulness.json's numbers (also written there)."""
+    tests = validate(cfg)
+    run = RunDir.find(cfg.stage.run, "stage.run")
+    with exclusive(run.path):  # not while an infer run still writes its predictions
+        source = open_run(run)
+    settings = settings_of(cfg)
+    with exclusive(run.faithfulness_dir):  # one writer of the tests' files
+        for test in tests:
+            check_settings(run, test, settings[test])
+        model = load_run_model(source)
+        results = (
+            read_json(run.faithfulness_results_file, "stage=faithfulness")
+            if run.faithfulness_results_file.is_file()
+            else {}
+        )
+        for test in tests:
+            results[test] = run_test(test, cfg, source, model, settings[test])
+            log.info(
+                "%s: %s",
+                test,
+                {k: v["value"] for k, v in results[test].items() if isinstance(v, dict) and "value" in v},
+            )
+            write_json(run.faithfulness_results_file, results)
+    return results
