@@ -54,9 +54,14 @@ def changed_models(tmp_path_factory) -> dict[str, Path]:
     return saved
 
 
-def infer(make_cfg, out: Path, *model: str) -> RunDir:
-    """A scored infer run of 6 shapes items."""
-    run_stage(make_cfg(*(model or ("model=tiny_llava",)), "task=shapes", "task.limit=6", "decode=score", run_dir=out))
+def infer(make_cfg, out: Path, *overrides: str) -> RunDir:
+    """An infer run of 6 shapes items: the tiny LLaVA-NeXT and labels scored, unless `overrides` say otherwise."""
+    defaults = [
+        d
+        for d in ("model=tiny_llava", "decode=score")
+        if not any(o.startswith(d.split("=")[0] + "=") for o in overrides)
+    ]
+    run_stage(make_cfg(*defaults, *overrides, "task=shapes", "task.limit=6", run_dir=out))
     return RunDir(out)
 
 
@@ -111,7 +116,7 @@ def test_each_edit_row_holds_the_edit_and_the_models_own_answer_to_it(make_cfg, 
 def test_a_model_whose_label_cannot_change_flips_nothing(make_cfg, tmp_path, changed_models):
     run = infer(make_cfg, tmp_path / "run", "model=hf", f"model.checkpoint={changed_models['fixed']}")
     results = faithfulness(make_cfg, run, "stage.positions=3", "stage.words_per_position=2")
-    cf, image = results["counterfactual"], results["image_reliance"]
+    cf, image = results["counterfactual"], results["image_reliance_mean_colour"]
     assert cf["edits"] == 36 and cf["unparsed_edits"] == 0
     assert cf["flip_rate"] == {"value": 0.0, "ci": [0.0, 0.0], "n": 36}
     assert cf["item_flip_rate"]["value"] == 0.0
@@ -120,20 +125,28 @@ def test_a_model_whose_label_cannot_change_flips_nothing(make_cfg, tmp_path, cha
 
 
 def test_a_blank_vision_tower_shows_no_image_reliance_and_the_untouched_one_does(make_cfg, tmp_path, changed_models):
-    blind = infer(make_cfg, tmp_path / "blind", "model=hf", f"model.checkpoint={changed_models['blind']}")
+    # labels scored, explanations generated: greedy, in the same batches as the run's, so the same inputs give the
+    # very same answers
+    explain = ("decode=score_then_explain", "generation.max_new_tokens=6", "batch_size=2", "batching=dataset")
+    blind = infer(make_cfg, tmp_path / "blind", "model=hf", f"model.checkpoint={changed_models['blind']}", *explain)
     for ablation in image_reliance.ABLATIONS:
         result = faithfulness(make_cfg, blind, "stage.tests=[image_reliance]", f"stage.ablation={ablation}")
-        summary = result["image_reliance"]
-        assert summary["items"] == 6 and summary["flip_rate"]["value"] == 0.0
-        assert summary["same_explanation_flip_rate"]["value"] == 0.0
-        changes = [r["probability_change"] for r in lines(blind.faithfulness_file("image_reliance"))]
-        assert len(changes) == 6 and max(map(abs, changes)) < 1e-5
-        blind.faithfulness_file("image_reliance").unlink()  # the next ablation is another test of the same name
-    # the same items through the untouched vision tower: the blank images move the label's probability
-    seeing = infer(make_cfg, tmp_path / "seeing")
-    faithfulness(make_cfg, seeing, "stage.tests=[image_reliance]", "stage.ablation=mean_colour")
-    rows = lines(seeing.faithfulness_file("image_reliance"))
+        summary = result[f"image_reliance_{ablation}"]
+        assert summary["items"] == 6 and summary["unparsed_items"] == 0 and summary["flip_rate"]["value"] == 0.0
+        assert summary["changed_explanation_same_label_rate"]["value"] == 0.0
+        rows = lines(blind.faithfulness_file(f"image_reliance_{ablation}"))
+        assert all(r["explanation_same"] and r["explanation"] for r in rows)  # word for word, and not empty
+        assert max(abs(r["probability_change"]) for r in rows) < 1e-5
+        images = {r["item"]: r["image"] for r in rows}
+        originals = {p.id: p.image for p in open_run(blind).predictions.values()}
+        assert all(images[i] != originals[i] for i in images)  # each item was shown another picture
+    # the same items through the untouched vision tower: the blank images move the label's probability and change
+    # explanations
+    seeing = infer(make_cfg, tmp_path / "seeing", *explain)
+    summary = faithfulness(make_cfg, seeing, "stage.tests=[image_reliance]")["image_reliance_mean_colour"]
+    rows = lines(seeing.faithfulness_file("image_reliance_mean_colour"))
     assert max(abs(r["probability_change"]) for r in rows) > 1e-4
+    assert summary["changed_explanation_same_label_rate"]["value"] > 0
     # each blank is the original's size in its mean colour
     row = rows[0]
     original, blank = (

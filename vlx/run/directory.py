@@ -9,9 +9,9 @@
                                 confusion_matrix.png, reliability.png its plots
       judgements/<judge>/       stage=judge, one folder per judge: verdicts.jsonl (one `Verdict` per item),
                                 judge.json (its numbers), judge_config.json, prompt.txt
-      faithfulness/             stage=faithfulness: <test>.jsonl (one row per edit or ablated item),
-                                <test>.settings.json (what made them), faithfulness.json (the numbers), images/ (the
-                                ablation images made)
+      faithfulness/             stage=faithfulness: <name>.jsonl, one row per edit or ablated item (counterfactual,
+                                image_reliance_<ablation>), <name>.settings.json (what made them), faithfulness.json
+                                (the numbers), images/ (the ablation images made)
       ratings.jsonl             stage=review's human ratings; review_sample.json the sample rated
       error.json                a sweep job that failed (vlx.run.sweeps)
       .vlx.lock                 the writer's lock (vlx.run.lock)

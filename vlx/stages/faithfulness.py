@@ -1,5 +1,6 @@
 """stage=faithfulness: the faithfulness tests of `vlx.faithfulness` on a finished infer run, with its own model,
-prompt and decoding; rows in `<run>/faithfulness/<test>.jsonl`, numbers in `<run>/faithfulness/faithfulness.json`."""
+prompt and decoding; rows in `<run>/faithfulness/<output>.jsonl`, numbers in `<run>/faithfulness/faithfulness.json`
+under the same name (`output_name`: `counterfactual`, `image_reliance_mean_colour`, `image_reliance_other_item`)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def validate(cfg: DictConfig) -> list[str]:
     return tests
 
 
+def output_name(test: str, cfg: DictConfig) -> str:
+    """The name of a test's files and of its numbers in faithfulness.json: each ablation its own, so that both
+    are kept side by side."""
+    return f"{test}_{cfg.stage.ablation}" if test == image_reliance.NAME else test
+
+
 def check_settings(run: RunDir, test: str, settings: dict[str, Any]) -> None:
     """Records the test's settings, or, where its rows exist, refuses settings that differ from theirs.
 
@@ -79,7 +86,7 @@ def run_test(test: str, cfg: DictConfig, source: RunSource, model: VLMAdapter, s
     run = source.run
     items = sample_items(source.items, cfg.stage.sample, int(cfg.stage.seed))
     loop = loop_settings(source, cfg.batch_size, cfg.batching, cfg.loader_workers)
-    store = JsonlStore(run.faithfulness_file(test))
+    store = JsonlStore(run.faithfulness_file(output_name(test, cfg)))
     store.rows(repair=True)  # a row cut short by a kill is removed, to be done again
     seed = int(cfg.stage.seed)
     if test == counterfactual.NAME:
@@ -106,7 +113,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = settings_of(cfg)
     with exclusive(run.faithfulness_dir):  # one writer of the tests' files
         for test in tests:
-            check_settings(run, test, settings[test])
+            check_settings(run, output_name(test, cfg), settings[test])
         model = load_run_model(source)
         results = (
             read_json(run.faithfulness_results_file, "stage=faithfulness")
@@ -114,11 +121,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             else {}
         )
         for test in tests:
-            results[test] = run_test(test, cfg, source, model, settings[test])
+            name = output_name(test, cfg)
+            results[name] = run_test(test, cfg, source, model, settings[test])
             log.info(
                 "%s: %s",
-                test,
-                {k: v["value"] for k, v in results[test].items() if isinstance(v, dict) and "value" in v},
+                name,
+                {k: v["value"] for k, v in results[name].items() if isinstance(v, dict) and "value" in v},
             )
             write_json(run.faithfulness_results_file, results)
     return results
