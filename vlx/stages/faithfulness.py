@@ -111,6 +111,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with exclusive(run.path):  # not while an infer run still writes its predictions
         source = open_run(run)
     settings = settings_of(cfg)
+    if source.config.get("generation", {}).get("do_sample"):  # each batch draws its own samples
+        log.warning(
+            "%s sampled its answers (generation.do_sample): an edited item's answer is another draw, so a label may "
+            "change with no edit at all; test a greedy run for rates that measure the edits alone",
+            run.path,
+        )
     with exclusive(run.faithfulness_dir):  # one writer of the tests' files
         for test in tests:
             check_settings(run, output_name(test, cfg), settings[test])
