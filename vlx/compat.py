@@ -11,6 +11,7 @@ names, the Qwen-VL models' rope-index functions and a vision config's `_attn_imp
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,7 @@ def compile_config_for(device: torch.device) -> Any:
     return config
 
 
+@functools.cache
 def static_cache_ceiling() -> bool:
     """Whether `generate` takes `max_cache_len`, a static cache's length for every call up to it (transformers 5.20
     or so): one cache, and one compiled decode step, serve prompts of several widths. Older versions size the cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,17 @@ def build_inputs(
     demonstrations first (a user turn with image and instruction, an assistant turn with the answer), the query last."""
     prompts, images = [], []
     for example, shots in zip(batch, demos, strict=True):
-        turns = [(task.instruction(d), task.demo_answer(d)) for d in shots]
-        prompts.append(model.render_prompt(example, task.instruction(example), turns))
+        prompts.append(render_prompt(model, task, example, shots))
         images += [demo_image(d.image, demo_image_size) for d in shots] + [load_rgb(example.image)]
     return prompts, images
+
+
+def render_prompt(model: VLMAdapter, task: Task, example: Example, demos: Sequence[Example] = ()) -> str:
+    """The prompt the model gets for `example`: each demonstration a user turn (its instruction) and an assistant
+    turn (its answer), then the example's instruction (what the batches, the manifest and the faithfulness tests
+    render alike)."""
+    turns = [(task.instruction(d), task.demo_answer(d)) for d in demos]
+    return model.render_prompt(example, task.instruction(example), turns)
 
 
 @dataclass(frozen=True)

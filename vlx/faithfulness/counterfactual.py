@@ -28,6 +28,7 @@ from typing import Any
 
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, RowStore, run_batches
 from vlx.faithfulness import rates
+from vlx.faithfulness.rows import answers
 from vlx.models.hf import VLMAdapter
 from vlx.run.records import Prediction
 from vlx.tasks import Task
@@ -111,21 +112,16 @@ def mentions(explanation: str | None, word: str) -> bool:
 def edit_row(edit: Edit, original: Prediction, new: Prediction) -> dict[str, Any]:
     """The test's row of one edit: the edit, the original and new label and explanation, and the verdicts
     (`flipped`, `unfaithful`: None where either label is unparsed)."""
-    flipped = None if original.pred is None or new.pred is None else new.pred != original.pred
+    changed = answers(original, new)
     mentioned = mentions(new.explanation, edit.word)
+    flipped = changed["flipped"]
     return {
         "id": edit.id,
         "item": edit.item,
         "word": edit.word,
         "position": edit.position,
         "text": edit.text,
-        "original_label": original.pred,
-        "label": new.pred,
-        "original_explanation": original.explanation,
-        "explanation": new.explanation,
-        "raw": new.raw,
-        "scores": new.scores,
-        "flipped": flipped,
+        **changed,
         "mentioned": mentioned,
         "unfaithful": None if flipped is None else flipped and not mentioned,
     }

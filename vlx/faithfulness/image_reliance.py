@@ -23,6 +23,7 @@ from PIL import Image, ImageStat
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, RowStore, run_batches
 from vlx.errors import ConfigError
 from vlx.faithfulness import rates
+from vlx.faithfulness.rows import answers
 from vlx.models.hf import VLMAdapter
 from vlx.run.records import Prediction
 from vlx.tasks import Task
@@ -83,7 +84,6 @@ def reliance_row(item: str, ablation: str, image: Path, original: Prediction, ne
     """The test's row of one ablated item: the image shown, the original and new answers, whether the label flipped
     (None where either is unparsed), whether the explanation stayed, and the probability of the original label
     before and after (where the run scored labels)."""
-    flipped = None if original.pred is None or new.pred is None else new.pred != original.pred
     before = (original.scores or {}).get(original.pred or "")
     after = (new.scores or {}).get(original.pred or "")
     return {
@@ -91,13 +91,7 @@ def reliance_row(item: str, ablation: str, image: Path, original: Prediction, ne
         "item": item,
         "ablation": ablation,
         "image": str(image),
-        "original_label": original.pred,
-        "label": new.pred,
-        "original_explanation": original.explanation,
-        "explanation": new.explanation,
-        "raw": new.raw,
-        "scores": new.scores,
-        "flipped": flipped,
+        **answers(original, new),
         "explanation_same": same_explanation(original.explanation, new.explanation),
         "original_probability": before,
         "probability": after,

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.config_data import plain_dict
+from vlx.engine.batches import render_prompt
 from vlx.engine.loop import LoopSettings
 from vlx.errors import ConfigError
 from vlx.models.hf import VLMAdapter
@@ -30,7 +31,6 @@ from vlx.tasks.items import Example
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "run_config.json"  # written by stage=infer (vlx.stages._resume.RUN_CONFIG)
 # the manifest's keys that say which model answered and how its inputs were made: a test's model must match them
 MODEL_KEYS = ("model", "weights", "adapter", "adapter_weights", "dtype", "quantization", "prompt", "image_processor")
 
@@ -67,10 +67,10 @@ def run_config(run: RunDir) -> DictConfig:
     Raises:
         ConfigError: the run has no run_config.json (a folder not written by stage=infer).
     """
-    path = run.path / RUN_CONFIG
+    path = run.run_config_file
     if not path.is_file():
         raise ConfigError(
-            f"stage.run={str(run.path)!r}: no {RUN_CONFIG} there, so the model, prompt and decoding the run used are "
+            f"stage.run={str(run.path)!r}: no {path.name} there, so the model, prompt and decoding the run used are "
             f"unknown; pass the directory of a stage=infer run"
         )
     nested: dict[str, Any] = {}
@@ -144,7 +144,7 @@ def load_run_model(source: RunSource) -> VLMAdapter:
         stage=saved.stage,
         task=saved.task,
         seed=saved.seed,
-        prompt=model.render_prompt(first, source.task.instruction(first), []),
+        prompt=render_prompt(model, source.task, first),
         lora_adapter=cfg.model.get("adapter"),
     )
     differ = manifest.differences(saved, now, only=MODEL_KEYS)

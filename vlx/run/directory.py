@@ -4,7 +4,8 @@
       predictions.jsonl         one `Prediction` per item (stage=infer; under a launcher predictions.rank<n>.jsonl
                                 shards first), predictions.csv in the seed's format
       summary.json              stage=infer's counts and throughput, with `run` (`RunInfo`: what the run was)
-      manifest.json             everything that changes outputs (vlx.run.manifest)
+      manifest.json             everything that changes outputs (vlx.run.manifest); run_config.json the config
+                                keys they depend on, resolved (vlx.stages._resume)
       metrics.json              stage=eval's numbers; explanation_items.jsonl its per-item statistics;
                                 confusion_matrix.png, reliability.png its plots
       judgements/<judge>/       stage=judge, one folder per judge: verdicts.jsonl (one `Verdict` per item),
@@ -58,6 +59,7 @@ class RunDir:
     SUMMARY = "summary.json"
     METRICS = "metrics.json"
     MANIFEST = "manifest.json"
+    RUN_CONFIG = "run_config.json"
     ERROR = "error.json"
     JUDGEMENTS = "judgements"
     VERDICTS = "verdicts.jsonl"
@@ -119,6 +121,12 @@ class RunDir:
     def summary_file(self) -> Path:
         """summary.json: the run's settings and outcome."""
         return self.path / self.SUMMARY
+
+    @property
+    def run_config_file(self) -> Path:
+        """The config keys the run's outputs depend on, resolved (`vlx.stages._resume`; the faithfulness tests
+        rebuild the run's model and task from it)."""
+        return self.path / self.RUN_CONFIG
 
     @property
     def manifest(self) -> Path:

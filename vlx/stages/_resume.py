@@ -26,14 +26,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlx.config_data import plain_dict
+from vlx.engine.batches import render_prompt
 from vlx.errors import ConfigError
 from vlx.run import manifest
+from vlx.run.directory import RunDir
 from vlx.run.store import read_json, write_json
 from vlx.stages._common import resolved_config
 
 log = logging.getLogger(__name__)
-
-RUN_CONFIG = "run_config.json"
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def check_resumable(run_dir: Path, cfg: DictConfig, has_outputs: bool, keys: Out
     Raises:
         ConfigError: the directory holds outputs made with other output-changing settings (listed).
     """
-    path = run_dir / RUN_CONFIG
+    path = RunDir(run_dir).run_config_file
     current = json.loads(json.dumps(output_config(cfg, keys), default=str))  # as it reads back from the file
     if path.is_file() and has_outputs:
         saved = prompt_as_today(read_json(path, "written when the run began"))
@@ -136,7 +136,7 @@ def check_manifest(out: Path, current: manifest.Manifest, has_outputs: bool, lab
             "%s has no %s (a run from before vlx recorded them): checked against %s only",
             out,
             manifest.MANIFEST,
-            RUN_CONFIG,
+            RunDir.RUN_CONFIG,
         )
         return
     refused = manifest.differences(saved, current, skip=WARNED)
@@ -158,10 +158,7 @@ def check_manifest(out: Path, current: manifest.Manifest, has_outputs: bool, lab
 def infer_manifest(cfg: DictConfig, model: Any, task: Any, selector: Any, first: Any) -> manifest.Manifest:
     """The manifest of an infer run: the loaded model `model`, the task, and the prompt rendered for the split's
     first item `first` with its demonstrations from `selector` (None for zero-shot), as the batches render it."""
-    demos = selector.select(first) if selector is not None else []
-    prompt = model.render_prompt(
-        first, task.instruction(first), [(task.instruction(d), task.demo_answer(d)) for d in demos]
-    )
+    prompt = render_prompt(model, task, first, selector.select(first) if selector is not None else [])
     generation = plain_dict(cfg.generation, "generation")
     sampling = bool(generation.get("do_sample"))
     return manifest.build(
