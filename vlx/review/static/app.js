@@ -67,11 +67,11 @@ function probs(scores) {
 }
 
 // the faithfulness tests' rows of an item (read-only): each change beside the original answer shown above, the
-// inserted word marked, the ablation image shown small, the new label red where it flipped
+// inserted word marked, the ablation image shown small, the new label red where it flipped from the original
 function faithfulness(it) {
   const sections = it.faithfulness || [];
   if (!sections.length) return "";
-  const fact = (v) => typeof v === "number" ? fmt(v) : esc(v);
+  const fact = (v) => typeof v === "number" && v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(1) : typeof v === "number" ? fmt(v) : esc(v);
   const change = (r) => {
     if (r.marked) return `<div class="ftext">${esc(r.marked[0])} <mark>${esc(r.marked[1])}</mark> ${esc(r.marked[2])}</div>`;
     if (r.text != null) return `<div class="ftext">${esc(r.text)}</div>`;
@@ -82,9 +82,9 @@ function faithfulness(it) {
     <h3>Faithfulness: ${esc(s.title)} <small>(${esc(s.output)}; original label ${esc(it.pred ?? "unparsed")})</small></h3>
     <table><tr><th>change</th><th>new label</th><th>new explanation</th><th></th></tr>${s.rows.map((r) => `<tr data-id="${esc(r.id)}">
       <td>${change(r)}</td>
-      <td><span class="badge ${r.flipped ? "bad flip" : r.flipped === false ? "ok" : "none"}">${esc(r.label ?? "unparsed")}</span></td>
+      <td><span class="badge ${r.flipped ? "bad flip" : r.flipped === false ? "" : "none"}" title="${r.flipped ? "the label flipped" : r.flipped === false ? "the label stayed" : "a label did not parse"}">${esc(r.label ?? "unparsed")}</span></td>
       <td class="fexpl">${esc(r.explanation ?? "")}</td>
-      <td class="scores">${Object.entries(r.facts || {}).map(([k, v]) => `<span>${esc(k)} <b>${fact(v)}</b></span>`).join("")}</td>
+      <td><div class="scores">${Object.entries(r.facts || {}).map(([k, v]) => `<span>${esc(k)} <b>${fact(v)}</b></span>`).join("")}</div></td>
     </tr>`).join("")}</table></section>`).join("");
 }
 
