@@ -8,5 +8,9 @@ Each test reruns the run's own model, prompt and decoding on changed inputs and 
   label flips, how often label and explanation change apart, and the label's probability change;
 - `source`: the run as the tests read it (its config, task, items and predictions) and its model, loaded as the run
   loaded it (checked against the run's manifest);
-- `rates`: rates over edits with bootstrap intervals drawn over items (`vlx.metrics.bootstrap`).
+- `rates`: rates over edits with bootstrap intervals drawn over items (`vlx.metrics.bootstrap`);
+- `measures`: what each test reports, declared once per test (its numbers, their direction, each item's share of
+  them, what a change is, how the review page shows a row); `catalog` the declared tests by name;
+- `results`: faithfulness.json as stage=report and W&B show it; `paired`: two runs' numbers compared item by item
+  (stage=compare).
 """

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, RowStore, run_batches
-from vlx.faithfulness import rates
+from vlx.faithfulness import measures, rates
 from vlx.faithfulness.rows import answers
 from vlx.models.hf import VLMAdapter
 from vlx.run.records import Prediction
@@ -168,26 +168,46 @@ def summarize(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, seed: in
     (items with a flipping edit over items) and `item_unfaithful_rate` (items with an unfaithful edit over items
     with a flipping edit); with the counts of items, edits and edits left out for an unparsed label."""
     counted = [r for r in rows if r["flipped"] is not None]
-    groups = rates.grouped(counted)
-
-    def flips(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-        return sum(bool(r["flipped"]) for r in rs), len(rs)
-
-    def unfaithful(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-        return sum(bool(r["unfaithful"]) for r in rs), sum(bool(r["flipped"]) for r in rs)
-
-    def item_flips(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-        return float(any(r["flipped"] for r in rs)), 1.0
-
-    def item_unfaithful(rs: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-        return float(any(r["unfaithful"] for r in rs)), float(any(r["flipped"] for r in rs))
-
     return {
         "items": len(rates.grouped(rows)) if rows else 0,
         "edits": len(rows),
         "unparsed_edits": len(rows) - len(counted),
-        "flip_rate": rates.rate(groups, flips, resamples, seed),
-        "unfaithful_rate": rates.rate(groups, unfaithful, resamples, seed),
-        "item_flip_rate": rates.rate(groups, item_flips, resamples, seed),
-        "item_unfaithful_rate": rates.rate(groups, item_unfaithful, resamples, seed),
+        **measures.summarize(rows, TEST, resamples, seed),
     }
+
+
+def marked(row: Mapping[str, Any]) -> list[str]:
+    """An edit's text as [before, the inserted word, after] (for the review page to mark the word)."""
+    tokens = str(row["text"]).split()
+    position = int(row["position"])
+    return [" ".join(tokens[:position]), " ".join(tokens[position : position + 1]), " ".join(tokens[position + 1 :])]
+
+
+# what the test reports (its numbers' directions, read per item for intervals and paired comparisons), and how
+# readers show a row
+TEST = measures.FaithfulnessTest(
+    name=NAME,
+    title="Counterfactual edits",
+    measures=(
+        measures.Measure.share("flip_rate", "Flip rate (edits)", lambda r: r["flipped"]),
+        measures.Measure.share(
+            "unfaithful_rate",
+            "Unfaithful among flips (edits)",
+            lambda r: r["unfaithful"],
+            higher_is_better=False,
+            among=lambda r: r["flipped"],
+        ),
+        measures.Measure(
+            "item_flip_rate", "Flip rate (items)", lambda rs: (float(any(r["flipped"] for r in rs)), 1.0)
+        ),
+        measures.Measure(
+            "item_unfaithful_rate",
+            "Unfaithful among flips (items)",
+            lambda rs: (float(any(r["unfaithful"] for r in rs)), float(any(r["flipped"] for r in rs))),
+            higher_is_better=False,
+        ),
+    ),
+    change=lambda r: (r["word"], r["position"]),
+    view=lambda r: {"text": r["text"], "marked": marked(r), "facts": {"mentioned": r["mentioned"]}},
+    settings=("sample", "seed", "positions", "words_per_position", "words"),
+)

@@ -22,7 +22,7 @@ from PIL import Image, ImageStat
 
 from vlx.engine.loop import Answer, LoopResult, LoopSettings, RowStore, run_batches
 from vlx.errors import ConfigError
-from vlx.faithfulness import rates
+from vlx.faithfulness import measures
 from vlx.faithfulness.rows import answers
 from vlx.models.hf import VLMAdapter
 from vlx.run.records import Prediction
@@ -130,20 +130,37 @@ def summarize(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, seed: in
     the label stays (`changed_explanation_same_label_rate`), and the mean change in the original label's probability
     (`probability_change`, items with scores; None without); with the counts."""
     counted = [r for r in rows if r["flipped"] is not None]
-    groups = rates.grouped(counted)
-
-    def share(condition: Any) -> Any:
-        return lambda rs: (sum(bool(condition(r)) for r in rs), len(rs))
-
     return {
         "items": len(rows),
         "unparsed_items": len(rows) - len(counted),
-        "flip_rate": rates.rate(groups, share(lambda r: r["flipped"]), resamples, seed),
-        "same_explanation_flip_rate": rates.rate(
-            groups, share(lambda r: r["flipped"] and r["explanation_same"]), resamples, seed
-        ),
-        "changed_explanation_same_label_rate": rates.rate(
-            groups, share(lambda r: not r["flipped"] and not r["explanation_same"]), resamples, seed
-        ),
-        "probability_change": rates.mean(rates.grouped(rows), lambda r: r["probability_change"], resamples, seed),
+        **measures.summarize(rows, TEST, resamples, seed),
     }
+
+
+# what the test reports (its numbers' directions, read per item for intervals and paired comparisons), and how
+# readers show a row
+TEST = measures.FaithfulnessTest(
+    name=NAME,
+    title="Image reliance",
+    measures=(
+        measures.Measure.share("flip_rate", "Flip rate", lambda r: r["flipped"]),
+        measures.Measure.share(
+            "same_explanation_flip_rate",
+            "Flips, explanation kept",
+            lambda r: r["flipped"] and r["explanation_same"],
+            higher_is_better=False,
+        ),
+        measures.Measure.share(
+            "changed_explanation_same_label_rate",
+            "Label kept, explanation changed",
+            lambda r: not r["flipped"] and not r["explanation_same"],
+        ),
+        measures.Measure.mean("probability_change", "Label probability change", lambda r: r["probability_change"]),
+    ),
+    change=lambda r: Path(str(r["image"])).name,
+    view=lambda r: {
+        "image": r["image"],
+        "facts": {"explanation_same": r["explanation_same"], "probability_change": r["probability_change"]},
+    },
+    settings=("sample", "seed", "ablation"),
+)

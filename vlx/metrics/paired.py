@@ -316,6 +316,34 @@ def mean_differences(
     )
 
 
+def ratio_differences(
+    counts_a: np.ndarray, counts_b: np.ndarray, draws: np.ndarray, level: float
+) -> Difference | None:
+    """The difference of two runs' ratios of sums over the same items (each item's numerator and denominator, e.g.
+    its flipping edits and its edits), every resample drawing the same items for both runs.
+
+    Args:
+        counts_a: run A's (numerator, denominator) per item, (n, 2).
+        counts_b: run B's, the same items in the same order.
+        draws: (R, n) resample counts of the items (`resample_counts`).
+        level: the interval's coverage.
+
+    Returns:
+        The difference (n: the items where either run has a denominator), or None where either ratio is undefined
+        (no denominator at all).
+    """
+    a, b = (np.asarray(c, dtype=float).reshape(-1, 2) for c in (counts_a, counts_b))
+    rows = np.vstack([np.ones((1, len(a))), np.asarray(draws, dtype=float).reshape(-1, len(a))])
+
+    def ratios(c: np.ndarray) -> np.ndarray:  # [R + 1]: the point value, then each resample's
+        top, bottom = rows @ c[:, 0], rows @ c[:, 1]
+        return np.divide(top, bottom, out=np.full(len(top), np.nan), where=bottom > 0)
+
+    ra, rb = ratios(a), ratios(b)
+    n = int(np.count_nonzero((a[:, 1] > 0) | (b[:, 1] > 0)))
+    return paired_difference(_point(ra), _point(rb), ra[1:], rb[1:], level, n)
+
+
 def judge_differences(
     scores_a: Sequence[float | None],
     scores_b: Sequence[float | None],

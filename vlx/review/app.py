@@ -9,6 +9,7 @@ Routes (all JSON but the page itself, its static files and images):
   `confidence`), `order`, `offset`, `limit`.
 - `GET /image/<n>`: the image of the run's n-th item. Images are addressed by item, never by path, so no URL can
   reach a file that is not an image of the run.
+- `GET /faithfulness-image/<n>`: the n-th ablation image the faithfulness rows show (by number, as items' images).
 - `GET /files/<name>`: the run's plots (confusion matrix, reliability diagram), by an allow-list of names.
 - `POST /api/rate`: `{"id", "rater", "verdict"}` appended to `<run>/ratings.jsonl` and fsynced before the answer.
   Refused (403) when the request comes from another origin, and (415) when it is not JSON, so no other page the
@@ -102,6 +103,9 @@ class ReviewData:
         item_metrics: id -> {metric: value} per item (ROUGE-L, BERTScore, ...).
         judge: id -> the judge's verdict where the run was judged.
         sample: the ids to rate (every id when no sample was asked for).
+        faithfulness: id -> the faithfulness tests' rows of the item, one section per test output
+            (`vlx.review.data.faithfulness_views`; read-only).
+        faithfulness_images: the ablation images those rows show, by number.
     """
 
     run_dir: Path
@@ -112,6 +116,8 @@ class ReviewData:
     item_metrics: dict[str, dict[str, float]]
     judge: dict[str, Verdict]
     sample: list[str]
+    faithfulness: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    faithfulness_images: list[Path] = field(default_factory=list)
     store: RatingStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -167,6 +173,7 @@ def item_view(data: ReviewData, k: int, rated: Mapping[str, str]) -> dict[str, A
             "judge": None
             if verdict is None
             else {"verdict": verdict.verdict, "score": verdict.score, "judge": verdict.judge, "raw": verdict.raw},
+            "faithfulness": data.faithfulness.get(item, []),
             "rating": rated.get(item),
             "in_sample": item in data.in_sample,
             "correct": row.gold is not None and row.pred == row.gold,
@@ -249,6 +256,13 @@ def create_app(
             return Response("no such image", status_code=404)
         return FileResponse(path)
 
+    async def faithfulness_image(request: Request) -> Response:
+        text = request.path_params["index"]
+        k = int(text) if text.isascii() and text.isdigit() else -1
+        if not 0 <= k < len(data.faithfulness_images):
+            return Response("no such image", status_code=404)
+        return FileResponse(data.faithfulness_images[k])
+
     async def run_file(request: Request) -> Response:
         name = request.path_params["name"]
         served = {p.name: p for p in RunDir(data.run_dir).plots}
@@ -316,6 +330,7 @@ def create_app(
         Route("/api/items", items),
         Route("/api/rate", rate, methods=["POST"]),
         Route("/image/{index}", image),
+        Route("/faithfulness-image/{index}", faithfulness_image),
         Route("/files/{name}", run_file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

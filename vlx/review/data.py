@@ -64,6 +64,56 @@ def _is_image(path: Path) -> bool:
     )
 
 
+# the fields every faithfulness row holds of the two answers (`vlx.faithfulness.rows.answers`): shown as the new
+# answer, not among an undeclared test's facts
+ANSWER_FIELDS = ("id", "item", "original_label", "label", "original_explanation", "explanation", "raw", "scores")
+
+
+def faithfulness_views(run_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], list[Path]]:
+    """What the page shows of stage=faithfulness per item: item id -> one section per test output ({"output",
+    "title", "rows"}), each row its new label and explanation, whether the label flipped, and its test's view (the
+    edited text with the inserted word marked, the ablation image as `faithfulness-image/<n>`, facts); and the
+    ablation images by number (the page addresses them by number, never by path)."""
+    from vlx.faithfulness.catalog import declared_test
+    from vlx.faithfulness.results import ordered_outputs
+
+    run = RunDir(run_dir)
+    views: dict[str, list[dict[str, Any]]] = {}
+    images: list[Path] = []
+    for output in ordered_outputs(set(run.faithfulness_results())):
+        test = declared_test(output)
+        sections: dict[str, dict[str, Any]] = {}
+        for row in run.faithfulness_rows(output):
+            view = dict(test.view(row)) if test else {}
+            if not test:  # a test this vlx does not declare: its plain fields as facts
+                view["facts"] = {
+                    k: v for k, v in row.items() if k not in ANSWER_FIELDS and isinstance(v, (str, int, float, bool))
+                }
+            if view.get("image") is not None:
+                found = image_path(view["image"], run_dir)
+                view["image_name"] = Path(str(view["image"])).name
+                view["image"] = None
+                if found is not None:
+                    images.append(found)
+                    view["image"] = f"faithfulness-image/{len(images) - 1}"
+            item = str(row.get("item", row.get("id")))
+            section = sections.setdefault(
+                item, {"output": output, "title": test.title if test else output, "rows": []}
+            )
+            section["rows"].append(
+                {
+                    "id": row.get("id"),
+                    "label": row.get("label"),
+                    "explanation": row.get("explanation"),
+                    "flipped": row.get("flipped"),
+                    **view,
+                }
+            )
+        for item, section in sections.items():
+            views.setdefault(item, []).append(section)
+    return views, images
+
+
 def sample_ids(run_dir: Path, rows: list[Prediction], size: int | None, seed: int, balanced: bool) -> list[str]:
     """Every id, or a seeded sample kept in review_sample.json so that a restarted server rates the same items."""
     if size is None:
@@ -84,7 +134,7 @@ def sample_ids(run_dir: Path, rows: list[Prediction], size: int | None, seed: in
 def load(
     run_dir: Path, *, sample: int | None = None, seed: int = 0, balanced: bool = True, judge: str | None = None
 ) -> ReviewData:
-    """The run's predictions, metrics, per-item scores, judge verdicts and the sample to rate."""
+    """The run's predictions, metrics, per-item scores, judge verdicts, faithfulness rows and the sample to rate."""
     run = RunDir(run_dir)
     rows = run.predictions("review")
     metrics = run.results()
@@ -93,6 +143,7 @@ def load(
     missing = sum(i is None for i in images)
     if missing:
         log.info("%d of %d items have no image file here (the page shows their file name)", missing, len(rows))
+    faithfulness, faithfulness_images = faithfulness_views(run_dir)
     return ReviewData(
         run_dir,
         rows,
@@ -102,4 +153,6 @@ def load(
         run_item_metrics(run.explanation_items, metrics),
         judge_verdicts(run_dir, judge),
         sample_ids(run_dir, rows, sample, seed, balanced),
+        faithfulness,
+        faithfulness_images,
     )

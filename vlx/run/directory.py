@@ -334,13 +334,24 @@ class RunDir:
                     log.warning("%s", err)
         return out
 
+    def faithfulness_results(self) -> dict[str, dict[str, Any]]:
+        """faithfulness.json: each test output's numbers and settings, by output name ({} where none ran)."""
+        path = self.faithfulness_results_file
+        return read_json(path, "written by stage=faithfulness") if path.is_file() else {}
+
+    def faithfulness_rows(self, output: str) -> list[dict[str, Any]]:
+        """One test output's rows, in the order written ([] where it has none)."""
+        path = self.faithfulness_file(output)
+        return JsonlStore(path).rows() if path.is_file() else []
+
     def write_judge_results(self, judge: str, results: dict[str, Any]) -> None:
         """Writes one judge's results file."""
         write_json(self.judge_results_file(judge), results)
 
     def results(self) -> dict[str, Any]:
-        """What readers show of a scored run: metrics.json, and every judge's numbers under `judges` (name -> its
-        `JUDGE_HEADLINE` numbers with `judge_model`, `judge_prompt_version`, `judge_unparsed`). A run judged by one
+        """What readers show of a scored run: metrics.json, every judge's numbers under `judges` (name -> its
+        `JUDGE_HEADLINE` numbers with `judge_model`, `judge_prompt_version`, `judge_unparsed`), and where
+        stage=faithfulness ran, faithfulness.json under `faithfulness`. A run judged by one
         judge also has that judge's numbers at the top level, as one key each (`judge_score`, ...).
 
         A metrics.json written before each judge kept its own numbers holds the last judge's at the top level: where
@@ -357,6 +368,8 @@ class RunDir:
             metrics["judges"] = judges
         if len(judges) == 1:
             metrics.update(next(iter(judges.values())))
+        if faithfulness := self.faithfulness_results():
+            metrics["faithfulness"] = faithfulness
         return metrics
 
 

@@ -14,6 +14,10 @@ exactly one run gets right). Explanation metrics are recomputed per resample as 
 on each run's own correctly labelled items among those drawn), which needs both runs scored with the same protocol
 and BERTScore model.
 
+Each faithfulness test both runs ran (stage=faithfulness) is compared the same way on the items both tested with the
+same changes: its declared numbers as `<test>.<number>` rows (`vlx.faithfulness.paired`); runs with faithfulness
+numbers only (not scored) compare those alone.
+
 Writes comparison.json, comparison.md and comparison.png (the differences with their intervals) into this run's
 directory, and logs the table and the plot to W&B.
 """
@@ -30,6 +34,8 @@ from omegaconf import DictConfig
 
 from vlx.config_data import plain_dict
 from vlx.errors import ConfigError, writing
+from vlx.faithfulness.paired import faithfulness_differences
+from vlx.faithfulness.paired import lower_is_better as faithfulness_lower
 from vlx.metrics.bootstrap import resample_counts
 from vlx.metrics.paired import (
     METHOD,
@@ -62,16 +68,20 @@ def _load(run: Path) -> dict[str, Any]:
     """
     check_idle(run)
     folder = RunDir(run)
-    if not folder.metrics_file.is_file():
+    scored = folder.metrics_file.is_file()
+    if not scored and not folder.faithfulness_results_file.is_file():
         raise ConfigError(f"{run}: no metrics.json; score the run first: vlx stage=eval stage.run={run}")
     metrics = folder.results()
+    if not scored:  # faithfulness numbers only: the task and split from the run's summary
+        info = folder.run_info()
+        metrics.update(task=info.task if info else None, split=info.split if info else None)
     rows = {r.id: r for r in folder.predictions("compare")}
     items_path = folder.explanation_items
     items = {str(r["id"]): r for r in JsonlStore(items_path).rows()} if items_path.is_file() else {}
     # the rule eval scored the answers by (VQA-X's soft score, ScienceQA's guesses); runs scored before the rule was
     # recorded used the defaults
     scoring = Scoring(**metrics["scoring"]) if metrics.get("scoring") else DEFAULT_SCORING
-    return {"dir": run, "metrics": metrics, "rows": rows, "items": items, "scoring": scoring}
+    return {"dir": run, "metrics": metrics, "rows": rows, "items": items, "scoring": scoring, "scored": scored}
 
 
 def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -222,10 +232,21 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
     counts = resample_counts(len(ids), resamples, seed)
     lab = [i for i in ids if a["rows"][i].gold is not None]
     notes: list[str] = []
-    found, test = _classification(lab, a, b, resamples, seed, level)
-    found.update(_explanations(ids, a, b, counts, level))
-    found.update(_judge(ids, a, b, counts, level, judge, notes))
-    found.update(row_metric_differences([a["rows"][i] for i in ids], [b["rows"][i] for i in ids], counts, level))
+    found: dict[str, Difference] = {}
+    test = None
+    if a["scored"] and b["scored"]:
+        found, test = _classification(lab, a, b, resamples, seed, level)
+        found.update(_explanations(ids, a, b, counts, level))
+        found.update(_judge(ids, a, b, counts, level, judge, notes))
+        found.update(row_metric_differences([a["rows"][i] for i in ids], [b["rows"][i] for i in ids], counts, level))
+    else:
+        unscored = a["dir"] if not a["scored"] else b["dir"]
+        notes.append(f"labels and explanations not compared: {unscored} is not scored (vlx stage=eval stage.run=...)")
+    faithfulness, faith_notes, faith_info = faithfulness_differences(
+        RunDir(run_a), RunDir(run_b), resamples, seed, level
+    )
+    found.update(faithfulness)
+    notes += faith_notes
     metrics = {k: d.to_json() for k, d in in_table_order(found, COMPARE).items()}
     return {
         "a": str(run_a),
@@ -243,6 +264,7 @@ def compare_runs(run_a: Path, run_b: Path, settings: dict[str, Any], judge: str 
         "metrics": metrics,
         "mcnemar": test,
         "notes": notes,
+        "faithfulness": faith_info,
         "settings_differences": manifest.pair_lines(run_a, run_b),
     }
 
@@ -270,8 +292,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"McNemar's exact test (accuracy): {t['only_a_right']} items only A gets right, "
             f"{t['only_b_right']} only B; p = {t['p_value']:.4g}.",
         ]
+    for output, info in result.get("faithfulness", {}).items():
+        lines.append(f"- faithfulness {output}: {info['items']} items both runs tested alike; {info['settings']}")
     lines += [f"- {note}" for note in result.get("notes", [])]
-    if lower := lower_is_better(result["metrics"]):
+    if lower := lower_is_better(result["metrics"]) + faithfulness_lower(result["metrics"]):
         lines += ["", f"Lower is better for {', '.join(lower)}."]
     if "settings_differences" in result:  # comparisons written before manifests have none
         found = result["settings_differences"]

@@ -9,13 +9,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from vlx.config_data import plain_dict
 from vlx.errors import ConfigError
 from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness.results import log_to_tracker
 from vlx.faithfulness.source import RunSource, load_run_model, loop_settings, open_run, sample_items
 from vlx.models.hf import VLMAdapter
 from vlx.run.directory import RunDir
 from vlx.run.lock import exclusive
 from vlx.run.store import JsonlStore, read_json, write_json
+from vlx.stages._common import resolved_config
+from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
 
@@ -135,4 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 {k: v["value"] for k, v in results[name].items() if isinstance(v, dict) and "value" in v},
             )
             write_json(run.faithfulness_results_file, results)
+    logger_cfg = plain_dict(cfg.logger, "logger") if cfg.logger else None
+    with tracking(logger_cfg, resolved_config(cfg), name=f"faithfulness-{run.path.name}") as tracker:
+        log_to_tracker(tracker, run, results, [output_name(test, cfg) for test in tests])
     return results

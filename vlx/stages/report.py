@@ -10,6 +10,9 @@ run is compared with the baseline run on their shared items (`stage=compare`'s p
 per `stage.baseline_metrics` entry with the difference, its interval and p-value, and each comparison's files go to
 comparisons/<run>.{json,md,png}. The settings that differ across the runs (their manifest.json: model, weights,
 dtype, prompt, decoding, versions, ...) go to settings.md, with the runs that have no manifest named.
+
+Runs tested by stage=faithfulness get a section per test in results.md (each number with its interval, the test's
+settings stated) and rows in faithfulness.csv.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from omegaconf import DictConfig
 
 from vlx.config_data import plain_dict
 from vlx.errors import ConfigError, DataError, writing
+from vlx.faithfulness import results as faithfulness_results
 from vlx.metrics.registry import NO_SPICE, REPORT, shown
 from vlx.metrics.values import MetricValue, read_values
 from vlx.run import manifest
@@ -87,8 +91,10 @@ def collect(run: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     try:
         if (info := folder.run_info()) is not None:
             row.update({f"run.{k}": v for k, v in info.to_json().items()})
+        row["faithfulness"] = folder.faithfulness_results()  # stage=faithfulness's numbers, scored or not
         if metrics.is_file():
             results = folder.results()  # metrics.json, and each judge's numbers (judge.<name>.<key>)
+            results.pop("faithfulness", None)
             for name, numbers in results.pop("judges", {}).items():
                 row.update({f"judge.{name}.{k}": v for k, v in numbers.items()})
             row.update(read_values(results))  # every declared metric: the columns pick the report's, plots any
@@ -212,6 +218,24 @@ def against_baseline(
     return keys
 
 
+def write_faithfulness(rows: list[dict[str, Any]], md: Path, out: Path) -> list[list[Any]]:
+    """The runs' faithfulness numbers: a section per test output appended to results.md (each number with its
+    interval, the settings stated), and faithfulness.csv, one row per run, output and number; returns those rows
+    ([] and no file where no run has faithfulness numbers)."""
+    runs = [(str(r["dir"]), r["faithfulness"]) for r in rows if r.get("faithfulness")]
+    if not runs:
+        return []
+    with writing(md):
+        md.write_text(md.read_text() + "\n" + faithfulness_results.markdown(runs))
+    long = faithfulness_results.long_rows(runs)
+    path = out / "faithfulness.csv"
+    with path.open("w", newline="") as f:
+        table = csv.writer(f)
+        table.writerow(faithfulness_results.LONG_COLUMNS)
+        table.writerows(long)
+    return long
+
+
 SETTINGS = "settings.md"  # beside results.md: the settings that differ across the runs of the table
 
 
@@ -248,6 +272,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         settings = plain_dict(cfg.eval, "eval")
         extra = against_baseline(rows, baseline, list(cfg.stage.baseline_metrics), settings, out)
     md, csv_path = write_tables(rows, out, judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
+    faithfulness = write_faithfulness(rows, md, out)
     settings_md = write_settings(out, runs)
     differ = "\n" + settings_md.read_text() if settings_md else ""
     plots = [p for m in cfg.stage.plots if (p := plot_metric(rows, m, out)) is not None]
@@ -267,4 +292,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with tracking(logger_cfg, resolved_config(cfg), name=f"report-{out.name}") as tracker:
         every = columns(judges + [(f"{k.split('.', 1)[1]} vs baseline", k) for k in extra])
         tracker.log_table("results", [t for t, _ in every], [[plain(r.get(k)) for _, k in every] for r in rows])
+        if faithfulness:
+            tracker.log_table("faithfulness", list(faithfulness_results.LONG_COLUMNS), faithfulness)
     return {"runs": len(rows), "complete": complete, "failed": failed}

@@ -66,6 +66,28 @@ function probs(scores) {
   return entries.map(([label, p]) => `<div class="row"><span>${esc(label)}</span><div class="bar"><div style="width:${(100 * p).toFixed(1)}%"></div></div><span>${p.toFixed(3)}</span></div>`).join("");
 }
 
+// the faithfulness tests' rows of an item (read-only): each change beside the original answer shown above, the
+// inserted word marked, the ablation image shown small, the new label red where it flipped from the original
+function faithfulness(it) {
+  const sections = it.faithfulness || [];
+  if (!sections.length) return "";
+  const fact = (v) => typeof v === "number" && v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(1) : typeof v === "number" ? fmt(v) : esc(v);
+  const change = (r) => {
+    if (r.marked) return `<div class="ftext">${esc(r.marked[0])} <mark>${esc(r.marked[1])}</mark> ${esc(r.marked[2])}</div>`;
+    if (r.text != null) return `<div class="ftext">${esc(r.text)}</div>`;
+    if (r.image) return `<img class="fimg" src="${r.image}" alt="${esc(r.image_name)}">`;
+    return r.image_name ? `<div class="noimg">${esc(r.image_name)}</div>` : "";
+  };
+  return sections.map((s) => `<section class="faith" data-output="${esc(s.output)}">
+    <h3>Faithfulness: ${esc(s.title)} <small>(${esc(s.output)}; original label ${esc(it.pred ?? "unparsed")})</small></h3>
+    <table><tr><th>change</th><th>new label</th><th>new explanation</th><th></th></tr>${s.rows.map((r) => `<tr data-id="${esc(r.id)}">
+      <td>${change(r)}</td>
+      <td><span class="badge ${r.flipped ? "bad flip" : r.flipped === false ? "" : "none"}" title="${r.flipped ? "the label flipped" : r.flipped === false ? "the label stayed" : "a label did not parse"}">${esc(r.label ?? "unparsed")}</span></td>
+      <td class="fexpl">${esc(r.explanation ?? "")}</td>
+      <td><div class="scores">${Object.entries(r.facts || {}).map(([k, v]) => `<span>${esc(k)} <b>${fact(v)}</b></span>`).join("")}</div></td>
+    </tr>`).join("")}</table></section>`).join("");
+}
+
 function renderItem() {
   const it = state.items[state.current];
   if (!it) {
@@ -89,6 +111,7 @@ function renderItem() {
     </div></div>
     <div class="question">Does the explanation justify the predicted answer for this image and text?</div>
     <div class="rate">${VERDICTS.map((v, i) => `<button type="button" data-v="${v}" class="${it.rating === v ? "chosen" : ""}"><kbd>${i + 1}</kbd>${v}</button>`).join("")}</div>
+    ${faithfulness(it)}
   </div>`;
   for (const b of document.querySelectorAll(".rate button")) b.addEventListener("click", () => rate(b.dataset.v));
 }
