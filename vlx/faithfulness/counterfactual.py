@@ -197,9 +197,7 @@ TEST = measures.FaithfulnessTest(
             higher_is_better=False,
             among=lambda r: r["flipped"],
         ),
-        measures.Measure(
-            "item_flip_rate", "Flip rate (items)", lambda rs: (float(any(r["flipped"] for r in rs)), 1.0)
-        ),
+        measures.Measure("item_flip_rate", "Flip rate (items)", lambda rs: (float(any(r["flipped"] for r in rs)), 1.0)),
         measures.Measure(
             "item_unfaithful_rate",
             "Unfaithful among flips (items)",

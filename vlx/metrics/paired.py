@@ -316,9 +316,7 @@ def mean_differences(
     )
 
 
-def ratio_differences(
-    counts_a: np.ndarray, counts_b: np.ndarray, draws: np.ndarray, level: float
-) -> Difference | None:
+def ratio_differences(counts_a: np.ndarray, counts_b: np.ndarray, draws: np.ndarray, level: float) -> Difference | None:
     """The difference of two runs' ratios of sums over the same items (each item's numerator and denominator, e.g.
     its flipping edits and its edits), every resample drawing the same items for both runs.
 

@@ -97,9 +97,7 @@ def faithfulness_views(run_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], 
                     images.append(found)
                     view["image"] = f"faithfulness-image/{len(images) - 1}"
             item = str(row.get("item", row.get("id")))
-            section = sections.setdefault(
-                item, {"output": output, "title": test.title if test else output, "rows": []}
-            )
+            section = sections.setdefault(item, {"output": output, "title": test.title if test else output, "rows": []})
             section["rows"].append(
                 {
                     "id": row.get("id"),
