@@ -219,3 +219,41 @@ def test_flips_and_mentions_are_counted_per_edit_and_per_item_as_the_authors_cou
     assert low == 0.0 and high == pytest.approx(2 / 3)  # resamples of the two items: both b (0), both a (2/3)
     assert counterfactual.insert_word("There is a red circle.", 0, "tiny") == "Tiny there is a red circle."
     assert counterfactual.insert_word("There is a red circle.", 5, "now") == "There is a red circle. now"
+
+
+def test_counts_equal_the_authors_random_baseline_on_crafted_edits():
+    """Crafted edits and answers that copenlu/nle_faithfulness's random_baseline.py (`eval_dataset`, run outside vlx
+    with these edits and answers; docs/PARITY.md) counts as: items with a flipping edit 2 of 4, items with an
+    unfaithful one 1 of those 2, 3 flipping and 1 unfaithful edits, when its label column is the model's prediction
+    (as its released commands set it). Against the gold label it gives 0.75 and 2/3, counting item b, which the
+    model got wrong before any edit, as flipped by edits that change nothing: vlx compares with the prediction."""
+    cases = {  # item: (predicted, gold, [(word, edited text, new label, new explanation)])
+        "a": ("entailment", "entailment", [
+            ("blue", "There is a purple blue square .", "contradiction",
+             "The picture shows a Blue square, not a purple square."),  # mentioned: the test is lower-cased
+            ("ill", "There is a purple ill square .", "contradiction", "The picture shows a purple square."),
+            ("red", "There is a purple red square .", "entailment", "The picture shows a purple square."),
+        ]),
+        "b": ("entailment", "contradiction", [
+            ("tiny", "There is a yellow tiny circle .", "entailment", "The picture shows a yellow circle."),
+            ("quickly", "There quickly is a yellow circle .", "entailment", "The picture shows a yellow circle."),
+        ]),
+        "c": ("contradiction", "contradiction", [
+            ("old", "There is a red old star .", "neutral", "You cannot tell whether the star is bold."),  # substring
+        ]),
+        "d": ("neutral", "neutral", [("never", "The black circle is never spinning .", "neutral", "You cannot tell.")]),
+    }  # fmt: skip
+    rows = []
+    for item, (pred, gold, edits) in cases.items():
+        before = Prediction(id=item, pred=pred, gold=gold, explanation="")
+        for k, (word, text, label, explanation) in enumerate(edits):
+            edit = counterfactual.Edit(f"{item}|cf{k}", item, word, 0, text)
+            rows.append(
+                counterfactual.edit_row(edit, before, Prediction(id=edit.id, pred=label, explanation=explanation))
+            )
+    summary = counterfactual.summarize(rows, resamples=50)
+    assert summary["item_flip_rate"]["value"] == 0.5 and summary["item_unfaithful_rate"]["value"] == 0.5
+    assert sum(r["flipped"] for r in rows) == 3 and sum(r["unfaithful"] for r in rows) == 1
+    assert summary["flip_rate"]["value"] == 3 / 7 and summary["unfaithful_rate"]["value"] == 1 / 3
+    assert [r["mentioned"] for r in rows if r["flipped"]] == [True, False, True]
+    assert not any(r["flipped"] for r in rows if r["item"] == "b")

@@ -5,16 +5,29 @@ since the explanation stays silent about what changed the answer.
 
 As in the authors' random baseline: a word is inserted before a token of the text at positions drawn at random
 (`positions` per item, then `words_per_position` words at each), adjectives and adverbs from a candidate list; a
-word is "mentioned" where it occurs, lower-cased, anywhere in the lower-cased explanation (a substring test, as
-theirs); and the item-level rates are theirs: items with a flipping edit over items, items with an unfaithful
-flipping edit over items with a flipping edit. What differs, on purpose or for now:
+flip is a change from the model's own prediction (theirs compares with the column `--labels_to_use` names, which
+their released commands set to the model's predictions, `preds_<model>`); a word is "mentioned" where it occurs,
+lower-cased, anywhere in the lower-cased explanation (a substring test, as theirs); and the item-level rates are
+theirs: items with a flipping edit over items, items with an unfaithful flipping edit over items with a flipping
+edit. Given the authors' edited texts and the same answers, these rates equal theirs exactly (docs/PARITY.md,
+"Faithfulness tests"). What differs, on purpose or for now:
 
 - the candidates are a fixed list here (`ADJECTIVES`, `ADVERBS`), where the authors draw from all of WordNet's
-  adjective and adverb lemmas;
-- the authors insert adjectives before nouns and adverbs before verbs (spaCy's tags); without a tagger, an edit here
-  takes any whitespace token as its place and either kind of word;
-- a flip is a change from the run's own predicted label (the authors compare with the gold label, which counts an
-  item the model got wrong before the edit as flipped);
+  adjective and adverb lemmas (multi-word lemmas such as "ill_at_ease" inserted with their underscores);
+- the authors insert adjectives before nouns and adverbs before verbs (spaCy's tags, tokens rejoined with single
+  spaces: "square ." for "square."); without a tagger, an edit here takes any whitespace token as its place (or the
+  end) and either kind of word, and an item always has a place, where the authors' text without a noun or verb gets
+  no edit (and still counts among the items);
+- the authors draw each word with replacement (the same edit may come twice); an item's words at a place are
+  distinct here;
+- the authors' capital at the start tests the last token's index (`if i == 0`), so a word inserted first stays
+  lower-case unless the text has one token; here it takes the capital of a capitalised first token;
+- CC-SHAP-VLM's version of the test (Heidelberg-NLP/CC-SHAP-VLM, `faithfulness_test_atanasova_etal_counterfact`)
+  stops at an item's first flipping edit and scores the item 1 (faithful: no flip, or the word in the explanation)
+  or 0, with a case-sensitive test on the explanation as generated; here every edit is answered and the rates do not
+  depend on the edits' order (its score is 1 minus the share of items whose first flipping edit, in `Edit.id`
+  order, is unfaithful, computable from the rows);
+- an edit whose label does not parse is left out (`unparsed_edits`), where the authors' models always pick a label;
 - edit-level rates (flipping edits over edits, unfaithful over flipping edits) are reported beside the item-level
   ones, and every rate has a bootstrap interval over items (`vlx.faithfulness.rates`).
 """
