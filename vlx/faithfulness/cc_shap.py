@@ -158,7 +158,7 @@ def cc_shap_row(
     measures: dict[str, float | None] = dict.fromkeys(("cc_shap", *DISTANCES))
     if ratios_label is not None and ratios_explanation is not None:
         measures = {k: _finite(v) for k, v in consistency(ratios_label, ratios_explanation).items()}
-    elif explanation is not None:
+    elif ratios_label is None or explanation is not None:
         row["note"] = "every contribution is 0: no ratios, so no CC-SHAP"
     parts = [label] + ([explanation] if explanation is not None else [])
     return {
