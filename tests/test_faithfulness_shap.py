@@ -153,7 +153,6 @@ def test_ratios_and_measures_are_the_authors():
     assert cc_shap.contribution_ratios(np.zeros((3, 2))) is None and cc_shap.text_share(np.zeros((3, 2)), 1) is None
 
 
-@pytest.mark.slow
 def test_qwen_vl_values_add_up_too(make_cfg, tmp_path):
     run = infer(make_cfg, tmp_path / "run", "model=tiny", "model.tiny=qwen2_5_vl", *EXPLAIN)
     model, task, items, predictions = loaded(run)

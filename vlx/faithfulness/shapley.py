@@ -21,8 +21,11 @@ retry with 700, 800 and 900 evaluations, which gives that same single permutatio
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +36,7 @@ from PIL import Image
 
 from vlx.engine.batches import render_prompt
 from vlx.errors import ConfigError
-from vlx.models.batches import append_tokens, on_model, token_ids
+from vlx.models.batches import append_tokens, on_model, token_ids, token_rows
 from vlx.models.hf import VLMAdapter
 from vlx.tasks import Task
 from vlx.tasks.images import load_rgb
@@ -44,6 +47,8 @@ from vlx.tasks.items import Example
 LOGITS = ("teacher_forced", "first_position")
 # the neutral token a masked text token becomes: the first of these that the tokenizer writes as one token
 NEUTRAL_TEXTS = ("_", " ")
+# masked images whose processed tensors a game keeps (a 7B LLaVA-NeXT's: about 7 MB each)
+IMAGE_CACHE = 16
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,10 @@ class MaskedInputGame:
         context_ids, self.output_ids = split_tokens(tokenizer, context, output)
         if not self.output_ids:
             raise ValueError(f"no output tokens to explain in {output!r}")
-        prompt_ids = model.encode([prompt], [image])["input_ids"][0].tolist()
+        self.encoded = model.encode([prompt], [image])  # the prompt's token rows, the same in every coalition
+        self.token_keys = token_rows(self.encoded)
+        self.image_cache: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+        prompt_ids = self.encoded["input_ids"][0].tolist()
         self.ids = torch.tensor(prompt_ids + context_ids + self.output_ids)
         fixed = fixed_ids(model)
 
@@ -187,6 +195,21 @@ class MaskedInputGame:
                 pixels[top:bottom, left:right] = 0
         return Image.fromarray(pixels)
 
+    def image_tensors(self, keep: np.ndarray) -> dict[str, torch.Tensor]:
+        """The processor's image tensors (pixel values, sizes, grids: each with one row per image) of the image with
+        the patches of `keep` kept. Processing an image costs about as much as a tiny model's forward, and a
+        permutation's coalitions change the image only where it adds or removes a patch: the last few are kept."""
+        key = np.packbits(keep).tobytes()
+        if key not in self.image_cache:
+            encoded = self.model.encode([self.prompt], [self.masked_image(keep)])
+            self.image_cache[key] = {
+                k: v for k, v in encoded.items() if k not in self.token_keys and isinstance(v, torch.Tensor)
+            }
+            if len(self.image_cache) > IMAGE_CACHE:
+                self.image_cache.popitem(last=False)
+        self.image_cache.move_to_end(key)
+        return self.image_cache[key]
+
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         """[k, players] coalitions (nonzero: kept) -> [k, output tokens] logits, in forwards of `batch_size`."""
         keep = np.asarray(coalitions).reshape(len(coalitions), -1) != 0
@@ -196,8 +219,12 @@ class MaskedInputGame:
 
     @torch.inference_mode()
     def _forward(self, keep: np.ndarray) -> np.ndarray:
-        images = [self.masked_image(row[: len(self.boxes)]) for row in keep]
-        batch = self.model.encode([self.prompt] * len(keep), images)
+        images = [self.image_tensors(row[: len(self.boxes)]) for row in keep]
+        batch = copy.copy(self.encoded)
+        for key in self.token_keys:
+            batch[key] = self.encoded[key].expand(len(keep), -1).clone()
+        for key in images[0]:
+            batch[key] = torch.cat([tensors[key] for tensors in images])
         tokenizer = self.model.processor.tokenizer
         tail = self.ids[batch["input_ids"].shape[1] :].tolist()
         batch = append_tokens(
@@ -217,6 +244,26 @@ class MaskedInputGame:
         else:  # every output token's logit at the first answer position
             picked = logits[:, 0, target]
         return picked.double().cpu().numpy()
+
+
+def _masker(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """shap's masker: the coalition itself, a row of 0/1 (the game masks the image and the text)."""
+    return np.asarray(mask, dtype=np.int8).reshape(1, -1)
+
+
+@functools.cache
+def warmed_up_shap() -> Any:
+    """The `shap` module (a few seconds to import: only when the test runs), its permutation explainer run once on a
+    toy game so that the numba functions it compiles on first use (about 10 s) are not counted in an item's time."""
+    import shap
+
+    state = np.random.get_state()
+    try:
+        game = lambda keep: np.asarray(keep, dtype=float)[:, :1] * 2.0  # noqa: E731
+        shap.explainers.Permutation(game, _masker, seed=0)(np.zeros((1, 2)), max_evals=10, silent=True)
+    finally:
+        np.random.set_state(state)
+    return shap
 
 
 def explain_output(
@@ -252,20 +299,16 @@ def explain_output(
     Returns:
         The values, base logits, players and cost (`ShapleyValues`).
     """
-    import shap  # a few seconds to import: only when this test runs
-
+    shap = warmed_up_shap()
     started = time.perf_counter()
     prompt, image = render_prompt(model, task, example), load_rgb(example.image)
     game = MaskedInputGame(model, prompt, image, context, output, patches, logits, batch_size)
     players = game.players
     budget = max(int(evals), 2 * players + 1)
 
-    def masker(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return np.asarray(mask, dtype=np.int8).reshape(1, -1)
-
     state = np.random.get_state()
     try:
-        explainer = shap.explainers.Permutation(game, masker, seed=seed)
+        explainer = shap.explainers.Permutation(game, _masker, seed=seed)
         explained = explainer(np.zeros((1, players)), max_evals=budget, batch_size=batch_size, silent=True)
     finally:
         np.random.set_state(state)
