@@ -56,6 +56,14 @@ def test_a_blank_vision_tower_gives_the_image_no_share_and_a_fixed_output_no_con
     for r in rows:
         assert r["cc_shap"] is None and r["text_share_label"] is None and r["ratios_label"] is None
         assert r["note"] == "every contribution is 0: no ratios, so no CC-SHAP" and r["evals"] > 100
+    # (its greedy explanations are empty: one given by hand has no contribution either)
+    model, task, items, _ = loaded(fixed)
+    given = Prediction(id=items[0].id, pred="neutral", explanation="It is a black square.")
+    row = cc_shap.cc_shap_row(
+        model, task, items[0], given, evals=1, seed=0, patches=2, logits="teacher_forced", batch_size=8
+    )
+    assert row["explanation_tokens"] and row["ratios_explanation"] is None and row["text_share_explanation"] is None
+    assert row["cc_shap"] is None and row["js_distance"] is None and row["note"].startswith("every contribution is 0")
 
 
 def test_values_add_up_to_the_change_from_no_player_to_all_and_a_seed_gives_them_again(make_cfg, tmp_path):
@@ -153,8 +161,9 @@ def test_ratios_and_measures_are_the_authors():
     assert cc_shap.contribution_ratios(np.zeros((3, 2))) is None and cc_shap.text_share(np.zeros((3, 2)), 1) is None
 
 
-def test_qwen_vl_values_add_up_too(make_cfg, tmp_path):
-    run = infer(make_cfg, tmp_path / "run", "model=tiny", "model.tiny=qwen2_5_vl", *EXPLAIN)
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "paligemma"])
+def test_other_families_values_add_up_too(make_cfg, tmp_path, family):
+    run = infer(make_cfg, tmp_path / "run", "model=tiny", f"model.tiny={family}", *EXPLAIN)
     model, task, items, predictions = loaded(run)
     example = items[0]
     output = model.answer_prefix + task.label_text(predictions[example.id].pred)
@@ -164,5 +173,5 @@ def test_qwen_vl_values_add_up_too(make_cfg, tmp_path):
     )
     everything, nothing = shapley.coalition_values(game, [[1] * game.players, [0] * game.players])
     assert values.values.sum(axis=0) == pytest.approx(everything - nothing, abs=1e-3)
-    assert not any("<|" in t for t in values.text_tokens)  # the template's special tokens are never players
+    assert not any("<" in t for t in values.text_tokens)  # the template's and image's tokens are never players
     assert 0 < cc_shap.text_share(values.values, 4) < 1
