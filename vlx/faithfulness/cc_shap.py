@@ -84,7 +84,7 @@ def consistency(label: np.ndarray, explanation: np.ndarray) -> dict[str, float]:
 
 def item_seed(seed: int, item: str) -> int:
     """An item's own permutation seed: the same whatever else is sampled or already done."""
-    return int(hashlib.sha1(f"{seed}:{item}".encode()).hexdigest()[:8], 16)
+    return int(hashlib.sha1(f"{seed}:{item}".encode()).hexdigest()[:7], 16)  # < 2**28: numpy takes it, and it + 1
 
 
 def _rounded(values: np.ndarray | None) -> list[float] | None:
@@ -120,11 +120,18 @@ def cc_shap_row(
     empty = dict.fromkeys(("text_share_label", "text_share_explanation", "cc_shap", *DISTANCES))
     if prediction.pred is None:
         return {**row, **empty, "evals": 0, "seconds": 0.0, "note": "unparsed label: nothing to explain"}
-    options = dict(evals=evals, logits=logits, batch_size=batch_size)
     prefix = model.answer_prefix
     own_seed = item_seed(seed, example.id)
     label = explain_output(
-        model, task, example, prefix + task.label_text(prediction.pred), seed=own_seed, patches=patches, **options
+        model,
+        task,
+        example,
+        prefix + task.label_text(prediction.pred),
+        evals=evals,
+        seed=own_seed,
+        patches=patches,
+        logits=logits,
+        batch_size=batch_size,
     )
     row.update(
         patches=label.patches,
@@ -145,9 +152,11 @@ def cc_shap_row(
             example,
             answer[len(stated) :],
             context=prefix + stated,
+            evals=evals,
             seed=own_seed + 1,
-            patches=label.patches,
-            **options,
+            patches=label.patches,  # the label's patches: the two ratio vectors have the same players
+            logits=logits,
+            batch_size=batch_size,
         )
     else:
         row["note"] = "no explanation: the label's values alone"
