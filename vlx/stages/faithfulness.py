@@ -1,6 +1,7 @@
 """stage=faithfulness: the faithfulness tests of `vlx.faithfulness` on a finished infer run, with its own model,
 prompt and decoding; rows in `<run>/faithfulness/<output>.jsonl`, numbers in `<run>/faithfulness/faithfulness.json`
-under the same name (`output_name`: `counterfactual`, `image_reliance_mean_colour`, `image_reliance_other_item`)."""
+under the same name (`output_name`: `counterfactual`, `image_reliance_mean_colour`, `image_reliance_other_item`,
+`cc_shap`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlx.config_data import plain_dict
 from vlx.errors import ConfigError
-from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness import cc_shap, counterfactual, image_reliance, shapley
 from vlx.faithfulness.results import log_to_tracker
 from vlx.faithfulness.source import RunSource, load_run_model, loop_settings, open_run, sample_items
 from vlx.models.hf import VLMAdapter
@@ -23,7 +24,9 @@ from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
 
-TESTS = (counterfactual.NAME, image_reliance.NAME)
+TESTS = (counterfactual.NAME, image_reliance.NAME, cc_shap.NAME)
+# coalitions per forward of the cc_shap test where batch_size=auto (its forwards are one prompt's, all one length)
+SHAP_AUTO_BATCH = 8
 
 
 def settings_of(cfg: DictConfig) -> dict[str, Any]:
@@ -39,6 +42,12 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
             "words": words,
         },
         image_reliance.NAME: {**common, "ablation": stage.ablation},
+        cc_shap.NAME: {
+            **common,
+            "shap_evals": stage.shap_evals,
+            "shap_patches": stage.shap_patches,
+            "shap_logits": stage.shap_logits,
+        },
     }
 
 
@@ -58,7 +67,24 @@ def validate(cfg: DictConfig) -> list[str]:
         raise ConfigError(
             f"stage.ablation={cfg.stage.ablation!r}: not an ablation; use one of {', '.join(image_reliance.ABLATIONS)}"
         )
+    if cc_shap.NAME in tests:
+        check_shap_settings(cfg.stage)
     return tests
+
+
+def check_shap_settings(stage: DictConfig) -> None:
+    """The cc_shap test's keys, checked before anything loads (ConfigError naming the key)."""
+    evals, patches = stage.get("shap_evals"), stage.get("shap_patches")
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < 1:
+        raise ConfigError(
+            f"stage.shap_evals={evals!r}: give a number of model evaluations per output >= 1 (600: the authors')"
+        )
+    if patches is not None and (isinstance(patches, bool) or not isinstance(patches, int) or patches < 1):
+        raise ConfigError(
+            f"stage.shap_patches={patches!r}: give the image's patches per side (>= 1), or null for the authors' rule"
+        )
+    if stage.get("shap_logits") not in shapley.LOGITS:
+        raise ConfigError(f"stage.shap_logits={stage.get('shap_logits')!r}: use one of {', '.join(shapley.LOGITS)}")
 
 
 def output_name(test: str, cfg: DictConfig) -> str:
@@ -99,6 +125,21 @@ def run_test(test: str, cfg: DictConfig, source: RunSource, model: VLMAdapter, s
         )
         result = counterfactual.run_edits(model, source.task, items, edits, source.predictions, store, loop)
         summary = counterfactual.summarize(store.rows(), cfg.stage.resamples, seed)
+    elif test == cc_shap.NAME:
+        new = cc_shap.run_items(
+            model,
+            source.task,
+            items,
+            source.predictions,
+            store,
+            evals=int(cfg.stage.shap_evals),
+            seed=seed,
+            patches=cfg.stage.shap_patches,
+            logits=str(cfg.stage.shap_logits),
+            batch_size=SHAP_AUTO_BATCH if cfg.batch_size == "auto" else int(cfg.batch_size),
+        )
+        summary = cc_shap.summarize(store.rows(), cfg.stage.resamples, seed)
+        return {**summary, "new_rows": new, "decode": source.decode, "settings": settings}
     else:
         images = image_reliance.ablated_images(items, cfg.stage.ablation, seed, run.faithfulness_images)
         result = image_reliance.run_ablation(
