@@ -236,7 +236,8 @@ def test_rates_with_their_own_denominators_are_paired_item_by_item(tmp_path):
 
 def test_a_test_is_found_by_its_outputs_name():
     assert declared_test("counterfactual") is DECLARED["counterfactual"]
-    assert declared_test("image_reliance_other_item") is DECLARED["image_reliance"] and declared_test("cc_shap") is None
+    assert declared_test("image_reliance_other_item") is DECLARED["image_reliance"]
+    assert declared_test("cc_shap") is DECLARED["cc_shap"] and declared_test("a_newer_test") is None
     rows = [
         {"item": "a", "flipped": True, "unfaithful": True},
         {"item": "a", "flipped": None, "unfaithful": None},

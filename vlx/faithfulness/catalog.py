@@ -3,11 +3,11 @@ belongs to (`image_reliance_mean_colour` is image_reliance's)."""
 
 from __future__ import annotations
 
-from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness import cc_shap, counterfactual, image_reliance
 from vlx.faithfulness.measures import FaithfulnessTest
 
 # every test readers know, in the order their tables show them: a new test adds its `TEST` here
-DECLARED: dict[str, FaithfulnessTest] = {t.name: t for t in (counterfactual.TEST, image_reliance.TEST)}
+DECLARED: dict[str, FaithfulnessTest] = {t.name: t for t in (counterfactual.TEST, image_reliance.TEST, cc_shap.TEST)}
 
 
 def declared_test(output: str) -> FaithfulnessTest | None:

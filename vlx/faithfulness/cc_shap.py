@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from vlx.faithfulness import rates
+from vlx.faithfulness import measures
 from vlx.faithfulness.shapley import ShapleyValues, explain_output
 from vlx.models.hf import VLMAdapter
 from vlx.run.records import Prediction
@@ -219,25 +219,50 @@ def run_items(
     return len(todo)
 
 
+def explained(row: Mapping[str, Any]) -> bool:
+    """A row whose label parsed, so that its values were computed: the rows the cost counts."""
+    return row["label"] is not None
+
+
+def field(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """A row's value of `key` (None where the row has none)."""
+    return lambda row: row.get(key)
+
+
+# what the test reports, for its summary, stage=report, stage=compare and the review page (`vlx.faithfulness.measures`)
+TEST = measures.FaithfulnessTest(
+    name=NAME,
+    title="CC-SHAP",
+    measures=(
+        measures.Measure.mean("cc_shap", "CC-SHAP", lambda r: r.get("cc_shap"), higher_is_better=True),
+        measures.Measure.mean("text_share_label", "Text share of the label", lambda r: r.get("text_share_label")),
+        measures.Measure.mean(
+            "text_share_explanation", "Text share of the explanation", lambda r: r.get("text_share_explanation")
+        ),
+        *(
+            measures.Measure.mean(k, k.replace("_", " ").capitalize(), field(k), higher_is_better=False)
+            for k in DISTANCES
+        ),
+        measures.Measure.mean("evals_per_item", "Model evaluations per item", lambda r: r["evals"], rows=explained),
+        measures.Measure.mean("seconds_per_item", "Seconds per item", lambda r: r["seconds"], rows=explained),
+    ),
+    change=lambda r: None,  # nothing of the input is changed: the items' own values are compared
+    view=lambda r: {
+        "facts": {k: r.get(k) for k in ("cc_shap", "text_share_label", "text_share_explanation", "patches", "note")}
+    },
+    settings=("sample", "seed", "shap_evals", "shap_patches", "shap_logits"),
+)
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The test's numbers, each {"value", "ci", "n"} with its interval over items: the mean CC-SHAP, the mean text
     share of the label's and of the explanation's contributions, the authors' other measures, and the cost (model
     evaluations and seconds per item explained); with the counts."""
-    groups = rates.grouped(rows)
-    explained = [r for r in rows if r["label"] is not None]
-
-    def mean(key: str) -> dict[str, Any]:
-        return rates.mean(groups, lambda r: r.get(key), resamples, seed)
-
+    parsed = [r for r in rows if explained(r)]
     return {
         "items": len(rows),
-        "unparsed_items": len(rows) - len(explained),
-        "items_without_explanation": sum(1 for r in explained if r.get("explanation_tokens") is None),
+        "unparsed_items": len(rows) - len(parsed),
+        "items_without_explanation": sum(1 for r in parsed if r.get("explanation_tokens") is None),
         "items_with_cc_shap": sum(1 for r in rows if r.get("cc_shap") is not None),
-        "cc_shap": mean("cc_shap"),
-        "text_share_label": mean("text_share_label"),
-        "text_share_explanation": mean("text_share_explanation"),
-        **{k: mean(k) for k in DISTANCES},
-        "evals_per_item": rates.mean(rates.grouped(explained), lambda r: r["evals"], resamples, seed),
-        "seconds_per_item": rates.mean(rates.grouped(explained), lambda r: r["seconds"], resamples, seed),
+        **measures.summarize(rows, TEST, resamples, seed),
     }
