@@ -16,7 +16,7 @@ from vlx.__main__ import run_stage
 from vlx.engine.batches import prepare_batch
 from vlx.engine.decoding import decode
 from vlx.errors import ConfigError
-from vlx.faithfulness import counterfactual, image_reliance
+from vlx.faithfulness import counterfactual, editor, image_reliance
 from vlx.faithfulness.source import load_run_model, open_run
 from vlx.run.directory import RunDir
 from vlx.run.records import Prediction
@@ -257,3 +257,49 @@ def test_counts_equal_the_authors_random_baseline_on_crafted_edits():
     assert summary["flip_rate"]["value"] == 3 / 7 and summary["unfaithful_rate"]["value"] == 1 / 3
     assert [r["mentioned"] for r in rows if r["flipped"]] == [True, False, True]
     assert not any(r["flipped"] for r in rows if r["item"] == "b")
+
+
+def test_words_an_editor_proposes_are_parsed_one_word_each():
+    answer = '1. Tiny, 2. "bright"; very old\nNeutral and Sad. tiny'
+    assert editor.parse_words(answer, 5, ("neutral",)) == ["tiny", "bright", "sad"]  # one word each, labels out
+    assert editor.parse_words(answer, 2) == ["tiny", "bright"]
+    assert editor.parse_words("<unk><unk>", 3) == []
+
+
+def test_an_editor_model_proposes_each_items_words_once(make_cfg, tmp_path, changed_models):
+    run = infer(make_cfg, tmp_path / "run")
+    args = ("stage.tests=[counterfactual]", "stage.positions=1", "stage.words_per_position=2", "stage.editor_words=3")
+    first = faithfulness(make_cfg, run, *args, "stage.editor=run")["counterfactual"]
+    proposals = lines(run.faithfulness_proposals_file)
+    assert [p["id"] for p in proposals] == [ex.id for ex in open_run(run).items]
+    # each answer is the run's model's own greedy answer to the editor's question about the item
+    source = open_run(run)
+    model, item = load_run_model(source), source.items[2]
+    question = editor.editor_task(3)
+    asked, _, _ = decode(
+        "generate", model, question, prepare_batch(model, question, None, [item], 0, 1, None), editor.limits(3)
+    )
+    assert proposals[2]["answer"] == asked[0] and proposals[2]["words"] == editor.parse_words(
+        asked[0], 3, source.task.labels
+    )
+    words = {p["id"]: p["words"] for p in proposals}
+    rows = lines(run.faithfulness_file("counterfactual"))
+    assert len(rows) == 12
+    for r in rows:  # the item's proposed words where it has any, else the list's
+        assert r["proposed"] == bool(words[r["item"]])
+        assert r["word"] in (words[r["item"]] or counterfactual.WORDS)
+    assert first["settings"]["editor"] == "run" and first["settings"]["editor_prompt"] == editor.EDITOR_PROMPT_VERSION
+    # run again: nothing is asked or answered twice
+    again = faithfulness(make_cfg, run, *args, "stage.editor=run")["counterfactual"]
+    assert again["new_rows"] == 0 and lines(run.faithfulness_proposals_file) == proposals
+    # another editor: refused while the rows of this one are kept
+    with pytest.raises(ConfigError, match=r"editor: 'run' -> "):
+        faithfulness(make_cfg, run, *args, f"stage.editor={changed_models['fixed']}")
+    run.faithfulness_file("counterfactual").unlink()
+    with pytest.raises(ConfigError, match="has words proposed by editor 'run'"):
+        faithfulness(make_cfg, run, *args, f"stage.editor={changed_models['fixed']}")
+    # a checkpoint as editor: a zeroed lm_head answers no word, so every item falls back to the list
+    run.faithfulness_proposals_file.unlink()
+    faithfulness(make_cfg, run, *args, f"stage.editor={changed_models['fixed']}")
+    assert all(not p["words"] for p in lines(run.faithfulness_proposals_file))
+    assert not any(r["proposed"] for r in lines(run.faithfulness_file("counterfactual")))

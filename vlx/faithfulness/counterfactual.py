@@ -72,6 +72,8 @@ class Edit:
         position: the index, in the text's whitespace tokens, of the token the word was inserted before (the
             number of tokens: at the end).
         text: the edited text.
+        proposed: whether the word is one the editor model proposed for this item (`vlx.faithfulness.editor`)
+            rather than one of the list.
     """
 
     id: str
@@ -79,6 +81,7 @@ class Edit:
     word: str
     position: int
     text: str
+    proposed: bool = False
 
 
 def insert_word(text: str, position: int, word: str) -> str:
@@ -92,10 +95,18 @@ def insert_word(text: str, position: int, word: str) -> str:
 
 
 def plan_edits(
-    items: Sequence[Example], words: Sequence[str], positions: int, words_per_position: int, seed: int
+    items: Sequence[Example],
+    words: Sequence[str],
+    positions: int,
+    words_per_position: int,
+    seed: int,
+    proposed: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Edit]:
     """Each item's edits: `positions` distinct places drawn among its tokens, `words_per_position` distinct words
     at each, from generators seeded by `seed` and the item's id (an item's edits do not depend on the sample).
+
+    The words are drawn from `words`, or from the item's own list in `proposed` (the editor model's words, by item
+    id) where it has a non-empty one.
 
     Raises:
         ValueError: no candidate words, or counts below 1.
@@ -107,11 +118,17 @@ def plan_edits(
         rng = random.Random(f"{seed}:{item.id}")
         tokens = item.text.split()
         places = sorted(rng.sample(range(len(tokens) + 1), min(positions, len(tokens) + 1)))
+        own = list((proposed or {}).get(item.id) or ())
+        candidates = own or list(words)
         k = 0
         for place in places:
-            for word in rng.sample(list(words), min(words_per_position, len(words))):
+            for word in rng.sample(candidates, min(words_per_position, len(candidates))):
                 text = insert_word(item.text, place, word)
-                edits.append(Edit(id=f"{item.id}|cf{k}", item=item.id, word=word, position=place, text=text))
+                edits.append(
+                    Edit(
+                        id=f"{item.id}|cf{k}", item=item.id, word=word, position=place, text=text, proposed=bool(own)
+                    )
+                )
                 k += 1
     return edits
 
@@ -134,6 +151,7 @@ def edit_row(edit: Edit, original: Prediction, new: Prediction) -> dict[str, Any
         "word": edit.word,
         "position": edit.position,
         "text": edit.text,
+        "proposed": edit.proposed,
         **changed,
         "mentioned": mentioned,
         "unfaithful": None if flipped is None else flipped and not mentioned,

@@ -248,6 +248,11 @@ class RunDir:
         """One faithfulness test's rows (an edit or an ablated item each), appended batch by batch."""
         return self.faithfulness_dir / f"{test}.jsonl"
 
+    @property
+    def faithfulness_proposals_file(self) -> Path:
+        """The counterfactual test's editor answers: the words it proposed per item (`vlx.faithfulness.editor`)."""
+        return self.faithfulness_dir / "counterfactual_proposals.jsonl"
+
     def faithfulness_settings_file(self, test: str) -> Path:
         """What made one test's rows; a stopped test continues only with the same."""
         return self.faithfulness_dir / f"{test}.settings.json"

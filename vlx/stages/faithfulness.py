@@ -11,8 +11,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from vlx.config_data import plain_dict
+from vlx.engine.batch_size import release_memory
+from vlx.engine.loop import LoopSettings
 from vlx.errors import ConfigError
-from vlx.faithfulness import cc_shap, counterfactual, image_reliance, shapley
+from vlx.faithfulness import cc_shap, counterfactual, editor, image_reliance, shapley
 from vlx.faithfulness.results import log_to_tracker
 from vlx.faithfulness.source import RunSource, load_run_model, loop_settings, open_run, sample_items
 from vlx.models.hf import VLMAdapter
@@ -20,6 +22,7 @@ from vlx.run.directory import RunDir
 from vlx.run.lock import exclusive
 from vlx.run.store import JsonlStore, read_json, write_json
 from vlx.stages._common import resolved_config
+from vlx.tasks.items import Example
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,16 @@ def settings_of(cfg: DictConfig) -> dict[str, Any]:
             "positions": stage.positions,
             "words_per_position": stage.words_per_position,
             "words": words,
+            # only where an editor proposes words: rows made before editors existed keep their settings
+            **(
+                {
+                    "editor": stage.editor,
+                    "editor_words": stage.editor_words,
+                    "editor_prompt": editor.EDITOR_PROMPT_VERSION,
+                }
+                if stage.get("editor")
+                else {}
+            ),
         },
         image_reliance.NAME: {**common, "ablation": stage.ablation},
         cc_shap.NAME: {
@@ -67,6 +80,15 @@ def validate(cfg: DictConfig) -> list[str]:
         raise ConfigError(
             f"stage.ablation={cfg.stage.ablation!r}: not an ablation; use one of {', '.join(image_reliance.ABLATIONS)}"
         )
+    if counterfactual.NAME in tests and cfg.stage.get("editor") is not None:
+        count = cfg.stage.get("editor_words")
+        if not isinstance(cfg.stage.editor, str) or not cfg.stage.editor.strip():
+            raise ConfigError(
+                f"stage.editor={cfg.stage.editor!r}: give run (the run's own model), a checkpoint (hub id or folder), "
+                f"or null for the word list alone"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"stage.editor_words={count!r}: give how many words the editor proposes per item (>= 1)")
     if cc_shap.NAME in tests:
         check_shap_settings(cfg.stage)
     return tests
@@ -111,6 +133,23 @@ def check_settings(run: RunDir, test: str, settings: dict[str, Any]) -> None:
     write_json(path, settings)
 
 
+def propose_words(
+    cfg: DictConfig, source: RunSource, model: VLMAdapter, items: list[Example], loop: LoopSettings
+) -> dict[str, list[str]]:
+    """The editor's words for each item (asked for the items whose answer is not kept yet), by item id."""
+    name, count = str(cfg.stage.editor), int(cfg.stage.editor_words)
+    store = JsonlStore(source.run.faithfulness_proposals_file)
+    editor.check_proposals(store.rows(repair=True), name, count, store.path)
+    todo = [ex for ex in items if ex.id not in {str(r["id"]) for r in store.rows()}]
+    if todo:
+        proposer = editor.load_editor(name, model)
+        editor.propose(proposer, name, todo, count, source.task.labels, store, loop)
+        if proposer is not model:
+            del proposer
+            release_memory()
+    return editor.proposed_words(store.rows(), items)
+
+
 def run_test(test: str, cfg: DictConfig, source: RunSource, model: VLMAdapter, settings: dict[str, Any]) -> dict:
     """Runs one test over the sample (the rows not yet written) and returns its numbers with its settings."""
     run = source.run
@@ -120,8 +159,9 @@ def run_test(test: str, cfg: DictConfig, source: RunSource, model: VLMAdapter, s
     store.rows(repair=True)  # a row cut short by a kill is removed, to be done again
     seed = int(cfg.stage.seed)
     if test == counterfactual.NAME:
+        proposed = propose_words(cfg, source, model, items, loop) if cfg.stage.get("editor") else None
         edits = counterfactual.plan_edits(
-            items, settings["words"], cfg.stage.positions, cfg.stage.words_per_position, seed
+            items, settings["words"], cfg.stage.positions, cfg.stage.words_per_position, seed, proposed
         )
         result = counterfactual.run_edits(model, source.task, items, edits, source.predictions, store, loop)
         summary = counterfactual.summarize(store.rows(), cfg.stage.resamples, seed)
