@@ -28,7 +28,9 @@ def loaded(run_dir: RunDir):
 
 
 def test_a_blank_vision_tower_gives_the_image_no_share_and_a_fixed_output_no_contribution(
-    make_cfg, tmp_path, changed_models  # noqa: F811 - the fixture imported above
+    make_cfg,
+    tmp_path,
+    changed_models,  # noqa: F811 - the fixture imported above
 ):
     blind = infer(make_cfg, tmp_path / "blind", "model=hf", f"model.checkpoint={changed_models['blind']}", *EXPLAIN)
     model, task, items, predictions = loaded(blind)

@@ -125,9 +125,7 @@ def plan_edits(
             for word in rng.sample(candidates, min(words_per_position, len(candidates))):
                 text = insert_word(item.text, place, word)
                 edits.append(
-                    Edit(
-                        id=f"{item.id}|cf{k}", item=item.id, word=word, position=place, text=text, proposed=bool(own)
-                    )
+                    Edit(id=f"{item.id}|cf{k}", item=item.id, word=word, position=place, text=text, proposed=bool(own))
                 )
                 k += 1
     return edits
