@@ -4,6 +4,7 @@ holds the edit and the model's own answer to it, and a stopped test continues wi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,66 @@ def test_flips_and_mentions_are_counted_per_edit_and_per_item_as_the_authors_cou
     assert low == 0.0 and high == pytest.approx(2 / 3)  # resamples of the two items: both b (0), both a (2/3)
     assert counterfactual.insert_word("There is a red circle.", 0, "tiny") == "Tiny there is a red circle."
     assert counterfactual.insert_word("There is a red circle.", 5, "now") == "There is a red circle. now"
+
+
+def test_a_few_shot_runs_changed_items_are_answered_with_their_own_demonstrations(make_cfg, tmp_path):
+    from dataclasses import replace
+
+    from vlx.engine.loop import run_batches
+    from vlx.faithfulness.source import loop_settings
+    from vlx.run.store import JsonlStore
+    from vlx.stages.infer import prediction
+
+    run = infer(make_cfg, tmp_path / "run", "shots=2", "fewshot.split=dev", "fewshot.per_query=true")
+    results = faithfulness(make_cfg, run, "stage.positions=1", "stage.words_per_position=2")
+    source = open_run(run)
+    assert {len(p.demos) for p in source.predictions.values()} == {2}
+    assert len({p.demos for p in source.predictions.values()}) > 1  # drawn per item: each its own
+    model, task = load_run_model(source), source.task
+    # an unchanged query, re-answered through the tests' loop, is the run's own answer: same demonstrations, label
+    # and scores; without its demonstrations it is not
+    same = [replace(ex, id=f"{ex.id}|same") for ex in source.items]
+    store = JsonlStore(tmp_path / "same.jsonl")
+    run_batches(
+        model,
+        task,
+        same,
+        store,
+        lambda a: prediction(task, a.example, a.text, a.demos, a.scores).to_json(),
+        loop_settings(source, 2, "dataset", 0),
+        desc="same",
+    )
+    for row in store.rows():
+        original = source.predictions[row["id"].removesuffix("|same")]
+        assert tuple(row["demos"]) == original.demos and row["pred"] == original.pred
+        assert row["scores"] == pytest.approx(original.scores, abs=1e-5)
+    bare = prepare_batch(model, task, None, source.items[:1], 0, 1, None)
+    assert decode("score", model, task, bare, {})[1][0] != pytest.approx(source.predictions[source.items[0].id].scores)
+    # each edit's and each blank's answer is the model's with the original item's demonstrations, only the query
+    # changed
+    for name, key in (("counterfactual", "text"), ("image_reliance_mean_colour", "image")):
+        row = lines(run.faithfulness_file(name))[3]
+        item = next(ex for ex in source.items if ex.id == row["item"])
+        changed = [replace(item, id=row["id"], **{key: row[key] if key == "text" else Path(row[key])})]
+        batch = prepare_batch(model, task, source.shots, changed, 0, 1, None)
+        assert [d.id for d in batch.demos[0]] == list(source.predictions[item.id].demos)
+        assert row["scores"] == pytest.approx(decode("score", model, task, batch, {})[1][0], abs=1e-5)
+    assert results["counterfactual"]["edits"] == 12 and results["image_reliance_mean_colour"]["items"] == 6
+
+
+def test_a_few_shot_model_whose_label_cannot_change_flips_nothing(make_cfg, tmp_path, changed_models):
+    run = infer(
+        make_cfg, tmp_path / "run", "model=hf", f"model.checkpoint={changed_models['fixed']}", "shots=3",
+        "fewshot.split=dev",
+    )  # fmt: skip
+    results = faithfulness(make_cfg, run, "stage.positions=2", "stage.words_per_position=1")
+    assert results["counterfactual"]["flip_rate"] == {"value": 0.0, "ci": [0.0, 0.0], "n": 12}
+    assert results["image_reliance_mean_colour"]["flip_rate"]["value"] == 0.0
+
+
+def test_a_few_shot_run_without_its_demonstrations_recorded_is_one_line(make_cfg, tmp_path):
+    run = infer(make_cfg, tmp_path / "run", "shots=2", "fewshot.split=dev")
+    rows = lines(run.predictions_file)
+    run.predictions_file.write_text("".join(json.dumps({**r, "demos": []}) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"jsonl: item \S+ records 0 demonstrations, not the run.s shots=2"):
+        faithfulness(make_cfg, run)
