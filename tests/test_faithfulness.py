@@ -5,6 +5,7 @@ holds the edit and the model's own answer to it, and a stopped test continues wi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -223,8 +224,6 @@ def test_flips_and_mentions_are_counted_per_edit_and_per_item_as_the_authors_cou
 
 
 def test_a_few_shot_runs_changed_items_are_answered_with_their_own_demonstrations(make_cfg, tmp_path):
-    from dataclasses import replace
-
     from vlx.engine.loop import run_batches
     from vlx.faithfulness.source import loop_settings
     from vlx.run.store import JsonlStore
@@ -283,3 +282,46 @@ def test_a_few_shot_run_without_its_demonstrations_recorded_is_one_line(make_cfg
     run.predictions_file.write_text("".join(json.dumps({**r, "demos": []}) + "\n" for r in rows))
     with pytest.raises(ConfigError, match=r"jsonl: item \S+ records 0 demonstrations, not the run.s shots=2"):
         faithfulness(make_cfg, run)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_runs_tests_load_its_adapter_and_refuse_another(make_cfg, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vlx.engine.loop import run_batches
+    from vlx.faithfulness.source import loop_settings
+    from vlx.run.store import JsonlStore
+    from vlx.stages.infer import prediction
+
+    run_stage(
+        make_cfg(
+            "stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
+            "task.split=train", "task.limit=8", "lora=r64", "finetune.per_device_batch_size=4",
+            "finetune.max_steps=2", "finetune.warmup_steps=0", "finetune.learning_rate=2e-2",
+            "finetune.save_strategy=no", "finetune.infer_split=test", "finetune.infer_limit=4",
+            "eval_after_infer=false", "decode=score_then_explain", "generation.max_new_tokens=4",
+            run_dir=tmp_path / "ft",
+        )
+    )  # fmt: skip
+    run = RunDir(tmp_path / "ft" / "infer")
+    results = faithfulness(make_cfg, run, "stage.tests=[image_reliance]")
+    assert results["image_reliance_mean_colour"]["items"] == 4
+    source = open_run(run)
+    assert source.config.model.adapter == str(tmp_path / "ft" / "adapter")
+    model, task = load_run_model(source), source.task
+    # the run's own answers again, which the base model alone does not give
+    same = [replace(ex, id=f"{ex.id}|same") for ex in source.items]
+    store = JsonlStore(tmp_path / "same.jsonl")
+    answer = lambda a: prediction(task, a.example, a.text, a.demos, a.scores).to_json()  # noqa: E731
+    run_batches(model, task, same, store, answer, loop_settings(source, 4, "dataset", 0), desc="same")
+    for row in store.rows():
+        assert row["scores"] == pytest.approx(source.predictions[row["id"].removesuffix("|same")].scores, abs=1e-5)
+    model.model.disable_adapter_layers()
+    bare = prepare_batch(model, task, None, source.items[:1], 0, 1, None)
+    assert decode("score", model, task, bare, {})[1][0] != pytest.approx(source.predictions[source.items[0].id].scores)
+    # an adapter changed in the same folder is not the one that made the run
+    weights = tmp_path / "ft" / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v + 0.01 for k, v in tensors.items()}, weights)
+    with pytest.raises(ConfigError, match=r"the model loaded now is not the one that made the run .*adapter_weights"):
+        faithfulness(make_cfg, run, "stage.ablation=other_item")
