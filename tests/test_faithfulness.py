@@ -293,19 +293,30 @@ def test_a_fine_tuned_runs_tests_load_its_adapter_and_refuse_another(make_cfg, t
     from vlx.run.store import JsonlStore
     from vlx.stages.infer import prediction
 
-    run_stage(
-        make_cfg(
-            "stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
-            "task.split=train", "task.limit=8", "lora=r64", "finetune.per_device_batch_size=4",
-            "finetune.max_steps=2", "finetune.warmup_steps=0", "finetune.learning_rate=2e-2",
-            "finetune.save_strategy=no", "finetune.infer_split=test", "finetune.infer_limit=4",
-            "eval_after_infer=false", "decode=score_then_explain", "generation.max_new_tokens=4",
-            run_dir=tmp_path / "ft",
-        )
-    )  # fmt: skip
-    run = RunDir(tmp_path / "ft" / "infer")
-    results = faithfulness(make_cfg, run, "stage.tests=[image_reliance]")
+    def finetune(*tests: str) -> dict:
+        return run_stage(
+            make_cfg(
+                "stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
+                "task.split=train", "task.limit=8", "lora=r64", "finetune.per_device_batch_size=4",
+                "finetune.max_steps=2", "finetune.warmup_steps=0", "finetune.learning_rate=2e-2",
+                "finetune.save_strategy=no", "finetune.infer_split=test", "finetune.infer_limit=4",
+                "eval_after_infer=false", "decode=score_then_explain", "generation.max_new_tokens=4", *tests,
+                run_dir=tmp_path / "ft",
+            )
+        )  # fmt: skip
+
+    finetune("finetune.faithfulness={tests: [image_reliance]}")
+    run = RunDir(tmp_path / "ft" / "infer")  # tested after the inference (finetune.faithfulness)
+    results = json.loads(run.faithfulness_results_file.read_text())
     assert results["image_reliance_mean_colour"]["items"] == 4
+    assert len(lines(run.faithfulness_file("image_reliance_mean_colour"))) == 4
+    # other tests after a finished fine-tune: nothing trained again, the new test added
+    weights = tmp_path / "ft" / "adapter" / "adapter_model.safetensors"
+    trained = weights.stat().st_mtime_ns
+    again = finetune("finetune.faithfulness={tests: [image_reliance], ablation: other_item}")
+    assert weights.stat().st_mtime_ns == trained
+    assert len(lines(run.faithfulness_file("image_reliance_other_item"))) == 4
+    assert "faithfulness_image_reliance_other_item_flip_rate" in again
     source = open_run(run)
     assert source.config.model.adapter == str(tmp_path / "ft" / "adapter")
     model, task = load_run_model(source), source.task
@@ -320,8 +331,24 @@ def test_a_fine_tuned_runs_tests_load_its_adapter_and_refuse_another(make_cfg, t
     bare = prepare_batch(model, task, None, source.items[:1], 0, 1, None)
     assert decode("score", model, task, bare, {})[1][0] != pytest.approx(source.predictions[source.items[0].id].scores)
     # an adapter changed in the same folder is not the one that made the run
-    weights = tmp_path / "ft" / "adapter" / "adapter_model.safetensors"
     tensors = load_file(weights)
     save_file({k: v + 0.01 for k, v in tensors.items()}, weights)
     with pytest.raises(ConfigError, match=r"the model loaded now is not the one that made the run .*adapter_weights"):
         faithfulness(make_cfg, run, "stage.ablation=other_item")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("{tests: [shap]}", r"finetune.faithfulness: stage.tests=\['shap'\]: give one or more of counterfactual"),
+        ("{tests: [image_reliance], ablaton: other_item}", r"finetune.faithfulness.ablaton: not a setting of the"),
+        ("{run: elsewhere}", r"finetune.faithfulness.run: not a setting of the faithfulness tests; use tests, "),
+    ],
+)
+def test_tests_after_training_are_checked_before_it(make_cfg, settings, message, no_model_loads):
+    cfg = make_cfg(
+        "stage=finetune", "model=tiny_paligemma", "task=shapes", "lora=r64", "finetune.infer_split=test",
+        f"finetune.faithfulness={settings}",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        run_stage(cfg)
