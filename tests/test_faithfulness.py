@@ -4,6 +4,8 @@ holds the edit and the model's own answer to it, and a stopped test continues wi
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +305,134 @@ def test_an_editor_model_proposes_each_items_words_once(make_cfg, tmp_path, chan
     faithfulness(make_cfg, run, *args, f"stage.editor={changed_models['fixed']}")
     assert all(not p["words"] for p in lines(run.faithfulness_proposals_file))
     assert not any(r["proposed"] for r in lines(run.faithfulness_file("counterfactual")))
+
+
+def test_a_few_shot_runs_changed_items_are_answered_with_their_own_demonstrations(make_cfg, tmp_path):
+    from vlx.engine.loop import run_batches
+    from vlx.faithfulness.source import loop_settings
+    from vlx.run.store import JsonlStore
+    from vlx.stages.infer import prediction
+
+    run = infer(make_cfg, tmp_path / "run", "shots=2", "fewshot.split=dev", "fewshot.per_query=true")
+    results = faithfulness(make_cfg, run, "stage.positions=1", "stage.words_per_position=2")
+    source = open_run(run)
+    assert {len(p.demos) for p in source.predictions.values()} == {2}
+    assert len({p.demos for p in source.predictions.values()}) > 1  # drawn per item: each its own
+    model, task = load_run_model(source), source.task
+    # an unchanged query, re-answered through the tests' loop, is the run's own answer: same demonstrations, label
+    # and scores; without its demonstrations it is not
+    same = [replace(ex, id=f"{ex.id}|same") for ex in source.items]
+    store = JsonlStore(tmp_path / "same.jsonl")
+    run_batches(
+        model,
+        task,
+        same,
+        store,
+        lambda a: prediction(task, a.example, a.text, a.demos, a.scores).to_json(),
+        loop_settings(source, 2, "dataset", 0),
+        desc="same",
+    )
+    for row in store.rows():
+        original = source.predictions[row["id"].removesuffix("|same")]
+        assert tuple(row["demos"]) == original.demos and row["pred"] == original.pred
+        assert row["scores"] == pytest.approx(original.scores, abs=1e-5)
+    bare = prepare_batch(model, task, None, source.items[:1], 0, 1, None)
+    assert decode("score", model, task, bare, {})[1][0] != pytest.approx(source.predictions[source.items[0].id].scores)
+    # each edit's and each blank's answer is the model's with the original item's demonstrations, only the query
+    # changed
+    for name, key in (("counterfactual", "text"), ("image_reliance_mean_colour", "image")):
+        row = lines(run.faithfulness_file(name))[3]
+        item = next(ex for ex in source.items if ex.id == row["item"])
+        changed = [replace(item, id=row["id"], **{key: row[key] if key == "text" else Path(row[key])})]
+        batch = prepare_batch(model, task, source.shots, changed, 0, 1, None)
+        assert [d.id for d in batch.demos[0]] == list(source.predictions[item.id].demos)
+        assert row["scores"] == pytest.approx(decode("score", model, task, batch, {})[1][0], abs=1e-5)
+    assert results["counterfactual"]["edits"] == 12 and results["image_reliance_mean_colour"]["items"] == 6
+
+
+def test_a_few_shot_model_whose_label_cannot_change_flips_nothing(make_cfg, tmp_path, changed_models):
+    run = infer(
+        make_cfg, tmp_path / "run", "model=hf", f"model.checkpoint={changed_models['fixed']}", "shots=3",
+        "fewshot.split=dev",
+    )  # fmt: skip
+    results = faithfulness(make_cfg, run, "stage.positions=2", "stage.words_per_position=1")
+    assert results["counterfactual"]["flip_rate"] == {"value": 0.0, "ci": [0.0, 0.0], "n": 12}
+    assert results["image_reliance_mean_colour"]["flip_rate"]["value"] == 0.0
+
+
+def test_a_few_shot_run_without_its_demonstrations_recorded_is_one_line(make_cfg, tmp_path):
+    run = infer(make_cfg, tmp_path / "run", "shots=2", "fewshot.split=dev")
+    rows = lines(run.predictions_file)
+    run.predictions_file.write_text("".join(json.dumps({**r, "demos": []}) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"jsonl: item \S+ records 0 demonstrations, not the run.s shots=2"):
+        faithfulness(make_cfg, run)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_runs_tests_load_its_adapter_and_refuse_another(make_cfg, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vlx.engine.loop import run_batches
+    from vlx.faithfulness.source import loop_settings
+    from vlx.run.store import JsonlStore
+    from vlx.stages.infer import prediction
+
+    def finetune(*tests: str) -> dict:
+        return run_stage(
+            make_cfg(
+                "stage=finetune", "model=tiny_paligemma", "task=shapes", "task.prompt='explain en {text}'",
+                "task.split=train", "task.limit=8", "lora=r64", "finetune.per_device_batch_size=4",
+                "finetune.max_steps=2", "finetune.warmup_steps=0", "finetune.learning_rate=2e-2",
+                "finetune.save_strategy=no", "finetune.infer_split=test", "finetune.infer_limit=4",
+                "eval_after_infer=false", "decode=score_then_explain", "generation.max_new_tokens=4", *tests,
+                run_dir=tmp_path / "ft",
+            )
+        )  # fmt: skip
+
+    finetune("finetune.faithfulness={tests: [image_reliance]}")
+    run = RunDir(tmp_path / "ft" / "infer")  # tested after the inference (finetune.faithfulness)
+    results = json.loads(run.faithfulness_results_file.read_text())
+    assert results["image_reliance_mean_colour"]["items"] == 4
+    assert len(lines(run.faithfulness_file("image_reliance_mean_colour"))) == 4
+    # other tests after a finished fine-tune: nothing trained again, the new test added
+    weights = tmp_path / "ft" / "adapter" / "adapter_model.safetensors"
+    trained = weights.stat().st_mtime_ns
+    again = finetune("finetune.faithfulness={tests: [image_reliance], ablation: other_item}")
+    assert weights.stat().st_mtime_ns == trained
+    assert len(lines(run.faithfulness_file("image_reliance_other_item"))) == 4
+    assert "faithfulness_image_reliance_other_item_flip_rate" in again
+    source = open_run(run)
+    assert source.config.model.adapter == str(tmp_path / "ft" / "adapter")
+    model, task = load_run_model(source), source.task
+    # the run's own answers again, which the base model alone does not give
+    same = [replace(ex, id=f"{ex.id}|same") for ex in source.items]
+    store = JsonlStore(tmp_path / "same.jsonl")
+    answer = lambda a: prediction(task, a.example, a.text, a.demos, a.scores).to_json()  # noqa: E731
+    run_batches(model, task, same, store, answer, loop_settings(source, 4, "dataset", 0), desc="same")
+    for row in store.rows():
+        assert row["scores"] == pytest.approx(source.predictions[row["id"].removesuffix("|same")].scores, abs=1e-5)
+    model.model.disable_adapter_layers()
+    bare = prepare_batch(model, task, None, source.items[:1], 0, 1, None)
+    assert decode("score", model, task, bare, {})[1][0] != pytest.approx(source.predictions[source.items[0].id].scores)
+    # an adapter changed in the same folder is not the one that made the run
+    tensors = load_file(weights)
+    save_file({k: v + 0.01 for k, v in tensors.items()}, weights)
+    with pytest.raises(ConfigError, match=r"the model loaded now is not the one that made the run .*adapter_weights"):
+        faithfulness(make_cfg, run, "stage.ablation=other_item")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("{tests: [shap]}", r"finetune.faithfulness: stage.tests=\['shap'\]: give one or more of counterfactual"),
+        ("{tests: [image_reliance], ablaton: other_item}", r"finetune.faithfulness.ablaton: not a setting of the"),
+        ("{run: elsewhere}", r"finetune.faithfulness.run: not a setting of the faithfulness tests; use tests, "),
+    ],
+)
+def test_tests_after_training_are_checked_before_it(make_cfg, settings, message, no_model_loads):
+    cfg = make_cfg(
+        "stage=finetune", "model=tiny_paligemma", "task=shapes", "lora=r64", "finetune.infer_split=test",
+        f"finetune.faithfulness={settings}",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        run_stage(cfg)

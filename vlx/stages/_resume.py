@@ -59,7 +59,7 @@ FINETUNE_KEYS = OutputKeys(
         "finetune.logging_steps", "finetune.save_strategy", "finetune.save_steps",
         "finetune.dataloader_num_workers", "finetune.infer_split", "finetune.infer_limit", "finetune.profile_steps",
         "finetune.resume", "finetune.gradient_checkpointing", "finetune.target_logits_only", "finetune.compile",
-        "finetune.compile_mode", "finetune.fsdp",
+        "finetune.compile_mode", "finetune.fsdp", "finetune.faithfulness",
     }),
 )  # fmt: skip
 
@@ -85,7 +85,11 @@ def output_config(cfg: DictConfig, keys: OutputKeys = INFER_KEYS) -> dict[str, A
     the stage that writes them."""
     resolved = {**resolved_config(cfg), "shots": shot_settings(cfg)}
     data = {s: resolved[s] for s in keys.sections if s in resolved}
-    flat = {k: v for k, v in _flatten(data, "").items() if k not in keys.neutral}
+    flat = {
+        k: v
+        for k, v in _flatten(data, "").items()
+        if not any(k == n or k.startswith(f"{n}.") for n in keys.neutral)  # a neutral section's keys too
+    }
     return {"stage.name": cfg.stage.name, **flat}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vlx.config_data import plain_dict
 from vlx.engine.batch_size import release_memory
@@ -224,3 +224,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with tracking(logger_cfg, resolved_config(cfg), name=f"faithfulness-{run.path.name}") as tracker:
         log_to_tracker(tracker, run, results, [output_name(test, cfg) for test in tests])
     return results
+
+
+def config_after_infer(cfg: DictConfig, settings: Any, key: str, run: str) -> DictConfig:
+    """`cfg` as this stage's config on the infer run `run`, made by another stage (`key`: the setting that holds
+    `settings`, e.g. finetune.faithfulness): the stage's defaults with `settings` on top, checked.
+
+    Raises:
+        ConfigError: a setting this stage does not have, `stage.run` among them, or one `validate` refuses.
+    """
+    from vlx.configs import group_option
+
+    given = plain_dict(settings, key)
+    defaults = group_option("stage", "faithfulness")
+    unknown = sorted(k for k in given if k not in defaults or k in ("run", "name", "module"))
+    if unknown:
+        raise ConfigError(
+            f"{key}.{unknown[0]}: not a setting of the faithfulness tests; use "
+            f"{', '.join(str(k) for k in defaults if k not in ('run', 'name', 'module'))}"
+        )
+    sub = cfg.copy()
+    with open_dict(sub):
+        sub.stage = OmegaConf.merge(defaults, given, {"run": run})
+    try:
+        validate(sub)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    return sub

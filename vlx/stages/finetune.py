@@ -59,6 +59,7 @@ from vlx.stages._resume import (
     last_complete_checkpoint,
 )
 from vlx.stages.evaluation import check_settings as check_eval_settings
+from vlx.stages.faithfulness import config_after_infer
 from vlx.tracking import tracking
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def validate(cfg: DictConfig) -> None:
         examples = instantiate(after_training_config(cfg).task).examples()  # the split's file is there and reads
         if cfg.eval_after_infer:  # scoring the explanations after training needs Java: said before hours of it
             check_java(cfg.eval.get("java", True), needed=any(ex.explanations for ex in examples))
+    if ft.get("faithfulness"):  # the tests after the inference: their settings checked before training
+        if not ft.infer_split:
+            raise ConfigError("finetune.faithfulness tests the inference after training: set finetune.infer_split")
+        config_after_infer(cfg, ft.faithfulness, "finetune.faithfulness", "the inference after training")
 
 
 # finetune settings and the seed's values, named in the messages about them
@@ -351,8 +356,9 @@ def after_training_config(cfg: DictConfig) -> DictConfig:
 
 
 def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[str, Any]:
-    """The infer stage (and its scoring) with the new adapter on `finetune.infer_split`, into `out`; nothing when
-    that is unset. Under a launcher every rank takes part (data-parallel inference)."""
+    """The infer stage (and its scoring) with the new adapter on `finetune.infer_split`, into `out`, then the
+    faithfulness tests of `finetune.faithfulness` on its predictions; nothing when that split is unset. Under a
+    launcher every rank takes part in the inference (data-parallel), the first alone in the tests."""
     if not cfg.finetune.infer_split:
         return {}
     from vlx.stages import infer
@@ -362,4 +368,15 @@ def infer_with_adapter(cfg: DictConfig, adapter_dir: Path, out: Path) -> dict[st
         sub.model.adapter = str(adapter_dir)
         sub.paths.output_dir = str(out)
     summary = infer.run(sub)
-    return {f"infer_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {f"infer_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if cfg.finetune.get("faithfulness") and distributed.is_main():  # on its predictions, in <out>/faithfulness
+        from vlx.stages import faithfulness
+
+        tested = faithfulness.run(config_after_infer(cfg, cfg.finetune.faithfulness, "finetune.faithfulness", str(out)))
+        numbers |= {
+            f"faithfulness_{name}_{k}": v["value"]
+            for name, result in tested.items()
+            for k, v in result.items()
+            if isinstance(v, dict) and isinstance(v.get("value"), float)
+        }
+    return numbers
