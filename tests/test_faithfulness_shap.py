@@ -177,3 +177,16 @@ def test_other_families_values_add_up_too(make_cfg, tmp_path, family):
     assert values.values.sum(axis=0) == pytest.approx(everything - nothing, abs=1e-3)
     assert not any("<" in t for t in values.text_tokens)  # the template's and image's tokens are never players
     assert 0 < cc_shap.text_share(values.values, 4) < 1
+
+
+def test_a_label_is_explained_without_the_lone_space_a_tokenizer_writes_before_it(make_cfg, tmp_path):
+    # the tiny tokenizer writes " B" as " " + "B": the space's logit is the answer's spacing, not the label, and is
+    # left out of the explained outputs (it joins the context, where it is no player)
+    run = infer(make_cfg, tmp_path / "run")
+    model, task, items, _ = loaded(run)
+    tokenizer = model.processor.tokenizer
+    assert [tokenizer.decode([i]) for i in tokenizer(" B", add_special_tokens=False).input_ids] == [" ", "B"]
+    values = shapley.explain_output(model, task, items[0], " B", evals=50, seed=0, patches=2)
+    assert values.output_tokens == ["B"] and values.values.shape[1] == 1
+    whole = shapley.explain_output(model, task, items[0], "B", evals=50, seed=0, patches=2)
+    assert whole.output_tokens == ["B"]

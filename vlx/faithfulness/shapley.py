@@ -159,6 +159,11 @@ class MaskedInputGame:
         self.model, self.prompt, self.image, self.logits, self.batch_size = model, prompt, image, logits, batch_size
         tokenizer = model.processor.tokenizer
         context_ids, self.output_ids = split_tokens(tokenizer, context, output)
+        # a leading token that is whitespace alone (a tokenizer that writes " B" as " " + "B", SentencePiece before
+        # digits) is the answer's spacing, not its content: it joins the context, where it is no player, so that
+        # only the label's own tokens are explained (the authors explain the label's token alone)
+        while len(self.output_ids) > 1 and not tokenizer.decode([self.output_ids[0]]).strip():
+            context_ids.append(self.output_ids.pop(0))
         if not self.output_ids:
             raise ValueError(f"no output tokens to explain in {output!r}")
         self.encoded = model.encode([prompt], [image])  # the prompt's token rows, the same in every coalition
