@@ -22,11 +22,10 @@ import platform
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench_eval import cpu_name  # this folder is on sys.path when the script runs
-from bench_judge import versions
+from bench_judge import composed_stage, versions
 
 REPO = Path(__file__).resolve().parent.parent
 # the tests timed: the table's name, the test's output name (its rows file and its key in faithfulness.json), its
@@ -42,27 +41,8 @@ TESTS = [
 
 def stage(overrides: list[str], out: Path) -> dict:
     """A stage in this process, composed as the command line would compose it; its result and wall seconds."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from vlx.__main__ import run_stage
-    from vlx.configs import config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[*overrides, f"hydra.run.dir={out}", f"hydra.runtime.output_dir={out}"],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    start = time.perf_counter()
-    result = run_stage(cfg)
-    return {"result": result, "seconds": time.perf_counter() - start}
+    result, seconds = composed_stage(overrides, out)
+    return {"result": result, "seconds": seconds}
 
 
 def infer_run(

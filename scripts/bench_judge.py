@@ -61,8 +61,8 @@ def finished_run(folder: Path, items: int) -> Path:
     return folder
 
 
-def judge(run: Path, out: Path, overrides: list[str]) -> dict:
-    """`vlx stage=judge stage.run=<run> ...` in this process (composed as the command line would be)."""
+def composed_stage(overrides: list[str], out: Path) -> tuple[dict, float]:
+    """A stage in this process, composed as the command line would compose it: its result and wall seconds."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -75,13 +75,7 @@ def judge(run: Path, out: Path, overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[
-                "stage=judge",
-                f"stage.run={run}",
-                *overrides,
-                f"hydra.run.dir={out}",
-                f"hydra.runtime.output_dir={out}",
-            ],
+            overrides=[*overrides, f"hydra.run.dir={out}", f"hydra.runtime.output_dir={out}"],
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
@@ -89,7 +83,13 @@ def judge(run: Path, out: Path, overrides: list[str]) -> dict:
         cfg.paths.output_dir = str(out)
     start = time.perf_counter()
     result = run_stage(cfg)
-    return {**result, "wall_s": time.perf_counter() - start}
+    return result, time.perf_counter() - start
+
+
+def judge(run: Path, out: Path, overrides: list[str]) -> dict:
+    """`vlx stage=judge stage.run=<run> ...` in this process (composed as the command line would be)."""
+    result, seconds = composed_stage(["stage=judge", f"stage.run={run}", *overrides], out)
+    return {**result, "wall_s": seconds}
 
 
 def versions() -> str:

@@ -143,3 +143,19 @@ def test_gpu_busy_time_counts_overlapping_kernels_once():
     )
     assert bench.KernelTime(trace).seconds() == pytest.approx(250e-6)
     assert math.isnan(bench.KernelTime().seconds())
+
+
+def test_the_judge_benchmark_judges_a_few_items_and_prints_its_table(monkeypatch, capsys):
+    # scripts/bench_judge.py imports bench_eval from its own folder, as when it is run
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    bench = load_script("bench_judge")
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["bench_judge.py", "--items", "4", "--batch-sizes", "2", "--decodes", "score", "--max-new-tokens", "2"],
+    )
+    bench.main()
+    table = capsys.readouterr().out
+    assert "| stage.decode | batch_size | items/s |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| score | 2 |"))
+    assert float(row.split("|")[3]) > 0 and row.split("|")[5].strip() == "0"  # score decoding parses every verdict
