@@ -84,7 +84,7 @@ function faithfulness(it) {
       <td>${change(r)}</td>
       <td><span class="badge ${r.flipped ? "bad flip" : r.flipped === false ? "" : "none"}" title="${r.flipped ? "the label flipped" : r.flipped === false ? "the label stayed" : "a label did not parse"}">${esc(r.label ?? "unparsed")}</span></td>
       <td class="fexpl">${esc(r.explanation ?? "")}</td>
-      <td><div class="scores">${Object.entries(r.facts || {}).map(([k, v]) => `<span>${esc(k)} <b>${fact(v)}</b></span>`).join("")}</div></td>
+      <td><div class="scores">${Object.entries(r.facts || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `<span>${esc(k)} <b>${fact(v)}</b></span>`).join("")}</div></td>
     </tr>`).join("")}</table></section>`).join("");
 }
 
