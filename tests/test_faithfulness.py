@@ -317,6 +317,8 @@ def test_a_few_shot_runs_changed_items_are_answered_with_their_own_demonstration
     results = faithfulness(make_cfg, run, "stage.positions=1", "stage.words_per_position=2")
     source = open_run(run)
     assert {len(p.demos) for p in source.predictions.values()} == {2}
+    with pytest.raises(ConfigError, match=r"few-shot run \(shots=2\): CC-SHAP's players are one prompt's"):
+        faithfulness(make_cfg, run, "stage.tests=[cc_shap]")
     assert len({p.demos for p in source.predictions.values()}) > 1  # drawn per item: each its own
     model, task = load_run_model(source), source.task
     # an unchanged query, re-answered through the tests' loop, is the run's own answer: same demonstrations, label

@@ -195,6 +195,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run = RunDir.find(cfg.stage.run, "stage.run")
     with exclusive(run.path):  # not while an infer run still writes its predictions
         source = open_run(run)
+    if cc_shap.NAME in tests and source.shots is not None:
+        raise ConfigError(
+            f"stage.tests has cc_shap, and {run.path} is a few-shot run (shots={source.k}): CC-SHAP's players are "
+            f"one prompt's image patches and tokens, and its demonstrations' images are not among them yet; run "
+            f"cc_shap on a zero-shot run (the other tests take this one)"
+        )
     settings = settings_of(cfg)
     if source.config.get("generation", {}).get("do_sample"):  # each batch draws its own samples
         log.warning(
