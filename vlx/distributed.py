@@ -7,6 +7,7 @@ inference items, and wait for each other before the merge.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from datetime import timedelta
@@ -47,6 +48,17 @@ def process_group() -> None:
             dist.init_process_group("nccl", timeout=WAIT, device_id=torch.device("cuda", local_rank()))
         else:
             dist.init_process_group("gloo", timeout=WAIT)
+        # left to the interpreter's exit, the group's threads can be torn down while still running, and a rank then
+        # aborts ("terminate called without an active exception") after its work is done: leave it first
+        atexit.register(leave_process_group)
+
+
+def leave_process_group() -> None:
+    """Destroys this process's process group, where it has one (at exit; a no-op otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
