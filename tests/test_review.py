@@ -328,7 +328,9 @@ def test_rating_in_the_browser_survives_reload_and_kill(tiny_run, tmp_path):
             wait_for(lambda: len(lines(copy / "ratings.jsonl")) == 5)
             got = [(r["id"], r["verdict"]) for r in lines(copy / "ratings.jsonl")]
             want = list(zip([r["id"] for r in rows[:5]], ["yes", "weak yes", "weak no", "no", "yes"], strict=True))
-            assert got == want
+            # each item its own verdict; the file's order is the order the saves arrived, which two quick keys
+            # may swap (each save is its own request)
+            assert sorted(got) == sorted(want)
             page.screenshot(path=str(tmp_path / "review.png"))
             page.reload()
             page.wait_for_selector(".card")
