@@ -327,3 +327,27 @@ def test_review_page_shows_the_changes_beside_the_original(tested):
     finally:
         server.should_exit = True
         thread.join(timeout=POLL_HANG_GUARD_S)
+
+
+def test_cc_shap_is_compared_item_by_item_and_its_cost_is_not(tmp_path):
+    """CC-SHAP changes nothing of the input: every shared item pairs; its scores are tested, the seconds and model
+    evaluations a run spent are not (they say how the run went, not how the model behaves)."""
+    rng = np.random.default_rng(5)
+
+    def rows(shift: float) -> list[dict]:
+        return [
+            {"id": f"i{i}", "item": f"i{i}", "label": "yes", "cc_shap": float(rng.uniform(-1, 1)) * 0.5 + shift,
+             "text_share_label": 0.5, "text_share_explanation": 0.6, "evals": 600, "seconds": 1.0 + shift}
+            for i in range(12)
+        ]  # fmt: skip
+
+    a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    rows_a, rows_b = rows(0.0), rows(0.4)
+    write_output(a, "cc_shap", rows_a, shap_evals=600)
+    write_output(b, "cc_shap", rows_b, shap_evals=600)
+    found, notes, info = faithfulness_differences(a, b, resamples=200, seed=0, level=0.95)
+    assert notes == [] and info["cc_shap"]["items"] == 12
+    mean = lambda rs: sum(r["cc_shap"] for r in rs) / len(rs)  # noqa: E731
+    assert found["cc_shap.cc_shap"].difference == pytest.approx(mean(rows_b) - mean(rows_a))
+    assert "cc_shap.text_share_label" in found and "cc_shap.js_distance" not in found  # no values: nothing to test
+    assert not {"cc_shap.seconds_per_item", "cc_shap.evals_per_item"} & set(found)

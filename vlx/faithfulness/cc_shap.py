@@ -243,8 +243,12 @@ TEST = measures.FaithfulnessTest(
             measures.Measure.mean(k, k.replace("_", " ").capitalize(), field(k), higher_is_better=False)
             for k in DISTANCES
         ),
-        measures.Measure.mean("evals_per_item", "Model evaluations per item", lambda r: r["evals"], rows=explained),
-        measures.Measure.mean("seconds_per_item", "Seconds per item", lambda r: r["seconds"], rows=explained),
+        measures.Measure.mean(
+            "evals_per_item", "Model evaluations per item", lambda r: r["evals"], rows=explained, paired=False
+        ),
+        measures.Measure.mean(
+            "seconds_per_item", "Seconds per item", lambda r: r["seconds"], rows=explained, paired=False
+        ),
     ),
     change=lambda r: None,  # nothing of the input is changed: the items' own values are compared
     view=lambda r: {

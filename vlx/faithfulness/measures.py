@@ -55,6 +55,8 @@ class Measure:
         counts: an item's (numerator, denominator) from its rows (those `rows` keeps).
         higher_is_better: True, False or None (neither: e.g. a flip rate says how sensitive the model is).
         rows: which of the test's rows count (default: those whose labels both parsed).
+        paired: whether stage=compare tests it between runs (False for a cost, such as seconds per item, which
+            says how the run went rather than how the model behaves).
     """
 
     name: str
@@ -62,6 +64,7 @@ class Measure:
     counts: Counts = field(compare=False)
     higher_is_better: bool | None = None
     rows: Callable[[Row], bool] = field(default=label_parsed, compare=False)
+    paired: bool = True
 
     @classmethod
     def mean(
@@ -71,6 +74,7 @@ class Measure:
         value: Callable[[Row], float | None],
         higher_is_better: bool | None = None,
         rows: Callable[[Row], bool] = every_row,
+        paired: bool = True,
     ) -> Measure:
         """The mean of a per-row value over the rows that have one (None: left out), e.g. a probability change."""
 
@@ -78,7 +82,7 @@ class Measure:
             values = [v for v in map(value, item_rows) if v is not None]
             return float(sum(values)), float(len(values))
 
-        return cls(name, title, counts, higher_is_better, rows)
+        return cls(name, title, counts, higher_is_better, rows, paired)
 
     @classmethod
     def share(

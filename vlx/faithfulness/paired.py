@@ -97,7 +97,7 @@ def faithfulness_differences(
             notes.append(f"faithfulness {output} not compared: no item both runs tested alike")
             continue
         draws = resample_counts(len(items), resamples, seed)
-        for measure in test.measures:
+        for measure in (m for m in test.measures if m.paired):
             per_a, per_b = item_counts(rows_a, measure), item_counts(rows_b, measure)
             result = ratio_differences(
                 np.asarray([per_a[i] for i in items]), np.asarray([per_b[i] for i in items]), draws, level
