@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +116,8 @@ def propose(
             "words": parse_words(answer.text, count, labels),
         }
 
-    ask = LoopSettings(
-        decode="generate",
-        generation=limits(count),
-        batch_size=settings.batch_size,
-        batching=settings.batching,
-        seed=settings.seed,
-        workers=settings.workers,
-        on_bad_image=settings.on_bad_image,
-    )
+    # the test's batches, greedy with room for the words, zero-shot: the question is the editor's, not the task's
+    ask = replace(settings, decode="generate", generation=limits(count), selector=None, demo_image_size=None)
     return run_batches(model, editor_task(count), list(items), store, row, ask, desc="editor", rows_name="proposals")
 
 

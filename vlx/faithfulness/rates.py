@@ -24,16 +24,6 @@ def grouped(rows: Sequence[Row], key: str = "item") -> list[list[Row]]:
     return list(groups.values())
 
 
-def ratio(groups: Sequence[Sequence[Row]], counts: Callable[[Sequence[Row]], tuple[float, float]]) -> float | None:
-    """Sum of numerators over sum of denominators, `counts` giving both for one item's rows; None where the
-    denominator is 0."""
-    top = bottom = 0.0
-    for rows in groups:
-        n, d = counts(rows)
-        top, bottom = top + n, bottom + d
-    return top / bottom if bottom else None
-
-
 def rate(
     groups: Sequence[Sequence[Row]],
     counts: Callable[[Sequence[Row]], tuple[float, float]],
@@ -61,15 +51,3 @@ def rate(
         "ci": bootstrap_ci(len(groups), statistic, resamples=resamples, seed=seed),
         "n": int(total[1]),
     }
-
-
-def mean(
-    groups: Sequence[Sequence[Row]], value: Callable[[Row], float | None], resamples: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """The mean of a per-row value over the rows that have one, with its interval over items (as `rate`)."""
-
-    def counts(rows: Sequence[Row]) -> tuple[float, float]:
-        values = [v for v in map(value, rows) if v is not None]
-        return float(sum(values)), float(len(values))
-
-    return rate(groups, counts, resamples, seed)

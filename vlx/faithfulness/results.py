@@ -3,7 +3,7 @@ they were made with stated beside them (stage=report's tables, W&B's summary).""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vlx.faithfulness.catalog import DECLARED, declared_test
@@ -68,17 +68,22 @@ def value_text(number: Mapping[str, Any] | None) -> str:
     return f"{number['value']:.4f}{interval} n={number.get('n')}"
 
 
-def flat(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float | int | None]:
-    """Every output's numbers as `<output>.<measure>`, with `_ci_low`, `_ci_high` and `_n` (W&B's summary)."""
-    out: dict[str, float | int | None] = {}
+def numbers_of(results: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """(output, measure, number) of every output's numbers, outputs in the declared order."""
     for output in ordered_outputs(set(results)):
         numbers = results[output]
         for name, _ in measure_names(output, numbers):
-            number = numbers[name]
-            ci = number.get("ci") or [None, None]
-            out[f"{output}.{name}"] = number.get("value")
-            out[f"{output}.{name}_ci_low"], out[f"{output}.{name}_ci_high"] = ci[0], ci[1]
-            out[f"{output}.{name}_n"] = number.get("n")
+            yield output, name, numbers[name]
+
+
+def flat(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float | int | None]:
+    """Every output's numbers as `<output>.<measure>`, with `_ci_low`, `_ci_high` and `_n` (W&B's summary)."""
+    out: dict[str, float | int | None] = {}
+    for output, name, number in numbers_of(results):
+        ci = number.get("ci") or [None, None]
+        out[f"{output}.{name}"] = number.get("value")
+        out[f"{output}.{name}_ci_low"], out[f"{output}.{name}_ci_high"] = ci[0], ci[1]
+        out[f"{output}.{name}_n"] = number.get("n")
     return out
 
 
@@ -87,13 +92,10 @@ def long_rows(runs: Sequence[tuple[str, Mapping[str, Mapping[str, Any]]]]) -> li
     (`LONG_COLUMNS`)."""
     rows = []
     for run, results in runs:
-        for output in ordered_outputs(set(results)):
-            numbers = results[output]
-            for name, _ in measure_names(output, numbers):
-                number = numbers[name]
-                ci = number.get("ci") or [None, None]
-                settings = settings_text(output, numbers)
-                rows.append([run, output, name, number.get("value"), ci[0], ci[1], number.get("n"), settings])
+        for output, name, number in numbers_of(results):
+            ci = number.get("ci") or [None, None]
+            settings = settings_text(output, results[output])
+            rows.append([run, output, name, number.get("value"), ci[0], ci[1], number.get("n"), settings])
     return rows
 
 

@@ -139,9 +139,11 @@ def propose_words(
     """The editor's words for each item (asked for the items whose answer is not kept yet), by item id."""
     name, count = str(cfg.stage.editor), int(cfg.stage.editor_words)
     store = JsonlStore(source.run.faithfulness_proposals_file)
-    editor.check_proposals(store.rows(repair=True), name, count, store.path)
-    todo = [ex for ex in items if ex.id not in {str(r["id"]) for r in store.rows()}]
-    if todo:
+    kept = store.rows(repair=True)  # an answer cut short by a kill is asked again
+    editor.check_proposals(kept, name, count, store.path)
+    asked = {str(r["id"]) for r in kept}
+    todo = [ex for ex in items if ex.id not in asked]
+    if todo:  # the editor is loaded only where an item is left to ask
         proposer = editor.load_editor(name, model)
         editor.propose(proposer, name, todo, count, source.task.labels, store, loop)
         if proposer is not model:
